@@ -1,0 +1,491 @@
+"""Architecture as data: frozen specs for stages and networks, and the named baselines.
+
+A :class:`NetworkSpec` describes a network completely (baseline stages, width/depth multipliers,
+input size, head, regularisation, padding, classes). :func:`scale` is a pure spec-to-spec function;
+:func:`resolve` expands a spec into concrete per-block channel counts, which both the cost model
+(:mod:`effnet.cost`) and the module builder (:mod:`effnet.model`) read. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from effnet.scaling import (
+    BASE_RESOLUTION,
+    OFFICIAL_EFFICIENTNET,
+    OFFICIAL_LITE,
+    PAPER_ALPHA,
+    PAPER_BETA,
+    PAPER_GAMMA,
+    compound,
+    round_channels,
+    round_repeats,
+)
+
+__all__ = [
+    "BlockKind",
+    "Activation",
+    "Padding",
+    "HeadScaling",
+    "StageSpec",
+    "NetworkSpec",
+    "BlockConfig",
+    "ResolvedNetwork",
+    "scale",
+    "resolve",
+    "efficientnet_b0_stages",
+    "get_spec",
+    "list_models",
+    "compound_spec",
+    "BASELINES",
+]
+
+BlockKind = Literal["mbconv", "bottleneck"]
+Activation = Literal["silu", "relu", "relu6"]
+Padding = Literal["symmetric", "tf_same"]
+HeadScaling = Literal["scale", "fixed", "up"]
+
+_BLOCKS = ("mbconv", "bottleneck")
+_ACTIVATIONS = ("silu", "relu", "relu6")
+_PADDINGS = ("symmetric", "tf_same")
+_HEAD_SCALINGS = ("scale", "fixed", "up")
+
+
+def _require_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+
+
+def _require_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _require_rate(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of identical blocks, at baseline width and depth.
+
+    ``block``: ``"mbconv"`` (inverted bottleneck: 1×1 expand, k×k depthwise, squeeze-excite, 1×1
+    project) or ``"bottleneck"`` (ResNet: 1×1 reduce, k×k conv, 1×1 expand). ``expand_ratio`` is
+    the MBConv expansion of its input channels, or the ResNet ratio of output to inner channels.
+    ``stride`` applies to the first block only. ``se_ratio`` = 0 disables squeeze-excite.
+    ``scale_repeats`` = False keeps ``repeats`` fixed under depth scaling (Lite's first and last stage).
+    """
+
+    block: BlockKind
+    expand_ratio: float
+    kernel: int
+    stride: int
+    out_channels: int
+    repeats: int
+    se_ratio: float = 0.25
+    scale_repeats: bool = True
+
+    def __post_init__(self) -> None:
+        _require_choice("block", self.block, _BLOCKS)
+        if isinstance(self.expand_ratio, bool) or not isinstance(self.expand_ratio, (int, float)):
+            raise ValueError(f"expand_ratio must be a number >= 1, got {self.expand_ratio!r}")
+        if self.expand_ratio < 1:
+            raise ValueError(f"expand_ratio must be >= 1, got {self.expand_ratio}")
+        _require_int("kernel", self.kernel, 1)
+        if self.kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd, got {self.kernel}")
+        _require_int("stride", self.stride, 1)
+        _require_int("out_channels", self.out_channels, 1)
+        _require_int("repeats", self.repeats, 1)
+        if not 0.0 <= self.se_ratio <= 1.0:
+            raise ValueError(f"se_ratio must be in [0, 1], got {self.se_ratio}")
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A whole network: baseline stages plus the multipliers and options that make a variant.
+
+    ``width`` and ``depth`` multiply the baseline's channels and repeats (rounded as the TF code
+    does); ``resolution`` is the input size the network is costed and built for. ``head_scaling``
+    says how the final 1×1 conv follows width: ``"scale"`` (EfficientNet), ``"fixed"`` (Lite) or
+    ``"up"`` (MobileNetV2: never below its baseline). ``head_channels`` = 0 means no head conv.
+    """
+
+    name: str
+    stages: tuple[StageSpec, ...]
+    stem_channels: int = 32
+    stem_kernel: int = 3
+    stem_stride: int = 2
+    stem_pool: bool = False
+    scale_stem: bool = True
+    head_channels: int = 1280
+    head_scaling: HeadScaling = "scale"
+    width: float = 1.0
+    depth: float = 1.0
+    resolution: int = BASE_RESOLUTION
+    dropout: float = 0.2
+    drop_path_rate: float = 0.2
+    activation: Activation = "silu"
+    num_classes: int = 1000
+    in_chans: int = 3
+    padding: Padding = "symmetric"
+    divisor: int = 8
+    bn_eps: float = 1e-3
+    bn_momentum: float = 0.01
+    family: str = field(default="efficientnet")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a non-empty string, got {self.name!r}")
+        stages = tuple(self.stages)
+        if not stages or not all(isinstance(s, StageSpec) for s in stages):
+            raise ValueError("stages must be a non-empty sequence of StageSpec")
+        object.__setattr__(self, "stages", stages)
+        _require_int("stem_channels", self.stem_channels, 1)
+        _require_int("stem_kernel", self.stem_kernel, 1)
+        _require_int("stem_stride", self.stem_stride, 1)
+        _require_int("head_channels", self.head_channels, 0)
+        _require_choice("head_scaling", self.head_scaling, _HEAD_SCALINGS)
+        for label, value in (("width", self.width), ("depth", self.depth)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{label} must be a positive number, got {value!r}")
+        _require_int("resolution", self.resolution, 8)
+        _require_rate("dropout", self.dropout)
+        _require_rate("drop_path_rate", self.drop_path_rate)
+        _require_choice("activation", self.activation, _ACTIVATIONS)
+        _require_int("num_classes", self.num_classes, 1)
+        _require_int("in_chans", self.in_chans, 1)
+        _require_choice("padding", self.padding, _PADDINGS)
+        _require_int("divisor", self.divisor, 1)
+
+    def replace(self, **changes: Any) -> NetworkSpec:
+        """A copy with ``changes`` applied (validated); the original is untouched."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown NetworkSpec field(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; :meth:`from_dict` inverts it."""
+        data = dataclasses.asdict(self)
+        data["stages"] = [dataclasses.asdict(s) for s in self.stages]
+        return data
+
+    def to_json(self) -> str:
+        """The spec as a JSON string (stable key order)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetworkSpec:
+        """Rebuild a spec from :meth:`to_dict` output; unknown or missing fields are a ``ValueError``."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a network spec must be a JSON object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown NetworkSpec field(s): {', '.join(unknown)}")
+        if "stages" not in data or "name" not in data:
+            raise ValueError("a network spec needs at least 'name' and 'stages'")
+        stage_names = {f.name for f in dataclasses.fields(StageSpec)}
+        stages = []
+        for i, stage in enumerate(data["stages"]):
+            if not isinstance(stage, dict):
+                raise ValueError(f"stages[{i}] must be an object, got {type(stage).__name__}")
+            bad = sorted(set(stage) - stage_names)
+            if bad:
+                raise ValueError(f"stages[{i}] has unknown field(s): {', '.join(bad)}")
+            try:
+                stages.append(StageSpec(**stage))
+            except TypeError as exc:
+                raise ValueError(f"stages[{i}]: {exc}") from None
+        return cls(**{**data, "stages": tuple(stages)})
+
+    @classmethod
+    def from_json(cls, text: str) -> NetworkSpec:
+        """Parse a spec from JSON text."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a valid JSON network spec: {exc}") from None
+        return cls.from_dict(data)
+
+
+def scale(
+    spec: NetworkSpec,
+    depth: float = 1.0,
+    width: float = 1.0,
+    resolution: int | None = None,
+    *,
+    name: str | None = None,
+) -> NetworkSpec:
+    """Scale a spec's depth and width by the given factors and optionally set its resolution.
+
+    Pure: returns a new spec. Factors multiply the spec's existing multipliers, and rounding is
+    always applied once against the baseline stages, so ``scale(scale(s, 1.1), 1.1)`` equals
+    ``scale(s, 1.21)``.
+    """
+    for label, value in (("depth", depth), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{label} must be a positive number, got {value!r}")
+    changes: dict[str, Any] = {"depth": spec.depth * depth, "width": spec.width * width}
+    if resolution is not None:
+        changes["resolution"] = resolution
+    if name is not None:
+        changes["name"] = name
+    return spec.replace(**changes)
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    """One concrete block after scaling: channel counts, kernel, stride, drop-path rate."""
+
+    block: BlockKind
+    stage: int
+    index: int
+    in_channels: int
+    mid_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    se_channels: int
+    drop_path: float
+
+    @property
+    def has_skip(self) -> bool:
+        """MBConv adds its input only at stride 1 with equal channels (ResNet always adds)."""
+        if self.block == "bottleneck":
+            return True
+        return self.stride == 1 and self.in_channels == self.out_channels
+
+    @property
+    def has_downsample(self) -> bool:
+        """ResNet projects the shortcut (1×1 conv + BN) when stride or channels change."""
+        return self.block == "bottleneck" and (
+            self.stride != 1 or self.in_channels != self.out_channels
+        )
+
+
+@dataclass(frozen=True)
+class ResolvedNetwork:
+    """A spec expanded to concrete channels: what the builder builds and the cost model costs."""
+
+    spec: NetworkSpec
+    stem_channels: int
+    stages: tuple[tuple[BlockConfig, ...], ...]
+    head_channels: int
+
+    @property
+    def features(self) -> int:
+        """Channels entering the classifier."""
+        return self.head_channels or self.stages[-1][-1].out_channels
+
+    @property
+    def blocks(self) -> tuple[BlockConfig, ...]:
+        """All blocks in order."""
+        return tuple(b for stage in self.stages for b in stage)
+
+    def stage_strides(self) -> list[int]:
+        """Cumulative stride (input pixels per output pixel) after each stage."""
+        stride = self.spec.stem_stride * (2 if self.spec.stem_pool else 1)
+        out = []
+        for stage in self.stages:
+            stride *= stage[0].stride
+            out.append(stride)
+        return out
+
+    def feature_stages(self) -> list[int]:
+        """Indices of the last stage at each distinct cumulative stride (``features_only`` taps)."""
+        strides = self.stage_strides()
+        return [i for i, s in enumerate(strides) if i == len(strides) - 1 or strides[i + 1] != s]
+
+
+def resolve(spec: NetworkSpec) -> ResolvedNetwork:
+    """Expand a spec into concrete blocks (rounded channels, ceil'd repeats, drop-path rates)."""
+    width, div = spec.width, spec.divisor
+    stem = round_channels(spec.stem_channels, width, div) if spec.scale_stem else spec.stem_channels
+    repeats = [round_repeats(s.repeats, spec.depth) if s.scale_repeats else s.repeats for s in spec.stages]
+    total = sum(repeats)
+    stages: list[tuple[BlockConfig, ...]] = []
+    in_ch, index = stem, 0
+    for stage_index, (stage, count) in enumerate(zip(spec.stages, repeats)):
+        out_ch = round_channels(stage.out_channels, width, div)
+        blocks = []
+        for j in range(count):
+            if stage.block == "mbconv":
+                mid = round_channels(in_ch, stage.expand_ratio, div) if stage.expand_ratio != 1 else in_ch
+                se = max(1, int(in_ch * stage.se_ratio)) if stage.se_ratio > 0 else 0
+            else:
+                mid = round_channels(stage.out_channels / stage.expand_ratio, width, div)
+                se = 0
+            blocks.append(
+                BlockConfig(
+                    block=stage.block,
+                    stage=stage_index,
+                    index=index,
+                    in_channels=in_ch,
+                    mid_channels=mid,
+                    out_channels=out_ch,
+                    kernel=stage.kernel,
+                    stride=stage.stride if j == 0 else 1,
+                    se_channels=se,
+                    drop_path=spec.drop_path_rate * index / total,
+                )
+            )
+            in_ch = out_ch
+            index += 1
+        stages.append(tuple(blocks))
+    if spec.head_channels == 0:
+        head = 0
+    elif spec.head_scaling == "scale":
+        head = round_channels(spec.head_channels, width, div)
+    elif spec.head_scaling == "up":
+        head = round_channels(spec.head_channels, max(1.0, width), div)
+    else:
+        head = spec.head_channels
+    return ResolvedNetwork(spec=spec, stem_channels=stem, stages=tuple(stages), head_channels=head)
+
+
+# --------------------------------------------------------------------------------------------
+# Baselines
+# --------------------------------------------------------------------------------------------
+
+
+def efficientnet_b0_stages(se_ratio: float = 0.25) -> tuple[StageSpec, ...]:
+    """The seven MBConv stages of EfficientNet-B0 (expand, kernel, stride, out, repeats)."""
+    rows = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+            (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))  # fmt: skip
+    return tuple(
+        StageSpec("mbconv", expand_ratio=e, kernel=k, stride=s, out_channels=c, repeats=n, se_ratio=se_ratio)
+        for e, k, s, c, n in rows
+    )
+
+
+def _efficientnet(variant: str) -> NetworkSpec:
+    row = OFFICIAL_EFFICIENTNET[variant]
+    return NetworkSpec(
+        name=f"efficientnet_{variant}",
+        stages=efficientnet_b0_stages(),
+        width=row.width,
+        depth=row.depth,
+        resolution=row.resolution,
+        dropout=row.dropout,
+    )
+
+
+def _lite(variant: str) -> NetworkSpec:
+    row = OFFICIAL_LITE[variant]
+    stages = list(efficientnet_b0_stages(se_ratio=0.0))
+    stages[0] = dataclasses.replace(stages[0], scale_repeats=False)
+    stages[-1] = dataclasses.replace(stages[-1], scale_repeats=False)
+    return NetworkSpec(
+        name=f"efficientnet_{variant}",
+        stages=tuple(stages),
+        scale_stem=False,
+        head_scaling="fixed",
+        width=row.width,
+        depth=row.depth,
+        resolution=row.resolution,
+        dropout=row.dropout,
+        activation="relu6",
+        family="efficientnet_lite",
+    )
+
+
+def _mobilenetv2() -> NetworkSpec:
+    rows = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+            (6, 160, 3, 2), (6, 320, 1, 1))  # fmt: skip
+    return NetworkSpec(
+        name="mobilenetv2",
+        stages=tuple(
+            StageSpec("mbconv", expand_ratio=t, kernel=3, stride=s, out_channels=c, repeats=n, se_ratio=0.0)
+            for t, c, n, s in rows
+        ),
+        head_scaling="up",
+        activation="relu6",
+        drop_path_rate=0.0,
+        bn_eps=1e-5,
+        bn_momentum=0.1,
+        family="mobilenetv2",
+    )
+
+
+def _resnet50() -> NetworkSpec:
+    rows = ((256, 3, 1), (512, 4, 2), (1024, 6, 2), (2048, 3, 2))
+    return NetworkSpec(
+        name="resnet50",
+        stages=tuple(
+            StageSpec("bottleneck", expand_ratio=4, kernel=3, stride=s, out_channels=c, repeats=n, se_ratio=0.0)
+            for c, n, s in rows
+        ),
+        stem_channels=64,
+        stem_kernel=7,
+        stem_pool=True,
+        head_channels=0,
+        activation="relu",
+        dropout=0.0,
+        drop_path_rate=0.0,
+        bn_eps=1e-5,
+        bn_momentum=0.1,
+        family="resnet",
+    )
+
+
+def _registry() -> dict[str, NetworkSpec]:
+    specs = {f"efficientnet_{v}": _efficientnet(v) for v in OFFICIAL_EFFICIENTNET}
+    specs.update({f"efficientnet_{v}": _lite(v) for v in OFFICIAL_LITE})
+    specs["mobilenetv2"] = _mobilenetv2()
+    specs["resnet50"] = _resnet50()
+    return specs
+
+
+_SPECS = _registry()  # immutable: every value is a frozen dataclass
+BASELINES = ("efficientnet_b0", "efficientnet_lite0", "mobilenetv2", "resnet50")
+"""Names usable as the baseline of a compound-scaled family or search."""
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Names accepted by :func:`get_spec` and ``effnet.create_model``, optionally filtered by substring."""
+    names = list(_SPECS)
+    return [n for n in names if pattern is None or pattern in n]
+
+
+def get_spec(name: str) -> NetworkSpec:
+    """The published spec for ``name``; unknown names raise ``ValueError`` with the closest names."""
+    if isinstance(name, NetworkSpec):
+        return name
+    if name in _SPECS:
+        return _SPECS[name]
+    close = difflib.get_close_matches(str(name), list(_SPECS), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"unknown model name {name!r}{hint} (see effnet.list_models())")
+
+
+def compound_spec(
+    phi: float,
+    alpha: float = PAPER_ALPHA,
+    beta: float = PAPER_BETA,
+    gamma: float = PAPER_GAMMA,
+    baseline: str | NetworkSpec = "efficientnet_b0",
+    *,
+    target: float | None = None,
+    tol: float = 0.1,
+) -> NetworkSpec:
+    """The exact compound rule: the baseline scaled by ``d = α^φ``, ``w = β^φ``, ``r = γ^φ``."""
+    base = get_spec(baseline)
+    coeffs = compound(phi, alpha, beta, gamma, target=target, tol=tol)
+    resolution = max(8, int(round(base.resolution * coeffs.resolution_scale)))
+    phi_text = f"{phi:g}"
+    return scale(
+        base,
+        depth=coeffs.depth,
+        width=coeffs.width,
+        resolution=resolution,
+        name=f"{base.name}_phi{phi_text}_a{alpha:g}_b{beta:g}_g{gamma:g}",
+    )
