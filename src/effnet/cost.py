@@ -127,7 +127,7 @@ def cost(name_or_spec: str | NetworkSpec | ResolvedNetwork, resolution: int | No
                            spec.stem_stride * (2 if spec.stem_pool else 1), 1.0, size,
                            t.params, t.macs, t.activations))  # fmt: skip
 
-    for i, (stage_spec, blocks) in enumerate(zip(spec.stages, net.stages)):
+    for i, (stage_spec, blocks) in enumerate(zip(spec.stages, net.stages, strict=True)):
         t = _Tally(size)
         for b in blocks:
             size = _block(t, b, size)

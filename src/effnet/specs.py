@@ -314,7 +314,7 @@ def resolve(spec: NetworkSpec) -> ResolvedNetwork:
     total = sum(repeats)
     stages: list[tuple[BlockConfig, ...]] = []
     in_ch, index = stem, 0
-    for stage_index, (stage, count) in enumerate(zip(spec.stages, repeats)):
+    for stage_index, (stage, count) in enumerate(zip(spec.stages, repeats, strict=True)):
         out_ch = round_channels(stage.out_channels, width, div)
         blocks = []
         for j in range(count):
