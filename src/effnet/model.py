@@ -69,10 +69,23 @@ class _Backbone(nn.Module):
         """Recompute each stage's activations in backward instead of storing them (saves memory)."""
         self.grad_checkpointing = bool(enable)
 
-    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    @torch.jit.unused
+    def _checkpointed_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = []
+        for stage in self.stages:
+            x = checkpoint(stage, x, use_reentrant=False)
+            outs.append(x)
+        return outs
+
+    def _stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Output of every stage, recomputed in backward when gradient checkpointing is on."""
         if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
-            return checkpoint(stage, x, use_reentrant=False)
-        return stage(x)
+            return self._checkpointed_stages(x)
+        outs = []
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return outs
 
 
 class EfficientNet(_Backbone):
@@ -101,9 +114,7 @@ class EfficientNet(_Backbone):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The head's feature map (N, num_features, H/32, W/32)."""
         x = self.stem_pool(self.stem(x))
-        for stage in self.stages:
-            x = self._run_stage(stage, x)
-        return self.head(x)
+        return self.head(self._stage_outputs(x)[-1])
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, dropout and classify a feature map; ``pre_logits`` returns the pooled features."""
@@ -133,13 +144,8 @@ class EfficientNetFeatures(_Backbone):
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem_pool(self.stem(x))
-        out: list[torch.Tensor] = []
-        for i, stage in enumerate(self.stages):
-            x = self._run_stage(stage, x)
-            if i in self._taps:
-                out.append(x)
-        return out
+        outs = self._stage_outputs(self.stem_pool(self.stem(x)))
+        return [outs[i] for i in self._taps]
 
 
 def _apply_options(

@@ -1,0 +1,125 @@
+"""``effnet table``: the paper's results table beside effnet's exact costs, and the exact α^φ family."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from effnet.cost import cost
+from effnet.references import PAPER_TABLE2, SOURCE
+from effnet.report import TABLE_FORMATS, render_table
+from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, flops_factor
+from effnet.specs import compound_spec
+
+HELP = "Paper's B0-B7 table (top-1/5, params, FLOPs, peers, ratios) beside exact counts; the exact alpha^phi family."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=TABLE_FORMATS, default="markdown", help="output format")
+    parser.add_argument("--section", choices=("official", "compound", "all"), default="all",
+                        help="official B0-B7 table, the exact compound family, or both")  # fmt: skip
+    parser.add_argument("--phi-max", type=int, default=7, help="largest phi of the compound family (default 7)")
+    parser.add_argument("--alpha", type=float, default=PAPER_ALPHA, help="depth coefficient (default 1.2)")
+    parser.add_argument("--beta", type=float, default=PAPER_BETA, help="width coefficient (default 1.1)")
+    parser.add_argument("--gamma", type=float, default=PAPER_GAMMA, help="resolution coefficient (default 1.15)")
+
+
+def _ratio(num: float | None, den: float) -> float | None:
+    return None if num is None else round(num / den, 1)
+
+
+def official_rows() -> list[dict[str, Any]]:
+    """Table 2 rows with effnet's exact params/MACs and ratio-to-EfficientNet (paper's and exact)."""
+    exact = {r.effnet_name: cost(r.effnet_name) for r in PAPER_TABLE2 if r.effnet_name}
+    rows = []
+    for r in PAPER_TABLE2:
+        group = next(g for g in PAPER_TABLE2 if g.model == r.group)
+        ours = exact.get(r.effnet_name) if r.effnet_name else None
+        eff = exact[group.effnet_name]
+        rows.append({
+            "model": r.model,
+            "top1": r.top1,
+            "top5": r.top5,
+            "params_paper": r.params,
+            "params_effnet": ours.params if ours else None,
+            "params_ratio_paper": _ratio(r.params, group.params),
+            "params_ratio_exact": _ratio(ours.params if ours else r.params, eff.params),
+            "flops_paper": r.flops,
+            "macs_effnet": ours.macs if ours else None,
+            "flops_ratio_paper": _ratio(r.flops, group.flops),
+            "flops_ratio_exact": _ratio(ours.macs if ours else r.flops, eff.macs),
+            "resolution": ours.resolution if ours else None,
+        })  # fmt: skip
+    return rows
+
+
+def compound_rows(phi_max: int, alpha: float, beta: float, gamma: float) -> list[dict[str, Any]]:
+    """The exact ``α^φ`` family of B0 for φ = 0..phi_max with measured MACs growth vs ``2^φ``."""
+    if phi_max < 0:
+        raise ValueError(f"--phi-max must be >= 0, got {phi_max}")
+    base = None
+    rows = []
+    for phi in range(phi_max + 1):
+        spec = compound_spec(phi, alpha, beta, gamma)
+        c = cost(spec)
+        base = base or c.macs
+        rows.append({
+            "phi": phi,
+            "depth": round(alpha**phi, 4),
+            "width": round(beta**phi, 4),
+            "resolution": spec.resolution,
+            "params": c.params,
+            "macs": c.macs,
+            "activations": c.activations,
+            "macs_ratio": round(c.macs / base, 3),
+            "predicted_ratio": round(flops_factor(alpha, beta, gamma) ** phi, 3),
+            "two_pow_phi": 2**phi,
+        })  # fmt: skip
+    return rows
+
+
+def _pretty(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from effnet.report import format_count
+
+    counts = {"params_paper", "params_effnet", "flops_paper", "macs_effnet", "params", "macs", "activations"}
+    out = []
+    for row in rows:
+        new = {}
+        for key, value in row.items():
+            if key in counts and value is not None:
+                new[key] = format_count(value)
+            elif key.endswith("ratio_paper") or key.endswith("ratio_exact"):
+                new[key] = None if value is None else f"{value}x"
+            elif key in ("top1", "top5"):
+                new[key] = f"{value}%"
+            else:
+                new[key] = value
+        out.append(new)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    sections = ("official", "compound") if args.section == "all" else (args.section,)
+    tables: dict[str, list[dict[str, Any]]] = {}
+    if "official" in sections:
+        tables["official"] = official_rows()
+    if "compound" in sections:
+        tables["compound"] = compound_rows(args.phi_max, args.alpha, args.beta, args.gamma)
+    if args.format == "json":
+        print(json.dumps({"source": SOURCE, **tables}, indent=2))
+    elif args.format == "csv":
+        rows = [{"table": name, **row} for name, rs in tables.items() for row in rs]
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        print(render_table(rows, "csv", columns), end="")
+    else:
+        titles = {
+            "official": f"EfficientNet B0-B7 and peers ({SOURCE}, Table 2) vs effnet exact counts "
+            "(params; MACs = FLOPs as the paper counts them; ratios to the EfficientNet of the group)",
+            "compound": f"Exact compound family alpha={args.alpha}, beta={args.beta}, gamma={args.gamma} "
+            "(d=alpha^phi, w=beta^phi, r=224*gamma^phi): measured MACs ratio vs 2^phi",
+        }
+        for name, rows in tables.items():
+            print(f"## {titles[name]}\n")
+            print(render_table(_pretty(rows)))
+    return 0

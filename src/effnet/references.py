@@ -1,0 +1,79 @@
+"""Published figures, typed in once with their source; every other number in effnet is computed.
+
+Source: Tan & Le, "EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks",
+ICML 2019, Table 2 (ImageNet results; FLOPs there are multiply-adds) and Table 3 (scaling ResNet-50).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["PublishedResult", "PAPER_TABLE2", "PAPER_TABLE3_RESNET50", "SOURCE"]
+
+SOURCE = "Tan & Le, EfficientNet, ICML 2019"
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    """One row of the paper's Table 2: top-1/top-5 (%), parameters, FLOPs (multiply-adds).
+
+    ``group`` is the EfficientNet the row is compared with; ``effnet_name`` is set when effnet can
+    build the model and compute its exact cost.
+    """
+
+    model: str
+    group: str
+    top1: float
+    top5: float
+    params: float | None
+    flops: float | None
+    effnet_name: str | None = None
+
+
+def _e(variant: str, top1: float, top5: float, params: float, flops: float) -> PublishedResult:
+    name = f"EfficientNet-{variant.upper()}"
+    return PublishedResult(name, name, top1, top5, params, flops, f"efficientnet_{variant}")
+
+
+def _p(model: str, group: str, top1: float, top5: float, params: float | None, flops: float | None,
+       effnet_name: str | None = None) -> PublishedResult:  # fmt: skip
+    return PublishedResult(model, f"EfficientNet-{group}", top1, top5, params, flops, effnet_name)
+
+
+M, B = 1e6, 1e9
+PAPER_TABLE2: tuple[PublishedResult, ...] = (
+    _e("b0", 77.1, 93.3, 5.3 * M, 0.39 * B),
+    _p("ResNet-50", "B0", 76.0, 93.0, 26 * M, 4.1 * B, "resnet50"),
+    _p("DenseNet-169", "B0", 76.2, 93.2, 14 * M, 3.5 * B),
+    _e("b1", 79.1, 94.4, 7.8 * M, 0.70 * B),
+    _p("ResNet-152", "B1", 77.8, 93.8, 60 * M, 11 * B),
+    _p("DenseNet-264", "B1", 77.9, 93.9, 34 * M, 6.0 * B),
+    _p("Inception-v3", "B1", 78.8, 94.4, 24 * M, 5.7 * B),
+    _p("Xception", "B1", 79.0, 94.5, 23 * M, 8.4 * B),
+    _e("b2", 80.1, 94.9, 9.2 * M, 1.0 * B),
+    _p("Inception-v4", "B2", 80.0, 95.0, 48 * M, 13 * B),
+    _p("Inception-resnet-v2", "B2", 80.1, 95.1, 56 * M, 13 * B),
+    _e("b3", 81.6, 95.7, 12 * M, 1.8 * B),
+    _p("ResNeXt-101", "B3", 80.9, 95.6, 84 * M, 32 * B),
+    _p("PolyNet", "B3", 81.3, 95.8, 92 * M, 35 * B),
+    _e("b4", 82.9, 96.4, 19 * M, 4.2 * B),
+    _p("SENet", "B4", 82.7, 96.2, 146 * M, 42 * B),
+    _p("NASNet-A", "B4", 82.7, 96.2, 89 * M, 24 * B),
+    _p("AmoebaNet-A", "B4", 82.8, 96.1, 87 * M, 23 * B),
+    _p("PNASNet", "B4", 82.9, 96.2, 86 * M, 23 * B),
+    _e("b5", 83.6, 96.7, 30 * M, 9.9 * B),
+    _p("AmoebaNet-C", "B5", 83.5, 96.5, 155 * M, 41 * B),
+    _e("b6", 84.0, 96.8, 43 * M, 19 * B),
+    _e("b7", 84.3, 97.0, 66 * M, 37 * B),
+    _p("GPipe", "B7", 84.3, 97.0, 557 * M, None),
+)
+"""Table 2 of the paper, in its order (peers follow the EfficientNet they are compared with)."""
+
+PAPER_TABLE3_RESNET50: dict[str, float] = {
+    "baseline": 4.1 * B,
+    "depth_4": 16.2 * B,
+    "width_2": 14.7 * B,
+    "resolution_2": 16.4 * B,
+    "compound": 16.7 * B,
+}
+"""Table 3 of the paper: FLOPs (multiply-adds) of ResNet-50 scaled in one or all dimensions."""

@@ -1,0 +1,99 @@
+"""The analytic cost model must equal the built module and torch's FLOP counter exactly."""
+
+import time
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import effnet
+from effnet.cost import cost
+from effnet.specs import compound_spec, get_spec, list_models
+
+TORCHVISION_PARAMS = {
+    "efficientnet_b0": 5_288_548, "efficientnet_b1": 7_794_184, "efficientnet_b2": 9_109_994,
+    "efficientnet_b3": 12_233_232, "efficientnet_b4": 19_341_616, "efficientnet_b5": 30_389_784,
+    "efficientnet_b6": 43_040_704, "efficientnet_b7": 66_347_960,
+}  # fmt: skip
+
+
+def _measure(spec_or_name, resolution):
+    """Params and FlopCounterMode MACs of the built module, on the meta device (no memory, no compute)."""
+    with torch.device("meta"):
+        model = effnet.create_model(spec_or_name).eval()
+        x = torch.empty(1, model.spec.in_chans, resolution, resolution)
+    params = sum(p.numel() for p in model.parameters())
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    activations = 0
+
+    def hook(module, inputs, output):
+        nonlocal activations
+        activations += output[0].numel()  # batch 1
+
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks = [m.register_forward_hook(hook) for m in layers]
+    model(x)
+    for h in hooks:
+        h.remove()
+    return params, counter.get_total_flops() // 2, activations
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_cost_equals_module_and_flop_counter(name):
+    c = cost(name)
+    params, macs, activations = _measure(name, c.resolution)
+    assert (c.params, c.macs, c.activations) == (params, macs, activations)
+
+
+@pytest.mark.parametrize("resolution", [32, 97, 225, 331])
+def test_cost_at_any_resolution(resolution):
+    for name in ("efficientnet_b0", "efficientnet_lite2", "resnet50", "mobilenetv2"):
+        spec = get_spec(name).replace(padding="tf_same") if "lite" in name else get_spec(name)
+        c = cost(spec, resolution)
+        assert (c.params, c.macs, c.activations) == _measure(spec, resolution)
+
+
+def test_cost_with_options_and_compound():
+    spec = compound_spec(3).replace(num_classes=10, in_chans=1)
+    c = cost(spec)
+    assert (c.params, c.macs, c.activations) == _measure(spec, spec.resolution)
+
+
+def test_published_numbers():
+    assert cost("efficientnet_b0", 224).macs == 385_814_752
+    assert cost("efficientnet_b7", 600).macs == 37_745_884_192
+    assert cost("efficientnet_lite0").params == 4_652_008
+    for name, params in TORCHVISION_PARAMS.items():
+        assert cost(name).params == params
+
+
+@pytest.mark.parametrize("variant", range(8))
+def test_params_equal_torchvision_module(variant):
+    import torchvision
+
+    with torch.device("meta"):
+        ref = getattr(torchvision.models, f"efficientnet_b{variant}")()
+    assert cost(f"efficientnet_b{variant}").params == sum(p.numel() for p in ref.parameters())
+
+
+def test_cost_is_fast():
+    timings = []
+    for _ in range(3):
+        start = time.perf_counter()
+        assert cost("efficientnet_b7", 600).macs > 0
+        timings.append(time.perf_counter() - start)
+    assert min(timings) < 0.05  # milliseconds: no network is built
+
+
+def test_cost_breakdown_sums_to_totals():
+    c = cost("efficientnet_b3")
+    assert sum(p.params for p in c.parts) == c.params and sum(p.macs for p in c.parts) == c.macs
+    assert [p.output_size for p in c.parts if p.name.startswith("stage")] == [150, 75, 38, 19, 19, 10, 10]
+    assert c.flops == 2 * c.macs
+
+
+@pytest.mark.parametrize("resolution", [7, 0, 224.0, "224", True])
+def test_cost_rejects_bad_resolution(resolution):
+    with pytest.raises(ValueError, match="resolution"):
+        cost("efficientnet_b0", resolution)
