@@ -97,3 +97,16 @@ def test_cost_breakdown_sums_to_totals():
 def test_cost_rejects_bad_resolution(resolution):
     with pytest.raises(ValueError, match="resolution"):
         cost("efficientnet_b0", resolution)
+
+
+@pytest.mark.parametrize("timm_name,name", [
+    ("tf_efficientnet_b8", "efficientnet_b8"), ("tf_efficientnet_l2", "efficientnet_l2"),
+    ("tf_efficientnet_lite0", "efficientnet_lite0"), ("tf_efficientnet_lite1", "efficientnet_lite1"),
+    ("tf_efficientnet_lite2", "efficientnet_lite2"), ("tf_efficientnet_lite3", "efficientnet_lite3"),
+    ("tf_efficientnet_lite4", "efficientnet_lite4"), ("mobilenetv2_100", "mobilenetv2"), ("resnet50", "resnet50"),
+])  # fmt: skip
+def test_params_equal_timm_module(timm_name, name):
+    timm = pytest.importorskip("timm")
+    with torch.device("meta"):
+        ref = timm.create_model(timm_name)
+    assert cost(name).params == sum(p.numel() for p in ref.parameters())
