@@ -12,6 +12,7 @@ from effnet.specs import BlockConfig
 
 __all__ = [
     "make_activation",
+    "batch_norm_act",
     "Conv2dSame",
     "make_conv",
     "ConvBNAct",
@@ -31,6 +32,77 @@ def make_activation(name: str) -> nn.Module:
     if name == "relu6":
         return nn.ReLU6(inplace=True)
     raise ValueError(f"activation must be one of silu, relu, relu6; got {name!r}")
+
+
+class _BatchNormActFn(torch.autograd.Function):
+    """Training-mode BatchNorm + SiLU/ReLU that saves only the BN *input* for backward.
+
+    The plain composition saves both the BN input (for BN's backward) and the BN output (for the
+    activation's backward). Here the BN output is recomputed in backward from the input and the
+    batch statistics (one cheap elementwise pass), so each conv-BN-act keeps one activation-sized
+    tensor fewer alive between forward and backward. Running statistics are updated exactly once.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, factor, eps, kind):  # type: ignore[override]
+        y, mean, invstd = torch.ops.aten.native_batch_norm(x, weight, bias, running_mean, running_var,
+                                                           True, factor, eps)  # fmt: skip
+        ctx.save_for_backward(x, weight, bias, mean, invstd)
+        ctx.eps, ctx.kind = eps, kind
+        return F.silu(y, inplace=True) if kind == "silu" else F.relu(y, inplace=True)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x, weight, bias, mean, invstd = ctx.saved_tensors
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        alpha = invstd * weight
+        scale, shift = alpha.view(shape), (bias - mean * alpha).view(shape)
+        # The BN output, recomputed as BN computes it (fp32 math, one rounding to x's dtype under autocast).
+        y = torch.addcmul(shift, x, scale) if x.dtype == scale.dtype else torch.addcmul(shift, x.float(), scale)
+        y = y.to(x.dtype)
+        if ctx.kind == "silu":
+            grad_y = torch.ops.aten.silu_backward.grad_input(grad, y, grad_input=y)  # reuse y's buffer
+        else:
+            grad_y = grad.masked_fill(y <= 0, 0)
+        del y
+        need = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
+        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(grad_y, x, weight, None, None, mean, invstd,
+                                                               True, ctx.eps, need)  # fmt: skip
+        return gx, gw, gb, None, None, None, None, None
+
+
+def _lean_kind(bn: nn.Module, act: nn.Module) -> str | None:
+    """``"silu"``/``"relu"`` when :func:`batch_norm_act` can replace ``act(bn(x))``, else None."""
+    if type(bn) is not nn.BatchNorm2d or not bn.affine or not bn.track_running_stats:
+        return None
+    if type(act) is nn.SiLU:
+        return "silu"
+    if type(act) is nn.ReLU:
+        return "relu"
+    return None
+
+
+def batch_norm_act(x: torch.Tensor, bn: nn.BatchNorm2d, act: nn.Module) -> torch.Tensor:
+    """``act(bn(x))``, memory-lean in training (see ``_BatchNormActFn``), plain composition otherwise.
+
+    The lean path is used only for training-mode BN with SiLU/ReLU under autograd, in eager mode
+    (not while tracing, scripting or compiling, where the compiler does its own recomputation).
+    Numerically it matches the composition (same kernels forward; backward to float rounding).
+    """
+    kind = _lean_kind(bn, act)
+    if (
+        kind is None
+        or not bn.training
+        or not torch.is_grad_enabled()
+        or not (x.requires_grad or bn.weight.requires_grad)
+        or torch.jit.is_scripting()
+        or torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+    ):
+        return act(bn(x))
+    bn.num_batches_tracked.add_(1)
+    factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    return _BatchNormActFn.apply(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, factor, bn.eps, kind)
 
 
 def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> int:
@@ -82,7 +154,10 @@ class ConvBNAct(nn.Module):
         self.act = make_activation(activation) if activation else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+        if torch.jit.is_scripting():  # TorchScript compiles this branch only (it cannot script autograd.Function)
+            return self.act(self.bn(self.conv(x)))
+        else:
+            return batch_norm_act(self.conv(x), self.bn, self.act)
 
 
 class SqueezeExcite(nn.Module):

@@ -18,6 +18,12 @@ __all__ = ["COMMANDS", "main", "build_parser"]
 COMMANDS: dict[str, str] = {
     "table": "effnet.cli.table",
     "info": "effnet.cli.info",
+    "predict": "effnet.cli.predict",
+    "eval": "effnet.cli.evaluate",
+    "export": "effnet.cli.export",
+    "train": "effnet.cli.train",
+    "search": "effnet.cli.search",
+    "scale": "effnet.cli.scale",
 }
 """Sub-command name -> module implementing it."""
 

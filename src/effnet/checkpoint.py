@@ -1,0 +1,128 @@
+"""Training checkpoints, RNG state capture, and the weight files a run exports or starts from.
+
+Checkpoints are written atomically with ``torch.save`` and read with ``torch.load(weights_only=True)``: they
+hold only tensors and plain Python values (numpy RNG state is stored as a tensor). Exported weights go through
+:mod:`effnet.weights` (safetensors with the network spec and preprocessing in the header).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from effnet.io import atomic_path
+from effnet.specs import NetworkSpec
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "capture_rng",
+    "restore_rng",
+    "save_checkpoint",
+    "load_checkpoint",
+    "describe_spec",
+    "export_weights",
+    "load_initial_weights",
+]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def capture_rng(loader_generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Python, numpy, torch (CPU and CUDA) and DataLoader-generator RNG states, loadable with weights_only."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},  # fmt: skip
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    if loader_generator is not None:
+        state["loader"] = loader_generator.get_state()
+    return state
+
+
+def restore_rng(state: dict[str, Any], loader_generator: torch.Generator | None = None) -> None:
+    """Inverse of :func:`capture_rng`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if loader_generator is not None and "loader" in state:
+        loader_generator.set_state(state["loader"])
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """``torch.save`` ``state`` atomically (a kill leaves the previous checkpoint intact)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain values only)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which and why, in one line
+        raise ValueError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(state, dict) or "model" not in state or "spec" not in state:
+        raise ValueError(f"{path} is not an effnet training checkpoint (no model/spec entries)")
+    return state
+
+
+def describe_spec(spec: NetworkSpec) -> str:
+    """A short human description of a spec for error messages."""
+    return (f"{spec.name} (width {spec.width:g}, depth {spec.depth:g}, {spec.resolution}px, {spec.in_chans} input "
+            f"channels, {spec.num_classes} classes)")  # fmt: skip
+
+
+def export_weights(model: nn.Module, path: str | os.PathLike[str], preprocessing: dict[str, Any],
+                   metadata: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    """Write ``model``'s weights with :func:`effnet.weights.save_pretrained` (safetensors, spec in the header).
+
+    ``preprocessing`` holds ``resolution``, ``crop_pct``, ``mean``, ``std`` and ``classes`` of the run's data.
+    """
+    from effnet.preprocess import Preprocessing
+    from effnet.weights import save_pretrained
+
+    pre = Preprocessing(input_size=int(preprocessing["resolution"]), crop_fraction=float(preprocessing["crop_pct"]),
+                        interpolation="bicubic", mean=tuple(preprocessing["mean"]), std=tuple(preprocessing["std"]),
+                        class_names=tuple(preprocessing.get("classes", ())))  # fmt: skip
+    return save_pretrained(model, path, pre, {k: json.dumps(v) for k, v in (metadata or {}).items()})
+
+
+def load_initial_weights(model: nn.Module, path: str | os.PathLike[str], new_head: bool) -> bool:
+    """Load pretrained weights (any layout :mod:`effnet.weights` reads) into ``model`` before training.
+
+    The classifier keeps ``model``'s fresh initialisation when ``new_head`` is set or when the checkpoint's
+    classifier has another number of classes. Returns whether the classifier was loaded too. A checkpoint of
+    another architecture is a ``ValueError`` naming the differences.
+    """
+    from effnet.weights import convert_checkpoint
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--weights {path}: no such file")
+    try:
+        converted = convert_checkpoint(path, model, "auto", drop_head=new_head)
+        head = not new_head
+    except ValueError:
+        if new_head:
+            raise
+        converted = convert_checkpoint(path, model, "auto", drop_head=True)  # another class count: new head
+        head = False
+    missing, unexpected = model.load_state_dict(converted.state_dict, strict=False)
+    allowed = set() if head else {"classifier.weight", "classifier.bias"}
+    missing = [k for k in missing if k not in allowed and not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"--weights {path} do not fit {describe_spec(model.spec)}: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")  # fmt: skip
+    return head

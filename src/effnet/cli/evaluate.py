@@ -1,0 +1,73 @@
+"""``effnet eval``: top-1/top-5 accuracy of pretrained weights on an ImageFolder tree or images + labels CSV."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from effnet.cli.predict import add_model_arguments, load_model, make_runner
+
+HELP = "Top-1/top-5 accuracy of weights on DIR/<class>/<image> or on images listed in a labels CSV (file,index)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, metavar="DIR",
+                        help="ImageFolder root (DIR/<class>/<image>, classes in sorted order), or the folder a "
+                             "labels CSV lives in")  # fmt: skip
+    parser.add_argument("--labels", default=None, metavar="CSV",
+                        help="CSV with columns file,index (extra columns ignored; files relative to the CSV); "
+                             "default: DIR/labels.csv when present, else ImageFolder")  # fmt: skip
+    add_model_arguments(parser)
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="image-decoding worker processes (default: min(4, CPUs))")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--output", default=None, metavar="JSON", help="also write the result to this JSON file")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from effnet.inference import evaluate_samples
+    from effnet.io import atomic_write_json
+    from effnet.preprocess import image_folder_samples, read_labels_csv
+
+    data = Path(args.data)
+    if not data.is_dir():
+        raise NotADirectoryError(f"--data: not a directory: {data}")
+    labels = Path(args.labels) if args.labels else (data / "labels.csv" if (data / "labels.csv").is_file() else None)
+    if labels is not None:
+        samples = read_labels_csv(labels)
+        layout = f"labels CSV {labels}"
+    else:
+        samples, _ = image_folder_samples(data)
+        layout = "ImageFolder"
+    if args.limit is not None:
+        if args.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {args.limit}")
+        samples = samples[: args.limit]
+    model = load_model(args)
+    classes = model.num_classes
+    bad = [(p, i) for p, i in samples if not 0 <= i < classes]
+    if bad:
+        raise ValueError(f"{bad[0][0]}: class index {bad[0][1]} is outside the model's 0..{classes - 1}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    batch_size = min(args.batch_size, len(samples))
+    runner = make_runner(model, args, batch_size)
+    result = evaluate_samples(runner, model.preprocessing, samples, batch_size, args.workers,
+                              progress=not args.no_progress)  # fmt: skip
+    record = {"model": model.spec.name, "weights": str(args.weights), "data": str(data), "layout": layout,
+              "runtime": getattr(runner, "runtime", args.runtime), **result.to_dict()}  # fmt: skip
+    if args.output:
+        atomic_write_json(args.output, record)
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print(f"{model.spec.name} on {data} ({layout}): top-1 {result.top1:.2%}, top-5 {result.top5:.2%} "
+              f"over {result.images} images ({result.images_per_second:.1f} images/s, runtime {record['runtime']})"
+              + (f"; {len(result.skipped)} unreadable file(s) skipped" if result.skipped else ""))  # fmt: skip
+    return 0

@@ -1,0 +1,116 @@
+"""``effnet search``: the paper's step 1, grid-search (α, β, γ) at φ = 1 as a resumable, distributed Optuna study.
+
+Run the same command in several processes or on several machines (same ``--storage`` and ``--study``) to split
+the grid; re-run it after a crash to finish the study. Without arguments it runs the quick Fashion-MNIST study
+into ``runs/search``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from effnet.search import DEFAULT_OUTPUT, DEFAULT_STEP, DEFAULT_STUDY, DEFAULT_TOL, SearchConfig, usable_cpus
+
+DEFAULT_JOBS = min(2, usable_cpus())
+
+HELP = "Grid-search the compound scaling coefficients alpha, beta, gamma (Optuna study; many workers; resumable)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = SearchConfig()
+    g = parser.add_argument_group("study")
+    g.add_argument("--data", default=d.data, help="fashion-mnist, cifar10, cifar100 or an ImageFolder directory "
+                   f"(default {d.data})")  # fmt: skip
+    g.add_argument("--data-root", default=None, help="folder holding the named datasets (default: $EFFNET_DATA, "
+                   "/usr/share/datasets, torchvision's cache)")  # fmt: skip
+    g.add_argument("--baseline", default=d.baseline, help="baseline to scale: efficientnet_b0, resnet50, "
+                   f"mobilenetv2 (any registered model) or a NetworkSpec JSON file (default {d.baseline})")  # fmt: skip
+    g.add_argument("--storage", default=None, help="Optuna RDB URL shared by all workers: sqlite:///FILE or "
+                   "postgresql+psycopg://USER:PASS@HOST/DB (default sqlite:///OUTPUT/study.db)")  # fmt: skip
+    g.add_argument("--study", default=DEFAULT_STUDY, help=f"study name (default {DEFAULT_STUDY}); reusing a name "
+                   "with a different grid, baseline or budget is an error")  # fmt: skip
+    g.add_argument("--output", default=DEFAULT_OUTPUT, help=f"report and trial runs folder (default {DEFAULT_OUTPUT})")
+    g = parser.add_argument_group("grid: every (alpha, beta, gamma) in [low, high] on a step grid with "
+                                  "|alpha*beta^2*gamma^2 - target| <= tol, plus depth/width/resolution-only points")
+    g.add_argument("--target", type=float, default=d.target, help="FLOPs growth at phi = 1 (default 2.0)")
+    g.add_argument("--tol", type=float, default=DEFAULT_TOL, help=f"tolerance on the target (default {DEFAULT_TOL}; "
+                   "the paper-like fine grid is --step 0.05 --tol 0.1, 109 points)")  # fmt: skip
+    g.add_argument("--step", type=float, default=DEFAULT_STEP, help=f"grid step (default {DEFAULT_STEP})")
+    g.add_argument("--low", type=float, default=d.low, help="smallest coefficient (default 1.0)")
+    g.add_argument("--high", type=float, default=d.high, help="largest coefficient (default 2.0)")
+    g.add_argument("--seeds", type=int, default=d.seeds, help="trials per point with seeds SEED..SEED+K-1 "
+                   "(accuracy mean ± std; default 1)")  # fmt: skip
+    g.add_argument("--seed", type=int, default=d.seed, help="first seed (default 0)")
+    g.add_argument("--no-baseline-trial", action="store_true", help="do not train the unscaled baseline "
+                   "(a reference point; it never becomes the chosen coefficients)")  # fmt: skip
+    g = parser.add_argument_group("training budget of every trial (applied to the baseline before scaling)")
+    g.add_argument("--width", type=float, default=d.width, help=f"baseline width multiplier (default {d.width})")
+    g.add_argument("--depth", type=float, default=d.depth, help=f"baseline depth multiplier (default {d.depth})")
+    g.add_argument("--resolution", type=int, default=d.resolution, help="baseline input size in pixels "
+                   f"(default {d.resolution}; gamma multiplies it)")  # fmt: skip
+    g.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs per trial (default {d.epochs})")
+    g.add_argument("--train-limit", type=int, default=d.train_limit, help="train on this many images, a fixed "
+                   f"random subset (default {d.train_limit})")  # fmt: skip
+    g.add_argument("--val-limit", type=int, default=d.val_limit, help="evaluate on this many test images "
+                   "(default: all)")  # fmt: skip
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size (default {d.batch_size})")
+    g.add_argument("--train-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="any other effnet train setting for every trial, e.g. lr=0.05, augment=none, ema_decay=0, "
+                   "warmup_epochs=0.5 (repeatable; merged into the quick-study defaults "
+                   f"{' '.join(f'{k}={v}' for k, v in d.train_options)})")  # fmt: skip
+    g = parser.add_argument_group("worker")
+    g.add_argument("--heartbeat", type=int, default=d.heartbeat, help="seconds between liveness records; a killed "
+                   f"worker's trial is re-run after 3x this (default {d.heartbeat})")  # fmt: skip
+    g.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
+                   help=f"worker processes to run here on the same study (default {DEFAULT_JOBS} = min(2, CPU "
+                   "cores); more machines: run the same command there too)")  # fmt: skip
+    g.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores // jobs)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--train-option expects KEY=VALUE (e.g. lr=0.05), got {text!r}")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return key.strip().replace("-", "_"), parsed
+
+
+def config_from_args(args: argparse.Namespace) -> SearchConfig:
+    """The :class:`SearchConfig` the parsed flags describe (``--train-option`` pairs override the defaults)."""
+    options = {**dict(SearchConfig().train_options), **dict(map(_option, args.train_option or ()))}
+    return SearchConfig(
+        data=args.data, baseline=args.baseline, storage=args.storage, study=args.study, target=args.target,
+        tol=args.tol, step=args.step, low=args.low, high=args.high, seeds=args.seeds, seed=args.seed,
+        include_baseline=not args.no_baseline_trial, width=args.width, depth=args.depth,
+        resolution=args.resolution, epochs=args.epochs, train_limit=args.train_limit, val_limit=args.val_limit,
+        batch_size=args.batch_size, data_root=args.data_root, output=args.output, heartbeat=args.heartbeat,
+        threads=args.threads, train_options=tuple(options.items()),
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from effnet.search import run_search_jobs
+
+    report = run_search_jobs(config_from_args(args), args.jobs, progress=not args.quiet)
+    print(report["table_markdown"], end="")
+    chosen = report["chosen"]
+    if chosen is not None:
+        std = f" ± {chosen['top1_std']:.2f}" if chosen["top1_std"] is not None else ""
+        print(f"chosen: alpha={chosen['alpha']:g} beta={chosen['beta']:g} gamma={chosen['gamma']:g} "
+              f"({chosen['kind']}, top-1 {chosen['top1_mean']:.2f}%{std})")  # fmt: skip
+    verdict = report["compound_beats_single_dimension"]
+    if verdict is not None:
+        print(f"compound beats single-dimension scaling: {'yes' if verdict else 'no'} (best compound "
+              f"{report['best_compound_top1']:.2f}% vs {report['single_dimension_top1']})")  # fmt: skip
+    files = report["files"]
+    print(f"study {report['study']} in {report['storage']}: {len(report['trials'])} trials, "
+          f"{report['trials_run_by_this_worker']} run by this worker in {report['worker_wall_time_s']:.0f} s")
+    print(f"table: {files['table_md']} (csv, json beside it)\nplot: {files['plot']}\nsummary: {files['summary']}")
+    print(f"next: effnet scale --study {report['study']} --storage {report['storage']} --device cpu --batch 1 "
+          "--max-latency-ms 50 --output-spec chosen.json")
+    return 0

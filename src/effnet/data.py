@@ -1,0 +1,423 @@
+"""Datasets and transforms for training: Fashion-MNIST (IDX files), CIFAR-10/100, ImageFolder trees.
+
+Datasets are found on disk (``--data-root``, ``$EFFNET_DATA``, Debian's ``/usr/share/datasets``, torchvision's
+cache); nothing is downloaded unless ``download=True``. Transforms are torchvision's: random-resized-crop
+(bicubic) + flip + AutoAugment (ImageNet policy) or RandAugment for training, resize + center crop from the
+crop fraction for evaluation. Grayscale data is fed as one channel (``in_chans=1``) or repeated to three.
+Unreadable images are not fatal: the dataset yields a :class:`BadSample` marker, :func:`collate_skip` drops it
+and reports its path so the trainer can count it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+from torchvision import datasets as tvd
+from torchvision import transforms as T
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+__all__ = [
+    "NAMED_DATASETS",
+    "AUGMENTS",
+    "DataBundle",
+    "Batch",
+    "BadSample",
+    "ArrayDataset",
+    "SafeImageFolder",
+    "read_idx",
+    "find_fashion_mnist",
+    "search_roots",
+    "train_transform",
+    "eval_transform",
+    "limit_indices",
+    "collate_skip",
+    "load_datasets",
+]
+
+NAMED_DATASETS = ("fashion-mnist", "cifar10", "cifar100")
+"""Values of ``--data`` that name a built-in dataset; anything else is an ImageFolder directory."""
+
+AUGMENTS = ("autoaugment", "randaugment", "none")
+"""Policies accepted by :func:`train_transform` (``autoaugment`` is the ImageNet policy of the paper)."""
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_FMNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_VAL_NAMES = ("val", "validation", "test")
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """Train and validation datasets plus what the model and the exported weights need to know about them."""
+
+    name: str
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    classes: tuple[str, ...]
+    in_chans: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+
+
+class BadSample(NamedTuple):
+    """Returned in place of an image that could not be decoded."""
+
+    path: str
+    error: str
+
+
+class Batch(NamedTuple):
+    """A collated batch: images, labels, and the paths of samples dropped because they could not be read."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    skipped: tuple[str, ...]
+
+
+class ArrayDataset(Dataset):
+    """In-memory uint8 images (N, H, W) or (N, H, W, C) with integer labels, served as PIL images."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable[[Image.Image], Any] | None = None,
+                 classes: Sequence[str] = ()) -> None:  # fmt: skip
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.targets = [int(t) for t in labels]
+        self.transform = transform
+        self.classes = list(classes)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image = Image.fromarray(self.images[index])
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.targets[index]
+
+
+class SafeImageFolder(tvd.ImageFolder):
+    """``ImageFolder`` that returns a :class:`BadSample` for an image that cannot be decoded instead of raising."""
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, target = self.samples[index]
+        try:
+            image = self.loader(path)
+            if self.transform is not None:
+                image = self.transform(image)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            return BadSample(str(path), f"{type(exc).__name__}: {exc}"), target
+        return image, target
+
+
+class _ToMode:
+    """Convert a PIL image to ``L`` (one channel) or ``RGB`` (gray repeated to three channels)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image if image.mode == self.mode else image.convert(self.mode)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.mode!r})"
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an IDX file (as used by MNIST/Fashion-MNIST), gzip-compressed or not, into a numpy array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if data[2] not in dtypes:
+        raise ValueError(f"{path}: unknown IDX element type 0x{data[2]:02x}")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(dtypes[data[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    body = data[4 + 4 * ndim :]
+    if len(body) != expected:
+        raise ValueError(f"{path}: truncated IDX file ({len(body)} bytes of data, header says {expected})")
+    return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
+
+
+def search_roots(data_root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Folders searched for named datasets, in order: ``data_root``, ``$EFFNET_DATA``, torchvision's caches."""
+    roots: list[Path] = []
+    if data_root:
+        roots.append(Path(data_root).expanduser())
+    if os.environ.get("EFFNET_DATA"):
+        roots.append(Path(os.environ["EFFNET_DATA"]).expanduser())
+    torch_home = Path(os.environ.get("TORCH_HOME", Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "torch"))
+    roots += [Path("~/.cache/torchvision").expanduser(), torch_home.expanduser() / "datasets", Path("data")]
+    return roots
+
+
+def _find_file(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def find_fashion_mnist(data_root: str | os.PathLike[str] | None = None, download: bool = False) -> dict[str, Path]:
+    """Locate the four Fashion-MNIST IDX files; raise ``FileNotFoundError`` naming every folder searched."""
+    roots = search_roots(data_root)
+    n_user = sum(1 for r in (data_root, os.environ.get("EFFNET_DATA")) if r)
+    candidates: list[Path] = []
+    for i, root in enumerate(roots):
+        if i == n_user:  # after the user's folders, before torchvision's caches
+            candidates.append(DEBIAN_FASHION_MNIST)
+        candidates += [root, root / "fashion-mnist", root / "FashionMNIST" / "raw"]
+    for folder in candidates:
+        files = {key: _find_file(folder, stem) for key, stem in _FMNIST_FILES.items()}
+        if all(files.values()):
+            return {k: v for k, v in files.items() if v is not None}
+    if download:
+        target = search_roots(data_root)[0]
+        tvd.FashionMNIST(str(target), train=True, download=True)
+        tvd.FashionMNIST(str(target), train=False, download=True)
+        return find_fashion_mnist(data_root, download=False)
+    searched = ", ".join(dict.fromkeys(str(c) for c in candidates))
+    raise FileNotFoundError(
+        "Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], ...) not found; searched "
+        f"{searched}. Install Debian's dataset-fashion-mnist, set $EFFNET_DATA or pass --data-root"
+    )
+
+
+def _find_cifar(name: str, data_root: str | os.PathLike[str] | None) -> Path:
+    folder = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
+    roots = [r for root in search_roots(data_root) for r in (root, root / name)]
+    for root in roots:
+        if (root / folder).is_dir():
+            return root
+    searched = ", ".join(dict.fromkeys(str(r) for r in roots))
+    raise FileNotFoundError(
+        f"{name} not found: no {folder}/ folder (torchvision's on-disk format) in {searched}; "
+        "set $EFFNET_DATA or pass --data-root (or --download where the network allows)"
+    )
+
+
+def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images (N, H, W) or (N, H, W, C), in [0, 1] units (exact, via histograms)."""
+    channels = images.reshape(-1, 1) if images.ndim == 3 else images.reshape(-1, images.shape[-1])
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    means, stds = [], []
+    for c in range(channels.shape[1]):
+        counts = np.bincount(channels[:, c], minlength=256).astype(np.float64)
+        total = counts.sum()
+        mean = float((counts * levels).sum() / total)
+        means.append(mean)
+        stds.append(float(np.sqrt((counts * (levels - mean) ** 2).sum() / total)))
+    return tuple(means), tuple(stds)
+
+
+def _adapt_stats(mean: Sequence[float], std: Sequence[float], in_chans: int) -> tuple[tuple[float, ...], ...]:
+    """Mean/std for the model's channels: repeat gray stats to 3, or average colour stats to 1."""
+    if len(mean) == in_chans:
+        return tuple(mean), tuple(std)
+    if in_chans == 1:
+        return (sum(mean) / len(mean),), (sum(std) / len(std),)
+    return tuple(mean) * in_chans, tuple(std) * in_chans
+
+
+def train_transform(
+    resolution: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    in_chans: int = 3,
+    augment: str = "autoaugment",
+    randaugment_n: int = 2,
+    randaugment_m: int = 9,
+    crop_scale_min: float = 0.08,
+    hflip: float = 0.5,
+    random_crop: bool = True,
+) -> T.Compose:
+    """The paper's training transform: bicubic random-resized-crop, flip, AutoAugment/RandAugment, normalize.
+
+    ``random_crop=False`` with ``augment="none"`` and ``hflip=0`` gives a deterministic transform (for tests
+    comparing runs sample by sample).
+    """
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}; got {augment!r}")
+    if not 0.0 < crop_scale_min <= 1.0:
+        raise ValueError(f"crop scale minimum must be in (0, 1], got {crop_scale_min}")
+    if not 0.0 <= hflip <= 1.0:
+        raise ValueError(f"horizontal flip probability must be in [0, 1], got {hflip}")
+    bicubic = T.InterpolationMode.BICUBIC
+    steps: list[Any] = [_ToMode("L" if in_chans == 1 else "RGB")]
+    if random_crop:
+        steps.append(T.RandomResizedCrop(resolution, scale=(crop_scale_min, 1.0), interpolation=bicubic))
+    else:
+        steps += [T.Resize(resolution, interpolation=bicubic), T.CenterCrop(resolution)]
+    if hflip > 0:
+        steps.append(T.RandomHorizontalFlip(hflip))
+    if augment == "autoaugment":
+        steps.append(T.AutoAugment(T.AutoAugmentPolicy.IMAGENET, interpolation=T.InterpolationMode.BILINEAR))
+    elif augment == "randaugment":
+        steps.append(T.RandAugment(randaugment_n, randaugment_m))
+    steps += [T.ToTensor(), T.Normalize(tuple(mean), tuple(std))]
+    return T.Compose(steps)
+
+
+def eval_transform(
+    resolution: int, mean: Sequence[float], std: Sequence[float], *, in_chans: int = 3, crop_pct: float = 0.875
+) -> T.Compose:
+    """Resize the short side to ``resolution / crop_pct`` (bicubic), center-crop ``resolution``, normalize."""
+    if not 0.0 < crop_pct <= 1.0:
+        raise ValueError(f"crop fraction must be in (0, 1], got {crop_pct}")
+    size = int(math.floor(resolution / crop_pct))
+    return T.Compose([
+        _ToMode("L" if in_chans == 1 else "RGB"),
+        T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
+        T.CenterCrop(resolution),
+        T.ToTensor(),
+        T.Normalize(tuple(mean), tuple(std)),
+    ])
+
+
+def limit_indices(n: int, limit: int | None, seed: int = 0) -> list[int] | None:
+    """A deterministic random subset of ``limit`` of ``n`` indices (sorted), or None for all.
+
+    The subset depends only on ``n``, ``limit`` and ``seed``; a smaller limit gives a subset of a larger one.
+    """
+    if limit is None or limit >= n:
+        return None
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    generator = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n, generator=generator)[:limit].tolist())
+
+
+def collate_skip(batch: Sequence[tuple[Any, int]]) -> Batch:
+    """Stack a batch, dropping :class:`BadSample` entries and reporting their paths."""
+    good = [(x, y) for x, y in batch if not isinstance(x, BadSample)]
+    skipped = tuple(x.path for x, _ in batch if isinstance(x, BadSample))
+    if not good:
+        return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), skipped)
+    images = torch.stack([x for x, _ in good])
+    labels = torch.tensor([y for _, y in good], dtype=torch.long)
+    return Batch(images, labels, skipped)
+
+
+def _image_folder_split(root: Path) -> tuple[Path, Path]:
+    if not root.exists():
+        raise FileNotFoundError(
+            f"--data {root}: no such directory (expected {', '.join(NAMED_DATASETS)} or a folder holding "
+            "train/ and val/ class folders)"
+        )
+    if not root.is_dir():
+        raise NotADirectoryError(f"--data {root} is not a directory")
+    train = root / "train"
+    val = next((root / n for n in _VAL_NAMES if (root / n).is_dir()), None)
+    if not train.is_dir() or val is None:
+        raise FileNotFoundError(f"--data {root}: expected subfolders train/ and val/ (or validation/, test/)")
+    return train, val
+
+
+def _check_class_folders(split: Path) -> list[str]:
+    classes = sorted(e.name for e in os.scandir(split) if e.is_dir())
+    if not classes:
+        raise FileNotFoundError(f"{split}: no class folders (expected one subfolder of images per class)")
+    for name in classes:
+        has_image = any(
+            f.lower().endswith(IMG_EXTENSIONS) for _, _, files in os.walk(split / name, followlinks=True) for f in files
+        )
+        if not has_image:
+            raise ValueError(f"class folder {split / name} has no images (accepted: {', '.join(IMG_EXTENSIONS)})")
+    return classes
+
+
+def _subset(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
+    indices = limit_indices(len(dataset), limit, seed)  # type: ignore[arg-type]
+    return dataset if indices is None else Subset(dataset, indices)
+
+
+def load_datasets(
+    data: str,
+    *,
+    resolution: int,
+    in_chans: int | None = None,
+    data_root: str | None = None,
+    train_limit: int | None = None,
+    val_limit: int | None = None,
+    limit_seed: int = 0,
+    augment: str = "autoaugment",
+    randaugment_n: int = 2,
+    randaugment_m: int = 9,
+    crop_scale_min: float = 0.08,
+    hflip: float = 0.5,
+    random_crop: bool = True,
+    crop_pct: float = 0.875,
+    download: bool = False,
+) -> DataBundle:
+    """Build the train/val datasets for ``data`` (a name in :data:`NAMED_DATASETS` or an ImageFolder root).
+
+    ``in_chans`` None keeps the data's own channels (1 for Fashion-MNIST, 3 otherwise). Normalisation uses the
+    training set's per-channel mean/std for the array datasets and ImageNet's for folders.
+    """
+    if in_chans not in (None, 1, 3):
+        raise ValueError(f"in_chans must be 1 or 3 for image data, got {in_chans}")
+    if data == "fashion-mnist":
+        files = find_fashion_mnist(data_root, download)
+        train_x, train_y = read_idx(files["train_images"]), read_idx(files["train_labels"])
+        val_x, val_y = read_idx(files["test_images"]), read_idx(files["test_labels"])
+        classes: list[str] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                              "Bag", "Ankle boot"]  # fmt: skip
+        source = str(files["train_images"].parent)
+    elif data in ("cifar10", "cifar100"):
+        root = _find_cifar(data, data_root) if not download else Path(search_roots(data_root)[0])
+        cls = tvd.CIFAR10 if data == "cifar10" else tvd.CIFAR100
+        train_set, val_set = cls(str(root), train=True, download=download), cls(str(root), train=False)
+        train_x, train_y = train_set.data, np.asarray(train_set.targets)
+        val_x, val_y = val_set.data, np.asarray(val_set.targets)
+        classes, source = list(train_set.classes), str(root)
+    else:
+        train_dir, val_dir = _image_folder_split(Path(data).expanduser())
+        classes = _check_class_folders(train_dir)
+        val_classes = _check_class_folders(val_dir)
+        if val_classes != classes:
+            raise ValueError(f"{val_dir} has classes {val_classes[:5]}... but {train_dir} has {classes[:5]}...")
+        chans = in_chans or 3
+        mean, std = _adapt_stats(IMAGENET_MEAN, IMAGENET_STD, chans)
+        train_tf = train_transform(resolution, mean, std, in_chans=chans, augment=augment,
+                                   randaugment_n=randaugment_n, randaugment_m=randaugment_m,
+                                   crop_scale_min=crop_scale_min, hflip=hflip, random_crop=random_crop)  # fmt: skip
+        val_tf = eval_transform(resolution, mean, std, in_chans=chans, crop_pct=crop_pct)
+        train = SafeImageFolder(str(train_dir), transform=train_tf, allow_empty=True)
+        val = SafeImageFolder(str(val_dir), transform=val_tf, allow_empty=True)
+        return DataBundle(str(data), _subset(train, train_limit, limit_seed), _subset(val, val_limit, limit_seed),
+                          len(classes), tuple(classes), chans, mean, std, str(Path(data).resolve()))  # fmt: skip
+    native = 1 if train_x.ndim == 3 else train_x.shape[-1]
+    chans = in_chans or native
+    mean, std = _adapt_stats(*_channel_stats(train_x), chans)
+    train_tf = train_transform(resolution, mean, std, in_chans=chans, augment=augment, randaugment_n=randaugment_n,
+                               randaugment_m=randaugment_m, crop_scale_min=crop_scale_min, hflip=hflip,
+                               random_crop=random_crop)  # fmt: skip
+    val_tf = eval_transform(resolution, mean, std, in_chans=chans, crop_pct=crop_pct)
+    train = ArrayDataset(train_x, train_y, train_tf, classes)
+    val = ArrayDataset(val_x, val_y, val_tf, classes)
+    return DataBundle(data, _subset(train, train_limit, limit_seed), _subset(val, val_limit, limit_seed),
+                      len(classes), tuple(classes), chans, mean, std, source)  # fmt: skip

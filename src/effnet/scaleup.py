@@ -1,0 +1,347 @@
+"""Step 2 of compound scaling: grow φ with fixed (α, β, γ) and pick the largest model that fits the hardware.
+
+For φ = 0…N the family member is the baseline scaled by ``d = α^φ``, ``w = β^φ``, ``r = γ^φ`` (``rule="paper"``,
+:func:`effnet.specs.compound_spec`) or, with ``rule="fast"``, by Dollár et al. (2021) fast compound scaling
+(:func:`effnet.scaling.fast_scaling`: width takes 80 % of the FLOPs growth, depth and resolution 10 % each)
+at the *same* FLOPs target ``(α·β²·γ²)^φ``, so the two rules can be compared member by member on activations
+and measured latency, not just FLOPs. Params, MACs and activations are exact (:mod:`effnet.cost`, no torch).
+
+Measurements (``device`` set): latency is the median over ``repeats`` timed forward passes of one batch after
+``warmup`` untimed ones (``torch.inference_mode``, eval mode, random input); throughput = batch / median latency.
+Peak memory on CUDA is ``torch.cuda.max_memory_allocated`` over the timed runs (weights + input + activations
+held by the caching allocator). On CPU each member is measured in a fresh Python subprocess: just before the
+model is built the kernel's RSS high-water mark is reset (``/proc/self/clear_refs``), and peak memory is the
+high-water mark after the timed runs (``VmHWM``) minus the RSS before the build (``VmRSS``): weights + input +
+activations + allocator overhead, excluding the interpreter and the torch import. Linux only. The selection
+takes the largest φ that satisfies every given budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from effnet.cost import cost
+from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, compound, fast_scaling, flops_factor
+from effnet.specs import NetworkSpec, scale
+
+__all__ = ["RULES", "Budget", "Measurement", "Member", "ScaleConfig", "ScaleResult", "family", "measure",
+           "select", "scale_family", "parse_count"]  # fmt: skip
+
+RULES = ("paper", "fast")
+"""Scaling rules: the paper's ``α^φ, β^φ, γ^φ`` and Dollár et al.'s fast compound scaling."""
+
+
+def parse_count(text: str) -> float:
+    """A count such as ``4e9``, ``400M``, ``5.3M``, ``2G``/``2B`` or ``12K`` as a float."""
+    units = {"K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
+    value = str(text).strip()
+    mult = units.get(value[-1:].upper(), 1.0) if value else 1.0
+    number = value[:-1] if mult != 1.0 else value
+    try:
+        out = float(number) * mult
+    except ValueError:
+        raise ValueError(f"not a count: {text!r} (examples: 4e9, 400M, 5.3M, 2G, 12K)") from None
+    if not out > 0:
+        raise ValueError(f"a budget must be positive, got {text!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Hardware limits; None means unlimited. Latency in ms per batch, memory in MiB."""
+
+    max_macs: float | None = None
+    max_params: float | None = None
+    max_latency_ms: float | None = None
+    max_memory_mb: float | None = None
+
+    @property
+    def needs_measurement(self) -> bool:
+        """True when a limit can only be checked by running the model."""
+        return self.max_latency_ms is not None or self.max_memory_mb is not None
+
+    def to_dict(self) -> dict[str, float | None]:
+        """JSON-ready limits."""
+        return {"max_macs": self.max_macs, "max_params": self.max_params, "max_latency_ms": self.max_latency_ms,
+                "max_memory_mb": self.max_memory_mb}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Measured speed and memory of one model on one device at one batch size."""
+
+    device: str
+    batch: int
+    latency_ms: float
+    throughput: float
+    peak_memory_mb: float
+    memory_method: str
+    latencies_ms: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Member:
+    """One φ of the family: multipliers, spec, exact cost and (optionally) measurements."""
+
+    phi: int
+    depth: float
+    width: float
+    resolution: int
+    flops_target: float
+    spec: NetworkSpec
+    params: int
+    macs: int
+    activations: int
+    measurement: Measurement | None = None
+    violations: tuple[str, ...] = field(default=())
+
+    @property
+    def fits(self) -> bool:
+        """True when no budget is violated."""
+        return not self.violations
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready row (without the full spec)."""
+        m = self.measurement
+        return {
+            "phi": self.phi, "depth": round(self.depth, 6), "width": round(self.width, 6),
+            "resolution": self.resolution, "flops_target": round(self.flops_target, 6), "params": self.params,
+            "macs": self.macs, "activations": self.activations,
+            "latency_ms": round(m.latency_ms, 4) if m else None,
+            "throughput": round(m.throughput, 2) if m else None,
+            "peak_memory_mb": round(m.peak_memory_mb, 2) if m else None,
+            "latencies_ms": [round(x, 4) for x in m.latencies_ms] if m else None,
+            "fits": self.fits, "violations": list(self.violations),
+        }  # fmt: skip
+
+
+def _member(phi: int, base: NetworkSpec, alpha: float, beta: float, gamma: float, rule: str) -> Member:
+    target = flops_factor(alpha, beta, gamma) ** phi
+    if rule == "paper":
+        c = compound(phi, alpha, beta, gamma)
+        d, w, r = c.depth, c.width, c.resolution_scale
+    elif rule == "fast":
+        d, w, r = fast_scaling(target)
+    else:
+        raise ValueError(f"--rule must be one of {', '.join(RULES)}; got {rule!r}")
+    resolution = max(8, int(round(base.resolution * r)))
+    spec = scale(base, depth=d, width=w, resolution=resolution, name=f"{base.name}_{rule}_phi{phi}")
+    c_ = cost(spec)
+    return Member(phi, d, w, resolution, target, spec, c_.params, c_.macs, c_.activations)
+
+
+def family(alpha: float = PAPER_ALPHA, beta: float = PAPER_BETA, gamma: float = PAPER_GAMMA,
+           baseline: NetworkSpec | None = None, phi_max: int = 7, rule: str = "paper") -> list[Member]:  # fmt: skip
+    """Members φ = 0…``phi_max`` of the family of ``baseline`` (default EfficientNet-B0), exact costs only."""
+    from effnet.specs import get_spec
+
+    if isinstance(phi_max, bool) or not isinstance(phi_max, int) or phi_max < 0:
+        raise ValueError(f"--phi-max must be an integer >= 0, got {phi_max!r}")
+    compound(0, alpha, beta, gamma)  # validates the coefficients
+    base = baseline if baseline is not None else get_spec("efficientnet_b0")
+    return [_member(phi, base, alpha, beta, gamma, rule) for phi in range(phi_max + 1)]
+
+
+def _measure_cuda(spec: NetworkSpec, batch: int, warmup: int, repeats: int, device: str) -> Measurement:
+    import torch
+
+    from effnet.model import EfficientNet
+
+    if not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available to this process")
+    dev = torch.device(device)
+    model = EfficientNet(spec).to(dev).eval()
+    x = torch.randn(batch, spec.in_chans, spec.resolution, spec.resolution, device=dev)
+    times = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            torch.cuda.synchronize(dev)
+            times.append((time.perf_counter() - start) * 1e3)
+        peak = torch.cuda.max_memory_allocated(dev) / 2**20
+    del model, x
+    torch.cuda.empty_cache()
+    median = statistics.median(times)
+    return Measurement(device, batch, median, batch * 1e3 / median, peak, "cuda max_memory_allocated",
+                       tuple(times))  # fmt: skip
+
+
+_CHILD = "import sys; from effnet.scaleup import _cpu_child; _cpu_child()"
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {key}")
+
+
+def _cpu_child() -> None:
+    """Subprocess body of a CPU measurement: reads a JSON job on stdin, prints one JSON result line."""
+    job = json.loads(sys.stdin.read())
+    import torch
+
+    from effnet.model import EfficientNet
+
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
+    spec = NetworkSpec.from_dict(job["spec"])
+    try:  # reset the high-water mark to the current RSS (Linux >= 4.0)
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        method = "VmHWM - VmRSS before model build (high-water mark reset), fresh process"
+    except OSError:
+        method = "VmHWM - VmRSS before model build (high-water mark NOT resettable: may include import peak)"
+    rss_before = _status_kib("VmRSS")
+    torch.manual_seed(0)
+    model = EfficientNet(spec).eval()
+    x = torch.randn(job["batch"], spec.in_chans, spec.resolution, spec.resolution)
+    times = []
+    with torch.inference_mode():
+        for _ in range(job["warmup"]):
+            model(x)
+        for _ in range(job["repeats"]):
+            start = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - start) * 1e3)
+    peak = _status_kib("VmHWM")
+    print(json.dumps({"times": times, "memory": (peak - rss_before) / 1024, "method": method,
+                      "threads": torch.get_num_threads()}))  # fmt: skip
+
+
+def _measure_cpu(spec: NetworkSpec, batch: int, warmup: int, repeats: int, threads: int | None) -> Measurement:
+    if not sys.platform.startswith("linux"):
+        raise ValueError("--device cpu measures memory through /proc/self (VmHWM); it needs Linux")
+    job = {"spec": spec.to_dict(), "batch": batch, "warmup": warmup, "repeats": repeats, "threads": threads}
+    proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(job), capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"measuring {spec.name} on cpu failed (exit {proc.returncode}): {tail[0]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    times = out["times"]
+    median = statistics.median(times)
+    return Measurement("cpu", batch, median, batch * 1e3 / median, out["memory"], out["method"], tuple(times))
+
+
+def measure(spec: NetworkSpec, device: str = "cpu", batch: int = 1, *, warmup: int = 2, repeats: int = 5,
+            threads: int | None = None) -> Measurement:  # fmt: skip
+    """Median latency (ms per batch), throughput (images/s) and peak memory (MiB) of ``spec`` on ``device``."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"--batch must be an integer >= 1, got {batch!r}")
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"need --warmup >= 0 and --repeats >= 1, got {warmup}, {repeats}")
+    kind = device.split(":")[0]
+    if kind == "cuda":
+        return _measure_cuda(spec, batch, warmup, repeats, device)
+    if kind == "cpu":
+        return _measure_cpu(spec, batch, warmup, repeats, threads)
+    raise ValueError(f"--device must be cpu or cuda[:N], got {device!r}")
+
+
+def _violations(member: Member, budget: Budget) -> tuple[str, ...]:
+    out = []
+    if budget.max_macs is not None and member.macs > budget.max_macs:
+        out.append(f"MACs {member.macs:.4g} > --max-macs {budget.max_macs:.4g}")
+    if budget.max_params is not None and member.params > budget.max_params:
+        out.append(f"params {member.params:.4g} > --max-params {budget.max_params:.4g}")
+    m = member.measurement
+    if budget.max_latency_ms is not None and m is not None and m.latency_ms > budget.max_latency_ms:
+        out.append(f"latency {m.latency_ms:.3f} ms > --max-latency-ms {budget.max_latency_ms:g}")
+    if budget.max_memory_mb is not None and m is not None and m.peak_memory_mb > budget.max_memory_mb:
+        out.append(f"memory {m.peak_memory_mb:.1f} MiB > --max-memory-mb {budget.max_memory_mb:g}")
+    return tuple(out)
+
+
+def select(members: Sequence[Member], budget: Budget) -> Member:
+    """The largest-φ member with no violation; ``ValueError`` saying why φ = 0 fails when none fits."""
+    fitting = [m for m in members if m.fits]
+    if fitting:
+        return max(fitting, key=lambda m: m.phi)
+    smallest = min(members, key=lambda m: m.phi)
+    raise ValueError(f"no model of the family phi=0..{max(m.phi for m in members)} fits the budget; even phi=0 "
+                     f"has {'; '.join(smallest.violations)}. Raise the budget or use a smaller baseline "
+                     "(--baseline, --width, --resolution)")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    """Inputs of :func:`scale_family`: coefficients, rule, baseline, measurement and budget."""
+
+    alpha: float = PAPER_ALPHA
+    beta: float = PAPER_BETA
+    gamma: float = PAPER_GAMMA
+    rule: str = "paper"
+    phi_max: int = 7
+    baseline: NetworkSpec | None = None
+    device: str | None = None
+    batch: int = 1
+    warmup: int = 2
+    repeats: int = 5
+    threads: int | None = None
+    budget: Budget = field(default_factory=Budget)
+
+
+@dataclass(frozen=True)
+class ScaleResult:
+    """The measured family and the chosen member (None when nothing fits; ``reason`` says why)."""
+
+    config: ScaleConfig
+    members: tuple[Member, ...]
+    chosen: Member | None
+    reason: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: coefficients, rule, budget, every φ and the chosen φ (with its spec)."""
+        c = self.config
+        return {
+            "alpha": c.alpha, "beta": c.beta, "gamma": c.gamma, "rule": c.rule,
+            "flops_factor_per_phi": round(flops_factor(c.alpha, c.beta, c.gamma), 6),
+            "baseline": c.baseline.name if c.baseline is not None else "efficientnet_b0", "device": c.device,
+            "batch": c.batch if c.device else None, "warmup": c.warmup if c.device else None,
+            "repeats": c.repeats if c.device else None,
+            "memory_method": self.members[0].measurement.memory_method if self.members[0].measurement else None,
+            "budget": c.budget.to_dict(), "family": [m.to_dict() for m in self.members],
+            "chosen_phi": self.chosen.phi if self.chosen else None,
+            "chosen_spec": self.chosen.spec.to_dict() if self.chosen else None, "error": self.reason,
+        }  # fmt: skip
+
+
+def scale_family(config: ScaleConfig, *, on_member: Callable[[Member], None] | None = None) -> ScaleResult:
+    """Build the family, measure it when ``config.device`` is set, apply the budget and choose.
+
+    Latency/memory budgets need a device (``ValueError`` otherwise). Nothing fitting is not an exception here:
+    the result has ``chosen=None`` and a ``reason``; :func:`select` raises instead.
+    """
+    if config.budget.needs_measurement and not config.device:
+        raise ValueError("--max-latency-ms and --max-memory-mb need --device cpu|cuda to measure the models")
+    members = family(config.alpha, config.beta, config.gamma, config.baseline, config.phi_max, config.rule)
+    out = []
+    for m in members:
+        if config.device:
+            measured = measure(m.spec, config.device, config.batch, warmup=config.warmup, repeats=config.repeats,
+                               threads=config.threads)  # fmt: skip
+            m = dataclasses.replace(m, measurement=measured)
+        m = dataclasses.replace(m, violations=_violations(m, config.budget))
+        out.append(m)
+        if on_member is not None:
+            on_member(m)
+    try:
+        chosen, reason = select(out, config.budget), None
+    except ValueError as exc:
+        chosen, reason = None, str(exc)
+    return ScaleResult(config, tuple(out), chosen, reason)

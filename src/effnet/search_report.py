@@ -1,0 +1,155 @@
+"""The report of a scaling search: ranked table, chosen (α, β, γ), accuracy-vs-MACs plot, JSON/CSV export.
+
+Rows aggregate the COMPLETE trials of one (α, β, γ) over seeds: accuracy mean ± sample standard deviation
+(``None`` with a single seed). The chosen coefficients are the best mean top-1 among the scaled candidates (the
+unscaled baseline is only a reference); ties go to fewer MACs. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from effnet.io import atomic_path, atomic_write_json
+from effnet.report import render_markdown, write_table
+
+__all__ = ["TABLE_COLUMNS", "summarize", "choose", "plot_accuracy_vs_macs", "write_report"]
+
+TABLE_COLUMNS = (
+    "rank", "kind", "alpha", "beta", "gamma", "flops_factor", "macs", "macs_factor", "params", "resolution",
+    "top1_mean", "top1_std", "seeds", "wall_time_s",
+)  # fmt: skip
+"""Columns of the ranked table (``flops_factor`` = α·β²·γ² by the rule; ``macs_factor`` = exact MACs ÷ baseline)."""
+
+_STYLE = {
+    "compound": ("o", "tab:blue"),
+    "depth": ("^", "tab:orange"),
+    "width": ("s", "tab:green"),
+    "resolution": ("D", "tab:red"),
+    "baseline": ("*", "black"),
+}
+
+
+def summarize(records: Sequence[Mapping[str, Any]], baseline_macs: int) -> list[dict[str, Any]]:
+    """One row per (α, β, γ) from per-trial records, ranked by mean top-1 (best first, then fewer MACs)."""
+    groups: dict[tuple[float, float, float], list[Mapping[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["alpha"], r["beta"], r["gamma"]), []).append(r)
+    rows = []
+    for (a, b, g), trials in groups.items():
+        accs = [float(t["top1"]) for t in trials]
+        first = trials[0]
+        rows.append({
+            "kind": first["kind"],
+            "alpha": a,
+            "beta": b,
+            "gamma": g,
+            "flops_factor": round(a * b * b * g * g, 4),
+            "macs": int(first["macs"]),
+            "macs_factor": round(float(first.get("macs_factor", first["macs"] / baseline_macs)), 4),
+            "params": int(first["params"]),
+            "resolution": int(first["resolution"]),
+            "top1_mean": round(statistics.fmean(accs), 3),
+            "top1_std": round(statistics.stdev(accs), 3) if len(accs) > 1 else None,
+            "seeds": len(accs),
+            "wall_time_s": round(statistics.fmean(float(t["wall_time_s"]) for t in trials), 1),
+        })  # fmt: skip
+    rows.sort(key=lambda r: (-r["top1_mean"], r["macs"]))
+    for i, row in enumerate(rows, 1):
+        row["rank"] = i
+    return [{c: row[c] for c in TABLE_COLUMNS} for row in rows]
+
+
+def choose(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The best-ranked scaled row (the baseline reference never wins); None when there is none."""
+    return next((r for r in rows if r["kind"] != "baseline"), None)
+
+
+def plot_accuracy_vs_macs(rows: Sequence[Mapping[str, Any]], path: str | Path, *, title: str,
+                          chosen: Mapping[str, Any] | None = None) -> Path:  # fmt: skip
+    """Scatter of mean top-1 (± std) against exact MACs, one marker per kind of scaling; PNG written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.0, 4.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for kind, (marker, color) in _STYLE.items():
+        sel = [r for r in rows if r["kind"] == kind]
+        if not sel:
+            continue
+        xs = [r["macs"] / 1e6 for r in sel]
+        ys = [r["top1_mean"] for r in sel]
+        errs = [r["top1_std"] or 0.0 for r in sel]
+        label = f"{kind} ({len(sel)})" if kind != "compound" else f"compound α,β,γ>1 ({len(sel)})"
+        ax.errorbar(xs, ys, yerr=errs, fmt=marker, color=color, label=label, markersize=7 if kind != "baseline"
+                    else 11, capsize=3, alpha=0.9)  # fmt: skip
+    if chosen is not None:
+        ax.plot([chosen["macs"] / 1e6], [chosen["top1_mean"]], "o", markersize=16, markerfacecolor="none",
+                markeredgecolor="gold", markeredgewidth=2.5, label="chosen")  # fmt: skip
+        ax.annotate(f"α={chosen['alpha']:g} β={chosen['beta']:g} γ={chosen['gamma']:g}",
+                    (chosen["macs"] / 1e6, chosen["top1_mean"]), textcoords="offset points", xytext=(-10, 10),
+                    ha="right", fontsize=8)  # fmt: skip
+    ax.set_xlabel("MACs (millions, exact, batch 1)")
+    ax.set_ylabel("top-1 accuracy (%) mean ± std over seeds")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return target
+
+
+def write_report(records: Sequence[Mapping[str, Any]], baseline_macs: int, output: str | Path, *,
+                 summary: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """Write ``search_results.{md,csv,json}``, ``accuracy_vs_macs.png`` and ``search_summary.json``.
+
+    ``summary`` (the study definition, storage, study name, wall time, ...) is stored with the chosen
+    coefficients, the ranked rows and every trial record. Returns the summary dict that was written.
+    """
+    out = Path(output)
+    rows = summarize(records, baseline_macs)
+    best = choose(rows)
+    grid = summary.get("definition", {}).get("grid", {})
+    title = (f"scaling search: {summary.get('baseline_name', 'baseline')} on {summary.get('data', '?')}, "
+             f"target α·β²·γ²={grid.get('target', '?')}±{grid.get('tol', '?')}")  # fmt: skip
+    paths = write_table(rows, out / "search_results", TABLE_COLUMNS, title=title)
+    plot = plot_accuracy_vs_macs(rows, out / "accuracy_vs_macs.png", title=title, chosen=best)
+    chosen = None
+    if best is not None:
+        chosen = {k: best[k] for k in ("alpha", "beta", "gamma", "kind", "top1_mean", "top1_std", "macs", "params")}
+    single: dict[str, float] = {}
+    for r in rows:  # rows are ranked, so the first row of each kind is its best
+        if r["kind"] in ("depth", "width", "resolution"):
+            single.setdefault(r["kind"], r["top1_mean"])
+    compound = [r["top1_mean"] for r in rows if r["kind"] == "compound"]
+    full = {
+        **summary,
+        "chosen": chosen,
+        "best_compound_top1": max(compound) if compound else None,
+        "single_dimension_top1": single,
+        "compound_beats_single_dimension": (max(compound) > max(single.values())) if compound and single else None,
+        "rows": rows,
+        "trials": [dict(r) for r in records],
+        "files": {"table_md": str(paths["md"]), "table_csv": str(paths["csv"]), "table_json": str(paths["json"]),
+                  "plot": str(plot), "summary": str(out / "search_summary.json")},  # fmt: skip
+        "table_markdown": render_markdown(rows, TABLE_COLUMNS),
+    }
+    atomic_write_json(out / "search_summary.json", _finite(full))
+    return full
+
+
+def _finite(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf floats become None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

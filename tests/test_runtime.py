@@ -1,0 +1,204 @@
+"""Inference runtimes and BatchNorm folding: every fast path equals eager, and the user's model is untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from effnet import create_model, get_spec
+from effnet.fuse import count_batchnorm, fold_batchnorm
+from effnet.runtime import RUNTIME_HELP, RUNTIMES, optimize_for_inference
+
+TOL = 1e-4
+
+
+def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BN statistics and affine params, so folding is actually exercised."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+    return model
+
+
+def _tiny_spec(**changes: object):
+    spec = get_spec("efficientnet_b0")
+    return spec.replace(stages=spec.stages[:3], head_channels=128, num_classes=10, **changes)
+
+
+@pytest.fixture(scope="module")
+def b0() -> nn.Module:
+    torch.manual_seed(0)
+    return _randomize_bn(create_model("efficientnet_b0")).eval()
+
+
+@pytest.fixture(scope="module")
+def x64() -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.randn(3, 3, 64, 64)
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = model.state_dict()
+    assert list(after) == list(before)
+    for k, v in before.items():
+        assert torch.equal(after[k], v), k
+    assert all(p.is_contiguous() for p in model.parameters()), "user's weights were converted to channels_last"
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def _max_diff(a: object, b: object) -> float:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.shape == b.shape
+        return (a - b).abs().max().item()
+    assert isinstance(a, (list, tuple)) and len(a) == len(b)
+    return max(_max_diff(p, q) for p, q in zip(a, b, strict=True))
+
+
+def test_runtime_names_and_help() -> None:
+    assert set(RUNTIMES) == {"default", "eager", "fused", "onnxruntime"}
+    assert all(name in RUNTIME_HELP for name in RUNTIMES)
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        optimize_for_inference(nn.Identity(), runtime="tensorrt")
+
+
+def test_fold_batchnorm_exact_and_pure(b0: nn.Module, x64: torch.Tensor) -> None:
+    before = _snapshot(b0)
+    b0.train()
+    folded = fold_batchnorm(b0)
+    assert b0.training, "folding changed the user's train/eval mode"
+    b0.eval()
+    _assert_unchanged(b0, before)
+    assert count_batchnorm(b0) == 49 and count_batchnorm(folded) == 0
+    assert not folded.training
+    assert isinstance(folded.stem.bn, nn.Identity) and folded.stem.conv.bias is not None
+    with torch.no_grad():
+        diff = _max_diff(folded(x64), b0(x64))
+    assert diff < 1e-5
+
+
+def test_fold_batchnorm_tf_same_padding_and_torchvision_sequential(x64: torch.Tensor) -> None:
+    from torchvision.models import mobilenet_v3_small
+
+    torch.manual_seed(2)
+    tf = _randomize_bn(create_model(_tiny_spec(), padding="tf_same")).eval()
+    tv = _randomize_bn(mobilenet_v3_small(num_classes=10)).eval()
+    for model in (tf, tv):
+        folded = fold_batchnorm(model)
+        assert count_batchnorm(folded) == 0
+        with torch.no_grad():
+            assert _max_diff(folded(x64), model(x64)) < 1e-5
+
+
+def test_eager_runtime(b0: nn.Module, x64: torch.Tensor) -> None:
+    run = optimize_for_inference(b0, runtime="eager")
+    out = run(x64)
+    assert run.backend == "eager" and not out.requires_grad
+    with torch.no_grad():
+        assert torch.equal(out, b0(x64))
+
+
+@pytest.mark.parametrize("runtime", ["fused", "onnxruntime"])
+def test_fast_runtime_equals_eager(runtime: str, b0: nn.Module, x64: torch.Tensor) -> None:
+    before = _snapshot(b0)
+    run = optimize_for_inference(b0, example=x64[:1], runtime=runtime)
+    assert run.backend == runtime
+    with torch.no_grad():
+        ref = b0(x64)
+    out = run(x64)  # a different batch size than the example: the batch axis is dynamic
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert _max_diff(out, ref) < TOL
+    _assert_unchanged(b0, before)
+
+
+@pytest.mark.parametrize("runtime", ["fused", "onnxruntime"])
+def test_fast_runtime_features_model(runtime: str, x64: torch.Tensor) -> None:
+    torch.manual_seed(3)
+    model = _randomize_bn(create_model(_tiny_spec(), features_only=True)).eval()
+    run = optimize_for_inference(model, runtime=runtime)
+    with torch.no_grad():
+        ref = model(x64)
+    out = run(x64)
+    assert isinstance(out, list) and len(out) == len(ref)
+    assert all(o.is_contiguous() for o in out)
+    assert _max_diff(out, ref) < TOL
+
+
+def test_onnxruntime_new_resolution_reexports(b0: nn.Module) -> None:
+    run = optimize_for_inference(b0, runtime="onnxruntime")
+    for size in (64, 80):
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            assert _max_diff(run(x), b0(x)) < TOL
+
+
+def test_default_falls_back_when_compile_fails(monkeypatch: pytest.MonkeyPatch, x64: torch.Tensor) -> None:
+    def broken_compile(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    torch.manual_seed(4)
+    model = _randomize_bn(create_model(_tiny_spec())).eval()
+    run = optimize_for_inference(model, runtime="default")
+    assert run.backend == "fused" and "no compiler here" in run.fallback_reason
+    with torch.no_grad():
+        assert _max_diff(run(x64), model(x64)) < TOL
+
+
+def test_default_falls_back_when_first_call_fails(monkeypatch: pytest.MonkeyPatch, x64: torch.Tensor) -> None:
+    def lazy_broken_compile(module: nn.Module, **kwargs: object) -> object:
+        def call(x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("inductor crashed")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", lazy_broken_compile)
+    torch.manual_seed(5)
+    model = _randomize_bn(create_model(_tiny_spec())).eval()
+    run = optimize_for_inference(model, runtime="default")
+    with pytest.warns(UserWarning, match="inductor crashed"):
+        out = run(x64)
+    assert run.backend == "fused"
+    with torch.no_grad():
+        assert _max_diff(out, model(x64)) < TOL
+
+
+@pytest.mark.slow
+def test_default_compiled_equals_eager_and_pads_tail_batch(x64: torch.Tensor) -> None:
+    torch.manual_seed(6)
+    model = _randomize_bn(create_model(_tiny_spec())).eval()
+    before = _snapshot(model)
+    run = optimize_for_inference(model, example=x64, runtime="default")
+    assert run.backend == "compile", run.fallback_reason
+    with torch.no_grad():
+        ref = model(x64)
+    assert _max_diff(run(x64), ref) < TOL
+    # A smaller tail batch is padded up to the compiled size: same numbers, no recompilation.
+    from torch._dynamo.utils import counters
+
+    frames = counters["stats"]["unique_graphs"]
+    assert _max_diff(run(x64[:2]), ref[:2]) < TOL
+    assert counters["stats"]["unique_graphs"] == frames
+    _assert_unchanged(model, before)
+
+
+def test_cli_runtime_choices_match_runtimes() -> None:
+    import argparse
+
+    from effnet.cli.predict import add_model_arguments
+
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    action = next(a for a in parser._actions if a.dest == "runtime")
+    assert set(action.choices) == set(RUNTIMES) and action.default == "default"
+    assert all(name in action.help for name in RUNTIMES)

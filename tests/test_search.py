@@ -1,0 +1,389 @@
+"""`effnet search`: the candidate grid, the Optuna study shared by workers (SQLite and PostgreSQL), kill/restart
+recovery, the report, and clear errors. Worker-logic tests use a cheap deterministic trainer (the storage and
+grid logic are the point, not the training); the CLI tests at the end train real tiny models on Fashion-MNIST.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from effnet.cli import main
+from effnet.scaling import grid
+from effnet.search import SearchConfig, candidates, claim_lock, default_storage, open_storage, run_search
+
+SMALL = {"step": 0.5, "tol": 0.6, "heartbeat": 1}  # 4 grid points + 2 exact single-dimension + baseline = 7
+
+WORKER = r'''
+import json, math, os, sys, time
+from types import SimpleNamespace
+from effnet.cost import cost
+from effnet.search import SearchConfig, run_search
+
+hang_at = int(os.environ.get("FAKE_HANG_AT", "0"))
+runs = 0
+
+def trainer(cfg, spec):
+    """A cheap deterministic stand-in for effnet.train.fit: exact cost, a smooth accuracy surface, a sleep."""
+    global runs
+    runs += 1
+    time.sleep(600 if runs == hang_at else float(os.environ.get("FAKE_SLEEP", "0.2")))
+    c = cost(spec)
+    acc = 70 + 4 * math.log2(c.macs / 1e6) - 3 * abs(math.log(spec.depth / spec.width)) + 0.1 * cfg.seed
+    point = os.path.basename(cfg.output).split("_", 1)[1]
+    assert os.path.basename(os.path.dirname(cfg.output)) == json.loads(sys.argv[1]).get("study", "effnet-search")
+    with open(os.environ["FAKE_LOG"], "a") as f:
+        f.write(json.dumps({"pid": os.getpid(), "point": point, "top1": acc}) + "\n")
+    return SimpleNamespace(last_top1=acc, params=c.params, macs=c.macs, epochs=cfg.epochs)
+
+run_search(SearchConfig(**json.loads(sys.argv[1])), trainer=trainer, progress=False)
+'''
+
+
+def _worker(tmp_path: Path, config: dict, **env: str) -> subprocess.Popen:
+    script = tmp_path / "worker.py"
+    if not script.exists():
+        script.write_text(WORKER)
+    environ = {**os.environ, "FAKE_LOG": str(tmp_path / "trained.jsonl"), **env}
+    return subprocess.Popen([sys.executable, str(script), json.dumps(config)], env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 180) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out
+    return out
+
+
+def _trials(url: str, study: str):
+    import optuna
+
+    with claim_lock(url, ""):  # like a worker: never race a worker creating the tables
+        storage = open_storage(url, heartbeat=None)
+    return optuna.load_study(study_name=study, storage=storage).get_trials()
+
+
+def _states(url: str, study: str) -> Counter:
+    """Trial states of a study that may not exist yet (empty then)."""
+    try:
+        return Counter(t.state for t in _trials(url, study))
+    except KeyError:
+        return Counter()
+
+
+def _trained(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "trained.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _assert_each_candidate_complete_once(trials, n: int) -> list:
+    from optuna.trial import TrialState
+
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    ids = Counter(t.system_attrs["grid_id"] for t in complete)
+    assert sorted(ids) == list(range(n)) and set(ids.values()) == {1}, ids
+    params = Counter((t.params["alpha"], t.params["beta"], t.params["gamma"], t.params["seed"]) for t in complete)
+    assert set(params.values()) == {1}
+    return complete
+
+
+# ------------------------------------------------------------------------------------------- grid
+
+
+def test_grid_is_exact():
+    """step 0.05, target 2, tol 0.1: exactly the points an exact rational enumeration finds."""
+    values = [Fraction(100 + 5 * i, 100) for i in range(21)]
+    expected = sorted(
+        (float(a), float(b), float(g)) for a in values for b in values for g in values
+        if abs(a * b * b * g * g - 2) <= Fraction(1, 10)
+    )  # fmt: skip
+    points = grid(target=2.0, tol=0.1, step=0.05)
+    assert points == expected
+    assert len(points) == 109
+    assert (1.2, 1.1, 1.15) in points
+    assert all(abs(a * b * b * g * g - 2) <= 0.1 + 1e-12 for a, b, g in points)
+
+
+def test_candidates_add_single_dimension_points_baseline_and_seeds():
+    items = candidates(target=2.0, tol=0.1, step=0.05, seeds=(0, 1))
+    points = [c.point for c in items[::2]]
+    assert items[0].point == (1.0, 1.0, 1.0) and items[0].kind == "baseline"
+    assert [c.seed for c in items[:4]] == [0, 1, 0, 1]
+    r2 = round(math.sqrt(2), 10)
+    for point, kind in (((2.0, 1.0, 1.0), "depth"), ((1.0, r2, 1.0), "width"), ((1.0, 1.0, r2), "resolution")):
+        assert point in points and next(c.kind for c in items if c.point == point) == kind
+    assert (1.2, 1.1, 1.15) in points and next(c.kind for c in items if c.point == (1.2, 1.1, 1.15)) == "compound"
+    assert len(points) == len(set(points)) == 109 + 2 + 1  # (2, 1, 1) is on the grid already
+    assert len(candidates(**{k: v for k, v in SMALL.items() if k != "heartbeat"})) == 7
+
+
+def test_grid_without_point_in_tolerance_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(ValueError, match="no .alpha, beta, gamma. on the grid"):
+        candidates(target=1.7, tol=0.01, step=0.5)
+    code = main(["search", "--target", "1.7", "--step", "0.5", "--tol", "0.01", "--output", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "effnet search: error: no (alpha, beta, gamma) on the grid step=0.5" in err and "widen tol" in err
+    assert not (tmp_path / "study.db").exists()  # nothing was created or touched
+
+
+# ------------------------------------------------------------------------------------------- workers
+
+
+@pytest.mark.slow
+def test_two_sqlite_workers_split_the_grid(tmp_path):
+    config = {**SMALL, "seeds": 2, "output": str(tmp_path)}
+    procs = [_worker(tmp_path, config, FAKE_SLEEP="0.8") for _ in range(2)]
+    outs = [_finish(p) for p in procs]
+    trials = _trials(default_storage(str(tmp_path)), "effnet-search")
+    complete = _assert_each_candidate_complete_once(trials, 14)
+    assert len(trials) == 14  # no failed or duplicate trial at all
+    assert len({t.user_attrs["worker"] for t in complete}) == 2, outs  # both workers took part
+    trained = _trained(tmp_path)
+    assert len(trained) == 14 and len({r["point"] for r in trained}) == 14
+    summary = json.loads((tmp_path / "search_summary.json").read_text())
+    rows = summary["rows"]
+    assert len(rows) == 7 and all(r["seeds"] == 2 and r["top1_std"] is not None for r in rows)
+    assert rows[0]["rank"] == 1 and rows == sorted(rows, key=lambda r: (-r["top1_mean"], r["macs"]))
+    best = next(r for r in rows if r["kind"] != "baseline")
+    assert summary["chosen"]["alpha"] == best["alpha"] and summary["chosen"]["top1_mean"] == best["top1_mean"]
+    for name in ("search_results.md", "search_results.csv", "search_results.json", "accuracy_vs_macs.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert (tmp_path / "accuracy_vs_macs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    header = (tmp_path / "search_results.csv").read_text().splitlines()[0]
+    assert header == ("rank,kind,alpha,beta,gamma,flops_factor,macs,macs_factor,params,resolution,top1_mean,"
+                      "top1_std,seeds,wall_time_s")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_killed_worker_trial_is_rerun_and_finished_trials_never(tmp_path):
+    from optuna.trial import TrialState
+
+    url = default_storage(str(tmp_path))
+    config = {**SMALL, "output": str(tmp_path)}
+    victim = _worker(tmp_path, config, FAKE_HANG_AT="3")  # its 3rd trial hangs until killed
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        states = _states(url, "effnet-search")
+        if states[TrialState.COMPLETE] == 2 and states[TrialState.RUNNING] == 1:
+            break
+        time.sleep(0.2)
+    else:
+        victim.kill()
+        pytest.fail(f"the worker never reached its third trial: {victim.communicate()[0]}")
+    before = {t.number: (t.value, t.system_attrs["grid_id"]) for t in _trials(url, "effnet-search")
+              if t.state == TrialState.COMPLETE}  # fmt: skip
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    killed = next(t for t in _trials(url, "effnet-search") if t.state == TrialState.RUNNING)
+
+    out = _finish(_worker(tmp_path, config))  # the restart waits for the stale heartbeat, then re-runs it
+    trials = _trials(url, "effnet-search")
+    complete = _assert_each_candidate_complete_once(trials, 7)
+    assert {t.number: (t.value, t.system_attrs["grid_id"]) for t in complete if t.number in before} == before
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.number for t in failed] == [killed.number]
+    rerun = next(t for t in complete if t.system_attrs["grid_id"] == killed.system_attrs["grid_id"])
+    assert rerun.number > killed.number
+    trained = _trained(tmp_path)
+    assert len(trained) == 7 and len({r["point"] for r in trained}) == 7, "a finished trial was trained again"
+    assert "trial" in out
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL cluster on loopback (Debian's server binaries), started as a non-root user."""
+    pytest.importorskip("psycopg", reason="psycopg (the test extra) is not installed")
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bins:
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+    bindir = bins[-1].parent
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root and runuser is missing: cannot start PostgreSQL as a non-root user")
+        try:
+            import pwd
+
+            pwd.getpwnam("postgres")
+        except KeyError as exc:
+            pytest.skip(f"running as root and no 'postgres' user to start the server as: {exc}")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="effnet-pg-"))
+    if prefix:
+        shutil.chown(root, "postgres", "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = root / "data"
+    try:
+        subprocess.run(prefix + [str(bindir / "initdb"), "-D", str(data), "-U", "effnet", "--auth=trust",
+                                 "--no-sync", "-E", "UTF8"], check=True, capture_output=True, timeout=120)  # fmt: skip
+        subprocess.run(prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60",
+                                 "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                       check=True, capture_output=True, timeout=120)  # fmt: skip
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        log = (root / "log").read_text() if (root / "log").exists() else ""
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"could not start PostgreSQL: {exc}; {getattr(exc, 'stderr', b'')!r} {log[-500:]}")
+    try:
+        yield f"postgresql+psycopg://effnet@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_workers_on_postgresql(tmp_path, postgres_url):
+    config = {**SMALL, "output": str(tmp_path), "storage": postgres_url, "study": "pg-two-workers"}
+    procs = [_worker(tmp_path, config, FAKE_SLEEP="1.0") for _ in range(2)]
+    outs = [_finish(p) for p in procs]
+    trials = _trials(postgres_url, "pg-two-workers")
+    complete = _assert_each_candidate_complete_once(trials, 7)
+    assert len(trials) == 7
+    assert len({t.user_attrs["worker"] for t in complete}) == 2, outs
+    assert len(_trained(tmp_path)) == 7
+    summary = json.loads((tmp_path / "search_summary.json").read_text())
+    assert summary["storage"].startswith("postgresql+psycopg://effnet@127.0.0.1") and summary["chosen"] is not None
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+
+def test_unreachable_storage_is_a_clear_error(tmp_path, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    url = f"postgresql+psycopg://nobody:secret@127.0.0.1:{port}/nowhere"
+    with pytest.raises(ValueError, match=f"cannot open --storage postgresql\\+psycopg://nobody:\\*\\*\\*@127.0.0.1:{port}"):
+        open_storage(url)
+    assert main(["search", "--storage", url, "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open --storage" in err and "secret" not in err and "Traceback" not in err
+    assert main(["search", "--storage", "not a url", "--output", str(tmp_path)]) == 2
+    assert "is not a database URL" in capsys.readouterr().err
+
+
+def test_bad_train_options_are_clear_errors(tmp_path, capsys):
+    base = ["search", "--output", str(tmp_path), "--quiet"]
+    for option, message in (("epochs=3", "set by the search itself"), ("lr", "expects KEY=VALUE"),
+                            ("learning_rate=0.1", "unknown TrainConfig field(s): learning_rate"),
+                            ("opt=lbfgs", "--opt must be one of")):  # fmt: skip
+        assert main([*base, "--train-option", option]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "study.db").exists()
+
+
+def _fake_trainer(config, spec):
+    from types import SimpleNamespace
+
+    from effnet.cost import cost
+
+    c = cost(spec)
+    return SimpleNamespace(last_top1=50 + math.log2(c.macs / 1e6) + config.seed, params=c.params, macs=c.macs)
+
+
+def test_reused_study_name_with_different_grid_is_an_error(tmp_path):
+    from optuna.trial import TrialState
+
+    done = run_search(SearchConfig(**SMALL, output=str(tmp_path)), trainer=_fake_trainer, progress=False)
+    assert len(done["trials"]) == 7
+    before = [(t.number, t.state, t.value) for t in _trials(default_storage(str(tmp_path)), "effnet-search")]
+    with pytest.raises(ValueError, match=r"different search \(grid.step: stored 0.5, given 0.25"):
+        run_search(SearchConfig(**{**SMALL, "step": 0.25}, output=str(tmp_path)), trainer=_fake_trainer)
+    epochs = SearchConfig().epochs
+    with pytest.raises(ValueError, match=rf"budget.epochs: stored {epochs}, given {epochs + 1}"):
+        run_search(SearchConfig(**SMALL, epochs=epochs + 1, output=str(tmp_path)), trainer=_fake_trainer)
+    after = [(t.number, t.state, t.value) for t in _trials(default_storage(str(tmp_path)), "effnet-search")]
+    assert after == before and all(state == TrialState.COMPLETE for _, state, _ in after)
+    # the same command again finds the study complete and only rewrites the report
+    again = run_search(SearchConfig(**SMALL, output=str(tmp_path)), trainer=_fake_trainer, progress=False)
+    assert again["trials_run_by_this_worker"] == 0 and again["rows"] == done["rows"]
+
+
+def test_trainer_error_marks_trial_failed_and_is_retried_later(tmp_path):
+    from optuna.trial import TrialState
+
+    calls = []
+
+    def broken(config, spec):
+        calls.append(spec.name)
+        raise FileNotFoundError("--data /nowhere: no such directory")
+
+    with pytest.raises(FileNotFoundError, match="/nowhere"):
+        run_search(SearchConfig(**SMALL, output=str(tmp_path)), trainer=broken, progress=False)
+    trials = _trials(default_storage(str(tmp_path)), "effnet-search")
+    assert [t.state for t in trials] == [TrialState.FAIL] and "no such directory" in trials[0].user_attrs["error"]
+    report = run_search(SearchConfig(**SMALL, output=str(tmp_path)), trainer=_fake_trainer, progress=False)
+    assert len(report["trials"]) == 7 and len(calls) == 1
+
+
+# ------------------------------------------------------------------------------------------- real training
+
+
+def _fashion_mnist_or_skip():
+    from effnet.data import find_fashion_mnist
+
+    try:
+        find_fashion_mnist()
+    except (FileNotFoundError, ValueError) as exc:
+        pytest.skip(f"Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): {exc}")
+
+
+TINY_CLI = ["--step", "0.5", "--tol", "0.6", "--width", "0.25", "--resolution", "16", "--epochs", "1",
+            "--train-limit", "64", "--val-limit", "64", "--batch-size", "32", "--threads", "1", "--heartbeat", "1",
+            "--quiet"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_cli_search_trains_real_models_survives_sigkill_and_feeds_scale(tmp_path, capsys):
+    """The real trainer on a tiny budget: SIGKILL one CLI worker mid-trial, restart, finish, then effnet scale."""
+    from optuna.trial import TrialState
+
+    _fashion_mnist_or_skip()
+    out = tmp_path / "search"
+    url = default_storage(str(out))
+    cmd = [sys.executable, "-m", "effnet", "search", *TINY_CLI, "--output", str(out)]
+    victim = subprocess.Popen([*cmd, "--jobs", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and victim.poll() is None:
+        states = _states(url, "effnet-search")
+        if states[TrialState.COMPLETE] >= 1 and states[TrialState.RUNNING] == 1:
+            break
+        time.sleep(0.1)
+    assert victim.poll() is None, victim.communicate()[0]
+    before = {t.number: t.value for t in _trials(url, "effnet-search") if t.state == TrialState.COMPLETE}
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+
+    restart = subprocess.run([*cmd, "--jobs", "2"], capture_output=True, text=True, timeout=600)  # 2 workers
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+    trials = _trials(url, "effnet-search")
+    complete = _assert_each_candidate_complete_once(trials, 7)
+    assert {t.number: t.value for t in complete if t.number in before} == before
+    assert [t.state for t in trials].count(TrialState.FAIL) == 1
+    assert all(0 <= t.value <= 100 and t.user_attrs["macs"] > 0 and t.user_attrs["epochs"] == 1 for t in complete)
+    assert "chosen: alpha=" in restart.stdout and "accuracy_vs_macs.png" in restart.stdout
+    assert "[worker " in restart.stdout  # the second local worker process took part
+
+    code = main(["scale", "--study", "effnet-search", "--storage", url, "--phi-max", "2", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    summary = json.loads((out / "search_summary.json").read_text())
+    chosen = summary["chosen"]
+    assert code == 0 and (data["alpha"], data["beta"], data["gamma"]) == (chosen["alpha"], chosen["beta"],
+                                                                          chosen["gamma"])  # fmt: skip
+    assert data["family"][0]["resolution"] == 16 and data["source"].startswith("study effnet-search (7/7")
