@@ -161,16 +161,22 @@ def test_max_latency_picks_largest_fitting_phi(capsys):
     lat = [m["latency_ms"] for m in first["family"]]
     assert all(m["peak_memory_mb"] > 0 and m["throughput"] > 0 for m in first["family"])
     assert lat[3] > lat[0]
-    # a budget between phi=1 and the largest model
-    limit = math.sqrt(lat[1] * lat[3]) if lat[3] > 1.3 * lat[1] else (lat[0] + lat[3]) / 2
-    code, data = _scale_json(capsys, *args, "--max-latency-ms", f"{limit:.4f}")
-    fam = data["family"]
-    assert code == 0, data["error"]
-    chosen = data["chosen_phi"]
-    assert fam[chosen]["latency_ms"] <= limit
-    assert chosen < 3, f"all models fit {limit} ms in the second run: {[m['latency_ms'] for m in fam]}"
-    assert fam[chosen + 1]["latency_ms"] > limit
-    assert all(not m["fits"] for m in fam[chosen + 1:] if m["latency_ms"] > limit)
+    for _ in range(3):  # timing noise on a shared CPU can make every model fit (or none): aim again from the last run
+        limit = math.sqrt(lat[1] * lat[3]) if lat[3] > 1.3 * lat[1] else (lat[0] + lat[3]) / 2
+        code, data = _scale_json(capsys, *args, "--max-latency-ms", f"{limit:.4f}")
+        fam = data["family"]
+        lat = [m["latency_ms"] for m in fam]
+        if code != 0:
+            assert data["chosen_phi"] is None and "even phi=0 has latency" in data["error"]
+            continue
+        chosen = data["chosen_phi"]
+        assert fam[chosen]["latency_ms"] <= limit and fam[chosen]["fits"]
+        assert all(not m["fits"] for m in fam if m["latency_ms"] > limit)
+        if chosen < 3:
+            assert fam[chosen + 1]["latency_ms"] > limit  # the phi+1 neighbour is over the budget
+            break
+    else:
+        pytest.fail(f"no run separated the family at a latency budget: {lat}")
 
 
 @pytest.mark.slow

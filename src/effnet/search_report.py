@@ -74,7 +74,7 @@ def plot_accuracy_vs_macs(rows: Sequence[Mapping[str, Any]], path: str | Path, *
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.0, 4.8))
+    fig = Figure(figsize=(8.6, 4.8))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     for kind, (marker, color) in _STYLE.items():
@@ -91,13 +91,13 @@ def plot_accuracy_vs_macs(rows: Sequence[Mapping[str, Any]], path: str | Path, *
         ax.plot([chosen["macs"] / 1e6], [chosen["top1_mean"]], "o", markersize=16, markerfacecolor="none",
                 markeredgecolor="gold", markeredgewidth=2.5, label="chosen")  # fmt: skip
         ax.annotate(f"α={chosen['alpha']:g} β={chosen['beta']:g} γ={chosen['gamma']:g}",
-                    (chosen["macs"] / 1e6, chosen["top1_mean"]), textcoords="offset points", xytext=(-10, 10),
-                    ha="right", fontsize=8)  # fmt: skip
+                    (chosen["macs"] / 1e6, chosen["top1_mean"]), textcoords="offset points", xytext=(-12, -4),
+                    ha="right", va="top", fontsize=8)  # fmt: skip
     ax.set_xlabel("MACs (millions, exact, batch 1)")
     ax.set_ylabel("top-1 accuracy (%) mean ± std over seeds")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     target = Path(path)
     with atomic_path(target) as tmp:
