@@ -29,6 +29,7 @@ __all__ = [
     "describe_spec",
     "export_weights",
     "load_initial_weights",
+    "weights_in_chans",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -98,6 +99,17 @@ def export_weights(model: nn.Module, path: str | os.PathLike[str], preprocessing
                         interpolation="bicubic", mean=tuple(preprocessing["mean"]), std=tuple(preprocessing["std"]),
                         class_names=tuple(preprocessing.get("classes", ())))  # fmt: skip
     return save_pretrained(model, path, pre, {k: json.dumps(v) for k, v in (metadata or {}).items()})
+
+
+def weights_in_chans(path: str | os.PathLike[str]) -> int:
+    """Input channels of the network stored in an effnet weights file (3 when the file does not say)."""
+    from effnet.weights import read_safetensors_header
+
+    try:
+        header = read_safetensors_header(path)
+        return NetworkSpec.from_json(header["effnet.spec"]).in_chans if "effnet.spec" in header else 3
+    except Exception:  # not safetensors / no spec: pretrained ImageNet weights are RGB
+        return 3
 
 
 def load_initial_weights(model: nn.Module, path: str | os.PathLike[str], new_head: bool) -> bool:

@@ -40,12 +40,12 @@ RECIPES: dict[str, dict[str, Any]] = {
 _ADAMW_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.05}
 
 SCHEDULE_FIELDS = (
-    "data", "model", "width", "depth", "resolution", "spec_file", "weights", "epochs", "batch_size", "train_limit",
-    "val_limit", "limit_seed", "seed", "in_chans", "recipe", "opt", "lr", "momentum", "rmsprop_decay", "opt_eps",
-    "weight_decay", "schedule", "warmup_epochs", "decay_rate", "decay_epochs", "min_lr_ratio", "label_smoothing",
-    "ema_decay", "ema_warmup", "dropout", "drop_path", "bn_momentum", "body_lr_scale", "new_head", "freeze_bn",
-    "grad_clip", "augment", "randaugment_n", "randaugment_m", "crop_scale_min", "hflip", "random_crop", "crop_pct",
-    "amp",
+    "data", "model", "width", "depth", "resolution", "stem_stride", "spec_file", "weights", "epochs", "batch_size",
+    "train_limit", "val_limit", "limit_seed", "seed", "in_chans", "recipe", "opt", "lr", "momentum", "rmsprop_decay",
+    "opt_eps", "weight_decay", "schedule", "warmup_epochs", "decay_rate", "decay_epochs", "min_lr_ratio",
+    "label_smoothing", "ema_decay", "ema_warmup", "dropout", "drop_path", "bn_momentum", "body_lr_scale", "new_head",
+    "freeze_bn", "grad_clip", "augment", "randaugment_n", "randaugment_m", "crop_scale_min", "hflip", "random_crop",
+    "crop_pct", "amp",
 )  # fmt: skip
 """Fields a resumed run must share with its checkpoint (they change the computation, not just its speed)."""
 
@@ -59,6 +59,7 @@ class TrainConfig:
     width: float = 1.0
     depth: float = 1.0
     resolution: int | None = None
+    stem_stride: int | None = None
     spec_file: str | None = None
     weights: str | None = None
     epochs: int = 10
@@ -146,7 +147,7 @@ def resolve_recipe(config: TrainConfig) -> TrainConfig:
     _check(c.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}; got {c.amp!r}")
     _check(isinstance(c.epochs, int) and c.epochs >= 1, f"--epochs must be an integer >= 1, got {c.epochs}")
     _check(isinstance(c.batch_size, int) and c.batch_size >= 1, f"--batch-size must be >= 1, got {c.batch_size}")
-    for name in ("train_limit", "val_limit", "resolution", "threads"):
+    for name in ("train_limit", "val_limit", "resolution", "threads", "stem_stride"):
         value = getattr(c, name)
         _check(value is None or value >= 1, f"--{name.replace('_', '-')} must be >= 1, got {value}")
     _check(c.width > 0 and c.depth > 0, f"--width and --depth must be positive, got {c.width}, {c.depth}")

@@ -33,6 +33,7 @@ from effnet.checkpoint import (
     load_initial_weights,
     restore_rng,
     save_checkpoint,
+    weights_in_chans,
 )
 from effnet.cost import cost
 from effnet.data import DataBundle, collate_skip, load_datasets
@@ -94,7 +95,7 @@ def build_spec(config: TrainConfig, spec: NetworkSpec | None = None, *, num_clas
     scaled = scale(base, depth=config.depth, width=config.width, resolution=resolution or config.resolution)
     changes: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans}
     for field_name, value in (("dropout", config.dropout), ("drop_path_rate", config.drop_path),
-                              ("bn_momentum", config.bn_momentum)):  # fmt: skip
+                              ("bn_momentum", config.bn_momentum), ("stem_stride", config.stem_stride)):  # fmt: skip
         if value is not None:
             changes[field_name] = value
     return scaled.replace(**changes)
@@ -281,7 +282,7 @@ class _Run:
 
     def _load_data(self, base: NetworkSpec) -> DataBundle:
         c = self.config
-        in_chans = c.in_chans or (3 if c.weights else None)
+        in_chans = c.in_chans or (weights_in_chans(c.weights) if c.weights else None)
         return load_datasets(
             c.data, resolution=c.resolution or base.resolution, in_chans=in_chans, data_root=c.data_root,
             train_limit=c.train_limit, val_limit=c.val_limit, limit_seed=c.limit_seed, augment=c.augment or "none",
@@ -446,7 +447,7 @@ class _Run:
                 bar.update(1)
                 bar.set_postfix(
                     loss=f"{p['loss_sum'] / max(p['seen'], 1):.3f}",
-                    lr=f"{self.schedule.get_last_lr()[0]:.2e}",
+                    lr=f"{max(self.schedule.get_last_lr()):.2e}",
                     img_s=f"{p['seen'] * self.world / max(p['time'], 1e-9):.0f}",
                     refresh=False,
                 )
@@ -468,7 +469,7 @@ class _Run:
             "epoch": self.epoch + 1, "step": self.schedule.step_count, "train_loss": loss_sum / max(seen, 1),
             "train_top1": 100.0 * correct / max(seen, 1), "val_loss": val["loss"], "val_top1": val["top1"],
             "val_top5": val["top5"], "ema_top1": ema["top1"] if ema else None, "ema_top5": ema["top5"] if ema else None,
-            "lr": self.schedule.get_last_lr()[0], "images_per_s": seen / max(train_time, 1e-9),
+            "lr": max(self.schedule.get_last_lr()), "images_per_s": seen / max(train_time, 1e-9),
             "train_time_s": train_time, "epoch_time_s": train_time + (time.perf_counter() - self._eval_start),
         }  # fmt: skip
         self.history.append(record)
@@ -597,7 +598,7 @@ class _Run:
         write_table([row], self.out / "summary", title=f"effnet train: {self.spec.name} on {self.data.name}")
         epochs = [x["epoch"] for x in r.history]
         panels = [
-            Panel("loss", [Series("train", epochs, [x["train_loss"] for x in r.history]),
+            Panel("loss", [Series("train (label-smoothed)", epochs, [x["train_loss"] for x in r.history]),
                            Series("val", epochs, [x["val_loss"] for x in r.history])], "epoch", "cross-entropy"),
             Panel("accuracy", [Series("train top-1", epochs, [x["train_top1"] for x in r.history]),
                                Series("val top-1", epochs, [x["val_top1"] for x in r.history]),

@@ -46,10 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--width", type=float, default=1.0, help="multiply the model's width coefficient (default 1)")
     g.add_argument("--depth", type=float, default=1.0, help="multiply the model's depth coefficient (default 1)")
     g.add_argument("--resolution", type=int, default=None, help="input size (default: the model's)")
+    g.add_argument("--stem-stride", type=int, default=None,
+                   help="stride of the stem conv (default: the model's, 2; 1 keeps detail on 32x32 inputs)")
     g.add_argument("--spec", dest="spec_file", default=None, help="NetworkSpec JSON file to train instead of --model")
     g.add_argument("--weights", default=None, help="initial weights (.safetensors or checkpoint) to fine-tune from")
     g.add_argument("--in-chans", type=int, choices=(1, 3), default=None,
-                   help="input channels (default: the data's; 3 with --weights: gray repeated to RGB)")
+                   help="input channels (default: the data's, or the --weights file's: gray repeated to RGB)")
     g.add_argument("--train-limit", type=int, default=None, help="train on a fixed random subset of N images")
     g.add_argument("--val-limit", type=int, default=None, help="evaluate on a fixed random subset of N images")
     g.add_argument("--limit-seed", type=int, default=0, help="seed choosing the --train/val-limit subsets (0)")
