@@ -86,12 +86,15 @@ def batch_norm_act(x: torch.Tensor, bn: nn.BatchNorm2d, act: nn.Module) -> torch
     """``act(bn(x))``, memory-lean in training (see ``_BatchNormActFn``), plain composition otherwise.
 
     The lean path is used only for training-mode BN with SiLU/ReLU under autograd, in eager mode
-    (not while tracing, scripting or compiling, where the compiler does its own recomputation).
+    (not while tracing, scripting or compiling, where the compiler does its own recomputation), and on
+    CPU only: on an H200 it cut B0's training memory to 0.74x timm's but ran at 0.81x its speed
+    (``benchmarks/RESULTS.md``), so CUDA tensors take the plain composition.
     Numerically it matches the composition (same kernels forward; backward to float rounding).
     """
     kind = _lean_kind(bn, act)
     if (
         kind is None
+        or x.device.type != "cpu"
         or not bn.training
         or not torch.is_grad_enabled()
         or not (x.requires_grad or bn.weight.requires_grad)
