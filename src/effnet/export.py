@@ -45,7 +45,10 @@ class ExportResult:
                 "method": self.method}  # fmt: skip
 
 
-def _inputs(model: nn.Module, input_size: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(
+    model: nn.Module, input_size: int | None, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch-1 export example, a batch-3 check input and the eval-mode model's output on it."""
     spec = getattr(model, "spec", None)
     size = input_size or getattr(getattr(model, "preprocessing", None), "input_size", None)
     size = size or (spec.resolution if spec is not None else 224)
@@ -53,7 +56,9 @@ def _inputs(model: nn.Module, input_size: int | None, seed: int) -> tuple[torch.
     generator = torch.Generator().manual_seed(seed)
     example = torch.randn(1, channels, size, size, generator=generator)
     check = torch.randn(3, channels, size, size, generator=generator)
-    return example, check
+    with torch.no_grad():
+        expected = model.eval()(check)
+    return example, check, expected
 
 
 def _compare(expected: torch.Tensor, got: torch.Tensor, atol: float, path: Path, label: str) -> float:
@@ -79,10 +84,7 @@ def export_onnx(
     import onnxruntime as ort
 
     target = Path(path)
-    model = model.eval()
-    example, check = _inputs(model, input_size, seed)
-    with torch.no_grad():
-        expected = model(check)
+    example, check, expected = _inputs(model, input_size, seed)
     with atomic_path(target) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer and legacy-exporter notices
@@ -107,10 +109,7 @@ def export_torchscript(
 ) -> ExportResult:
     """Write ``model`` as TorchScript (scripted, else traced) and verify the reloaded module."""
     target = Path(path)
-    model = model.eval()
-    example, check = _inputs(model, input_size, seed)
-    with torch.no_grad():
-        expected = model(check)
+    example, check, expected = _inputs(model, input_size, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is deprecated upstream but still the TorchScript path
         try:
