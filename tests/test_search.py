@@ -387,3 +387,8 @@ def test_cli_search_trains_real_models_survives_sigkill_and_feeds_scale(tmp_path
     assert code == 0 and (data["alpha"], data["beta"], data["gamma"]) == (chosen["alpha"], chosen["beta"],
                                                                           chosen["gamma"])  # fmt: skip
     assert data["family"][0]["resolution"] == 16 and data["source"].startswith("study effnet-search (7/7")
+    baseline_trial = next(t for t in complete if t.user_attrs["kind"] == "baseline")
+    assert baseline_trial.user_attrs["num_classes"] == 10 and baseline_trial.user_attrs["in_chans"] == 1
+    # phi = 0 is the study's baseline as trained (10 classes, 1 channel), so its exact cost equals the trial's
+    assert (data["family"][0]["params"], data["family"][0]["macs"]) == (baseline_trial.user_attrs["params"],
+                                                                        baseline_trial.user_attrs["macs"])  # fmt: skip

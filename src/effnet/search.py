@@ -308,6 +308,9 @@ def _record(item: Candidate, base: NetworkSpec, spec: NetworkSpec, result: Any, 
         value = getattr(result, name, None)
         if value is not None:
             record[name] = value
+    trained = getattr(result, "spec", None)  # the trainer fits classes and input channels to the data
+    if trained:
+        record["num_classes"], record["in_chans"] = int(trained["num_classes"]), int(trained["in_chans"])
     return record
 
 
@@ -471,8 +474,10 @@ def load_study_result(storage: str, study: str) -> dict[str, Any]:
     if chosen is None:
         raise ValueError(f"--study {study!r} has no finished scaled trial yet ({len(records)} complete of "
                          f"{len(defn['candidates'])}); run effnet search to finish it")  # fmt: skip
+    trained = next(({"num_classes": r["num_classes"], "in_chans": r["in_chans"]} for r in records
+                    if "num_classes" in r and "in_chans" in r), {})  # fmt: skip
     return {"definition": defn, "rows": rows, "chosen": dict(chosen), "complete": len(records),
-            "total": len(defn["candidates"])}  # fmt: skip
+            "total": len(defn["candidates"]), "trained": trained}  # fmt: skip
 
 
 _CHILD = "import sys; from effnet.search import _child_main; _child_main()"

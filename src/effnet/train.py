@@ -66,6 +66,8 @@ class TrainResult:
     skipped_images: int
     rank_weight_max_diff: float | None
     history: tuple[dict[str, Any], ...]
+    spec: dict[str, Any] | None = None
+    """The spec actually trained (``NetworkSpec.to_dict``: classes and input channels fitted to the data)."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -578,7 +580,7 @@ class _Run:
             last_top5=last["val_top5"], ema_top1=emas[-1] if emas else None, best_ema_top1=max(emas) if emas else None,
             epochs=len(h), wall_time_s=sum(r["epoch_time_s"] for r in h), images_per_s=ips,
             output_dir=str(self.out), params=c_cost.params, macs=c_cost.macs, skipped_images=len(self.bad_paths),
-            rank_weight_max_diff=self._rank_weight_diff(), history=tuple(h),
+            rank_weight_max_diff=self._rank_weight_diff(), history=tuple(h), spec=self.spec.to_dict(),
         )  # fmt: skip
         if self.main:
             export_weights(self.model, self.out / "last.safetensors", self._preprocessing(), {"epoch": self.epoch})

@@ -64,7 +64,8 @@ def _coefficients(args: argparse.Namespace) -> tuple[float, float, float, object
         storage = args.storage or default_storage(DEFAULT_OUTPUT)
         result = load_study_result(storage, args.study)
         c = result["chosen"]
-        base = NetworkSpec.from_dict(result["definition"]["baseline"])
+        # the baseline as its trials trained it: classes and input channels of the study's data
+        base = NetworkSpec.from_dict(result["definition"]["baseline"]).replace(**result["trained"])
         source = (f"study {args.study} ({result['complete']}/{result['total']} trials complete; chosen {c['kind']} "
                   f"top-1 {c['top1_mean']:.2f}%)")  # fmt: skip
         return c["alpha"], c["beta"], c["gamma"], base, source
