@@ -6,7 +6,7 @@
 Measures, in priority order and within ``--budget-s`` (items that would start later are skipped and
 listed): the card's bf16 matmul TFLOP/s and device-to-device copy bandwidth; B0 (224px) then B4
 (380px) bf16 channels_last inference at batch 256 (torchvision eager, timm eager, timm compiled,
-effnet eager, effnet ``default`` runtime = BN folded + torch.compile with freezing); AMP bf16
+effnet eager, effnet ``compile`` runtime = BN folded + torch.compile with freezing); AMP bf16
 channels_last training steps (SGD) for the same libraries, eager and compiled, with
 ``max_memory_allocated``; B0 small-batch latency with CUDA-graph replay. For B0 it reports the
 fraction of the HBM-bandwidth bound (each conv/linear output written once and read once in bf16).
@@ -160,7 +160,7 @@ def inference(bench: Bench, name: str, res: int, batch: int) -> None:
     def effnet_default() -> dict[str, Any]:
         fp32 = effnet.create_model(name).to(dev).eval()
         t = time.perf_counter()
-        runner = optimize_for_inference(fold_batchnorm(fp32).to(bf16), example=x, runtime="default")
+        runner = optimize_for_inference(fold_batchnorm(fp32).to(bf16), example=x, runtime="compile")
         return row(lambda: runner(x), time.perf_counter() - t) | {"backend": runner.backend}
 
     if not bench.smoke:
@@ -240,7 +240,7 @@ def small_batch(bench: Bench, name: str, res: int, batch: int) -> None:
         bench.run(f"{name} b{batch} effnet fused cudagraph", lambda: lat(graphed(folded)))
 
         def compiled_graph() -> dict[str, Any]:
-            runner = optimize_for_inference(folded, example=x, runtime="default")
+            runner = optimize_for_inference(folded, example=x, runtime="compile")
             return lat(graphed(runner)) | {"backend": runner.backend}
 
         bench.run(f"{name} b{batch} effnet default cudagraph", compiled_graph, min_left_s=90)

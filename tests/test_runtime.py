@@ -66,7 +66,7 @@ def _max_diff(a: object, b: object) -> float:
 
 
 def test_runtime_names_and_help() -> None:
-    assert set(RUNTIMES) == {"default", "eager", "fused", "onnxruntime"}
+    assert set(RUNTIMES) == {"default", "compile", "eager", "fused", "onnxruntime"}
     assert all(name in RUNTIME_HELP for name in RUNTIMES)
     with pytest.raises(ValueError, match="runtime must be one of"):
         optimize_for_inference(nn.Identity(), runtime="tensorrt")
@@ -149,7 +149,7 @@ def test_default_falls_back_when_compile_fails(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setattr(torch, "compile", broken_compile)
     torch.manual_seed(4)
     model = _randomize_bn(create_model(_tiny_spec())).eval()
-    run = optimize_for_inference(model, runtime="default")
+    run = optimize_for_inference(model, runtime="compile")
     assert run.backend == "fused" and "no compiler here" in run.fallback_reason
     with torch.no_grad():
         assert _max_diff(run(x64), model(x64)) < TOL
@@ -165,7 +165,7 @@ def test_default_falls_back_when_first_call_fails(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(torch, "compile", lazy_broken_compile)
     torch.manual_seed(5)
     model = _randomize_bn(create_model(_tiny_spec())).eval()
-    run = optimize_for_inference(model, runtime="default")
+    run = optimize_for_inference(model, runtime="compile")
     with pytest.warns(UserWarning, match="inductor crashed"):
         out = run(x64)
     assert run.backend == "fused"
@@ -178,7 +178,7 @@ def test_default_compiled_equals_eager_and_pads_tail_batch(x64: torch.Tensor) ->
     torch.manual_seed(6)
     model = _randomize_bn(create_model(_tiny_spec())).eval()
     before = _snapshot(model)
-    run = optimize_for_inference(model, example=x64, runtime="default")
+    run = optimize_for_inference(model, example=x64, runtime="compile")
     assert run.backend == "compile", run.fallback_reason
     with torch.no_grad():
         ref = model(x64)
@@ -190,6 +190,23 @@ def test_default_compiled_equals_eager_and_pads_tail_batch(x64: torch.Tensor) ->
     assert _max_diff(run(x64[:2]), ref[:2]) < TOL
     assert counters["stats"]["unique_graphs"] == frames
     _assert_unchanged(model, before)
+
+
+def test_default_is_onnxruntime_on_cpu_and_compile_elsewhere(monkeypatch: pytest.MonkeyPatch,
+                                                             x64: torch.Tensor) -> None:
+    import importlib.util
+
+    torch.manual_seed(7)
+    model = _randomize_bn(create_model(_tiny_spec())).eval()
+    run = optimize_for_inference(model)  # runtime="default"
+    assert (run.runtime, run.backend) == ("default", "onnxruntime")
+    with torch.no_grad():
+        assert _max_diff(run(x64), model(x64)) < TOL
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime"
+                        else real_find_spec(name, *a))  # fmt: skip
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no compiler")))
+    assert optimize_for_inference(model).backend == "fused"  # compile path, which falls back here
 
 
 def test_cli_runtime_choices_match_runtimes() -> None:

@@ -22,11 +22,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -
     parser.add_argument("--source", default="auto", choices=SOURCE_CHOICES,
                         help="weight layout (default: detected from the keys)")  # fmt: skip
     if runtime:
-        parser.add_argument("--runtime", default="default", choices=("default", "eager", "fused", "onnxruntime"),
-                            help="inference runtime (default: default). default: BN folded + channels_last + "
-                                 "torch.compile with freezing (compiles ~1 min on first batch; falls back to fused); "
-                                 "eager: the plain module; fused: BN folded + channels_last, no compile; "
-                                 "onnxruntime: ONNX Runtime CPU engine (fastest on CPU)")  # fmt: skip
+        parser.add_argument("--runtime", default="default",
+                            choices=("default", "compile", "eager", "fused", "onnxruntime"),
+                            help="inference runtime (default: default). default: onnxruntime on CPU, else compile; "
+                                 "compile: BN folded + channels_last + torch.compile with freezing (compiles ~1 min "
+                                 "on first batch; falls back to fused); eager: the plain module; fused: BN folded + "
+                                 "channels_last, no compile; onnxruntime: ONNX Runtime CPU engine (fastest on CPU)",
+                            )  # fmt: skip
 
 
 def load_model(args: argparse.Namespace) -> Any:
