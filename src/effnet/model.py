@@ -59,6 +59,7 @@ class _Backbone(nn.Module):
             ]
         )
         self.grad_checkpointing = False
+        self._taps: list[int] = [len(net.stages) - 1]  # stages whose outputs forward returns
         strides = net.stage_strides()
         self.feature_info: list[dict[str, Any]] = [
             {"stage": i, "reduction": strides[i], "num_chs": net.stages[i][-1].out_channels}
@@ -72,19 +73,22 @@ class _Backbone(nn.Module):
     @torch.jit.unused
     def _checkpointed_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
-        for stage in self.stages:
+        for i, stage in enumerate(self.stages):
             x = checkpoint(stage, x, use_reentrant=False)
-            outs.append(x)
+            if i in self._taps:
+                outs.append(x)
         return outs
 
     def _stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Output of every stage, recomputed in backward when gradient checkpointing is on."""
+        """Outputs of the tapped stages only (others are freed as soon as the next stage has run);
+        recomputed in backward when gradient checkpointing is on."""
         if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
             return self._checkpointed_stages(x)
         outs = []
-        for stage in self.stages:
+        for i, stage in enumerate(self.stages):
             x = stage(x)
-            outs.append(x)
+            if i in self._taps:
+                outs.append(x)
         return outs
 
 
@@ -114,7 +118,7 @@ class EfficientNet(_Backbone):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The head's feature map (N, num_features, H/32, W/32)."""
         x = self.stem_pool(self.stem(x))
-        return self.head(self._stage_outputs(x)[-1])
+        return self.head(self._stage_outputs(x)[0])
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, dropout and classify a feature map; ``pre_logits`` returns the pooled features."""
@@ -144,8 +148,7 @@ class EfficientNetFeatures(_Backbone):
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = self._stage_outputs(self.stem_pool(self.stem(x)))
-        return [outs[i] for i in self._taps]
+        return self._stage_outputs(self.stem_pool(self.stem(x)))
 
 
 def _apply_options(

@@ -46,8 +46,6 @@ def make_runner(model: Any, args: argparse.Namespace, batch: int) -> Any:
 
     size = model.preprocessing.input_size
     example = torch.zeros(batch, model.spec.in_chans, size, size)
-    if args.runtime is None:
-        return optimize_for_inference(model, example)
     return optimize_for_inference(model, example, runtime=args.runtime)
 
 
