@@ -61,12 +61,16 @@ def summarize(samples: Sequence[float]) -> Timing:
 
 def time_round_robin(
     fns: dict[str, Callable[[], Any]], repeats: int, calls_per_repeat: int = 1, warmup: int = 2,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, settle_s: float = 0.1,
 ) -> dict[str, Timing]:  # fmt: skip
     """Time every function ``repeats`` times, interleaved (a, b, c, a, b, c, ...) after ``warmup`` calls each.
 
     Interleaving makes contenders share the same background load on a busy machine, so their
     ratios stay meaningful even when absolute numbers drift. One sample = mean of ``calls_per_repeat`` calls.
+    Each sample starts after ``settle_s`` of idle time: thread pools spin-wait for work after a call
+    (ONNX Runtime's for milliseconds, OpenMP's less), and on few cores a contender timed right after another
+    would otherwise share the cores with the previous one's spinning threads (measured here: torchvision
+    batch 1 took 2x longer right after an ONNX Runtime call).
     """
     for name, fn in fns.items():
         for _ in range(warmup):
@@ -76,6 +80,7 @@ def time_round_robin(
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(repeats):
         for name, fn in fns.items():
+            time.sleep(settle_s)
             t0 = time.perf_counter()
             for _ in range(calls_per_repeat):
                 fn()

@@ -56,7 +56,7 @@ def _tiny(root: Path, output: Path, **changes) -> TrainConfig:
     return dataclasses.replace(base, **changes)
 
 
-_SWITCHES = {"resume", "download", "freeze_bn", "channels_last", "compile", "grad_checkpointing", "sync_bn",
+_SWITCHES = {"resume", "download", "freeze_bn", "compile", "grad_checkpointing", "sync_bn",
              "tensorboard", "deterministic"}
 
 
@@ -110,6 +110,7 @@ def test_fit_learns_and_writes_run_directory(fake_fmnist, tmp_path):
         assert (run / name).is_file(), name
     saved = json.loads((run / "config.json").read_text())
     assert saved["opt"] == "adamw" and saved["label_smoothing"] == 0.1 and saved["peak_lr"] == pytest.approx(0.0025)
+    assert (saved["amp"], saved["channels_last"]) == ("none", True)  # "auto" resolved for the CPU it ran on
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5]
     assert {"epoch", "train_loss", "val_top1", "val_top5", "lr", "images_per_s"} <= set(records[0])
@@ -249,6 +250,28 @@ def test_real_fashion_mnist_learns_quickly(tmp_path):
                          bn_momentum=0.1, drop_path=0.0, ema_decay=0.998, output=str(tmp_path / "fm"))  # fmt: skip
     result = fit(config, progress=False)
     assert result.last_top1 >= 35.0, result.history  # chance: 10 %; measured 47.9 % (EMA 47.8 %)
+
+
+def test_speed_defaults_resolve_per_device_and_parse_from_cli():
+    from effnet.cli import build_parser
+    from effnet.cli.train import config_from_args
+    from effnet.recipe import resolve_speed
+
+    auto = TrainConfig()
+    assert (auto.amp, auto.channels_last) == ("auto", None)
+    pick = {dev: (c.amp, c.channels_last) for dev, c in [
+        ("cpu", resolve_speed(auto, "cpu")), ("cuda", resolve_speed(auto, "cuda", bf16_supported=True)),
+        ("cuda-fp16", resolve_speed(auto, "cuda", bf16_supported=False)), ("mps", resolve_speed(auto, "mps"))]}
+    assert pick == {"cpu": ("none", True), "cuda": ("bf16", True), "cuda-fp16": ("fp16", True), "mps": ("none", False)}
+    explicit = TrainConfig(amp="bf16", channels_last=False)
+    assert resolve_speed(explicit, "cuda", True) == explicit  # explicit choices are kept
+    parser = build_parser()
+    required = ["train", "--data", "fashion-mnist", "--epochs", "1", "--output", "o", "--batch-size", "8"]
+    parse = lambda *a: config_from_args(parser.parse_args([*required, *a]))  # noqa: E731
+    assert (parse().amp, parse().channels_last) == ("auto", None)
+    assert parse("--channels-last").channels_last is True and parse("--channels-last", "false").channels_last is False
+    with pytest.raises(SystemExit):
+        parse("--channels-last", "maybe")
 
 
 def test_recipes_spec_options_and_finetune_weights(tmp_path):

@@ -40,7 +40,7 @@ from effnet.data import DataBundle, collate_skip, load_datasets
 from effnet.io import append_line, atomic_write_json, atomic_write_text
 from effnet.model import EfficientNet
 from effnet.optim import LRSchedule, ModelEMA, build_optimizer, param_groups
-from effnet.recipe import RECIPES, SCHEDULE_FIELDS, TrainConfig, peak_lr, resolve_recipe
+from effnet.recipe import RECIPES, SCHEDULE_FIELDS, TrainConfig, peak_lr, resolve_recipe, resolve_speed
 from effnet.report import Panel, Series, plot_panels, render_markdown, write_table
 from effnet.specs import NetworkSpec, get_spec, scale
 
@@ -262,6 +262,8 @@ class _Run:
         self.out = Path(config.output)
         self.ckpt_path = self.out / CHECKPOINT_NAME
         self.device = _select_device(config, local_rank)
+        bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.config = config = resolve_speed(config, self.device.type, bf16)
         if config.batch_size % world:
             raise ValueError(f"--batch-size {config.batch_size} (global) is not divisible by {world} processes")
         self.local_batch = config.batch_size // world

@@ -96,8 +96,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--random-crop", type=_bool, default=True, help="random-resized-crop (false: center crop)")
     a.add_argument("--crop-pct", type=float, default=0.875, help="evaluation crop fraction (0.875)")
     s = parser.add_argument_group("speed")
-    s.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast (fp16 uses a scaler)")
-    s.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    s.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), default="auto",
+                   help="autocast; fp16 uses a loss scaler (auto: bf16 on CUDA, none on CPU, where bf16 is no faster)")
+    s.add_argument("--channels-last", type=_bool, nargs="?", const=True, default=None,
+                   help="channels_last memory format, true/false (default: true on CPU and CUDA)")
     s.add_argument("--compile", action="store_true", help="torch.compile the model")
     s.add_argument("--grad-checkpointing", action="store_true", help="recompute stage activations in backward")
     s.add_argument("--workers", type=int, default=None, help="data loader workers (default: 0 on CPU, 8 on GPU)")
