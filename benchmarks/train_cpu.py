@@ -34,6 +34,7 @@ VARIANTS: dict[str, tuple[str, bool, bool, bool, bool]] = {
     "effnet eager": ("effnet", False, False, False, False),
     "effnet eager, plain BN-act": ("effnet", False, False, False, False),
     "effnet channels_last": ("effnet", True, False, False, False),
+    "effnet channels_last, plain BN-act": ("effnet", True, False, False, False),
     "effnet bf16": ("effnet", False, True, False, False),
     "effnet channels_last+bf16": ("effnet", True, True, False, False),
     "effnet grad-ckpt": ("effnet", False, False, False, True),
@@ -42,7 +43,8 @@ VARIANTS: dict[str, tuple[str, bool, bool, bool, bool]] = {
     "effnet channels_last+bf16+compile": ("effnet", True, True, True, False),
 }
 SLOW = ("effnet compile", "effnet channels_last+bf16+compile")
-PLAIN_BN_ACT = ("effnet eager, plain BN-act",)  # ablation: effnet without its memory-lean BN+activation
+# ablation: effnet without its memory-lean BN+activation (model.set_lean_activations(False))
+PLAIN_BN_ACT = ("effnet eager, plain BN-act", "effnet channels_last, plain BN-act")
 
 
 def _rss_mb() -> float:
@@ -69,11 +71,8 @@ def worker(variant: str, model_name: str, batch: int, resolution: int, threads: 
     else:
         import effnet
 
-        if variant in PLAIN_BN_ACT:  # this process only: make every ConvBNAct use the plain act(bn(x))
-            import effnet.layers
-
-            effnet.layers._lean_kind = lambda bn, act: None
         model = effnet.create_model(model_name, grad_checkpointing=ckpt)
+        model.set_lean_activations(variant not in PLAIN_BN_ACT)
     model.train()
     x = torch.randn(batch, 3, resolution, resolution)
     y = torch.randint(0, 1000, (batch,))

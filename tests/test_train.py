@@ -270,6 +270,7 @@ def test_speed_defaults_resolve_per_device_and_parse_from_cli():
     parse = lambda *a: config_from_args(parser.parse_args([*required, *a]))  # noqa: E731
     assert (parse().amp, parse().channels_last) == ("auto", None)
     assert parse("--channels-last").channels_last is True and parse("--channels-last", "false").channels_last is False
+    assert parse().lean_activations is True and parse("--lean-activations", "false").lean_activations is False
     with pytest.raises(SystemExit):
         parse("--channels-last", "maybe")
 

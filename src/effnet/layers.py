@@ -146,7 +146,11 @@ def make_conv(in_channels: int, out_channels: int, kernel: int, stride: int = 1,
 
 
 class ConvBNAct(nn.Module):
-    """Convolution, BatchNorm and an optional activation (``act`` is Identity when ``activation`` is None)."""
+    """Convolution, BatchNorm and an optional activation (``act`` is Identity when ``activation`` is None).
+
+    ``lean`` (default True) lets training on CPU use the memory-lean :func:`batch_norm_act`; False always
+    runs the plain composition (set model-wide by ``EfficientNet.set_lean_activations``).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1,
                  activation: str | None = "silu", padding: str = "symmetric",
@@ -155,11 +159,14 @@ class ConvBNAct(nn.Module):
         self.conv = make_conv(in_channels, out_channels, kernel, stride, groups, False, padding)
         self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
         self.act = make_activation(activation) if activation else nn.Identity()
+        self.lean = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_scripting():  # TorchScript compiles this branch only (it cannot script autograd.Function)
             return self.act(self.bn(self.conv(x)))
         else:
+            if not self.lean:
+                return self.act(self.bn(self.conv(x)))
             return batch_norm_act(self.conv(x), self.bn, self.act)
 
 

@@ -106,6 +106,7 @@ class TrainConfig:
     channels_last: bool | None = None
     compile: bool = False
     grad_checkpointing: bool = False
+    lean_activations: bool = True
     workers: int | None = None
     pin_memory: bool | None = None
     sync_bn: bool = False

@@ -307,6 +307,7 @@ class _Run:
                 raise ValueError("--sync-bn needs GPUs: PyTorch's SyncBatchNorm does not run on CPU")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.set_grad_checkpointing(c.grad_checkpointing)
+        model.set_lean_activations(c.lean_activations)
         model.to(device)
         if c.channels_last:
             model.to(memory_format=torch.channels_last)
