@@ -130,6 +130,19 @@ def test_candidates_add_single_dimension_points_baseline_and_seeds():
     assert len(candidates(**{k: v for k, v in SMALL.items() if k != "heartbeat"})) == 7
 
 
+def test_points_that_round_to_one_network_are_trained_once():
+    from effnet.search import Candidate, distinct_networks
+    from effnet.specs import get_spec, scale
+
+    base = scale(get_spec("efficientnet_b0"), width=0.25, depth=0.5, resolution=32)
+    r2 = math.sqrt(2)
+    items = [Candidate(1.0, 1.0, 1.4, "resolution", s) for s in (0, 1)]
+    items += [Candidate(1.0, 1.0, r2, "resolution", s) for s in (0, 1)] + [Candidate(1.0, 1.0, 1.5, "resolution", 0)]
+    kept, dropped = distinct_networks(items, base)  # 32 * 1.4 and 32 * sqrt(2) both round to 45 px
+    assert [(c.gamma, c.seed) for c in kept] == [(1.4, 0), (1.4, 1), (1.5, 0)]
+    assert [(d.gamma, d.seed, k.gamma) for d, k in dropped] == [(r2, 0, 1.4), (r2, 1, 1.4)]
+
+
 def test_grid_without_point_in_tolerance_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(ValueError, match="no .alpha, beta, gamma. on the grid"):
         candidates(target=1.7, tol=0.01, step=0.5)

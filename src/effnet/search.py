@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_TOL",
     "SearchConfig",
     "Candidate",
+    "distinct_networks",
     "candidates",
     "baseline_spec",
     "trial_spec",
@@ -189,6 +190,26 @@ def candidates(target: float = 2.0, tol: float = DEFAULT_TOL, step: float = DEFA
     if include_baseline:
         ordered = [(1.0, 1.0, 1.0)] + [p for p in ordered if p != (1.0, 1.0, 1.0)]
     return [Candidate(a, b, g, _kind(a, b, g), int(s)) for a, b, g in ordered for s in seeds]
+
+
+def distinct_networks(items: Sequence[Candidate],
+                      base: NetworkSpec) -> tuple[list[Candidate], list[tuple[Candidate, Candidate]]]:  # fmt: skip
+    """``items`` without the trials that would train a network (and seed) an earlier item already trains.
+
+    Two points can round to the same network: at 32 px, γ = 1.4 and γ = √2 both give 45 px inputs. Returns
+    the kept items (order preserved) and ``(dropped, same_as)`` pairs.
+    """
+    first: dict[tuple[NetworkSpec, int], Candidate] = {}
+    kept: list[Candidate] = []
+    dropped: list[tuple[Candidate, Candidate]] = []
+    for item in items:
+        key = (trial_spec(base, item.alpha, item.beta, item.gamma).replace(name=base.name), item.seed)
+        if key in first:
+            dropped.append((item, first[key]))
+        else:
+            first[key] = item
+            kept.append(item)
+    return kept, dropped
 
 
 def baseline_spec(config: SearchConfig) -> NetworkSpec:
@@ -388,6 +409,10 @@ def _work(config: SearchConfig, trainer: Trainer, progress: bool, echo: Callable
     seeds = [config.seed + i for i in range(config.seeds)]
     items = candidates(config.target, config.tol, config.step, config.low, config.high, seeds=seeds,
                        include_baseline=config.include_baseline)  # fmt: skip
+    items, same = distinct_networks(items, base)
+    for dropped, kept in same:
+        echo(f"not training a={dropped.alpha:g} b={dropped.beta:g} g={dropped.gamma:g}: it is the same network as "
+             f"a={kept.alpha:g} b={kept.beta:g} g={kept.gamma:g}")  # fmt: skip
     defn = definition(config, base, items)
     url = config.storage_url
     sampler = CandidateGridSampler([c.params for c in items])
