@@ -1,8 +1,8 @@
 """Inference runtimes: the callable that ``effnet predict`` / ``effnet eval`` run a model through.
 
 ``default`` is the fast path users get, chosen by where the model lives: on CPU, ``onnxruntime`` (the
-fastest CPU engine measured in ``benchmarks/RESULTS.md``: 4.2x torchvision eager at batch 32, 0.45x its
-batch-1 latency, with under a second of start-up); elsewhere, ``compile``. ``compile`` is BatchNorm
+fastest CPU engine measured in ``benchmarks/RESULTS.md``: 4.0-4.3x torchvision eager at batch 32, 0.39-0.42x
+its batch-1 latency, with under a second of start-up); elsewhere, ``compile``. ``compile`` is BatchNorm
 folded into the convolutions, channels_last memory layout and ``torch.compile`` with Inductor freezing
 (weights become constants, so the folded convs are pre-packed for oneDNN), falling back to the folded
 eager model when compilation is unavailable or fails. ``onnxruntime`` exports the folded model to ONNX
