@@ -88,7 +88,7 @@ def test_limit_indices_deterministic_and_nested():
 
 @needs_fmnist
 def test_real_fashion_mnist_stats_and_shapes():
-    bundle = D.load_datasets("fashion-mnist", resolution=32, train_limit=1000, augment="autoaugment")
+    bundle = D.load_datasets("fashion-mnist", resolution=32, train_limit=1000, augment=D.Augment("autoaugment"))
     assert len(bundle.train) == 1000 and len(bundle.val) == 10000
     assert bundle.mean[0] == pytest.approx(0.2860, abs=1e-3) and bundle.std[0] == pytest.approx(0.3530, abs=1e-3)
     x, _ = bundle.train[0]
@@ -108,7 +108,7 @@ def _image_tree(root, classes=("cat", "dog"), per_class: int = 3) -> None:
 def test_image_folder_corrupt_jpeg_is_skipped_and_reported(tmp_path):
     _image_tree(tmp_path)
     (tmp_path / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
-    bundle = D.load_datasets(str(tmp_path), resolution=16, augment="none")
+    bundle = D.load_datasets(str(tmp_path), resolution=16, augment=D.Augment("none"))
     assert bundle.classes == ("cat", "dog") and bundle.num_classes == 2 and len(bundle.train) == 7
     items = [bundle.train[i] for i in range(len(bundle.train))]
     bad = [x for x, _ in items if isinstance(x, D.BadSample)]
@@ -138,12 +138,13 @@ def test_image_folder_bad_layouts(tmp_path):
 def test_transforms_are_torchvision_and_follow_crop_fraction():
     from torchvision import transforms as T
 
-    train = D.train_transform(32, (0.5,), (0.5,), in_chans=1, augment="autoaugment")
+    train = D.train_transform(32, (0.5,), (0.5,), in_chans=1, augment=D.Augment("autoaugment"))
     kinds = [type(t) for t in train.transforms]
     assert T.RandomResizedCrop in kinds and T.AutoAugment in kinds and T.RandomHorizontalFlip in kinds
     rrc = next(t for t in train.transforms if isinstance(t, T.RandomResizedCrop))
     assert rrc.interpolation == T.InterpolationMode.BICUBIC and rrc.scale == (0.08, 1.0)
-    ra = D.train_transform(32, (0.5,) * 3, (0.5,) * 3, augment="randaugment", randaugment_n=3, randaugment_m=5)
+    rand = D.Augment("randaugment", randaugment_n=3, randaugment_m=5)
+    ra = D.train_transform(32, (0.5,) * 3, (0.5,) * 3, augment=rand)
     ra_t = next(t for t in ra.transforms if isinstance(t, T.RandAugment))
     assert (ra_t.num_ops, ra_t.magnitude) == (3, 5)
     ev = D.eval_transform(224, (0.5,) * 3, (0.5,) * 3, crop_pct=0.875)
@@ -152,4 +153,10 @@ def test_transforms_are_torchvision_and_follow_crop_fraction():
     assert ev(img).shape == (3, 224, 224)
     assert train(img).shape == (1, 32, 32)
     with pytest.raises(ValueError, match="augment must be one of"):
-        D.train_transform(32, (0.5,), (0.5,), augment="mixup")
+        D.Augment("mixup")
+    with pytest.raises(ValueError, match="crop scale minimum must be in"):
+        D.Augment(crop_scale_min=0.0)
+    with pytest.raises(ValueError, match="horizontal flip probability must be in"):
+        D.Augment(hflip=1.5)
+    fixed = D.train_transform(8, (0.5,), (0.5,), in_chans=1, augment=D.Augment("none", random_crop=False, hflip=0.0))
+    assert [type(t) for t in fixed.transforms][1:3] == [T.Resize, T.CenterCrop] and torch.equal(fixed(img), fixed(img))

@@ -29,6 +29,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 __all__ = [
     "NAMED_DATASETS",
     "AUGMENTS",
+    "Augment",
     "DataBundle",
     "Batch",
     "BadSample",
@@ -48,7 +49,7 @@ NAMED_DATASETS = ("fashion-mnist", "cifar10", "cifar100")
 """Values of ``--data`` that name a built-in dataset; anything else is an ImageFolder directory."""
 
 AUGMENTS = ("autoaugment", "randaugment", "none")
-"""Policies accepted by :func:`train_transform` (``autoaugment`` is the ImageNet policy of the paper)."""
+"""Policies accepted by :class:`Augment` (``autoaugment`` is the ImageNet policy of the paper)."""
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -60,6 +61,30 @@ _FMNIST_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 _VAL_NAMES = ("val", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training-time augmentation: the paper's random-resized crop, flip and AutoAugment, or what is asked for.
+
+    ``policy`` is one of :data:`AUGMENTS`; ``randaugment_n``/``randaugment_m`` apply to ``randaugment``.
+    ``Augment("none", random_crop=False, hflip=0.0)`` is deterministic (for tests comparing runs sample by sample).
+    """
+
+    policy: str = "autoaugment"
+    randaugment_n: int = 2
+    randaugment_m: int = 9
+    crop_scale_min: float = 0.08
+    hflip: float = 0.5
+    random_crop: bool = True
+
+    def __post_init__(self) -> None:
+        if self.policy not in AUGMENTS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}; got {self.policy!r}")
+        if not 0.0 < self.crop_scale_min <= 1.0:
+            raise ValueError(f"crop scale minimum must be in (0, 1], got {self.crop_scale_min}")
+        if not 0.0 <= self.hflip <= 1.0:
+            raise ValueError(f"horizontal flip probability must be in [0, 1], got {self.hflip}")
 
 
 @dataclass(frozen=True)
@@ -243,41 +268,21 @@ def _adapt_stats(mean: Sequence[float], std: Sequence[float], in_chans: int) -> 
 
 
 def train_transform(
-    resolution: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    *,
-    in_chans: int = 3,
-    augment: str = "autoaugment",
-    randaugment_n: int = 2,
-    randaugment_m: int = 9,
-    crop_scale_min: float = 0.08,
-    hflip: float = 0.5,
-    random_crop: bool = True,
+    resolution: int, mean: Sequence[float], std: Sequence[float], *, in_chans: int = 3, augment: Augment = Augment()
 ) -> T.Compose:
-    """The paper's training transform: bicubic random-resized-crop, flip, AutoAugment/RandAugment, normalize.
-
-    ``random_crop=False`` with ``augment="none"`` and ``hflip=0`` gives a deterministic transform (for tests
-    comparing runs sample by sample).
-    """
-    if augment not in AUGMENTS:
-        raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}; got {augment!r}")
-    if not 0.0 < crop_scale_min <= 1.0:
-        raise ValueError(f"crop scale minimum must be in (0, 1], got {crop_scale_min}")
-    if not 0.0 <= hflip <= 1.0:
-        raise ValueError(f"horizontal flip probability must be in [0, 1], got {hflip}")
+    """The paper's training transform: bicubic random-resized-crop, flip, AutoAugment/RandAugment, normalize."""
     bicubic = T.InterpolationMode.BICUBIC
     steps: list[Any] = [_ToMode("L" if in_chans == 1 else "RGB")]
-    if random_crop:
-        steps.append(T.RandomResizedCrop(resolution, scale=(crop_scale_min, 1.0), interpolation=bicubic))
+    if augment.random_crop:
+        steps.append(T.RandomResizedCrop(resolution, scale=(augment.crop_scale_min, 1.0), interpolation=bicubic))
     else:
         steps += [T.Resize(resolution, interpolation=bicubic), T.CenterCrop(resolution)]
-    if hflip > 0:
-        steps.append(T.RandomHorizontalFlip(hflip))
-    if augment == "autoaugment":
+    if augment.hflip > 0:
+        steps.append(T.RandomHorizontalFlip(augment.hflip))
+    if augment.policy == "autoaugment":
         steps.append(T.AutoAugment(T.AutoAugmentPolicy.IMAGENET, interpolation=T.InterpolationMode.BILINEAR))
-    elif augment == "randaugment":
-        steps.append(T.RandAugment(randaugment_n, randaugment_m))
+    elif augment.policy == "randaugment":
+        steps.append(T.RandAugment(augment.randaugment_n, augment.randaugment_m))
     steps += [T.ToTensor(), T.Normalize(tuple(mean), tuple(std))]
     return T.Compose(steps)
 
@@ -364,12 +369,7 @@ def load_datasets(
     train_limit: int | None = None,
     val_limit: int | None = None,
     limit_seed: int = 0,
-    augment: str = "autoaugment",
-    randaugment_n: int = 2,
-    randaugment_m: int = 9,
-    crop_scale_min: float = 0.08,
-    hflip: float = 0.5,
-    random_crop: bool = True,
+    augment: Augment = Augment(),
     crop_pct: float = 0.875,
     download: bool = False,
 ) -> DataBundle:
@@ -402,9 +402,7 @@ def load_datasets(
             raise ValueError(f"{val_dir} has classes {val_classes[:5]}... but {train_dir} has {classes[:5]}...")
         chans = in_chans or 3
         mean, std = _adapt_stats(IMAGENET_MEAN, IMAGENET_STD, chans)
-        train_tf = train_transform(resolution, mean, std, in_chans=chans, augment=augment,
-                                   randaugment_n=randaugment_n, randaugment_m=randaugment_m,
-                                   crop_scale_min=crop_scale_min, hflip=hflip, random_crop=random_crop)  # fmt: skip
+        train_tf = train_transform(resolution, mean, std, in_chans=chans, augment=augment)
         val_tf = eval_transform(resolution, mean, std, in_chans=chans, crop_pct=crop_pct)
         train = SafeImageFolder(str(train_dir), transform=train_tf, allow_empty=True)
         val = SafeImageFolder(str(val_dir), transform=val_tf, allow_empty=True)
@@ -413,9 +411,7 @@ def load_datasets(
     native = 1 if train_x.ndim == 3 else train_x.shape[-1]
     chans = in_chans or native
     mean, std = _adapt_stats(*_channel_stats(train_x), chans)
-    train_tf = train_transform(resolution, mean, std, in_chans=chans, augment=augment, randaugment_n=randaugment_n,
-                               randaugment_m=randaugment_m, crop_scale_min=crop_scale_min, hflip=hflip,
-                               random_crop=random_crop)  # fmt: skip
+    train_tf = train_transform(resolution, mean, std, in_chans=chans, augment=augment)
     val_tf = eval_transform(resolution, mean, std, in_chans=chans, crop_pct=crop_pct)
     train = ArrayDataset(train_x, train_y, train_tf, classes)
     val = ArrayDataset(val_x, val_y, val_tf, classes)

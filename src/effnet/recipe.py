@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from effnet.data import AUGMENTS
+from effnet.data import AUGMENTS, Augment
 from effnet.optim import OPTIMIZERS, SCHEDULES
 
 __all__ = ["TrainConfig", "RECIPES", "AMP_MODES", "resolve_recipe", "resolve_speed", "peak_lr", "SCHEDULE_FIELDS"]
@@ -119,6 +119,11 @@ class TrainConfig:
         """A JSON-ready dict of every field."""
         return dataclasses.asdict(self)
 
+    def augmentation(self) -> Augment:
+        """The training augmentation these settings describe (``augment`` None: no policy)."""
+        return Augment(self.augment or "none", self.randaugment_n, self.randaugment_m, self.crop_scale_min, self.hflip,
+                       self.random_crop)  # fmt: skip
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Rebuild from :meth:`to_dict`; unknown keys are a ``ValueError``."""
@@ -145,6 +150,7 @@ def resolve_recipe(config: TrainConfig) -> TrainConfig:
     _check(c.opt in OPTIMIZERS, f"--opt must be one of {', '.join(OPTIMIZERS)}; got {c.opt!r}")
     _check(c.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}; got {c.schedule!r}")
     _check(c.augment in AUGMENTS, f"--augment must be one of {', '.join(AUGMENTS)}; got {c.augment!r}")
+    c.augmentation()  # validates --crop-scale-min and --hflip (ValueError saying which)
     _check(c.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}; got {c.amp!r}")
     _check(isinstance(c.epochs, int) and c.epochs >= 1, f"--epochs must be an integer >= 1, got {c.epochs}")
     _check(isinstance(c.batch_size, int) and c.batch_size >= 1, f"--batch-size must be >= 1, got {c.batch_size}")

@@ -289,9 +289,8 @@ class _Run:
         in_chans = c.in_chans or (weights_in_chans(c.weights) if c.weights else None)
         return load_datasets(
             c.data, resolution=c.resolution or base.resolution, in_chans=in_chans, data_root=c.data_root,
-            train_limit=c.train_limit, val_limit=c.val_limit, limit_seed=c.limit_seed, augment=c.augment or "none",
-            randaugment_n=c.randaugment_n, randaugment_m=c.randaugment_m, crop_scale_min=c.crop_scale_min,
-            hflip=c.hflip, random_crop=c.random_crop, crop_pct=c.crop_pct, download=c.download,
+            train_limit=c.train_limit, val_limit=c.val_limit, limit_seed=c.limit_seed, augment=c.augmentation(),
+            crop_pct=c.crop_pct, download=c.download,
         )  # fmt: skip
 
     def _build(self) -> None:
