@@ -40,9 +40,10 @@ VARIANTS: dict[str, tuple[str, bool, bool, bool, bool]] = {
     "effnet grad-ckpt": ("effnet", False, False, False, True),
     "effnet channels_last+bf16+grad-ckpt": ("effnet", True, True, False, True),
     "effnet compile": ("effnet", False, False, True, False),
+    "effnet channels_last+compile": ("effnet", True, False, True, False),
     "effnet channels_last+bf16+compile": ("effnet", True, True, True, False),
 }
-SLOW = ("effnet compile", "effnet channels_last+bf16+compile")
+SLOW = ("effnet compile", "effnet channels_last+compile", "effnet channels_last+bf16+compile")
 # ablation: effnet without its memory-lean BN+activation (model.set_lean_activations(False))
 PLAIN_BN_ACT = ("effnet eager, plain BN-act", "effnet channels_last, plain BN-act")
 
