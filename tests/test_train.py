@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import math
 import os
 import signal
 import socket
@@ -250,6 +251,22 @@ def test_real_fashion_mnist_learns_quickly(tmp_path):
                          bn_momentum=0.1, drop_path=0.0, ema_decay=0.998, output=str(tmp_path / "fm"))  # fmt: skip
     result = fit(config, progress=False)
     assert result.last_top1 >= 35.0, result.history  # chance: 10 %; measured 47.9 % (EMA 47.8 %)
+
+
+def test_compile_option_trains_and_saves_plain_weights(fake_fmnist, tmp_path, monkeypatch):
+    real_compile = torch.compile
+    calls = []
+
+    def cheap_compile(module, **kwargs):  # the trainer's plumbing, without Inductor's minutes on 2 cores
+        calls.append(type(module).__name__)
+        return real_compile(module, backend="aot_eager")
+
+    monkeypatch.setattr(torch, "compile", cheap_compile)
+    result = fit(_tiny(fake_fmnist, tmp_path / "run", compile=True, epochs=1, train_limit=96, val_limit=32),
+                 progress=False)  # fmt: skip
+    assert calls == ["EfficientNet"] and result.epochs == 1 and math.isfinite(result.history[-1]["train_loss"])
+    keys = list(_weights(tmp_path / "run" / "last.safetensors"))
+    assert keys and not any("_orig_mod" in k for k in keys)
 
 
 def test_speed_defaults_resolve_per_device_and_parse_from_cli():
