@@ -194,3 +194,21 @@ def test_memory_budget_and_spec_trains(tmp_path, capsys):
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     assert rc == 0
     assert json.loads((out / "config.json").read_text())["spec_file"] == str(spec_path)
+
+
+def test_measure_with_a_deployment_runtime(capsys):
+    from effnet.cli.predict import RUNTIME_CHOICES
+    from effnet.runtime import RUNTIMES
+    from effnet.scaleup import measure
+
+    assert set(RUNTIME_CHOICES) == set(RUNTIMES)  # the torch-free CLI list is the runtime module's
+    code, data = _scale_json(capsys, *TINY, "--phi-max", "1", "--device", "cpu", "--repeats", "2", "--threads", "1",
+                             "--runtime", "onnxruntime")  # fmt: skip
+    assert code == 0 and data["runtime"] == "onnxruntime"
+    assert all(m["latency_ms"] > 0 and m["peak_memory_mb"] > 0 for m in data["family"])
+    spec = get_spec("efficientnet_b0").replace(resolution=32, width=0.25, depth=0.25)
+    assert measure(spec, "cpu", 2, warmup=1, repeats=1, threads=1, runtime="fused").runtime == "fused"
+    with pytest.raises(ValueError, match="--runtime must be one of"):
+        measure(spec, "cpu", runtime="tensorrt")
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        measure(spec, "cuda", runtime="onnxruntime")

@@ -85,6 +85,7 @@ class Measurement:
     peak_memory_mb: float
     memory_method: str
     latencies_ms: tuple[float, ...] = ()
+    runtime: str = "eager"
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,8 @@ def family(alpha: float = PAPER_ALPHA, beta: float = PAPER_BETA, gamma: float = 
     return [_member(phi, base, alpha, beta, gamma, rule) for phi in range(phi_max + 1)]
 
 
-def _measure_cuda(spec: NetworkSpec, batch: int, warmup: int, repeats: int, device: str) -> Measurement:
+def _measure_cuda(spec: NetworkSpec, batch: int, warmup: int, repeats: int, device: str,
+                  runtime: str) -> Measurement:  # fmt: skip
     import torch
 
     from effnet.model import EfficientNet
@@ -160,23 +162,33 @@ def _measure_cuda(spec: NetworkSpec, batch: int, warmup: int, repeats: int, devi
     dev = torch.device(device)
     model = EfficientNet(spec).to(dev).eval()
     x = torch.randn(batch, spec.in_chans, spec.resolution, spec.resolution, device=dev)
+    run = _runner(model, x, runtime)
     times = []
     with torch.inference_mode():
         for _ in range(warmup):
-            model(x)
+            run(x)
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
         for _ in range(repeats):
             start = time.perf_counter()
-            model(x)
+            run(x)
             torch.cuda.synchronize(dev)
             times.append((time.perf_counter() - start) * 1e3)
         peak = torch.cuda.max_memory_allocated(dev) / 2**20
-    del model, x
+    del model, x, run
     torch.cuda.empty_cache()
     median = statistics.median(times)
     return Measurement(device, batch, median, batch * 1e3 / median, peak, "cuda max_memory_allocated",
-                       tuple(times))  # fmt: skip
+                       tuple(times), runtime)  # fmt: skip
+
+
+def _runner(model: Any, x: Any, runtime: str) -> Callable[[Any], Any]:
+    """The callable a measurement times: the eval-mode module (``eager``) or :func:`optimize_for_inference`'s."""
+    if runtime == "eager":
+        return model
+    from effnet.runtime import optimize_for_inference
+
+    return optimize_for_inference(model, example=x, runtime=runtime)
 
 
 _CHILD = "import sys; from effnet.scaleup import _cpu_child; _cpu_child()"
@@ -190,9 +202,32 @@ def _status_kib(key: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {key}")
 
 
+def _reset_high_water_mark() -> bool:
+    """Set the process's RSS high-water mark (VmHWM) to its current RSS; False where Linux cannot (< 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _return_free_heap() -> None:
+    """Hand memory freed by the set-up back to the OS (glibc ``malloc_trim``), so RSS counts live memory only."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: RSS may keep freed set-up memory
+        pass
+
+
 def _cpu_child() -> None:
     """Subprocess body of a CPU measurement: reads a JSON job on stdin, prints one JSON result line."""
     job = json.loads(sys.stdin.read())
+    import gc
+
     import torch
 
     from effnet.model import EfficientNet
@@ -200,33 +235,40 @@ def _cpu_child() -> None:
     if job.get("threads"):
         torch.set_num_threads(int(job["threads"]))
     spec = NetworkSpec.from_dict(job["spec"])
-    try:  # reset the high-water mark to the current RSS (Linux >= 4.0)
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
+    if _reset_high_water_mark():
         method = "VmHWM - VmRSS before model build (high-water mark reset), fresh process"
-    except OSError:
+    else:
         method = "VmHWM - VmRSS before model build (high-water mark NOT resettable: may include import peak)"
     rss_before = _status_kib("VmRSS")
     torch.manual_seed(0)
     model = EfficientNet(spec).eval()
     x = torch.randn(job["batch"], spec.in_chans, spec.resolution, spec.resolution)
+    run = _runner(model, x, job["runtime"])
+    if job["runtime"] != "eager":
+        del model  # the runtime holds what it runs; its set-up (BN folding, export, compilation) is not serving memory
+        gc.collect()
+        _return_free_heap()
+        if _reset_high_water_mark():
+            method += "; reset again after the runtime's set-up, whose own peak is not counted"
     times = []
     with torch.inference_mode():
         for _ in range(job["warmup"]):
-            model(x)
+            run(x)
         for _ in range(job["repeats"]):
             start = time.perf_counter()
-            model(x)
+            run(x)
             times.append((time.perf_counter() - start) * 1e3)
     peak = _status_kib("VmHWM")
     print(json.dumps({"times": times, "memory": (peak - rss_before) / 1024, "method": method,
                       "threads": torch.get_num_threads()}))  # fmt: skip
 
 
-def _measure_cpu(spec: NetworkSpec, batch: int, warmup: int, repeats: int, threads: int | None) -> Measurement:
+def _measure_cpu(spec: NetworkSpec, batch: int, warmup: int, repeats: int, threads: int | None,
+                 runtime: str) -> Measurement:  # fmt: skip
     if not sys.platform.startswith("linux"):
         raise ValueError("--device cpu measures memory through /proc/self (VmHWM); it needs Linux")
-    job = {"spec": spec.to_dict(), "batch": batch, "warmup": warmup, "repeats": repeats, "threads": threads}
+    job = {"spec": spec.to_dict(), "batch": batch, "warmup": warmup, "repeats": repeats, "threads": threads,
+           "runtime": runtime}  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(job), capture_output=True, text=True,
                           check=False)  # fmt: skip
     if proc.returncode != 0:
@@ -235,21 +277,32 @@ def _measure_cpu(spec: NetworkSpec, batch: int, warmup: int, repeats: int, threa
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     times = out["times"]
     median = statistics.median(times)
-    return Measurement("cpu", batch, median, batch * 1e3 / median, out["memory"], out["method"], tuple(times))
+    return Measurement("cpu", batch, median, batch * 1e3 / median, out["memory"], out["method"], tuple(times), runtime)
 
 
 def measure(spec: NetworkSpec, device: str = "cpu", batch: int = 1, *, warmup: int = 2, repeats: int = 5,
-            threads: int | None = None) -> Measurement:  # fmt: skip
-    """Median latency (ms per batch), throughput (images/s) and peak memory (MiB) of ``spec`` on ``device``."""
+            threads: int | None = None, runtime: str = "eager") -> Measurement:  # fmt: skip
+    """Median latency (ms per batch), throughput (images/s) and peak memory (MiB) of ``spec`` on ``device``.
+
+    ``runtime`` is how the model runs: ``eager`` (the module) or any runtime of
+    :func:`effnet.optimize_for_inference` (set-up — BN folding, export, compilation — happens before the warm-up
+    and is not timed; its memory counts on CPU). ``onnxruntime`` runs on the CPU only.
+    """
+    from effnet.runtime import RUNTIMES
+
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"--batch must be an integer >= 1, got {batch!r}")
     if warmup < 0 or repeats < 1:
         raise ValueError(f"need --warmup >= 0 and --repeats >= 1, got {warmup}, {repeats}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"--runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
     kind = device.split(":")[0]
     if kind == "cuda":
-        return _measure_cuda(spec, batch, warmup, repeats, device)
+        if runtime == "onnxruntime":
+            raise ValueError("--runtime onnxruntime runs on the CPU; measure it with --device cpu")
+        return _measure_cuda(spec, batch, warmup, repeats, device, runtime)
     if kind == "cpu":
-        return _measure_cpu(spec, batch, warmup, repeats, threads)
+        return _measure_cpu(spec, batch, warmup, repeats, threads, runtime)
     raise ValueError(f"--device must be cpu or cuda[:N], got {device!r}")
 
 
@@ -293,6 +346,7 @@ class ScaleConfig:
     warmup: int = 2
     repeats: int = 5
     threads: int | None = None
+    runtime: str = "eager"
     budget: Budget = field(default_factory=Budget)
 
 
@@ -313,7 +367,7 @@ class ScaleResult:
             "flops_factor_per_phi": round(flops_factor(c.alpha, c.beta, c.gamma), 6),
             "baseline": c.baseline.name if c.baseline is not None else "efficientnet_b0", "device": c.device,
             "batch": c.batch if c.device else None, "warmup": c.warmup if c.device else None,
-            "repeats": c.repeats if c.device else None,
+            "repeats": c.repeats if c.device else None, "runtime": c.runtime if c.device else None,
             "memory_method": self.members[0].measurement.memory_method if self.members[0].measurement else None,
             "budget": c.budget.to_dict(), "family": [m.to_dict() for m in self.members],
             "chosen_phi": self.chosen.phi if self.chosen else None,
@@ -334,7 +388,7 @@ def scale_family(config: ScaleConfig, *, on_member: Callable[[Member], None] | N
     for m in members:
         if config.device:
             measured = measure(m.spec, config.device, config.batch, warmup=config.warmup, repeats=config.repeats,
-                               threads=config.threads)  # fmt: skip
+                               threads=config.threads, runtime=config.runtime)  # fmt: skip
             m = dataclasses.replace(m, measurement=measured)
         m = dataclasses.replace(m, violations=_violations(m, config.budget))
         out.append(m)

@@ -10,6 +10,8 @@ from typing import Any
 HELP = "Classify images (files or folders) with pretrained weights: top-k labels and probabilities."
 
 SOURCE_CHOICES = ("auto", "torchvision", "timm", "tf", "efficientnet_pytorch", "effnet")
+RUNTIME_CHOICES = ("default", "compile", "eager", "fused", "onnxruntime")
+"""``effnet.runtime.RUNTIMES``, repeated here so that parsing arguments does not import torch (tested equal)."""
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -> None:
@@ -23,7 +25,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -
                         help="weight layout (default: detected from the keys)")  # fmt: skip
     if runtime:
         parser.add_argument("--runtime", default="default",
-                            choices=("default", "compile", "eager", "fused", "onnxruntime"),
+                            choices=RUNTIME_CHOICES,
                             help="inference runtime (default: default). default: onnxruntime on CPU, else compile; "
                                  "compile: BN folded + channels_last + torch.compile with freezing (compiles ~1 min "
                                  "on first batch; falls back to fused); eager: the plain module; fused: BN folded + "
