@@ -192,6 +192,9 @@ def candidates(target: float = 2.0, tol: float = DEFAULT_TOL, step: float = DEFA
     return [Candidate(a, b, g, _kind(a, b, g), int(s)) for a, b, g in ordered for s in seeds]
 
 
+_SAME_NETWORK_NOTE = "not training "
+
+
 def distinct_networks(items: Sequence[Candidate],
                       base: NetworkSpec) -> tuple[list[Candidate], list[tuple[Candidate, Candidate]]]:  # fmt: skip
     """``items`` without the trials that would train a network (and seed) an earlier item already trains.
@@ -411,8 +414,8 @@ def _work(config: SearchConfig, trainer: Trainer, progress: bool, echo: Callable
                        include_baseline=config.include_baseline)  # fmt: skip
     items, same = distinct_networks(items, base)
     for dropped, kept in same:
-        echo(f"not training a={dropped.alpha:g} b={dropped.beta:g} g={dropped.gamma:g}: it is the same network as "
-             f"a={kept.alpha:g} b={kept.beta:g} g={kept.gamma:g}")  # fmt: skip
+        echo(f"{_SAME_NETWORK_NOTE}a={dropped.alpha:g} b={dropped.beta:g} g={dropped.gamma:g}: it is the same "
+             f"network as a={kept.alpha:g} b={kept.beta:g} g={kept.gamma:g}")  # fmt: skip
     defn = definition(config, base, items)
     url = config.storage_url
     sampler = CandidateGridSampler([c.params for c in items])
@@ -518,7 +521,12 @@ def usable_cpus() -> int:
 def _child_main() -> None:
     """Body of a ``--jobs`` worker process: a JSON :class:`SearchConfig` on stdin, then :func:`run_search`."""
     config = SearchConfig(**json.loads(sys.stdin.read()))
-    run_search(config, progress=False, echo=lambda text: print(f"[worker {os.getpid()}] {text}", flush=True))
+
+    def echo(text: str) -> None:
+        if not text.startswith(_SAME_NETWORK_NOTE):  # the parent process says those once
+            print(f"[worker {os.getpid()}] {text}", flush=True)
+
+    run_search(config, progress=False, echo=echo)
 
 
 def run_search_jobs(config: SearchConfig, jobs: int = 1, *, progress: bool = True) -> dict[str, Any]:
