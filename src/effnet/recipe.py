@@ -175,8 +175,8 @@ def resolve_recipe(config: TrainConfig) -> TrainConfig:
 def resolve_speed(config: TrainConfig, device_type: str, bf16_supported: bool = False) -> TrainConfig:
     """Fill ``amp="auto"`` and ``channels_last=None`` for the device the run trains on; returns a new config.
 
-    CPU: channels_last on (1.47x torchvision eager images/s at 0.84x its peak memory for B0, batch 16, in
-    ``benchmarks/RESULTS.md``), autocast off (bf16 measured no faster there without AMX). CUDA: channels_last
+    CPU: channels_last on (B0 at batch 16: 1.34-1.49x torchvision eager's images/s at 0.82-0.87x its peak memory
+    over six runs, ``benchmarks/RESULTS.md``), autocast off (bf16 measured no faster without AMX). CUDA: channels_last
     and bf16 autocast (fp16 with a loss scaler where bf16 is unsupported), the layout and precision tensor cores
     are built for. Other devices (MPS): both off. Explicit values are kept.
     """
