@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from effnet.specs import require_known_fields
+
 __all__ = [
     "Preprocessing",
     "IMAGENET_MEAN",
@@ -103,10 +105,7 @@ class Preprocessing:
         """Rebuild from :meth:`to_dict` output; unknown fields are a ``ValueError``."""
         if not isinstance(data, dict):
             raise ValueError(f"preprocessing must be a JSON object, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown preprocessing field(s): {', '.join(unknown)}")
+        require_known_fields(cls, data, "unknown preprocessing field(s)")
         values = dict(data)
         for key in ("mean", "std", "class_names"):
             if key in values:

@@ -14,6 +14,7 @@ from typing import Any
 
 from effnet.data import AUGMENTS, Augment
 from effnet.optim import OPTIMIZERS, SCHEDULES
+from effnet.specs import require_known_fields
 
 __all__ = ["TrainConfig", "RECIPES", "AMP_MODES", "resolve_recipe", "resolve_speed", "peak_lr", "SCHEDULE_FIELDS"]
 
@@ -127,9 +128,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Rebuild from :meth:`to_dict`; unknown keys are a ``ValueError``."""
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s): {', '.join(unknown)}")
+        require_known_fields(cls, data, "unknown TrainConfig field(s)")
         return cls(**data)
 
 

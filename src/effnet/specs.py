@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +43,7 @@ __all__ = [
     "list_models",
     "compound_spec",
     "BASELINES",
+    "require_known_fields",
 ]
 
 BlockKind = Literal["mbconv", "bottleneck"]
@@ -53,6 +55,13 @@ _BLOCKS = ("mbconv", "bottleneck")
 _ACTIVATIONS = ("silu", "relu", "relu6")
 _PADDINGS = ("symmetric", "tf_same")
 _HEAD_SCALINGS = ("scale", "fixed", "up")
+
+
+def require_known_fields(cls: type, keys: Iterable[str], message: str) -> None:
+    """``ValueError("<message>: a, b")`` naming the ``keys`` that are not fields of the dataclass ``cls``."""
+    unknown = sorted(set(keys) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"{message}: {', '.join(unknown)}")
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:
@@ -167,9 +176,7 @@ class NetworkSpec:
 
     def replace(self, **changes: Any) -> NetworkSpec:
         """A copy with ``changes`` applied (validated); the original is untouched."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise ValueError(f"unknown NetworkSpec field(s): {', '.join(unknown)}")
+        require_known_fields(NetworkSpec, changes, "unknown NetworkSpec field(s)")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,20 +194,14 @@ class NetworkSpec:
         """Rebuild a spec from :meth:`to_dict` output; unknown or missing fields are a ``ValueError``."""
         if not isinstance(data, dict):
             raise ValueError(f"a network spec must be a JSON object, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown NetworkSpec field(s): {', '.join(unknown)}")
+        require_known_fields(cls, data, "unknown NetworkSpec field(s)")
         if "stages" not in data or "name" not in data:
             raise ValueError("a network spec needs at least 'name' and 'stages'")
-        stage_names = {f.name for f in dataclasses.fields(StageSpec)}
         stages = []
         for i, stage in enumerate(data["stages"]):
             if not isinstance(stage, dict):
                 raise ValueError(f"stages[{i}] must be an object, got {type(stage).__name__}")
-            bad = sorted(set(stage) - stage_names)
-            if bad:
-                raise ValueError(f"stages[{i}] has unknown field(s): {', '.join(bad)}")
+            require_known_fields(StageSpec, stage, f"stages[{i}] has unknown field(s)")
             try:
                 stages.append(StageSpec(**stage))
             except TypeError as exc:
