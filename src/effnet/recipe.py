@@ -97,11 +97,11 @@ class TrainConfig:
     freeze_bn: bool = False
     grad_clip: float | None = None
     augment: str | None = None
-    randaugment_n: int = 2
-    randaugment_m: int = 9
-    crop_scale_min: float = 0.08
-    hflip: float = 0.5
-    random_crop: bool = True
+    randaugment_n: int = Augment.randaugment_n
+    randaugment_m: int = Augment.randaugment_m
+    crop_scale_min: float = Augment.crop_scale_min
+    hflip: float = Augment.hflip
+    random_crop: bool = Augment.random_crop
     crop_pct: float = 0.875
     amp: str = "auto"
     channels_last: bool | None = None
