@@ -12,8 +12,10 @@ Peak memory on CUDA is ``torch.cuda.max_memory_allocated`` over the timed runs (
 held by the caching allocator). On CPU each member is measured in a fresh Python subprocess: just before the
 model is built the kernel's RSS high-water mark is reset (``/proc/self/clear_refs``), and peak memory is the
 high-water mark after the timed runs (``VmHWM``) minus the RSS before the build (``VmRSS``): weights + input +
-activations + allocator overhead, excluding the interpreter and the torch import. Linux only. The selection
-takes the largest φ that satisfies every given budget.
+activations + allocator overhead, excluding the interpreter and the torch import. Linux only. With a
+``runtime`` other than ``eager`` (:func:`effnet.optimize_for_inference`) the set-up is untimed and the mark is
+reset again once the runtime is ready, so the set-up's own peak is not counted. The selection takes the largest
+φ that satisfies every given budget.
 """
 
 from __future__ import annotations
