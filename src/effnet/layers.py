@@ -82,18 +82,19 @@ def _lean_kind(bn: nn.Module, act: nn.Module) -> str | None:
     return None
 
 
-def batch_norm_act(x: torch.Tensor, bn: nn.BatchNorm2d, act: nn.Module) -> torch.Tensor:
+def batch_norm_act(x: torch.Tensor, bn: nn.BatchNorm2d, act: nn.Module, *, lean: bool = True) -> torch.Tensor:
     """``act(bn(x))``, memory-lean in training (see ``_BatchNormActFn``), plain composition otherwise.
 
     The lean path is used only for training-mode BN with SiLU/ReLU under autograd, in eager mode
     (not while tracing, scripting or compiling, where the compiler does its own recomputation), and on
     CPU only: on an H200 it cut B0's training memory to 0.74x timm's but ran at 0.81x its speed
-    (``benchmarks/RESULTS.md``), so CUDA tensors take the plain composition.
+    (``benchmarks/RESULTS.md``), so CUDA tensors take the plain composition. ``lean=False`` always does.
     Numerically it matches the composition (same kernels forward; backward to float rounding).
     """
     kind = _lean_kind(bn, act)
     if (
         kind is None
+        or not lean
         or x.device.type != "cpu"
         or not bn.training
         or not torch.is_grad_enabled()
@@ -165,9 +166,7 @@ class ConvBNAct(nn.Module):
         if torch.jit.is_scripting():  # TorchScript compiles this branch only (it cannot script autograd.Function)
             return self.act(self.bn(self.conv(x)))
         else:
-            if not self.lean:
-                return self.act(self.bn(self.conv(x)))
-            return batch_norm_act(self.conv(x), self.bn, self.act)
+            return batch_norm_act(self.conv(x), self.bn, self.act, lean=self.lean)
 
 
 class SqueezeExcite(nn.Module):

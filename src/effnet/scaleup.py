@@ -288,7 +288,7 @@ def measure(spec: NetworkSpec, device: str = "cpu", batch: int = 1, *, warmup: i
 
     ``runtime`` is how the model runs: ``eager`` (the module) or any runtime of
     :func:`effnet.optimize_for_inference` (set-up — BN folding, export, compilation — happens before the warm-up
-    and is not timed; its memory counts on CPU). ``onnxruntime`` runs on the CPU only.
+    and is not timed; on CPU its own memory peak is not counted). ``onnxruntime`` runs on the CPU only.
     """
     from effnet.runtime import RUNTIMES
 
