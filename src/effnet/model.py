@@ -74,7 +74,7 @@ class _Backbone(nn.Module):
         """Use the memory-lean BatchNorm+activation when training on CPU (on by default; see ``layers``).
 
         It keeps one activation-sized tensor fewer per conv for backward (-28 % of B0's saved activations)
-        and recomputes it, at ~10 % of CPU training speed (``benchmarks/RESULTS.md``); ``False`` trades back.
+        and recomputes it, at 0-10 % of CPU training speed (``benchmarks/RESULTS.md``); ``False`` trades back.
         """
         for module in self.modules():
             if isinstance(module, ConvBNAct):

@@ -103,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--compile", action="store_true", help="torch.compile the model")
     s.add_argument("--grad-checkpointing", action="store_true", help="recompute stage activations in backward")
     s.add_argument("--lean-activations", type=_bool, default=True,
-                   help="memory-lean BatchNorm+activation on CPU: -28%% saved activations, ~10%% slower (default true)")
+                   help="memory-lean BN+activation on CPU: -28%% saved activations, 0-10%% slower (default true)")
     s.add_argument("--workers", type=int, default=None, help="data loader workers (default: 0 on CPU, 8 on GPU)")
     s.add_argument("--pin-memory", type=_bool, default=None, help="pinned host memory (default: on GPU)")
     s.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (GPU only)")
