@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
 
 from effnet.io import atomic_path
 
-__all__ = ["FORMATS", "ExportResult", "export_model", "export_onnx", "export_torchscript"]
+__all__ = ["FORMATS", "ExportResult", "export_model", "export_onnx", "export_torchscript", "write_onnx"]
 
 FORMATS = ("onnx", "torchscript")
 DEFAULT_OPSET = 17
@@ -70,6 +71,16 @@ def _compare(expected: torch.Tensor, got: torch.Tensor, atol: float, path: Path,
     return diff
 
 
+def write_onnx(model: nn.Module, example: torch.Tensor, destination: str | os.PathLike[str] | IO[bytes],
+               output_names: Sequence[str] = ("logits",), opset: int = DEFAULT_OPSET) -> None:  # fmt: skip
+    """``torch.onnx.export`` as effnet uses it: legacy exporter, input ``input``, batch axis dynamic everywhere."""
+    axes = {name: {0: "batch"} for name in ["input", *output_names]}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer and legacy-exporter notices
+        torch.onnx.export(model, (example,), destination, dynamo=False, opset_version=opset, input_names=["input"],
+                          output_names=list(output_names), dynamic_axes=axes)  # fmt: skip
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike[str],
@@ -86,11 +97,7 @@ def export_onnx(
     target = Path(path)
     example, check, expected = _inputs(model, input_size, seed)
     with atomic_path(target) as tmp:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # tracer and legacy-exporter notices
-            torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})  # fmt: skip
+        write_onnx(model, example, str(tmp), opset=opset)
         onnx.checker.check_model(str(tmp))
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         (got,) = session.run(None, {"input": check.numpy()})

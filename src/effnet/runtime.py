@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from effnet.export import write_onnx
 from effnet.fuse import fold_batchnorm
 
 __all__ = ["RUNTIMES", "RUNTIME_HELP", "InferenceRunner", "optimize_for_inference"]
@@ -148,12 +149,8 @@ def _onnx_session(folded: nn.Module, example: torch.Tensor) -> tuple[Any, list[s
     many = not isinstance(probe, torch.Tensor)
     n_out = len(probe) if many else 1
     outputs = [f"output{i}" for i in range(n_out)]
-    axes = {name: {0: "batch"} for name in ["input", *outputs]}
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(folded, (example,), buffer, dynamo=False, input_names=["input"], output_names=outputs,
-                          dynamic_axes=axes, opset_version=17, do_constant_folding=True)  # fmt: skip
+    write_onnx(folded, example, buffer, outputs)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = max(1, torch.get_num_threads())
