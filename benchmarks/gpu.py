@@ -29,9 +29,9 @@ from torch import nn
 
 import effnet
 from common import loadavg, machine_info, markdown_table, matmul_peak_gflops
-from effnet.fuse import fold_batchnorm
 from effnet.io import atomic_write_json, atomic_write_text
-from effnet.runtime import optimize_for_inference
+from effnet.models.fold import fold_batchnorm
+from effnet.serving.runtimes import optimize_for_inference
 
 MODELS = {"efficientnet_b0": 224, "efficientnet_b4": 380}
 

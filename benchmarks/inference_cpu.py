@@ -31,7 +31,7 @@ from common import (
     time_round_robin,
     write_outputs,
 )
-from effnet.runtime import optimize_for_inference
+from effnet.serving.runtimes import optimize_for_inference
 
 BASELINE = "torchvision eager"
 TARGETS = {  # issue 6: (contender, batch, metric, bound); on CPU the default runtime is onnxruntime

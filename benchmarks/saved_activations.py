@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 import effnet
-import effnet.layers
+import effnet.models.layers
 from common import machine_info, markdown_table, write_outputs
 
 
@@ -57,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, model in models.items():
             rows.append({"model": name, "precision": "bf16 autocast" if bf16 else "fp32",
                          "saved_mb": saved_mb(model.train(), x, bf16)})  # fmt: skip
-        lean = effnet.layers._lean_kind
-        effnet.layers._lean_kind = lambda bn, act: None  # ablation in this process only
+        lean = effnet.models.layers._lean_kind
+        effnet.models.layers._lean_kind = lambda bn, act: None  # ablation in this process only
         try:
             plain = saved_mb(models["effnet (lean BN-act)"], x, bf16)
         finally:
-            effnet.layers._lean_kind = lean
+            effnet.models.layers._lean_kind = lean
         rows.append({"model": "effnet (plain BN-act)", "precision": "bf16 autocast" if bf16 else "fp32",
                      "saved_mb": plain})  # fmt: skip
     base = next(r["saved_mb"] for r in rows if r["model"] == "torchvision" and r["precision"] == "fp32")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from effnet import data as D
+from effnet.training import data as D
 
 FMNIST = D.DEBIAN_FASHION_MNIST
 needs_fmnist = pytest.mark.skipif(

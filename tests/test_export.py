@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from effnet.cli import main
-from effnet.export import export_onnx, export_torchscript
-from effnet.model import create_model
-from effnet.weights import load_pretrained, save_pretrained
+from effnet.models.efficientnet import create_model
+from effnet.models.weights import load_pretrained, save_pretrained
+from effnet.serving.export import export_onnx, export_torchscript
 
 ATOL = 1e-4
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from effnet import create_model, get_spec
-from effnet.layers import ConvBNAct, batch_norm_act
+from effnet.models.layers import ConvBNAct, batch_norm_act
 
 
 def _tiny() -> nn.Module:

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import effnet
-from effnet.layers import Conv2dSame, DropPath, MBConv
+from effnet.models.layers import Conv2dSame, DropPath, MBConv
 from effnet.specs import get_spec, resolve
 
 torch.manual_seed(0)

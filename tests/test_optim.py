@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from effnet.optim import LRSchedule, ModelEMA, TFRMSprop, build_optimizer, param_groups
+from effnet.training.optim import LRSchedule, ModelEMA, TFRMSprop, build_optimizer, param_groups
 
 
 def _two_steps(opt_factory, p0: list[float], lrs: tuple[float, float] | None = None) -> list[list[float]]:
@@ -116,7 +116,7 @@ def test_cosine_schedule_endpoints():
 
 
 def test_weight_decay_only_on_conv_and_linear_weights():
-    from effnet.model import create_model
+    from effnet.models.efficientnet import create_model
 
     model = create_model("efficientnet_b0", num_classes=7)
     groups = param_groups(model, lr=0.1, weight_decay=1e-5, body_lr_scale=0.1)

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from effnet.cli import main
-from effnet.model import create_model
-from effnet.preprocess import Preprocessing, eval_transform, load_image
-from effnet.weights import save_pretrained
+from effnet.models.efficientnet import create_model
+from effnet.models.weights import save_pretrained
+from effnet.serving.preprocess import Preprocessing, eval_transform, load_image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SAMPLE = SHARED / "data" / "imagenet-sample-100"
@@ -117,7 +117,7 @@ def _make_tree(root: Path) -> list[tuple[Path, int]]:
 
 
 def test_eval_imagefolder_and_csv(small_weights, tmp_path, capsys):
-    from effnet.weights import load_pretrained
+    from effnet.models.weights import load_pretrained
 
     samples = _make_tree(tmp_path / "tree")
     (tmp_path / "tree" / "c" / "corrupt.png").write_bytes(b"\x89PNG garbage")

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from effnet import create_model, get_spec
-from effnet.fuse import count_batchnorm, fold_batchnorm
-from effnet.runtime import RUNTIME_HELP, RUNTIMES, optimize_for_inference
+from effnet.models.fold import count_batchnorm, fold_batchnorm
+from effnet.serving.runtimes import RUNTIME_HELP, RUNTIMES, optimize_for_inference
 
 TOL = 1e-4
 

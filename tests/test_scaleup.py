@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from effnet.baselines import load_baseline, paper_table3
 from effnet.cli import main
 from effnet.cost import cost
-from effnet.scaleup import Budget, ScaleConfig, family, parse_count, scale_family, select
+from effnet.search.baselines import load_baseline, paper_table3
+from effnet.search.scaleup import Budget, ScaleConfig, family, parse_count, scale_family, select
 from effnet.specs import NetworkSpec, compound_spec, get_spec, resolve, scale
 
 TINY = ["--width", "0.25", "--resolution", "32"]
@@ -198,8 +198,8 @@ def test_memory_budget_and_spec_trains(tmp_path, capsys):
 
 def test_measure_with_a_deployment_runtime(capsys):
     from effnet.cli.predict import RUNTIME_CHOICES
-    from effnet.runtime import RUNTIMES
-    from effnet.scaleup import measure
+    from effnet.search.scaleup import measure
+    from effnet.serving.runtimes import RUNTIMES
 
     assert set(RUNTIME_CHOICES) == set(RUNTIMES)  # the torch-free CLI list is the runtime module's
     code, data = _scale_json(capsys, *TINY, "--phi-max", "1", "--device", "cpu", "--repeats", "2", "--threads", "1",

@@ -23,7 +23,7 @@ import pytest
 
 from effnet.cli import main
 from effnet.scaling import grid
-from effnet.search import SearchConfig, candidates, claim_lock, default_storage, open_storage, run_search
+from effnet.search.study import SearchConfig, candidates, claim_lock, default_storage, open_storage, run_search
 
 SMALL = {"step": 0.5, "tol": 0.6, "heartbeat": 1}  # 4 grid points + 2 exact single-dimension + baseline = 7
 
@@ -31,13 +31,13 @@ WORKER = r'''
 import json, math, os, sys, time
 from types import SimpleNamespace
 from effnet.cost import cost
-from effnet.search import SearchConfig, run_search
+from effnet.search.study import SearchConfig, run_search
 
 hang_at = int(os.environ.get("FAKE_HANG_AT", "0"))
 runs = 0
 
 def trainer(cfg, spec):
-    """A cheap deterministic stand-in for effnet.train.fit: exact cost, a smooth accuracy surface, a sleep."""
+    """A cheap stand-in for effnet.training.trainer.fit: exact cost, a smooth accuracy surface, a sleep."""
     global runs
     runs += 1
     time.sleep(600 if runs == hang_at else float(os.environ.get("FAKE_SLEEP", "0.2")))
@@ -131,7 +131,7 @@ def test_candidates_add_single_dimension_points_baseline_and_seeds():
 
 
 def test_points_that_round_to_one_network_are_trained_once():
-    from effnet.search import Candidate, distinct_networks
+    from effnet.search.study import Candidate, distinct_networks
     from effnet.specs import get_spec, scale
 
     base = scale(get_spec("efficientnet_b0"), width=0.25, depth=0.5, resolution=32)
@@ -349,7 +349,7 @@ def test_trainer_error_marks_trial_failed_and_is_retried_later(tmp_path):
 
 
 def _fashion_mnist_or_skip():
-    from effnet.data import find_fashion_mnist
+    from effnet.training.data import find_fashion_mnist
 
     try:
         find_fashion_mnist()

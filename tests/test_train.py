@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 
 from effnet.cli import main
-from effnet.data import DEBIAN_FASHION_MNIST
-from effnet.train import TrainConfig, TrainResult, fit
+from effnet.training.data import DEBIAN_FASHION_MNIST
+from effnet.training.trainer import TrainConfig, TrainResult, fit
 
 needs_fmnist = pytest.mark.skipif(
     not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
@@ -115,7 +115,7 @@ def test_fit_learns_and_writes_run_directory(fake_fmnist, tmp_path):
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5]
     assert {"epoch", "train_loss", "val_top1", "val_top5", "lr", "images_per_s"} <= set(records[0])
-    from effnet.weights import load_pretrained
+    from effnet.models.weights import load_pretrained
 
     model = load_pretrained(None, run / "last.safetensors")
     assert model.spec.in_chans == 1 and model.spec.num_classes == 10 and model.preprocessing.input_size == 16
@@ -272,7 +272,7 @@ def test_compile_option_trains_and_saves_plain_weights(fake_fmnist, tmp_path, mo
 def test_speed_defaults_resolve_per_device_and_parse_from_cli():
     from effnet.cli import build_parser
     from effnet.cli.train import config_from_args
-    from effnet.recipe import resolve_speed
+    from effnet.training.recipe import resolve_speed
 
     auto = TrainConfig()
     assert (auto.amp, auto.channels_last) == ("auto", None)
@@ -293,11 +293,11 @@ def test_speed_defaults_resolve_per_device_and_parse_from_cli():
 
 
 def test_recipes_spec_options_and_finetune_weights(tmp_path):
-    from effnet.checkpoint import load_initial_weights
-    from effnet.model import create_model
-    from effnet.recipe import resolve_recipe
-    from effnet.train import build_spec
-    from effnet.weights import save_pretrained
+    from effnet.models.efficientnet import create_model
+    from effnet.models.weights import save_pretrained
+    from effnet.training.checkpoint import load_initial_weights
+    from effnet.training.recipe import resolve_recipe
+    from effnet.training.trainer import build_spec
 
     paper = resolve_recipe(TrainConfig())
     assert (paper.opt, paper.lr, paper.opt_eps, paper.warmup_epochs, paper.decay_rate, paper.decay_epochs,

@@ -11,9 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from effnet.model import create_model
-from effnet.preprocess import Preprocessing, default_preprocessing, eval_transform
-from effnet.weights import (
+from effnet.models.efficientnet import create_model
+from effnet.models.weights import (
     convert_checkpoint,
     detect_source,
     key_map,
@@ -21,6 +20,7 @@ from effnet.weights import (
     read_safetensors_header,
     save_pretrained,
 )
+from effnet.serving.preprocess import Preprocessing, default_preprocessing, eval_transform
 
 ATOL = 1e-4
 RES = 48  # small inputs keep the parity tests fast; even sizes exercise TF padding's asymmetric case
@@ -290,7 +290,7 @@ def _meta_state(build) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("family", ["torchvision", "timm", "tf", "efficientnet_pytorch"])
 def test_every_size_maps_exactly(family):
     """Every B0-B7 reference layout converts key-for-key, shape-for-shape, and its size is recognised."""
-    from effnet.weights import convert_state_dict, infer_model_name
+    from effnet.models.weights import convert_state_dict, infer_model_name
 
     pytest.importorskip({"torchvision": "torchvision", "efficientnet_pytorch": "efficientnet_pytorch"}.get(family,
                                                                                                          "timm"))
@@ -316,7 +316,7 @@ def test_every_size_maps_exactly(family):
 
 def load_spec_for(family: str, name: str):
     """The registered spec as ``family``'s reference module computes it (BN eps, padding)."""
+    from effnet.models.weights import source_spec
     from effnet.specs import get_spec
-    from effnet.weights import source_spec
 
     return source_spec(get_spec(name), family)

@@ -3,7 +3,7 @@
 A :class:`NetworkSpec` describes a network completely (baseline stages, width/depth multipliers,
 input size, head, regularisation, padding, classes). :func:`scale` is a pure spec-to-spec function;
 :func:`resolve` expands a spec into concrete per-block channel counts, which both the cost model
-(:mod:`effnet.cost`) and the module builder (:mod:`effnet.model`) read. Nothing here imports torch.
+(:mod:`effnet.cost`) and the module builder (:mod:`effnet.models.efficientnet`) read. Nothing here imports torch.
 """
 
 from __future__ import annotations

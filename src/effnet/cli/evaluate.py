@@ -31,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from effnet.inference import evaluate_samples
     from effnet.io import atomic_write_json
-    from effnet.preprocess import image_folder_samples, read_labels_csv
+    from effnet.serving.inference import evaluate_samples
+    from effnet.serving.preprocess import image_folder_samples, read_labels_csv
 
     data = Path(args.data)
     if not data.is_dir():

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.export import export_model
+    from effnet.serving.export import export_model
 
     if args.input_size is not None and args.input_size < 8:
         raise ValueError(f"--input-size must be >= 8, got {args.input_size}")

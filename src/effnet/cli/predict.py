@@ -11,7 +11,7 @@ HELP = "Classify images (files or folders) with pretrained weights: top-k labels
 
 SOURCE_CHOICES = ("auto", "torchvision", "timm", "tf", "efficientnet_pytorch", "effnet")
 RUNTIME_CHOICES = ("default", "compile", "eager", "fused", "onnxruntime")
-"""``effnet.runtime.RUNTIMES``, repeated here so that parsing arguments does not import torch (tested equal)."""
+"""``effnet.serving.runtimes.RUNTIMES``, repeated so that parsing arguments does not import torch (tested equal)."""
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -> None:
@@ -35,7 +35,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -
 
 def load_model(args: argparse.Namespace) -> Any:
     """The model named by ``args`` with its weights loaded (eval mode, ``.preprocessing`` attached)."""
-    from effnet.weights import load_pretrained
+    from effnet.models.weights import load_pretrained
 
     return load_pretrained(args.model, args.weights, source=args.source)
 
@@ -44,7 +44,7 @@ def make_runner(model: Any, args: argparse.Namespace, batch: int) -> Any:
     """``optimize_for_inference`` for the user's ``--runtime`` with an example batch at the weights' size."""
     import torch
 
-    from effnet.runtime import optimize_for_inference
+    from effnet.serving.runtimes import optimize_for_inference
 
     size = model.preprocessing.input_size
     example = torch.zeros(batch, model.spec.in_chans, size, size)
@@ -60,9 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.inference import predict_files
-    from effnet.preprocess import find_images
     from effnet.report import render_table
+    from effnet.serving.inference import predict_files
+    from effnet.serving.preprocess import find_images
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")

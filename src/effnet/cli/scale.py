@@ -16,7 +16,7 @@ HELP = "Scale a baseline by phi = 0..N with alpha, beta, gamma; measure; pick th
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from effnet.scaleup import RULES, parse_count
+    from effnet.search.scaleup import RULES, parse_count
 
     g = parser.add_argument_group("coefficients (the paper's by default, or flags, or a finished search study)")
     g.add_argument("--alpha", type=float, default=None, help=f"depth coefficient (default {PAPER_ALPHA})")
@@ -63,7 +63,7 @@ def _coefficients(args: argparse.Namespace) -> tuple[float, float, float, object
     if args.study:
         if any(v is not None for v in given):
             raise ValueError("give either --study or --alpha/--beta/--gamma, not both")
-        from effnet.search import DEFAULT_OUTPUT, default_storage, load_study_result
+        from effnet.search.study import DEFAULT_OUTPUT, default_storage, load_study_result
 
         storage = args.storage or default_storage(DEFAULT_OUTPUT)
         result = load_study_result(storage, args.study)
@@ -99,9 +99,9 @@ def _table(rows: list[dict], measured: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.baselines import load_baseline
     from effnet.io import atomic_write_text
-    from effnet.scaleup import Budget, ScaleConfig, scale_family
+    from effnet.search.baselines import load_baseline
+    from effnet.search.scaleup import Budget, ScaleConfig, scale_family
     from effnet.specs import scale
 
     alpha, beta, gamma, study_base, source = _coefficients(args)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from effnet.search import DEFAULT_OUTPUT, DEFAULT_STEP, DEFAULT_STUDY, DEFAULT_TOL, SearchConfig, usable_cpus
+from effnet.search.study import DEFAULT_OUTPUT, DEFAULT_STEP, DEFAULT_STUDY, DEFAULT_TOL, SearchConfig, usable_cpus
 
 DEFAULT_JOBS = min(2, usable_cpus())
 
@@ -94,7 +94,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.search import run_search_jobs
+    from effnet.search.study import run_search_jobs
 
     report = run_search_jobs(config_from_args(args), args.jobs, progress=not args.quiet)
     print(report["table_markdown"], end="")

@@ -1,6 +1,6 @@
 """``effnet train``: train a model with the paper's recipe (or fine-tune), resumable, on CPU or with torchrun.
 
-Every recipe value is a flag; flags left unset take the recipe's value (see ``effnet.recipe.RECIPES``), and the
+Every recipe value is a flag; flags left unset take the recipe's value (see ``effnet.training.recipe.RECIPES``), and the
 run writes the fully resolved configuration to ``OUTPUT/config.json``.
 """
 
@@ -114,17 +114,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> object:
-    """The :class:`effnet.train.TrainConfig` described by parsed arguments."""
+    """The :class:`effnet.training.trainer.TrainConfig` described by parsed arguments."""
     import dataclasses
 
-    from effnet.train import TrainConfig
+    from effnet.training.trainer import TrainConfig
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.train import TrainingInterrupted, fit
+    from effnet.training.trainer import TrainingInterrupted, fit
 
     config = config_from_args(args)
     try:

@@ -1,7 +1,7 @@
 """Classify image files and measure top-1/top-5 accuracy with a model and its preprocessing.
 
 The functions take ``run``: any callable mapping a normalised batch (N, C, H, W) to logits, typically
-``effnet.runtime.optimize_for_inference(model, example, runtime=...)``. Unreadable files never stop a
+``effnet.serving.runtimes.optimize_for_inference(model, example, runtime=...)``. Unreadable files never stop a
 batch: they are returned as ``(path, reason)`` problems.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from effnet.preprocess import Preprocessing, eval_transform, load_image
+from effnet.serving.preprocess import Preprocessing, eval_transform, load_image
 
 __all__ = ["Prediction", "EvalResult", "predict_files", "evaluate_samples"]
 

@@ -1,4 +1,4 @@
-"""The exactly-once grid sampler of the scaling search (see :mod:`effnet.search`)."""
+"""The exactly-once grid sampler of the scaling search (see :mod:`effnet.search.study`)."""
 
 from __future__ import annotations
 

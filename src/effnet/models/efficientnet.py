@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from effnet.layers import Bottleneck, ConvBNAct, MBConv
+from effnet.models.layers import Bottleneck, ConvBNAct, MBConv
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from effnet.specs import (
     NetworkSpec,

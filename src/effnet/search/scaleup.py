@@ -157,7 +157,7 @@ def _measure_cuda(spec: NetworkSpec, batch: int, warmup: int, repeats: int, devi
                   runtime: str) -> Measurement:  # fmt: skip
     import torch
 
-    from effnet.model import EfficientNet
+    from effnet.models.efficientnet import EfficientNet
 
     if not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available to this process")
@@ -188,12 +188,12 @@ def _runner(model: Any, x: Any, runtime: str) -> Callable[[Any], Any]:
     """The callable a measurement times: the eval-mode module (``eager``) or :func:`optimize_for_inference`'s."""
     if runtime == "eager":
         return model
-    from effnet.runtime import optimize_for_inference
+    from effnet.serving.runtimes import optimize_for_inference
 
     return optimize_for_inference(model, example=x, runtime=runtime)
 
 
-_CHILD = "import sys; from effnet.scaleup import _cpu_child; _cpu_child()"
+_CHILD = "import sys; from effnet.search.scaleup import _cpu_child; _cpu_child()"
 
 
 def _status_kib(key: str) -> int:
@@ -232,7 +232,7 @@ def _cpu_child() -> None:
 
     import torch
 
-    from effnet.model import EfficientNet
+    from effnet.models.efficientnet import EfficientNet
 
     if job.get("threads"):
         torch.set_num_threads(int(job["threads"]))
@@ -290,7 +290,7 @@ def measure(spec: NetworkSpec, device: str = "cpu", batch: int = 1, *, warmup: i
     :func:`effnet.optimize_for_inference` (set-up — BN folding, export, compilation — happens before the warm-up
     and is not timed; on CPU its own memory peak is not counted). ``onnxruntime`` runs on the CPU only.
     """
-    from effnet.runtime import RUNTIMES
+    from effnet.serving.runtimes import RUNTIMES
 
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"--batch must be an integer >= 1, got {batch!r}")

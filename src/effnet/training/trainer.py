@@ -24,7 +24,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from effnet.checkpoint import (
+from effnet.cost import cost
+from effnet.io import append_line, atomic_write_json, atomic_write_text
+from effnet.models.efficientnet import EfficientNet
+from effnet.report import Panel, Series, plot_panels, render_markdown, write_table
+from effnet.specs import NetworkSpec, get_spec, scale
+from effnet.training.checkpoint import (
     CHECKPOINT_NAME,
     capture_rng,
     describe_spec,
@@ -35,14 +40,9 @@ from effnet.checkpoint import (
     save_checkpoint,
     weights_in_chans,
 )
-from effnet.cost import cost
-from effnet.data import DataBundle, collate_skip, load_datasets
-from effnet.io import append_line, atomic_write_json, atomic_write_text
-from effnet.model import EfficientNet
-from effnet.optim import LRSchedule, ModelEMA, build_optimizer, param_groups
-from effnet.recipe import RECIPES, SCHEDULE_FIELDS, TrainConfig, peak_lr, resolve_recipe, resolve_speed
-from effnet.report import Panel, Series, plot_panels, render_markdown, write_table
-from effnet.specs import NetworkSpec, get_spec, scale
+from effnet.training.data import DataBundle, collate_skip, load_datasets
+from effnet.training.optim import LRSchedule, ModelEMA, build_optimizer, param_groups
+from effnet.training.recipe import RECIPES, SCHEDULE_FIELDS, TrainConfig, peak_lr, resolve_recipe, resolve_speed
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingInterrupted", "RECIPES", "fit", "build_spec", "evaluate"]
 

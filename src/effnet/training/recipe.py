@@ -12,9 +12,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from effnet.data import AUGMENTS, Augment
-from effnet.optim import OPTIMIZERS, SCHEDULES
 from effnet.specs import require_known_fields
+from effnet.training.data import AUGMENTS, Augment
+from effnet.training.optim import OPTIMIZERS, SCHEDULES
 
 __all__ = ["TrainConfig", "RECIPES", "AMP_MODES", "resolve_recipe", "resolve_speed", "peak_lr", "SCHEDULE_FIELDS"]
 

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from effnet.export import write_onnx
-from effnet.fuse import fold_batchnorm
+from effnet.models.fold import fold_batchnorm
+from effnet.serving.export import write_onnx
 
 __all__ = ["RUNTIMES", "RUNTIME_HELP", "InferenceRunner", "optimize_for_inference"]
 

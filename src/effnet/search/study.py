@@ -4,17 +4,17 @@ The candidates are every (α, β, γ) of :func:`effnet.scaling.grid` (``|α·β�
 depth-only, width-only and resolution-only points at the same FLOPs target (always included, so every study
 answers "does compound beat single-dimension scaling?") and the unscaled baseline as a reference. Each candidate
 is trained ``seeds`` times: trial = (α, β, γ, seed). A trial scales the baseline by ``d = α``, ``w = β``,
-``r = γ`` (:func:`effnet.specs.scale`), trains it with :func:`effnet.train.fit` (or any ``trainer`` with the
+``r = γ`` (:func:`effnet.specs.scale`), trains it with :func:`effnet.training.trainer.fit` (or any ``trainer`` with the
 same contract) and records top-1, exact params/MACs, wall time and seed as trial user attributes.
 
 Distribution and fault tolerance: trials live in an Optuna RDB storage (SQLite file by default, any
-PostgreSQL URL for many machines). :class:`~effnet.search_sampler.CandidateGridSampler` (a ``GridSampler`` over
+PostgreSQL URL for many machines). :class:`~effnet.search.sampler.CandidateGridSampler` (a ``GridSampler`` over
 the explicit candidate list) gives each new trial the lowest candidate that has neither a COMPLETE nor a
 RUNNING trial. Asking for a trial happens under a storage-wide claim lock (``flock`` beside a SQLite file,
 ``pg_advisory_lock`` on PostgreSQL), so concurrent workers never pick the same candidate. A running trial
 records an Optuna heartbeat; a worker killed mid-trial leaves a RUNNING trial whose heartbeat goes stale, and
 :func:`optuna.storages.fail_stale_trials` (run by every worker before claiming) marks it FAIL, which makes its
-candidate claimable again. COMPLETE trials are never re-run. See :mod:`effnet.search_report` for the report.
+candidate claimable again. COMPLETE trials are never re-run. See :mod:`effnet.search.report` for the report.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from effnet.baselines import load_baseline
 from effnet.scaling import flops_factor, grid, single_dimension_points
-from effnet.search_storage import Heartbeat, claim_lock, default_storage, open_storage, redact
+from effnet.search.baselines import load_baseline
+from effnet.search.storage import Heartbeat, claim_lock, default_storage, open_storage, redact
 from effnet.specs import NetworkSpec, scale
 
 __all__ = [
@@ -260,24 +260,24 @@ def _differences(stored: Mapping[str, Any], given: Mapping[str, Any], prefix: st
 # ------------------------------------------------------------------------------------------------ worker
 
 Trainer = Callable[[Any, NetworkSpec], Any]
-"""``trainer(train_config, spec) -> result``: the contract of :func:`effnet.train.fit` (``spec`` is the network to
-train; the result has ``last_top1`` and, when available, ``best_top1``, ``last_top5``, ``ema_top1``, ``params``,
-``macs``, ``epochs``, ``images_per_s``, ``wall_time_s``)."""
+"""``trainer(train_config, spec) -> result``: the contract of :func:`effnet.training.trainer.fit` (``spec``: the
+network to train; the result has ``last_top1`` and, when available, ``best_top1``, ``last_top5``, ``ema_top1``,
+``params``, ``macs``, ``epochs``, ``images_per_s``, ``wall_time_s``)."""
 
 
 def _default_trainer(train_config: Any, spec: NetworkSpec, progress: bool = False) -> Any:
-    from effnet.train import fit
+    from effnet.training.trainer import fit
 
     return fit(train_config, spec=spec, progress=progress)
 
 
 def train_config(config: SearchConfig, seed: int, output: Path, model: str = "search-trial") -> Any:
-    """The ``effnet.train.TrainConfig`` of one trial: the search budget, the trial's seed, run folder and name.
+    """The ``effnet.training.trainer.TrainConfig`` of one trial: the budget, the seed, run folder and name.
 
     Raises ``ValueError`` for an unknown ``train_options`` field or an invalid value (checked by the recipe).
     """
-    from effnet.recipe import resolve_recipe
-    from effnet.train import TrainConfig
+    from effnet.training.recipe import resolve_recipe
+    from effnet.training.trainer import TrainConfig
 
     fields = {
         "data": config.data, "model": model, "epochs": config.epochs, "batch_size": config.batch_size,
@@ -385,7 +385,7 @@ def run_search(config: SearchConfig, *, trainer: Trainer | None = None, progress
 
     Several processes or machines may run this with the same storage and study; each claims candidates one
     at a time. A worker that finds nothing to claim while other workers' trials are running waits for them
-    (and re-runs any whose heartbeat goes stale). ``trainer`` defaults to :func:`effnet.train.fit`.
+    (and re-runs any whose heartbeat goes stale). ``trainer`` defaults to :func:`effnet.training.trainer.fit`.
     """
     import optuna
     from tqdm.auto import tqdm
@@ -403,8 +403,8 @@ def _work(config: SearchConfig, trainer: Trainer, progress: bool, echo: Callable
     from tqdm.auto import tqdm
 
     from effnet.cost import cost
-    from effnet.search_report import write_report
-    from effnet.search_sampler import CandidateGridSampler
+    from effnet.search.report import write_report
+    from effnet.search.sampler import CandidateGridSampler
 
     base = baseline_spec(config)
     if getattr(trainer, "func", None) is _default_trainer:
@@ -472,7 +472,7 @@ def load_study_result(storage: str, study: str) -> dict[str, Any]:
     import optuna
     from sqlalchemy.engine import make_url
 
-    from effnet.search_report import choose, summarize
+    from effnet.search.report import choose, summarize
 
     missing = None
     with contextlib.suppress(Exception):  # a malformed URL is reported by open_storage
@@ -508,7 +508,7 @@ def load_study_result(storage: str, study: str) -> dict[str, Any]:
             "total": len(defn["candidates"]), "trained": trained}  # fmt: skip
 
 
-_CHILD = "import sys; from effnet.search import _child_main; _child_main()"
+_CHILD = "import sys; from effnet.search.study import _child_main; _child_main()"
 
 
 def usable_cpus() -> int:
