@@ -32,6 +32,8 @@ class StageCost:
     params: int
     macs: int
     activations: int
+    block: str = ""
+    """The stage's block kind (``mbconv``, ``fused_mbconv``, ``bottleneck``); empty for stem, head, classifier."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ def _block(t: _Tally, b, act_size: int) -> int:  # b: BlockConfig
         t.conv(b.mid_channels, b.out_channels, 1, size=out)
         t.bn(b.out_channels)
         return out
+    if b.block == "fused_mbconv":
+        return _fused(t, b, act_size)
     t.conv(b.in_channels, b.mid_channels, 1, size=act_size)
     t.bn(b.mid_channels)
     out = t.conv(b.mid_channels, b.mid_channels, b.kernel, b.stride, size=act_size)
@@ -99,6 +103,20 @@ def _block(t: _Tally, b, act_size: int) -> int:  # b: BlockConfig
     t.bn(b.out_channels)
     if b.has_downsample:
         t.conv(b.in_channels, b.out_channels, 1, b.stride, size=act_size)
+        t.bn(b.out_channels)
+    return out
+
+
+def _fused(t: _Tally, b, act_size: int) -> int:  # b: BlockConfig of a Fused-MBConv
+    expand = b.mid_channels != b.in_channels
+    conv_out = b.mid_channels if expand else b.out_channels
+    out = t.conv(b.in_channels, conv_out, b.kernel, b.stride, size=act_size)
+    t.bn(conv_out)
+    if b.se_channels:
+        t.conv(conv_out, b.se_channels, 1, bias=True, size=1)
+        t.conv(b.se_channels, conv_out, 1, bias=True, size=1)
+    if expand:
+        t.conv(conv_out, b.out_channels, 1, size=out)
         t.bn(b.out_channels)
     return out
 
@@ -133,7 +151,7 @@ def cost(name_or_spec: str | NetworkSpec | ResolvedNetwork, resolution: int | No
             size = _block(t, b, size)
         parts.append(StageCost(f"stage{i}", len(blocks), blocks[0].in_channels, blocks[-1].out_channels,
                                stage_spec.kernel, stage_spec.stride, stage_spec.expand_ratio, size,
-                               t.params, t.macs, t.activations))  # fmt: skip
+                               t.params, t.macs, t.activations, stage_spec.block))  # fmt: skip
 
     feats = net.features
     if net.head_channels:

@@ -1,16 +1,19 @@
 """Published figures, typed in once with their source; every other number in effnet is computed.
 
 Source: Tan & Le, "EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks",
-ICML 2019, Table 2 (ImageNet results; FLOPs there are multiply-adds) and Table 3 (scaling ResNet-50).
+ICML 2019, Table 2 (ImageNet results; FLOPs there are multiply-adds) and Table 3 (scaling ResNet-50);
+Tan & Le, "EfficientNetV2: Smaller Models and Faster Training", ICML 2021, Table 7 (ImageNet-1k rows).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PublishedResult", "PAPER_TABLE2", "PAPER_TABLE3_RESNET50", "SOURCE"]
+__all__ = ["PublishedResult", "PAPER_TABLE2", "PAPER_TABLE3_RESNET50", "SOURCE", "PublishedV2Result",
+           "V2_TABLE7", "V2_SOURCE"]
 
 SOURCE = "Tan & Le, EfficientNet, ICML 2019"
+V2_SOURCE = "Tan & Le, EfficientNetV2, ICML 2021"
 
 
 @dataclass(frozen=True)
@@ -77,3 +80,23 @@ PAPER_TABLE3_RESNET50: dict[str, float] = {
     "compound": 16.7 * B,
 }
 """Table 3 of the paper: FLOPs (multiply-adds) of ResNet-50 scaled in one or all dimensions."""
+
+
+@dataclass(frozen=True)
+class PublishedV2Result:
+    """One ImageNet-1k row of the V2 paper's Table 7: top-1 (%), parameters, FLOPs (multiply-adds)."""
+
+    model: str
+    top1: float
+    params: float
+    flops: float
+    effnet_name: str
+
+
+V2_TABLE7: tuple[PublishedV2Result, ...] = (
+    PublishedV2Result("EfficientNetV2-S", 83.9, 22 * M, 8.8 * B, "efficientnet_v2_s"),
+    PublishedV2Result("EfficientNetV2-M", 85.1, 54 * M, 24 * B, "efficientnet_v2_m"),
+    PublishedV2Result("EfficientNetV2-L", 85.7, 120 * M, 53 * B, "efficientnet_v2_l"),
+)
+"""Table 7 of the V2 paper, models trained on ImageNet-1k only (figures as quoted in issue #13; the
+paper's own table text could not be retrieved in this session to re-check them)."""

@@ -156,16 +156,17 @@ def fast_scaling(flops_scale: float, width_share: float = 0.8) -> tuple[float, f
     return flops_scale**rest, flops_scale ** (width_share / 2.0), flops_scale ** (rest / 2.0)
 
 
-def round_channels(channels: float, width: float = 1.0, divisor: int = 8) -> int:
-    """Channels ``channels × width`` rounded to a multiple of ``divisor``, never below 90 % of it.
+def round_channels(channels: float, width: float = 1.0, divisor: int = 8, round_limit: float = 0.9) -> int:
+    """Channels ``channels × width`` rounded to a multiple of ``divisor``, never below ``round_limit`` of it.
 
-    This is ``round_filters`` of the TF code and ``_make_divisible`` of torchvision.
+    This is ``round_filters`` of the TF code and ``_make_divisible`` of torchvision (``round_limit`` 0.9);
+    the TF EfficientNetV2-B* family rounds with no lower limit (``round_limit`` 0, timm's V2 base).
     """
     if divisor < 1:
         raise ValueError(f"divisor must be >= 1, got {divisor}")
     value = channels * width
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:
+    if rounded < round_limit * value:
         rounded += divisor
     return int(rounded)
 

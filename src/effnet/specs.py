@@ -43,15 +43,17 @@ __all__ = [
     "list_models",
     "compound_spec",
     "BASELINES",
+    "EFFICIENTNET_V2_RESOLUTIONS",
+    "train_resolution",
     "require_known_fields",
 ]
 
-BlockKind = Literal["mbconv", "bottleneck"]
+BlockKind = Literal["mbconv", "fused_mbconv", "bottleneck"]
 Activation = Literal["silu", "relu", "relu6"]
 Padding = Literal["symmetric", "tf_same"]
 HeadScaling = Literal["scale", "fixed", "up"]
 
-_BLOCKS = ("mbconv", "bottleneck")
+_BLOCKS = ("mbconv", "fused_mbconv", "bottleneck")
 _ACTIVATIONS = ("silu", "relu", "relu6")
 _PADDINGS = ("symmetric", "tf_same")
 _HEAD_SCALINGS = ("scale", "fixed", "up")
@@ -86,8 +88,10 @@ class StageSpec:
     """One stage of identical blocks, at baseline width and depth.
 
     ``block``: ``"mbconv"`` (inverted bottleneck: 1×1 expand, k×k depthwise, squeeze-excite, 1×1
-    project) or ``"bottleneck"`` (ResNet: 1×1 reduce, k×k conv, 1×1 expand). ``expand_ratio`` is
-    the MBConv expansion of its input channels, or the ResNet ratio of output to inner channels.
+    project), ``"fused_mbconv"`` (EfficientNetV2: one k×k expand conv, squeeze-excite, 1×1 project; with
+    ``expand_ratio`` 1 a single k×k conv to ``out_channels``) or ``"bottleneck"`` (ResNet: 1×1 reduce,
+    k×k conv, 1×1 expand). ``expand_ratio`` is the (Fused-)MBConv expansion of its input channels, or the
+    ResNet ratio of output to inner channels.
     ``stride`` applies to the first block only. ``se_ratio`` = 0 disables squeeze-excite.
     ``scale_repeats`` = False keeps ``repeats`` fixed under depth scaling (Lite's first and last stage).
     """
@@ -125,6 +129,8 @@ class NetworkSpec:
     does); ``resolution`` is the input size the network is costed and built for. ``head_scaling``
     says how the final 1×1 conv follows width: ``"scale"`` (EfficientNet), ``"fixed"`` (Lite) or
     ``"up"`` (MobileNetV2: never below its baseline). ``head_channels`` = 0 means no head conv.
+    ``round_limit``: width-scaled stem/stage/head channels are never rounded below this fraction of the
+    exact value (0.9 in the TF EfficientNet code; 0 in its EfficientNetV2-B* family).
     """
 
     name: str
@@ -149,6 +155,7 @@ class NetworkSpec:
     bn_eps: float = 1e-3
     bn_momentum: float = 0.01
     family: str = field(default="efficientnet")
+    round_limit: float = 0.9
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -173,6 +180,7 @@ class NetworkSpec:
         _require_int("in_chans", self.in_chans, 1)
         _require_choice("padding", self.padding, _PADDINGS)
         _require_int("divisor", self.divisor, 1)
+        _require_rate("round_limit", self.round_limit)
 
     def replace(self, **changes: Any) -> NetworkSpec:
         """A copy with ``changes`` applied (validated); the original is untouched."""
@@ -309,17 +317,17 @@ class ResolvedNetwork:
 
 def resolve(spec: NetworkSpec) -> ResolvedNetwork:
     """Expand a spec into concrete blocks (rounded channels, ceil'd repeats, drop-path rates)."""
-    width, div = spec.width, spec.divisor
-    stem = round_channels(spec.stem_channels, width, div) if spec.scale_stem else spec.stem_channels
+    width, div, limit = spec.width, spec.divisor, spec.round_limit
+    stem = round_channels(spec.stem_channels, width, div, limit) if spec.scale_stem else spec.stem_channels
     repeats = [round_repeats(s.repeats, spec.depth) if s.scale_repeats else s.repeats for s in spec.stages]
     total = sum(repeats)
     stages: list[tuple[BlockConfig, ...]] = []
     in_ch, index = stem, 0
     for stage_index, (stage, count) in enumerate(zip(spec.stages, repeats, strict=True)):
-        out_ch = round_channels(stage.out_channels, width, div)
+        out_ch = round_channels(stage.out_channels, width, div, limit)
         blocks = []
         for j in range(count):
-            if stage.block == "mbconv":
+            if stage.block in ("mbconv", "fused_mbconv"):
                 mid = round_channels(in_ch, stage.expand_ratio, div) if stage.expand_ratio != 1 else in_ch
                 se = max(1, int(in_ch * stage.se_ratio)) if stage.se_ratio > 0 else 0
             else:
@@ -345,9 +353,9 @@ def resolve(spec: NetworkSpec) -> ResolvedNetwork:
     if spec.head_channels == 0:
         head = 0
     elif spec.head_scaling == "scale":
-        head = round_channels(spec.head_channels, width, div)
+        head = round_channels(spec.head_channels, width, div, limit)
     elif spec.head_scaling == "up":
-        head = round_channels(spec.head_channels, max(1.0, width), div)
+        head = round_channels(spec.head_channels, max(1.0, width), div, limit)
     else:
         head = spec.head_channels
     return ResolvedNetwork(spec=spec, stem_channels=stem, stages=tuple(stages), head_channels=head)
@@ -438,16 +446,79 @@ def _resnet50() -> NetworkSpec:
     )
 
 
+# EfficientNetV2 (Tan & Le, ICML 2021): rows are (block, expand, kernel, stride, out, repeats, se ratio) as in
+# torchvision's ``efficientnet_v2_*`` and timm's ``_gen_efficientnetv2_*`` (the official ``effnetv2_configs.py``).
+_F, _M = "fused_mbconv", "mbconv"
+_V2_STAGES: dict[str, tuple[int, tuple[tuple[str, int, int, int, int, int, float], ...]]] = {
+    "s": (24, ((_F, 1, 3, 1, 24, 2, 0.0), (_F, 4, 3, 2, 48, 4, 0.0), (_F, 4, 3, 2, 64, 4, 0.0),
+               (_M, 4, 3, 2, 128, 6, 0.25), (_M, 6, 3, 1, 160, 9, 0.25), (_M, 6, 3, 2, 256, 15, 0.25))),
+    "m": (24, ((_F, 1, 3, 1, 24, 3, 0.0), (_F, 4, 3, 2, 48, 5, 0.0), (_F, 4, 3, 2, 80, 5, 0.0),
+               (_M, 4, 3, 2, 160, 7, 0.25), (_M, 6, 3, 1, 176, 14, 0.25), (_M, 6, 3, 2, 304, 18, 0.25),
+               (_M, 6, 3, 1, 512, 5, 0.25))),
+    "l": (32, ((_F, 1, 3, 1, 32, 4, 0.0), (_F, 4, 3, 2, 64, 7, 0.0), (_F, 4, 3, 2, 96, 7, 0.0),
+               (_M, 4, 3, 2, 192, 10, 0.25), (_M, 6, 3, 1, 224, 19, 0.25), (_M, 6, 3, 2, 384, 25, 0.25),
+               (_M, 6, 3, 1, 640, 7, 0.25))),
+    "xl": (32, ((_F, 1, 3, 1, 32, 4, 0.0), (_F, 4, 3, 2, 64, 8, 0.0), (_F, 4, 3, 2, 96, 8, 0.0),
+                (_M, 4, 3, 2, 192, 16, 0.25), (_M, 6, 3, 1, 256, 24, 0.25), (_M, 6, 3, 2, 512, 32, 0.25),
+                (_M, 6, 3, 1, 640, 8, 0.25))),
+    "base": (32, ((_F, 1, 3, 1, 16, 1, 0.0), (_F, 4, 3, 2, 32, 2, 0.0), (_F, 4, 3, 2, 48, 2, 0.0),
+                  (_M, 4, 3, 2, 96, 3, 0.25), (_M, 6, 3, 1, 112, 5, 0.25), (_M, 6, 3, 2, 192, 8, 0.25))),
+}  # fmt: skip
+
+_V2_VARIANTS: dict[str, tuple[str, float, float, float]] = {
+    "s": ("s", 1.0, 1.0, 0.2), "m": ("m", 1.0, 1.0, 0.3), "l": ("l", 1.0, 1.0, 0.4), "xl": ("xl", 1.0, 1.0, 0.4),
+    "b0": ("base", 1.0, 1.0, 0.2), "b1": ("base", 1.0, 1.1, 0.2), "b2": ("base", 1.1, 1.2, 0.3),
+    "b3": ("base", 1.2, 1.4, 0.3),
+}  # fmt: skip
+"""variant -> (stage table, width, depth, dropout); B0-B3 are width/depth multiples of the V2 base network."""
+
+EFFICIENTNET_V2_RESOLUTIONS: dict[str, tuple[int, int]] = {
+    "efficientnet_v2_s": (300, 384), "efficientnet_v2_m": (384, 480), "efficientnet_v2_l": (384, 480),
+    "efficientnet_v2_xl": (384, 512), "efficientnet_v2_b0": (192, 224), "efficientnet_v2_b1": (192, 240),
+    "efficientnet_v2_b2": (208, 260), "efficientnet_v2_b3": (240, 300),
+}  # fmt: skip
+"""(train, eval) input sizes of the published EfficientNetV2 weights (timm's ``input_size`` and
+``test_input_size`` of ``tf_efficientnetv2_*``); a V2 spec's ``resolution`` is the eval size."""
+
+
+def train_resolution(spec: NetworkSpec) -> int:
+    """The input size a published model was trained at (V2: below its eval size), else ``spec.resolution``."""
+    sizes = EFFICIENTNET_V2_RESOLUTIONS.get(spec.name)
+    return sizes[0] if sizes else spec.resolution
+
+
+def _efficientnet_v2(variant: str) -> NetworkSpec:
+    table, width, depth, dropout = _V2_VARIANTS[variant]
+    stem, rows = _V2_STAGES[table]
+    name = f"efficientnet_v2_{variant}"
+    return NetworkSpec(
+        name=name,
+        stages=tuple(
+            StageSpec(b, expand_ratio=e, kernel=k, stride=st, out_channels=c, repeats=n, se_ratio=se)
+            for b, e, k, st, c, n, se in rows
+        ),
+        stem_channels=stem,
+        width=width,
+        depth=depth,
+        resolution=EFFICIENTNET_V2_RESOLUTIONS[name][1],
+        dropout=dropout,
+        bn_momentum=0.1,
+        family="efficientnet_v2",
+        round_limit=0.0 if table == "base" else 0.9,
+    )
+
+
 def _registry() -> dict[str, NetworkSpec]:
     specs = {f"efficientnet_{v}": _efficientnet(v) for v in OFFICIAL_EFFICIENTNET}
     specs.update({f"efficientnet_{v}": _lite(v) for v in OFFICIAL_LITE})
     specs["mobilenetv2"] = _mobilenetv2()
     specs["resnet50"] = _resnet50()
+    specs.update({f"efficientnet_v2_{v}": _efficientnet_v2(v) for v in _V2_VARIANTS})
     return specs
 
 
 _SPECS = _registry()  # immutable: every value is a frozen dataclass
-BASELINES = ("efficientnet_b0", "efficientnet_lite0", "mobilenetv2", "resnet50")
+BASELINES = ("efficientnet_b0", "efficientnet_lite0", "mobilenetv2", "resnet50", "efficientnet_v2_s")
 """Names usable as the baseline of a compound-scaled family or search."""
 
 

@@ -33,7 +33,7 @@ def load_spec(name_or_path: str) -> NetworkSpec:
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.model)
     c = cost(spec, args.resolution)
-    rows = [asdict(p) for p in c.parts]
+    rows = [{"name": p.name, "block": p.block, **asdict(p)} for p in c.parts]
     if args.format == "json":
         print(json.dumps({"name": c.name, "resolution": c.resolution, "params": c.params, "macs": c.macs,
                           "activations": c.activations, "parts": rows, "spec": spec.to_dict()}, indent=2))  # fmt: skip

@@ -7,18 +7,19 @@ import json
 from typing import Any
 
 from effnet.cost import cost
-from effnet.references import PAPER_TABLE2, SOURCE
+from effnet.references import PAPER_TABLE2, SOURCE, V2_SOURCE, V2_TABLE7
 from effnet.report import TABLE_FORMATS, render_table
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, flops_factor
-from effnet.specs import compound_spec
+from effnet.specs import compound_spec, get_spec, train_resolution
 
-HELP = "Paper's B0-B7 table (top-1/5, params, FLOPs, peers, ratios) beside exact counts; the exact alpha^phi family."
+HELP = ("Paper's B0-B7 table (top-1/5, params, FLOPs, peers, ratios) and the V2 paper's S/M/L rows beside exact "
+        "counts; the exact alpha^phi family.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=TABLE_FORMATS, default="markdown", help="output format")
-    parser.add_argument("--section", choices=("official", "compound", "all"), default="all",
-                        help="official B0-B7 table, the exact compound family, or both")  # fmt: skip
+    parser.add_argument("--section", choices=("official", "v2", "compound", "all"), default="all",
+                        help="paper's B0-B7 table, V2 paper's table, exact compound family, or all")  # fmt: skip
     parser.add_argument("--phi-max", type=int, default=7, help="largest phi of the compound family (default 7)")
     parser.add_argument("--alpha", type=float, default=PAPER_ALPHA, help="depth coefficient (default 1.2)")
     parser.add_argument("--beta", type=float, default=PAPER_BETA, help="width coefficient (default 1.1)")
@@ -54,6 +55,27 @@ def official_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def v2_rows() -> list[dict[str, Any]]:
+    """The V2 paper's Table 7 (ImageNet-1k) rows with effnet's exact params and MACs at the eval size
+    (the published FLOPs) and at the train size."""
+    rows = []
+    for r in V2_TABLE7:
+        spec = get_spec(r.effnet_name)
+        at_eval, at_train = cost(spec), cost(spec, train_resolution(spec))
+        rows.append({
+            "model": r.model,
+            "top1": r.top1,
+            "params_paper": r.params,
+            "params_effnet": at_eval.params,
+            "flops_paper": r.flops,
+            "macs_effnet": at_eval.macs,
+            "resolution": at_eval.resolution,
+            "train_resolution": at_train.resolution,
+            "macs_effnet_train": at_train.macs,
+        })  # fmt: skip
+    return rows
+
+
 def compound_rows(phi_max: int, alpha: float, beta: float, gamma: float) -> list[dict[str, Any]]:
     """The exact ``α^φ`` family of B0 for φ = 0..phi_max with measured MACs growth vs ``2^φ``."""
     if phi_max < 0:
@@ -82,7 +104,8 @@ def compound_rows(phi_max: int, alpha: float, beta: float, gamma: float) -> list
 def _pretty(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from effnet.report import format_count
 
-    counts = {"params_paper", "params_effnet", "flops_paper", "macs_effnet", "params", "macs", "activations"}
+    counts = {"params_paper", "params_effnet", "flops_paper", "macs_effnet", "macs_effnet_train", "params", "macs",
+              "activations"}  # fmt: skip
     out = []
     for row in rows:
         new = {}
@@ -100,14 +123,16 @@ def _pretty(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    sections = ("official", "compound") if args.section == "all" else (args.section,)
+    sections = ("official", "v2", "compound") if args.section == "all" else (args.section,)
     tables: dict[str, list[dict[str, Any]]] = {}
     if "official" in sections:
         tables["official"] = official_rows()
+    if "v2" in sections:
+        tables["v2"] = v2_rows()
     if "compound" in sections:
         tables["compound"] = compound_rows(args.phi_max, args.alpha, args.beta, args.gamma)
     if args.format == "json":
-        print(json.dumps({"source": SOURCE, **tables}, indent=2))
+        print(json.dumps({"source": SOURCE, "v2_source": V2_SOURCE, **tables}, indent=2))
     elif args.format == "csv":
         rows = [{"table": name, **row} for name, rs in tables.items() for row in rs]
         columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -116,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
         titles = {
             "official": f"EfficientNet B0-B7 and peers ({SOURCE}, Table 2) vs effnet exact counts "
             "(params; MACs = FLOPs as the paper counts them; ratios to the EfficientNet of the group)",
+            "v2": f"EfficientNetV2 S/M/L ({V2_SOURCE}, Table 7, ImageNet-1k) vs effnet exact counts "
+            "(MACs at the eval size, as the paper counts FLOPs, and at the train size)",
             "compound": f"Exact compound family alpha={args.alpha}, beta={args.beta}, gamma={args.gamma} "
             "(d=alpha^phi, w=beta^phi, r=224*gamma^phi): measured MACs ratio vs 2^phi",
         }

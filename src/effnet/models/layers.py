@@ -1,4 +1,5 @@
-"""Building blocks: conv-BN-activation, TF "same" padding, squeeze-excite, drop-path, MBConv, ResNet bottleneck."""
+"""Building blocks: conv-BN-activation, TF "same" padding, squeeze-excite, drop-path, MBConv, Fused-MBConv
+(EfficientNetV2) and the ResNet bottleneck."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ __all__ = [
     "SqueezeExcite",
     "DropPath",
     "MBConv",
+    "FusedMBConv",
     "Bottleneck",
 ]
 
@@ -224,6 +226,34 @@ class MBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.se(self.dw(self.expand(x))))
+        if self.has_skip:
+            out = self.drop_path(out) + x
+        return out
+
+
+class FusedMBConv(nn.Module):
+    """EfficientNetV2's Fused-MBConv: k×k expand conv (stride), squeeze-excite, 1×1 project, residual.
+
+    Without expansion (``mid_channels == in_channels``) it is one k×k conv-BN-act to ``out_channels``
+    (torchvision's single-conv FusedMBConv, timm's ``ConvBnAct``). The residual is added at stride 1
+    with equal channels, as in MBConv.
+    """
+
+    def __init__(self, cfg: BlockConfig, activation: str = "silu", padding: str = "symmetric",
+                 bn_eps: float = 1e-3, bn_momentum: float = 0.01) -> None:  # fmt: skip
+        super().__init__()
+        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        expand = cfg.mid_channels != cfg.in_channels
+        conv_out = cfg.mid_channels if expand else cfg.out_channels
+        self.has_skip = cfg.has_skip
+        self.expand = ConvBNAct(cfg.in_channels, conv_out, cfg.kernel, cfg.stride, activation=activation,
+                                padding=padding, **bn)  # fmt: skip
+        self.se = SqueezeExcite(conv_out, cfg.se_channels, activation) if cfg.se_channels else nn.Identity()
+        self.project = ConvBNAct(conv_out, cfg.out_channels, 1, activation=None, **bn) if expand else nn.Identity()
+        self.drop_path = DropPath(cfg.drop_path) if self.has_skip else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.se(self.expand(x)))
         if self.has_skip:
             out = self.drop_path(out) + x
         return out

