@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from effnet.limits import MAX_RESOLUTION, MIN_RESOLUTION, check_int
 from effnet.specs import NetworkSpec, ResolvedNetwork, get_spec, resolve
 
 __all__ = ["StageCost", "Cost", "cost"]
@@ -122,15 +123,15 @@ def _fused(t: _Tally, b, act_size: int) -> int:  # b: BlockConfig of a Fused-MBC
 
 
 def _validate_resolution(resolution: object) -> int:
-    if isinstance(resolution, bool) or not isinstance(resolution, int):
-        raise ValueError(f"resolution must be an integer >= 8, got {resolution!r}")
-    if resolution < 8:
-        raise ValueError(f"resolution must be an integer >= 8, got {resolution}")
-    return resolution
+    return check_int("resolution", resolution, MIN_RESOLUTION, MAX_RESOLUTION)
 
 
 def cost(name_or_spec: str | NetworkSpec | ResolvedNetwork, resolution: int | None = None) -> Cost:
-    """Exact params, MACs and activations of a named model or spec at ``resolution`` (default: its own)."""
+    """Exact params, MACs and activations of a named model or spec at ``resolution`` (default: its own).
+
+    ``resolution`` must be an integer in ``[8, 2048]`` (:mod:`effnet.limits`); any other argument type is a
+    one-line ``ValueError`` (also a ``TypeError``) naming what is accepted.
+    """
     net = name_or_spec if isinstance(name_or_spec, ResolvedNetwork) else resolve(get_spec(name_or_spec))
     spec = net.spec
     res = _validate_resolution(spec.resolution if resolution is None else resolution)

@@ -2,6 +2,8 @@
 
 A kill at any moment leaves either the old file or the new one, never a partial one.
 Nothing here imports torch; ``atomic_path`` lets torch/safetensors writers use the same guarantee.
+:func:`check_output` refuses, before any work, an output that is also an input (same path after symlinks,
+or the same inode) or that is a file where a folder is expected (or the reverse).
 """
 
 from __future__ import annotations
@@ -14,7 +16,48 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "append_line"]
+from effnet.errors import OutputConflict
+
+__all__ = ["check_output", "same_file", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+           "append_line"]
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file: equal after resolving symlinks, or one inode (hard links)."""
+    pa, pb = Path(a), Path(b)
+    if pa.resolve() == pb.resolve():
+        return True
+    try:
+        return os.path.samefile(pa, pb)
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def check_output(
+    output: str | os.PathLike[str] | None,
+    flag: str = "--output",
+    *,
+    folder: bool = False,
+    inputs: dict[str, str | os.PathLike[str] | None] | None = None,
+) -> None:
+    """Refuse ``output`` before work starts when writing it would lose a file or cannot work.
+
+    ``folder``: the output is a directory (a run folder), else a file. ``inputs``: ``{flag: path}`` of what the
+    command reads; an output naming one of them (or, for a folder, an input file that is the folder itself)
+    is an :class:`~effnet.errors.OutputConflict` naming both flags. ``None`` outputs and inputs are skipped.
+    """
+    if output is None:
+        return
+    target = Path(output)
+    for name, source in (inputs or {}).items():
+        if source is not None and same_file(target, source):
+            raise OutputConflict(f"{flag} {target} is also the {name} input; choose another {flag} path")
+    if folder and target.exists() and not target.is_dir():
+        raise OutputConflict(f"{flag} {target} is an existing file; expected a folder (new or existing)")
+    if not folder and target.is_dir():
+        raise OutputConflict(f"{flag} {target} is an existing folder; expected a file path")
+    if not folder and target.exists() and not target.is_file():
+        raise OutputConflict(f"{flag} {target} is not a regular file (a FIFO or device); expected a file path")
 
 
 def _umask() -> int:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from effnet.errors import InvalidValue
+from effnet.limits import MAX_MULTIPLIER, MAX_PHI, check_number
+
 __all__ = [
     "PAPER_ALPHA",
     "PAPER_BETA",
@@ -80,9 +83,11 @@ OFFICIAL_LITE: dict[str, ScalingRow] = {
 
 def _check_coefficient(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number >= 1, got {value!r}")
+        raise InvalidValue(f"{name} must be a finite number in [1, {MAX_MULTIPLIER:g}], got {value!r}")
     if value < 1.0:
-        raise ValueError(f"{name} must be >= 1 (scaling never shrinks the baseline), got {value}")
+        raise InvalidValue(f"{name} must be >= 1 (scaling never shrinks the baseline), got {value}")
+    if value > MAX_MULTIPLIER:
+        raise InvalidValue(f"{name} must be a finite number in [1, {MAX_MULTIPLIER:g}], got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -124,10 +129,10 @@ def compound(
     """Depth, width and resolution multipliers for compound coefficient ``phi``.
 
     With ``target`` given, ``α·β²·γ²`` must lie within ``tol`` of it (the paper uses target 2).
-    Raises ``ValueError`` for φ < 0, any coefficient < 1, or a FLOPs factor outside the tolerance.
+    Raises ``ValueError`` for φ outside ``[0, MAX_PHI]`` (:data:`effnet.limits.MAX_PHI` = 20), a coefficient
+    outside ``[1, MAX_MULTIPLIER]``, or a FLOPs factor outside the tolerance.
     """
-    if not isinstance(phi, (int, float)) or isinstance(phi, bool) or not math.isfinite(phi) or phi < 0:
-        raise ValueError(f"phi must be a finite number >= 0, got {phi!r}")
+    check_number("phi", phi, 0, MAX_PHI)
     for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
         _check_coefficient(name, value)
     if target is not None:

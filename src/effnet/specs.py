@@ -11,10 +11,28 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from effnet.errors import InvalidValue, WrongType
+from effnet.limits import (
+    MAX_CHANNELS,
+    MAX_CLASSES,
+    MAX_EXPAND_RATIO,
+    MAX_IN_CHANS,
+    MAX_KERNEL,
+    MAX_MULTIPLIER,
+    MAX_REPEATS,
+    MAX_RESOLUTION,
+    MAX_STAGES,
+    MAX_STRIDE,
+    MIN_RESOLUTION,
+    check_number,
+    parse_json,
+    read_json_file,
+)
 from effnet.scaling import (
     BASE_RESOLUTION,
     OFFICIAL_EFFICIENTNET,
@@ -66,21 +84,19 @@ def require_known_fields(cls: type, keys: Iterable[str], message: str) -> None:
         raise ValueError(f"{message}: {', '.join(unknown)}")
 
 
-def _require_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+def _require_int(name: str, value: Any, minimum: int, maximum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise InvalidValue(f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
 
 
 def _require_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        raise InvalidValue(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
 def _require_rate(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+        raise InvalidValue(f"{name} must be a number in [0, 1), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -107,18 +123,16 @@ class StageSpec:
 
     def __post_init__(self) -> None:
         _require_choice("block", self.block, _BLOCKS)
-        if isinstance(self.expand_ratio, bool) or not isinstance(self.expand_ratio, (int, float)):
-            raise ValueError(f"expand_ratio must be a number >= 1, got {self.expand_ratio!r}")
-        if self.expand_ratio < 1:
-            raise ValueError(f"expand_ratio must be >= 1, got {self.expand_ratio}")
-        _require_int("kernel", self.kernel, 1)
+        check_number("expand_ratio", self.expand_ratio, 1, MAX_EXPAND_RATIO)
+        _require_int("kernel", self.kernel, 1, MAX_KERNEL)
         if self.kernel % 2 == 0:
-            raise ValueError(f"kernel must be odd, got {self.kernel}")
-        _require_int("stride", self.stride, 1)
-        _require_int("out_channels", self.out_channels, 1)
-        _require_int("repeats", self.repeats, 1)
-        if not 0.0 <= self.se_ratio <= 1.0:
-            raise ValueError(f"se_ratio must be in [0, 1], got {self.se_ratio}")
+            raise InvalidValue(f"kernel must be odd, got {self.kernel}")
+        _require_int("stride", self.stride, 1, MAX_STRIDE)
+        _require_int("out_channels", self.out_channels, 1, MAX_CHANNELS)
+        _require_int("repeats", self.repeats, 1, MAX_REPEATS)
+        check_number("se_ratio", self.se_ratio, 0, 1)
+        if not isinstance(self.scale_repeats, bool):
+            raise InvalidValue(f"scale_repeats must be true or false, got {self.scale_repeats!r}")
 
 
 @dataclass(frozen=True)
@@ -160,26 +174,36 @@ class NetworkSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"name must be a non-empty string, got {self.name!r}")
+        if isinstance(self.stages, (str, bytes, dict)) or not hasattr(self.stages, "__iter__"):
+            raise InvalidValue(f"stages must be a non-empty sequence of StageSpec, got {type(self.stages).__name__}")
         stages = tuple(self.stages)
         if not stages or not all(isinstance(s, StageSpec) for s in stages):
-            raise ValueError("stages must be a non-empty sequence of StageSpec")
+            raise InvalidValue("stages must be a non-empty sequence of StageSpec")
+        if len(stages) > MAX_STAGES:
+            raise InvalidValue(f"a spec has at most {MAX_STAGES} stages, got {len(stages)}")
         object.__setattr__(self, "stages", stages)
-        _require_int("stem_channels", self.stem_channels, 1)
-        _require_int("stem_kernel", self.stem_kernel, 1)
-        _require_int("stem_stride", self.stem_stride, 1)
-        _require_int("head_channels", self.head_channels, 0)
+        _require_int("stem_channels", self.stem_channels, 1, MAX_CHANNELS)
+        _require_int("stem_kernel", self.stem_kernel, 1, MAX_KERNEL)
+        _require_int("stem_stride", self.stem_stride, 1, MAX_STRIDE)
+        _require_int("head_channels", self.head_channels, 0, MAX_CHANNELS)
         _require_choice("head_scaling", self.head_scaling, _HEAD_SCALINGS)
-        for label, value in (("width", self.width), ("depth", self.depth)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{label} must be a positive number, got {value!r}")
-        _require_int("resolution", self.resolution, 8)
+        check_number("width", self.width, 0, MAX_MULTIPLIER, low_open=True)
+        check_number("depth", self.depth, 0, MAX_MULTIPLIER, low_open=True)
+        _require_int("resolution", self.resolution, MIN_RESOLUTION, MAX_RESOLUTION)
         _require_rate("dropout", self.dropout)
         _require_rate("drop_path_rate", self.drop_path_rate)
         _require_choice("activation", self.activation, _ACTIVATIONS)
-        _require_int("num_classes", self.num_classes, 1)
-        _require_int("in_chans", self.in_chans, 1)
+        _require_int("num_classes", self.num_classes, 1, MAX_CLASSES)
+        _require_int("in_chans", self.in_chans, 1, MAX_IN_CHANS)
         _require_choice("padding", self.padding, _PADDINGS)
-        _require_int("divisor", self.divisor, 1)
+        _require_int("divisor", self.divisor, 1, MAX_CHANNELS)
+        check_number("bn_eps", self.bn_eps, 0, 1, low_open=True)
+        check_number("bn_momentum", self.bn_momentum, 0, 1)
+        for label, value in (("stem_pool", self.stem_pool), ("scale_stem", self.scale_stem)):
+            if not isinstance(value, bool):
+                raise InvalidValue(f"{label} must be true or false, got {value!r}")
+        if not isinstance(self.family, str):
+            raise InvalidValue(f"family must be a string, got {self.family!r}")
         _require_rate("round_limit", self.round_limit)
 
     def replace(self, **changes: Any) -> NetworkSpec:
@@ -205,6 +229,9 @@ class NetworkSpec:
         require_known_fields(cls, data, "unknown NetworkSpec field(s)")
         if "stages" not in data or "name" not in data:
             raise ValueError("a network spec needs at least 'name' and 'stages'")
+        if not isinstance(data["stages"], list):
+            kind = type(data["stages"]).__name__
+            raise InvalidValue(f"a network spec's 'stages' must be a list of objects, got {kind}")
         stages = []
         for i, stage in enumerate(data["stages"]):
             if not isinstance(stage, dict):
@@ -217,13 +244,18 @@ class NetworkSpec:
         return cls(**{**data, "stages": tuple(stages)})
 
     @classmethod
-    def from_json(cls, text: str) -> NetworkSpec:
-        """Parse a spec from JSON text."""
+    def from_file(cls, path: str | os.PathLike[str]) -> NetworkSpec:
+        """Read a spec JSON file (:meth:`to_json`); a missing, oversized or invalid file is one line naming it."""
+        data = read_json_file(path, "spec file")
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not a valid JSON network spec: {exc}") from None
-        return cls.from_dict(data)
+            return cls.from_dict(data)
+        except ValueError as exc:
+            raise InvalidValue(f"spec file {path}: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> NetworkSpec:
+        """Parse a spec from JSON text (at most :data:`effnet.limits.MAX_JSON_BYTES`, nested at most 16 deep)."""
+        return cls.from_dict(parse_json(text, "network spec"))
 
 
 def scale(
@@ -238,11 +270,12 @@ def scale(
 
     Pure: returns a new spec. Factors multiply the spec's existing multipliers, and rounding is
     always applied once against the baseline stages, so ``scale(scale(s, 1.1), 1.1)`` equals
-    ``scale(s, 1.21)``.
+    ``scale(s, 1.21)``. ``spec`` may also be a registered model name. The scaled multipliers must stay finite
+    and within ``(0, MAX_MULTIPLIER]`` (:mod:`effnet.limits`), else a one-line ``ValueError``.
     """
+    spec = get_spec(spec)
     for label, value in (("depth", depth), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{label} must be a positive number, got {value!r}")
+        check_number(label, value, 0, MAX_MULTIPLIER, low_open=True)
     changes: dict[str, Any] = {"depth": spec.depth * depth, "width": spec.width * width}
     if resolution is not None:
         changes["resolution"] = resolution
@@ -532,6 +565,9 @@ def get_spec(name: str) -> NetworkSpec:
     """The published spec for ``name``; unknown names raise ``ValueError`` with the closest names."""
     if isinstance(name, NetworkSpec):
         return name
+    if not isinstance(name, str):
+        raise WrongType(f"a model must be a NetworkSpec or a model name (see effnet.list_models()), "
+                        f"got {type(name).__name__}")
     if name in _SPECS:
         return _SPECS[name]
     close = difflib.get_close_matches(str(name), list(_SPECS), n=3, cutoff=0.5)

@@ -31,10 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from effnet.io import atomic_write_json
+    from effnet.io import atomic_write_json, check_output
     from effnet.serving.inference import evaluate_samples
     from effnet.serving.preprocess import image_folder_samples, read_labels_csv
 
+    check_output(args.output, inputs={"--weights": args.weights, "--labels": args.labels})
     data = Path(args.data)
     if not data.is_dir():
         raise NotADirectoryError(f"--data: not a directory: {data}")

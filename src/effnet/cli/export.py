@@ -23,13 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effnet.io import check_output
     from effnet.serving.export import export_model
 
+    check_output(args.output, inputs={"--weights": args.weights})
     if args.input_size is not None and args.input_size < 8:
         raise ValueError(f"--input-size must be >= 8, got {args.input_size}")
     model = load_model(args)
     suffix = ".onnx" if args.format == "onnx" else ".torchscript.pt"
     output = args.output or f"{model.spec.name}{suffix}"
+    check_output(output, inputs={"--weights": args.weights})
     result = export_model(model, output, args.format, args.input_size, opset=args.opset, atol=args.atol)
     if args.json:
         print(json.dumps({"model": model.spec.name, **result.to_dict()}))

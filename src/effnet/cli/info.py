@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 from effnet.cost import cost
 from effnet.report import TABLE_FORMATS, format_count, render_table
@@ -23,10 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_spec(name_or_path: str) -> NetworkSpec:
     """A registered model name, or a path to a spec JSON file (``NetworkSpec.to_json``)."""
     if name_or_path.endswith(".json"):
-        path = Path(name_or_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"spec file not found: {path}")
-        return NetworkSpec.from_json(path.read_text(encoding="utf-8"))
+        return NetworkSpec.from_file(name_or_path)
     return get_spec(name_or_path)
 
 

@@ -99,11 +99,13 @@ def _table(rows: list[dict], measured: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effnet.io import atomic_write_text
+    from effnet.io import atomic_write_text, check_output
     from effnet.search.baselines import load_baseline
     from effnet.search.scaleup import Budget, ScaleConfig, scale_family
     from effnet.specs import scale
 
+    storage = (args.storage or "").removeprefix("sqlite:///") or None
+    check_output(args.output_spec, "--output-spec", inputs={"--baseline": args.baseline, "--storage": storage})
     alpha, beta, gamma, study_base, source = _coefficients(args)
     base = load_baseline(args.baseline) if args.baseline else (study_base or load_baseline("efficientnet_b0"))
     base = scale(base, depth=args.depth, width=args.width, resolution=args.resolution)

@@ -94,8 +94,10 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effnet.io import check_output
     from effnet.search.study import run_search_jobs
 
+    check_output(args.output, folder=True)
     report = run_search_jobs(config_from_args(args), args.jobs, progress=not args.quiet)
     print(report["table_markdown"], end="")
     chosen = report["chosen"]

@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 from effnet.cost import cost
+from effnet.errors import InvalidValue
+from effnet.limits import MAX_PHI
 from effnet.references import PAPER_TABLE2, SOURCE, V2_SOURCE, V2_TABLE7
 from effnet.report import TABLE_FORMATS, render_table
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, flops_factor
@@ -78,8 +80,12 @@ def v2_rows() -> list[dict[str, Any]]:
 
 def compound_rows(phi_max: int, alpha: float, beta: float, gamma: float) -> list[dict[str, Any]]:
     """The exact ``α^φ`` family of B0 for φ = 0..phi_max with measured MACs growth vs ``2^φ``."""
-    if phi_max < 0:
-        raise ValueError(f"--phi-max must be >= 0, got {phi_max}")
+    if not 0 <= phi_max <= MAX_PHI:
+        raise InvalidValue(f"--phi-max must be an integer in [0, {MAX_PHI}], got {phi_max}")
+    try:  # the largest member first: a bound it breaks is refused before any row is computed
+        compound_spec(phi_max, alpha, beta, gamma)
+    except ValueError as exc:
+        raise InvalidValue(f"--phi-max {phi_max}: {exc}") from None
     base = None
     rows = []
     for phi in range(phi_max + 1):

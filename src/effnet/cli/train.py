@@ -124,8 +124,11 @@ def config_from_args(args: argparse.Namespace) -> object:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effnet.io import check_output
     from effnet.training.trainer import TrainingInterrupted, fit
 
+    check_output(args.output, folder=True, inputs={"--weights": args.weights, "--spec": args.spec_file,
+                                                   "--data": args.data})  # fmt: skip
     config = config_from_args(args)
     try:
         fit(config)  # type: ignore[arg-type]

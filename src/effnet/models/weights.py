@@ -25,9 +25,9 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import stat
 import struct
 import warnings
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from effnet.errors import BadFile, InvalidValue, MissingFile, WrongType
 from effnet.io import atomic_path
 from effnet.models.efficientnet import EfficientNet, create_model
 from effnet.serving.preprocess import Preprocessing, default_preprocessing
@@ -55,6 +56,8 @@ __all__ = [
     "load_pretrained",
     "save_pretrained",
     "read_safetensors_header",
+    "torch_load_safely",
+    "check_preprocessing_fits",
 ]
 
 SOURCES = ("torchvision", "timm", "tf", "efficientnet_pytorch", "effnet")
@@ -88,21 +91,52 @@ class ConvertedWeights:
 # --------------------------------------------------------------------------------------------
 
 
-def _is_safetensors(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        head = handle.read(9)
-    if len(head) < 9:
-        return False
-    (size,) = struct.unpack("<Q", head[:8])
-    return head[8:9] == b"{" and 0 < size < path.stat().st_size
+_MAX_HEADER = 100_000_000  # the safetensors library's own limit on the JSON header, in bytes
+_ACCEPTED = "effnet .safetensors or a PyTorch .pth/.pt state dict"
+
+
+def _sniff(file: Path) -> str:
+    """``"safetensors"`` or ``"torch"`` from a weights file's first bytes; anything else is a one-line BadFile."""
+    try:
+        info = file.stat()
+    except FileNotFoundError:
+        raise MissingFile(f"weights file not found: {file}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise BadFile(f"{file} is a folder; --weights takes a file ({_ACCEPTED})")
+    if not stat.S_ISREG(info.st_mode):
+        raise BadFile(f"{file} is not a regular file (a FIFO, socket or device); --weights takes {_ACCEPTED}")
+    if info.st_size == 0:
+        raise BadFile(f"{file} is empty (0 bytes); expected {_ACCEPTED}")
+    with open(file, "rb") as handle:
+        head = handle.read(512)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip, or legacy pickle protocol >= 2
+        return "torch"
+    if len(head) >= 9 and head[8:9] == b"{":
+        (size,) = struct.unpack("<Q", head[:8])
+        if size > min(_MAX_HEADER, info.st_size - 8):
+            raise BadFile(f"{file}: safetensors header length {size:,} does not fit the file's {info.st_size:,} "
+                          "bytes (truncated or corrupt)")  # fmt: skip
+        return "safetensors"
+    if file.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and (b"pytorch" in head or b"onnx" in head.lower())):
+        raise BadFile(f"{file} looks like an ONNX model; --weights takes {_ACCEPTED} (ONNX files are export output)")
+    if all(32 <= b < 127 or b in b"\t\n\r" for b in head):
+        raise BadFile(f"{file} is a text file, not weights; expected {_ACCEPTED}")
+    kind = "safetensors file (header cut short or corrupt)" if file.suffix == ".safetensors" else "weights format"
+    raise BadFile(f"{file}: not a readable {kind}; expected {_ACCEPTED}")
 
 
 def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file (empty when it has none)."""
+    """The ``__metadata__`` of a safetensors file (empty when it has none); a bad file is a one-line BadFile."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        return dict(handle.metadata() or {})
+    file = Path(path)
+    if _sniff(file) != "safetensors":
+        raise BadFile(f"{file}: not a safetensors file; expected {_ACCEPTED}")
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except Exception as exc:  # safetensors raises its own error types (not ValueError) for corrupt files
+        raise BadFile(f"{file}: not a readable safetensors file (truncated or corrupt: {_first_line(exc)})") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -111,44 +145,54 @@ def _first_line(exc: BaseException) -> str:
     return line.split(". ", 1)[0].rstrip(".")
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors of a checkpoint and its safetensors metadata (``{}`` for torch files), safely.
+def torch_load_safely(path: str | os.PathLike[str], what: str = "weights file") -> Any:
+    """``torch.load(weights_only=True)`` on CPU with every failure as one line naming the file.
 
-    safetensors files are recognised by content; anything else goes through
-    ``torch.load(weights_only=True)``. Nested ``{"state_dict": ...}`` / ``{"model": ...}`` checkpoints
-    are unwrapped and a DDP ``module.`` prefix is stripped. Errors are one-line ``ValueError``s naming the file.
+    A pickle holding objects other than tensors and plain containers is refused without being run, and the
+    message does not relay PyTorch's advice to retry with ``weights_only=False``.
     """
     file = Path(path)
-    if not file.exists():
-        raise FileNotFoundError(f"weights file not found: {file}")
-    if not file.is_file():
-        raise IsADirectoryError(f"weights path is not a file: {file}")
-    if _is_safetensors(file):
-        from safetensors.torch import load_file
-
-        try:
-            tensors = load_file(str(file), device="cpu")
-            header = read_safetensors_header(file)
-        except Exception as exc:  # safetensors raises its own error types for corrupt files
-            reason = _first_line(exc)
-            raise ValueError(f"{file}: not a readable safetensors file (truncated or corrupt: {reason})") from None
-        return dict(tensors), header
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "pickle protocol 4" notices from the weights-only unpickler
-            obj = torch.load(file, map_location="cpu", weights_only=True)
+            return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only load failed" in str(exc).lower() or "unsupported" in str(exc).lower():
             reason = re.search(r"Unsupported[^.\n]*", str(exc))
             detail = f" ({reason.group(0)})" if reason else ""
-            raise ValueError(
+            raise BadFile(
                 f"{file}: refused: the checkpoint contains pickled Python objects other than tensors{detail}; "
                 "effnet only loads tensors (torch.load weights_only=True) or safetensors"
             ) from None
-        raise ValueError(f"{file}: not a readable checkpoint (truncated or corrupt: {_first_line(exc)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, struct.error) as exc:
-        raise ValueError(f"{file}: not a readable checkpoint (truncated or corrupt: {_first_line(exc)})") from None
-    return _unwrap(obj, file), {}
+        raise BadFile(f"{file}: not a readable checkpoint (truncated or corrupt: {_first_line(exc)})") from None
+    except FileNotFoundError:
+        raise MissingFile(f"{what} not found: {file}") from None
+    except IsADirectoryError:
+        raise BadFile(f"{what} {file} is a folder; expected a file") from None
+    except Exception as exc:  # RuntimeError, EOFError, KeyError, zipfile/struct errors from damaged files
+        raise BadFile(f"{file}: not a readable checkpoint (truncated or corrupt: {_first_line(exc)})") from None
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors of a checkpoint and its safetensors metadata (``{}`` for torch files), safely.
+
+    The format is recognised by content (safetensors, torch zip or legacy pickle); an empty, text, ONNX,
+    truncated or non-regular file is a one-line :class:`~effnet.errors.BadFile` naming it. Torch files go
+    through ``torch.load(weights_only=True)``. Nested ``{"state_dict": ...}`` / ``{"model": ...}`` checkpoints
+    are unwrapped and a DDP ``module.`` prefix is stripped.
+    """
+    file = Path(path)
+    if _sniff(file) == "safetensors":
+        from safetensors.torch import load_file
+
+        header = read_safetensors_header(file)
+        try:
+            tensors = load_file(str(file), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types for corrupt files
+            reason = _first_line(exc)
+            raise BadFile(f"{file}: not a readable safetensors file (truncated or corrupt: {reason})") from None
+        return dict(tensors), header
+    return _unwrap(torch_load_safely(file), file), {}
 
 
 def _unwrap(obj: Any, file: Path) -> dict[str, torch.Tensor]:
@@ -462,7 +506,10 @@ def convert_checkpoint(
     if source == "auto" and detected == "timm" and re.match(r"tf[_-]efficientnet", file.name):
         detected = "tf"
     if "effnet.spec" in header:
-        header_spec = NetworkSpec.from_json(header["effnet.spec"])
+        try:
+            header_spec = NetworkSpec.from_json(header["effnet.spec"])
+        except ValueError as exc:
+            raise BadFile(f"{file}: the header's effnet.spec is invalid: {exc}") from None
         if base is not None and base.name != header_spec.name and not isinstance(model_or_name, nn.Module):
             raise ValueError(f"{file}: weights hold {header_spec.name}, but the model asked for is {base.name}")
         spec = header_spec if not isinstance(model_or_name, nn.Module) else base
@@ -502,10 +549,25 @@ def convert_checkpoint(
     return ConvertedWeights(spec, converted, detected, preprocessing, metadata)
 
 
+def check_preprocessing_fits(pre: Preprocessing, spec: NetworkSpec) -> None:
+    """``InvalidValue`` unless ``pre`` has one mean/std per input channel and one class name per output (or none)."""
+    if len(pre.mean) != spec.in_chans:
+        raise InvalidValue(f"mean and std have {len(pre.mean)} values; {spec.name} takes {spec.in_chans} input "
+                           "channel(s), one value each")  # fmt: skip
+    if pre.class_names and len(pre.class_names) != spec.num_classes:
+        raise InvalidValue(f"{len(pre.class_names)} class names for a model with {spec.num_classes} classes; "
+                           "give one name per class, or none")  # fmt: skip
+
+
 def _preprocessing_for(file: Path, header: Mapping[str, str], spec: NetworkSpec, source: str,
                        timm_name: str | None, drop_head: bool, ckpt_classes: int | None) -> Preprocessing:  # fmt: skip
     if "effnet.preprocessing" in header:
-        pre = Preprocessing.from_json(header["effnet.preprocessing"])
+        try:
+            pre = Preprocessing.from_json(header["effnet.preprocessing"])
+            if not (drop_head and ckpt_classes != spec.num_classes):  # a new head: the names are dropped below
+                check_preprocessing_fits(pre, spec)
+        except ValueError as exc:
+            raise BadFile(f"{file}: the header's effnet.preprocessing is invalid: {exc}") from None
     else:
         lite = spec.family == "efficientnet_lite"
         advprop = bool(re.search(r"(^|[^a-z])adv[-_]|_ap([-_.]|$)", file.name.lower()))
@@ -582,6 +644,9 @@ def save_pretrained(
         preprocessing = getattr(model, "preprocessing", None) or default_preprocessing(
             "effnet", spec.name, spec.resolution, spec.num_classes
         )
+    if not isinstance(preprocessing, Preprocessing):
+        raise WrongType(f"preprocessing must be an effnet Preprocessing (or None), got {type(preprocessing).__name__}")
+    check_preprocessing_fits(preprocessing, spec)
     source = dict(getattr(model, "weights_metadata", {}) or {}).get("source", "effnet")
     header = {
         "format": "pt",

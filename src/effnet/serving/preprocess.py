@@ -20,6 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from effnet.errors import BadFile, InvalidValue, MissingFile
+from effnet.limits import (
+    MAX_IN_CHANS,
+    MAX_RESOLUTION,
+    MIN_CROP_FRACTION,
+    MIN_RESOLUTION,
+    check_int,
+    check_number,
+    parse_json,
+)
 from effnet.specs import require_known_fields
 
 __all__ = [
@@ -65,17 +75,16 @@ class Preprocessing:
     class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) or self.input_size < 8:
-            raise ValueError(f"input_size must be an integer >= 8, got {self.input_size!r}")
-        if not isinstance(self.crop_fraction, (int, float)) or not 0.0 < self.crop_fraction <= 1.0:
-            raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}")
+        """Bounds (:mod:`effnet.limits`): input_size in [8, 2048], crop_fraction in [0.5, 1], finite mean/std."""
+        check_int("input_size", self.input_size, MIN_RESOLUTION, MAX_RESOLUTION)
+        check_number("crop_fraction", self.crop_fraction, MIN_CROP_FRACTION, 1.0)
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {self.interpolation!r}")
-        mean, std = tuple(float(v) for v in self.mean), tuple(float(v) for v in self.std)
-        if not mean or len(mean) != len(std):
-            raise ValueError(f"mean and std must be non-empty and of equal length, got {mean} and {std}")
-        if any(s <= 0 for s in std):
-            raise ValueError(f"std must be positive, got {std}")
+            raise InvalidValue(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {self.interpolation!r}")
+        mean, std = _channel_values("mean", self.mean, 0.0), _channel_values("std", self.std, 1e-6)
+        if len(mean) != len(std):
+            raise InvalidValue(f"mean and std must have one value per channel each, got {len(mean)} and {len(std)}")
+        if isinstance(self.class_names, (str, bytes)) or not isinstance(self.class_names, (list, tuple)):
+            raise InvalidValue(f"class_names must be a list of names, one per class, got {self.class_names!r}")
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
         object.__setattr__(self, "crop_fraction", float(self.crop_fraction))
@@ -109,16 +118,24 @@ class Preprocessing:
         values = dict(data)
         for key in ("mean", "std", "class_names"):
             if key in values:
+                if not isinstance(values[key], list):
+                    raise InvalidValue(f"preprocessing {key} must be a list, got {type(values[key]).__name__}")
                 values[key] = tuple(values[key])
         return cls(**values)
 
     @classmethod
     def from_json(cls, text: str) -> Preprocessing:
-        """Parse :meth:`to_json` output."""
-        try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not valid preprocessing JSON: {exc}") from None
+        """Parse :meth:`to_json` output (bounded in size and nesting: :func:`effnet.limits.parse_json`)."""
+        return cls.from_dict(parse_json(text, "preprocessing"))
+
+
+def _channel_values(name: str, values: Any, low: float) -> tuple[float, ...]:
+    """``values`` as 1 to MAX_IN_CHANS finite floats in [low, 1e3] (mean: [0, 1e3], std: (0, 1e3])."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        raise InvalidValue(f"{name} must be a list of numbers, one per input channel, got {values!r}")
+    if not 1 <= len(values) <= MAX_IN_CHANS:
+        raise InvalidValue(f"{name} must have 1 to {MAX_IN_CHANS} values (one per channel), got {len(values)}")
+    return tuple(check_number(f"{name} value", v, low, 1e3) for v in values)
 
 
 def eval_transform(preprocessing: Preprocessing) -> Callable[[Any], Any]:
@@ -257,27 +274,42 @@ def load_image(path: str | os.PathLike[str]) -> Any:
 def read_labels_csv(csv_path: str | os.PathLike[str]) -> list[tuple[Path, int]]:
     """``(image path, class index)`` rows of a CSV with columns ``file`` and ``index`` (extra columns ignored).
 
-    ``file`` is relative to the CSV's folder (or absolute).
+    ``file`` is relative to the CSV's folder (or absolute). A file listed twice, a non-text (binary) CSV or a
+    malformed row is a one-line error naming the CSV and the row.
     """
     path = Path(csv_path)
     if not path.is_file():
-        raise FileNotFoundError(f"labels CSV not found: {path}")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        fields = reader.fieldnames or []
-        if "file" not in fields or "index" not in fields:
-            raise ValueError(f"{path}: labels CSV needs a header with columns 'file' and 'index'; got {fields}")
-        rows: list[tuple[Path, int]] = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                index = int(row["index"])
-            except (TypeError, ValueError):
-                raise ValueError(f"{path}:{line}: index must be an integer, got {row['index']!r}") from None
-            if not row["file"]:
-                raise ValueError(f"{path}:{line}: empty file name")
-            rows.append((path.parent / row["file"], index))
+        raise MissingFile(f"labels CSV not found: {path}")
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return _labels_rows(path, csv.DictReader(handle))
+    except UnicodeDecodeError:
+        raise BadFile(f"{path}: not a UTF-8 text CSV (it holds binary bytes); expected columns file,index") from None
+    except csv.Error as exc:
+        raise BadFile(f"{path}: not a readable CSV ({exc}); expected columns file,index") from None
+
+
+def _labels_rows(path: Path, reader: csv.DictReader) -> list[tuple[Path, int]]:
+    fields = reader.fieldnames or []
+    if "file" not in fields or "index" not in fields:
+        raise InvalidValue(f"{path}: labels CSV needs a header with columns 'file' and 'index'; got {fields}")
+    rows: list[tuple[Path, int]] = []
+    seen: dict[Path, int] = {}
+    for line, row in enumerate(reader, start=2):
+        try:
+            index = int(row["index"])
+        except (TypeError, ValueError):
+            raise InvalidValue(f"{path}:{line}: index must be an integer, got {row['index']!r}") from None
+        if not row["file"]:
+            raise InvalidValue(f"{path}:{line}: empty file name")
+        file = path.parent / row["file"]
+        if file in seen:
+            raise InvalidValue(f"{path}:{line}: {row['file']} is listed again (first on line {seen[file]}); "
+                               "list each image once")  # fmt: skip
+        seen[file] = line
+        rows.append((file, index))
     if not rows:
-        raise ValueError(f"{path}: labels CSV has no rows")
+        raise InvalidValue(f"{path}: labels CSV has no rows")
     return rows
 
 

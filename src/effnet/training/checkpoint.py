@@ -70,11 +70,14 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain values only)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: say which and why, in one line
-        raise ValueError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain values only).
+
+    A missing, truncated, foreign or pickled-object file is one line naming it
+    (:func:`effnet.models.weights.torch_load_safely`).
+    """
+    from effnet.models.weights import torch_load_safely
+
+    state = torch_load_safely(path, "checkpoint")
     if not isinstance(state, dict) or "model" not in state or "spec" not in state:
         raise ValueError(f"{path} is not an effnet training checkpoint (no model/spec entries)")
     return state

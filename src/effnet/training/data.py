@@ -397,6 +397,8 @@ def load_datasets(
     else:
         train_dir, val_dir = _image_folder_split(Path(data).expanduser())
         classes = _check_class_folders(train_dir)
+        if len(classes) < 2:
+            raise ValueError(f"{train_dir} has one class folder ({classes[0]}); a classifier needs at least 2")
         val_classes = _check_class_folders(val_dir)
         if val_classes != classes:
             raise ValueError(f"{val_dir} has classes {val_classes[:5]}... but {train_dir} has {classes[:5]}...")

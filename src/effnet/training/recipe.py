@@ -152,7 +152,8 @@ def resolve_recipe(config: TrainConfig) -> TrainConfig:
     c.augmentation()  # validates --crop-scale-min and --hflip (ValueError saying which)
     _check(c.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}; got {c.amp!r}")
     _check(isinstance(c.epochs, int) and c.epochs >= 1, f"--epochs must be an integer >= 1, got {c.epochs}")
-    _check(isinstance(c.batch_size, int) and c.batch_size >= 1, f"--batch-size must be >= 1, got {c.batch_size}")
+    _check(isinstance(c.batch_size, int) and c.batch_size >= 2,
+           f"--batch-size must be an integer >= 2 (BatchNorm trains on 2+ images), got {c.batch_size}")
     for name in ("train_limit", "val_limit", "resolution", "threads", "stem_stride"):
         value = getattr(c, name)
         _check(value is None or value >= 1, f"--{name.replace('_', '-')} must be >= 1, got {value}")

@@ -421,7 +421,7 @@ class _Run:
         start = time.perf_counter() - p["time"]
         for batch in self.train_loader:
             self.bad.update(batch.skipped)
-            if len(batch.labels):
+            if len(batch.labels) > 1:  # BatchNorm in train mode needs 2+ images (a tail left by unreadable files)
                 images = batch.images.to(device, non_blocking=True)
                 if c.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,42 @@
+"""effnet's own exceptions: every error a user can cause, as one line naming the value or file and what is accepted.
+
+Each class also subclasses the built-in exception a caller would expect (``ValueError``, ``TypeError``,
+``FileNotFoundError``, ``RuntimeError``), so ``except ValueError`` keeps working; the CLI prints any
+:class:`EffnetError` as ``effnet <command>: error: <message>`` without a traceback. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EffnetError", "InvalidValue", "WrongType", "MissingFile", "BadFile", "OutputConflict", "Unsupported"]
+
+
+class EffnetError(Exception):
+    """Base of effnet's user-facing errors; the message is kept to its first line."""
+
+    def __init__(self, message: str) -> None:
+        lines = str(message).strip().splitlines()
+        super().__init__(lines[0] if lines else type(self).__name__)
+
+
+class InvalidValue(EffnetError, ValueError):
+    """A value (argument, flag, field of a spec or header) outside what is accepted."""
+
+
+class WrongType(InvalidValue, TypeError):
+    """An argument of the wrong type (e.g. ``scale(None)``); also a ``ValueError`` for the CLI's sake."""
+
+
+class MissingFile(EffnetError, FileNotFoundError):
+    """A file or folder the user named does not exist."""
+
+
+class BadFile(EffnetError, ValueError):
+    """A file that exists but cannot be used: empty, truncated, of another format, too large, not a regular file."""
+
+
+class OutputConflict(EffnetError, ValueError):
+    """An output path that would overwrite an input, or is a file where a folder is expected (or the reverse)."""
+
+
+class Unsupported(EffnetError, RuntimeError):
+    """A request this installation or machine cannot serve (a missing optional package, device or feature)."""
