@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from effnet.serving.preprocess import Preprocessing, eval_transform
 from effnet.training import data as D
 
 FMNIST = D.DEBIAN_FASHION_MNIST
@@ -138,16 +139,18 @@ def test_image_folder_bad_layouts(tmp_path):
 def test_transforms_are_torchvision_and_follow_crop_fraction():
     from torchvision import transforms as T
 
-    train = D.train_transform(32, (0.5,), (0.5,), in_chans=1, augment=D.Augment("autoaugment"))
+    gray, rgb = Preprocessing(32, 1.0, mean=(0.5,), std=(0.5,), in_chans=1), Preprocessing(32, 1.0)
+    train = D.train_transform(gray, augment=D.Augment("autoaugment"))
     kinds = [type(t) for t in train.transforms]
     assert T.RandomResizedCrop in kinds and T.AutoAugment in kinds and T.RandomHorizontalFlip in kinds
     rrc = next(t for t in train.transforms if isinstance(t, T.RandomResizedCrop))
     assert rrc.interpolation == T.InterpolationMode.BICUBIC and rrc.scale == (0.08, 1.0)
     rand = D.Augment("randaugment", randaugment_n=3, randaugment_m=5)
-    ra = D.train_transform(32, (0.5,) * 3, (0.5,) * 3, augment=rand)
+    ra = D.train_transform(rgb, augment=rand)
     ra_t = next(t for t in ra.transforms if isinstance(t, T.RandAugment))
     assert (ra_t.num_ops, ra_t.magnitude) == (3, 5)
-    ev = D.eval_transform(224, (0.5,) * 3, (0.5,) * 3, crop_pct=0.875)
+    assert D.eval_transform is eval_transform  # training validates with serving's one transform
+    ev = D.eval_transform(Preprocessing(224, 0.875))
     assert next(t for t in ev.transforms if isinstance(t, T.Resize)).size == 256
     img = Image.fromarray(np.zeros((300, 400), dtype=np.uint8))  # grayscale repeated to RGB
     assert ev(img).shape == (3, 224, 224)
@@ -158,5 +161,5 @@ def test_transforms_are_torchvision_and_follow_crop_fraction():
         D.Augment(crop_scale_min=0.0)
     with pytest.raises(ValueError, match="horizontal flip probability must be in"):
         D.Augment(hflip=1.5)
-    fixed = D.train_transform(8, (0.5,), (0.5,), in_chans=1, augment=D.Augment("none", random_crop=False, hflip=0.0))
+    fixed = D.train_transform(gray.replace(input_size=8), augment=D.Augment("none", random_crop=False, hflip=0.0))
     assert [type(t) for t in fixed.transforms][1:3] == [T.Resize, T.CenterCrop] and torch.equal(fixed(img), fixed(img))

@@ -98,7 +98,7 @@ def test_eval_real_lite0_on_imagenet_sample(lite0_weights, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["images"] == 100
     assert result["top1"] >= 0.85, result
-    assert result["top5"] >= result["top1"]
+    assert result["top5"] >= 0.95, result  # measured 0.98 (top-1 0.89) with the eager runtime
 
 
 def _make_tree(root: Path) -> list[tuple[Path, int]]:
@@ -153,6 +153,74 @@ def test_eval_imagefolder_and_csv(small_weights, tmp_path, capsys):
     csv_path.write_text("file,index\nmissing.png,7\n")
     assert main(["eval", "--data", str(tmp_path / "tree"), "--weights", str(small_weights)]) == 2
     _one_line(capsys.readouterr().err, "missing.png", "outside")
+
+
+def _eval_json(capsys, *argv: str) -> dict:
+    assert main(["eval", *argv, "--json", "--runtime", "eager", "--workers", "0", "--no-progress"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_eval_class_named_folders_equal_labels_csv(tmp_path, capsys):
+    from PIL import Image
+
+    names = ("T-shirt/top", "Bag", "Ankle boot")
+    torch.manual_seed(1)
+    model = create_model("efficientnet_lite0", num_classes=3).eval()
+    weights = save_pretrained(model, tmp_path / "w.safetensors", Preprocessing(32, 1.0, class_names=names))
+    generator = torch.Generator().manual_seed(0)
+    rows = ["file,index"]
+    for index in (2, 0, 1):  # folder order (sorted) differs from the weights' class order
+        folder = tmp_path / "named" / names[index].replace("/", "_")
+        folder.mkdir(parents=True)
+        for j in range(3):
+            pixels = (torch.rand(36, 36, 3, generator=generator) * 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(folder / f"{j}.png")
+            rows.append(f"named/{folder.name}/{j}.png,{index}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    by_folder = _eval_json(capsys, "--data", str(tmp_path / "named"), "--weights", str(weights))
+    by_csv = _eval_json(capsys, "--data", str(tmp_path), "--weights", str(weights))  # DIR/labels.csv
+    assert by_folder["layout"] == "ImageFolder, class names" and by_csv["layout"].startswith("labels CSV")
+    assert by_csv["images"] == 9 and sorted(names) != list(names)  # sorted folder order would mislabel
+    assert {k: by_folder[k] for k in ("images", "correct1", "correct5")} == {
+        k: by_csv[k] for k in ("images", "correct1", "correct5")}  # fmt: skip
+
+    (tmp_path / "named" / "Sandal").mkdir()
+    Image.new("RGB", (36, 36)).save(tmp_path / "named" / "Sandal" / "x.png")
+    assert main(["eval", "--data", str(tmp_path / "named"), "--weights", str(weights)]) == 2
+    _one_line(capsys.readouterr().err, "'Sandal'", "is not one of the weights' 3 class names", "'Ankle boot'")
+
+    numbered = tmp_path / "numbered"
+    for index in range(3):
+        (numbered / str(index)).mkdir(parents=True)
+        for path in (tmp_path / "named" / names[index].replace("/", "_")).iterdir():
+            (numbered / str(index) / path.name).write_bytes(path.read_bytes())
+    by_number = _eval_json(capsys, "--data", str(numbered), "--weights", str(weights))
+    assert by_number["layout"] == "ImageFolder, numbered folders" and by_number["correct1"] == by_csv["correct1"]
+
+
+@pytest.mark.parametrize("weights_chans", [1, 3])
+def test_gray_and_rgb_weights_take_gray_and_rgb_files(weights_chans, tmp_path, capsys):
+    from PIL import Image
+
+    torch.manual_seed(0)
+    model = create_model("efficientnet_lite0", num_classes=2, in_chans=weights_chans).eval()
+    weights = save_pretrained(model, tmp_path / "w.safetensors")  # default preprocessing follows the spec
+    from effnet.models.weights import load_pretrained
+
+    assert load_pretrained(None, weights).preprocessing.in_chans == weights_chans
+    pixels = (torch.rand(40, 40, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8).numpy()
+    for index, mode in enumerate(("L", "RGB")):
+        folder = tmp_path / "data" / str(index)
+        folder.mkdir(parents=True)
+        Image.fromarray(pixels).convert(mode).save(folder / f"{mode}.png")
+    files = [str(p) for p in sorted((tmp_path / "data").rglob("*.png"))]
+    for runtime in ("eager", "onnxruntime"):
+        assert main(["predict", *files, "--weights", str(weights), "--json", "--runtime", runtime]) == 0
+        gray, rgb = json.loads(capsys.readouterr().out)["predictions"]
+        assert gray["top"][0]["index"] == rgb["top"][0]["index"]  # the same picture, gray or RGB
+        assert gray["top"][0]["probability"] == pytest.approx(rgb["top"][0]["probability"], abs=1e-4)
+    result = _eval_json(capsys, "--data", str(tmp_path / "data"), "--weights", str(weights))
+    assert result["images"] == 2 and result["correct1"] == 1 and result["skipped"] == []
 
 
 def test_empty_directory_is_one_line_error(small_weights, tmp_path, capsys):

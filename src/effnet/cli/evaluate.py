@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
 from effnet.cli.predict import add_model_arguments, load_model, make_runner
 
@@ -13,8 +14,9 @@ HELP = "Top-1/top-5 accuracy of weights on DIR/<class>/<image> or on images list
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DIR",
-                        help="ImageFolder root (DIR/<class>/<image>, classes in sorted order), or the folder a "
-                             "labels CSV lives in")  # fmt: skip
+                        help="ImageFolder root (DIR/<class>/<image>): folders named by the weights' class names "
+                             "('/' written as '_'), or by class index (0, 1, ...), else taken in sorted order; or "
+                             "the folder a labels CSV lives in")  # fmt: skip
     parser.add_argument("--labels", default=None, metavar="CSV",
                         help="CSV with columns file,index (extra columns ignored; files relative to the CSV); "
                              "default: DIR/labels.csv when present, else ImageFolder")  # fmt: skip
@@ -28,9 +30,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _folder_samples(samples: list[tuple[Path, int]], folders: list[str],
+                    class_names: tuple[str, ...]) -> tuple[list[tuple[Path, int]], str]:  # fmt: skip
+    """ImageFolder samples relabelled by what the folder names mean (class names, numbers or sorted order)."""
+    import sys
 
+    from effnet.serving.preprocess import folder_class_indices
+
+    indices, how = folder_class_indices(folders, class_names)
+    if how == "sorted folder order" and class_names:
+        print(f"effnet eval: note: no folder is named like one of the weights' {len(class_names)} class names; "
+              "classes are taken in sorted folder order", file=sys.stderr)  # fmt: skip
+    return [(path, indices[i]) for path, i in samples], f"ImageFolder, {how}"
+
+
+def run(args: argparse.Namespace) -> int:
     from effnet.io import atomic_write_json, check_output
     from effnet.serving.inference import evaluate_samples
     from effnet.serving.preprocess import image_folder_samples, read_labels_csv
@@ -39,24 +53,25 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not data.is_dir():
         raise NotADirectoryError(f"--data: not a directory: {data}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     labels = Path(args.labels) if args.labels else (data / "labels.csv" if (data / "labels.csv").is_file() else None)
+    folders: list[str] = []
     if labels is not None:
         samples = read_labels_csv(labels)
         layout = f"labels CSV {labels}"
     else:
-        samples, _ = image_folder_samples(data)
-        layout = "ImageFolder"
-    if args.limit is not None:
-        if args.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {args.limit}")
-        samples = samples[: args.limit]
+        samples, folders = image_folder_samples(data)
     model = load_model(args)
+    if labels is None:
+        samples, layout = _folder_samples(samples, folders, model.preprocessing.class_names)
+    samples = samples if args.limit is None else samples[: args.limit]
     classes = model.num_classes
     bad = [(p, i) for p, i in samples if not 0 <= i < classes]
     if bad:
         raise ValueError(f"{bad[0][0]}: class index {bad[0][1]} is outside the model's 0..{classes - 1}")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     batch_size = min(args.batch_size, len(samples))
     runner = make_runner(model, args, batch_size)
     result = evaluate_samples(runner, model.preprocessing, samples, batch_size, args.workers,

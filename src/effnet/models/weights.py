@@ -579,7 +579,7 @@ def _preprocessing_for(file: Path, header: Mapping[str, str], spec: NetworkSpec,
             pre = pre.replace(input_size=spec.resolution)  # timm's input_size is V2's train size; eval is larger
     if drop_head and ckpt_classes != spec.num_classes and len(pre.class_names) != spec.num_classes:
         pre = pre.replace(class_names=())
-    return pre
+    return pre.with_in_chans(spec.in_chans)  # images are fed as the network's channels (gray or RGB)
 
 
 def load_pretrained(
@@ -642,7 +642,7 @@ def save_pretrained(
         raise ValueError("save_pretrained needs an effnet model (with a .spec)")
     if preprocessing is None:
         preprocessing = getattr(model, "preprocessing", None) or default_preprocessing(
-            "effnet", spec.name, spec.resolution, spec.num_classes
+            "effnet", spec.name, spec.resolution, spec.num_classes, in_chans=spec.in_chans
         )
     if not isinstance(preprocessing, Preprocessing):
         raise WrongType(f"preprocessing must be an effnet Preprocessing (or None), got {type(preprocessing).__name__}")

@@ -1,8 +1,10 @@
 """Classify image files and measure top-1/top-5 accuracy with a model and its preprocessing.
 
 The functions take ``run``: any callable mapping a normalised batch (N, C, H, W) to logits, typically
-``effnet.serving.runtimes.optimize_for_inference(model, example, runtime=...)``. Unreadable files never stop a
-batch: they are returned as ``(path, reason)`` problems.
+``effnet.serving.runtimes.optimize_for_inference(model, example, runtime=...)``. Images go through the
+preprocessing's one :func:`~effnet.serving.preprocess.eval_transform` (gray or RGB by its ``in_chans``).
+Unreadable files never stop a batch: they are returned as ``(path, reason)`` problems. :func:`top_k` and
+:func:`count_correct` are the one top-k implementation.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from effnet.serving.preprocess import Preprocessing, eval_transform, load_image
+from effnet.serving.preprocess import ImageFiles, Preprocessing, collate_skip, eval_transform, load_image
 
-__all__ = ["Prediction", "EvalResult", "predict_files", "evaluate_samples"]
+__all__ = ["Prediction", "EvalResult", "top_k", "count_correct", "predict_files", "evaluate_samples"]
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -70,6 +72,19 @@ def _run_full(run: Runner, batch: torch.Tensor, batch_size: int) -> torch.Tensor
     return run(batch)[:n]
 
 
+def top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(probabilities, class indices)`` of the ``min(k, classes)`` highest logits of each row, highest first."""
+    logits = logits.float()
+    indices = logits.topk(min(k, logits.shape[-1]), dim=-1).indices
+    return logits.softmax(-1).gather(-1, indices), indices
+
+
+def count_correct(logits: torch.Tensor, labels: torch.Tensor, k: int = 5) -> tuple[int, int]:
+    """``(top-1 hits, top-k hits)`` of ``logits`` (N, classes) against ``labels`` (N,); ``k`` clipped to classes."""
+    hits = top_k(logits, k)[1].eq(labels.to(logits.device)[:, None])
+    return int(hits[:, 0].sum()), int(hits.any(dim=1).sum())
+
+
 def _label(names: Sequence[str], index: int) -> str:
     return names[index] if index < len(names) else f"class {index}"
 
@@ -78,12 +93,12 @@ def predict_files(
     run: Runner,
     preprocessing: Preprocessing,
     files: Sequence[str | Path],
-    top_k: int = 5,
+    k: int = 5,
     batch_size: int = 16,
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
-    """Top-k predictions for each readable file; ``(file, reason)`` for each one that could not be read."""
-    if top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {top_k}")
+    """Top-``k`` predictions for each readable file; ``(file, reason)`` for each one that could not be read."""
+    if k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {k}")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     transform = eval_transform(preprocessing)
@@ -95,8 +110,7 @@ def predict_files(
         if not pending:
             return
         batch = torch.stack([t for _, t in pending])
-        probs = _run_full(run, batch, batch_size).float().softmax(-1)
-        values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+        values, indices = top_k(_run_full(run, batch, batch_size), k)
         for (path, _), vals, idxs in zip(pending, values.tolist(), indices.tolist(), strict=True):
             top = tuple((i, _label(preprocessing.class_names, i), float(v)) for v, i in zip(vals, idxs, strict=True))
             predictions.append(Prediction(path, top))
@@ -104,7 +118,7 @@ def predict_files(
 
     for file in files:
         try:
-            image = load_image(file)
+            image = load_image(file, preprocessing.image_mode)
         except (ValueError, OSError) as exc:
             problems.append((str(file), str(exc)))
             continue
@@ -113,34 +127,6 @@ def predict_files(
             flush()
     flush()
     return predictions, problems
-
-
-class _LabelledImages(Dataset):
-    """(tensor, label, path, error) items; unreadable images come back as an empty tensor and are filtered out."""
-
-    def __init__(self, samples: Sequence[tuple[Path, int]], preprocessing: Preprocessing) -> None:
-        self.samples = list(samples)
-        self.transform = eval_transform(preprocessing)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str, str]:
-        path, label = self.samples[i]
-        try:
-            return self.transform(load_image(path)), label, str(path), ""
-        except (ValueError, OSError) as exc:
-            return torch.empty(0), label, str(path), str(exc)
-
-
-def _collate(
-    items: list[tuple[torch.Tensor, int, str, str]],
-) -> tuple[torch.Tensor | None, torch.Tensor, list[tuple[str, str]]]:
-    good = [it for it in items if not it[3]]
-    errors = [(it[2], it[3]) for it in items if it[3]]
-    if not good:
-        return None, torch.empty(0, dtype=torch.long), errors
-    return torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good]), errors
 
 
 def evaluate_samples(
@@ -160,25 +146,20 @@ def evaluate_samples(
         raise ValueError(f"--workers must be >= 0, got {workers}")
     if not samples:
         raise ValueError("no images to evaluate")
-    loader = DataLoader(_LabelledImages(samples, preprocessing), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, collate_fn=_collate)  # fmt: skip
+    dataset = ImageFiles(samples, eval_transform(preprocessing), preprocessing.image_mode)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_skip)
     correct1 = correct5 = seen = 0
     skipped: list[tuple[str, str]] = []
     start = time.perf_counter()
     bar = tqdm(total=len(samples), unit="img", disable=not progress, desc="eval", dynamic_ncols=True)
-    for images, labels, errors in loader:
-        for path, error in errors:
-            skipped.append((path, error))
-            bar.write(f"skipped {error}")
-        if images is not None:
-            logits = _run_full(run, images, batch_size).float()
-            k = min(5, logits.shape[-1])
-            top = logits.topk(k, dim=-1).indices
-            hits = top.eq(labels[:, None])
-            correct1 += int(hits[:, 0].sum())
-            correct5 += int(hits.any(dim=1).sum())
-            seen += len(labels)
-        bar.update(len(errors) + (0 if images is None else len(images)))
+    for batch in loader:
+        for bad in batch.bad:
+            skipped.append((bad.path, bad.error))
+            bar.write(f"skipped {bad.error}")
+        if len(batch.labels):
+            hits1, hits5 = count_correct(_run_full(run, batch.images, batch_size), batch.labels)
+            correct1, correct5, seen = correct1 + hits1, correct5 + hits5, seen + len(batch.labels)
+        bar.update(len(batch.bad) + len(batch.labels))
         elapsed = time.perf_counter() - start
         bar.set_postfix(top1=f"{correct1 / max(seen, 1):.3f}", img_s=f"{seen / max(elapsed, 1e-9):.1f}")
     bar.close()

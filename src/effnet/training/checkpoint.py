@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from effnet.io import atomic_path
+from effnet.serving.preprocess import Preprocessing
 from effnet.specs import NetworkSpec
 
 __all__ = [
@@ -89,19 +90,22 @@ def describe_spec(spec: NetworkSpec) -> str:
             f"channels, {spec.num_classes} classes)")  # fmt: skip
 
 
-def export_weights(model: nn.Module, path: str | os.PathLike[str], preprocessing: dict[str, Any],
+def export_weights(model: nn.Module, path: str | os.PathLike[str], preprocessing: Preprocessing,
                    metadata: dict[str, Any] | None = None) -> Path:  # fmt: skip
     """Write ``model``'s weights with :func:`effnet.models.weights.save_pretrained` (safetensors, spec in the header).
 
-    ``preprocessing`` holds ``resolution``, ``crop_pct``, ``mean``, ``std`` and ``classes`` of the run's data.
+    ``preprocessing`` is the run's (its data's :class:`~effnet.serving.preprocess.Preprocessing`, the one its
+    validation used), stored as is; its ``in_chans`` must be the model's.
     """
     from effnet.models.weights import save_pretrained
-    from effnet.serving.preprocess import Preprocessing
 
-    pre = Preprocessing(input_size=int(preprocessing["resolution"]), crop_fraction=float(preprocessing["crop_pct"]),
-                        interpolation="bicubic", mean=tuple(preprocessing["mean"]), std=tuple(preprocessing["std"]),
-                        class_names=tuple(preprocessing.get("classes", ())))  # fmt: skip
-    return save_pretrained(model, path, pre, {k: json.dumps(v) for k, v in (metadata or {}).items()})
+    if not isinstance(preprocessing, Preprocessing):
+        raise TypeError(f"export_weights needs a Preprocessing, got {type(preprocessing).__name__}")
+    spec = getattr(model, "spec", None)
+    if spec is not None and spec.in_chans != preprocessing.in_chans:
+        raise ValueError(f"preprocessing is for {preprocessing.in_chans} input channel(s), the model takes "
+                         f"{spec.in_chans}")  # fmt: skip
+    return save_pretrained(model, path, preprocessing, {k: json.dumps(v) for k, v in (metadata or {}).items()})
 
 
 def weights_in_chans(path: str | os.PathLike[str]) -> int:

@@ -1,22 +1,23 @@
 """Datasets and transforms for training: Fashion-MNIST (IDX files), CIFAR-10/100, ImageFolder trees.
 
 Datasets are found on disk (``--data-root``, ``$EFFNET_DATA``, Debian's ``/usr/share/datasets``, torchvision's
-cache); nothing is downloaded unless ``download=True``. Transforms are torchvision's: random-resized-crop
-(bicubic) + flip + AutoAugment (ImageNet policy) or RandAugment for training, resize + center crop from the
-crop fraction for evaluation. Grayscale data is fed as one channel (``in_chans=1``) or repeated to three.
-Unreadable images are not fatal: the dataset yields a :class:`BadSample` marker, :func:`collate_skip` drops it
-and reports its path so the trainer can count it.
+cache); nothing is downloaded unless ``download=True``. Every dataset comes with the run's
+:class:`~effnet.serving.preprocess.Preprocessing` (size, crop fraction, mean/std, input channels, class names):
+validation uses serving's :func:`~effnet.serving.preprocess.eval_transform` on it, the weights carry it. Training
+transforms are torchvision's random-resized-crop + flip + AutoAugment (ImageNet policy) or RandAugment. Gray data is
+fed as one channel (``in_chans=1``) or repeated to three. ImageFolder trees are read with serving's scanner and
+bad-image protocol: an unreadable image yields a :class:`BadSample`, :func:`collate_skip` drops it and reports its
+path so the trainer can count it.
 """
 
 from __future__ import annotations
 
 import gzip
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +25,20 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets as tvd
 from torchvision import transforms as T
-from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from effnet.errors import InvalidValue
+from effnet.serving.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BadSample,
+    Batch,
+    ConvertMode,
+    ImageFiles,
+    Preprocessing,
+    collate_skip,
+    eval_transform,
+    image_folder_samples,
+)
 
 __all__ = [
     "NAMED_DATASETS",
@@ -34,7 +48,7 @@ __all__ = [
     "Batch",
     "BadSample",
     "ArrayDataset",
-    "SafeImageFolder",
+    "ImageFiles",
     "read_idx",
     "find_fashion_mnist",
     "search_roots",
@@ -52,8 +66,8 @@ AUGMENTS = ("autoaugment", "randaugment", "none")
 """Policies accepted by :class:`Augment` (``autoaugment`` is the ImageNet policy of the paper)."""
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")  # fmt: skip
 _FMNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -89,32 +103,38 @@ class Augment:
 
 @dataclass(frozen=True)
 class DataBundle:
-    """Train and validation datasets plus what the model and the exported weights need to know about them."""
+    """Train and validation datasets, and the preprocessing that validation uses and the exported weights carry."""
 
     name: str
     train: Dataset
     val: Dataset
-    num_classes: int
-    classes: tuple[str, ...]
-    in_chans: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    preprocessing: Preprocessing
     source: str
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names in label order."""
+        return self.preprocessing.class_names
 
-class BadSample(NamedTuple):
-    """Returned in place of an image that could not be decoded."""
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (outputs of the model)."""
+        return len(self.preprocessing.class_names)
 
-    path: str
-    error: str
+    @property
+    def in_chans(self) -> int:
+        """Channels the model is fed."""
+        return self.preprocessing.in_chans
 
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Per-channel normalisation mean."""
+        return self.preprocessing.mean
 
-class Batch(NamedTuple):
-    """A collated batch: images, labels, and the paths of samples dropped because they could not be read."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    skipped: tuple[str, ...]
+    @property
+    def std(self) -> tuple[float, ...]:
+        """Per-channel normalisation std."""
+        return self.preprocessing.std
 
 
 class ArrayDataset(Dataset):
@@ -137,33 +157,6 @@ class ArrayDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, self.targets[index]
-
-
-class SafeImageFolder(tvd.ImageFolder):
-    """``ImageFolder`` that returns a :class:`BadSample` for an image that cannot be decoded instead of raising."""
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        path, target = self.samples[index]
-        try:
-            image = self.loader(path)
-            if self.transform is not None:
-                image = self.transform(image)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            return BadSample(str(path), f"{type(exc).__name__}: {exc}"), target
-        return image, target
-
-
-class _ToMode:
-    """Convert a PIL image to ``L`` (one channel) or ``RGB`` (gray repeated to three channels)."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-
-    def __call__(self, image: Image.Image) -> Image.Image:
-        return image if image.mode == self.mode else image.convert(self.mode)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.mode!r})"
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -258,49 +251,24 @@ def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, 
     return tuple(means), tuple(stds)
 
 
-def _adapt_stats(mean: Sequence[float], std: Sequence[float], in_chans: int) -> tuple[tuple[float, ...], ...]:
-    """Mean/std for the model's channels: repeat gray stats to 3, or average colour stats to 1."""
-    if len(mean) == in_chans:
-        return tuple(mean), tuple(std)
-    if in_chans == 1:
-        return (sum(mean) / len(mean),), (sum(std) / len(std),)
-    return tuple(mean) * in_chans, tuple(std) * in_chans
-
-
-def train_transform(
-    resolution: int, mean: Sequence[float], std: Sequence[float], *, in_chans: int = 3, augment: Augment = Augment()
-) -> T.Compose:
-    """The paper's training transform: bicubic random-resized-crop, flip, AutoAugment/RandAugment, normalize."""
-    bicubic = T.InterpolationMode.BICUBIC
-    steps: list[Any] = [_ToMode("L" if in_chans == 1 else "RGB")]
+def train_transform(preprocessing: Preprocessing, augment: Augment = Augment()) -> T.Compose:
+    """The paper's training transform for ``preprocessing``'s size, channels and mean/std: random-resized-crop
+    (``preprocessing.interpolation``), flip, AutoAugment/RandAugment, normalize."""
+    interpolation = T.InterpolationMode(preprocessing.interpolation)
+    size = preprocessing.input_size
+    steps: list[Any] = [ConvertMode(preprocessing.image_mode)]
     if augment.random_crop:
-        steps.append(T.RandomResizedCrop(resolution, scale=(augment.crop_scale_min, 1.0), interpolation=bicubic))
+        steps.append(T.RandomResizedCrop(size, scale=(augment.crop_scale_min, 1.0), interpolation=interpolation))
     else:
-        steps += [T.Resize(resolution, interpolation=bicubic), T.CenterCrop(resolution)]
+        steps += [T.Resize(size, interpolation=interpolation), T.CenterCrop(size)]
     if augment.hflip > 0:
         steps.append(T.RandomHorizontalFlip(augment.hflip))
     if augment.policy == "autoaugment":
         steps.append(T.AutoAugment(T.AutoAugmentPolicy.IMAGENET, interpolation=T.InterpolationMode.BILINEAR))
     elif augment.policy == "randaugment":
         steps.append(T.RandAugment(augment.randaugment_n, augment.randaugment_m))
-    steps += [T.ToTensor(), T.Normalize(tuple(mean), tuple(std))]
+    steps += [T.ToTensor(), T.Normalize(preprocessing.mean, preprocessing.std)]
     return T.Compose(steps)
-
-
-def eval_transform(
-    resolution: int, mean: Sequence[float], std: Sequence[float], *, in_chans: int = 3, crop_pct: float = 0.875
-) -> T.Compose:
-    """Resize the short side to ``resolution / crop_pct`` (bicubic), center-crop ``resolution``, normalize."""
-    if not 0.0 < crop_pct <= 1.0:
-        raise ValueError(f"crop fraction must be in (0, 1], got {crop_pct}")
-    size = int(math.floor(resolution / crop_pct))
-    return T.Compose([
-        _ToMode("L" if in_chans == 1 else "RGB"),
-        T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
-        T.CenterCrop(resolution),
-        T.ToTensor(),
-        T.Normalize(tuple(mean), tuple(std)),
-    ])
 
 
 def limit_indices(n: int, limit: int | None, seed: int = 0) -> list[int] | None:
@@ -314,17 +282,6 @@ def limit_indices(n: int, limit: int | None, seed: int = 0) -> list[int] | None:
         raise ValueError(f"limit must be >= 1, got {limit}")
     generator = torch.Generator().manual_seed(seed)
     return sorted(torch.randperm(n, generator=generator)[:limit].tolist())
-
-
-def collate_skip(batch: Sequence[tuple[Any, int]]) -> Batch:
-    """Stack a batch, dropping :class:`BadSample` entries and reporting their paths."""
-    good = [(x, y) for x, y in batch if not isinstance(x, BadSample)]
-    skipped = tuple(x.path for x, _ in batch if isinstance(x, BadSample))
-    if not good:
-        return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), skipped)
-    images = torch.stack([x for x, _ in good])
-    labels = torch.tensor([y for _, y in good], dtype=torch.long)
-    return Batch(images, labels, skipped)
 
 
 def _image_folder_split(root: Path) -> tuple[Path, Path]:
@@ -342,22 +299,35 @@ def _image_folder_split(root: Path) -> tuple[Path, Path]:
     return train, val
 
 
-def _check_class_folders(split: Path) -> list[str]:
-    classes = sorted(e.name for e in os.scandir(split) if e.is_dir())
-    if not classes:
-        raise FileNotFoundError(f"{split}: no class folders (expected one subfolder of images per class)")
-    for name in classes:
-        has_image = any(
-            f.lower().endswith(IMG_EXTENSIONS) for _, _, files in os.walk(split / name, followlinks=True) for f in files
-        )
-        if not has_image:
-            raise ValueError(f"class folder {split / name} has no images (accepted: {', '.join(IMG_EXTENSIONS)})")
-    return classes
-
-
-def _subset(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
+def _subset(dataset: Any, limit: int | None, seed: int) -> Any:
     indices = limit_indices(len(dataset), limit, seed)  # type: ignore[arg-type]
     return dataset if indices is None else Subset(dataset, indices)
+
+
+def _named_arrays(data: str, data_root: str | None, download: bool) -> tuple[Any, ...]:
+    """``(train_x, train_y, val_x, val_y, classes, source)`` of a dataset in :data:`NAMED_DATASETS`."""
+    if data == "fashion-mnist":
+        files = find_fashion_mnist(data_root, download)
+        train_x, train_y = read_idx(files["train_images"]), read_idx(files["train_labels"])
+        val_x, val_y = read_idx(files["test_images"]), read_idx(files["test_labels"])
+        return train_x, train_y, val_x, val_y, FASHION_MNIST_CLASSES, str(files["train_images"].parent)
+    root = _find_cifar(data, data_root) if not download else Path(search_roots(data_root)[0])
+    cls = tvd.CIFAR10 if data == "cifar10" else tvd.CIFAR100
+    train_set, val_set = cls(str(root), train=True, download=download), cls(str(root), train=False)
+    return (train_set.data, np.asarray(train_set.targets), val_set.data, np.asarray(val_set.targets),
+            tuple(train_set.classes), str(root))  # fmt: skip
+
+
+def _image_folders(root: Path) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]], list[str]]:
+    """Train and validation samples of an ImageFolder root (serving's scanner), with the class names."""
+    train_dir, val_dir = _image_folder_split(root)
+    train_samples, classes = image_folder_samples(train_dir)
+    if len(classes) < 2:
+        raise InvalidValue(f"{train_dir} has one class folder ({classes[0]}); a classifier needs at least 2")
+    val_samples, val_classes = image_folder_samples(val_dir)
+    if val_classes != classes:
+        raise ValueError(f"{val_dir} has classes {val_classes[:5]}... but {train_dir} has {classes[:5]}...")
+    return train_samples, val_samples, classes
 
 
 def load_datasets(
@@ -376,46 +346,26 @@ def load_datasets(
     """Build the train/val datasets for ``data`` (a name in :data:`NAMED_DATASETS` or an ImageFolder root).
 
     ``in_chans`` None keeps the data's own channels (1 for Fashion-MNIST, 3 otherwise). Normalisation uses the
-    training set's per-channel mean/std for the array datasets and ImageNet's for folders.
+    training set's per-channel mean/std for the array datasets and ImageNet's for folders. Validation uses
+    serving's ``eval_transform`` of the bundle's ``preprocessing`` (bicubic, ``crop_pct``).
     """
     if in_chans not in (None, 1, 3):
         raise ValueError(f"in_chans must be 1 or 3 for image data, got {in_chans}")
-    if data == "fashion-mnist":
-        files = find_fashion_mnist(data_root, download)
-        train_x, train_y = read_idx(files["train_images"]), read_idx(files["train_labels"])
-        val_x, val_y = read_idx(files["test_images"]), read_idx(files["test_labels"])
-        classes: list[str] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                              "Bag", "Ankle boot"]  # fmt: skip
-        source = str(files["train_images"].parent)
-    elif data in ("cifar10", "cifar100"):
-        root = _find_cifar(data, data_root) if not download else Path(search_roots(data_root)[0])
-        cls = tvd.CIFAR10 if data == "cifar10" else tvd.CIFAR100
-        train_set, val_set = cls(str(root), train=True, download=download), cls(str(root), train=False)
-        train_x, train_y = train_set.data, np.asarray(train_set.targets)
-        val_x, val_y = val_set.data, np.asarray(val_set.targets)
-        classes, source = list(train_set.classes), str(root)
+    if data in NAMED_DATASETS:
+        train_x, train_y, val_x, val_y, classes, source = _named_arrays(data, data_root, download)
+        native = 1 if train_x.ndim == 3 else int(train_x.shape[-1])
+        mean, std = _channel_stats(train_x)
+        pre = Preprocessing(resolution, crop_pct, "bicubic", mean, std, classes, native)
+        pre = pre.with_in_chans(in_chans or native)
+        train: Any = ArrayDataset(train_x, train_y, train_transform(pre, augment), classes)
+        val: Any = ArrayDataset(val_x, val_y, eval_transform(pre), classes)
     else:
-        train_dir, val_dir = _image_folder_split(Path(data).expanduser())
-        classes = _check_class_folders(train_dir)
-        if len(classes) < 2:
-            raise ValueError(f"{train_dir} has one class folder ({classes[0]}); a classifier needs at least 2")
-        val_classes = _check_class_folders(val_dir)
-        if val_classes != classes:
-            raise ValueError(f"{val_dir} has classes {val_classes[:5]}... but {train_dir} has {classes[:5]}...")
-        chans = in_chans or 3
-        mean, std = _adapt_stats(IMAGENET_MEAN, IMAGENET_STD, chans)
-        train_tf = train_transform(resolution, mean, std, in_chans=chans, augment=augment)
-        val_tf = eval_transform(resolution, mean, std, in_chans=chans, crop_pct=crop_pct)
-        train = SafeImageFolder(str(train_dir), transform=train_tf, allow_empty=True)
-        val = SafeImageFolder(str(val_dir), transform=val_tf, allow_empty=True)
-        return DataBundle(str(data), _subset(train, train_limit, limit_seed), _subset(val, val_limit, limit_seed),
-                          len(classes), tuple(classes), chans, mean, std, str(Path(data).resolve()))  # fmt: skip
-    native = 1 if train_x.ndim == 3 else train_x.shape[-1]
-    chans = in_chans or native
-    mean, std = _adapt_stats(*_channel_stats(train_x), chans)
-    train_tf = train_transform(resolution, mean, std, in_chans=chans, augment=augment)
-    val_tf = eval_transform(resolution, mean, std, in_chans=chans, crop_pct=crop_pct)
-    train = ArrayDataset(train_x, train_y, train_tf, classes)
-    val = ArrayDataset(val_x, val_y, val_tf, classes)
-    return DataBundle(data, _subset(train, train_limit, limit_seed), _subset(val, val_limit, limit_seed),
-                      len(classes), tuple(classes), chans, mean, std, source)  # fmt: skip
+        root = Path(data).expanduser()
+        train_samples, val_samples, names = _image_folders(root)
+        pre = Preprocessing(resolution, crop_pct, "bicubic", IMAGENET_MEAN, IMAGENET_STD, names)
+        pre = pre.with_in_chans(in_chans or 3)
+        train = ImageFiles(train_samples, train_transform(pre, augment), pre.image_mode, names)
+        val = ImageFiles(val_samples, eval_transform(pre), pre.image_mode, names)
+        source = str(root.resolve())
+    return DataBundle(str(data), _subset(train, train_limit, limit_seed), _subset(val, val_limit, limit_seed), pre,
+                      source)  # fmt: skip

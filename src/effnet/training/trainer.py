@@ -28,6 +28,7 @@ from effnet.cost import cost
 from effnet.io import append_line, atomic_write_json, atomic_write_text
 from effnet.models.efficientnet import EfficientNet
 from effnet.report import Panel, Series, plot_panels, render_markdown, write_table
+from effnet.serving.preprocess import Preprocessing
 from effnet.specs import NetworkSpec, get_spec, scale
 from effnet.training.checkpoint import (
     CHECKPOINT_NAME,
@@ -397,10 +398,9 @@ class _Run:
             "history": self.history, "partial": self.partial, "best_top1": self.best_top1,
         })  # fmt: skip
 
-    def _preprocessing(self) -> dict[str, Any]:
-        return {"mean": list(self.data.mean), "std": list(self.data.std), "crop_pct": self.config.crop_pct,
-                "resolution": self.spec.resolution, "interpolation": "bicubic", "in_chans": self.data.in_chans,
-                "classes": list(self.data.classes)}  # fmt: skip
+    def _preprocessing(self) -> Preprocessing:
+        """The data's preprocessing (the one validation uses) at the network's input size, for the weights."""
+        return self.data.preprocessing.replace(input_size=self.spec.resolution)
 
     # ---------------------------------------------------------------- loop
     def _stop_requested(self, flag: _StopFlag) -> int:
@@ -499,7 +499,7 @@ class _Run:
             resolved = {**c.to_dict(), "peak_lr": peak_lr(c), "world_size": self.world,
                         "steps_per_epoch": self.steps_per_epoch, "spec": self.spec.to_dict(),
                         "data_info": {"train_images": len(self.data.train), "val_images": len(self.data.val),
-                                      "source": self.data.source, **self._preprocessing()}}  # fmt: skip
+                                      "source": self.data.source, **self._preprocessing().to_dict()}}  # fmt: skip
             atomic_write_json(self.out / "config.json", resolved)
             if self.checkpoint is None:
                 atomic_write_text(self.out / "metrics.jsonl", "")
