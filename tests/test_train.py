@@ -299,7 +299,7 @@ def test_recipes_spec_options_and_finetune_weights(tmp_path):
     from effnet.training.recipe import resolve_recipe
     from effnet.training.trainer import build_spec
 
-    paper = resolve_recipe(TrainConfig())
+    paper = resolve_recipe(TrainConfig(recipe="paper"))  # --recipe paper: the paper's values exactly
     assert (paper.opt, paper.lr, paper.opt_eps, paper.warmup_epochs, paper.decay_rate, paper.decay_epochs,
             paper.weight_decay, paper.label_smoothing, paper.ema_decay, paper.bn_momentum) == (
             "rmsprop_tf", 0.016, 1e-3, 5.0, 0.97, 2.4, 1e-5, 0.1, 0.9999, 0.01)  # fmt: skip

@@ -23,6 +23,7 @@ _LAZY = {
     "compound_spec": "effnet.specs",
     "cost": "effnet.cost",
     "Cost": "effnet.cost",
+    "TrainConfig": "effnet.config.training",
     # torch
     "create_model": "effnet.models.efficientnet",
     "compound_model": "effnet.models.efficientnet",
@@ -36,7 +37,6 @@ _LAZY = {
     "Preprocessing": "effnet.serving.preprocess",
     "eval_transform": "effnet.serving.preprocess",
     "export_model": "effnet.serving.export",
-    "TrainConfig": "effnet.training.trainer",
     "TrainResult": "effnet.training.trainer",
     "fit": "effnet.training.trainer",
     "TFRMSprop": "effnet.training.optim",

@@ -40,6 +40,8 @@ from effnet.serving.preprocess import (
     image_folder_samples,
 )
 
+from effnet.config.training import AUGMENTS, Augment  # torch-free: the settings' one source
+
 __all__ = [
     "NAMED_DATASETS",
     "AUGMENTS",
@@ -62,9 +64,6 @@ __all__ = [
 NAMED_DATASETS = ("fashion-mnist", "cifar10", "cifar100")
 """Values of ``--data`` that name a built-in dataset; anything else is an ImageFolder directory."""
 
-AUGMENTS = ("autoaugment", "randaugment", "none")
-"""Policies accepted by :class:`Augment` (``autoaugment`` is the ImageNet policy of the paper)."""
-
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                          "Ankle boot")  # fmt: skip
@@ -75,30 +74,6 @@ _FMNIST_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 _VAL_NAMES = ("val", "validation", "test")
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Training-time augmentation: the paper's random-resized crop, flip and AutoAugment, or what is asked for.
-
-    ``policy`` is one of :data:`AUGMENTS`; ``randaugment_n``/``randaugment_m`` apply to ``randaugment``.
-    ``Augment("none", random_crop=False, hflip=0.0)`` is deterministic (for tests comparing runs sample by sample).
-    """
-
-    policy: str = "autoaugment"
-    randaugment_n: int = 2
-    randaugment_m: int = 9
-    crop_scale_min: float = 0.08
-    hflip: float = 0.5
-    random_crop: bool = True
-
-    def __post_init__(self) -> None:
-        if self.policy not in AUGMENTS:
-            raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}; got {self.policy!r}")
-        if not 0.0 < self.crop_scale_min <= 1.0:
-            raise ValueError(f"crop scale minimum must be in (0, 1], got {self.crop_scale_min}")
-        if not 0.0 <= self.hflip <= 1.0:
-            raise ValueError(f"horizontal flip probability must be in [0, 1], got {self.hflip}")
 
 
 @dataclass(frozen=True)

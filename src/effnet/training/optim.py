@@ -10,29 +10,24 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from effnet.config.training import OPTIMIZERS, SCHEDULES
+
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "TFRMSprop",
     "LRSchedule",
-    "ScheduleState",
     "param_groups",
     "build_optimizer",
     "ModelEMA",
 ]
 
-OPTIMIZERS = ("rmsprop_tf", "rmsprop", "sgd", "adamw")
-"""Optimizer names accepted by :func:`build_optimizer`."""
-
-SCHEDULES = ("step", "cosine", "constant")
-"""LR schedule names accepted by :class:`LRSchedule`."""
 
 
 class TFRMSprop(Optimizer):
@@ -90,13 +85,6 @@ class TFRMSprop(Optimizer):
                 else:
                     p.sub_(update, alpha=lr)
         return loss
-
-
-@dataclass(frozen=True)
-class ScheduleState:
-    """What a schedule needs to know about the run: optimizer steps per epoch."""
-
-    steps_per_epoch: int
 
 
 class LRSchedule:

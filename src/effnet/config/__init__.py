@@ -1,0 +1,1 @@
+"""Every user-settable choice and default of effnet (torch-free): one module per area."""

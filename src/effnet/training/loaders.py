@@ -1,0 +1,82 @@
+"""The DataLoaders of a run: a shuffled, per-rank training loader that can start part-way into an epoch, and an
+exact (unpadded) per-rank split of the validation set."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from effnet.config.training import TrainConfig
+from effnet.training.data import DataBundle, collate_skip
+
+__all__ = ["EpochSampler", "Shard", "Loaders", "build_loaders"]
+
+
+class EpochSampler(Sampler[int]):
+    """A ``DistributedSampler`` whose epoch can be entered part-way (skipping samples already trained on)."""
+
+    def __init__(self, base: DistributedSampler) -> None:
+        self.base = base
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Shuffle for ``epoch`` and leave out its first ``skip`` samples."""
+        self.base.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self.base)[self.skip :])
+
+    def __len__(self) -> int:
+        return len(self.base) - self.skip
+
+
+class Shard(Sampler[int]):
+    """Every ``world``-th index from ``rank``: an exact split of the validation set (no padding)."""
+
+    def __init__(self, n: int, rank: int, world: int) -> None:
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass(frozen=True)
+class Loaders:
+    """Training and validation loaders of one process, the training sampler and the optimizer steps per epoch."""
+
+    train: DataLoader
+    val: DataLoader
+    sampler: EpochSampler
+    steps_per_epoch: int
+    generator: torch.Generator
+
+
+def build_loaders(data: DataBundle, config: TrainConfig, device: torch.device, *, rank: int, world: int) -> Loaders:
+    """Loaders for this process's share of ``config.batch_size`` (the global batch, divisible by ``world``)."""
+    if config.batch_size % world:
+        raise ValueError(f"--batch-size {config.batch_size} (global) is not divisible by {world} processes")
+    local_batch = config.batch_size // world
+    base = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=config.seed,
+                              drop_last=True)  # fmt: skip
+    steps = len(base) // local_batch
+    if steps < 1:
+        raise ValueError(f"the training set ({len(data.train)} images) is smaller than --batch-size "
+                         f"{config.batch_size}; lower --batch-size or raise --train-limit")  # fmt: skip
+    gpu = device.type == "cuda"
+    workers = config.workers if config.workers is not None else (min(8, os.cpu_count() or 1) if gpu else 0)
+    pin = config.pin_memory if config.pin_memory is not None else gpu
+    common = {"num_workers": workers, "pin_memory": pin, "collate_fn": collate_skip, "persistent_workers": False}
+    generator = torch.Generator().manual_seed(config.seed + rank)
+    sampler = EpochSampler(base)
+    train = DataLoader(data.train, batch_size=local_batch, sampler=sampler, drop_last=True, generator=generator,
+                       **common)  # fmt: skip
+    val = DataLoader(data.val, batch_size=max(local_batch, 64), sampler=Shard(len(data.val), rank, world), **common)
+    return Loaders(train, val, sampler, steps, generator)

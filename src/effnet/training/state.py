@@ -1,0 +1,104 @@
+"""The training state: everything a run changes as it trains, with ``state_dict()`` / ``load_state_dict()``.
+
+A checkpoint is this state plus what identifies the run (spec, config, number of processes); resuming from it
+continues bit-identically because every source of randomness (Python, NumPy, torch CPU/CUDA, the DataLoader's
+generator) is part of the state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from effnet.config.training import TrainConfig, peak_lr
+from effnet.models.efficientnet import EfficientNet
+from effnet.specs import NetworkSpec
+from effnet.training.checkpoint import capture_rng, load_initial_weights, restore_rng
+from effnet.training.optim import LRSchedule, ModelEMA, build_optimizer, param_groups
+
+__all__ = ["TrainState", "build_state"]
+
+
+@dataclass(eq=False)
+class TrainState:
+    """Model, EMA, optimizer, LR schedule, grad scaler, DataLoader generator and progress of one process."""
+
+    model: nn.Module
+    ema: ModelEMA | None
+    optimizer: Optimizer
+    schedule: LRSchedule
+    scaler: torch.amp.GradScaler
+    loader_gen: torch.Generator
+    epoch: int = 0
+    """Epochs completed."""
+    step_in_epoch: int = 0
+    """Steps done in the current epoch (non-zero only in a checkpoint written on SIGTERM/SIGINT)."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """One record per completed epoch (the rows of ``metrics.jsonl``)."""
+    partial: dict[str, float] = field(default_factory=dict)
+    """Running sums of the current epoch (loss_sum, correct, seen, time)."""
+    best_top1: float = -1.0
+    bad: set[str] = field(default_factory=set)
+    """Paths of unreadable images this process skipped."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this process's run; ``rng`` and ``bad`` are this process's own."""
+        return {
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None, "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
+            "rng": capture_rng(self.loader_gen), "bad": sorted(self.bad), "history": self.history,
+            "partial": self.partial, "best_top1": self.best_top1,
+        }  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict` (including every RNG state)."""
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"], self.loader_gen)
+        self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
+        self.history = list(state["history"])
+        self.partial = dict(state["partial"])
+        self.best_top1, self.bad = float(state["best_top1"]), set(state["bad"])
+
+
+def _build_model(config: TrainConfig, spec: NetworkSpec, device: torch.device, world: int) -> nn.Module:
+    torch.manual_seed(config.seed)
+    model = EfficientNet(spec)
+    if config.weights:
+        load_initial_weights(model, config.weights, bool(config.new_head))
+    if config.sync_bn and world > 1:
+        if device.type == "cpu":
+            raise ValueError("--sync-bn needs GPUs: PyTorch's SyncBatchNorm does not run on CPU")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.set_grad_checkpointing(config.grad_checkpointing)  # type: ignore[operator]
+    model.set_lean_activations(config.lean_activations)  # type: ignore[operator]
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model
+
+
+def build_state(config: TrainConfig, spec: NetworkSpec, device: torch.device, *, world: int, steps_per_epoch: int,
+                loader_gen: torch.Generator) -> TrainState:  # fmt: skip
+    """A fresh state for a resolved ``config``: the model (seeded by ``config.seed``, ``--weights`` loaded), its
+    EMA, optimizer, schedule and grad scaler."""
+    c = config
+    model = _build_model(c, spec, device, world)
+    ema = ModelEMA(model, c.ema_decay, c.ema_warmup) if c.ema_decay else None
+    groups = param_groups(model, peak_lr(c), c.weight_decay or 0.0, c.body_lr_scale or 1.0)
+    optimizer = build_optimizer(c.opt or "rmsprop_tf", groups, peak_lr(c), momentum=c.momentum or 0.0,
+                                rmsprop_decay=c.rmsprop_decay or 0.9, eps=c.opt_eps)  # fmt: skip
+    scaler = torch.amp.GradScaler(device.type, enabled=c.amp == "fp16")
+    schedule = LRSchedule(optimizer, c.schedule or "step", steps_per_epoch, epochs=c.epochs,
+                          warmup_epochs=c.warmup_epochs or 0.0, decay_rate=c.decay_rate or 0.97,
+                          decay_epochs=c.decay_epochs or 2.4, min_lr_ratio=c.min_lr_ratio)  # fmt: skip
+    return TrainState(model, ema, optimizer, schedule, scaler, loader_gen)
