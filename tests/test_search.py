@@ -23,7 +23,7 @@ import pytest
 
 from effnet.cli import main
 from effnet.scaling import grid
-from effnet.search.study import SearchConfig, candidates, claim_lock, default_storage, open_storage, run_search
+from effnet.search.study import SearchConfig, candidates, default_storage, open_storage, run_search
 
 SMALL = {"step": 0.5, "tol": 0.6, "heartbeat": 1}  # 4 grid points + 2 exact single-dimension + baseline = 7
 
@@ -71,9 +71,13 @@ def _finish(proc: subprocess.Popen, timeout: float = 180) -> str:
 def _trials(url: str, study: str):
     import optuna
 
-    with claim_lock(url, ""):  # like a worker: never race a worker creating the tables
-        storage = open_storage(url, heartbeat=None)
+    storage = open_storage(url, heartbeat=None)
     return optuna.load_study(study_name=study, storage=storage).get_trials()
+
+
+def _grid_trials(trials) -> list:
+    """The trials that carry a grid point (not the untrained spare ones a worker may create in a race)."""
+    return [t for t in trials if "grid_id" in t.user_attrs]
 
 
 def _states(url: str, study: str) -> Counter:
@@ -93,7 +97,7 @@ def _assert_each_candidate_complete_once(trials, n: int) -> list:
     from optuna.trial import TrialState
 
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    ids = Counter(t.system_attrs["grid_id"] for t in complete)
+    ids = Counter(t.user_attrs["grid_id"] for t in complete)
     assert sorted(ids) == list(range(n)) and set(ids.values()) == {1}, ids
     params = Counter((t.params["alpha"], t.params["beta"], t.params["gamma"], t.params["seed"]) for t in complete)
     assert set(params.values()) == {1}
@@ -163,7 +167,9 @@ def test_two_sqlite_workers_split_the_grid(tmp_path):
     outs = [_finish(p) for p in procs]
     trials = _trials(default_storage(str(tmp_path)), "effnet-search")
     complete = _assert_each_candidate_complete_once(trials, 14)
-    assert len(trials) == 14  # no failed or duplicate trial at all
+    # no failed or duplicate grid trial at all (a worker that asks when the last WAITING trial was just taken gets a
+    # fresh trial without grid_id, which it marks FAIL untrained)
+    assert len(_grid_trials(trials)) == 14
     assert len({t.user_attrs["worker"] for t in complete}) == 2, outs  # both workers took part
     trained = _trained(tmp_path)
     assert len(trained) == 14 and len({r["point"] for r in trained}) == 14
@@ -177,8 +183,8 @@ def test_two_sqlite_workers_split_the_grid(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "accuracy_vs_macs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     header = (tmp_path / "search_results.csv").read_text().splitlines()[0]
-    assert header == ("rank,kind,alpha,beta,gamma,flops_factor,macs,macs_factor,params,resolution,top1_mean,"
-                      "top1_std,seeds,wall_time_s")  # fmt: skip
+    assert header == ("rank,kind,alpha,beta,gamma,flops_factor,macs,macs_factor,params,resolution,epochs,pruned,"
+                      "top1_mean,top1_std,top1_ci95_low,top1_ci95_high,seeds,wall_time_s")  # fmt: skip
 
 
 @pytest.mark.slow
@@ -197,7 +203,7 @@ def test_killed_worker_trial_is_rerun_and_finished_trials_never(tmp_path):
     else:
         victim.kill()
         pytest.fail(f"the worker never reached its third trial: {victim.communicate()[0]}")
-    before = {t.number: (t.value, t.system_attrs["grid_id"]) for t in _trials(url, "effnet-search")
+    before = {t.number: (t.value, t.user_attrs["grid_id"]) for t in _trials(url, "effnet-search")
               if t.state == TrialState.COMPLETE}  # fmt: skip
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
@@ -206,10 +212,10 @@ def test_killed_worker_trial_is_rerun_and_finished_trials_never(tmp_path):
     out = _finish(_worker(tmp_path, config))  # the restart waits for the stale heartbeat, then re-runs it
     trials = _trials(url, "effnet-search")
     complete = _assert_each_candidate_complete_once(trials, 7)
-    assert {t.number: (t.value, t.system_attrs["grid_id"]) for t in complete if t.number in before} == before
-    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert {t.number: (t.value, t.user_attrs["grid_id"]) for t in complete if t.number in before} == before
+    failed = [t for t in _grid_trials(trials) if t.state == TrialState.FAIL]
     assert [t.number for t in failed] == [killed.number]
-    rerun = next(t for t in complete if t.system_attrs["grid_id"] == killed.system_attrs["grid_id"])
+    rerun = next(t for t in complete if t.user_attrs["grid_id"] == killed.user_attrs["grid_id"])
     assert rerun.number > killed.number
     trained = _trained(tmp_path)
     assert len(trained) == 7 and len({r["point"] for r in trained}) == 7, "a finished trial was trained again"
@@ -267,7 +273,7 @@ def test_two_workers_on_postgresql(tmp_path, postgres_url):
     outs = [_finish(p) for p in procs]
     trials = _trials(postgres_url, "pg-two-workers")
     complete = _assert_each_candidate_complete_once(trials, 7)
-    assert len(trials) == 7
+    assert len(_grid_trials(trials)) == 7
     assert len({t.user_attrs["worker"] for t in complete}) == 2, outs
     assert len(_trained(tmp_path)) == 7
     summary = json.loads((tmp_path / "search_summary.json").read_text())
@@ -340,7 +346,9 @@ def test_trainer_error_marks_trial_failed_and_is_retried_later(tmp_path):
     with pytest.raises(FileNotFoundError, match="/nowhere"):
         run_search(SearchConfig(**SMALL, output=str(tmp_path)), trainer=broken, progress=False)
     trials = _trials(default_storage(str(tmp_path)), "effnet-search")
-    assert [t.state for t in trials] == [TrialState.FAIL] and "no such directory" in trials[0].user_attrs["error"]
+    assert [t.state for t in trials if t.state != TrialState.WAITING] == [TrialState.FAIL]
+    assert "no such directory" in trials[0].user_attrs["error"]
+    assert sum(t.state == TrialState.WAITING for t in trials) == 7  # its point is queued again
     report = run_search(SearchConfig(**SMALL, output=str(tmp_path)), trainer=_fake_trainer, progress=False)
     assert len(report["trials"]) == 7 and len(calls) == 1
 
@@ -388,7 +396,7 @@ def test_cli_search_trains_real_models_survives_sigkill_and_feeds_scale(tmp_path
     trials = _trials(url, "effnet-search")
     complete = _assert_each_candidate_complete_once(trials, 7)
     assert {t.number: t.value for t in complete if t.number in before} == before
-    assert [t.state for t in trials].count(TrialState.FAIL) == 1
+    assert [t.state for t in _grid_trials(trials)].count(TrialState.FAIL) == 1
     assert all(0 <= t.value <= 100 and t.user_attrs["macs"] > 0 and t.user_attrs["epochs"] == 1 for t in complete)
     assert "chosen: alpha=" in restart.stdout and "accuracy_vs_macs.png" in restart.stdout
     assert "[worker " in restart.stdout  # the second local worker process took part
@@ -405,3 +413,94 @@ def test_cli_search_trains_real_models_survives_sigkill_and_feeds_scale(tmp_path
     # phi = 0 is the study's baseline as trained (10 classes, 1 channel), so its exact cost equals the trial's
     assert (data["family"][0]["params"], data["family"][0]["macs"]) == (baseline_trial.user_attrs["params"],
                                                                         baseline_trial.user_attrs["macs"])  # fmt: skip
+
+
+def test_no_private_optuna_api_in_src():
+    """The distribution rests on Optuna's public API only (issue 14): no private attribute or method in src/."""
+    src = Path(__file__).resolve().parents[1] / "src"
+    banned = ("study._storage", "_study_id", "_trial_id", "_get_unvisited_grid_ids", "_pop_waiting")
+    hits = [f"{p.relative_to(src)}: {b}" for p in src.rglob("*.py") for b in banned if b in p.read_text()]
+    assert hits == []
+    assert not (src / "effnet" / "search" / "sampler.py").exists()
+
+
+# ------------------------------------------------------------------------------------------- statistics, halving
+
+
+def test_verdict_at_chance_is_never_yes_and_one_seed_cannot_tell():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from effnet.search.stats import CANNOT, YES, interval95, verdict
+
+    one = verdict({"samples": [13.9]}, {"samples": [12.0]}, 10.0)
+    assert one["answer"] == CANNOT and "--seeds" in one["reason"]
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.floats(8, 14), min_size=2, max_size=5), st.lists(st.floats(8, 14), min_size=2, max_size=5))
+    def chance_level(a, b):  # the issue's example: every trial scored 8-14 % with 10 % chance
+        answer = verdict({"samples": a}, {"samples": b}, 10.0)["answer"]
+        assert answer != YES or interval95(a)[0] > 10.0  # "yes" only with the whole interval above chance
+
+    chance_level()
+    clear = verdict({"samples": [80.0, 80.5, 80.2]}, {"samples": [70.0, 70.4, 70.1]}, 10.0)
+    assert clear["answer"] == YES and clear["p_value"] < 0.05
+    assert verdict({"samples": [80.0, 81.0]}, {"samples": [80.4, 80.6]}, 10.0)["answer"].startswith("not disting")
+    assert verdict({"samples": [70.0, 70.4]}, {"samples": [80.0, 80.4]}, 10.0)["answer"] == "no"
+    near = verdict({"samples": [11.0, 12.5, 9.0]}, {"samples": [9.0, 9.1, 9.2]}, 10.0)
+    assert near["answer"] != YES
+
+
+def _epoch_trainer(config, spec, on_epoch=None):
+    """A stand-in for fit with per-epoch validation: accuracy grows with log MACs and epochs."""
+    from types import SimpleNamespace
+
+    from effnet.cost import cost
+
+    c = cost(spec)
+    top1 = 0.0
+    for epoch in range(1, config.epochs + 1):
+        top1 = 40 + 3 * math.log2(c.macs / 1e6) + 5 * epoch + 0.1 * config.seed
+        if on_epoch is not None:
+            on_epoch({"epoch": epoch, "val_top1": top1})
+    return SimpleNamespace(last_top1=top1, params=c.params, macs=c.macs, epochs=config.epochs)
+
+
+def test_halving_prunes_and_report_says_so(tmp_path):
+    config = SearchConfig(**SMALL, seeds=2, epochs=4, strategy="halving", eta=2, min_epochs=1, output=str(tmp_path))
+    report = run_search(config, trainer=_epoch_trainer, progress=False)
+    assert report["pruned_trials"] > 0 and report["epochs_trained"] < report["epochs_full_grid"] == 14 * 4
+    pruned = [t for t in report["trials"] if t["pruned"]]
+    assert pruned and all(t["epochs"] < 4 for t in pruned)
+    assert report["chosen"] is not None and not any(r["pruned"] for r in report["rows"] if r["rank"] == 1)
+    saved = json.loads((tmp_path / "search_summary.json").read_text())
+    assert saved["strategy"] == "halving" and saved["pruned_trials"] == report["pruned_trials"]
+    # this small grid has no compound point: the verdict says it cannot tell rather than guess
+    assert saved["verdict"]["answer"] == "cannot tell" and "no fully trained compound" in saved["verdict"]["reason"]
+    row = saved["rows"][0]
+    assert row["top1_ci95_low"] <= row["top1_mean"] <= row["top1_ci95_high"]
+
+
+def test_grid_and_budget_bounds_are_clear_errors(tmp_path, capsys):
+    for flags, message in ((["--step", "0.001"], "--step must be a number in [0.01, 1]"),
+                           (["--strategy", "halving", "--min-epochs", "3"], "--min-epochs (3) must be below"),
+                           (["--eta", "1"], "--eta must be an integer >= 2"),
+                           (["--train-option", "lr=abc"], "lr")):  # fmt: skip
+        assert main(["search", "--output", str(tmp_path), "--quiet", *flags]) == 2, flags
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "study.db").exists()
+    assert main(["scale", "--phi-max", "1000"]) == 2
+    assert "--phi-max must be an integer in [0, 16]" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["scale", "--max-params=-5M"])
+    assert exc.value.code == 2
+    assert "expected a positive number with an optional K, M, G/B or T suffix" in capsys.readouterr().err
+
+
+def test_storage_urls_and_damaged_database_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="backend 'garbage' is not supported"):
+        open_storage("garbage://x")
+    damaged = tmp_path / "study.db"
+    damaged.write_bytes(b"this is not an sqlite file" * 100)
+    with pytest.raises(ValueError, match="not a readable Optuna database"):
+        open_storage(f"sqlite:///{damaged}")

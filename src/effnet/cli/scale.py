@@ -15,8 +15,18 @@ from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 HELP = "Scale a baseline by phi = 0..N with alpha, beta, gamma; measure; pick the largest model within the budget."
 
 
+def _count(text: str) -> float:
+    """``parse_count`` for argparse: its one-line message (format included) becomes the usage error."""
+    from effnet.config.search import parse_count
+
+    try:
+        return parse_count(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from effnet.search.scaleup import RULES, parse_count
+    from effnet.config.search import PHI_MAX_LIMIT, RULES
 
     g = parser.add_argument_group("coefficients (the paper's by default, or flags, or a finished search study)")
     g.add_argument("--alpha", type=float, default=None, help=f"depth coefficient (default {PAPER_ALPHA})")
@@ -28,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("family")
     g.add_argument("--rule", choices=RULES, default="paper", help="paper: d=alpha^phi, w=beta^phi, r=gamma^phi; "
                    "fast: Dollar et al. 2021 at the same FLOPs target (width 80%% of the growth)")  # fmt: skip
-    g.add_argument("--phi-max", type=int, default=7, help="largest phi (default 7)")
+    g.add_argument("--phi-max", type=int, default=7, help=f"largest phi (default 7, at most {PHI_MAX_LIMIT})")
     g.add_argument("--baseline", default=None, help="efficientnet_b0 (default), resnet50, mobilenetv2, any "
                    "registered model, or a NetworkSpec JSON file (with --study: the study's baseline)")  # fmt: skip
     g.add_argument("--width", type=float, default=1.0, help="baseline width multiplier (default 1.0)")
@@ -45,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="how each model runs while measured: eager (the module; default) or the runtime you will "
                         "deploy, as in effnet predict (default = ONNX Runtime on CPU, compile on CUDA)")  # fmt: skip
     g = parser.add_argument_group("budget: the chosen model is the largest phi that satisfies all of them")
-    g.add_argument("--max-macs", type=parse_count, default=None, help="e.g. 1e9, 400M, 2G")
-    g.add_argument("--max-params", type=parse_count, default=None, help="e.g. 5.3M")
+    g.add_argument("--max-macs", type=_count, default=None, help="e.g. 1e9, 400M, 2G")
+    g.add_argument("--max-params", type=_count, default=None, help="e.g. 5.3M")
     g.add_argument("--max-latency-ms", type=float, default=None, help="median ms per batch (needs --device)")
     g.add_argument("--max-memory-mb", type=float, default=None, help="peak MiB (needs --device)")
     g = parser.add_argument_group("output")

@@ -10,7 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from effnet.search.study import DEFAULT_OUTPUT, DEFAULT_STEP, DEFAULT_STUDY, DEFAULT_TOL, SearchConfig, usable_cpus
+from effnet.config.search import (
+    DEFAULT_OUTPUT,
+    DEFAULT_STEP,
+    DEFAULT_STUDY,
+    DEFAULT_TOL,
+    MAX_SEEDS,
+    MIN_STEP,
+    STRATEGIES,
+    SearchConfig,
+)
+from effnet.search.study import usable_cpus
 
 DEFAULT_JOBS = min(2, usable_cpus())
 
@@ -36,11 +46,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--target", type=float, default=d.target, help="FLOPs growth at phi = 1 (default 2.0)")
     g.add_argument("--tol", type=float, default=DEFAULT_TOL, help=f"tolerance on the target (default {DEFAULT_TOL}; "
                    "the paper-like fine grid is --step 0.05 --tol 0.1, 109 points)")  # fmt: skip
-    g.add_argument("--step", type=float, default=DEFAULT_STEP, help=f"grid step (default {DEFAULT_STEP})")
+    g.add_argument("--step", type=float, default=DEFAULT_STEP, help=f"grid step (default {DEFAULT_STEP}; at least "
+                   f"{MIN_STEP})")  # fmt: skip
     g.add_argument("--low", type=float, default=d.low, help="smallest coefficient (default 1.0)")
     g.add_argument("--high", type=float, default=d.high, help="largest coefficient (default 2.0)")
-    g.add_argument("--seeds", type=int, default=d.seeds, help="trials per point with seeds SEED..SEED+K-1 "
-                   "(accuracy mean ± std; default 1)")  # fmt: skip
+    g.add_argument("--seeds", type=int, default=d.seeds, help="trials per point with seeds SEED..SEED+K-1: mean, "
+                   "std and 95%% interval per point, and a verdict by Welch's t-test (needs K >= 2; at most "
+                   f"{MAX_SEEDS}; default {d.seeds})")  # fmt: skip
+    g.add_argument("--strategy", choices=STRATEGIES, default=d.strategy, help="grid: every candidate trains "
+                   "--epochs; halving: successive halving (Optuna's asynchronous SuccessiveHalvingPruner) stops "
+                   f"weak candidates after --min-epochs, --min-epochs*eta, ... epochs (default {d.strategy})")
+    g.add_argument("--eta", type=int, default=d.eta, help="halving: 1/eta of the candidates reaching a rung go on "
+                   f"(default {d.eta})")  # fmt: skip
+    g.add_argument("--min-epochs", type=int, default=d.min_epochs, help="halving: epochs before the first cut "
+                   f"(default {d.min_epochs})")  # fmt: skip
     g.add_argument("--seed", type=int, default=d.seed, help="first seed (default 0)")
     g.add_argument("--no-baseline-trial", action="store_true", help="do not train the unscaled baseline "
                    "(a reference point; it never becomes the chosen coefficients)")  # fmt: skip
@@ -52,8 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs per trial (default {d.epochs})")
     g.add_argument("--train-limit", type=int, default=d.train_limit, help="train on this many images, a fixed "
                    f"random subset (default {d.train_limit})")  # fmt: skip
-    g.add_argument("--val-limit", type=int, default=d.val_limit, help="evaluate on this many test images "
-                   "(default: all)")  # fmt: skip
+    g.add_argument("--val-limit", type=int, default=d.val_limit, help="evaluate on this many test images, a fixed "
+                   f"random subset (default {d.val_limit})")  # fmt: skip
     g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size (default {d.batch_size})")
     g.add_argument("--train-option", action="append", default=None, metavar="KEY=VALUE",
                    help="any other effnet train setting for every trial, e.g. lr=0.05, augment=none, ema_decay=0, "
@@ -89,8 +108,20 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         include_baseline=not args.no_baseline_trial, width=args.width, depth=args.depth,
         resolution=args.resolution, epochs=args.epochs, train_limit=args.train_limit, val_limit=args.val_limit,
         batch_size=args.batch_size, data_root=args.data_root, output=args.output, heartbeat=args.heartbeat,
-        threads=args.threads, train_options=tuple(options.items()),
+        threads=args.threads, strategy=args.strategy, eta=args.eta, min_epochs=args.min_epochs,
+        train_options=tuple(options.items()),
     )  # fmt: skip
+
+
+def _print_verdict(report: dict) -> None:
+    """The answer to "does compound beat single-dimension scaling?" with its test, reason and trivial baseline."""
+    v = report["verdict"]
+    chance = f"; majority-class top-1 {v['chance_top1']:.2f}%" if v.get("chance_top1") is not None else ""
+    print(f"compound beats single-dimension scaling: {v['answer']} ({v['reason']}{chance})")
+    print(f"  test: {v['test']}")
+    if report.get("strategy") == "halving":
+        print(f"halving: {report['pruned_trials']} of {len(report['trials'])} trials pruned; "
+              f"{report['epochs_trained']} epochs trained of {report['epochs_full_grid']} for the full grid")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,13 +133,13 @@ def run(args: argparse.Namespace) -> int:
     print(report["table_markdown"], end="")
     chosen = report["chosen"]
     if chosen is not None:
-        std = f" ± {chosen['top1_std']:.2f}" if chosen["top1_std"] is not None else ""
+        std = ""
+        if chosen["top1_std"] is not None:
+            std = (f" ± {chosen['top1_std']:.2f}, 95% interval [{chosen['top1_ci95_low']:.2f}, "
+                   f"{chosen['top1_ci95_high']:.2f}] over {chosen['seeds']} seeds")  # fmt: skip
         print(f"chosen: alpha={chosen['alpha']:g} beta={chosen['beta']:g} gamma={chosen['gamma']:g} "
               f"({chosen['kind']}, top-1 {chosen['top1_mean']:.2f}%{std})")  # fmt: skip
-    verdict = report["compound_beats_single_dimension"]
-    if verdict is not None:
-        print(f"compound beats single-dimension scaling: {'yes' if verdict else 'no'} (best compound "
-              f"{report['best_compound_top1']:.2f}% vs {report['single_dimension_top1']})")  # fmt: skip
+    _print_verdict(report)
     files = report["files"]
     print(f"study {report['study']} in {report['storage']}: {len(report['trials'])} trials, "
           f"{report['trials_run_by_this_worker']} run by this worker in {report['worker_wall_time_s']:.0f} s")

@@ -1,8 +1,11 @@
 """The report of a scaling search: ranked table, chosen (α, β, γ), accuracy-vs-MACs plot, JSON/CSV export.
 
-Rows aggregate the COMPLETE trials of one (α, β, γ) over seeds: accuracy mean ± sample standard deviation
-(``None`` with a single seed). The chosen coefficients are the best mean top-1 among the scaled candidates (the
-unscaled baseline is only a reference); ties go to fewer MACs. Every file is written atomically.
+Rows aggregate the finished (COMPLETE or PRUNED) trials of one (α, β, γ) over seeds: accuracy mean ± sample
+standard deviation and 95 % interval (``None`` with a single seed, see :mod:`effnet.search.stats`), mean epochs
+trained and how many seeds were pruned. Fully trained rows rank first (best mean first, ties to fewer MACs), then
+pruned ones (their accuracy is from fewer epochs). The chosen coefficients are the best fully trained scaled row
+(the unscaled baseline is only a reference). The verdict "compound beats single-dimension" is
+:func:`effnet.search.stats.verdict`. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ from typing import Any
 
 from effnet.io import atomic_path, atomic_write_json
 from effnet.report import render_markdown, write_table
+from effnet.search.stats import interval95, verdict
 
-__all__ = ["TABLE_COLUMNS", "summarize", "choose", "plot_accuracy_vs_macs", "write_report"]
+__all__ = ["TABLE_COLUMNS", "summarize", "choose", "compare", "plot_accuracy_vs_macs", "write_report"]
 
 TABLE_COLUMNS = (
     "rank", "kind", "alpha", "beta", "gamma", "flops_factor", "macs", "macs_factor", "params", "resolution",
-    "top1_mean", "top1_std", "seeds", "wall_time_s",
+    "epochs", "pruned", "top1_mean", "top1_std", "top1_ci95_low", "top1_ci95_high", "seeds", "wall_time_s",
 )  # fmt: skip
-"""Columns of the ranked table (``flops_factor`` = α·β²·γ² by the rule; ``macs_factor`` = exact MACs ÷ baseline)."""
+"""Columns of the ranked table (``flops_factor`` = α·β²·γ² by the rule; ``macs_factor`` = exact MACs ÷ baseline;
+``epochs`` = mean epochs trained per seed; ``pruned`` = seeds stopped early by successive halving)."""
 
 _STYLE = {
     "compound": ("o", "tab:blue"),
@@ -42,6 +47,7 @@ def summarize(records: Sequence[Mapping[str, Any]], baseline_macs: int) -> list[
     for (a, b, g), trials in groups.items():
         accs = [float(t["top1"]) for t in trials]
         first = trials[0]
+        ci = interval95(accs)
         rows.append({
             "kind": first["kind"],
             "alpha": a,
@@ -54,18 +60,38 @@ def summarize(records: Sequence[Mapping[str, Any]], baseline_macs: int) -> list[
             "resolution": int(first["resolution"]),
             "top1_mean": round(statistics.fmean(accs), 3),
             "top1_std": round(statistics.stdev(accs), 3) if len(accs) > 1 else None,
+            "top1_ci95_low": round(ci[0], 3) if ci else None,
+            "top1_ci95_high": round(ci[1], 3) if ci else None,
+            "epochs": round(statistics.fmean(float(t.get("epochs", 0) or 0) for t in trials), 2),
+            "pruned": sum(bool(t.get("pruned")) for t in trials),
+            "samples": accs,
             "seeds": len(accs),
             "wall_time_s": round(statistics.fmean(float(t["wall_time_s"]) for t in trials), 1),
         })  # fmt: skip
-    rows.sort(key=lambda r: (-r["top1_mean"], r["macs"]))
+    rows.sort(key=lambda r: (r["pruned"] > 0, -r["top1_mean"], r["macs"]))
     for i, row in enumerate(rows, 1):
         row["rank"] = i
-    return [{c: row[c] for c in TABLE_COLUMNS} for row in rows]
+    return [{**{c: row[c] for c in TABLE_COLUMNS}, "samples": row["samples"]} for row in rows]
 
 
 def choose(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The best-ranked scaled row (the baseline reference never wins); None when there is none."""
-    return next((r for r in rows if r["kind"] != "baseline"), None)
+    """The best-ranked fully trained scaled row (the baseline reference never wins); None when there is none."""
+    return next((r for r in rows if r["kind"] != "baseline" and not r.get("pruned")), None)
+
+
+def compare(rows: Sequence[Mapping[str, Any]], chance_top1: float | None) -> dict[str, Any]:
+    """:func:`effnet.search.stats.verdict` for the best fully trained compound and single-dimension rows."""
+
+    def best(kinds: tuple[str, ...]) -> Mapping[str, Any] | None:
+        return next((r for r in rows if r["kind"] in kinds and not r["pruned"]), None)
+
+    compound, single = best(("compound",)), best(("depth", "width", "resolution"))
+    out = verdict(compound, single, chance_top1)
+    for name, row in (("compound", compound), ("single_dimension", single)):
+        out[name] = None if row is None else {k: row[k] for k in ("kind", "alpha", "beta", "gamma", "top1_mean",
+                                                                  "top1_std", "top1_ci95_low", "top1_ci95_high",
+                                                                  "seeds")}  # fmt: skip
+    return out
 
 
 def plot_accuracy_vs_macs(rows: Sequence[Mapping[str, Any]], path: str | Path, *, title: str,
@@ -118,27 +144,32 @@ def write_report(records: Sequence[Mapping[str, Any]], baseline_macs: int, outpu
     grid = summary.get("definition", {}).get("grid", {})
     title = (f"scaling search: {summary.get('baseline_name', 'baseline')} on {summary.get('data', '?')}, "
              f"target α·β²·γ²={grid.get('target', '?')}±{grid.get('tol', '?')}")  # fmt: skip
-    paths = write_table(rows, out / "search_results", TABLE_COLUMNS, title=title)
+    paths = write_table([{c: r[c] for c in TABLE_COLUMNS} for r in rows], out / "search_results", TABLE_COLUMNS,
+                        title=title)  # fmt: skip
     plot = plot_accuracy_vs_macs(rows, out / "accuracy_vs_macs.png", title=title, chosen=best)
     chosen = None
     if best is not None:
-        chosen = {k: best[k] for k in ("alpha", "beta", "gamma", "kind", "top1_mean", "top1_std", "macs", "params")}
+        chosen = {k: best[k] for k in ("alpha", "beta", "gamma", "kind", "top1_mean", "top1_std", "top1_ci95_low",
+                                   "top1_ci95_high", "seeds", "macs", "params")}  # fmt: skip
     single: dict[str, float] = {}
     for r in rows:  # rows are ranked, so the first row of each kind is its best
-        if r["kind"] in ("depth", "width", "resolution"):
+        if r["kind"] in ("depth", "width", "resolution") and not r["pruned"]:
             single.setdefault(r["kind"], r["top1_mean"])
-    compound = [r["top1_mean"] for r in rows if r["kind"] == "compound"]
+    compound = [r["top1_mean"] for r in rows if r["kind"] == "compound" and not r["pruned"]]
+    answer = compare(rows, summary.get("chance_top1"))
     full = {
         **summary,
         "chosen": chosen,
         "best_compound_top1": max(compound) if compound else None,
         "single_dimension_top1": single,
-        "compound_beats_single_dimension": (max(compound) > max(single.values())) if compound and single else None,
+        "compound_beats_single_dimension": answer["answer"],
+        "verdict": answer,
+        "pruned_trials": sum(bool(r.get("pruned")) for r in records),
         "rows": rows,
         "trials": [dict(r) for r in records],
         "files": {"table_md": str(paths["md"]), "table_csv": str(paths["csv"]), "table_json": str(paths["json"]),
                   "plot": str(plot), "summary": str(out / "search_summary.json")},  # fmt: skip
-        "table_markdown": render_markdown(rows, TABLE_COLUMNS),
+        "table_markdown": render_markdown([{c: r[c] for c in TABLE_COLUMNS} for r in rows], TABLE_COLUMNS),
     }
     atomic_write_json(out / "search_summary.json", _finite(full))
     return full

@@ -30,51 +30,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from effnet.config.search import RULES, Budget, ScaleConfig, parse_count
 from effnet.cost import cost
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, compound, fast_scaling, flops_factor
 from effnet.specs import NetworkSpec, scale
 
 __all__ = ["RULES", "Budget", "Measurement", "Member", "ScaleConfig", "ScaleResult", "family", "measure",
            "select", "scale_family", "parse_count"]  # fmt: skip
-
-RULES = ("paper", "fast")
-"""Scaling rules: the paper's ``α^φ, β^φ, γ^φ`` and Dollár et al.'s fast compound scaling."""
-
-
-def parse_count(text: str) -> float:
-    """A count such as ``4e9``, ``400M``, ``5.3M``, ``2G``/``2B`` or ``12K`` as a float."""
-    units = {"K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
-    value = str(text).strip()
-    mult = units.get(value[-1:].upper(), 1.0) if value else 1.0
-    number = value[:-1] if mult != 1.0 else value
-    try:
-        out = float(number) * mult
-    except ValueError:
-        raise ValueError(f"not a count: {text!r} (examples: 4e9, 400M, 5.3M, 2G, 12K)") from None
-    if not out > 0:
-        raise ValueError(f"a budget must be positive, got {text!r}")
-    return out
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Hardware limits; None means unlimited. Latency in ms per batch, memory in MiB."""
-
-    max_macs: float | None = None
-    max_params: float | None = None
-    max_latency_ms: float | None = None
-    max_memory_mb: float | None = None
-
-    @property
-    def needs_measurement(self) -> bool:
-        """True when a limit can only be checked by running the model."""
-        return self.max_latency_ms is not None or self.max_memory_mb is not None
-
-    def to_dict(self) -> dict[str, float | None]:
-        """JSON-ready limits."""
-        return {"max_macs": self.max_macs, "max_params": self.max_params, "max_latency_ms": self.max_latency_ms,
-                "max_memory_mb": self.max_memory_mb}  # fmt: skip
-
 
 @dataclass(frozen=True)
 class Measurement:
@@ -331,25 +293,6 @@ def select(members: Sequence[Member], budget: Budget) -> Member:
     raise ValueError(f"no model of the family phi=0..{max(m.phi for m in members)} fits the budget; even phi=0 "
                      f"has {'; '.join(smallest.violations)}. Raise the budget or use a smaller baseline "
                      "(--baseline, --width, --resolution)")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ScaleConfig:
-    """Inputs of :func:`scale_family`: coefficients, rule, baseline, measurement and budget."""
-
-    alpha: float = PAPER_ALPHA
-    beta: float = PAPER_BETA
-    gamma: float = PAPER_GAMMA
-    rule: str = "paper"
-    phi_max: int = 7
-    baseline: NetworkSpec | None = None
-    device: str | None = None
-    batch: int = 1
-    warmup: int = 2
-    repeats: int = 5
-    threads: int | None = None
-    runtime: str = "eager"
-    budget: Budget = field(default_factory=Budget)
 
 
 @dataclass(frozen=True)

@@ -1,26 +1,25 @@
-"""Shared storage for the scaling search: Optuna RDB storage, a claim lock across workers, trial heartbeats.
+"""Shared storage of the scaling search: an Optuna RDB storage with heartbeats and retry of stale trials.
 
-Workers of one study coordinate only through the storage: SQLite file (one machine; the claim lock is an
-``flock`` on a file beside the database) or PostgreSQL (many machines; the claim lock is ``pg_advisory_lock``).
-Trials record Optuna heartbeats, so the RUNNING trial of a killed worker goes stale and is failed by
-:func:`optuna.storages.fail_stale_trials` in whichever worker claims next.
+Workers of one study coordinate only through Optuna's public mechanisms: the grid is enqueued once as WAITING
+trials (``Study.enqueue_trial``), every worker takes the next WAITING trial (``Study.optimize`` pops it
+atomically in the RDB storage), a running trial records heartbeats, and
+:func:`optuna.storages.fail_stale_trials` (run by every worker before each trial and while it waits) fails the
+trial of a killed worker, whereupon :class:`optuna.storages.RetryFailedTrialCallback` enqueues a copy of it.
+SQLite (one machine) and PostgreSQL (many machines) are supported; there are no lock files.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
-import logging
-import threading
+import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["default_storage", "redact", "open_storage", "claim_lock", "Heartbeat"]
+__all__ = ["default_storage", "redact", "open_storage"]
 
-_log = logging.getLogger(__name__)
+_CREATION_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key", "database is locked")
+_BACKENDS = "sqlite:///FILE or postgresql+psycopg://USER@HOST/DB"
 
 
 def default_storage(output: str) -> str:
@@ -37,132 +36,89 @@ def redact(url: str) -> str:
     return url
 
 
-def _normalise_url(url: str) -> str:
-    """Map ``postgresql://`` to the installed psycopg 3 driver when psycopg2 is absent."""
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _normalise_url(url: str) -> Any:
+    """The parsed URL; ``postgresql://`` maps to the installed driver; clear errors for what cannot work."""
     from sqlalchemy.engine import make_url
 
     try:
         parsed = make_url(url)
     except Exception as exc:  # sqlalchemy.exc.ArgumentError
-        raise ValueError(f"--storage {url!r} is not a database URL (e.g. sqlite:///study.db, "
-                         f"postgresql+psycopg://user@host/db): {exc}") from None  # fmt: skip
-    if parsed.drivername == "postgresql":
-        try:
-            import psycopg2  # noqa: F401
-        except ImportError:
-            parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed.render_as_string(hide_password=False)
+        raise ValueError(f"--storage {url!r} is not a database URL ({_BACKENDS}): {_first_line(exc)}") from None
+    backend, _, driver = parsed.drivername.partition("+")  # no dialect import: an unknown name stays a message
+    if backend not in ("sqlite", "postgresql"):
+        raise ValueError(f"--storage {redact(url)}: backend {backend!r} is not supported; use {_BACKENDS}")
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            driver = "psycopg2" if _has_module("psycopg2") else "psycopg"
+            parsed = parsed.set(drivername=f"postgresql+{driver}")
+        if driver not in ("psycopg", "psycopg2"):
+            raise ValueError(f"--storage {redact(url)}: driver {driver!r} is not supported; use "
+                             "postgresql+psycopg:// (pip install 'psycopg[binary]') or postgresql+psycopg2://")
+        if not _has_module(driver):
+            package = "psycopg[binary]" if driver == "psycopg" else "psycopg2-binary"
+            raise ValueError(f"--storage {redact(url)} needs the PostgreSQL driver {driver!r}, which is not "
+                             f"installed: pip install '{package}'")
+    return parsed
 
 
 def open_storage(url: str, heartbeat: int | None = 10) -> Any:
-    """An ``optuna.storages.RDBStorage`` with heartbeats (grace ``3 × heartbeat``); clear error if unreachable.
+    """An ``optuna.storages.RDBStorage`` with heartbeats (grace ``3 × heartbeat``) and stale-trial retry.
 
     SQLite: the parent folder is created and writers wait up to 60 s for the file lock. PostgreSQL: connecting
-    gives up after 10 s. Any failure to connect or create the tables is a ``ValueError`` naming the URL.
+    gives up after 10 s. Workers starting together may race creating the tables; that is retried. Any failure
+    to connect, to read the file as a database, or to create the tables is a ``ValueError`` naming the URL.
     """
     import optuna
-    from sqlalchemy.engine import make_url
 
-    url = _normalise_url(url)
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend not in ("sqlite", "postgresql"):
-        raise ValueError(f"--storage {redact(url)}: backend {backend!r} is not supported; use sqlite:///FILE "
-                         "or postgresql+psycopg://USER@HOST/DB")  # fmt: skip
+    parsed = _normalise_url(url)
     connect_args: dict[str, Any] = {}
-    if backend == "sqlite":
+    if parsed.drivername.partition("+")[0] == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
+            if Path(database).is_dir():
+                raise ValueError(f"--storage {url}: {database} is a directory, not an SQLite file")
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         connect_args["timeout"] = 60
     else:
         connect_args["connect_timeout"] = 10
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what this module relies on
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs={"connect_args": connect_args}, heartbeat_interval=heartbeat,
-                grace_period=3 * heartbeat if heartbeat else None,
-            )  # fmt: skip
-    except Exception as exc:
-        raise ValueError(f"cannot open --storage {redact(url)}: {_first_line(exc)}") from None
+    text = parsed.render_as_string(hide_password=False)
+    attempt = 0
+    while True:
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what this relies on
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    text, engine_kwargs={"connect_args": connect_args}, heartbeat_interval=heartbeat,
+                    grace_period=3 * heartbeat if heartbeat else None,
+                    heartbeat_stale_trial_callback=_retry_callback() if heartbeat else None,
+                )  # fmt: skip
+        except Exception as exc:
+            message = _first_line(exc)
+            attempt += 1
+            if any(m in message for m in _CREATION_RACE) and attempt < 5:  # another worker is creating the tables
+                time.sleep(0.5)
+                continue
+            if "file is not a database" in message or "malformed" in message:
+                raise ValueError(f"--storage {redact(url)} is not a readable Optuna database (damaged or another "
+                                 f"kind of file): {message}; move it away or pass another --storage") from None
+            raise ValueError(f"cannot open --storage {redact(url)}: {message}") from None
 
 
-@contextlib.contextmanager
-def claim_lock(url: str, study: str) -> Iterator[None]:
-    """Mutual exclusion across every worker of ``study``: ``flock`` beside a SQLite file, advisory lock on PG.
+def _retry_callback() -> Any:
+    """Optuna's callback that enqueues a copy of a heartbeat-stale trial (renamed in Optuna 4.9)."""
+    import optuna.storages as st
 
-    ``study=""`` locks the whole storage (used while creating tables and studies). Failing to connect is a
-    ``ValueError`` naming the URL (password hidden).
-    """
-    from sqlalchemy.engine import make_url
-
-    url = _normalise_url(url)
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if not database or database == ":memory:":
-            with _MEMORY_LOCK:
-                yield
-            return
-        lock_path = Path(f"{database}.{hashlib.sha1(study.encode()).hexdigest()[:12]}.lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "a+b") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        return
-    import sqlalchemy
-    from sqlalchemy.pool import NullPool
-
-    key = int.from_bytes(hashlib.sha1(f"effnet-search:{study}".encode()).digest()[:8], "big", signed=True)
-    engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
-    try:
-        conn = engine.connect()
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-    except Exception as exc:
-        engine.dispose()
-        raise ValueError(f"cannot open --storage {redact(url)}: {_first_line(exc)}") from None
-    try:
-        yield
-    finally:
-        with contextlib.suppress(Exception):  # closing the connection releases the lock in any case
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-        with contextlib.suppress(Exception):
-            conn.close()
-        engine.dispose()
+    cls = getattr(st, "RetryHeartbeatStaleTrialCallback", None) or st.RetryFailedTrialCallback
+    return cls(max_retry=None)
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-_MEMORY_LOCK = threading.Lock()
-
-
-class Heartbeat:
-    """Records an Optuna heartbeat for one trial every ``interval`` seconds in a daemon thread."""
-
-    def __init__(self, storage: Any, trial_id: int, interval: int) -> None:
-        self._storage, self._trial_id, self._interval = storage, trial_id, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{trial_id}", daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._storage.record_heartbeat(self._trial_id)
-            except Exception as exc:  # a transient storage error must not kill the training run
-                _log.warning("heartbeat of trial %s failed: %s", self._trial_id, exc)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()

@@ -7,14 +7,18 @@ is trained ``seeds`` times: trial = (α, β, γ, seed). A trial scales the basel
 ``r = γ`` (:func:`effnet.specs.scale`), trains it with :func:`effnet.training.trainer.fit` (or any ``trainer`` with the
 same contract) and records top-1, exact params/MACs, wall time and seed as trial user attributes.
 
-Distribution and fault tolerance: trials live in an Optuna RDB storage (SQLite file by default, any
-PostgreSQL URL for many machines). :class:`~effnet.search.sampler.CandidateGridSampler` (a ``GridSampler`` over
-the explicit candidate list) gives each new trial the lowest candidate that has neither a COMPLETE nor a
-RUNNING trial. Asking for a trial happens under a storage-wide claim lock (``flock`` beside a SQLite file,
-``pg_advisory_lock`` on PostgreSQL), so concurrent workers never pick the same candidate. A running trial
-records an Optuna heartbeat; a worker killed mid-trial leaves a RUNNING trial whose heartbeat goes stale, and
-:func:`optuna.storages.fail_stale_trials` (run by every worker before claiming) marks it FAIL, which makes its
-candidate claimable again. COMPLETE trials are never re-run. See :mod:`effnet.search.report` for the report.
+Distribution and fault tolerance, with Optuna's public API only: trials live in an Optuna RDB storage (SQLite
+file by default, any PostgreSQL URL for many machines). The worker that creates the study (study names are unique,
+so exactly one does) enqueues every candidate as a WAITING trial (``enqueue_trial``) carrying its ``grid_id``;
+every worker runs ``Study.optimize(n_trials=1)`` while WAITING trials are left, which pops one atomically. A
+running trial records Optuna heartbeats; a worker killed mid-trial leaves a RUNNING trial whose heartbeat goes
+stale, :func:`optuna.storages.fail_stale_trials` marks it FAIL and ``RetryFailedTrialCallback`` enqueues a copy.
+A trial whose trainer raises (or is interrupted) is FAILed and its point enqueued again. A worker that pops a
+trial whose point another trial already finished or runs marks it FAIL without training (``duplicate_of``), so
+no point is trained twice even if a point was queued twice. COMPLETE and PRUNED trials are never re-run.
+With ``strategy="halving"`` every trial reports validation top-1 after each epoch and Optuna's asynchronous
+``SuccessiveHalvingPruner`` (``min_resource = min_epochs``, ``reduction_factor = eta``) stops weak ones.
+See :mod:`effnet.search.report` for the report.
 """
 
 from __future__ import annotations
@@ -32,11 +36,21 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+from effnet.config.search import (
+    DEFAULT_OUTPUT,
+    DEFAULT_STEP,
+    DEFAULT_STUDY,
+    DEFAULT_TOL,
+    MAX_TRIALS,
+    STRATEGIES,
+    SearchConfig,
+)
 from effnet.scaling import flops_factor, grid, single_dimension_points
 from effnet.search.baselines import load_baseline
-from effnet.search.storage import Heartbeat, claim_lock, default_storage, open_storage, redact
+from effnet.search.storage import default_storage, open_storage, redact
 from effnet.specs import NetworkSpec, scale
 
 __all__ = [
@@ -44,6 +58,7 @@ __all__ = [
     "DEFAULT_STUDY",
     "DEFAULT_STEP",
     "DEFAULT_TOL",
+    "STRATEGIES",
     "SearchConfig",
     "Candidate",
     "distinct_networks",
@@ -53,99 +68,19 @@ __all__ = [
     "definition",
     "default_storage",
     "open_storage",
-    "claim_lock",
     "Trainer",
     "train_config",
     "run_search",
     "run_search_jobs",
     "usable_cpus",
     "load_study_result",
+    "majority_top1",
 ]
 
-DEFAULT_OUTPUT = "runs/search"
-"""Where ``effnet search`` writes its SQLite study, trial runs and report by default."""
-DEFAULT_STUDY = "effnet-search"
-"""Default Optuna study name."""
-DEFAULT_STEP = 0.1
-"""Default grid step of the CLI (the quick study); the paper-like fine grid is ``--step 0.05 --tol 0.1``."""
-DEFAULT_TOL = 0.05
-"""Default tolerance on ``|α·β²·γ² − target|`` of the CLI (the quick study)."""
-
-_RESERVED_OPTIONS = frozenset({
-    "data", "model", "width", "depth", "resolution", "spec_file", "weights", "epochs", "batch_size", "train_limit",
-    "val_limit", "seed", "output", "resume", "data_root", "threads",
-})  # fmt: skip
 _FORMAT = "effnet-search/1"
 _ATTR = "effnet_search"
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """Everything that defines a search study (grid, baseline, training budget) and how this worker runs.
-
-    ``width``/``depth``/``resolution`` shape the *baseline* before the search scales it; ``epochs``,
-    ``train_limit``, ``val_limit`` and ``batch_size`` are the per-trial training budget. ``storage`` None means
-    ``sqlite:///<output>/study.db``. ``heartbeat`` is the liveness interval in seconds: a killed worker's trial is
-    re-run after ``3 × heartbeat`` seconds without a heartbeat. ``threads`` limits torch threads per worker.
-    """
-
-    data: str = "fashion-mnist"
-    baseline: str = "efficientnet_b0"
-    storage: str | None = None
-    study: str = DEFAULT_STUDY
-    target: float = 2.0
-    tol: float = DEFAULT_TOL
-    step: float = DEFAULT_STEP
-    low: float = 1.0
-    high: float = 2.0
-    seeds: int = 1
-    seed: int = 0
-    include_baseline: bool = True
-    width: float = 0.25
-    depth: float = 0.5
-    resolution: int | None = 32
-    epochs: int = 3
-    train_limit: int | None = 4000
-    val_limit: int | None = 2000
-    batch_size: int = 32
-    data_root: str | None = None
-    output: str = DEFAULT_OUTPUT
-    heartbeat: int = 10
-    threads: int | None = None
-    train_options: tuple[tuple[str, Any], ...] = (
-        ("opt", "adamw"), ("schedule", "cosine"), ("lr", 0.04), ("warmup_epochs", 0.3), ("bn_momentum", 0.1),
-        ("augment", "none"), ("crop_pct", 1.0), ("ema_decay", 0.0), ("label_smoothing", 0.0), ("dropout", 0.0),
-        ("drop_path", 0.0),
-    )  # fmt: skip
-
-    def __post_init__(self) -> None:
-        options = tuple((str(k), v) for k, v in dict(self.train_options).items())
-        object.__setattr__(self, "train_options", options)
-        reserved = sorted(set(dict(options)) & _RESERVED_OPTIONS)
-        if reserved:
-            raise ValueError(f"--train-option {', '.join(reserved)}: set by the search itself; use its own flags "
-                             "(--epochs, --batch-size, --train-limit, --width, --resolution, --seeds, --output, ...)")
-        if not isinstance(self.seeds, int) or self.seeds < 1:
-            raise ValueError(f"--seeds must be an integer >= 1, got {self.seeds!r}")
-        if not isinstance(self.heartbeat, int) or self.heartbeat < 1:
-            raise ValueError(f"--heartbeat must be an integer number of seconds >= 1, got {self.heartbeat!r}")
-        if not isinstance(self.study, str) or not self.study.strip():
-            raise ValueError(f"--study must be a non-empty name, got {self.study!r}")
-        if self.target < 1:
-            raise ValueError(f"--target must be >= 1 (the FLOPs growth per unit of phi), got {self.target}")
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
-        for name in ("train_limit", "val_limit", "resolution", "threads"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
-
-    @property
-    def storage_url(self) -> str:
-        """The storage URL this config uses (the default SQLite file when ``storage`` is None)."""
-        return self.storage or default_storage(self.output)
+_ENQUEUED = "effnet_enqueued"
+_GRID_ID = "grid_id"
 
 
 @dataclass(frozen=True)
@@ -189,6 +124,9 @@ def candidates(target: float = 2.0, tol: float = DEFAULT_TOL, step: float = DEFA
     ordered = sorted(points)
     if include_baseline:
         ordered = [(1.0, 1.0, 1.0)] + [p for p in ordered if p != (1.0, 1.0, 1.0)]
+    if len(ordered) * len(seeds) > MAX_TRIALS:
+        raise ValueError(f"the grid has {len(ordered)} points x {len(seeds)} seeds = {len(ordered) * len(seeds)} "
+                         f"trials, more than {MAX_TRIALS}; use a coarser --step or a smaller --tol")  # fmt: skip
     return [Candidate(a, b, g, _kind(a, b, g), int(s)) for a, b, g in ordered for s in seeds]
 
 
@@ -235,6 +173,7 @@ def definition(config: SearchConfig, base: NetworkSpec, items: Sequence[Candidat
         "grid": {"target": config.target, "tol": config.tol, "step": config.step, "low": config.low,
                  "high": config.high, "include_baseline": config.include_baseline},  # fmt: skip
         "seeds": [config.seed + i for i in range(config.seeds)],
+        "strategy": {"name": config.strategy, "eta": config.eta, "min_epochs": config.min_epochs},
         "baseline": base.to_dict(),
         "budget": {"data": config.data, "epochs": config.epochs, "train_limit": config.train_limit,
                    "val_limit": config.val_limit, "batch_size": config.batch_size,
@@ -259,16 +198,19 @@ def _differences(stored: Mapping[str, Any], given: Mapping[str, Any], prefix: st
 
 # ------------------------------------------------------------------------------------------------ worker
 
-Trainer = Callable[[Any, NetworkSpec], Any]
-"""``trainer(train_config, spec) -> result``: the contract of :func:`effnet.training.trainer.fit` (``spec``: the
-network to train; the result has ``last_top1`` and, when available, ``best_top1``, ``last_top5``, ``ema_top1``,
-``params``, ``macs``, ``epochs``, ``images_per_s``, ``wall_time_s``)."""
+Trainer = Callable[..., Any]
+"""``trainer(train_config, spec[, on_epoch=callback]) -> result``: the contract of
+:func:`effnet.training.trainer.fit` (``spec``: the network to train; ``on_epoch(record)`` is called after each
+epoch with ``record["epoch"]`` and ``record["val_top1"]`` and may raise to stop; it is passed only with
+``strategy="halving"``). The result has ``last_top1`` and, when available, ``best_top1``, ``last_top5``,
+``ema_top1``, ``params``, ``macs``, ``epochs``, ``images_per_s``, ``wall_time_s``."""
 
 
-def _default_trainer(train_config: Any, spec: NetworkSpec, progress: bool = False) -> Any:
+def _default_trainer(train_config: Any, spec: NetworkSpec, progress: bool = False,
+                     on_epoch: Callable[[dict[str, Any]], None] | None = None) -> Any:  # fmt: skip
     from effnet.training.trainer import fit
 
-    return fit(train_config, spec=spec, progress=progress)
+    return fit(train_config, spec=spec, progress=progress, on_epoch=on_epoch)
 
 
 def train_config(config: SearchConfig, seed: int, output: Path, model: str = "search-trial") -> Any:
@@ -288,29 +230,65 @@ def train_config(config: SearchConfig, seed: int, output: Path, model: str = "se
         train = TrainConfig.from_dict(fields)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"--train-option: {exc}") from None
-    resolve_recipe(train)  # validates every value now, not after the study was created
+    try:
+        resolve_recipe(train)  # validates every value now, not after the study was created
+    except TypeError:  # e.g. lr=abc reaches a numeric comparison as a string
+        given = ", ".join(f"{k}={v!r}" for k, v in config.train_options if isinstance(v, str))
+        raise ValueError(f"--train-option: a value has the wrong type ({given}); numbers must be numbers, "
+                         "e.g. lr=0.05") from None
     return train
 
 
-def _load_study(storage: Any, name: str, sampler: Any, defn: dict[str, Any], url: str) -> Any:
+def _pruner(config: SearchConfig) -> Any:
     import optuna
 
-    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, direction="maximize",
-                                load_if_exists=True)  # fmt: skip
+    if config.strategy == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=config.min_epochs, reduction_factor=config.eta)
+    return optuna.pruners.NopPruner()
+
+
+def _enqueue(study: Any, items: Sequence[Candidate], ids: Sequence[int], *, skip_if_exists: bool) -> None:
+    for i in ids:
+        study.enqueue_trial(items[i].params, user_attrs={_GRID_ID: i}, skip_if_exists=skip_if_exists)
+
+
+def _load_study(storage: Any, config: SearchConfig, defn: dict[str, Any], items: Sequence[Candidate]) -> Any:
+    """Create the study and enqueue its grid (exactly one worker does), or load it and check its definition."""
+    import optuna
+
+    name, url = config.study, config.storage_url
+    kwargs = {"storage": storage, "study_name": name, "sampler": optuna.samplers.RandomSampler(seed=0),
+              "pruner": _pruner(config)}  # fmt: skip
     given = json.loads(json.dumps(defn))
-    stored = study.user_attrs.get(_ATTR)
-    if stored is None:
-        if study.trials:
-            raise ValueError(f"--study {name!r} in {redact(url)} already holds {len(study.trials)} trials that "
-                             "effnet search did not create; choose another --study name")  # fmt: skip
+    try:  # the unique study name makes creation atomic: the winner enqueues the grid, the others wait for it
+        study = optuna.create_study(direction="maximize", **kwargs)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(**kwargs)
+    else:
         study.set_user_attr(_ATTR, given)
-    elif stored != given:
+        _enqueue(study, items, range(len(items)), skip_if_exists=True)
+        study.set_user_attr(_ENQUEUED, len(items))
+        return study
+    deadline = time.monotonic() + 30
+    while _ENQUEUED not in study.user_attrs and time.monotonic() < deadline:
+        if study.user_attrs.get(_ATTR) is None and study.get_trials(deepcopy=False):
+            break  # a study somebody else made
+        time.sleep(0.2)
+    stored = study.user_attrs.get(_ATTR)
+    if stored is None and study.get_trials(deepcopy=False):
+        raise ValueError(f"--study {name!r} in {redact(url)} already holds {len(study.trials)} trials that "
+                         "effnet search did not create; choose another --study name")  # fmt: skip
+    if stored is not None and stored != given:
         diffs = sorted(_differences(stored, given), key=lambda d: d.startswith("candidates"))  # causes first
         raise ValueError(
             f"--study {name!r} in {redact(url)} was created for a different search ({'; '.join(diffs[:4])}"
             f"{'; ...' if len(diffs) > 4 else ''}); its trials are kept unchanged. Re-run with the flags it was "
             "created with, or pass a new --study name"
         )
+    if _ENQUEUED not in study.user_attrs:  # its creator died while enqueueing: finish that
+        study.set_user_attr(_ATTR, given)
+        _enqueue(study, items, range(len(items)), skip_if_exists=True)
+        study.set_user_attr(_ENQUEUED, len(items))
     return study
 
 
@@ -326,7 +304,7 @@ def _record(item: Candidate, base: NetworkSpec, spec: NetworkSpec, result: Any, 
         "depth": spec.depth, "width": spec.width, "resolution": spec.resolution,
         "flops_factor": flops_factor(*item.point), "macs_factor": exact.macs / cost(base).macs,
         "params": int(params), "macs": int(macs), "top1": float(result.last_top1), "wall_time_s": round(wall, 3),
-        "output_dir": str(run_dir), "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "output_dir": str(run_dir), "worker": f"{socket.gethostname()}:{os.getpid()}", "pruned": False,
     }  # fmt: skip
     for name in ("best_top1", "last_top5", "ema_top1", "epochs", "images_per_s"):
         value = getattr(result, name, None)
@@ -338,73 +316,189 @@ def _record(item: Candidate, base: NetworkSpec, spec: NetworkSpec, result: Any, 
     return record
 
 
-def _run_trial(study: Any, storage: Any, trial: Any, items: Sequence[Candidate], base: NetworkSpec,
-               config: SearchConfig, trainer: Trainer) -> dict[str, Any]:  # fmt: skip
-    from optuna.trial import TrialState
-
-    item = items[storage.get_trial_system_attrs(trial._trial_id)["grid_id"]]
-    values = {
-        name: trial.suggest_float(name, min(getattr(c, name) for c in items), max(getattr(c, name) for c in items))
-        for name in ("alpha", "beta", "gamma")
-    }  # fmt: skip
-    values["seed"] = trial.suggest_int("seed", min(c.seed for c in items), max(c.seed for c in items))
-    if values != item.params:
-        raise RuntimeError(f"trial {trial.number}: sampled {values} but its grid point is {item.params}")
-    spec = trial_spec(base, item.alpha, item.beta, item.gamma)
-    run_dir = Path(config.output) / "trials" / config.study / (
-        f"{trial.number:04d}_{item.kind}_a{item.alpha:g}_b{item.beta:g}_g{item.gamma:g}_s{item.seed}")
-    start = time.perf_counter()
-    try:
-        with Heartbeat(storage, trial._trial_id, config.heartbeat):
-            result = trainer(train_config(config, item.seed, run_dir, spec.name), spec)
-    except BaseException as exc:
-        with contextlib.suppress(Exception):
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
-            study.tell(trial, state=TrialState.FAIL)
-        raise
-    record = _record(item, base, spec, result, time.perf_counter() - start, run_dir)
-    for key, value in record.items():
-        trial.set_user_attr(key, value)
-    study.tell(trial, record["top1"])
-    return record
+class _SpareTrial(Exception):
+    """A trial this worker must not train (no grid point left for it, or its point is taken); marked FAIL."""
 
 
-def _complete_records(study: Any, fingerprint: str) -> list[dict[str, Any]]:
+class _Worker:
+    """One worker's loop over a study: take WAITING trials until every grid point is COMPLETE or PRUNED."""
+
+    def __init__(self, config: SearchConfig, trainer: Trainer, items: Sequence[Candidate], base: NetworkSpec,
+                 echo: Callable[[str], None]) -> None:  # fmt: skip
+        self.config, self.trainer, self.items, self.base, self.echo = config, trainer, items, base, echo
+        self.ran = 0
+
+    def progress(self, study: Any) -> tuple[set[int], set[int], int]:
+        """``(finished grid ids, running grid ids, WAITING trials)``."""
+        from optuna.trial import TrialState
+
+        done, running, waiting = set(), set(), 0
+        for t in study.get_trials(deepcopy=False):
+            gid = t.user_attrs.get(_GRID_ID)
+            if gid is None:
+                continue
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                done.add(gid)
+            elif t.state == TrialState.RUNNING:
+                running.add(gid)
+            elif t.state == TrialState.WAITING:
+                waiting += 1
+        return done, running - done, waiting
+
+    def loop(self, study: Any, bar: Any) -> None:
+        """Train WAITING trials; wait for other workers' running ones (re-queued if their heartbeat stops)."""
+        import optuna
+
+        total, said = len(self.items), False
+        while True:
+            optuna.storages.fail_stale_trials(study)  # a stale trial is FAILed and re-enqueued (retry callback)
+            done, running, waiting = self.progress(study)
+            bar.n = len(done)
+            bar.refresh()
+            if len(done) == total:
+                return
+            if not waiting and not running:  # e.g. a trial failed by an error: its retry was never queued
+                _enqueue(study, self.items, [i for i in range(total) if i not in done], skip_if_exists=False)
+                continue
+            if not waiting:
+                if not said:
+                    self.echo(f"waiting for {len(running)} trial(s) running in other workers (a killed worker's "
+                              f"trial is re-run here after {3 * self.config.heartbeat} s without heartbeat)")
+                    said = True
+                time.sleep(min(self.config.heartbeat, 5))
+                continue
+            study.optimize(functools.partial(self.objective, study), n_trials=1, catch=(_SpareTrial,),
+                           gc_after_trial=False)  # fmt: skip
+
+    def _taken(self, study: Any, number: int, gid: int) -> int | None:
+        """Number of another trial that finished or is (earlier) running this grid point, else None."""
+        from optuna.trial import TrialState
+
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                          TrialState.RUNNING)):  # fmt: skip
+            if t.user_attrs.get(_GRID_ID) == gid and t.number != number:
+                if t.state != TrialState.RUNNING or t.number < number:
+                    return t.number
+        return None
+
+    def objective(self, study: Any, trial: Any) -> float:
+        """Train the trial's grid point; report each epoch to the pruner with ``strategy="halving"``."""
+        import optuna
+
+        gid = trial.user_attrs.get(_GRID_ID)
+        if gid is None:
+            raise _SpareTrial("no WAITING trial was left when this worker asked (another worker took it)")
+        item, items = self.items[gid], self.items
+        values = {
+            name: trial.suggest_float(name, min(getattr(c, name) for c in items), max(getattr(c, name) for c in items))
+            for name in ("alpha", "beta", "gamma")
+        }  # fmt: skip
+        values["seed"] = trial.suggest_int("seed", min(c.seed for c in items), max(c.seed for c in items))
+        if values != item.params:
+            raise RuntimeError(f"trial {trial.number}: its parameters {values} are not grid point {gid} {item.params}")
+        other = self._taken(study, trial.number, gid)
+        if other is not None:
+            trial.set_user_attr("duplicate_of", other)
+            raise _SpareTrial(f"grid point {gid} is already taken by trial {other}")
+        spec = trial_spec(self.base, item.alpha, item.beta, item.gamma)
+        run_dir = Path(self.config.output) / "trials" / self.config.study / (
+            f"{trial.number:04d}_{item.kind}_a{item.alpha:g}_b{item.beta:g}_g{item.gamma:g}_s{item.seed}")
+        start = time.perf_counter()
+        epochs: list[dict[str, Any]] = []
+        kwargs = {}
+        if self.config.strategy == "halving":
+            kwargs["on_epoch"] = functools.partial(self._on_epoch, trial, epochs)
+        try:
+            result = self.trainer(train_config(self.config, item.seed, run_dir, spec.name), spec, **kwargs)
+        except optuna.TrialPruned:
+            last = SimpleNamespace(last_top1=epochs[-1]["val_top1"], epochs=len(epochs))
+            record = {**_record(item, self.base, spec, last, time.perf_counter() - start, run_dir), "pruned": True}
+            self._finish(trial, record, "pruned after")
+            raise
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # the point is queued again for the next worker
+                trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
+                study.enqueue_trial(item.params, user_attrs={_GRID_ID: gid})
+            raise
+        record = _record(item, self.base, spec, result, time.perf_counter() - start, run_dir)
+        self._finish(trial, record, "in")
+        return record["top1"]
+
+    def _on_epoch(self, trial: Any, epochs: list[dict[str, Any]], record: Mapping[str, Any]) -> None:
+        import optuna
+
+        epochs.append(dict(record))
+        trial.report(float(record["val_top1"]), int(record["epoch"]))
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"epoch {record['epoch']}: top-1 {record['val_top1']:.2f}% below its rung")
+
+    def _finish(self, trial: Any, record: Mapping[str, Any], verb: str) -> None:
+        for key, value in record.items():
+            trial.set_user_attr(key, value)
+        self.ran += 1
+        epochs = f" epochs={record['epochs']}" if "epochs" in record else ""
+        self.echo(f"trial {trial.number}: {record['kind']} a={record['alpha']:g} b={record['beta']:g} "
+                  f"g={record['gamma']:g} seed={record['seed']} top1={record['top1']:.2f}%{epochs} "
+                  f"MACs={record['macs'] / 1e6:.2f}M {verb} {record['wall_time_s']:.1f}s")  # fmt: skip
+
+
+def majority_top1(config: SearchConfig) -> float:
+    """Top-1 (%) of the trivial classifier on the search's validation set: always its most frequent class."""
+    from collections import Counter
+
+    from effnet.training.data import load_datasets
+
+    limit_seed = train_config(config, config.seed, Path(config.output)).limit_seed
+    bundle = load_datasets(config.data, resolution=8, data_root=config.data_root, train_limit=1,
+                           val_limit=config.val_limit, limit_seed=limit_seed)  # fmt: skip
+    val = bundle.val
+    indices = getattr(val, "indices", None)
+    base = getattr(val, "dataset", val)
+    labels = [base.targets[i] for i in indices] if indices is not None else list(base.targets)
+    return 100.0 * max(Counter(labels).values()) / max(len(labels), 1)
+
+
+def _chance(config: SearchConfig, trainer: Trainer, records: Sequence[Mapping[str, Any]]) -> float | None:
+    """The majority-class top-1 with the real trainer; 100 / classes for a stand-in trainer that reports them."""
+    if getattr(trainer, "func", None) is _default_trainer:
+        return round(majority_top1(config), 3)
+    classes = next((int(r["num_classes"]) for r in records if r.get("num_classes")), None)
+    return round(100.0 / classes, 3) if classes else None
+
+
+def _finished_records(study: Any) -> list[dict[str, Any]]:
     from optuna.trial import TrialState
 
     records = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.system_attrs.get("effnet_grid") == fingerprint:
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if _GRID_ID in t.user_attrs and "top1" in t.user_attrs:
             records.append({"trial": t.number, **t.user_attrs})
     return sorted(records, key=lambda r: r["trial"])
 
 
 def run_search(config: SearchConfig, *, trainer: Trainer | None = None, progress: bool = True,
                echo: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
-    """Work on the study until every candidate has a COMPLETE trial, then write and return the report.
+    """Work on the study until every candidate has a COMPLETE (or PRUNED) trial, then write and return the report.
 
-    Several processes or machines may run this with the same storage and study; each claims candidates one
-    at a time. A worker that finds nothing to claim while other workers' trials are running waits for them
-    (and re-runs any whose heartbeat goes stale). ``trainer`` defaults to :func:`effnet.training.trainer.fit`.
+    Several processes or machines may run this with the same storage and study; each takes the next WAITING
+    trial. A worker that finds none while other workers' trials are running waits for them (and re-runs any
+    whose heartbeat goes stale). ``trainer`` defaults to :func:`effnet.training.trainer.fit`.
     """
     import optuna
     from tqdm.auto import tqdm
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         if trainer is None:
             trainer = functools.partial(_default_trainer, progress=progress)
         return _work(config, trainer, progress, echo or (lambda text: tqdm.write(text)))
 
 
 def _work(config: SearchConfig, trainer: Trainer, progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
-    import optuna
     from tqdm.auto import tqdm
 
     from effnet.cost import cost
     from effnet.search.report import write_report
-    from effnet.search.sampler import CandidateGridSampler
 
     base = baseline_spec(config)
     if getattr(trainer, "func", None) is _default_trainer:
@@ -418,50 +512,23 @@ def _work(config: SearchConfig, trainer: Trainer, progress: bool, echo: Callable
              f"network as a={kept.alpha:g} b={kept.beta:g} g={kept.gamma:g}")  # fmt: skip
     defn = definition(config, base, items)
     url = config.storage_url
-    sampler = CandidateGridSampler([c.params for c in items])
-    with claim_lock(url, ""):  # creating tables and studies must not race between workers
-        storage = open_storage(url, config.heartbeat)
-        study = _load_study(storage, config.study, sampler, defn, url)
+    storage = open_storage(url, config.heartbeat)
+    study = _load_study(storage, config, defn, items)
     start = time.perf_counter()
-    complete, _, total = sampler.progress(study)
-    ran = 0
-    waiting_said = False
-    with tqdm(total=total, initial=complete, desc=f"search {config.study}", unit="trial", disable=not progress) as bar:
-        while True:
-            trial = None
-            with claim_lock(url, config.study):
-                optuna.storages.fail_stale_trials(study)
-                if sampler.unclaimed(study):
-                    trial = study.ask()
-                    storage.record_heartbeat(trial._trial_id)
-            if trial is None:
-                complete, running, total = sampler.progress(study)
-                bar.n = complete
-                bar.refresh()
-                if complete == total:
-                    break
-                if not waiting_said:
-                    echo(f"waiting for {running} trial(s) running in other workers (a killed worker's trial is "
-                         f"re-run here after {3 * config.heartbeat} s without heartbeat)")  # fmt: skip
-                    waiting_said = True
-                time.sleep(min(config.heartbeat, 5))
-                continue
-            record = _run_trial(study, storage, trial, items, base, config, trainer)
-            ran += 1
-            echo(f"trial {trial.number}: {record['kind']} a={record['alpha']:g} b={record['beta']:g} "
-                 f"g={record['gamma']:g} seed={record['seed']} top1={record['top1']:.2f}% "
-                 f"MACs={record['macs'] / 1e6:.2f}M in {record['wall_time_s']:.1f}s")  # fmt: skip
-            bar.n = sampler.progress(study)[0]
-            bar.refresh()
-    records = _complete_records(study, sampler.fingerprint)
+    worker = _Worker(config, trainer, items, base, echo)
+    with tqdm(total=len(items), desc=f"search {config.study}", unit="trial", disable=not progress) as bar:
+        worker.loop(study, bar)
+    records = _finished_records(study)
     summary = {
         "study": config.study, "storage": redact(url), "data": config.data, "baseline_name": base.name,
-        "baseline_macs": cost(base).macs, "trials_run_by_this_worker": ran,
-        "worker_wall_time_s": round(time.perf_counter() - start, 1),
-        "trials_wall_time_s": round(sum(float(r["wall_time_s"]) for r in records), 1), "definition": defn,
+        "baseline_macs": cost(base).macs, "trials_run_by_this_worker": worker.ran,
+        "worker_wall_time_s": round(time.perf_counter() - start, 1), "strategy": config.strategy,
+        "trials_wall_time_s": round(sum(float(r["wall_time_s"]) for r in records), 1),
+        "epochs_trained": sum(int(r.get("epochs", config.epochs)) for r in records),
+        "epochs_full_grid": config.epochs * len(items), "chance_top1": _chance(config, trainer, records),
+        "definition": defn,
     }  # fmt: skip
     return write_report(records, summary["baseline_macs"], config.output, summary=summary)
-
 
 def load_study_result(storage: str, study: str) -> dict[str, Any]:
     """Definition, ranked rows and chosen (α, β, γ) of an existing search study (for ``effnet scale --study``).
@@ -494,8 +561,9 @@ def load_study_result(storage: str, study: str) -> dict[str, Any]:
         raise ValueError(f"--study {study!r} in {redact(storage)} was not created by effnet search")
     records = [
         {"trial": t.number, **t.user_attrs}
-        for t in loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if "effnet_grid" in t.system_attrs and "top1" in t.user_attrs
+        for t in loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                           optuna.trial.TrialState.PRUNED))
+        if _GRID_ID in t.user_attrs and "top1" in t.user_attrs
     ]
     rows = summarize(records, 1) if records else []
     chosen = choose(rows)
@@ -509,6 +577,7 @@ def load_study_result(storage: str, study: str) -> dict[str, Any]:
 
 
 _CHILD = "import sys; from effnet.search.study import _child_main; _child_main()"
+_PARENT_ENV = "EFFNET_SEARCH_PARENT_PID"
 
 
 def usable_cpus() -> int:
@@ -519,14 +588,27 @@ def usable_cpus() -> int:
 
 
 def _child_main() -> None:
-    """Body of a ``--jobs`` worker process: a JSON :class:`SearchConfig` on stdin, then :func:`run_search`."""
+    """Body of a ``--jobs`` worker process: a JSON :class:`SearchConfig` on stdin, then :func:`run_search`.
+
+    The worker dies with its parent (:func:`effnet.search.processes.die_with_parent`); SIGTERM or SIGINT fail its
+    running trial at once and it exits with status 130, without a traceback.
+    """
+    from effnet.search.processes import die_with_parent, interrupt_on_sigterm
+
+    parent = int(os.environ.get(_PARENT_ENV, os.getppid()))
     config = SearchConfig(**json.loads(sys.stdin.read()))
 
     def echo(text: str) -> None:
         if not text.startswith(_SAME_NETWORK_NOTE):  # the parent process says those once
             print(f"[worker {os.getpid()}] {text}", flush=True)
 
-    run_search(config, progress=False, echo=echo)
+    try:
+        with interrupt_on_sigterm():
+            die_with_parent(parent)
+            run_search(config, progress=False, echo=echo)
+    except KeyboardInterrupt:
+        print(f"[worker {os.getpid()}] stopped by a signal; its trial is marked failed and queued again", flush=True)
+        sys.exit(130)
 
 
 def run_search_jobs(config: SearchConfig, jobs: int = 1, *, progress: bool = True) -> dict[str, Any]:
@@ -539,25 +621,33 @@ def run_search_jobs(config: SearchConfig, jobs: int = 1, *, progress: bool = Tru
         raise ValueError(f"--jobs must be an integer >= 1, got {jobs!r}")
     if jobs == 1:
         return run_search(config, progress=progress)
+    from effnet.search.processes import interrupt_on_sigterm
+
     threads = config.threads or max(1, usable_cpus() // jobs)
     config = dataclasses.replace(config, threads=threads)
     payload = json.dumps(dataclasses.asdict(config))
-    children = []
+    env = {**os.environ, _PARENT_ENV: str(os.getpid())}
+    children: list[subprocess.Popen[str]] = []
     try:
-        for _ in range(jobs - 1):
-            child = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, text=True)
-            child.stdin.write(payload)  # type: ignore[union-attr]
-            child.stdin.close()  # type: ignore[union-attr]
-            children.append(child)
-        report = run_search(config, progress=progress)
+        with interrupt_on_sigterm():  # SIGTERM like Ctrl-C: this worker's trial FAILs, the helpers are stopped
+            for _ in range(jobs - 1):
+                child = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, text=True, env=env)
+                child.stdin.write(payload)  # type: ignore[union-attr]
+                child.stdin.close()  # type: ignore[union-attr]
+                children.append(child)
+            report = run_search(config, progress=progress)
     except BaseException:
-        for child in children:  # stop our own helpers; their trials are re-run by the next worker
+        for child in children:  # stop our own helpers: each fails its trial at once and exits
             if child.poll() is None:
                 child.terminate()
         raise
     finally:
         for child in children:
-            child.wait()
+            try:
+                child.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
     report["jobs"] = jobs
     report["threads_per_job"] = threads
     return report

@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -298,13 +298,15 @@ def _one_epoch(run: _Run, state: TrainState, net: nn.Module, criterion: nn.Modul
              f"{record['images_per_s']:.0f} img/s")  # fmt: skip
 
 
-def _train(run: _Run, state: TrainState, net: nn.Module) -> None:
+def _train(run: _Run, state: TrainState, net: nn.Module, on_epoch: Callable[[dict[str, Any]], None] | None) -> None:
     criterion = nn.CrossEntropyLoss(label_smoothing=run.config.label_smoothing or 0.0)
     writer = _tensorboard(run)
     try:
         with StopFlag() as stop:
             while state.epoch < run.config.epochs:
                 _one_epoch(run, state, net, criterion, stop)
+                if on_epoch is not None:
+                    on_epoch(state.history[-1])
                 if writer is not None:
                     for key, value in state.history[-1].items():
                         if isinstance(value, float):
@@ -363,7 +365,8 @@ def _finish(run: _Run, state: TrainState) -> TrainResult:
     return r
 
 
-def fit(config: TrainConfig, spec: NetworkSpec | None = None, progress: bool = True) -> TrainResult:
+def fit(config: TrainConfig, spec: NetworkSpec | None = None, progress: bool = True,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train (or resume, with ``config.resume``) one run and return its results; see :class:`TrainConfig`.
 
     ``spec`` overrides ``config.model``/``config.spec_file`` as the network to train (``config.width``/``depth``
@@ -371,6 +374,8 @@ def fit(config: TrainConfig, spec: NetworkSpec | None = None, progress: bool = T
     .safetensors``, ``summary.{md,csv,json}`` and ``curves.png`` under ``config.output`` (rank 0 only), which is
     locked for the run (a second run into it raises :class:`~effnet.training.rundir.RunDirLocked` at once).
     Raises :class:`TrainingInterrupted` after SIGTERM/SIGINT, once a resumable checkpoint is written.
+    ``on_epoch(record)`` is called with each epoch's ``metrics.jsonl`` record once it is saved; what it raises
+    stops the run and propagates (the search's pruner uses this).
     """
     _, recipe_line = choose_recipe(config)
     config = resolve_recipe(config)
@@ -390,5 +395,5 @@ def fit(config: TrainConfig, spec: NetworkSpec | None = None, progress: bool = T
         with run_dir.lock():
             run, state, net, checkpoint = _setup(config, spec, run_dir, rt, progress and rank == 0)
             _write_start(run, state, checkpoint is not None, recipe_line)
-            _train(run, state, net)
+            _train(run, state, net, on_epoch)
             return _finish(run, state)
