@@ -103,3 +103,82 @@ def test_failed_verification_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no temp files left behind
     result = export_onnx(model, tmp_path / "ok.onnx", 32)
     assert result.max_abs_diff <= ATOL and result.verify_shape[0] != result.input_shape[0]
+
+
+def _tiny_weights(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    model = calibrated(create_model("efficientnet_lite0", num_classes=5), 64)
+    return save_pretrained(model, tmp_path / "w.safetensors")
+
+
+def _photos(folder: Path, n: int = 6) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def test_openvino_ir_round_trip(tmp_path, capsys):
+    import openvino as ov
+
+    weights = _tiny_weights(tmp_path)
+    output = tmp_path / "ir" / "lite.xml"
+    tol = 1e-3  # this model's logits reach ~20: fp32 reassociation alone moves them by ~1e-5 relative
+    assert main(["export", "--weights", str(weights), "--format", "openvino", "--output", str(output),
+                 "--input-size", "64", "--atol", str(tol), "--json"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert report["format"] == "openvino" and report["max_abs_diff"] <= tol
+    assert sorted(p.name for p in output.parent.iterdir()) == ["lite.bin", "lite.xml"]  # no temp files left
+    model = load_pretrained(None, weights)
+    compiled = ov.Core().compile_model(str(output), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    x = torch.randn(4, 3, 64, 64)  # another batch size than the export's: the batch axis is dynamic
+    with torch.no_grad():
+        assert np.abs(compiled({0: x.numpy()})[0] - model(x).numpy()).max() <= tol
+
+
+@pytest.mark.parametrize("fmt, suffix", [("openvino", ".xml"), ("onnx", ".onnx")])
+def test_int8_export_is_reused_by_predict(fmt, suffix, tmp_path, capsys):
+    weights = _tiny_weights(tmp_path)
+    photos = _photos(tmp_path / "calib")
+    output = tmp_path / f"q{suffix}"
+    assert main(["export", "--weights", str(weights), "--format", fmt, "--precision", "int8", "--calibration",
+                 str(photos), "--calibration-size", "4", "--output", str(output), "--json"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert report["precision"] == "int8" and report["verify_shape"][0] == 4 and 0 <= report["top1_agreement"] <= 1
+    assert main(["predict", str(photos), "--weights", str(weights), "--exported", str(output), "--json"]) == 0
+    predictions = json.loads(capsys.readouterr().out)["predictions"]
+    assert len(predictions) == 6 and all(len(p["top"]) == 5 for p in predictions)
+
+
+BAD_EXPORTS = [
+    (["--opset", "5"], "--opset must be an integer in 9..20; got 5"),
+    (["--opset", "999"], "--opset must be an integer in 9..20; got 999"),
+    (["--input-size", "100000"], "--input-size must be an integer in 8..2048; got 100000"),
+    (["--atol", "-1"], "--atol must be a finite number >= 0; got -1.0"),
+    (["--atol", "nan"], "--atol must be a finite number >= 0; got nan"),
+    (["--precision", "int8"], "--precision int8 needs --calibration DIR"),
+    (["--format", "torchscript", "--precision", "bf16"], "--format torchscript holds precision fp32; got bf16"),
+    (["--precision", "int8", "--calibration", "x", "--calibration-size", "0"], "--calibration-size must be"),
+]
+
+
+@pytest.mark.parametrize("extra, message", BAD_EXPORTS)
+def test_bad_export_flags_are_one_line_errors_before_work(extra, message, tmp_path, capsys):
+    weights = tmp_path / "never-read.safetensors"  # the flags are refused before the weights are opened
+    args = ["export", "--weights", str(weights), "--output", str(tmp_path / "out.onnx"), "--format", "onnx", *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["predict", "img.png"], ["eval", "--data", "."]])
+def test_missing_cuda_is_one_line_error(command, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main([*command, "--weights", str(tmp_path / "w.safetensors"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "this machine has 0 CUDA device(s)" in err

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from effnet import create_model, get_spec
+from effnet.config.serving import RUNTIMES
 from effnet.models.fold import count_batchnorm, fold_batchnorm
-from effnet.serving.runtimes import RUNTIME_HELP, RUNTIMES, optimize_for_inference
+from effnet.serving.runtimes import optimize_for_inference
 
 TOL = 1e-4
 
@@ -65,11 +66,16 @@ def _max_diff(a: object, b: object) -> float:
     return max(_max_diff(p, q) for p, q in zip(a, b, strict=True))
 
 
-def test_runtime_names_and_help() -> None:
-    assert set(RUNTIMES) == {"default", "compile", "eager", "fused", "onnxruntime"}
-    assert all(name in RUNTIME_HELP for name in RUNTIMES)
+def test_runtime_and_precision_names_are_checked() -> None:
+    assert set(RUNTIMES) == {"default", "compile", "eager", "fused", "onnxruntime", "openvino"}
     with pytest.raises(ValueError, match="runtime must be one of"):
         optimize_for_inference(nn.Identity(), runtime="tensorrt")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        optimize_for_inference(nn.Identity(), precision="fp8")
+    with pytest.raises(ValueError, match="precision bf16 runs on runtime"):
+        optimize_for_inference(nn.Identity(), runtime="onnxruntime", precision="bf16")
+    with pytest.raises(ValueError, match="precision int8 runs on runtime"):
+        optimize_for_inference(nn.Identity(), runtime="fused", precision="int8")
 
 
 def test_fold_batchnorm_exact_and_pure(b0: nn.Module, x64: torch.Tensor) -> None:
@@ -108,11 +114,11 @@ def test_eager_runtime(b0: nn.Module, x64: torch.Tensor) -> None:
         assert torch.equal(out, b0(x64))
 
 
-@pytest.mark.parametrize("runtime", ["fused", "onnxruntime"])
+@pytest.mark.parametrize("runtime", ["fused", "onnxruntime", "openvino", "default"])
 def test_fast_runtime_equals_eager(runtime: str, b0: nn.Module, x64: torch.Tensor) -> None:
     before = _snapshot(b0)
     run = optimize_for_inference(b0, example=x64[:1], runtime=runtime)
-    assert run.backend == runtime
+    assert run.backend == (runtime if runtime != "default" else "onnxruntime")
     with torch.no_grad():
         ref = b0(x64)
     out = run(x64)  # a different batch size than the example: the batch axis is dynamic
@@ -121,7 +127,7 @@ def test_fast_runtime_equals_eager(runtime: str, b0: nn.Module, x64: torch.Tenso
     _assert_unchanged(b0, before)
 
 
-@pytest.mark.parametrize("runtime", ["fused", "onnxruntime"])
+@pytest.mark.parametrize("runtime", ["fused", "onnxruntime", "openvino"])
 def test_fast_runtime_features_model(runtime: str, x64: torch.Tensor) -> None:
     torch.manual_seed(3)
     model = _randomize_bn(create_model(_tiny_spec(), features_only=True)).eval()
@@ -134,10 +140,11 @@ def test_fast_runtime_features_model(runtime: str, x64: torch.Tensor) -> None:
     assert _max_diff(out, ref) < TOL
 
 
-def test_onnxruntime_new_resolution_reexports(b0: nn.Module) -> None:
-    run = optimize_for_inference(b0, runtime="onnxruntime")
-    for size in (64, 80):
-        x = torch.randn(2, 3, size, size)
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_engine_new_resolution_and_batch_reexports(runtime: str, b0: nn.Module) -> None:
+    run = optimize_for_inference(b0, runtime=runtime)
+    for size, batch in ((64, 2), (80, 2), (64, 5)):
+        x = torch.randn(batch, 3, size, size)
         with torch.no_grad():
             assert _max_diff(run(x), b0(x)) < TOL
 
@@ -192,8 +199,84 @@ def test_default_compiled_equals_eager_and_pads_tail_batch(x64: torch.Tensor) ->
     _assert_unchanged(model, before)
 
 
-def test_default_is_onnxruntime_on_cpu_and_compile_elsewhere(monkeypatch: pytest.MonkeyPatch,
-                                                             x64: torch.Tensor) -> None:
+def test_default_picks_the_engine_by_batch_size(monkeypatch: pytest.MonkeyPatch, x64: torch.Tensor) -> None:
+    import importlib.util
+
+    from effnet.config.serving import CPU_FP32_CROSSOVER
+
+    torch.manual_seed(7)
+    model = _randomize_bn(create_model(_tiny_spec())).eval()
+    run = optimize_for_inference(model)  # runtime="default"
+    small, large = x64[:1], x64.repeat(CPU_FP32_CROSSOVER[-1][0] // 3 + 1, 1, 1, 1)
+    with torch.no_grad():
+        assert _max_diff(run(small), model(small)) < TOL and run.backend == CPU_FP32_CROSSOVER[0][1]
+        assert _max_diff(run(large), model(large)) < TOL and run.backend == "openvino"
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino"
+                        else real_find_spec(name, *a))  # fmt: skip
+    run = optimize_for_inference(model, example=large)
+    assert run.backend == "onnxruntime"  # without OpenVINO, fp32 stays on ONNX Runtime
+
+
+def test_default_backend_table() -> None:
+    from effnet.config.serving import default_backend
+
+    assert default_backend("cpu", "fp32", 1) == "onnxruntime"
+    assert default_backend("cpu", "fp32", 64) == "openvino"
+    assert default_backend("cpu", "fp32", 64, openvino=False) == "onnxruntime"
+    assert default_backend("cpu", "bf16", 1) == default_backend("cpu", "int8", 1) == "openvino"
+    assert default_backend("cuda", "fp32", 1) == default_backend("cuda", "bf16", 8) == "compile"
+    with pytest.raises(ValueError, match="int8 runs on the CPU"):
+        default_backend("cuda", "int8", 1)
+
+
+def test_cpu_bf16_detection_from_cpuinfo() -> None:
+    from effnet.serving.hardware import cpu_flags, cpu_has_native_bf16
+
+    zen4 = "processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n\nprocessor\t: 1\n"
+    skylake = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n"
+    spr = "flags : avx512f amx_bf16 amx_tile\n"
+    assert "avx512_bf16" in cpu_flags(zen4)
+    assert cpu_has_native_bf16(zen4) and cpu_has_native_bf16(spr)
+    assert not cpu_has_native_bf16(skylake) and not cpu_has_native_bf16("no flags here")
+
+
+def test_bf16_refused_without_native_hardware(monkeypatch: pytest.MonkeyPatch, b0: nn.Module) -> None:
+    from effnet.serving import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda cpuinfo=None: False)
+    with pytest.raises(ValueError, match="AVX512_BF16 or AMX"):
+        optimize_for_inference(b0, precision="bf16")
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "fused", "default"])
+def test_bf16_runtimes_track_fp32(runtime: str, b0: nn.Module, x64: torch.Tensor) -> None:
+    from effnet.serving.hardware import cpu_has_native_bf16
+
+    if not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16 (AVX512_BF16/AMX)")
+    run = optimize_for_inference(b0, example=x64, runtime=runtime, precision="bf16")
+    assert run.precision == "bf16" and run.backend == ("openvino" if runtime == "default" else runtime)
+    with torch.no_grad():
+        ref = b0(x64)
+    out = run(x64)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert _max_diff(out, ref) <= 0.05 * ref.abs().max().item() + 1e-6  # bf16 keeps ~3 significant digits
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_int8_calibrates_once_and_refuses_other_shapes(runtime: str, b0: nn.Module, x64: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="needs calibration images"):
+        optimize_for_inference(b0, runtime=runtime, precision="int8")
+    calibration = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    run = optimize_for_inference(b0, runtime=runtime, precision="int8", calibration=calibration)
+    out = run(x64)
+    assert out.shape == (3, 1000) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="calibrated for inputs"):
+        run(torch.randn(1, 3, 80, 80))
+
+
+def test_default_without_cpu_engines_is_compile(monkeypatch: pytest.MonkeyPatch, x64: torch.Tensor) -> None:
     import importlib.util
 
     torch.manual_seed(7)
@@ -203,19 +286,33 @@ def test_default_is_onnxruntime_on_cpu_and_compile_elsewhere(monkeypatch: pytest
     with torch.no_grad():
         assert _max_diff(run(x64), model(x64)) < TOL
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("onnxruntime", "openvino")
                         else real_find_spec(name, *a))  # fmt: skip
     monkeypatch.setattr(torch, "compile", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no compiler")))
     assert optimize_for_inference(model).backend == "fused"  # compile path, which falls back here
 
 
-def test_cli_runtime_choices_match_runtimes() -> None:
+def test_cli_serving_flags_come_from_config() -> None:
     import argparse
 
     from effnet.cli.predict import add_model_arguments
+    from effnet.config import serving as cfg
 
     parser = argparse.ArgumentParser()
     add_model_arguments(parser)
-    action = next(a for a in parser._actions if a.dest == "runtime")
-    assert set(action.choices) == set(RUNTIMES) and action.default == "default"
-    assert all(name in action.help for name in RUNTIMES)
+    actions = {a.dest: a for a in parser._actions}
+    assert actions["runtime"].choices == cfg.RUNTIMES and actions["runtime"].default == cfg.DEFAULT_RUNTIME
+    assert actions["precision"].choices == cfg.PRECISIONS and actions["precision"].default == cfg.DEFAULT_PRECISION
+    assert actions["calibration_size"].default == cfg.DEFAULT_CALIBRATION_SIZE
+
+
+@pytest.mark.parametrize("runtime, precision", [("openvino", "int8"), ("openvino", "bf16")])
+def test_scale_measures_the_served_engine_and_precision(runtime: str, precision: str) -> None:
+    from effnet.search.scaleup import measure
+    from effnet.serving.hardware import cpu_has_native_bf16
+
+    if precision == "bf16" and not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16 (AVX512_BF16/AMX)")
+    spec = get_spec("efficientnet_b0").replace(resolution=32, width=0.25, depth=0.25)
+    m = measure(spec, "cpu", 2, warmup=1, repeats=1, threads=1, runtime=runtime, precision=precision)
+    assert (m.runtime, m.precision) == (runtime, precision) and m.latency_ms > 0

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from effnet.cli.predict import add_model_arguments, load_model, make_runner
+from effnet.cli.predict import add_model_arguments, check_serving_arguments, load_model, make_runner
 
 HELP = "Top-1/top-5 accuracy of weights on DIR/<class>/<image> or on images listed in a labels CSV (file,index)."
 
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from effnet.serving.preprocess import image_folder_samples, read_labels_csv
 
     check_output(args.output, inputs={"--weights": args.weights, "--labels": args.labels})
+    check_serving_arguments(args)
     data = Path(args.data)
     if not data.is_dir():
         raise NotADirectoryError(f"--data: not a directory: {data}")
@@ -77,13 +78,15 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_samples(runner, model.preprocessing, samples, batch_size, args.workers,
                               progress=not args.no_progress)  # fmt: skip
     record = {"model": model.spec.name, "weights": str(args.weights), "data": str(data), "layout": layout,
-              "runtime": getattr(runner, "runtime", args.runtime), **result.to_dict()}  # fmt: skip
+              "runtime": getattr(runner, "runtime", args.runtime), "backend": getattr(runner, "backend", None),
+              "precision": args.precision, **result.to_dict()}  # fmt: skip
     if args.output:
         atomic_write_json(args.output, record)
     if args.json:
         print(json.dumps(record))
     else:
         print(f"{model.spec.name} on {data} ({layout}): top-1 {result.top1:.2%}, top-5 {result.top5:.2%} "
-              f"over {result.images} images ({result.images_per_second:.1f} images/s, runtime {record['runtime']})"
+              f"over {result.images} images ({result.images_per_second:.1f} images/s, runtime {record['runtime']}, "
+              f"{args.precision})"
               + (f"; {len(result.skipped)} unreadable file(s) skipped" if result.skipped else ""))  # fmt: skip
     return 0

@@ -10,8 +10,6 @@ from typing import Any
 HELP = "Classify images (files or folders) with pretrained weights: top-k labels and probabilities."
 
 SOURCE_CHOICES = ("auto", "torchvision", "timm", "tf", "efficientnet_pytorch", "effnet")
-RUNTIME_CHOICES = ("default", "compile", "eager", "fused", "onnxruntime")
-"""``effnet.serving.runtimes.RUNTIMES``, repeated so that parsing arguments does not import torch (tested equal)."""
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -> None:
@@ -24,13 +22,45 @@ def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -
     parser.add_argument("--source", default="auto", choices=SOURCE_CHOICES,
                         help="weight layout (default: detected from the keys)")  # fmt: skip
     if runtime:
-        parser.add_argument("--runtime", default="default",
-                            choices=RUNTIME_CHOICES,
-                            help="inference runtime (default: default). default: onnxruntime on CPU, else compile; "
-                                 "compile: BN folded + channels_last + torch.compile with freezing (compiles ~1 min "
-                                 "on first batch; falls back to fused); eager: the plain module; fused: BN folded + "
-                                 "channels_last, no compile; onnxruntime: ONNX Runtime CPU engine (fastest on CPU)",
-                            )  # fmt: skip
+        add_serving_arguments(parser)
+
+
+def add_serving_arguments(parser: argparse.ArgumentParser, runtime_default: str | None = None,
+                          runtime: bool = True, device: bool = True) -> None:  # fmt: skip
+    """``--runtime``, ``--precision``, ``--calibration``/``--calibration-size`` (and ``--device``), from
+    :mod:`effnet.config.serving`."""
+    from effnet.config import serving as cfg
+
+    if runtime:
+        default = runtime_default or cfg.DEFAULT_RUNTIME
+        parser.add_argument("--runtime", default=default, choices=cfg.RUNTIMES, help=cfg.runtime_help(default))
+    parser.add_argument("--precision", default=cfg.DEFAULT_PRECISION, choices=cfg.PRECISIONS,
+                        help=cfg.precision_help())  # fmt: skip
+    parser.add_argument("--calibration", default=None, metavar="DIR",
+                        help="images for int8 calibration, preprocessed as the model's inputs")
+    parser.add_argument("--calibration-size", type=int, default=cfg.DEFAULT_CALIBRATION_SIZE, metavar="N",
+                        help=f"calibration images used (default {cfg.DEFAULT_CALIBRATION_SIZE})")  # fmt: skip
+    if device:
+        parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+        parser.add_argument("--exported", default=None, metavar="FILE",
+                            help="run this file from effnet export (.onnx: ONNX Runtime, .xml: OpenVINO, e.g. an "
+                                 "int8 model calibrated once) instead of converting --weights, which still gives "
+                                 "the preprocessing and class names")  # fmt: skip
+
+
+def check_serving_arguments(args: argparse.Namespace) -> None:
+    """Validate the serving flags before any work (torch-free except a ``--device cuda`` check)."""
+    from effnet.config import serving as cfg
+
+    if getattr(args, "runtime", None) is not None:
+        cfg.check_precision(args.precision, args.runtime)
+    cfg.check_calibration_size(args.calibration_size)
+    if args.precision == "int8" and args.calibration is None and getattr(args, "exported", None) is None:
+        raise ValueError("--precision int8 needs --calibration DIR (images preprocessed as the model's inputs)")
+    if getattr(args, "device", "cpu") != "cpu":
+        from effnet.serving.hardware import require_device
+
+        require_device(args.device)
 
 
 def load_model(args: argparse.Namespace) -> Any:
@@ -41,14 +71,21 @@ def load_model(args: argparse.Namespace) -> Any:
 
 
 def make_runner(model: Any, args: argparse.Namespace, batch: int) -> Any:
-    """``optimize_for_inference`` for the user's ``--runtime`` with an example batch at the weights' size."""
+    """``optimize_for_inference`` for the user's ``--runtime``/``--precision`` with an example batch at the weights'
+    size on ``--device``, or the ``--exported`` file's engine."""
     import torch
 
-    from effnet.serving.runtimes import optimize_for_inference
+    from effnet.serving.runtimes import InferenceRunner, optimize_for_inference
 
+    if getattr(args, "exported", None):
+        from effnet.serving.engines import load_exported
+
+        return InferenceRunner("exported", args.exported, load_exported(args.exported), args.precision)
     size = model.preprocessing.input_size
-    example = torch.zeros(batch, model.spec.in_chans, size, size)
-    return optimize_for_inference(model, example, runtime=args.runtime)
+    device = getattr(args, "device", "cpu")
+    example = torch.zeros(batch, model.spec.in_chans, size, size, device=device)
+    return optimize_for_inference(model.to(device), example, runtime=args.runtime, precision=args.precision,
+                                  calibration=args.calibration, calibration_size=args.calibration_size)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_serving_arguments(args)
     files, problems = find_images(args.images)
     skipped = [(p.split(": ", 1)[0], p) for p in problems]
     if not files:

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from effnet.cli.predict import RUNTIME_CHOICES
+from effnet.config.serving import DEFAULT_PRECISION, PRECISIONS, RUNTIMES
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 
 HELP = "Scale a baseline by phi = 0..N with alpha, beta, gamma; measure; pick the largest model within the budget."
@@ -51,9 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (default 2)")
     g.add_argument("--repeats", type=int, default=5, help="timed runs; latency is their median (default 5)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    g.add_argument("--runtime", choices=RUNTIME_CHOICES, default="eager",
+    g.add_argument("--runtime", choices=RUNTIMES, default="eager",
                    help="how each model runs while measured: eager (the module; default) or the runtime you will "
-                        "deploy, as in effnet predict (default = ONNX Runtime on CPU, compile on CUDA)")  # fmt: skip
+                        "deploy, as in effnet predict (e.g. openvino)")  # fmt: skip
+    g.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                   help="precision of the measured runtime (bf16: native hardware bf16 only; int8: calibrated on "
+                        "random inputs, as only speed is measured)")  # fmt: skip
     g = parser.add_argument_group("budget: the chosen model is the largest phi that satisfies all of them")
     g.add_argument("--max-macs", type=_count, default=None, help="e.g. 1e9, 400M, 2G")
     g.add_argument("--max-params", type=_count, default=None, help="e.g. 5.3M")
@@ -124,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     budget = Budget(args.max_macs, args.max_params, args.max_latency_ms, args.max_memory_mb)
     config = ScaleConfig(alpha=alpha, beta=beta, gamma=gamma, rule=args.rule, phi_max=args.phi_max, baseline=base,
                          device=args.device, batch=args.batch, warmup=args.warmup, repeats=args.repeats,
-                         threads=args.threads, runtime=args.runtime, budget=budget)  # fmt: skip
+                         threads=args.threads, runtime=args.runtime, budget=budget,
+                         precision=args.precision)  # fmt: skip
     bar = None
     if args.device and not args.json:
         from tqdm.auto import tqdm
@@ -144,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{base.name} family, rule {args.rule}, alpha={alpha:g} beta={beta:g} gamma={gamma:g} ({source}); "
               f"predicted FLOPs x{data['flops_factor_per_phi']:.3f} per phi")  # fmt: skip
         if args.device:
-            print(f"measured on {args.device}, runtime {args.runtime}, batch {args.batch}: median of {args.repeats} "
-                  f"runs after {args.warmup} warm-up; memory = {data['memory_method']}")  # fmt: skip
+            print(f"measured on {args.device}, runtime {args.runtime} {args.precision}, batch {args.batch}: median "
+                  f"of {args.repeats} runs after {args.warmup} warm-up; memory = {data['memory_method']}")  # fmt: skip
         print(_table(data["family"], bool(args.device)), end="")
         if result.chosen is not None:
             c = result.chosen

@@ -221,6 +221,7 @@ class ScaleConfig:
     min_rounds: int = 2
     max_rounds: int = 5
     max_spread: float = 0.10
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:

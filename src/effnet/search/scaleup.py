@@ -50,6 +50,7 @@ class Measurement:
     memory_method: str
     latencies_ms: tuple[float, ...] = ()
     runtime: str = "eager"
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def family(alpha: float = PAPER_ALPHA, beta: float = PAPER_BETA, gamma: float = 
 
 
 def _measure_cuda(spec: NetworkSpec, batch: int, warmup: int, repeats: int, device: str,
-                  runtime: str) -> Measurement:  # fmt: skip
+                  runtime: str, precision: str = "fp32") -> Measurement:  # fmt: skip
     import torch
 
     from effnet.models.efficientnet import EfficientNet
@@ -126,7 +127,7 @@ def _measure_cuda(spec: NetworkSpec, batch: int, warmup: int, repeats: int, devi
     dev = torch.device(device)
     model = EfficientNet(spec).to(dev).eval()
     x = torch.randn(batch, spec.in_chans, spec.resolution, spec.resolution, device=dev)
-    run = _runner(model, x, runtime)
+    run = _runner(model, x, runtime, precision)
     times = []
     with torch.inference_mode():
         for _ in range(warmup):
@@ -143,16 +144,18 @@ def _measure_cuda(spec: NetworkSpec, batch: int, warmup: int, repeats: int, devi
     torch.cuda.empty_cache()
     median = statistics.median(times)
     return Measurement(device, batch, median, batch * 1e3 / median, peak, "cuda max_memory_allocated",
-                       tuple(times), runtime)  # fmt: skip
+                       tuple(times), runtime, precision)  # fmt: skip
 
 
-def _runner(model: Any, x: Any, runtime: str) -> Callable[[Any], Any]:
-    """The callable a measurement times: the eval-mode module (``eager``) or :func:`optimize_for_inference`'s."""
-    if runtime == "eager":
+def _runner(model: Any, x: Any, runtime: str, precision: str = "fp32") -> Callable[[Any], Any]:
+    """The callable a measurement times: the eval-mode module (``eager`` fp32) or :func:`optimize_for_inference`'s
+    (int8 calibrated on random inputs: the speed, not the accuracy, is measured)."""
+    if runtime == "eager" and precision == "fp32":
         return model
     from effnet.serving.runtimes import optimize_for_inference
 
-    return optimize_for_inference(model, example=x, runtime=runtime)
+    calibration = x.new_empty((8, *x.shape[1:])).normal_() if precision == "int8" else None
+    return optimize_for_inference(model, example=x, runtime=runtime, precision=precision, calibration=calibration)
 
 
 _CHILD = "import sys; from effnet.search.scaleup import _cpu_child; _cpu_child()"
@@ -207,8 +210,8 @@ def _cpu_child() -> None:
     torch.manual_seed(0)
     model = EfficientNet(spec).eval()
     x = torch.randn(job["batch"], spec.in_chans, spec.resolution, spec.resolution)
-    run = _runner(model, x, job["runtime"])
-    if job["runtime"] != "eager":
+    run = _runner(model, x, job["runtime"], job.get("precision", "fp32"))
+    if job["runtime"] != "eager" or job.get("precision", "fp32") != "fp32":
         del model  # the runtime holds what it runs; its set-up (BN folding, export, compilation) is not serving memory
         gc.collect()
         _return_free_heap()
@@ -228,11 +231,11 @@ def _cpu_child() -> None:
 
 
 def _measure_cpu(spec: NetworkSpec, batch: int, warmup: int, repeats: int, threads: int | None,
-                 runtime: str) -> Measurement:  # fmt: skip
+                 runtime: str, precision: str = "fp32") -> Measurement:  # fmt: skip
     if not sys.platform.startswith("linux"):
         raise ValueError("--device cpu measures memory through /proc/self (VmHWM); it needs Linux")
     job = {"spec": spec.to_dict(), "batch": batch, "warmup": warmup, "repeats": repeats, "threads": threads,
-           "runtime": runtime}  # fmt: skip
+           "runtime": runtime, "precision": precision}  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(job), capture_output=True, text=True,
                           check=False)  # fmt: skip
     if proc.returncode != 0:
@@ -241,18 +244,20 @@ def _measure_cpu(spec: NetworkSpec, batch: int, warmup: int, repeats: int, threa
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     times = out["times"]
     median = statistics.median(times)
-    return Measurement("cpu", batch, median, batch * 1e3 / median, out["memory"], out["method"], tuple(times), runtime)
+    return Measurement("cpu", batch, median, batch * 1e3 / median, out["memory"], out["method"], tuple(times), runtime,
+                       precision)  # fmt: skip
 
 
 def measure(spec: NetworkSpec, device: str = "cpu", batch: int = 1, *, warmup: int = 2, repeats: int = 5,
-            threads: int | None = None, runtime: str = "eager") -> Measurement:  # fmt: skip
+            threads: int | None = None, runtime: str = "eager", precision: str = "fp32") -> Measurement:  # fmt: skip
     """Median latency (ms per batch), throughput (images/s) and peak memory (MiB) of ``spec`` on ``device``.
 
     ``runtime`` is how the model runs: ``eager`` (the module) or any runtime of
     :func:`effnet.optimize_for_inference` (set-up — BN folding, export, compilation — happens before the warm-up
-    and is not timed; on CPU its own memory peak is not counted). ``onnxruntime`` runs on the CPU only.
+    and is not timed; on CPU its own memory peak is not counted). ``onnxruntime`` / ``openvino`` run on the CPU only.
+    ``precision`` (fp32, bf16, int8) as in :func:`effnet.optimize_for_inference`.
     """
-    from effnet.serving.runtimes import RUNTIMES
+    from effnet.config.serving import RUNTIMES, check_precision
 
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"--batch must be an integer >= 1, got {batch!r}")
@@ -260,13 +265,14 @@ def measure(spec: NetworkSpec, device: str = "cpu", batch: int = 1, *, warmup: i
         raise ValueError(f"need --warmup >= 0 and --repeats >= 1, got {warmup}, {repeats}")
     if runtime not in RUNTIMES:
         raise ValueError(f"--runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
+    check_precision(precision, runtime)
     kind = device.split(":")[0]
     if kind == "cuda":
-        if runtime == "onnxruntime":
-            raise ValueError("--runtime onnxruntime runs on the CPU; measure it with --device cpu")
-        return _measure_cuda(spec, batch, warmup, repeats, device, runtime)
+        if runtime in ("onnxruntime", "openvino"):
+            raise ValueError(f"--runtime {runtime} runs on the CPU; measure it with --device cpu")
+        return _measure_cuda(spec, batch, warmup, repeats, device, runtime, precision)
     if kind == "cpu":
-        return _measure_cpu(spec, batch, warmup, repeats, threads, runtime)
+        return _measure_cpu(spec, batch, warmup, repeats, threads, runtime, precision)
     raise ValueError(f"--device must be cpu or cuda[:N], got {device!r}")
 
 
@@ -313,6 +319,7 @@ class ScaleResult:
             "baseline": c.baseline.name if c.baseline is not None else "efficientnet_b0", "device": c.device,
             "batch": c.batch if c.device else None, "warmup": c.warmup if c.device else None,
             "repeats": c.repeats if c.device else None, "runtime": c.runtime if c.device else None,
+            "precision": c.precision if c.device else None,
             "memory_method": self.members[0].measurement.memory_method if self.members[0].measurement else None,
             "budget": c.budget.to_dict(), "family": [m.to_dict() for m in self.members],
             "chosen_phi": self.chosen.phi if self.chosen else None,
@@ -333,7 +340,7 @@ def scale_family(config: ScaleConfig, *, on_member: Callable[[Member], None] | N
     for m in members:
         if config.device:
             measured = measure(m.spec, config.device, config.batch, warmup=config.warmup, repeats=config.repeats,
-                               threads=config.threads, runtime=config.runtime)  # fmt: skip
+                               threads=config.threads, runtime=config.runtime, precision=config.precision)  # fmt: skip
             m = dataclasses.replace(m, measurement=measured)
         m = dataclasses.replace(m, violations=_violations(m, config.budget))
         out.append(m)

@@ -1,15 +1,23 @@
-"""Export a model to ONNX (dynamic batch axis) or TorchScript, verified against PyTorch before it is kept.
+"""Export a model to ONNX (dynamic batch axis), OpenVINO IR or TorchScript, verified before it is kept.
 
-The file is written to a temp path beside the target, loaded back (onnxruntime / ``torch.jit.load``), run on a
-random batch of a different size than the export example, and compared with the eager model; only when the max
+The file is written to a temp path beside the target, loaded back (onnxruntime / OpenVINO / ``torch.jit.load``), run
+on a batch of a different size than the export example, and compared with the eager model; at fp32 only when the max
 absolute difference is within ``atol`` is it renamed onto the target. ONNX uses the TorchScript-based exporter
-(``torch.onnx.export(..., dynamo=False)``), which needs no extra package; TorchScript uses ``torch.jit.script``
-(falling back to ``torch.jit.trace``).
+(``torch.onnx.export(..., dynamo=False)``); OpenVINO IR (``.xml`` + ``.bin``, fp32 weights) is converted from that
+ONNX graph; TorchScript uses ``torch.jit.script`` (falling back to ``torch.jit.trace``).
+
+Reduced precisions (:data:`effnet.config.serving.EXPORT_PRECISIONS`): ``int8`` writes the model quantized on the
+calibration images (ONNX: ONNX Runtime QDQ; IR: NNCF) and verifies it on those images; ``bf16`` writes the fp32 IR
+with OpenVINO's inference precision set to bf16 in its ``runtime_options``. A reduced-precision file is checked for
+shape and finite outputs; its max difference and top-1 agreement with PyTorch are reported (``atol`` binds fp32
+only: accuracy at a reduced precision is what ``effnet eval --exported`` measures).
 """
 
 from __future__ import annotations
 
+import io
 import os
+import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,12 +27,21 @@ from typing import IO, Any
 import torch
 from torch import nn
 
+from effnet.config.serving import (
+    DEFAULT_ATOL,
+    DEFAULT_OPSET,
+    EXPORT_FORMATS,
+    EXPORT_PRECISIONS,
+    check_atol,
+    check_input_size,
+    check_opset,
+)
 from effnet.io import atomic_path
 
-__all__ = ["FORMATS", "ExportResult", "export_model", "export_onnx", "export_torchscript", "write_onnx"]
+__all__ = ["FORMATS", "ExportResult", "export_model", "export_onnx", "export_openvino", "export_torchscript",
+           "onnx_bytes", "write_onnx"]  # fmt: skip
 
-FORMATS = ("onnx", "torchscript")
-DEFAULT_OPSET = 17
+FORMATS = EXPORT_FORMATS
 
 
 @dataclass(frozen=True)
@@ -38,11 +55,14 @@ class ExportResult:
     max_abs_diff: float
     atol: float
     method: str
+    precision: str = "fp32"
+    top1_agreement: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"path": self.path, "format": self.format, "input_shape": list(self.input_shape),
-                "verify_shape": list(self.verify_shape), "max_abs_diff": self.max_abs_diff, "atol": self.atol,
+        return {"path": self.path, "format": self.format, "precision": self.precision,
+                "input_shape": list(self.input_shape), "verify_shape": list(self.verify_shape),
+                "max_abs_diff": self.max_abs_diff, "atol": self.atol, "top1_agreement": self.top1_agreement,
                 "method": self.method}  # fmt: skip
 
 
@@ -62,13 +82,23 @@ def _inputs(
     return example, check, expected
 
 
-def _compare(expected: torch.Tensor, got: torch.Tensor, atol: float, path: Path, label: str) -> float:
+def _compare(expected: torch.Tensor, got: torch.Tensor, atol: float, path: Path, label: str,
+             precision: str = "fp32") -> float:  # fmt: skip
+    """Max abs difference of ``got`` from ``expected``; a ``ValueError`` (file not kept) when it is out of bounds."""
     if tuple(got.shape) != tuple(expected.shape):
         raise ValueError(f"{path}: {label} output shape {tuple(got.shape)} != PyTorch {tuple(expected.shape)}")
     diff = float((got.float() - expected.float()).abs().max())
+    if precision != "fp32":
+        if not torch.isfinite(got).all():
+            raise ValueError(f"{path}: {label} {precision} output is not finite; file not written")
+        return diff
     if not diff <= atol:
         raise ValueError(f"{path}: {label} output differs from PyTorch by {diff:.3g} > {atol:g}; file not written")
     return diff
+
+
+def _agreement(expected: torch.Tensor, got: torch.Tensor) -> float:
+    return float((expected.argmax(-1) == got.argmax(-1)).float().mean())
 
 
 def write_onnx(model: nn.Module, example: torch.Tensor, destination: str | os.PathLike[str] | IO[bytes],
@@ -77,8 +107,33 @@ def write_onnx(model: nn.Module, example: torch.Tensor, destination: str | os.Pa
     axes = {name: {0: "batch"} for name in ["input", *output_names]}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer and legacy-exporter notices
-        torch.onnx.export(model, (example,), destination, dynamo=False, opset_version=opset, input_names=["input"],
-                          output_names=list(output_names), dynamic_axes=axes)  # fmt: skip
+        try:
+            torch.onnx.export(model, (example,), destination, dynamo=False, opset_version=opset,
+                              input_names=["input"], output_names=list(output_names), dynamic_axes=axes)  # fmt: skip
+        except torch.onnx.errors.OnnxExporterError as exc:  # e.g. an operator the opset lacks
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"ONNX export at opset {opset} failed: {first[:300]}") from None
+
+
+def onnx_bytes(model: nn.Module, example: torch.Tensor, output_names: Sequence[str] = ("logits",),
+               opset: int = DEFAULT_OPSET) -> bytes:  # fmt: skip
+    """:func:`write_onnx` into memory."""
+    buffer = io.BytesIO()
+    write_onnx(model, example, buffer, output_names, opset)
+    return buffer.getvalue()
+
+
+def _verify_inputs(model: nn.Module, input_size: int | None, seed: int, precision: str,
+                   samples: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Export example, check batch and PyTorch's output on it (int8: the calibration images are the check)."""
+    example, check, expected = _inputs(model, input_size, seed)
+    if precision == "int8":
+        if samples is None:
+            raise ValueError("--precision int8 needs calibration images: --calibration DIR")
+        check = samples
+        with torch.no_grad():
+            expected = model.eval()(check)
+    return example, check, expected
 
 
 def export_onnx(
@@ -87,23 +142,84 @@ def export_onnx(
     input_size: int | None = None,
     *,
     opset: int = DEFAULT_OPSET,
-    atol: float = 1e-4,
+    atol: float = DEFAULT_ATOL,
     seed: int = 0,
+    precision: str = "fp32",
+    samples: torch.Tensor | None = None,
 ) -> ExportResult:
-    """Write ``model`` as ONNX (input ``input``, output ``logits``, dynamic batch) and verify it in onnxruntime."""
+    """Write ``model`` as ONNX (input ``input``, output ``logits``, dynamic batch) and verify it in onnxruntime;
+    ``precision="int8"`` writes it quantized by ONNX Runtime on ``samples`` (preprocessed calibration images)."""
     import onnx
-    import onnxruntime as ort
+
+    from effnet.serving.engines import ort_session
 
     target = Path(path)
-    example, check, expected = _inputs(model, input_size, seed)
+    example, check, expected = _verify_inputs(model, input_size, seed, precision, samples)
+    data = onnx_bytes(model, example, opset=opset)
+    if precision == "int8":
+        from effnet.serving.quantize import quantize_onnx
+
+        data = quantize_onnx(data, check)
     with atomic_path(target) as tmp:
-        write_onnx(model, example, str(tmp), opset=opset)
+        tmp.write_bytes(data)
         onnx.checker.check_model(str(tmp))
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        (got,) = session.run(None, {"input": check.numpy()})
-        diff = _compare(expected, torch.from_numpy(got), atol, target, "onnxruntime")
+        (got,) = ort_session(str(tmp)).run(None, {"input": check.numpy()})
+        got = torch.from_numpy(got)
+        diff = _compare(expected, got, atol, target, "onnxruntime", precision)
     return ExportResult(str(target), "onnx", tuple(example.shape), tuple(check.shape), diff, atol,
-                        f"torch.onnx.export(dynamo=False, opset={opset})")  # fmt: skip
+                        f"torch.onnx.export(dynamo=False, opset={opset})" + (" + ORT quantize_static" if
+                        precision == "int8" else ""), precision, _agreement(expected, got))  # fmt: skip
+
+
+def _save_ir(ov_model: Any, target: Path, check: torch.Tensor) -> torch.Tensor:
+    """Save ``ov_model`` as ``target`` (.xml) + .bin via a temp folder beside it, run the saved copy on ``check``,
+    and return its output; the two files are renamed into place (each atomically) only by the caller's success."""
+    import openvino as ov
+
+    from effnet.serving.engines import openvino_config
+
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
+        xml = Path(tmp) / target.name
+        ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+        saved = ov.Core().read_model(str(xml))
+        hint = saved.get_rt_info(["runtime_options", "INFERENCE_PRECISION_HINT"]).astype(str)
+        saved.reshape(list(check.shape))
+        config = openvino_config("bf16" if hint == "bf16" else "fp32")
+        got = ov.Core().compile_model(saved, "CPU", config)({0: check.numpy()})[0]
+        for suffix in (".bin", ".xml"):  # the weights first: an .xml is never left pointing at missing weights
+            with atomic_path(target.with_suffix(suffix)) as final:
+                os.replace(xml.with_suffix(suffix), final)
+    return torch.from_numpy(got.copy())
+
+
+def export_openvino(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    input_size: int | None = None,
+    *,
+    opset: int = DEFAULT_OPSET,
+    atol: float = DEFAULT_ATOL,
+    seed: int = 0,
+    precision: str = "fp32",
+    samples: torch.Tensor | None = None,
+) -> ExportResult:
+    """Write ``model`` as OpenVINO IR (``path`` .xml + .bin, dynamic batch, fp32 weights) and verify it in OpenVINO;
+    bf16 records OpenVINO's bf16 inference precision in the IR, int8 is NNCF-quantized on ``samples``."""
+    from effnet.models.fold import fold_batchnorm
+    from effnet.serving.engines import OV_PRECISION, openvino_model
+
+    target = Path(path)
+    if target.suffix != ".xml":
+        raise ValueError(f"--output of --format openvino must end in .xml (its .bin goes beside it); got {target}")
+    example, check, expected = _verify_inputs(model, input_size, seed, precision, samples)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ov_model, _ = openvino_model(fold_batchnorm(model), example, precision, check if precision == "int8" else None)
+    ov_model.set_rt_info(OV_PRECISION[precision], ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    got = _save_ir(ov_model, target, check)
+    diff = _compare(expected, got, atol, target, "OpenVINO", precision)
+    method = "torch.onnx.export -> openvino.convert_model" + (" + nncf.quantize" if precision == "int8" else "")
+    return ExportResult(str(target), "openvino", tuple(example.shape), tuple(check.shape), diff, atol, method,
+                        precision, _agreement(expected, got))  # fmt: skip
 
 
 def export_torchscript(
@@ -138,10 +254,25 @@ def export_torchscript(
 def export_model(
     model: nn.Module, path: str | os.PathLike[str], fmt: str, input_size: int | None = None, **options: Any
 ) -> ExportResult:
-    """Export in ``fmt`` (``onnx`` or ``torchscript``); see :func:`export_onnx` / :func:`export_torchscript`."""
+    """Export in ``fmt`` (``onnx``, ``openvino`` or ``torchscript``) at ``options["precision"]`` (default fp32);
+    every option is validated before any work (see :mod:`effnet.config.serving` for the bounds)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    precision = options.get("precision", "fp32")
+    if precision not in EXPORT_PRECISIONS[fmt]:
+        raise ValueError(f"--format {fmt} holds precision {', '.join(EXPORT_PRECISIONS[fmt])}; got {precision!r}")
+    if input_size is not None:
+        check_input_size(input_size)
+    check_atol(options.get("atol", DEFAULT_ATOL))
+    check_opset(options.get("opset", DEFAULT_OPSET))
+    if precision == "bf16":
+        from effnet.serving.hardware import require_native_bf16
+
+        require_native_bf16("cpu")
     if fmt == "onnx":
         return export_onnx(model, path, input_size, **options)
-    if fmt == "torchscript":
-        options.pop("opset", None)
-        return export_torchscript(model, path, input_size, **options)
-    raise ValueError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if fmt == "openvino":
+        return export_openvino(model, path, input_size, **options)
+    for key in ("opset", "precision", "samples"):
+        options.pop(key, None)
+    return export_torchscript(model, path, input_size, **options)

@@ -1,19 +1,21 @@
-"""Inference runtimes: the callable that ``effnet predict`` / ``effnet eval`` run a model through.
+"""Inference runtimes: the callable that ``effnet predict`` / ``effnet eval`` / ``effnet scale`` run a model through.
 
-``default`` is the fast path users get, chosen by where the model lives: on CPU, ``onnxruntime`` (the
-fastest CPU engine measured in ``benchmarks/RESULTS.md``: 4.0-4.3x torchvision eager at batch 32, 0.39-0.42x
-its batch-1 latency, with under a second of start-up); elsewhere, ``compile``. ``compile`` is BatchNorm
-folded into the convolutions, channels_last memory layout and ``torch.compile`` with Inductor freezing
-(weights become constants, so the folded convs are pre-packed for oneDNN), falling back to the folded
-eager model when compilation is unavailable or fails. ``onnxruntime`` exports the folded model to ONNX
-in memory and serves it with ONNX Runtime's CPU engine. ``fused`` is BN folding + channels_last without
-compilation (instant start-up); ``eager`` is the module as is.
-All runtimes return what the model returns, equal to eager within 1e-4.
+Every runtime takes a ``precision`` (``fp32`` | ``bf16`` | ``int8``; choices and defaults in
+:mod:`effnet.config.serving`). ``default`` is the fastest exact engine for the request, chosen by where the model
+lives, the precision and the batch size (:func:`effnet.config.serving.default_backend`): on CPU at fp32, ONNX Runtime
+for small batches and OpenVINO for large ones (the crossover measured in ``benchmarks/RESULTS.md``), OpenVINO for
+bf16 and int8; elsewhere ``compile``. ``compile`` is BatchNorm folded into the convolutions, channels_last memory
+layout and ``torch.compile`` with Inductor freezing, falling back to the folded eager model when compilation is
+unavailable or fails. ``onnxruntime`` / ``openvino`` export the folded model to ONNX in memory and serve it with
+that CPU engine (:mod:`effnet.serving.engines`). ``fused`` is BN folding + channels_last without compilation;
+``eager`` is the module as is. At fp32 every runtime returns what the model returns, equal to eager within 1e-4.
+bf16 runs only where the hardware has it natively (:mod:`effnet.serving.hardware`); int8 is calibrated once, when
+the runner is made (:mod:`effnet.serving.quantize`).
 """
 
 from __future__ import annotations
 
-import io
+import copy
 import logging
 import warnings
 from collections.abc import Callable
@@ -22,21 +24,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from effnet.models.fold import fold_batchnorm
-from effnet.serving.export import write_onnx
-
-__all__ = ["RUNTIMES", "RUNTIME_HELP", "InferenceRunner", "optimize_for_inference"]
-
-RUNTIMES = ("default", "compile", "eager", "fused", "onnxruntime")
-"""Runtime names accepted by :func:`optimize_for_inference`."""
-
-RUNTIME_HELP = (
-    "default: onnxruntime for a model on CPU (when onnxruntime is installed), else compile; "
-    "compile: BN folded + channels_last + torch.compile with freezing (falls back to 'fused' if compile fails); "
-    "eager: the plain module; fused: BN folded + channels_last, no compile (fast start-up); "
-    "onnxruntime: ONNX export run by ONNX Runtime's CPU engine"
+from effnet.config.serving import (
+    DEFAULT_CALIBRATION_SIZE,
+    RUNTIMES,
+    check_precision,
+    check_runtime,
+    default_backend,
 )
-"""One-line description of each runtime, for ``--runtime`` help texts."""
+from effnet.models.fold import fold_batchnorm
+
+__all__ = ["RUNTIMES", "InferenceRunner", "optimize_for_inference"]
 
 _log = logging.getLogger(__name__)
 
@@ -57,13 +54,15 @@ def _contiguous(out: Any) -> Any:
 class InferenceRunner:
     """Callable returned by :func:`optimize_for_inference`; ``backend`` names what actually runs.
 
-    ``backend`` equals the requested runtime, except ``"fused"`` after ``default`` fell back
-    (``fallback_reason`` then says why).
+    ``backend`` is never ``"default"``: for ``runtime="default"`` it is the engine chosen (``onnxruntime``,
+    ``openvino`` or ``compile``; at fp32 on CPU the one chosen for the last batch size seen). It is ``"fused"``
+    after ``compile`` fell back (``fallback_reason`` then says why).
     """
 
-    def __init__(self, runtime: str, backend: str, fn: Callable[[torch.Tensor], Any]) -> None:
+    def __init__(self, runtime: str, backend: str, fn: Callable[[torch.Tensor], Any], precision: str = "fp32") -> None:
         self.runtime = runtime
         self.backend = backend
+        self.precision = precision
         self.fallback_reason: str | None = None
         self._fn = fn
 
@@ -71,7 +70,7 @@ class InferenceRunner:
         return self._fn(x)
 
     def __repr__(self) -> str:
-        return f"InferenceRunner(runtime={self.runtime!r}, backend={self.backend!r})"
+        return f"InferenceRunner(runtime={self.runtime!r}, backend={self.backend!r}, precision={self.precision!r})"
 
 
 def _eager(model: nn.Module) -> Callable[[torch.Tensor], Any]:
@@ -82,8 +81,10 @@ def _eager(model: nn.Module) -> Callable[[torch.Tensor], Any]:
     return run
 
 
-def _fused_module(model: nn.Module) -> nn.Module:
+def _fused_module(model: nn.Module, bf16: bool = False) -> nn.Module:
     folded = fold_batchnorm(model)
+    if bf16:
+        folded = folded.to(torch.bfloat16)
     for p in folded.parameters():
         p.requires_grad_(False)
     return folded.to(memory_format=torch.channels_last)
@@ -140,87 +141,123 @@ def _compiled(folded: nn.Module, runner: InferenceRunner) -> Callable[[torch.Ten
     return run
 
 
-def _onnx_session(folded: nn.Module, example: torch.Tensor) -> tuple[Any, list[str], bool]:
-    """Export ``folded`` (batch axis dynamic) to ONNX in memory and open a tuned ONNX Runtime CPU session."""
-    import onnxruntime as ort
-
-    with torch.no_grad():
-        probe = folded(example)
-    many = not isinstance(probe, torch.Tensor)
-    n_out = len(probe) if many else 1
-    outputs = [f"output{i}" for i in range(n_out)]
-    buffer = io.BytesIO()
-    write_onnx(folded, example, buffer, outputs)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = max(1, torch.get_num_threads())
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-    return session, outputs, many
-
-
-def _onnxruntime(folded: nn.Module, example: torch.Tensor | None) -> Callable[[torch.Tensor], Any]:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as exc:
-        raise ValueError("runtime 'onnxruntime' needs the onnxruntime package: pip install onnxruntime") from exc
-    folded = folded.cpu().float().to(memory_format=torch.contiguous_format)
-    sessions: dict[tuple[int, ...], tuple[Any, list[str], bool]] = {}
-
-    def session_for(x: torch.Tensor) -> tuple[Any, list[str], bool]:
-        key = tuple(x.shape[1:])  # spatial sizes are baked into the graph (TF "same" pads); batch is dynamic
-        if key not in sessions:
-            sessions[key] = _onnx_session(folded, x[:1].detach().float().cpu().contiguous())
-        return sessions[key]
-
-    if example is not None:
-        session_for(example)
+def _bf16(fn: Callable[[torch.Tensor], Any]) -> Callable[[torch.Tensor], Any]:
+    """``fn`` of a bf16 module: inputs cast to bf16, outputs back to float32."""
 
     def run(x: torch.Tensor) -> Any:
-        session, outputs, many = session_for(x)
-        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        results = [torch.from_numpy(r) for r in session.run(outputs, {"input": array})]
-        return results if many else results[0]
+        out = fn(x.to(torch.bfloat16))
+        if isinstance(out, torch.Tensor):
+            return out.float()
+        return type(out)(o.float() for o in out)
 
     return run
 
 
-def _default_backend(model: nn.Module) -> str:
-    """What ``runtime="default"`` runs: ONNX Runtime for a CPU model when it is installed, else ``compile``."""
+def _torch_runner(model: nn.Module, runtime: str, backend: str, precision: str) -> InferenceRunner:
+    """eager / fused / compile at fp32 or (a bf16 copy of the model) bf16."""
+    bf16 = precision == "bf16"
+    if backend == "eager":
+        if bf16:
+            model = copy.deepcopy(model).to(torch.bfloat16)
+        runner = InferenceRunner(runtime, "eager", _eager(model.eval()), precision)
+    elif backend == "fused":
+        runner = InferenceRunner(runtime, "fused", _fused(_fused_module(model, bf16)), precision)
+    else:
+        runner = InferenceRunner(runtime, "compile", lambda x: x, precision)
+        runner._fn = _compiled(_fused_module(model, bf16), runner)
+        if runner.fallback_reason:
+            _log.warning("effnet: %s; using the uncompiled fused model", runner.fallback_reason)
+    if bf16:
+        runner._fn = _bf16(runner._fn)
+    return runner
+
+
+def _engine(backend: str, model: nn.Module, example: torch.Tensor | None, precision: str,
+            samples: torch.Tensor | None) -> Callable[[torch.Tensor], Any]:  # fmt: skip
+    from effnet.serving.engines import onnx_engine, openvino_engine
+
+    build = onnx_engine if backend == "onnxruntime" else openvino_engine
+    return build(fold_batchnorm(model), example, precision, samples)
+
+
+def _installed() -> dict[str, bool]:
     import importlib.util
 
-    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-    return "onnxruntime" if on_cpu and importlib.util.find_spec("onnxruntime") is not None else "compile"
+    return {name: importlib.util.find_spec(name) is not None for name in ("openvino", "onnxruntime")}
+
+
+def _cpu_fp32_default(model: nn.Module, example: torch.Tensor | None) -> InferenceRunner:
+    """``default`` at fp32 on CPU: per batch size, the faster of ONNX Runtime and OpenVINO (engines built lazily)."""
+    installed = _installed()
+    engines: dict[str, Callable[[torch.Tensor], Any]] = {}
+    runner = InferenceRunner("default", "onnxruntime", lambda x: x)
+
+    def run(x: torch.Tensor) -> Any:
+        name = default_backend("cpu", "fp32", x.shape[0], **installed)
+        if name not in engines:
+            engines[name] = _engine(name, model, None, "fp32", None)
+        runner.backend = name
+        return engines[name](x)
+
+    runner._fn = run
+    if example is not None:
+        run(example)
+    return runner
+
+
+def _samples(model: nn.Module, calibration: Any, size: int) -> torch.Tensor:
+    from effnet.serving.quantize import calibration_batch
+
+    if calibration is None:
+        raise ValueError("precision int8 needs calibration images: --calibration DIR (or calibration=<tensor>)")
+    preprocessing = getattr(model, "preprocessing", None)
+    if preprocessing is None and not isinstance(calibration, torch.Tensor):
+        from effnet.serving.preprocess import default_preprocessing
+
+        spec = model.spec  # an effnet model: preprocess at its own resolution
+        preprocessing = default_preprocessing("effnet", spec.name, spec.resolution, spec.num_classes)
+    return calibration_batch(calibration, preprocessing, size)
+
+
+def _device(model: nn.Module) -> str:
+    param = next(iter(model.parameters()), None)
+    return "cpu" if param is None else param.device.type
 
 
 def optimize_for_inference(
-    model: nn.Module, example: torch.Tensor | None = None, runtime: str = "default"
+    model: nn.Module,
+    example: torch.Tensor | None = None,
+    runtime: str = "default",
+    precision: str = "fp32",
+    calibration: Any = None,
+    calibration_size: int = DEFAULT_CALIBRATION_SIZE,
 ) -> InferenceRunner:
-    """A callable computing ``model``'s eval-mode outputs without autograd, by the chosen runtime.
+    """A callable computing ``model``'s eval-mode outputs without autograd, by the chosen runtime and precision.
 
-    ``runtime`` is one of :data:`RUNTIMES` (see :data:`RUNTIME_HELP`). ``example`` (a representative
-    input batch) makes compilation/export happen now instead of at the first call. ``model`` is put
-    in eval mode (``eager``) or copied (every other runtime: the user's module is not modified).
-    ``onnxruntime`` runs on CPU and returns CPU tensors.
+    ``runtime`` is one of :data:`RUNTIMES`, ``precision`` one of ``fp32``, ``bf16`` (native hardware bf16 only;
+    a one-line ``ServingUnavailable`` where absent), ``int8`` (``onnxruntime`` / ``openvino``; calibrated now on
+    ``calibration``: a folder whose first ``calibration_size`` images are preprocessed by ``model.preprocessing``,
+    or a preprocessed (N, C, H, W) tensor). ``example`` (a representative input batch) makes compilation/export
+    happen now instead of at the first call. The user's module is not modified (``eager`` at fp32 puts it in eval
+    mode). ``onnxruntime`` / ``openvino`` run on CPU and return CPU tensors.
     """
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
-    backend = _default_backend(model) if runtime == "default" else runtime
-    if backend == "eager":
-        model.eval()
-        runner = InferenceRunner(runtime, "eager", _eager(model))
-    elif backend == "onnxruntime":
-        runner = InferenceRunner(runtime, "onnxruntime", _onnxruntime(fold_batchnorm(model), example))
-        return runner
-    elif backend == "fused":
-        runner = InferenceRunner(runtime, "fused", _fused(_fused_module(model)))
-    else:
-        runner = InferenceRunner(runtime, "compile", lambda x: x)
-        runner._fn = _compiled(_fused_module(model), runner)
-        if runner.fallback_reason:
-            _log.warning("effnet: %s; using the uncompiled fused model", runner.fallback_reason)
+    check_runtime(runtime)
+    check_precision(precision, runtime)
+    device = _device(model)
+    if precision == "bf16":
+        from effnet.serving.hardware import require_native_bf16
+
+        require_native_bf16(device)
+    samples = _samples(model, calibration, calibration_size) if precision == "int8" else None
+    batch = example.shape[0] if example is not None else 1
+    backend = default_backend(device, precision, batch, **_installed()) if runtime == "default" else runtime
+    if runtime == "default" and device == "cpu" and precision == "fp32" and backend != "compile":
+        return _cpu_fp32_default(model, example)
+    if backend in ("onnxruntime", "openvino"):
+        if device != "cpu":
+            raise ValueError(f"runtime {backend} runs on the CPU; the model is on {device}")
+        return InferenceRunner(runtime, backend, _engine(backend, model, example, precision, samples), precision)
+    runner = _torch_runner(model, runtime, backend, precision)
     if example is not None:
         runner(example)
     return runner

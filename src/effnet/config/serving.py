@@ -1,0 +1,151 @@
+"""Choices and defaults of serving: runtimes, precisions, export formats and their limits (torch-free).
+
+The CLI (predict, eval, export, scale) builds its ``--runtime`` / ``--precision`` / ``--format`` flags from this
+module, and :func:`effnet.optimize_for_inference` validates against it, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = [
+    "ServingUnavailable",
+    "RUNTIMES", "RUNTIME_DESCRIPTIONS", "DEFAULT_RUNTIME", "PRECISIONS", "DEFAULT_PRECISION", "PRECISION_RUNTIMES",
+    "EXPORT_FORMATS", "EXPORT_PRECISIONS", "DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET", "MIN_INPUT_SIZE",
+    "MAX_INPUT_SIZE", "DEFAULT_ATOL", "DEFAULT_CALIBRATION_SIZE", "MAX_CALIBRATION_SIZE", "CPU_FP32_CROSSOVER",
+    "default_backend", "check_runtime", "check_precision", "check_opset", "check_input_size", "check_atol",
+    "check_calibration_size", "runtime_help", "precision_help",
+]  # fmt: skip
+
+
+class ServingUnavailable(ValueError):
+    """A valid serving choice this machine or installation cannot honour (no native bf16, no GPU, no NNCF)."""
+
+
+RUNTIME_DESCRIPTIONS: dict[str, str] = {
+    "default": "the fastest exact engine for the request: on CPU ONNX Runtime or OpenVINO by batch size (fp32), "
+               "OpenVINO for bf16/int8; on CUDA compile",
+    "compile": "BN folded + channels_last + torch.compile with freezing (falls back to fused if compile fails)",
+    "eager": "the plain module",
+    "fused": "BN folded + channels_last, no compile (instant start-up)",
+    "onnxruntime": "ONNX export run by ONNX Runtime's CPU engine (fp32, int8)",
+    "openvino": "ONNX export compiled by OpenVINO's CPU plugin (fp32, native bf16, NNCF int8)",
+}  # fmt: skip
+"""Runtime name -> one-line description (``--runtime`` help)."""
+
+RUNTIMES: tuple[str, ...] = tuple(RUNTIME_DESCRIPTIONS)
+"""Runtime names accepted by :func:`effnet.optimize_for_inference` and ``--runtime``."""
+DEFAULT_RUNTIME = "default"
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+"""Numeric precisions: fp32 (exact), bf16 (the hardware's native bf16 only), int8 (post-training static)."""
+DEFAULT_PRECISION = "fp32"
+
+PRECISION_RUNTIMES: dict[str, tuple[str, ...]] = {
+    "fp32": RUNTIMES,
+    "bf16": ("default", "compile", "eager", "fused", "openvino"),
+    "int8": ("default", "onnxruntime", "openvino"),
+}
+"""Which runtimes serve each precision (ONNX Runtime's CPU engine has no native bf16 path; int8 needs a quantizer)."""
+
+EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript", "openvino")
+EXPORT_PRECISIONS: dict[str, tuple[str, ...]] = {"onnx": ("fp32", "int8"), "torchscript": ("fp32",),
+                                                 "openvino": ("fp32", "bf16", "int8")}  # fmt: skip
+"""Precisions each export format can hold (ONNX int8 = ONNX Runtime QDQ; OpenVINO int8 = NNCF; bf16 = IR hint)."""
+
+DEFAULT_OPSET = 17
+MIN_OPSET, MAX_OPSET = 9, 20
+"""ONNX opsets the TorchScript-based exporter writes for these models (torch's own bounds are 7..20; Hardswish/SiLU
+and the dynamic batch axis need 9)."""
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 2048
+"""Export example side in pixels: 2048² x 3 fp32 is 48 MiB per image, within any machine's memory."""
+DEFAULT_ATOL = 1e-4
+"""fp32 exports must reproduce PyTorch within this max abs difference."""
+DEFAULT_CALIBRATION_SIZE = 100
+"""Images int8 calibration uses by default (the first N of ``--calibration DIR`` in sorted order)."""
+MAX_CALIBRATION_SIZE = 10_000
+
+CPU_FP32_CROSSOVER: tuple[tuple[int, str], ...] = ((4, "onnxruntime"),)
+"""``default`` fp32 on CPU: the engine for batches up to each bound; larger batches go to OpenVINO. From the batch
+1/8/32 rows of ``benchmarks/RESULTS.md`` ("CPU engines"): ONNX Runtime leads at batch 1, OpenVINO from batch 8."""
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    return str(value)
+
+
+def check_runtime(runtime: object) -> str:
+    """``runtime`` if it is one of :data:`RUNTIMES`, else a one-line ``ValueError``."""
+    return _choice("runtime", runtime, RUNTIMES)
+
+
+def check_precision(precision: object, runtime: str = "default") -> str:
+    """``precision`` if it is one of :data:`PRECISIONS` and ``runtime`` serves it, else a one-line ``ValueError``."""
+    _choice("precision", precision, PRECISIONS)
+    if runtime not in PRECISION_RUNTIMES[str(precision)]:
+        raise ValueError(f"precision {precision} runs on runtime {', '.join(PRECISION_RUNTIMES[str(precision)])}; "
+                         f"got runtime {runtime!r}")  # fmt: skip
+    return str(precision)
+
+
+def _bounded_int(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in {low}..{high}; got {value!r}")
+    return value
+
+
+def check_opset(opset: object) -> int:
+    """``opset`` if within :data:`MIN_OPSET`..:data:`MAX_OPSET`."""
+    return _bounded_int("--opset", opset, MIN_OPSET, MAX_OPSET)
+
+
+def check_input_size(size: object) -> int:
+    """``size`` if within :data:`MIN_INPUT_SIZE`..:data:`MAX_INPUT_SIZE` pixels."""
+    return _bounded_int("--input-size", size, MIN_INPUT_SIZE, MAX_INPUT_SIZE)
+
+
+def check_calibration_size(size: object) -> int:
+    """``size`` if within 1..:data:`MAX_CALIBRATION_SIZE` images."""
+    return _bounded_int("--calibration-size", size, 1, MAX_CALIBRATION_SIZE)
+
+
+def check_atol(atol: object) -> float:
+    """``atol`` if it is a finite number >= 0."""
+    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not math.isfinite(atol) or atol < 0:
+        raise ValueError(f"--atol must be a finite number >= 0; got {atol!r}")
+    return float(atol)
+
+
+def default_backend(device: str, precision: str, batch: int, openvino: bool = True, onnxruntime: bool = True) -> str:
+    """What ``runtime="default"`` runs for a model on ``device`` (``cpu``/``cuda``/...) at ``precision``, ``batch``.
+
+    ``openvino`` / ``onnxruntime`` say whether those packages are importable (fp32 uses the one there is; with
+    neither, ``compile``).
+    """
+    if device != "cpu":
+        if precision == "int8":
+            raise ValueError(f"precision int8 runs on the CPU (OpenVINO, ONNX Runtime); the model is on {device}")
+        return "compile"
+    if precision != "fp32":
+        return "openvino"
+    if not (openvino and onnxruntime):
+        return "openvino" if openvino else "onnxruntime" if onnxruntime else "compile"
+    for bound, engine in CPU_FP32_CROSSOVER:
+        if batch <= bound:
+            return engine
+    return "openvino"
+
+
+def runtime_help(default: str = DEFAULT_RUNTIME) -> str:
+    """``--runtime`` help text built from :data:`RUNTIME_DESCRIPTIONS`."""
+    return f"inference runtime (default: {default}). " + "; ".join(f"{k}: {v}" for k, v in RUNTIME_DESCRIPTIONS.items())
+
+
+def precision_help() -> str:
+    """``--precision`` help text."""
+    return (f"numeric precision (default: {DEFAULT_PRECISION}). fp32: exact (within 1e-4 of eager); bf16: the "
+            "hardware's native bf16 (AVX512_BF16/AMX on CPU via OpenVINO, bf16 on CUDA), refused where absent; "
+            f"int8: post-training static quantization (NNCF on OpenVINO, ONNX Runtime's quantizer on onnxruntime) "
+            f"calibrated on --calibration DIR (first {DEFAULT_CALIBRATION_SIZE} images by default)")  # fmt: skip

@@ -1,0 +1,78 @@
+"""What the hardware can run natively, detected at run time (never assumed): bf16 on CPU and CUDA.
+
+Torch-free except :func:`require_native_bf16` / :func:`require_device` for CUDA, which ask torch only then.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from effnet.config.serving import ServingUnavailable
+
+__all__ = ["BF16_CPU_FLAGS", "cpu_flags", "cpu_has_native_bf16", "require_native_bf16", "require_device"]
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+"""``/proc/cpuinfo`` flags of a CPU that computes bf16 dot products in hardware (Zen 4+, Cooper Lake, SPR+)."""
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The flags of the first processor in ``cpuinfo`` (default: this machine's ``/proc/cpuinfo``; empty if absent)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def _openvino_says_bf16() -> bool | None:
+    """OpenVINO's CPU plugin's own answer (``BF16`` among its optimization capabilities), None without OpenVINO."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    try:
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except RuntimeError:
+        return None
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU has AVX512_BF16 or AMX-BF16 (from ``cpuinfo``, else ``/proc/cpuinfo``, else OpenVINO)."""
+    flags = cpu_flags(cpuinfo)
+    if flags:
+        return any(f in flags for f in BF16_CPU_FLAGS)
+    return bool(cpuinfo is None and _openvino_says_bf16())
+
+
+def require_native_bf16(device: str) -> None:
+    """Return when ``device`` (``cpu``, ``cuda[:N]``) computes bf16 natively; else a one-line ``ServingUnavailable``."""
+    if device == "cpu":
+        if not cpu_has_native_bf16():
+            raise ServingUnavailable("precision bf16 needs a CPU with AVX512_BF16 or AMX (this one has neither); "
+                               "use --precision fp32 or int8")  # fmt: skip
+        return
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return
+    raise ServingUnavailable(f"precision bf16 needs native bf16 on {device}, which it lacks; use --precision fp32")
+
+
+def require_device(device: str) -> str:
+    """``device`` if this machine has it (``cpu``, ``cuda``, ``cuda:N``); else a one-line ``ServingUnavailable``."""
+    if device == "cpu":
+        return device
+    if device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise ValueError(f"--device must be cpu, cuda or cuda:N; got {device!r}")
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device[5:]) if ":" in device else 0
+    if index >= count:
+        raise ServingUnavailable(f"--device {device}: this machine has {count} CUDA device(s); use --device cpu")
+    return device
