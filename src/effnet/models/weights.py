@@ -109,14 +109,16 @@ def _sniff(file: Path) -> str:
         raise BadFile(f"{file} is empty (0 bytes); expected {_ACCEPTED}")
     with open(file, "rb") as handle:
         head = handle.read(512)
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip, or legacy pickle protocol >= 2
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip
         return "torch"
-    if len(head) >= 9 and head[8:9] == b"{":
+    if len(head) >= 9 and head[8:9] == b"{":  # before the pickle test: a header length may start with byte 0x80
         (size,) = struct.unpack("<Q", head[:8])
         if size > min(_MAX_HEADER, info.st_size - 8):
             raise BadFile(f"{file}: safetensors header length {size:,} does not fit the file's {info.st_size:,} "
                           "bytes (truncated or corrupt)")  # fmt: skip
         return "safetensors"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # legacy pickle, protocol 2-5
+        return "torch"
     if file.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and (b"pytorch" in head or b"onnx" in head.lower())):
         raise BadFile(f"{file} looks like an ONNX model; --weights takes {_ACCEPTED} (ONNX files are export output)")
     if all(32 <= b < 127 or b in b"\t\n\r" for b in head):

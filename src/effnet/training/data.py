@@ -26,6 +26,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets as tvd
 from torchvision import transforms as T
 
+from effnet.config.training import AUGMENTS, Augment  # torch-free: the settings' one source
 from effnet.errors import InvalidValue
 from effnet.serving.preprocess import (
     IMAGENET_MEAN,
@@ -39,8 +40,6 @@ from effnet.serving.preprocess import (
     eval_transform,
     image_folder_samples,
 )
-
-from effnet.config.training import AUGMENTS, Augment  # torch-free: the settings' one source
 
 __all__ = [
     "NAMED_DATASETS",
