@@ -39,7 +39,8 @@ from torch import nn
 from effnet.errors import BadFile, InvalidValue, MissingFile, WrongType
 from effnet.io import atomic_path
 from effnet.models.efficientnet import EfficientNet, create_model
-from effnet.serving.preprocess import Preprocessing, default_preprocessing
+from effnet.models.sources import default_preprocessing
+from effnet.preprocessing import Preprocessing
 from effnet.specs import NetworkSpec, get_spec, list_models, resolve
 
 __all__ = [
