@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from effnet.cli.predict import add_model_arguments, add_serving_arguments, check_serving_arguments, load_model
 from effnet.config import serving as cfg
 
 HELP = "Export weights to ONNX, OpenVINO IR or TorchScript (fp32, bf16, int8); the file is verified vs PyTorch."
 SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".torchscript.pt"}
+DEFAULT_FOLDER = "runs/export"
+"""Where an export goes without ``--output`` (never the current directory itself)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output format (openvino: IR .xml + .bin beside it)")  # fmt: skip
     add_serving_arguments(parser, runtime=False, device=False)
     parser.add_argument("--output", default=None, metavar="FILE",
-                        help="output file (default: ./<model>.onnx, ./<model>.xml or ./<model>.torchscript.pt)")
+                        help="output file (default: runs/export/<model>.onnx, .xml or .torchscript.pt)")
     parser.add_argument("--input-size", type=int, default=None,
                         help=f"image side of the example input, {cfg.MIN_INPUT_SIZE}..{cfg.MAX_INPUT_SIZE} "
                              "(default: the weights' preprocessing input size)")  # fmt: skip
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output(args.output, inputs={"--weights": args.weights})
     model = load_model(args)
-    output = args.output or f"{model.spec.name}{SUFFIXES[args.format]}"
+    output = args.output or str(Path(DEFAULT_FOLDER) / f"{model.spec.name}{SUFFIXES[args.format]}")
     check_output(output, inputs={"--weights": args.weights})
     samples = None
     if args.precision == "int8":

@@ -217,8 +217,13 @@ def compound_model(
     *,
     target: float | None = None,
     tol: float = 0.1,
-    **options: Any,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    drop_rate: float | None = None,
+    drop_path_rate: float | None = None,
+    features_only: bool = False,
 ) -> EfficientNet | EfficientNetFeatures:
-    """A model scaled by the exact rule ``d = α^φ, w = β^φ, r = γ^φ``; ``options`` as in :func:`create_model`."""
+    """A model scaled by the exact rule ``d = α^φ, w = β^φ, r = γ^φ``; the options as in :func:`create_model`."""
     spec = compound_spec(phi, alpha, beta, gamma, baseline, target=target, tol=tol)
-    return create_model(spec, **options)
+    return create_model(spec, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
+                        drop_path_rate=drop_path_rate, features_only=features_only)  # fmt: skip

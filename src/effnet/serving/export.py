@@ -252,27 +252,32 @@ def export_torchscript(
 
 
 def export_model(
-    model: nn.Module, path: str | os.PathLike[str], fmt: str, input_size: int | None = None, **options: Any
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    fmt: str,
+    input_size: int | None = None,
+    *,
+    opset: int = DEFAULT_OPSET,
+    atol: float = DEFAULT_ATOL,
+    precision: str = "fp32",
+    samples: torch.Tensor | None = None,
 ) -> ExportResult:
-    """Export in ``fmt`` (``onnx``, ``openvino`` or ``torchscript``) at ``options["precision"]`` (default fp32);
-    every option is validated before any work (see :mod:`effnet.config.serving` for the bounds)."""
+    """Export in ``fmt`` (``onnx``, ``openvino`` or ``torchscript``) at ``precision``; ``samples``: preprocessed
+    calibration images for int8. Every option is validated before any work (bounds: :mod:`effnet.config.serving`)."""
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-    precision = options.get("precision", "fp32")
     if precision not in EXPORT_PRECISIONS[fmt]:
         raise ValueError(f"--format {fmt} holds precision {', '.join(EXPORT_PRECISIONS[fmt])}; got {precision!r}")
     if input_size is not None:
         check_input_size(input_size)
-    check_atol(options.get("atol", DEFAULT_ATOL))
-    check_opset(options.get("opset", DEFAULT_OPSET))
+    check_atol(atol)
+    check_opset(opset)
     if precision == "bf16":
         from effnet.serving.hardware import require_native_bf16
 
         require_native_bf16("cpu")
     if fmt == "onnx":
-        return export_onnx(model, path, input_size, **options)
+        return export_onnx(model, path, input_size, opset=opset, atol=atol, precision=precision, samples=samples)
     if fmt == "openvino":
-        return export_openvino(model, path, input_size, **options)
-    for key in ("opset", "precision", "samples"):
-        options.pop(key, None)
-    return export_torchscript(model, path, input_size, **options)
+        return export_openvino(model, path, input_size, opset=opset, atol=atol, precision=precision, samples=samples)
+    return export_torchscript(model, path, input_size, atol=atol)
