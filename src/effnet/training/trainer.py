@@ -418,6 +418,7 @@ def fit(config: TrainConfig, spec: NetworkSpec | None = None, progress: bool = T
         run_dir = RunDir(config.output, main=rank == 0)
         if config.resume:
             run_dir.require_checkpoint()  # before the lock creates the directory: a failed resume starts nothing
+        progressive_stages(config, config.resolution or _base_spec(config, spec).resolution)  # bad sizes: fail now
         warning = recipe_warning(config)
         if rank == 0 and progress:
             print(recipe_line, flush=True)
