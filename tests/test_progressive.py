@@ -198,10 +198,18 @@ def _records(run: Path) -> list[dict]:
 
 @needs_fmnist
 @pytest.mark.slow
-def test_progressive_run_rises_in_resolution_and_records_its_stages(tmp_path):
+def test_progressive_run_rises_in_resolution_and_records_its_stages(tmp_path, monkeypatch):
     from effnet.cli import main
     from effnet.models.weights import load_pretrained
+    from effnet.training import trainer
 
+    seen, real_epoch = [], trainer.train_epoch
+
+    def watched(state, net, criterion, loader, *args, **kwargs):  # what each epoch really trains with
+        seen.append((tuple(loader.dataset[0][0].shape), state.model.dropout.p, kwargs["mixup_alpha"]))
+        return real_epoch(state, net, criterion, loader, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_epoch", watched)
     run = tmp_path / "run"
     argv = ["train", "--train-limit", "256", "--val-limit", "128", "--epochs", "3", "--progressive", "3",
             "--resolution", "32", "--width", "0.25", "--batch-size", "32", "--threads", "1", "--output", str(run),
@@ -209,6 +217,9 @@ def test_progressive_run_rises_in_resolution_and_records_its_stages(tmp_path):
     assert main(argv) == 0
     records = _records(run)
     assert [r["resolution"] for r in records] == [16, 24, 32]
+    assert [(shape, p, alpha) for shape, p, alpha in seen] == [
+        ((1, 16, 16), pytest.approx(0.1), 0.0), ((1, 24, 24), pytest.approx(0.2), pytest.approx(0.1)),
+        ((1, 32, 32), pytest.approx(0.3), pytest.approx(0.2))]  # fmt: skip
     assert [r["randaugment_m"] for r in records] == [5, 10, 15]
     assert [r["dropout"] for r in records] == pytest.approx([0.1, 0.2, 0.3])
     assert [r["mixup_alpha"] for r in records] == pytest.approx([0.0, 0.1, 0.2])
