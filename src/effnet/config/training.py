@@ -89,12 +89,14 @@ GROUPS = (
 
 
 def _f(default: Any, help: str, group: str, *, choices: tuple[Any, ...] | None = None, limits: str | None = None,
-       flag: str | None = None, resume_check: bool | None = None, optional_value: bool = False) -> Any:  # fmt: skip
+       flag: str | None = None, resume_check: bool | None = None, optional_value: bool = False,
+       metavar: str | None = None) -> Any:  # fmt: skip
     """A field with its metadata: ``limits`` like ``"(0, 1]"``; ``resume_check`` (default: every group but speed)
-    says a resumed run must share the value with its checkpoint; ``optional_value``: ``--flag`` alone means true."""
+    says a resumed run must share the value with its checkpoint; ``optional_value``: ``--flag`` alone means true;
+    ``metavar``: the value's name in ``--help`` (default: argparse's)."""
     meta = {"help": help, "group": group, "choices": choices, "limits": limits, "flag": flag,
             "resume_check": group != "speed" if resume_check is None else resume_check,
-            "optional_value": optional_value}  # fmt: skip
+            "optional_value": optional_value, "metavar": metavar}  # fmt: skip
     return field(default=default, metadata=meta)
 
 
@@ -253,15 +255,15 @@ class TrainConfig:
     crop_pct: float = _f(0.875, "evaluation crop fraction", "augment", limits="(0, 1]")
     progressive: int = _f(0, "split the epochs into K equal stages of rising image size and regularization (0 or 1: "
                           "off; forces --augment randaugment)", "progressive",
-                          limits=f"[0, {MAX_PROGRESSIVE_STAGES}]")  # fmt: skip
+                          limits=f"[0, {MAX_PROGRESSIVE_STAGES}]", metavar="K")  # fmt: skip
     min_resolution: int | None = _f(None, "image size of the first stage (default: 128/300 of the final size, "
                                     f"rounded to a multiple of 8, >= {MIN_RESOLUTION})", "progressive",
-                                    limits=f"[{MIN_RESOLUTION}, {MAX_RESOLUTION}]")  # fmt: skip
-    dropout_range: str = _f("0.1,0.3", "dropout LO,HI from the first stage to the last (V2-S, Table 6)",
-                            "progressive")  # fmt: skip
-    randaugment_range: str = _f("5,15", "RandAugment magnitude LO,HI, integers in [0, 30] (V2-S, Table 6)",
-                                "progressive")  # fmt: skip
-    mixup_range: str = _f("0,0", "mixup alpha LO,HI, 0 = no mixup (V2-S, Table 6)", "progressive")
+                                    limits=f"[{MIN_RESOLUTION}, {MAX_RESOLUTION}]", metavar="S0")  # fmt: skip
+    dropout_range: str = _f("0.1,0.3", "classifier dropout from the first stage to the last (V2-S, Table 6)",
+                            "progressive", metavar="LO,HI")  # fmt: skip
+    randaugment_range: str = _f("5,15", "RandAugment magnitude, integers in [0, 30] (V2-S, Table 6)",
+                                "progressive", metavar="LO,HI")  # fmt: skip
+    mixup_range: str = _f("0,0", "mixup alpha, 0 = no mixup (V2-S, Table 6)", "progressive", metavar="LO,HI")
     amp: str = _f("auto", "autocast; fp16 uses a loss scaler (auto: bf16 on CUDA, none on CPU, where bf16 is no "
                   "faster)", "speed", choices=AMP_MODES, resume_check=True)  # fmt: skip
     channels_last: bool | None = _f(None, "channels_last memory format (default: true on CPU and CUDA)", "speed",
