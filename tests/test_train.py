@@ -115,6 +115,8 @@ def test_fit_learns_and_writes_run_directory(fake_fmnist, tmp_path):
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5]
     assert {"epoch", "train_loss", "val_top1", "val_top5", "lr", "images_per_s"} <= set(records[0])
+    assert {r["resolution"] for r in records} == {16} and saved["progressive_stages"] == []  # progressive off
+    assert "stage" not in records[0] and "mixup_alpha" not in records[0]
     from effnet.models.weights import load_pretrained
 
     model = load_pretrained(None, run / "last.safetensors")

@@ -65,6 +65,8 @@ def _argument(f: dataclasses.Field[Any]) -> dict[str, Any]:
         kwargs["type"] = kind
         if f.metadata["choices"] is not None:
             kwargs["choices"] = f.metadata["choices"]
+        if f.metadata.get("metavar"):
+            kwargs["metavar"] = f.metadata["metavar"]
     return kwargs
 
 

@@ -16,12 +16,16 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from effnet.specs import require_known_fields
+from effnet.errors import InvalidValue
+from effnet.limits import MAX_RESOLUTION, MIN_RESOLUTION
+from effnet.specs import get_spec, require_known_fields
 
 __all__ = [
     "OPTIMIZERS", "SCHEDULES", "AUGMENTS", "AMP_MODES", "RECIPES", "RECIPE_OPTIMIZER_VALUES", "RECIPE_CHOICES",
     "PAPER_MIN_EPOCHS", "GROUPS", "SCHEDULE_FIELDS", "Augment", "TrainConfig", "check_fields", "flag_name",
     "field_type", "recipe_value", "choose_recipe", "recipe_warning", "resolve_recipe", "resolve_speed", "peak_lr",
+    "MAX_PROGRESSIVE_STAGES", "MIN_RESOLUTION_FRACTION", "PROGRESSIVE_RANGES", "Stage", "parse_range",
+    "default_min_resolution", "progressive_stages", "stage_for_epoch",
 ]  # fmt: skip
 
 OPTIMIZERS = ("rmsprop_tf", "rmsprop", "sgd", "adamw")
@@ -65,22 +69,34 @@ RECIPE_OPTIMIZER_VALUES: dict[str, dict[str, dict[str, Any]]] = {
 RECIPE_CHOICES = ("auto", *RECIPES)
 """Values of ``--recipe``: ``auto`` is ``paper`` for runs of :data:`PAPER_MIN_EPOCHS` or more, else ``short``."""
 PAPER_MIN_EPOCHS = 50
+MAX_PROGRESSIVE_STAGES = 1000
+"""Most stages of ``--progressive`` (a stage lasts at least one epoch, so ``--epochs`` bounds it further)."""
+MIN_RESOLUTION_FRACTION = 128 / 300
+"""Default first-stage size as a fraction of the final one: EfficientNetV2-S trains from 128 to 300 px (Table 6)."""
+PROGRESSIVE_RANGES: dict[str, tuple[float, float, bool]] = {
+    "dropout_range": (0.0, 0.99, False), "randaugment_range": (0.0, 30.0, True), "mixup_range": (0.0, 10.0, False),
+}  # fmt: skip
+"""Per ``--*-range`` field: the smallest and largest value it accepts and whether its values are integers."""
 """Shortest run ``--recipe auto`` gives the paper's recipe: its 5-epoch warm-up is then at most a tenth of it."""
 
 GROUPS = (
     ("data", "data and model"), ("run", "run"), ("recipe", "recipe (unset flags take the recipe's value)"),
-    ("augment", "augmentation"), ("speed", "speed"),
+    ("augment", "augmentation"),
+    ("progressive", "progressive learning (EfficientNetV2, Tan & Le 2021, section 4.2, Algorithm 1)"),
+    ("speed", "speed"),
 )  # fmt: skip
 """Flag groups of ``effnet train --help`` (key, title), in order."""
 
 
 def _f(default: Any, help: str, group: str, *, choices: tuple[Any, ...] | None = None, limits: str | None = None,
-       flag: str | None = None, resume_check: bool | None = None, optional_value: bool = False) -> Any:  # fmt: skip
+       flag: str | None = None, resume_check: bool | None = None, optional_value: bool = False,
+       metavar: str | None = None) -> Any:  # fmt: skip
     """A field with its metadata: ``limits`` like ``"(0, 1]"``; ``resume_check`` (default: every group but speed)
-    says a resumed run must share the value with its checkpoint; ``optional_value``: ``--flag`` alone means true."""
+    says a resumed run must share the value with its checkpoint; ``optional_value``: ``--flag`` alone means true;
+    ``metavar``: the value's name in ``--help`` (default: argparse's)."""
     meta = {"help": help, "group": group, "choices": choices, "limits": limits, "flag": flag,
             "resume_check": group != "speed" if resume_check is None else resume_check,
-            "optional_value": optional_value}  # fmt: skip
+            "optional_value": optional_value, "metavar": metavar}  # fmt: skip
     return field(default=default, metadata=meta)
 
 
@@ -237,6 +253,17 @@ class TrainConfig:
     hflip: float = _aug("hflip")
     random_crop: bool = _aug("random_crop")
     crop_pct: float = _f(0.875, "evaluation crop fraction", "augment", limits="(0, 1]")
+    progressive: int = _f(0, "split the epochs into K equal stages of rising image size and regularization (0 or 1: "
+                          "off; forces --augment randaugment)", "progressive",
+                          limits=f"[0, {MAX_PROGRESSIVE_STAGES}]", metavar="K")  # fmt: skip
+    min_resolution: int | None = _f(None, "image size of the first stage (default: 128/300 of the final size, "
+                                    f"rounded to a multiple of 8, >= {MIN_RESOLUTION})", "progressive",
+                                    limits=f"[{MIN_RESOLUTION}, {MAX_RESOLUTION}]", metavar="S0")  # fmt: skip
+    dropout_range: str = _f("0.1,0.3", "classifier dropout from the first stage to the last (V2-S, Table 6)",
+                            "progressive", metavar="LO,HI")  # fmt: skip
+    randaugment_range: str = _f("5,15", "RandAugment magnitude, integers in [0, 30] (V2-S, Table 6)",
+                                "progressive", metavar="LO,HI")  # fmt: skip
+    mixup_range: str = _f("0,0", "mixup alpha, 0 = no mixup (V2-S, Table 6)", "progressive", metavar="LO,HI")
     amp: str = _f("auto", "autocast; fp16 uses a loss scaler (auto: bf16 on CUDA, none on CPU, where bf16 is no "
                   "faster)", "speed", choices=AMP_MODES, resume_check=True)  # fmt: skip
     channels_last: bool | None = _f(None, "channels_last memory format (default: true on CPU and CUDA)", "speed",
@@ -257,6 +284,7 @@ class TrainConfig:
         check_fields(self)
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ValueError(f"--device must be auto, cpu, cuda[:N] or mps; got {self.device!r}")
+        _check_progressive(self)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -312,6 +340,8 @@ def resolve_recipe(config: TrainConfig) -> TrainConfig:
     name, _ = choose_recipe(config)
     values = {k: recipe_value(name, k, config.opt) for k in RECIPES[name]}
     changes = {k: v for k, v in values.items() if getattr(config, k) is None}
+    if config.progressive > 1 and config.augment is None:
+        changes["augment"] = "randaugment"  # progressive learning grows RandAugment's magnitude
     return dataclasses.replace(config, recipe=name, **changes)
 
 
@@ -337,3 +367,131 @@ def peak_lr(config: TrainConfig) -> float:
     if config.lr is None:
         raise ValueError("peak_lr needs a resolved config (see resolve_recipe)")
     return config.lr * config.batch_size / 256
+
+
+# --- progressive learning (EfficientNetV2, Tan & Le 2021, section 4.2, Algorithm 1) -------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of progressive learning: epochs ``first_epoch``..``last_epoch`` (1-based, inclusive) train at
+    image size ``resolution`` with classifier dropout ``dropout``, RandAugment magnitude ``randaugment_m`` and
+    mixup alpha ``mixup_alpha`` (0: no mixup)."""
+
+    first_epoch: int
+    last_epoch: int
+    resolution: int
+    dropout: float
+    randaugment_m: int
+    mixup_alpha: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the fields."""
+        return dataclasses.asdict(self)
+
+
+def parse_range(text: Any, flag: str, low: float, high: float, integer: bool = False) -> tuple[float, float]:
+    """``"LO,HI"`` (or one number ``"X"``, meaning ``X,X``) as two numbers in ``[low, high]``; integers if asked.
+
+    Raises :class:`~effnet.errors.InvalidValue` naming ``flag``, the text and what is accepted.
+    """
+    kind = "integers" if integer else "numbers"
+    accepted = f"LO,HI with {kind} in [{low:g}, {high:g}]"
+    parts = text.split(",") if isinstance(text, str) and len(text) <= 100 else []
+    values: list[float] = []
+    for part in parts if len(parts) in (1, 2) else []:
+        try:
+            number = int(part) if integer else float(part)
+        except ValueError:
+            break
+        if not (math.isfinite(number) and low <= number <= high):
+            break
+        values.append(float(number))
+    if not values or len(values) != len(parts):
+        raise InvalidValue(f"{flag} must be {accepted}, got {text!r}")
+    return values[0], values[-1]
+
+
+def _round8(value: float) -> int:
+    return int(math.floor(value / 8 + 0.5)) * 8
+
+
+def default_min_resolution(final: int) -> int:
+    """The first-stage size when ``--min-resolution`` is unset: :data:`MIN_RESOLUTION_FRACTION` of ``final``,
+    rounded to a multiple of 8, at least :data:`~effnet.limits.MIN_RESOLUTION` and at most ``final``."""
+    return min(final, max(MIN_RESOLUTION, _round8(final * MIN_RESOLUTION_FRACTION)))
+
+
+def _lerp(low: float, high: float, t: float) -> float:
+    """``low`` + (``high`` - ``low``) ``t``: exactly ``high`` at ``t`` = 1, never outside [low, high]."""
+    if t >= 1:
+        return high
+    value = low + (high - low) * t
+    return min(max(value, min(low, high)), max(low, high))
+
+
+def _ranges(config: TrainConfig) -> dict[str, tuple[float, float]]:
+    return {name: parse_range(getattr(config, name), "--" + name.replace("_", "-"), lo, hi, integer)
+            for name, (lo, hi, integer) in PROGRESSIVE_RANGES.items()}  # fmt: skip
+
+
+def _check_progressive(config: TrainConfig) -> None:
+    """Cross-field checks of the progressive-learning flags (each a one-line :class:`InvalidValue`)."""
+    _ranges(config)
+    k = config.progressive
+    if k <= 1:
+        return
+    if k > config.epochs:
+        raise InvalidValue(f"--progressive {k} needs at least {k} epochs (one per stage), got --epochs "
+                           f"{config.epochs}")  # fmt: skip
+    if config.augment not in (None, "randaugment"):
+        raise InvalidValue(f"--progressive trains with RandAugment (its magnitude grows over --randaugment-range), "
+                           f"not --augment {config.augment}; leave --augment unset or use randaugment")  # fmt: skip
+    if config.dropout is not None:
+        raise InvalidValue(f"--progressive sets the dropout per stage from --dropout-range; drop --dropout "
+                           f"{config.dropout:g}")  # fmt: skip
+    if config.resolution is not None and config.min_resolution is not None and config.min_resolution > \
+            config.resolution:
+        raise InvalidValue(f"--min-resolution {config.min_resolution} is larger than the final --resolution "
+                           f"{config.resolution}")  # fmt: skip
+
+
+def progressive_stages(config: TrainConfig, resolution: int | None = None) -> tuple[Stage, ...]:
+    """The stages of ``--progressive K`` (empty when K <= 1), as Algorithm 1 of EfficientNetV2 defines them.
+
+    The epochs are split into K near-equal consecutive stages covering each epoch once; in stage ``i`` (0-based)
+    every value is ``first + (last - first) * i / (K - 1)``: the image size from ``--min-resolution`` (S0) to the
+    final size ``resolution`` (default: ``--resolution``, else ``--model``'s), rounded to the nearest multiple of 8
+    between the two ends (the ends are exact), and dropout, RandAugment magnitude (rounded to an integer) and
+    mixup alpha over their ``--*-range``. Raises :class:`~effnet.errors.InvalidValue` for S0 > final size.
+    """
+    k, epochs = config.progressive, config.epochs
+    if k <= 1:
+        return ()
+    if resolution is None and config.resolution is None and config.spec_file:
+        raise InvalidValue("progressive_stages needs the final resolution of the --spec network (pass resolution=)")
+    final = resolution or config.resolution or get_spec(config.model).resolution
+    first = config.min_resolution or default_min_resolution(final)
+    if first > final:
+        raise InvalidValue(f"--min-resolution {first} is larger than the final resolution {final}")
+    ranges = _ranges(config)
+    stages = []
+    for i in range(k):
+        t = i / (k - 1)
+        size = first if i == 0 else final if i == k - 1 else min(max(_round8(_lerp(first, final, t)), first), final)
+        stages.append(Stage(
+            first_epoch=i * epochs // k + 1, last_epoch=(i + 1) * epochs // k, resolution=size,
+            dropout=_lerp(*ranges["dropout_range"], t), randaugment_m=round(_lerp(*ranges["randaugment_range"], t)),
+            mixup_alpha=_lerp(*ranges["mixup_range"], t),
+        ))  # fmt: skip
+    return tuple(stages)
+
+
+def stage_for_epoch(stages: tuple[Stage, ...], epoch: int) -> Stage | None:
+    """The stage that trains 1-based ``epoch`` (None when ``stages`` is empty, i.e. progressive learning is off)."""
+    for stage in stages:
+        if stage.first_epoch <= epoch <= stage.last_epoch:
+            return stage
+    if stages:
+        raise InvalidValue(f"epoch {epoch} is outside the progressive stages (1..{stages[-1].last_epoch})")
+    return None

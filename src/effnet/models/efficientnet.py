@@ -140,6 +140,13 @@ class EfficientNet(_Backbone):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def set_dropout(self, rate: float) -> None:
+        """Set the dropout rate before the classifier (progressive learning raises it stage by stage); the spec
+        keeps the rate the network was built with. ``rate`` must be in [0, 1)."""
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be a number in [0, 1), got {rate!r}")
+        self.dropout.p = float(rate)
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a freshly initialised one of ``num_classes`` outputs."""
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:

@@ -12,6 +12,7 @@ path so the trainer can count it.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import os
 from collections.abc import Callable, Sequence
@@ -58,6 +59,7 @@ __all__ = [
     "limit_indices",
     "collate_skip",
     "load_datasets",
+    "restage",
 ]
 
 NAMED_DATASETS = ("fashion-mnist", "cifar10", "cifar100")
@@ -343,3 +345,16 @@ def load_datasets(
         source = str(root.resolve())
     return DataBundle(str(data), _subset(train, train_limit, limit_seed), _subset(val, val_limit, limit_seed), pre,
                       source)  # fmt: skip
+
+
+def restage(data: DataBundle, resolution: int, augment: Augment) -> Dataset:
+    """``data``'s training set (same images, same subset) with the training transform at ``resolution`` and
+    ``augment``: what a stage of progressive learning trains on. ``data`` itself is left unchanged."""
+    transform = train_transform(data.preprocessing.replace(input_size=resolution), augment)
+    dataset = data.train
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    if not hasattr(base, "transform"):
+        raise TypeError(f"cannot change the transform of a {type(base).__name__} training set")
+    fresh = copy.copy(base)  # shares the images/paths, not the transform
+    fresh.transform = transform
+    return Subset(fresh, dataset.indices) if isinstance(dataset, Subset) else fresh

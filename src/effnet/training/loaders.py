@@ -3,12 +3,13 @@ exact (unpadded) per-rank split of the validation set."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from effnet.config.training import TrainConfig
 from effnet.training.data import DataBundle, collate_skip
@@ -57,6 +58,18 @@ class Loaders:
     sampler: EpochSampler
     steps_per_epoch: int
     generator: torch.Generator
+
+    def with_train_dataset(self, dataset: Dataset) -> Loaders:
+        """These loaders with the training loader reading ``dataset`` (same length and order: the same sampler,
+        generator, batch size and worker settings), e.g. a progressive-learning stage's transform."""
+        size = len(self.train.dataset)  # type: ignore[arg-type]
+        if len(dataset) != size:  # type: ignore[arg-type]
+            raise ValueError(f"a restaged training set must keep its {size} images, got {len(dataset)}")  # type: ignore[arg-type]
+        old = self.train
+        train = DataLoader(dataset, batch_size=old.batch_size, sampler=self.sampler, drop_last=True,
+                           generator=self.generator, num_workers=old.num_workers, pin_memory=old.pin_memory,
+                           collate_fn=old.collate_fn, persistent_workers=False)  # fmt: skip
+        return dataclasses.replace(self, train=train)
 
 
 def build_loaders(data: DataBundle, config: TrainConfig, device: torch.device, *, rank: int, world: int) -> Loaders:

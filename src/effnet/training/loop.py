@@ -23,7 +23,8 @@ from effnet.serving.inference import count_correct
 from effnet.training.loaders import EpochSampler
 from effnet.training.state import TrainState
 
-__all__ = ["Runtime", "StopFlag", "autocast", "all_sum", "evaluate", "train_epoch", "end_epoch"]
+__all__ = ["Runtime", "StopFlag", "autocast", "all_sum", "evaluate", "mixup", "mixup_targets", "train_epoch",
+           "end_epoch"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -124,12 +125,39 @@ def _freeze_bn(model: nn.Module) -> None:
             m.eval()
 
 
+def mixup(images: torch.Tensor, labels: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Batch mixup (Zhang et al. 2018): ``lam`` x the batch + (1 - ``lam``) x a shuffled copy of it.
+
+    ``lam`` ~ Beta(``alpha``, ``alpha``) and the shuffle come from torch's global CPU RNG, which the checkpoint
+    holds, so a resumed run draws the same mixes. Returns (mixed images, the shuffled copy's labels, ``lam``).
+    """
+    lam = float(torch.distributions.Beta(float(alpha), float(alpha)).sample())
+    perm = torch.randperm(len(labels)).to(images.device)
+    mixed = images.mul(lam).add_(images[perm], alpha=1.0 - lam)
+    return mixed, labels[perm.to(labels.device)], lam
+
+
+def mixup_targets(labels: torch.Tensor, partner: torch.Tensor, lam: float, num_classes: int) -> torch.Tensor:
+    """Soft targets of a mixed batch: ``lam`` one-hot(``labels``) + (1 - ``lam``) one-hot(``partner``); the
+    loss's label smoothing is applied on top (``cross_entropy(..., label_smoothing=)`` takes soft targets)."""
+    hot = nn.functional.one_hot(labels, num_classes).float()
+    return hot.mul_(lam).add_(nn.functional.one_hot(partner, num_classes).float(), alpha=1.0 - lam)
+
+
 def _step(state: TrainState, net: nn.Module, criterion: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-          rt: Runtime, grad_clip: float | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """One optimizer step on a batch; returns (loss, logits)."""
+          rt: Runtime, grad_clip: float | None,
+          mixup_alpha: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One optimizer step on a batch (mixed when ``mixup_alpha`` > 0); returns (loss, logits, the labels that
+    train accuracy is counted against: each mixed image's larger share)."""
+    targets = hard = labels
+    if mixup_alpha > 0:
+        images, partner, lam = mixup(images, labels, mixup_alpha)
+        hard = labels if lam >= 0.5 else partner
     with autocast(rt.device, rt.amp):
         logits = net(images)
-        loss = criterion(logits.float(), labels)
+        if mixup_alpha > 0:
+            targets = mixup_targets(labels, partner, lam, logits.shape[1])
+        loss = criterion(logits.float(), targets)
     if not torch.isfinite(loss):
         raise ValueError(f"training loss became {loss.item()} at epoch {state.epoch + 1} step "
                          f"{state.step_in_epoch + 1}; lower --lr or use --grad-clip")  # fmt: skip
@@ -143,17 +171,19 @@ def _step(state: TrainState, net: nn.Module, criterion: nn.Module, images: torch
     state.schedule.step()
     if state.ema is not None:
         state.ema.update(state.model)
-    return loss, logits
+    return loss, logits, hard
 
 
 def train_epoch(state: TrainState, net: nn.Module, criterion: nn.Module, loader: DataLoader, rt: Runtime, *,
                 grad_clip: float | None = None, freeze_bn: bool = False, stop: StopFlag | None = None,
-                on_step: Callable[[dict[str, float]], None] | None = None) -> int:  # fmt: skip
+                on_step: Callable[[dict[str, float]], None] | None = None,
+                mixup_alpha: float = 0.0) -> int:  # fmt: skip
     """Train ``net`` (the model, maybe DDP/compile-wrapped) over the rest of ``state``'s current epoch.
 
     Resumes part-way when ``state.step_in_epoch`` > 0; keeps the epoch's running sums in ``state.partial``.
     Returns 0 at the end of the epoch, or the signal number as soon as ``stop`` records one (``state`` then
     describes the steps done, ready to be checkpointed). ``on_step`` gets the running sums after each step.
+    ``mixup_alpha`` > 0 trains on mixed batches (:func:`mixup`; ``criterion`` must accept soft targets).
     """
     net.train()
     if freeze_bn:
@@ -168,9 +198,10 @@ def train_epoch(state: TrainState, net: nn.Module, criterion: nn.Module, loader:
         state.bad.update(batch.skipped)
         if len(batch.labels) > 1:  # BatchNorm in train mode needs 2+ images (a tail left by unreadable files)
             labels = batch.labels.to(rt.device, non_blocking=True)
-            loss, logits = _step(state, net, criterion, rt.inputs(batch.images), labels, rt, grad_clip)
+            loss, logits, hard = _step(state, net, criterion, rt.inputs(batch.images), labels, rt, grad_clip,
+                                       mixup_alpha)  # fmt: skip
             p["loss_sum"] += loss.item() * len(labels)
-            p["correct"] += (logits.argmax(1) == labels).sum().item()
+            p["correct"] += (logits.argmax(1) == hard).sum().item()
             p["seen"] += len(labels)
         state.step_in_epoch += 1
         p["time"] = time.perf_counter() - start
@@ -182,9 +213,10 @@ def train_epoch(state: TrainState, net: nn.Module, criterion: nn.Module, loader:
     return 0
 
 
-def end_epoch(state: TrainState, val_loader: DataLoader, rt: Runtime, eval_start: float) -> tuple[dict[str, Any], bool]:
-    """Evaluate the model (and its EMA) after an epoch, append the epoch's record to ``state.history`` and move
-    ``state`` to the next epoch; returns (record, whether validation top-1 improved)."""
+def end_epoch(state: TrainState, val_loader: DataLoader, rt: Runtime, eval_start: float,
+              extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:  # fmt: skip
+    """Evaluate the model (and its EMA) after an epoch, append the epoch's record (plus ``extra``'s keys) to
+    ``state.history`` and move ``state`` to the next epoch; returns (record, whether validation top-1 improved)."""
     p = state.partial
     loss_sum, correct, seen = all_sum([p["loss_sum"], p["correct"], p["seen"]], rt.device, rt.world)
     opts = {"amp": rt.amp, "channels_last": rt.channels_last, "world": rt.world, "bad": state.bad}
@@ -195,7 +227,7 @@ def end_epoch(state: TrainState, val_loader: DataLoader, rt: Runtime, eval_start
         "train_top1": 100.0 * correct / max(seen, 1), "val_loss": val["loss"], "val_top1": val["top1"],
         "val_top5": val["top5"], "ema_top1": ema["top1"] if ema else None, "ema_top5": ema["top5"] if ema else None,
         "lr": max(state.schedule.get_last_lr()), "images_per_s": seen / max(p["time"], 1e-9),
-        "train_time_s": p["time"], "epoch_time_s": p["time"] + (time.perf_counter() - eval_start),
+        "train_time_s": p["time"], "epoch_time_s": p["time"] + (time.perf_counter() - eval_start), **(extra or {}),
     }  # fmt: skip
     state.history.append(record)
     improved = val["top1"] > state.best_top1

@@ -15,6 +15,7 @@ only when launched by torchrun (``RANK``/``WORLD_SIZE`` set), destroying it agai
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -29,13 +30,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 
+from effnet.config.training import Stage, progressive_stages, stage_for_epoch
 from effnet.cost import cost
 from effnet.preprocessing import Preprocessing
 from effnet.report import render_markdown
 from effnet.specs import NetworkSpec, get_spec, scale
 from effnet.training.checkpoint import describe_spec, weights_in_chans
-from effnet.training.data import DataBundle, load_datasets
+from effnet.training.data import DataBundle, load_datasets, restage
 from effnet.training.loaders import Loaders, build_loaders
 from effnet.training.loop import Runtime, StopFlag, end_epoch, evaluate, train_epoch
 from effnet.training.recipe import (
@@ -148,7 +151,8 @@ def _process_settings(config: TrainConfig) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class _Run:
-    """What stays fixed during a run: its settings, data, network, loaders and where it runs and writes."""
+    """What stays fixed during a run: its settings, data, network, loaders, where it runs and writes, and its
+    progressive-learning stages (empty: off)."""
 
     config: TrainConfig
     spec: NetworkSpec
@@ -157,6 +161,7 @@ class _Run:
     rt: Runtime
     run_dir: RunDir
     progress: bool
+    stages: tuple[Stage, ...] = ()
 
     def note(self, text: str) -> None:
         if self.progress:
@@ -173,8 +178,9 @@ def _check_compatible(run: _Run, state: dict[str, Any], world: int) -> None:
     if saved_spec != run.spec:
         raise ValueError(f"checkpoint {run.run_dir.checkpoint} was written for {describe_spec(saved_spec)}, not "
                          f"{describe_spec(run.spec)}; use the same model settings or another --output")  # fmt: skip
-    saved, now = state["config"], run.config.to_dict()
-    diffs = [f"{k}={saved.get(k)!r}->{now[k]!r}" for k in SCHEDULE_FIELDS if saved.get(k) != now[k]]
+    saved, now, default = state["config"], run.config.to_dict(), TrainConfig().to_dict()
+    saved = {k: saved.get(k, default[k]) for k in SCHEDULE_FIELDS}  # a field newer than the checkpoint: its default
+    diffs = [f"{k}={saved[k]!r}->{now[k]!r}" for k in SCHEDULE_FIELDS if saved[k] != now[k]]
     if diffs:
         raise ValueError(f"--resume: settings differ from checkpoint {run.run_dir.checkpoint} "
                          f"({', '.join(diffs[:4])}); the run would not reproduce its schedule")  # fmt: skip
@@ -218,8 +224,11 @@ def _setup(config: TrainConfig, spec: NetworkSpec | None, run_dir: RunDir, rt: R
         augment=config.augmentation(), crop_pct=config.crop_pct, download=config.download,
     )  # fmt: skip
     net_spec = build_spec(config, base, num_classes=data.num_classes, in_chans=data.in_chans)
+    stages = progressive_stages(config, net_spec.resolution)
+    if stages:  # the exported spec carries the dropout the run ends with
+        net_spec = net_spec.replace(dropout=stages[-1].dropout)
     loaders = build_loaders(data, config, rt.device, rank=rt.rank, world=rt.world)
-    run = _Run(config, net_spec, data, loaders, rt, run_dir, progress)
+    run = _Run(config, net_spec, data, loaders, rt, run_dir, progress, stages)
     if checkpoint is not None:
         _check_compatible(run, checkpoint, rt.world)
     state = build_state(config, net_spec, rt.device, world=rt.world, steps_per_epoch=loaders.steps_per_epoch,
@@ -239,6 +248,7 @@ def _write_start(run: _Run, state: TrainState, resumed: bool, recipe_line: str) 
     c = run.config
     resolved = {**c.to_dict(), "recipe_choice": recipe_line, "peak_lr": peak_lr(c), "world_size": run.rt.world,
                 "steps_per_epoch": run.loaders.steps_per_epoch, "spec": run.spec.to_dict(),
+                "progressive_stages": [stage.to_dict() for stage in run.stages],
                 "data_info": {"train_images": len(run.data.train), "val_images": len(run.data.val),
                               "source": run.data.source, **run.preprocessing().to_dict()}}  # fmt: skip
     run.run_dir.write_config(resolved)
@@ -269,8 +279,10 @@ def _tensorboard(run: _Run) -> Any:
     return SummaryWriter(str(run.run_dir.path / "tensorboard"))
 
 
-def _one_epoch(run: _Run, state: TrainState, net: nn.Module, criterion: nn.Module, stop: StopFlag) -> None:
-    """Train one epoch (with a progress bar), checkpoint on a stop request, then evaluate and log it."""
+def _one_epoch(run: _Run, state: TrainState, net: nn.Module, criterion: nn.Module, stop: StopFlag,
+               loader: DataLoader, stage: Stage | None) -> None:  # fmt: skip
+    """Train one epoch on ``loader`` (with a progress bar), checkpoint on a stop request, then evaluate and log it;
+    ``stage``: the progressive-learning stage the epoch belongs to (None: off)."""
     bar = _bar(run, state)
 
     def show(p: dict[str, float]) -> None:
@@ -279,15 +291,20 @@ def _one_epoch(run: _Run, state: TrainState, net: nn.Module, criterion: nn.Modul
                         img_s=f"{p['seen'] * run.rt.world / max(p['time'], 1e-9):.0f}", refresh=False)  # fmt: skip
 
     try:
-        signum = train_epoch(state, net, criterion, run.loaders.train, run.rt, grad_clip=run.config.grad_clip,
-                             freeze_bn=run.config.freeze_bn, stop=stop, on_step=show if bar else None)  # fmt: skip
+        signum = train_epoch(state, net, criterion, loader, run.rt, grad_clip=run.config.grad_clip,
+                             freeze_bn=run.config.freeze_bn, stop=stop, on_step=show if bar else None,
+                             mixup_alpha=stage.mixup_alpha if stage else 0.0)  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
     if signum:
         _save(run, state)
         raise TrainingInterrupted(signum, str(run.run_dir.checkpoint))
-    record, improved = end_epoch(state, run.loaders.val, run.rt, time.perf_counter())
+    extra: dict[str, Any] = {"resolution": stage.resolution if stage else run.spec.resolution}
+    if stage is not None:
+        extra.update(stage=run.stages.index(stage) + 1, dropout=stage.dropout, randaugment_m=stage.randaugment_m,
+                     mixup_alpha=stage.mixup_alpha)  # fmt: skip
+    record, improved = end_epoch(state, run.loaders.val, run.rt, time.perf_counter(), extra)
     _save(run, state)
     run.run_dir.append_metrics(record)
     if improved:
@@ -298,13 +315,29 @@ def _one_epoch(run: _Run, state: TrainState, net: nn.Module, criterion: nn.Modul
              f"{record['images_per_s']:.0f} img/s")  # fmt: skip
 
 
+def _enter_stage(run: _Run, state: TrainState, stage: Stage) -> DataLoader:
+    """The training loader of a progressive-learning stage (its image size and RandAugment magnitude), with the
+    model's dropout set to the stage's. Derived from the epoch alone, so a resumed run re-enters the same stage."""
+    augment = dataclasses.replace(run.config.augmentation(), randaugment_m=stage.randaugment_m)
+    loader = run.loaders.with_train_dataset(restage(run.data, stage.resolution, augment)).train
+    state.model.set_dropout(stage.dropout)  # type: ignore[operator]
+    run.note(f"stage {run.stages.index(stage) + 1}/{len(run.stages)} (epochs {stage.first_epoch}-{stage.last_epoch}"
+             f"): resolution {stage.resolution}, dropout {stage.dropout:.3g}, RandAugment magnitude "
+             f"{stage.randaugment_m}, mixup alpha {stage.mixup_alpha:.3g}")  # fmt: skip
+    return loader
+
+
 def _train(run: _Run, state: TrainState, net: nn.Module, on_epoch: Callable[[dict[str, Any]], None] | None) -> None:
     criterion = nn.CrossEntropyLoss(label_smoothing=run.config.label_smoothing or 0.0)
     writer = _tensorboard(run)
+    loader, current = run.loaders.train, None
     try:
         with StopFlag() as stop:
             while state.epoch < run.config.epochs:
-                _one_epoch(run, state, net, criterion, stop)
+                stage = stage_for_epoch(run.stages, state.epoch + 1)
+                if stage is not None and stage != current:
+                    loader, current = _enter_stage(run, state, stage), stage
+                _one_epoch(run, state, net, criterion, stop, loader, stage)
                 if on_epoch is not None:
                     on_epoch(state.history[-1])
                 if writer is not None:
@@ -385,6 +418,7 @@ def fit(config: TrainConfig, spec: NetworkSpec | None = None, progress: bool = T
         run_dir = RunDir(config.output, main=rank == 0)
         if config.resume:
             run_dir.require_checkpoint()  # before the lock creates the directory: a failed resume starts nothing
+        progressive_stages(config, config.resolution or _base_spec(config, spec).resolution)  # bad sizes: fail now
         warning = recipe_warning(config)
         if rank == 0 and progress:
             print(recipe_line, flush=True)
