@@ -44,7 +44,8 @@ def check_output(
 
     ``folder``: the output is a directory (a run folder), else a file. ``inputs``: ``{flag: path}`` of what the
     command reads; an output naming one of them (or, for a folder, an input file that is the folder itself)
-    is an :class:`~effnet.errors.OutputConflict` naming both flags. ``None`` outputs and inputs are skipped.
+    is an :class:`~effnet.errors.OutputConflict` naming both flags, and so is, for a folder, an input inside it.
+    ``None`` outputs and inputs are skipped.
     """
     if output is None:
         return
@@ -52,12 +53,23 @@ def check_output(
     for name, source in (inputs or {}).items():
         if source is not None and same_file(target, source):
             raise OutputConflict(f"{flag} {target} is also the {name} input; choose another {flag} path")
+        if source is not None and folder and _inside(Path(source), target):
+            raise OutputConflict(f"{name} {source} lies inside {flag} {target}, which this run writes into; copy it "
+                                 f"elsewhere or choose another {flag}")  # fmt: skip
     if folder and target.exists() and not target.is_dir():
         raise OutputConflict(f"{flag} {target} is an existing file; expected a folder (new or existing)")
     if not folder and target.is_dir():
         raise OutputConflict(f"{flag} {target} is an existing folder; expected a file path")
     if not folder and target.exists() and not target.is_file():
         raise OutputConflict(f"{flag} {target} is not a regular file (a FIFO or device); expected a file path")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is strictly inside ``folder`` (both resolved; symlinks followed)."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve()) and path.resolve() != folder.resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
 def _umask() -> int:
