@@ -197,6 +197,10 @@ def resolve_weights(ref: str | WeightsRef | HubWeights) -> HubWeights:
 # --------------------------------------------------------------------------------------------
 
 
+_DROPPED = {"ReadError", "RemoteProtocolError", "ReadTimeout", "ConnectionResetError", "IncompleteRead"}
+"""httpx / OS errors that mean the transfer started and the connection was lost."""
+
+
 class _NoSuchEntry(Exception):
     """A file the repository does not have (the caller tries the next name)."""
 
@@ -238,7 +242,9 @@ def _hf_file(ref: WeightsRef, filename: str) -> Path:
         raise DownloadFailed(f"{ref}: downloading {filename} from {endpoint} failed (HTTP {status}); "
                              "nothing partial was kept") from None  # fmt: skip
     except Exception as exc:  # httpx/OS errors after huggingface_hub's retries: a dropped connection, a full disk
-        raise DownloadFailed(f"{ref}: downloading {filename} from {endpoint} failed ({_describe(exc)}); "
+        dropped = type(exc).__name__ in _DROPPED
+        what = "the connection dropped mid-file" if dropped else "failed"
+        raise DownloadFailed(f"{ref}: downloading {filename} from {endpoint}: {what} ({_describe(exc)}); "
                              "nothing partial was kept") from None  # fmt: skip
 
 
