@@ -357,6 +357,19 @@ def test_torchvision_success_then_cache_hit_offline(server, tmp_path: Path, monk
     monkeypatch.setenv("EFFNET_OFFLINE", "1")
     cached = effnet.create_model("efficientnet_b0", pretrained=True)  # DEFAULT = IMAGENET1K_V1, from the cache
     torch.testing.assert_close(cached.state_dict(), model.state_dict(), rtol=0, atol=0)
+    features = effnet.create_model("efficientnet_b0", pretrained=True, features_only=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(features(x)[-1], model.stages(model.stem(x)), rtol=0, atol=0)
+    ten = effnet.create_model("efficientnet_b0", pretrained=True, num_classes=10)  # a fresh head on the backbone
+    assert ten.classifier.out_features == 10 and ten.preprocessing.class_names == ()
+    torch.testing.assert_close(ten.stem.conv.weight, model.stem.conv.weight, rtol=0, atol=0)
+
+    from effnet.training.checkpoint import load_initial_weights  # train --weights takes the same references
+
+    student = effnet.create_model("efficientnet_b0", num_classes=10)
+    assert load_initial_weights(student, "torchvision:efficientnet_b0", new_head=False) is False  # 1000 != 10
+    torch.testing.assert_close(student.stages[3][0].dw.conv.weight, model.stages[3][0].dw.conv.weight)
 
 
 def test_torchvision_offline_miss_and_unknown_names(server, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -407,6 +420,19 @@ def test_unreachable_host_is_one_line(server) -> None:
     with pytest.raises(DownloadFailed, match="cannot download config.json from .* not in the cache") as info:
         resolve_weights(f"hf-hub:{REPO}")
     assert "\n" not in str(info.value)
+
+
+def test_create_model_pretrained_refusals() -> None:
+    import effnet
+
+    with pytest.raises(Unsupported, match="model 'resnet50' has no default pretrained weights"):
+        effnet.create_model("resnet50", pretrained=True)
+    with pytest.raises(Unsupported, match="takes padding from the weights"):
+        effnet.create_model("efficientnet_b0", pretrained="torchvision:efficientnet_b0", padding="tf_same")
+    with pytest.raises(InvalidValue, match="pretrained must be True, False or a weights reference"):
+        effnet.create_model("efficientnet_b0", pretrained=1)
+    with pytest.raises(InvalidValue, match="not well formed"):
+        effnet.create_model("efficientnet_b0", pretrained="hf-hub:a/b/c")
 
 
 def test_resolved_weights_pass_through(tmp_path: Path) -> None:
