@@ -225,8 +225,6 @@ def _hf_file(ref: WeightsRef, filename: str) -> Path:
     try:
         return Path(hf_hub_download(ref.name, filename, revision=ref.member, cache_dir=str(cache),
                                     endpoint=endpoint, local_files_only=is_offline))  # fmt: skip
-    except hf.RemoteEntryNotFoundError:
-        raise _NoSuchEntry(filename) from None
     except hf.RevisionNotFoundError:
         raise MissingFile(f"{ref}: repository {ref.name} has no revision {ref.member!r} on {endpoint}") from None
     except hf.RepositoryNotFoundError:
@@ -237,6 +235,8 @@ def _hf_file(ref: WeightsRef, filename: str) -> Path:
                               "downloads are off (HF_HUB_OFFLINE/EFFNET_OFFLINE)") from None  # fmt: skip
         raise DownloadFailed(f"{ref}: cannot download {filename} from {endpoint} ({_describe(exc.__cause__)}) and "
                              f"it is not in the cache {cache}") from None  # fmt: skip
+    except getattr(hf, "RemoteEntryNotFoundError", hf.EntryNotFoundError):  # after the local miss, its sibling
+        raise _NoSuchEntry(filename) from None
     except hf.HfHubHTTPError as exc:
         status = getattr(exc.response, "status_code", "?")
         raise DownloadFailed(f"{ref}: downloading {filename} from {endpoint} failed (HTTP {status}); "
