@@ -343,7 +343,8 @@ def test_save_pretrained_refuses_bad_preprocessing(weights_dir, tmp_path):
     model = create_model("efficientnet_lite0", num_classes=3)
     for pre, error, needle in (("bogus", WrongType, "must be an effnet Preprocessing"),
                                (Preprocessing(class_names=("a", "b")), InvalidValue, "2 class names"),
-                               (Preprocessing(mean=(0.5,), std=(0.5,), in_chans=1), InvalidValue, "1 values")):  # fmt: skip
+                               (Preprocessing(mean=(0.5,), std=(0.5,), in_chans=1), InvalidValue,
+                                "1 values")):  # fmt: skip
         with pytest.raises(error, match=needle):
             save_pretrained(model, tmp_path / "m.safetensors", pre)
     assert list(tmp_path.iterdir()) == []

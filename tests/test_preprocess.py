@@ -37,11 +37,11 @@ def test_resize_size_is_exact_where_float_division_is_not():
 
 @given(st.integers(8, 800), st.integers(0, 800))
 def test_resize_size_inverts_crop_over_resize(crop, extra):
-    resize = crop + extra
+    resize = min(crop + extra, 2 * crop)  # crop fractions below 0.5 are refused (effnet.limits)
     assert Preprocessing(crop, crop / resize).resize_size == resize
 
 
-@given(st.integers(8, 800), st.floats(0.05, 1.0))
+@given(st.integers(8, 800), st.floats(0.5, 1.0))
 def test_resize_size_is_the_floor_of_the_true_quotient(size, fraction):
     got = Preprocessing(size, fraction).resize_size
     assert got == math.floor(size / fraction) or (got == math.floor(size / fraction) + 1
@@ -59,7 +59,7 @@ def test_in_chans_travels_and_adapts_mean_std():
     assert back.mean == pytest.approx((0.4,)) and back.std == pytest.approx((0.2,))
     with pytest.raises(ValueError, match=r"one value per input channel \(1\)"):
         Preprocessing(in_chans=1)
-    with pytest.raises(ValueError, match="in_chans must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"in_chans must be an integer in \[1, 64\]"):
         Preprocessing(in_chans=0)
     with pytest.raises(ValueError, match="1 or 3 input channels, not 4"):
         eval_transform(Preprocessing(in_chans=4, mean=(0.5,) * 4, std=(0.5,) * 4))

@@ -34,7 +34,7 @@ _LAZY = {
     "load_pretrained": "effnet.models.weights",
     "save_pretrained": "effnet.models.weights",
     "convert_checkpoint": "effnet.models.weights",
-    "Preprocessing": "effnet.serving.preprocess",
+    "Preprocessing": "effnet.preprocessing",
     "eval_transform": "effnet.serving.preprocess",
     "export_model": "effnet.serving.export",
     "TrainResult": "effnet.training.trainer",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
@@ -144,9 +145,12 @@ class SearchConfig:
     @property
     def storage_url(self) -> str:
         """The storage URL this config uses (the default SQLite file when ``storage`` is None)."""
-        from effnet.search.storage import default_storage
-
         return self.storage or default_storage(self.output)
+
+
+def default_storage(output: str) -> str:
+    """``sqlite:///<output>/study.db`` (absolute path): a study's storage when no ``--storage`` is given."""
+    return f"sqlite:///{(Path(output) / 'study.db').resolve()}"
 
 
 def parse_count(text: str) -> float:

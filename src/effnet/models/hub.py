@@ -38,7 +38,8 @@ from typing import Any
 
 from effnet.errors import BadFile, DownloadFailed, InvalidValue, MissingFile, Unsupported
 from effnet.limits import MAX_CLASSES, MAX_IN_CHANS, check_int, read_json_file
-from effnet.serving.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, imagenet_class_names
+from effnet.models.sources import imagenet_class_names
+from effnet.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 __all__ = [
     "HF_PREFIXES",

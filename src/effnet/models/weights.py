@@ -40,7 +40,8 @@ from effnet.errors import BadFile, InvalidValue, MissingFile, WrongType
 from effnet.io import atomic_path
 from effnet.models.efficientnet import EfficientNet, create_model
 from effnet.models.hub import HubWeights, is_weights_ref, resolve_weights
-from effnet.serving.preprocess import Preprocessing, default_preprocessing
+from effnet.models.sources import default_preprocessing
+from effnet.preprocessing import Preprocessing
 from effnet.specs import NetworkSpec, get_spec, list_models, resolve
 
 __all__ = [

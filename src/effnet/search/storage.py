@@ -16,15 +16,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["default_storage", "redact", "open_storage"]
+__all__ = ["redact", "open_storage"]
 
 _CREATION_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key", "database is locked")
 _BACKENDS = "sqlite:///FILE or postgresql+psycopg://USER@HOST/DB"
-
-
-def default_storage(output: str) -> str:
-    """``sqlite:///<output>/study.db`` (absolute path)."""
-    return f"sqlite:///{(Path(output) / 'study.db').resolve()}"
 
 
 def redact(url: str) -> str:

@@ -47,10 +47,11 @@ from effnet.config.search import (
     MAX_TRIALS,
     STRATEGIES,
     SearchConfig,
+    default_storage,
 )
 from effnet.scaling import flops_factor, grid, single_dimension_points
 from effnet.search.baselines import load_baseline
-from effnet.search.storage import default_storage, open_storage, redact
+from effnet.search.storage import open_storage, redact
 from effnet.specs import NetworkSpec, scale
 
 __all__ = [

@@ -1,39 +1,33 @@
-"""The one preprocessing path: what travels with weights, the evaluation transform, reading image files.
+"""The one preprocessing path: the evaluation transform and reading image files.
 
-A :class:`Preprocessing` says how the weights expect images: convert to gray or RGB by ``in_chans``, resize
-the shorter side to ``input_size / crop_fraction``, center-crop ``input_size``, scale to [0, 1], normalise
-with ``mean``/``std``; ``class_names`` say what the outputs mean. Training writes it into every weights file
-and validates with :func:`eval_transform`, the same transform predict, eval and export use.
-:func:`default_preprocessing` gives each weight source's published defaults (torchvision's per-model
-resize/crop sizes read from its weight enums, timm's ``pretrained_cfg``, Lite/AdvProp's mean = std = 0.5).
-Image files: one extension list, one scanner (:func:`find_images`, :func:`image_folder_samples`), one
-bad-image protocol (:class:`ImageFiles` yields a :class:`BadSample`, :func:`collate_skip` drops it).
-torch/torchvision are imported inside functions only.
+:class:`~effnet.preprocessing.Preprocessing` (the torch-free metadata that travels with weights) and
+:func:`~effnet.models.sources.default_preprocessing` (each weight source's published defaults) are re-exported
+here. :func:`eval_transform` applies a Preprocessing: training validates with it, and predict, eval, export and
+every runtime use it. Image files: one extension list, one scanner (:func:`find_images`,
+:func:`image_folder_samples`), one bad-image protocol (:class:`ImageFiles` yields a :class:`BadSample`,
+:func:`collate_skip` drops it). torch/torchvision are imported inside functions only.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
-import json
-import math
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from effnet.errors import BadFile, InvalidValue, MissingFile
-from effnet.limits import (
-    MAX_IN_CHANS,
-    MAX_RESOLUTION,
-    MIN_CROP_FRACTION,
-    MIN_RESOLUTION,
-    check_int,
-    check_number,
-    parse_json,
+from effnet.models.sources import default_preprocessing, imagenet_class_names
+from effnet.preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+    INTERPOLATIONS,
+    Preprocessing,
 )
-from effnet.specs import require_known_fields
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 __all__ = [
     "Preprocessing",
@@ -59,122 +53,6 @@ __all__ = [
     "ImageFiles",
     "collate_skip",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-INCEPTION_MEAN = (0.5, 0.5, 0.5)
-"""Lite, AdvProp and other TF ports trained on inputs scaled to [-1, 1]."""
-INCEPTION_STD = (0.5, 0.5, 0.5)
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-DEFAULT_CROP_FRACTION = 0.875
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How the weights expect an image: channels, resize, center crop, normalise; and what the outputs mean.
-
-    ``input_size``: side of the square crop fed to the network. ``crop_fraction``: crop / resized
-    shorter side (0.875 = resize 256, crop 224). ``mean``/``std``: one value per input channel.
-    ``class_names``: one name per output, or empty. ``in_chans``: 1 (images are converted to gray) or
-    3 (to RGB); other counts are kept for the API but cannot be fed from image files.
-    """
-
-    input_size: int = 224
-    crop_fraction: float = DEFAULT_CROP_FRACTION
-    interpolation: str = "bicubic"
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    class_names: tuple[str, ...] = ()
-    in_chans: int = 3
-
-    def __post_init__(self) -> None:
-        """Bounds (:mod:`effnet.limits`): input_size in [8, 2048], crop_fraction in [0.5, 1], finite mean/std."""
-        check_int("input_size", self.input_size, MIN_RESOLUTION, MAX_RESOLUTION)
-        check_number("crop_fraction", self.crop_fraction, MIN_CROP_FRACTION, 1.0)
-        if self.interpolation not in INTERPOLATIONS:
-            raise InvalidValue(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {self.interpolation!r}")
-        check_int("in_chans", self.in_chans, 1, MAX_IN_CHANS)
-        mean, std = _channel_values("mean", self.mean, 0.0), _channel_values("std", self.std, 1e-6)
-        if len(mean) != self.in_chans or len(std) != self.in_chans:
-            raise InvalidValue(f"mean and std need one value per input channel ({self.in_chans}), got {mean} and "
-                               f"{std} (Preprocessing.with_in_chans adapts them)")  # fmt: skip
-        if isinstance(self.class_names, (str, bytes)) or not isinstance(self.class_names, (list, tuple)):
-            raise InvalidValue(f"class_names must be a list of names, one per class, got {self.class_names!r}")
-        object.__setattr__(self, "mean", mean)
-        object.__setattr__(self, "std", std)
-        object.__setattr__(self, "crop_fraction", float(self.crop_fraction))
-        object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
-
-    @property
-    def resize_size(self) -> int:
-        """Shorter side after resizing, before the center crop: ``floor(input_size / crop_fraction)``.
-
-        The quotient is taken as exact when within 1e-6 of an integer, so that 33 px at crop 0.55 resizes to
-        60 (not 59 from float error) and ``crop / resize`` fractions give back ``resize`` exactly.
-        """
-        return int(math.floor(self.input_size / self.crop_fraction + 1e-6))
-
-    @property
-    def image_mode(self) -> str:
-        """PIL mode images are converted to before the transform: ``L`` for 1 channel, else ``RGB``."""
-        return "L" if self.in_chans == 1 else "RGB"
-
-    def with_in_chans(self, in_chans: int) -> Preprocessing:
-        """A copy for ``in_chans`` input channels: colour mean/std averaged to one, one value repeated to all."""
-        if in_chans == self.in_chans:
-            return self
-        mean, std = self.mean, self.std
-        if len(mean) != 1:
-            mean, std = (math.fsum(mean) / len(mean),), (math.fsum(std) / len(std),)
-        return self.replace(in_chans=in_chans, mean=mean * in_chans, std=std * in_chans)
-
-    def replace(self, **changes: Any) -> Preprocessing:
-        """A validated copy with ``changes`` applied."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict; :meth:`from_dict` inverts it."""
-        data = dataclasses.asdict(self)
-        data["mean"], data["std"], data["class_names"] = list(self.mean), list(self.std), list(self.class_names)
-        return data
-
-    def to_json(self) -> str:
-        """The preprocessing as JSON text."""
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
-        """Rebuild from :meth:`to_dict` output; unknown fields are a ``ValueError``.
-
-        Headers written before ``in_chans`` existed get it from the number of mean values.
-        """
-        if not isinstance(data, dict):
-            raise ValueError(f"preprocessing must be a JSON object, got {type(data).__name__}")
-        require_known_fields(cls, data, "unknown preprocessing field(s)")
-        values = dict(data)
-        for key in ("mean", "std", "class_names"):
-            if key in values:
-                if not isinstance(values[key], list):
-                    raise InvalidValue(f"preprocessing {key} must be a list, got {type(values[key]).__name__}")
-                values[key] = tuple(values[key])
-        if "in_chans" not in values and "mean" in values:
-            values["in_chans"] = len(values["mean"])
-        return cls(**values)
-
-    @classmethod
-    def from_json(cls, text: str) -> Preprocessing:
-        """Parse :meth:`to_json` output (bounded in size and nesting: :func:`effnet.limits.parse_json`)."""
-        return cls.from_dict(parse_json(text, "preprocessing"))
-
-
-def _channel_values(name: str, values: Any, low: float) -> tuple[float, ...]:
-    """``values`` as 1 to MAX_IN_CHANS finite floats in [low, 1e3] (mean: [0, 1e3], std: (0, 1e3])."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
-        raise InvalidValue(f"{name} must be a list of numbers, one per input channel, got {values!r}")
-    if not 1 <= len(values) <= MAX_IN_CHANS:
-        raise InvalidValue(f"{name} must have 1 to {MAX_IN_CHANS} values (one per channel), got {len(values)}")
-    return tuple(check_number(f"{name} value", v, low, 1e3) for v in values)
 
 
 class ConvertMode:
@@ -211,84 +89,6 @@ def eval_transform(preprocessing: Preprocessing) -> Callable[[Any], Any]:
             T.Normalize(preprocessing.mean, preprocessing.std),
         ]
     )
-
-
-def imagenet_class_names() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k class names in output order, from torchvision's weight metadata (offline)."""
-    from torchvision.models import EfficientNet_B0_Weights
-
-    return tuple(EfficientNet_B0_Weights.IMAGENET1K_V1.meta["categories"])
-
-
-def _torchvision_sizes(name: str) -> tuple[int, int, str] | None:
-    """(crop, resize, interpolation) of torchvision's first ImageNet weights for ``name``, if it has any."""
-    from torchvision import models
-
-    variant = name.removeprefix("efficientnet_").upper()  # efficientnet_b3 -> B3, efficientnet_v2_s -> V2_S
-    enum = getattr(models, f"EfficientNet_{variant}_Weights", None)
-    if enum is None or not name.startswith(("efficientnet_b", "efficientnet_v2_")):
-        return None
-    transforms = enum.IMAGENET1K_V1.transforms
-    kwargs = transforms.keywords
-    interpolation = kwargs.get("interpolation")
-    return int(kwargs["crop_size"]), int(kwargs["resize_size"]), getattr(interpolation, "value", "bilinear")
-
-
-def _timm_cfg(timm_name: str) -> dict[str, Any] | None:
-    try:
-        from timm.models import get_pretrained_cfg
-    except ImportError:
-        return None
-    try:
-        cfg = get_pretrained_cfg(timm_name)
-    except (RuntimeError, ValueError, KeyError):
-        return None
-    return None if cfg is None else cfg.to_dict()
-
-
-def default_preprocessing(
-    source: str,
-    name: str,
-    resolution: int,
-    num_classes: int = 1000,
-    *,
-    inception_norm: bool = False,
-    timm_name: str | None = None,
-    in_chans: int = 3,
-) -> Preprocessing:
-    """The published eval preprocessing for weights of ``source`` for model ``name``.
-
-    ``torchvision``: its weight enum's crop/resize/interpolation, ImageNet mean/std. ``timm``/``tf``:
-    timm's ``pretrained_cfg`` for ``timm_name`` when timm is installed. Others: ``resolution`` at crop
-    fraction 0.875, bicubic. ``inception_norm`` (Lite, AdvProp) sets mean = std = 0.5. ImageNet class
-    names are attached when the model has 1000 outputs; mean/std follow ``in_chans``.
-    """
-    return _published_preprocessing(source, name, resolution, num_classes, inception_norm, timm_name).with_in_chans(
-        in_chans
-    )
-
-
-def _published_preprocessing(source: str, name: str, resolution: int, num_classes: int, inception_norm: bool,
-                             timm_name: str | None) -> Preprocessing:  # fmt: skip
-    classes = imagenet_class_names() if num_classes == 1000 else ()
-    mean, std = (INCEPTION_MEAN, INCEPTION_STD) if inception_norm else (IMAGENET_MEAN, IMAGENET_STD)
-    if source == "torchvision":
-        sizes = _torchvision_sizes(name)
-        if sizes is not None:
-            crop, resize, interp = sizes
-            return Preprocessing(crop, crop / resize, interp, mean, std, classes)
-    if source in ("timm", "tf") and timm_name:
-        cfg = _timm_cfg(timm_name)
-        if cfg is not None:
-            return Preprocessing(
-                int(cfg["input_size"][-1]),
-                float(cfg["crop_pct"]),
-                str(cfg.get("interpolation", "bicubic")),
-                tuple(cfg["mean"]),
-                tuple(cfg["std"]),
-                classes,
-            )
-    return Preprocessing(resolution, DEFAULT_CROP_FRACTION, "bicubic", mean, std, classes)
 
 
 # --------------------------------------------------------------------------------------------

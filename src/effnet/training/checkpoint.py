@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from effnet.io import atomic_path
-from effnet.serving.preprocess import Preprocessing
+from effnet.preprocessing import Preprocessing
 from effnet.specs import NetworkSpec
 
 __all__ = [

@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from effnet.serving.inference import count_correct
 from effnet.training.loaders import EpochSampler
 from effnet.training.state import TrainState
 
@@ -108,9 +109,9 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *, amp:
             logits = model(images)
         logits = logits.float()
         loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-        hits = logits.topk(min(5, logits.shape[1]), 1).indices.eq(labels[:, None])
-        top1 += hits[:, 0].sum().item()
-        top5 += hits.any(1).sum().item()
+        hit1, hit5 = count_correct(logits, labels)
+        top1 += hit1
+        top5 += hit5
         n += len(labels)
     loss_sum, top1, top5, n = all_sum([loss_sum, top1, top5, n], device, world)
     n = max(n, 1.0)

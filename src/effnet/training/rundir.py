@@ -18,8 +18,8 @@ from typing import Any
 from torch import nn
 
 from effnet.io import append_line, atomic_write_json, atomic_write_text
+from effnet.preprocessing import Preprocessing
 from effnet.report import Panel, Series, plot_panels, write_table
-from effnet.serving.preprocess import Preprocessing
 from effnet.training.checkpoint import CHECKPOINT_NAME, export_weights, load_checkpoint, save_checkpoint
 
 __all__ = ["LOCK_NAME", "RunDirLocked", "RunLock", "RunDir"]

@@ -31,8 +31,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from effnet.cost import cost
+from effnet.preprocessing import Preprocessing
 from effnet.report import render_markdown
-from effnet.serving.preprocess import Preprocessing
 from effnet.specs import NetworkSpec, get_spec, scale
 from effnet.training.checkpoint import describe_spec, weights_in_chans
 from effnet.training.data import DataBundle, load_datasets

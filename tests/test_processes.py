@@ -1,0 +1,56 @@
+"""Process hygiene: a search worker never outlives its parent; a run directory has one writer."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _wait_for(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not FASHION.is_dir(), reason="needs /proc and the data")
+def test_search_worker_dies_within_10_s_of_a_sigkilled_parent(tmp_path):
+    argv = [sys.executable, "-m", "effnet", "search", "--output", str(tmp_path / "s"), "--jobs", "2",
+            "--threads", "1", "--epochs", "50", "--train-limit", "2000", "--val-limit", "200", "--resolution", "32",
+            "--width", "0.25", "--batch-size", "32", "--quiet"]  # fmt: skip
+    parent = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert _wait_for(lambda: _children(parent.pid), 60), "the search started no worker process"
+        workers = _children(parent.pid)
+        time.sleep(3)  # the worker is importing torch / training
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        assert _wait_for(lambda: not any(_alive(w) for w in workers), 10), f"workers {workers} outlived the parent"
+    finally:  # whatever happened, leave nothing running (the workers share the parent's process group)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
