@@ -334,6 +334,20 @@ def test_hf_hub_dropped_connection_keeps_nothing(server, tmp_path: Path) -> None
     assert blobs == [config_blob]  # only the complete config.json; no .incomplete, no partial weights
 
 
+@pytest.mark.slow
+def test_hf_hub_weights_over_the_bound_are_not_fetched(server, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import effnet.models.hub as hub
+
+    _, files = server
+    _timm_repo(files, tmp_path)
+    monkeypatch.setattr(hub, "MAX_DOWNLOAD_BYTES", 1_000_000)
+    with pytest.raises(InvalidValue, match=r"model.safetensors is [\d,]+ bytes; at most 1,000,000 are downloaded"):
+        resolve_weights(f"hf-hub:{REPO}")
+    assert ("HEAD", f"/{REPO}/resolve/main/model.safetensors") in files.requests
+    assert ("GET", f"/{REPO}/resolve/main/model.safetensors") not in files.requests
+
+
 # --------------------------------------------------------------------------------------------
 # torchvision
 # --------------------------------------------------------------------------------------------

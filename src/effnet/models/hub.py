@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.errors import BadFile, DownloadFailed, InvalidValue, MissingFile, Unsupported
-from effnet.limits import MAX_CLASSES, MAX_IN_CHANS, check_int, read_json_file
+from effnet.limits import MAX_CLASSES, MAX_DOWNLOAD_BYTES, MAX_IN_CHANS, check_int, read_json_file
 from effnet.models.sources import imagenet_class_names
 from effnet.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
@@ -217,15 +217,28 @@ def _hf_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
 
 
-def _hf_file(ref: WeightsRef, filename: str) -> Path:
-    """``hf_hub_download`` of one file, every huggingface_hub / HTTP failure translated to one line."""
+def _check_size(ref: WeightsRef, filename: str, info: Any) -> None:
+    """Refuse, before any byte of it is fetched, a file over :data:`MAX_DOWNLOAD_BYTES` (a dry run's answer)."""
+    size = getattr(info, "file_size", None)
+    if getattr(info, "will_download", False) and size is not None and size > MAX_DOWNLOAD_BYTES:
+        raise InvalidValue(f"{ref}: {filename} is {size:,} bytes; at most {MAX_DOWNLOAD_BYTES:,} are downloaded "
+                           "(effnet.limits.MAX_DOWNLOAD_BYTES)")  # fmt: skip
+
+
+def _hf_file(ref: WeightsRef, filename: str, sized: bool = False) -> Path:
+    """``hf_hub_download`` of one file, every huggingface_hub / HTTP failure translated to one line.
+
+    ``sized``: ask the file's size first (a dry run: one HEAD request) and refuse one over the bound.
+    """
     from huggingface_hub import errors as hf
     from huggingface_hub import hf_hub_download
 
     endpoint, cache, is_offline = _hf_endpoint(), hf_cache_dir(), offline()
+    where = {"revision": ref.member, "cache_dir": str(cache), "endpoint": endpoint, "local_files_only": is_offline}
     try:
-        return Path(hf_hub_download(ref.name, filename, revision=ref.member, cache_dir=str(cache),
-                                    endpoint=endpoint, local_files_only=is_offline))  # fmt: skip
+        if sized and not is_offline:
+            _check_size(ref, filename, hf_hub_download(ref.name, filename, dry_run=True, **where))
+        return Path(hf_hub_download(ref.name, filename, **where))
     except hf.RevisionNotFoundError:
         raise MissingFile(f"{ref}: repository {ref.name} has no revision {ref.member!r} on {endpoint}") from None
     except hf.RepositoryNotFoundError:
@@ -242,6 +255,8 @@ def _hf_file(ref: WeightsRef, filename: str) -> Path:
         status = getattr(exc.response, "status_code", "?")
         raise DownloadFailed(f"{ref}: downloading {filename} from {endpoint} failed (HTTP {status}); "
                              "nothing partial was kept") from None  # fmt: skip
+    except InvalidValue:
+        raise
     except Exception as exc:  # httpx/OS errors after huggingface_hub's retries: a dropped connection, a full disk
         dropped = type(exc).__name__ in _DROPPED
         what = "the connection dropped mid-file" if dropped else "failed"
@@ -305,10 +320,10 @@ def _resolve_hf(ref: WeightsRef) -> HubWeights:
     architecture, pre, num_classes = _timm_config(read_json_file(config_file, f"{ref} config.json"), ref)
     source = _timm_source(architecture, ref)
     try:
-        weights = _hf_file(ref, "model.safetensors")
+        weights = _hf_file(ref, "model.safetensors", sized=True)
     except _NoSuchEntry:
         try:
-            weights = _hf_file(ref, "pytorch_model.bin")
+            weights = _hf_file(ref, "pytorch_model.bin", sized=True)
         except _NoSuchEntry:
             raise MissingFile(f"{ref}: the repository has neither model.safetensors nor pytorch_model.bin") from None
     return HubWeights(str(ref), weights, source, architecture, pre, num_classes)
