@@ -28,6 +28,7 @@ torch, torchvision or huggingface_hub until a reference is resolved.
 from __future__ import annotations
 
 import http.client
+import inspect
 import os
 import re
 import urllib.error
@@ -236,7 +237,7 @@ def _hf_file(ref: WeightsRef, filename: str, sized: bool = False) -> Path:
     endpoint, cache, is_offline = _hf_endpoint(), hf_cache_dir(), offline()
     where = {"revision": ref.member, "cache_dir": str(cache), "endpoint": endpoint, "local_files_only": is_offline}
     try:
-        if sized and not is_offline:
+        if sized and not is_offline and "dry_run" in inspect.signature(hf_hub_download).parameters:
             _check_size(ref, filename, hf_hub_download(ref.name, filename, dry_run=True, **where))
         return Path(hf_hub_download(ref.name, filename, **where))
     except hf.RevisionNotFoundError:
