@@ -7,7 +7,8 @@ Each class also subclasses the built-in exception a caller would expect (``Value
 
 from __future__ import annotations
 
-__all__ = ["EffnetError", "InvalidValue", "WrongType", "MissingFile", "BadFile", "OutputConflict", "Unsupported"]
+__all__ = ["EffnetError", "InvalidValue", "WrongType", "MissingFile", "BadFile", "OutputConflict", "Unsupported",
+           "DownloadFailed"]
 
 
 class EffnetError(Exception):
@@ -40,3 +41,7 @@ class OutputConflict(EffnetError, ValueError):
 
 class Unsupported(EffnetError, RuntimeError):
     """A request this installation or machine cannot serve (a missing optional package, device or feature)."""
+
+
+class DownloadFailed(EffnetError, ConnectionError):
+    """A download that could not complete: host unreachable, connection dropped mid-file, server error."""

@@ -34,6 +34,7 @@ __all__ = [
     "MIN_CROP_FRACTION",
     "MAX_JSON_BYTES",
     "MAX_JSON_DEPTH",
+    "MAX_DOWNLOAD_BYTES",
     "check_number",
     "check_int",
     "json_depth",
@@ -71,6 +72,8 @@ MAX_JSON_BYTES = 1 << 20
 """Largest spec or header JSON document, in bytes (a B7 spec is about 3 KB)."""
 MAX_JSON_DEPTH = 16
 """Deepest nesting of objects/arrays in a spec or header JSON document (a spec nests 3 deep)."""
+MAX_DOWNLOAD_BYTES = 1 << 32
+"""Largest weights file fetched from the Hugging Face Hub, in bytes (4 GiB; L2's fp32 weights are 1.9 GB)."""
 
 
 def _is_number(value: Any) -> bool:

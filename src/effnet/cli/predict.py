@@ -14,8 +14,10 @@ SOURCE_CHOICES = ("auto", "torchvision", "timm", "tf", "efficientnet_pytorch", "
 
 def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -> None:
     """``--model``, ``--weights``, ``--source`` (and ``--runtime``), shared by predict, eval and export."""
-    parser.add_argument("--weights", required=True, metavar="PATH",
-                        help="checkpoint: effnet .safetensors, or torchvision/timm/efficientnet_pytorch .pth")
+    parser.add_argument("--weights", required=True, metavar="PATH|REF",
+                        help="checkpoint (effnet .safetensors, or torchvision/timm/efficientnet_pytorch .pth) or a "
+                             "hub reference, downloaded once: hf-hub:timm/efficientnet_b0.ra_in1k, "
+                             "torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1, torchvision:efficientnet_b0")
     parser.add_argument("--model", default=None, metavar="NAME",
                         help="model name, e.g. efficientnet_b0, tf_efficientnet_b2, efficientnet_lite0 "
                              "(default: from the effnet safetensors header, else inferred from tensor shapes)")

@@ -206,7 +206,8 @@ class TrainConfig:
     stem_stride: int | None = _f(None, "stride of the stem conv (default: the model's, 2; 1 keeps detail on 32x32 "
                                  "inputs)", "data", limits="[1, inf)")  # fmt: skip
     spec_file: str | None = _f(None, "NetworkSpec JSON file to train instead of --model", "data", flag="--spec")
-    weights: str | None = _f(None, "initial weights (.safetensors or checkpoint) to fine-tune from", "data")
+    weights: str | None = _f(None, "initial weights to fine-tune from: .safetensors, a checkpoint, or a hub "
+                                 "reference (hf-hub:timm/<repo>, torchvision:<Enum>[.<MEMBER>])", "data")
     in_chans: int | None = _f(None, "input channels (default: the data's, or the --weights file's: gray repeated "
                               "to RGB)", "data", choices=(1, 3))  # fmt: skip
     train_limit: int | None = _f(None, "train on a fixed random subset of N images", "data", limits="[1, inf)")

@@ -193,6 +193,7 @@ def _apply_options(
 def create_model(
     name: str | NetworkSpec,
     *,
+    pretrained: bool | str = False,
     num_classes: int | None = None,
     in_chans: int | None = None,
     drop_rate: float | None = None,
@@ -207,12 +208,59 @@ def create_model(
 
     ``padding="tf_same"`` reproduces TensorFlow's asymmetric padding (for TF-ported weights);
     ``features_only`` returns an :class:`EfficientNetFeatures`. Options left ``None`` keep the spec's value.
+
+    ``pretrained``: ``True`` loads the model's default weights (:data:`effnet.models.hub.DEFAULT_WEIGHTS`:
+    torchvision's ``DEFAULT`` where torchvision has them, else timm's Hugging Face repository; a model with
+    none is a one-line :class:`~effnet.errors.Unsupported`); a string is a weights reference
+    (``hf-hub:timm/efficientnet_b0.ra_in1k``, ``torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1``) or a local
+    file, loaded by :func:`effnet.models.weights.load_pretrained` (eval mode, ``.preprocessing`` attached).
+    The weights fix ``in_chans``, ``activation`` and ``padding``; a ``num_classes`` other than the hub weights'
+    gives a fresh classifier on the pretrained backbone.
     """
+    if pretrained is not False:
+        return _pretrained(name, pretrained, num_classes, in_chans, activation, padding, features_only,
+                           {"drop_rate": drop_rate, "drop_path_rate": drop_path_rate, "resolution": resolution,
+                            "grad_checkpointing": grad_checkpointing})  # fmt: skip
     spec = _apply_options(get_spec(name), num_classes, in_chans, drop_rate, drop_path_rate, activation,
                           padding, resolution)  # fmt: skip
     model = EfficientNetFeatures(spec) if features_only else EfficientNet(spec)
     model.set_grad_checkpointing(grad_checkpointing)
     return model
+
+
+def _pretrained(name: str | NetworkSpec, pretrained: bool | str, num_classes: int | None, in_chans: int | None,
+                activation: str | None, padding: str | None, features_only: bool,
+                options: dict[str, Any]) -> EfficientNet | EfficientNetFeatures:  # fmt: skip
+    """``create_model(..., pretrained=...)``: resolve the weights, load them, optionally keep the backbone only."""
+    from effnet.errors import Unsupported, WrongType
+    from effnet.models.hub import default_weights, is_weights_ref, resolve_weights
+    from effnet.models.weights import load_pretrained
+
+    spec = get_spec(name)
+    if pretrained is True:
+        ref: Any = default_weights(spec.name)
+    elif isinstance(pretrained, str) and pretrained:
+        ref = pretrained
+    else:
+        raise WrongType(f"pretrained must be True, False or a weights reference / file, got {pretrained!r}")
+    fixed = [k for k, v in {"in_chans": in_chans, "activation": activation, "padding": padding}.items()
+             if v is not None]  # fmt: skip
+    if fixed:
+        raise Unsupported(f"create_model(pretrained=...) takes {', '.join(fixed)} from the weights; leave "
+                          f"{', '.join(fixed)} unset")  # fmt: skip
+    weights = resolve_weights(ref) if is_weights_ref(ref) else ref
+    drop_head = num_classes is not None and is_weights_ref(weights) and num_classes != weights.num_classes
+    kept = {k: v for k, v in options.items() if v is not None and v is not False}
+    model = load_pretrained(name, weights, drop_head=drop_head, num_classes=num_classes, **kept)
+    if not features_only:
+        return model
+    features = EfficientNetFeatures(model.spec)
+    wanted = features.state_dict()
+    features.load_state_dict({k: v for k, v in model.state_dict().items() if k in wanted})
+    features.set_grad_checkpointing(bool(options.get("grad_checkpointing")))
+    features.preprocessing = model.preprocessing
+    features.weights_metadata = model.weights_metadata
+    return features.eval()
 
 
 def compound_model(

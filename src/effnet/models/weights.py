@@ -39,6 +39,7 @@ from torch import nn
 from effnet.errors import BadFile, InvalidValue, MissingFile, WrongType
 from effnet.io import atomic_path
 from effnet.models.efficientnet import EfficientNet, create_model
+from effnet.models.hub import HubWeights, is_weights_ref, resolve_weights
 from effnet.models.sources import default_preprocessing
 from effnet.preprocessing import Preprocessing
 from effnet.specs import NetworkSpec, get_spec, list_models, resolve
@@ -474,7 +475,7 @@ def _classifier_classes(state: Mapping[str, torch.Tensor], source: str) -> int |
 
 
 def convert_checkpoint(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | HubWeights,
     model_or_name: str | NetworkSpec | nn.Module | None = None,
     source: str = "auto",
     *,
@@ -483,14 +484,25 @@ def convert_checkpoint(
 ) -> ConvertedWeights:
     """Read ``path`` and convert it to effnet's layout for the given model (inferred when ``None``).
 
-    ``source``: one of :data:`SOURCES` or ``"auto"``. ``num_classes``: the classifier size wanted; a
-    checkpoint with another size is an error unless ``drop_head``. Nothing is built or downloaded.
+    ``path``: a local file, or a hub reference (``hf-hub:timm/<repo>``, ``torchvision:<Enum>[.<MEMBER>]``, a
+    resolved :class:`~effnet.models.hub.HubWeights`): downloaded once into the standard cache by
+    :func:`effnet.models.hub.resolve_weights`, which also names the model, the layout and the source's own
+    preprocessing; the file then goes through the same converters. ``source``: one of :data:`SOURCES` or
+    ``"auto"``. ``num_classes``: the classifier size wanted; a checkpoint with another size is an error unless
+    ``drop_head``.
     """
-    file = Path(path)
-    state, header = read_checkpoint(file)
-    if source != "auto" and source not in SOURCES:
-        raise ValueError(f"source must be one of auto, {', '.join(SOURCES)}; got {source!r}")
-    detected = detect_source(state) if source == "auto" else source
+    hub = None
+    if is_weights_ref(path):
+        hub = resolve_weights(path)  # type: ignore[arg-type]
+        path = hub.path
+        model_or_name = hub.model_name if model_or_name is None else model_or_name
+        source = hub.source if source == "auto" else source
+    return _convert_file(Path(path), model_or_name, source, drop_head, num_classes, hub)  # type: ignore[arg-type]
+
+
+def _base_spec(model_or_name: str | NetworkSpec | nn.Module | None, source: str, detected: str,
+               num_classes: int | None) -> tuple[NetworkSpec | None, str, str | None, int | None]:  # fmt: skip
+    """(spec asked for, layout, timm name, classes wanted) from the caller's model argument."""
     timm_name = None
     base: NetworkSpec | None = None
     if isinstance(model_or_name, nn.Module):
@@ -506,32 +518,44 @@ def convert_checkpoint(
         base = get_spec(effnet_name)
         if hint == "tf" and source == "auto" and detected == "timm":
             detected = "tf"
+    return base, detected, timm_name, num_classes
+
+
+def _convert_file(file: Path, model_or_name: str | NetworkSpec | nn.Module | None, source: str, drop_head: bool,
+                  num_classes: int | None, hub: HubWeights | None) -> ConvertedWeights:  # fmt: skip
+    state, header = read_checkpoint(file)
+    where = hub.ref if hub is not None else str(file)
+    if source != "auto" and source not in SOURCES:
+        raise ValueError(f"source must be one of auto, {', '.join(SOURCES)}; got {source!r}")
+    detected = detect_source(state) if source == "auto" else source
+    module = isinstance(model_or_name, nn.Module)
+    base, detected, timm_name, num_classes = _base_spec(model_or_name, source, detected, num_classes)
     if source == "auto" and detected == "timm" and re.match(r"tf[_-]efficientnet", file.name):
         detected = "tf"
     if "effnet.spec" in header:
         try:
             header_spec = NetworkSpec.from_json(header["effnet.spec"])
         except ValueError as exc:
-            raise BadFile(f"{file}: the header's effnet.spec is invalid: {exc}") from None
-        if base is not None and base.name != header_spec.name and not isinstance(model_or_name, nn.Module):
-            raise ValueError(f"{file}: weights hold {header_spec.name}, but the model asked for is {base.name}")
-        spec = header_spec if not isinstance(model_or_name, nn.Module) else base
+            raise BadFile(f"{where}: the header's effnet.spec is invalid: {exc}") from None
+        if base is not None and base.name != header_spec.name and not module:
+            raise ValueError(f"{where}: weights hold {header_spec.name}, but the model asked for is {base.name}")
+        spec = header_spec if not module else base
     else:
         ckpt_classes = _classifier_classes(state, detected)
         if base is None:
             inferred = infer_model_name(state, detected, ckpt_classes)
             if inferred is None:
-                raise ValueError(f"{file}: cannot tell which EfficientNet these {detected} weights are for; "
+                raise ValueError(f"{where}: cannot tell which EfficientNet these {detected} weights are for; "
                                  "pass --model")
             base = get_spec(inferred)
-        spec = source_spec(base, detected) if not isinstance(model_or_name, nn.Module) else base
-        if not isinstance(model_or_name, nn.Module) and ckpt_classes is not None and num_classes is None:
+        spec = source_spec(base, detected) if not module else base
+        if not module and ckpt_classes is not None and num_classes is None:
             spec = spec.replace(num_classes=ckpt_classes)
     ckpt_classes = _classifier_classes(state, detected)
     if num_classes is not None:
         if not drop_head and ckpt_classes is not None and ckpt_classes != num_classes:
             raise ValueError(
-                f"{file}: checkpoint classifier has {ckpt_classes} classes, the model {num_classes}; "
+                f"{where}: checkpoint classifier has {ckpt_classes} classes, the model {num_classes}; "
                 "use drop_head=True (--drop-head) to keep the backbone only"
             )
         spec = spec.replace(num_classes=num_classes)
@@ -540,14 +564,16 @@ def convert_checkpoint(
     except ValueError as exc:
         guess = infer_model_name(state, detected, ckpt_classes)
         hint = f" (the checkpoint looks like {guess})" if guess and guess != spec.name else ""
-        raise ValueError(f"{file}: {exc}{hint}") from None
-    preprocessing = _preprocessing_for(file, header, spec, detected, timm_name, drop_head, ckpt_classes)
+        raise ValueError(f"{where}: {exc}{hint}") from None
+    known = hub.preprocessing if hub is not None else None
+    preprocessing = _preprocessing_for(file, header, spec, detected, timm_name, drop_head, ckpt_classes, known)
     metadata = {
         "source": header.get("effnet.source", detected),
         "model": spec.name,
         "padding": spec.padding,
         "bn_eps": repr(spec.bn_eps),
         "path": str(file),
+        **({"weights": hub.ref} if hub is not None else {}),
     }
     return ConvertedWeights(spec, converted, detected, preprocessing, metadata)
 
@@ -563,7 +589,9 @@ def check_preprocessing_fits(pre: Preprocessing, spec: NetworkSpec) -> None:
 
 
 def _preprocessing_for(file: Path, header: Mapping[str, str], spec: NetworkSpec, source: str,
-                       timm_name: str | None, drop_head: bool, ckpt_classes: int | None) -> Preprocessing:  # fmt: skip
+                       timm_name: str | None, drop_head: bool, ckpt_classes: int | None,
+                       known: Preprocessing | None = None) -> Preprocessing:  # fmt: skip
+    """The header's preprocessing, else the hub's own (``known``), else the source's published defaults."""
     if "effnet.preprocessing" in header:
         try:
             pre = Preprocessing.from_json(header["effnet.preprocessing"])
@@ -576,8 +604,8 @@ def _preprocessing_for(file: Path, header: Mapping[str, str], spec: NetworkSpec,
         advprop = bool(re.search(r"(^|[^a-z])adv[-_]|_ap([-_.]|$)", file.name.lower()))
         if source in ("timm", "tf") and timm_name is None:
             timm_name = ("tf_" if source == "tf" else "") + spec.name.replace("efficientnet_v2_", "efficientnetv2_")
-        pre = default_preprocessing(source, spec.name, spec.resolution, spec.num_classes,
-                                    inception_norm=lite or advprop, timm_name=timm_name)  # fmt: skip
+        pre = known or default_preprocessing(source, spec.name, spec.resolution, spec.num_classes,
+                                             inception_norm=lite or advprop, timm_name=timm_name)  # fmt: skip
         if spec.family == "efficientnet_v2" and source in ("timm", "tf"):
             pre = pre.replace(input_size=spec.resolution)  # timm's input_size is V2's train size; eval is larger
     if drop_head and ckpt_classes != spec.num_classes and len(pre.class_names) != spec.num_classes:
@@ -587,12 +615,15 @@ def _preprocessing_for(file: Path, header: Mapping[str, str], spec: NetworkSpec,
 
 def load_pretrained(
     model_or_name: str | NetworkSpec | nn.Module | None,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | HubWeights,
     source: str = "auto",
     drop_head: bool = False,
     **options: Any,
 ) -> EfficientNet:
     """An effnet model holding the weights in ``path`` (any layout in :data:`SOURCES`), in eval mode.
+
+    ``path``: a local file or a hub reference, ``hf-hub:timm/efficientnet_b0.ra_in1k`` or
+    ``torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1`` (see :func:`convert_checkpoint`).
 
     ``model_or_name``: a name (``efficientnet_b0``, ``tf_efficientnet_b2``, ``efficientnet-b3``), a spec, an
     existing :class:`EfficientNet` (loaded in place; its padding/BN eps must match the weights'), or ``None``

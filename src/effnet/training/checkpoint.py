@@ -126,9 +126,12 @@ def load_initial_weights(model: nn.Module, path: str | os.PathLike[str], new_hea
     classifier has another number of classes. Returns whether the classifier was loaded too. A checkpoint of
     another architecture is a ``ValueError`` naming the differences.
     """
+    from effnet.models.hub import is_weights_ref, resolve_weights
     from effnet.models.weights import convert_checkpoint
 
-    if not Path(path).is_file():
+    if is_weights_ref(path):
+        path = resolve_weights(path)  # hf-hub:/torchvision: downloaded once, then converted like a file
+    elif not Path(path).is_file():
         raise FileNotFoundError(f"--weights {path}: no such file")
     try:
         converted = convert_checkpoint(path, model, "auto", drop_head=new_head)
