@@ -196,6 +196,9 @@ def test_check_output_same_path_symlink_and_hard_link(tmp_path):
     with pytest.raises(OutputConflict, match="existing file; expected a folder"):
         check_output(weights, folder=True)
     check_output(tmp_path, folder=True)
+    with pytest.raises(OutputConflict, match="lies inside --output"):  # train --weights RUN/best... --output RUN
+        check_output(tmp_path, folder=True, inputs={"--weights": tmp_path / "link"})
+    check_output(tmp_path / "sub", folder=True, inputs={"--weights": weights})  # beside, not inside: fine
     assert weights.read_bytes() == b"x"
 
 
