@@ -250,8 +250,10 @@ def _pretrained(name: str | NetworkSpec, pretrained: bool | str, num_classes: in
                           f"{', '.join(fixed)} unset")  # fmt: skip
     weights = resolve_weights(ref) if is_weights_ref(ref) else ref
     drop_head = num_classes is not None and is_weights_ref(weights) and num_classes != weights.num_classes
-    kept = {k: v for k, v in options.items() if v is not None and v is not False}
-    model = load_pretrained(name, weights, drop_head=drop_head, num_classes=num_classes, **kept)
+    model = load_pretrained(name, weights, drop_head=drop_head, num_classes=num_classes,
+                            drop_rate=options["drop_rate"], drop_path_rate=options["drop_path_rate"],
+                            resolution=options["resolution"],
+                            grad_checkpointing=bool(options["grad_checkpointing"]))  # fmt: skip
     if not features_only:
         return model
     features = EfficientNetFeatures(model.spec)

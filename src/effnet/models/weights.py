@@ -618,7 +618,12 @@ def load_pretrained(
     path: str | os.PathLike[str] | HubWeights,
     source: str = "auto",
     drop_head: bool = False,
-    **options: Any,
+    *,
+    num_classes: int | None = None,
+    drop_rate: float | None = None,
+    drop_path_rate: float | None = None,
+    resolution: int | None = None,
+    grad_checkpointing: bool = False,
 ) -> EfficientNet:
     """An effnet model holding the weights in ``path`` (any layout in :data:`SOURCES`), in eval mode.
 
@@ -628,10 +633,10 @@ def load_pretrained(
     ``model_or_name``: a name (``efficientnet_b0``, ``tf_efficientnet_b2``, ``efficientnet-b3``), a spec, an
     existing :class:`EfficientNet` (loaded in place; its padding/BN eps must match the weights'), or ``None``
     (the spec comes from an effnet safetensors header, or is inferred from the tensor shapes).
-    ``drop_head`` keeps the model's own freshly initialised classifier. ``options`` go to ``create_model``
-    (``num_classes``, ``drop_rate``, ...). The model gets ``.preprocessing`` and ``.weights_metadata``.
+    ``drop_head`` keeps the model's own freshly initialised classifier (of ``num_classes`` outputs); the other
+    options are :func:`~effnet.models.efficientnet.create_model`'s. The model gets ``.preprocessing`` and
+    ``.weights_metadata``.
     """
-    num_classes = options.pop("num_classes", None)
     converted = convert_checkpoint(path, model_or_name, source, drop_head=drop_head, num_classes=num_classes)
     spec = converted.spec
     if isinstance(model_or_name, nn.Module):
@@ -645,7 +650,8 @@ def load_pretrained(
             raise ValueError(f"{path}: these {converted.source} weights need a model built with {fix}; "
                              f"pass the model name instead of a module")  # fmt: skip
     else:
-        model = create_model(spec, **options)
+        model = create_model(spec, drop_rate=drop_rate, drop_path_rate=drop_path_rate, resolution=resolution,
+                             grad_checkpointing=grad_checkpointing)  # fmt: skip
     missing, unexpected = model.load_state_dict(converted.state_dict, strict=False)
     allowed = {"classifier.weight", "classifier.bias"} if drop_head else set()
     missing = [k for k in missing if k not in allowed and not k.endswith("num_batches_tracked")]

@@ -120,31 +120,28 @@ def weights_in_chans(path: str | os.PathLike[str]) -> int:
 
 
 def load_initial_weights(model: nn.Module, path: str | os.PathLike[str], new_head: bool) -> bool:
-    """Load pretrained weights (any layout :mod:`effnet.models.weights` reads) into ``model`` before training.
+    """Load pretrained weights (a file in any layout :mod:`effnet.models.weights` reads, or a hub reference) into
+    ``model`` before training, through :func:`~effnet.models.weights.load_pretrained` (which refuses weights
+    whose padding, BN eps or activation differ from the model's).
 
     The classifier keeps ``model``'s fresh initialisation when ``new_head`` is set or when the checkpoint's
     classifier has another number of classes. Returns whether the classifier was loaded too. A checkpoint of
     another architecture is a ``ValueError`` naming the differences.
     """
     from effnet.models.hub import is_weights_ref, resolve_weights
-    from effnet.models.weights import convert_checkpoint
+    from effnet.models.weights import load_pretrained
 
     if is_weights_ref(path):
         path = resolve_weights(path)  # hf-hub:/torchvision: downloaded once, then converted like a file
     elif not Path(path).is_file():
         raise FileNotFoundError(f"--weights {path}: no such file")
     try:
-        converted = convert_checkpoint(path, model, "auto", drop_head=new_head)
+        load_pretrained(model, path, drop_head=new_head)
         head = not new_head
     except ValueError:
         if new_head:
             raise
-        converted = convert_checkpoint(path, model, "auto", drop_head=True)  # another class count: new head
+        load_pretrained(model, path, drop_head=True)  # another class count: a new head
         head = False
-    missing, unexpected = model.load_state_dict(converted.state_dict, strict=False)
-    allowed = set() if head else {"classifier.weight", "classifier.bias"}
-    missing = [k for k in missing if k not in allowed and not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ValueError(f"--weights {path} do not fit {describe_spec(model.spec)}: missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}")  # fmt: skip
+    model.train()
     return head

@@ -229,14 +229,15 @@ def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, 
 
 def train_transform(preprocessing: Preprocessing, augment: Augment = Augment()) -> T.Compose:
     """The paper's training transform for ``preprocessing``'s size, channels and mean/std: random-resized-crop
-    (``preprocessing.interpolation``), flip, AutoAugment/RandAugment, normalize."""
+    (``preprocessing.interpolation``; without it, the evaluation's resize + center crop), flip,
+    AutoAugment/RandAugment, normalize."""
     interpolation = T.InterpolationMode(preprocessing.interpolation)
     size = preprocessing.input_size
     steps: list[Any] = [ConvertMode(preprocessing.image_mode)]
     if augment.random_crop:
         steps.append(T.RandomResizedCrop(size, scale=(augment.crop_scale_min, 1.0), interpolation=interpolation))
-    else:
-        steps += [T.Resize(size, interpolation=interpolation), T.CenterCrop(size)]
+    else:  # validation's own geometry: the network trains on what it is evaluated on
+        steps += [T.Resize(preprocessing.resize_size, interpolation=interpolation), T.CenterCrop(size)]
     if augment.hflip > 0:
         steps.append(T.RandomHorizontalFlip(augment.hflip))
     if augment.policy == "autoaugment":
