@@ -76,7 +76,7 @@ def _epilog() -> str:
              "epochs, else short):"]  # fmt: skip
     for name in RECIPES:
         values = {k: recipe_value(name, k) for k in RECIPES[name]}
-        shown = values if name == "paper" else {k: v for k, v in values.items() if v != paper[k]}
+        shown = values if name == "paper" else {k: v for k, v in values.items() if v != paper.get(k)}
         prefix = "" if name == "paper" else "as paper but "
         text = prefix + ", ".join(f"{k} {_show(v)}" for k, v in shown.items())
         lines += textwrap.wrap(text, 116, initial_indent=f"  {name + ':':10}", subsequent_indent=" " * 12)

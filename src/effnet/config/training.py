@@ -41,22 +41,23 @@ _PAPER: dict[str, Any] = {
     "opt": "rmsprop_tf", "lr": 0.016, "momentum": 0.9, "rmsprop_decay": 0.9, "opt_eps": 1e-3,
     "weight_decay": 1e-5, "schedule": "step", "warmup_epochs": 5.0, "decay_rate": 0.97, "decay_epochs": 2.4,
     "label_smoothing": 0.1, "ema_decay": 0.9999, "bn_momentum": 0.01, "body_lr_scale": 1.0,
-    "augment": "autoaugment", "new_head": False,
+    "augment": "autoaugment", "new_head": False, "random_crop": True,
 }  # fmt: skip
 RECIPES: dict[str, dict[str, Any]] = {
     # Tan & Le 2019, section 5.2, and the reference TPU implementation's defaults.
     "paper": _PAPER,
     # A plain short schedule: the paper's values except AdamW with a cosine decay, a 0.3-epoch warm-up, BN
-    # statistics that follow the weights (momentum 0.1) and no AutoAugment. Another --opt keeps the paper's LR and
-    # weight decay, so explicit flags mean under it what they mean under paper.
+    # statistics that follow the weights (momentum 0.1), and no regularization a few epochs cannot afford: no
+    # AutoAugment, no random-resized crop (validation's resize + center crop), no dropout, no stochastic depth.
+    # Another --opt keeps the paper's LR and weight decay, so explicit flags mean under it what they mean under paper.
     "short": {**_PAPER, "opt": "adamw", "schedule": "cosine", "warmup_epochs": 0.3, "bn_momentum": 0.1,
-              "augment": "none"},
+              "augment": "none", "random_crop": False, "dropout": 0.0, "drop_path": 0.0},
     # Transfer learning: SGD (or AdamW) with cosine decay, a fresh classifier and a 10x lower LR on the body.
     "finetune": {
         "opt": "sgd", "lr": 0.05, "momentum": 0.9, "rmsprop_decay": 0.9, "opt_eps": None,
         "weight_decay": 1e-4, "schedule": "cosine", "warmup_epochs": 1.0, "decay_rate": 0.97, "decay_epochs": 2.4,
         "label_smoothing": 0.1, "ema_decay": 0.999, "bn_momentum": 0.01, "body_lr_scale": 0.1,
-        "augment": "autoaugment", "new_head": True,
+        "augment": "autoaugment", "new_head": True, "random_crop": True,
     },
 }  # fmt: skip
 """Values each recipe gives to the fields left ``None`` (then :data:`RECIPE_OPTIMIZER_VALUES` for the optimizer)."""
@@ -252,7 +253,8 @@ class TrainConfig:
     randaugment_m: int = _aug("randaugment_m")
     crop_scale_min: float = _aug("crop_scale_min")
     hflip: float = _aug("hflip")
-    random_crop: bool = _aug("random_crop")
+    random_crop: bool | None = _f(None, "random-resized crop (false: the evaluation's resize + center crop; default: "
+                                  "the recipe's)", "augment")  # fmt: skip
     crop_pct: float = _f(0.875, "evaluation crop fraction", "augment", limits="(0, 1]")
     progressive: int = _f(0, "split the epochs into K equal stages of rising image size and regularization (0 or 1: "
                           "off; forces --augment randaugment)", "progressive",
@@ -294,7 +296,7 @@ class TrainConfig:
     def augmentation(self) -> Augment:
         """The training augmentation these settings describe (``augment`` None: no policy)."""
         return Augment(self.augment or "none", self.randaugment_n, self.randaugment_m, self.crop_scale_min, self.hflip,
-                       self.random_crop)  # fmt: skip
+                       self.random_crop is not False)  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -323,7 +325,8 @@ def choose_recipe(config: TrainConfig) -> tuple[str, str]:
                          f"{_PAPER['warmup_epochs']:g}-epoch warm-up and slow BN/EMA averages")  # fmt: skip
     s = RECIPES["short"]
     return "short", (f"recipe auto -> short ({s['opt']}, {s['schedule']}, {s['warmup_epochs']:g}-epoch warm-up, BN "
-                     f"momentum {s['bn_momentum']:g}): {config.epochs} epochs < {PAPER_MIN_EPOCHS}, too short for the "
+                     f"momentum {s['bn_momentum']:g}, no augmentation, dropout or stochastic depth): "
+                     f"{config.epochs} epochs < {PAPER_MIN_EPOCHS}, too short for the "
                      f"paper's {_PAPER['warmup_epochs']:g}-epoch warm-up; --recipe paper forces it")  # fmt: skip
 
 
@@ -341,6 +344,8 @@ def resolve_recipe(config: TrainConfig) -> TrainConfig:
     name, _ = choose_recipe(config)
     values = {k: recipe_value(name, k, config.opt) for k in RECIPES[name]}
     changes = {k: v for k, v in values.items() if getattr(config, k) is None}
+    if config.progressive > 1:
+        changes.pop("dropout", None)  # progressive learning sets the dropout per stage (--dropout-range)
     if config.progressive > 1 and config.augment is None:
         changes["augment"] = "randaugment"  # progressive learning grows RandAugment's magnitude
     return dataclasses.replace(config, recipe=name, **changes)
