@@ -252,7 +252,7 @@ def test_real_fashion_mnist_learns_quickly(tmp_path):
                          random_crop=False, crop_pct=1.0, opt="sgd", lr=0.8, schedule="cosine", warmup_epochs=0.3,
                          bn_momentum=0.1, drop_path=0.0, ema_decay=0.998, output=str(tmp_path / "fm"))  # fmt: skip
     result = fit(config, progress=False)
-    assert result.last_top1 >= 35.0, result.history  # chance: 10 %; measured 47.9 % (EMA 47.8 %)
+    assert result.last_top1 >= 45.0, result.history  # chance: 10 %; measured 56.0 % (EMA 57.9 %) under short
 
 
 def test_compile_option_trains_and_saves_plain_weights(fake_fmnist, tmp_path, monkeypatch):
