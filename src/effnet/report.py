@@ -32,7 +32,6 @@ __all__ = [
     "Series",
     "Panel",
     "plot_panels",
-    "plot_lines",
 ]
 
 Row = Mapping[str, Any]
@@ -196,9 +195,3 @@ def plot_panels(panels: Sequence[Panel], path: str | os.PathLike[str], *, title:
     with atomic_path(target) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     return target
-
-
-def plot_lines(series: Sequence[Series], path: str | os.PathLike[str], *, title: str = "", xlabel: str = "",
-               ylabel: str = "") -> Path:  # fmt: skip
-    """A single-panel line plot saved as PNG."""
-    return plot_panels([Panel(title, series, xlabel, ylabel)], path)
