@@ -117,11 +117,15 @@ def test_effnet_curves_on_fashion_mnist(tmp_path, capsys):
     except (FileNotFoundError, ValueError) as exc:
         pytest.skip(f"Fashion-MNIST is not installed: {exc}")
     out = tmp_path / "curves"
-    rc = main(["curves", "--phi-max", "2", "--train-limit", "64", "--val-limit", "64", "--epochs", "1",
-               "--resolution", "32", "--width", "0.25", "--depth", "0.25", "--output", str(out), "--quiet"])
+    # two of the four lines keep it near a minute on a shared 2-core machine (every method: the fake-trainer test)
+    rc = main(["curves", "--phi-max", "2", "--methods", "width,compound", "--train-limit", "64", "--val-limit", "64",
+               "--epochs", "1", "--resolution", "32", "--width", "0.25", "--depth", "0.25", "--output", str(out),
+               "--quiet", "--threads", "2"])  # fmt: skip
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "| compound |" in printed and "plot:" in printed
+    assert "plot:" in printed and any(line.startswith("| compound") for line in printed.splitlines())
     rows = json.loads((out / "curves.json").read_text())
-    assert len(rows) == 9 and all(0 <= r["top1_mean"] <= 100 for r in rows)
+    assert [(r["method"], r["phi"]) for r in rows] == [("baseline", 0), ("width", 1), ("compound", 1), ("width", 2),
+                                                       ("compound", 2)]  # fmt: skip
+    assert all(0 <= r["top1_mean"] <= 100 for r in rows)
     assert (out / "curves.png").stat().st_size > 10_000 and (out / "curves.csv").is_file()
