@@ -128,4 +128,6 @@ def test_effnet_curves_on_fashion_mnist(tmp_path, capsys):
     assert [(r["method"], r["phi"]) for r in rows] == [("baseline", 0), ("width", 1), ("compound", 1), ("width", 2),
                                                        ("compound", 2)]  # fmt: skip
     assert all(0 <= r["top1_mean"] <= 100 for r in rows)
+    records = json.loads((out / "curves_summary.json").read_text())["records"]
+    assert sorted(r["macs"] for r in records) == sorted(r["macs"] for r in rows)  # costed as trained (10 classes, 1 ch)
     assert (out / "curves.png").stat().st_size > 10_000 and (out / "curves.csv").is_file()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 
 import pytest
 from hypothesis import given
@@ -119,6 +120,23 @@ def test_a_larger_member_faster_gets_one_more_round_then_is_flagged_or_cleared()
     # ... a transient (one round each, above max_rounds' bound): the extra round brings member 2 back above 1
     timer, r = _rounds([[1.0], [5.0], [2.0, 9.0]], min_rounds=1, max_rounds=1)
     assert timer.calls == [0, 1, 2, 1, 2] and r.anomalies == {} and r.latency(2) == 5.5
+
+
+@given(st.lists(st.lists(st.floats(1.0, 50.0), min_size=1, max_size=8), min_size=1, max_size=6),
+       st.integers(1, 3), st.integers(0, 3), st.sampled_from([0.05, 0.1, 0.3]))
+def test_round_invariants(script, min_rounds, more, max_spread):
+    max_rounds = min_rounds + more
+    timer, r = _rounds(script, min_rounds=min_rounds, max_rounds=max_rounds, max_spread=max_spread)
+    counts, n, rounds = [len(x) for x in r.latencies], len(script), r.rounds
+    assert min_rounds <= rounds <= max_rounds and all(c - rounds in (0, 1) for c in counts)  # at most one extra
+    assert timer.calls[: rounds * n] == list(range(n)) * rounds  # interleaved rounds, in phi order
+    if rounds < max_rounds:  # stopped early: every member was stable over its interleaved rounds
+        assert all(spread(x[:rounds]) <= max_spread for x in r.latencies)
+    before = undercut([statistics.median(x[:rounds]) for x in r.latencies], max_spread)
+    extra = sorted({k for j, smaller in before.items() for k in (j, *smaller)})
+    assert [i for i in range(n) if counts[i] > rounds] == extra  # the extra round: suspects and what they undercut
+    final = undercut([r.latency(i) for i in range(n)], max_spread)
+    assert r.anomalies == {j: v for j, v in final.items() if j in before}  # flagged: still faster after it
 
 
 def test_measure_in_rounds_rejects_bad_bounds():

@@ -160,8 +160,8 @@ class Panel:
 
 
 def plot_panels(panels: Sequence[Panel], path: str | os.PathLike[str], *, title: str | None = None,
-                ncols: int | None = None, dpi: int = 120) -> Path:  # fmt: skip
-    """Draw ``panels`` side by side (or in a grid of ``ncols``) and save a PNG atomically."""
+                ncols: int | None = None, dpi: int = 120, width: float = 5.0) -> Path:  # fmt: skip
+    """Draw ``panels`` side by side (or in a grid of ``ncols``, ``width`` inches each) and save a PNG atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -169,7 +169,7 @@ def plot_panels(panels: Sequence[Panel], path: str | os.PathLike[str], *, title:
         raise ValueError("plot_panels needs at least one panel")
     ncols = ncols or len(panels)
     nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(5.0 * ncols, 3.8 * nrows))
+    fig = Figure(figsize=(width * ncols, 3.8 * nrows + (0.4 if title and "\n" in title else 0.0)))
     FigureCanvasAgg(fig)
     for i, panel in enumerate(panels):
         ax = fig.add_subplot(nrows, ncols, i + 1)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from effnet.config.search import CurvesConfig
+from effnet.config.search import CurvesConfig, SearchConfig
 from effnet.cost import cost
 from effnet.io import atomic_write_json
 from effnet.report import Panel, Series, plot_panels, write_table
@@ -26,7 +26,7 @@ from effnet.search.report import summarize
 from effnet.search.study import Candidate, Trainer, baseline_spec, distinct_networks, run_trials, trial_spec
 from effnet.specs import NetworkSpec
 
-__all__ = ["CurvePoint", "solve_multiplier", "curve_points", "run_curves", "TABLE_COLUMNS"]
+__all__ = ["CurvePoint", "solve_multiplier", "curve_points", "trained_baseline", "run_curves", "TABLE_COLUMNS"]
 
 TABLE_COLUMNS = (
     "method", "phi", "depth", "width", "gamma", "resolution", "target_factor", "macs", "macs_factor", "params",
@@ -155,9 +155,19 @@ def _plot(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], path: Path,
     for method in methods:
         line = [base] + [r for r in rows if r["method"] == method]
         series.append(Series(method, [r["macs"] / 1e6 for r in line], [r["top1_mean"] for r in line]))
-    panel = Panel("top-1 vs MACs (each line from the baseline, φ = 1, 2, ...)", series, "MACs (millions, exact)",
-                  "top-1 accuracy (%)", logx=True)  # fmt: skip
-    return plot_panels([panel], path, title=title)
+    panel = Panel("each line: the baseline, then φ = 1, 2, ...", series, "MACs (millions, exact, as trained)",
+                  "top-1 accuracy (%)")  # fmt: skip
+    return plot_panels([panel], path, title=title, width=7.5)
+
+
+def trained_baseline(config: SearchConfig) -> NetworkSpec:
+    """The baseline as its trials train it: classes and input channels of ``config.data`` (read once; the points
+    are solved and costed on the networks that are really trained)."""
+    from effnet.training.data import load_datasets
+
+    base = baseline_spec(config)
+    bundle = load_datasets(config.data, resolution=8, data_root=config.data_root, train_limit=1, val_limit=1)
+    return base.replace(num_classes=bundle.num_classes, in_chans=bundle.in_chans)
 
 
 def run_curves(config: CurvesConfig, *, trainer: Trainer | None = None, progress: bool = True,
@@ -165,10 +175,12 @@ def run_curves(config: CurvesConfig, *, trainer: Trainer | None = None, progress
     """Train every curve point (resumably, as the study ``config.training.study``) and write the report:
     ``curves.{md,csv,json}``, ``curves.png`` and ``curves_summary.json`` in ``config.training.output``.
 
-    Returns the summary (rows, points, coefficients, study, file paths). ``trainer`` as in ``run_search``.
+    Returns the summary (rows, points, coefficients, study, file paths). ``trainer`` as in ``run_search``; with
+    the real one (None) the points are costed with the data's classes and input channels
+    (:func:`trained_baseline`), with a stand-in as the baseline spec says.
     """
     train = config.training
-    base = baseline_spec(train)
+    base = trained_baseline(train) if trainer is None else baseline_spec(train)
     points = curve_points(base, config)
     items = _candidates(points, [train.seed + i for i in range(train.seeds)])
     extra = {"tool": "curves", "grid": None, "strategy": None,
@@ -177,9 +189,9 @@ def run_curves(config: CurvesConfig, *, trainer: Trainer | None = None, progress
     records, summary = run_trials(train, items, trainer=trainer, progress=progress, echo=echo, extra=extra)
     rows = _rows(points, items, base, records)
     out = Path(train.output)
-    title = (f"scaling curves: {base.name} on {train.data}, {train.epochs} epoch(s), α={config.alpha:g} "
+    title = (f"scaling curves: {base.name} on {train.data}, {train.epochs} epoch(s)\ncompound α={config.alpha:g} "
              f"β={config.beta:g} γ={config.gamma:g}")  # fmt: skip
-    paths = write_table(rows, out / "curves", TABLE_COLUMNS, title=title)
+    paths = write_table(rows, out / "curves", TABLE_COLUMNS, title=title.replace("\n", ", "))
     plot = _plot(rows, config.methods, out / "curves.png", title)
     full = {**summary, "tool": "curves", "source": source, "phi_max": config.phi_max,
             "methods": list(config.methods), "alpha": config.alpha, "beta": config.beta, "gamma": config.gamma,

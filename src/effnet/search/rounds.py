@@ -56,6 +56,8 @@ class Rounds(Generic[T]):
     """``latencies[i][k]``: member i's latency in its k-th round (the round's median of its timed runs)."""
     anomalies: dict[int, tuple[int, ...]]
     """Member index -> the smaller members it still measures faster than after its extra round."""
+    rounds: int = 0
+    """Interleaved rounds of every member (``min_rounds``..``max_rounds``), before any extra round."""
 
     def latency(self, i: int) -> float:
         """Member i's latency: the median of its per-round latencies."""
@@ -85,9 +87,11 @@ def measure_in_rounds(count: int, measure_one: Callable[[int], T], latency: Call
     def lats() -> list[list[float]]:
         return [[latency(m) for m in r] for r in runs]
 
-    for done in range(1, max_rounds + 1):
+    done = 0
+    while done < max_rounds:
         for i in range(count):
             once(i)
+        done += 1
         if done >= min_rounds and all(spread(x) <= max_spread for x in lats()):
             break
     suspects = undercut([statistics.median(x) for x in lats()], max_spread)
@@ -95,7 +99,7 @@ def measure_in_rounds(count: int, measure_one: Callable[[int], T], latency: Call
         once(i)
     final = [statistics.median(x) for x in lats()]
     still = {j: smaller for j, smaller in undercut(final, max_spread).items() if j in suspects}
-    return Rounds(tuple(map(tuple, runs)), tuple(map(tuple, lats())), still)
+    return Rounds(tuple(map(tuple, runs)), tuple(map(tuple, lats())), still, done)
 
 
 def fitting_prefix(fits: Sequence[bool]) -> int | None:
