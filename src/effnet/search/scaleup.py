@@ -329,7 +329,7 @@ def _skipped_note(members: Sequence[Member], chosen: Member | None) -> str | Non
         return None
     failing = min(m.phi for m in members if m.phi > chosen.phi and not m.fits)
     return (f"phi={', '.join(map(str, above))} fit(s) but phi={failing} below does not: not chosen (a larger "
-            "model fitting where a smaller one does not is measurement noise, not a speed-up)")
+            "model fitting where a smaller one does not is more likely measurement noise than a real speed-up)")
 
 
 @dataclass(frozen=True)
