@@ -48,7 +48,7 @@ def test_cost_equals_module_and_flop_counter(name):
 
 @pytest.mark.parametrize("resolution", [32, 97, 225, 331])
 def test_cost_at_any_resolution(resolution):
-    for name in ("efficientnet_b0", "efficientnet_lite2", "resnet50", "mobilenetv2"):
+    for name in ("efficientnet_b0", "efficientnet_lite2", "resnet50", "mobilenetv2", "mobilenetv1"):
         spec = get_spec(name).replace(padding="tf_same") if "lite" in name else get_spec(name)
         c = cost(spec, resolution)
         assert (c.params, c.macs, c.activations) == _measure(spec, resolution)
@@ -104,6 +104,7 @@ def test_cost_rejects_bad_resolution(resolution):
     ("tf_efficientnet_lite0", "efficientnet_lite0"), ("tf_efficientnet_lite1", "efficientnet_lite1"),
     ("tf_efficientnet_lite2", "efficientnet_lite2"), ("tf_efficientnet_lite3", "efficientnet_lite3"),
     ("tf_efficientnet_lite4", "efficientnet_lite4"), ("mobilenetv2_100", "mobilenetv2"), ("resnet50", "resnet50"),
+    ("mobilenetv1_100", "mobilenetv1"),
 ])  # fmt: skip
 def test_params_equal_timm_module(timm_name, name):
     timm = pytest.importorskip("timm")

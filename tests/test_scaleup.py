@@ -50,9 +50,49 @@ def test_mobilenetv2_table3_single_dimension_rows():
         assert abs(rows[label].deviation) <= 0.05, (label, rows[label].macs)
 
 
+def test_mobilenetv1_table3_rows():
+    """Width and resolution rows within 5 %; the baseline (569M) prints as the paper's 0.6B; the compound row
+    (d=1.4 -> ceil(1.4*[1, 2, 2, 6, 2]) = 20 blocks, w=1.2, 291 px) is 2.47B, 7.4 % above the printed 2.3B."""
+    rows = {r.label: r for r in paper_table3("mobilenetv1")}
+    assert list(rows) == ["baseline", "width", "resolution", "compound"]  # the paper has no MobileNetV1 depth row
+    assert rows["baseline"].macs == 568_740_352 and rows["baseline"].agrees and rows["baseline"].deviation < -0.05
+    for label in ("width", "resolution"):
+        assert abs(rows[label].deviation) <= 0.05 and rows[label].agrees, (label, rows[label].macs)
+    c = rows["compound"]
+    assert (c.depth, c.width, c.resolution) == (1.4, 1.2, 291)
+    assert [len(s) for s in resolve(scale(get_spec("mobilenetv1"), depth=1.4)).stages] == [2, 3, 3, 9, 3]
+    assert round(c.deviation, 3) == 0.074 and not c.agrees
+
+
+def test_mobilenetv1_matches_the_reference_network():
+    """4,231,976 params with 1000 classes (timm's mobilenetv1_100: same parameter shapes), 568.7M MACs."""
+    import timm
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from effnet.models.efficientnet import EfficientNet
+
+    model = EfficientNet(get_spec("mobilenetv1")).eval()
+    ref = timm.create_model("mobilenetv1_100", pretrained=False)
+    assert sum(p.numel() for p in model.parameters()) == cost("mobilenetv1").params == 4_231_976
+    shapes = sorted(tuple(p.shape) for p in model.parameters())
+    assert shapes == sorted(tuple(p.shape) for p in ref.parameters())
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        out = model(torch.randn(1, 3, 224, 224))
+    assert out.shape == (1, 1000) and counter.get_total_flops() // 2 == cost("mobilenetv1").macs == 568_740_352
+
+
 def test_table3_rejects_unknown_baseline():
-    with pytest.raises(ValueError, match="resnet50, mobilenetv2"):
+    with pytest.raises(ValueError, match="mobilenetv1, mobilenetv2, resnet50"):
         paper_table3("vgg16")
+
+
+def test_effnet_table_prints_table3(capsys):
+    assert main(["table", "--section", "table3", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["table3"]
+    v1 = {r["scaling"]: r for r in rows if r["baseline"] == "mobilenetv1"}
+    assert v1["width"]["flops_paper"] == 2.2e9 and v1["width"]["macs_effnet"] == 2_216_465_408
+    assert len(rows) == 14 and sum(r["agrees"] for r in rows) == 10
 
 
 # ------------------------------------------------------------------------------------------- baselines
@@ -70,7 +110,7 @@ def test_load_baseline_names_and_user_spec_file(tmp_path):
     bad.write_text('{"name": "x", "stages": [{"block": "conv"}]}')
     with pytest.raises(ValueError, match="not a valid NetworkSpec"):
         load_baseline(str(bad))
-    with pytest.raises(ValueError, match="efficientnet_b0, efficientnet_lite0, mobilenetv2, resnet50"):
+    with pytest.raises(ValueError, match="efficientnet_b0, efficientnet_lite0, mobilenetv1, mobilenetv2, resnet50"):
         load_baseline("resnet51")
 
 

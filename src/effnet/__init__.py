@@ -47,6 +47,8 @@ _LAZY = {
     "paper_table3": "effnet.search.baselines",
     "ScaleConfig": "effnet.search.scaleup",
     "scale_family": "effnet.search.scaleup",
+    "CurvesConfig": "effnet.config.search",
+    "run_curves": "effnet.search.curves",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

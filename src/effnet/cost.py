@@ -34,7 +34,8 @@ class StageCost:
     macs: int
     activations: int
     block: str = ""
-    """The stage's block kind (``mbconv``, ``fused_mbconv``, ``bottleneck``); empty for stem, head, classifier."""
+    """The stage's block kind (``mbconv``, ``fused_mbconv``, ``bottleneck``, ``dwsep``); empty for stem, head,
+    classifier."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ def _block(t: _Tally, b, act_size: int) -> int:  # b: BlockConfig
         return out
     if b.block == "fused_mbconv":
         return _fused(t, b, act_size)
+    if b.block == "dwsep":
+        return _dwsep(t, b, act_size)
     t.conv(b.in_channels, b.mid_channels, 1, size=act_size)
     t.bn(b.mid_channels)
     out = t.conv(b.mid_channels, b.mid_channels, b.kernel, b.stride, size=act_size)
@@ -119,6 +122,17 @@ def _fused(t: _Tally, b, act_size: int) -> int:  # b: BlockConfig of a Fused-MBC
     if expand:
         t.conv(conv_out, b.out_channels, 1, size=out)
         t.bn(b.out_channels)
+    return out
+
+
+def _dwsep(t: _Tally, b, act_size: int) -> int:  # b: BlockConfig of a depthwise-separable conv
+    out = t.conv(b.in_channels, b.in_channels, b.kernel, b.stride, groups=b.in_channels, size=act_size)
+    t.bn(b.in_channels)
+    if b.se_channels:
+        t.conv(b.in_channels, b.se_channels, 1, bias=True, size=1)
+        t.conv(b.se_channels, b.in_channels, 1, bias=True, size=1)
+    t.conv(b.in_channels, b.out_channels, 1, size=out)
+    t.bn(b.out_channels)
     return out
 
 

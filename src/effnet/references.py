@@ -1,7 +1,8 @@
 """Published figures, typed in once with their source; every other number in effnet is computed.
 
 Source: Tan & Le, "EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks",
-ICML 2019, Table 2 (ImageNet results; FLOPs there are multiply-adds) and Table 3 (scaling ResNet-50);
+ICML 2019, Table 2 (ImageNet results; FLOPs there are multiply-adds) and Table 3 (scaling MobileNetV1,
+MobileNetV2 and ResNet-50 in one or all dimensions);
 Tan & Le, "EfficientNetV2: Smaller Models and Faster Training", ICML 2021, Table 7 (ImageNet-1k rows).
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PublishedResult", "PAPER_TABLE2", "PAPER_TABLE3_RESNET50", "SOURCE", "PublishedV2Result",
+__all__ = ["PublishedResult", "PAPER_TABLE2", "PublishedScaling", "PAPER_TABLE3", "SOURCE", "PublishedV2Result",
            "V2_TABLE7", "V2_SOURCE"]
 
 SOURCE = "Tan & Le, EfficientNet, ICML 2019"
@@ -72,14 +73,38 @@ PAPER_TABLE2: tuple[PublishedResult, ...] = (
 )
 """Table 2 of the paper, in its order (peers follow the EfficientNet they are compared with)."""
 
-PAPER_TABLE3_RESNET50: dict[str, float] = {
-    "baseline": 4.1 * B,
-    "depth_4": 16.2 * B,
-    "width_2": 14.7 * B,
-    "resolution_2": 16.4 * B,
-    "compound": 16.7 * B,
-}
-"""Table 3 of the paper: FLOPs (multiply-adds) of ResNet-50 scaled in one or all dimensions."""
+@dataclass(frozen=True)
+class PublishedScaling:
+    """One row of the paper's Table 3: a baseline scaled one way and the FLOPs (multiply-adds) printed for it.
+
+    ``depth``, ``width`` and ``resolution`` are the multipliers the row's label prints (``resolution`` of the
+    baseline's 224 px); all None for a compound row whose multipliers the paper does not give.
+    """
+
+    baseline: str
+    label: str
+    flops: float
+    depth: float | None = 1.0
+    width: float | None = 1.0
+    resolution: float | None = 1.0
+
+
+def _t3(baseline: str, rows: dict[str, float], compound: tuple[float, float, float] | None) -> list[PublishedScaling]:
+    dims = {"baseline": (1.0, 1.0, 1.0), "depth": (4.0, 1.0, 1.0), "width": (1.0, 2.0, 1.0),
+            "resolution": (1.0, 1.0, 2.0), "compound": compound or (None, None, None)}  # fmt: skip
+    return [PublishedScaling(baseline, label, flops, *dims[label]) for label, flops in rows.items()]
+
+
+PAPER_TABLE3: tuple[PublishedScaling, ...] = (
+    *_t3("mobilenetv1", {"baseline": 0.6 * B, "width": 2.2 * B, "resolution": 2.2 * B, "compound": 2.3 * B},
+         (1.4, 1.2, 1.3)),
+    *_t3("mobilenetv2", {"baseline": 0.3 * B, "depth": 1.2 * B, "width": 1.1 * B, "resolution": 1.2 * B,
+                         "compound": 1.3 * B}, None),
+    *_t3("resnet50", {"baseline": 4.1 * B, "depth": 16.2 * B, "width": 14.7 * B, "resolution": 16.4 * B,
+                      "compound": 16.7 * B}, None),
+)  # fmt: skip
+"""Table 3 of the paper, in its order: "Scaling Up MobileNets and ResNet" (d = 4, w = 2, r = 2 and compound;
+MobileNetV1 has no depth row, and only its compound row prints its multipliers, d = 1.4, w = 1.2, r = 1.3)."""
 
 
 @dataclass(frozen=True)

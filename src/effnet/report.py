@@ -32,7 +32,6 @@ __all__ = [
     "Series",
     "Panel",
     "plot_panels",
-    "plot_lines",
 ]
 
 Row = Mapping[str, Any]
@@ -161,8 +160,8 @@ class Panel:
 
 
 def plot_panels(panels: Sequence[Panel], path: str | os.PathLike[str], *, title: str | None = None,
-                ncols: int | None = None, dpi: int = 120) -> Path:  # fmt: skip
-    """Draw ``panels`` side by side (or in a grid of ``ncols``) and save a PNG atomically."""
+                ncols: int | None = None, dpi: int = 120, width: float = 5.0) -> Path:  # fmt: skip
+    """Draw ``panels`` side by side (or in a grid of ``ncols``, ``width`` inches each) and save a PNG atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -170,7 +169,7 @@ def plot_panels(panels: Sequence[Panel], path: str | os.PathLike[str], *, title:
         raise ValueError("plot_panels needs at least one panel")
     ncols = ncols or len(panels)
     nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(5.0 * ncols, 3.8 * nrows))
+    fig = Figure(figsize=(width * ncols, 3.8 * nrows + (0.4 if title and "\n" in title else 0.0)))
     FigureCanvasAgg(fig)
     for i, panel in enumerate(panels):
         ax = fig.add_subplot(nrows, ncols, i + 1)
@@ -196,9 +195,3 @@ def plot_panels(panels: Sequence[Panel], path: str | os.PathLike[str], *, title:
     with atomic_path(target) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     return target
-
-
-def plot_lines(series: Sequence[Series], path: str | os.PathLike[str], *, title: str = "", xlabel: str = "",
-               ylabel: str = "") -> Path:  # fmt: skip
-    """A single-panel line plot saved as PNG."""
-    return plot_panels([Panel(title, series, xlabel, ylabel)], path)

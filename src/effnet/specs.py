@@ -66,12 +66,12 @@ __all__ = [
     "require_known_fields",
 ]
 
-BlockKind = Literal["mbconv", "fused_mbconv", "bottleneck"]
+BlockKind = Literal["mbconv", "fused_mbconv", "bottleneck", "dwsep"]
 Activation = Literal["silu", "relu", "relu6"]
 Padding = Literal["symmetric", "tf_same"]
 HeadScaling = Literal["scale", "fixed", "up"]
 
-_BLOCKS = ("mbconv", "fused_mbconv", "bottleneck")
+_BLOCKS = ("mbconv", "fused_mbconv", "bottleneck", "dwsep")
 _ACTIVATIONS = ("silu", "relu", "relu6")
 _PADDINGS = ("symmetric", "tf_same")
 _HEAD_SCALINGS = ("scale", "fixed", "up")
@@ -106,8 +106,10 @@ class StageSpec:
     ``block``: ``"mbconv"`` (inverted bottleneck: 1×1 expand, k×k depthwise, squeeze-excite, 1×1
     project), ``"fused_mbconv"`` (EfficientNetV2: one k×k expand conv, squeeze-excite, 1×1 project; with
     ``expand_ratio`` 1 a single k×k conv to ``out_channels``) or ``"bottleneck"`` (ResNet: 1×1 reduce,
-    k×k conv, 1×1 expand). ``expand_ratio`` is the (Fused-)MBConv expansion of its input channels, or the
-    ResNet ratio of output to inner channels.
+    k×k conv, 1×1 expand) or ``"dwsep"`` (MobileNetV1's depthwise-separable conv: k×k depthwise conv-BN-act,
+    optional squeeze-excite, 1×1 pointwise conv-BN-act, no residual; ``expand_ratio`` must be 1).
+    ``expand_ratio`` is the (Fused-)MBConv expansion of its input channels, or the ResNet ratio of output to
+    inner channels.
     ``stride`` applies to the first block only. ``se_ratio`` = 0 disables squeeze-excite.
     ``scale_repeats`` = False keeps ``repeats`` fixed under depth scaling (Lite's first and last stage).
     """
@@ -124,6 +126,8 @@ class StageSpec:
     def __post_init__(self) -> None:
         _require_choice("block", self.block, _BLOCKS)
         check_number("expand_ratio", self.expand_ratio, 1, MAX_EXPAND_RATIO)
+        if self.block == "dwsep" and self.expand_ratio != 1:
+            raise InvalidValue(f"expand_ratio of a dwsep stage must be 1 (it does not expand), got {self.expand_ratio}")
         _require_int("kernel", self.kernel, 1, MAX_KERNEL)
         if self.kernel % 2 == 0:
             raise InvalidValue(f"kernel must be odd, got {self.kernel}")
@@ -301,9 +305,11 @@ class BlockConfig:
 
     @property
     def has_skip(self) -> bool:
-        """MBConv adds its input only at stride 1 with equal channels (ResNet always adds)."""
+        """MBConv adds its input only at stride 1 with equal channels (ResNet always adds, dwsep never)."""
         if self.block == "bottleneck":
             return True
+        if self.block == "dwsep":
+            return False
         return self.stride == 1 and self.in_channels == self.out_channels
 
     @property
@@ -360,7 +366,7 @@ def resolve(spec: NetworkSpec) -> ResolvedNetwork:
         out_ch = round_channels(stage.out_channels, width, div, limit)
         blocks = []
         for j in range(count):
-            if stage.block in ("mbconv", "fused_mbconv"):
+            if stage.block in ("mbconv", "fused_mbconv", "dwsep"):
                 mid = round_channels(in_ch, stage.expand_ratio, div) if stage.expand_ratio != 1 else in_ch
                 se = max(1, int(in_ch * stage.se_ratio)) if stage.se_ratio > 0 else 0
             else:
@@ -458,6 +464,25 @@ def _mobilenetv2() -> NetworkSpec:
     )
 
 
+def _mobilenetv1() -> NetworkSpec:
+    """Howard et al. (2017) MobileNetV1 1.0: a 3×3 stem and 13 depthwise-separable blocks, no head conv."""
+    rows = ((64, 1, 1), (128, 2, 2), (256, 2, 2), (512, 6, 2), (1024, 2, 2))
+    return NetworkSpec(
+        name="mobilenetv1",
+        stages=tuple(
+            StageSpec("dwsep", expand_ratio=1, kernel=3, stride=s, out_channels=c, repeats=n, se_ratio=0.0)
+            for c, n, s in rows
+        ),
+        head_channels=0,
+        activation="relu",
+        dropout=0.0,
+        drop_path_rate=0.0,
+        bn_eps=1e-5,
+        bn_momentum=0.1,
+        family="mobilenetv1",
+    )
+
+
 def _resnet50() -> NetworkSpec:
     rows = ((256, 3, 1), (512, 4, 2), (1024, 6, 2), (2048, 3, 2))
     return NetworkSpec(
@@ -545,13 +570,14 @@ def _registry() -> dict[str, NetworkSpec]:
     specs = {f"efficientnet_{v}": _efficientnet(v) for v in OFFICIAL_EFFICIENTNET}
     specs.update({f"efficientnet_{v}": _lite(v) for v in OFFICIAL_LITE})
     specs["mobilenetv2"] = _mobilenetv2()
+    specs["mobilenetv1"] = _mobilenetv1()
     specs["resnet50"] = _resnet50()
     specs.update({f"efficientnet_v2_{v}": _efficientnet_v2(v) for v in _V2_VARIANTS})
     return specs
 
 
 _SPECS = _registry()  # immutable: every value is a frozen dataclass
-BASELINES = ("efficientnet_b0", "efficientnet_lite0", "mobilenetv2", "resnet50", "efficientnet_v2_s")
+BASELINES = ("efficientnet_b0", "efficientnet_lite0", "mobilenetv1", "mobilenetv2", "resnet50", "efficientnet_v2_s")
 """Names usable as the baseline of a compound-scaled family or search."""
 
 

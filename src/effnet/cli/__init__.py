@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "train": "effnet.cli.train",
     "search": "effnet.cli.search",
     "scale": "effnet.cli.scale",
+    "curves": "effnet.cli.curves",
 }
 """Sub-command name -> module implementing it."""
 

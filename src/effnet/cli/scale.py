@@ -26,7 +26,9 @@ def _count(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from effnet.config.search import PHI_MAX_LIMIT, RULES
+    from effnet.config.search import PHI_MAX_LIMIT, RULES, ScaleConfig
+
+    d = ScaleConfig()
 
     g = parser.add_argument_group("coefficients (the paper's by default, or flags, or a finished search study)")
     g.add_argument("--alpha", type=float, default=None, help=f"depth coefficient (default {PAPER_ALPHA})")
@@ -36,9 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    "study")  # fmt: skip
     g.add_argument("--storage", default=None, help="storage URL of --study (default sqlite:///runs/search/study.db)")
     g = parser.add_argument_group("family")
-    g.add_argument("--rule", choices=RULES, default="paper", help="paper: d=alpha^phi, w=beta^phi, r=gamma^phi; "
+    g.add_argument("--rule", choices=RULES, default=d.rule, help="paper: d=alpha^phi, w=beta^phi, r=gamma^phi; "
                    "fast: Dollar et al. 2021 at the same FLOPs target (width 80%% of the growth)")  # fmt: skip
-    g.add_argument("--phi-max", type=int, default=7, help=f"largest phi (default 7, at most {PHI_MAX_LIMIT})")
+    g.add_argument("--phi-max", type=int, default=d.phi_max, help=f"largest phi (default {d.phi_max}, at most "
+                   f"{PHI_MAX_LIMIT})")  # fmt: skip
     g.add_argument("--baseline", default=None, help="efficientnet_b0 (default), resnet50, mobilenetv2, any "
                    "registered model, or a NetworkSpec JSON file (with --study: the study's baseline)")  # fmt: skip
     g.add_argument("--width", type=float, default=1.0, help="baseline width multiplier (default 1.0)")
@@ -47,9 +50,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the baseline's)")
     g = parser.add_argument_group("measurement (imports torch)")
     g.add_argument("--device", default=None, help="cpu or cuda[:N]: measure latency, throughput and peak memory")
-    g.add_argument("--batch", type=int, default=1, help="batch size of the measurement (default 1)")
-    g.add_argument("--warmup", type=int, default=2, help="untimed runs before timing (default 2)")
-    g.add_argument("--repeats", type=int, default=5, help="timed runs; latency is their median (default 5)")
+    g.add_argument("--batch", type=int, default=d.batch, help=f"batch size of the measurement (default {d.batch})")
+    g.add_argument("--warmup", type=int, default=d.warmup, help=f"untimed runs before timing (default {d.warmup})")
+    g.add_argument("--repeats", type=int, default=d.repeats, help="timed runs per member and round; a round's "
+                   f"latency is their median (default {d.repeats})")  # fmt: skip
+    g.add_argument("--min-rounds", type=int, default=d.min_rounds, help="interleaved rounds (every phi once each) "
+                   f"at least (default {d.min_rounds})")  # fmt: skip
+    g.add_argument("--max-rounds", type=int, default=d.max_rounds, help="rounds at most while a member's spread "
+                   f"is above --max-spread (default {d.max_rounds}, at most 20)")  # fmt: skip
+    g.add_argument("--max-spread", type=float, default=d.max_spread, help="accepted (max - min) / median of a "
+                   f"member's per-round latencies (default {d.max_spread:g}); a larger phi faster than a smaller "
+                   "one by more than this gets one extra round and is flagged if it still is")  # fmt: skip
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     g.add_argument("--runtime", choices=RUNTIMES, default="eager",
                    help="how each model runs while measured: eager (the module; default) or the runtime you will "
@@ -100,15 +111,23 @@ def _table(rows: list[dict], measured: bool) -> str:
 
     cols = ["phi", "depth", "width", "resolution", "flops_target", "params", "macs", "activations"]
     if measured:
-        cols += ["latency_ms", "throughput", "peak_memory_mb"]
+        cols += ["latency_ms", "rounds", "spread", "throughput", "peak_memory_mb", "anomaly"]
     cols += ["fits"]
     shown = []
     for r in rows:
         row = {c: r[c] for c in cols}
         for c in ("params", "macs", "activations"):
             row[c] = format_count(r[c])
+        if measured:
+            row["anomaly"] = "yes" if r["anomaly"] else ""
         shown.append(row)
     return render_markdown(shown, cols)
+
+
+def _tick(bar: object) -> None:
+    """One measurement done; the total grows when extra rounds are needed."""
+    bar.total = max(bar.total, bar.n + 1)  # type: ignore[attr-defined]
+    bar.update(1)  # type: ignore[attr-defined]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,14 +146,16 @@ def run(args: argparse.Namespace) -> int:
     budget = Budget(args.max_macs, args.max_params, args.max_latency_ms, args.max_memory_mb)
     config = ScaleConfig(alpha=alpha, beta=beta, gamma=gamma, rule=args.rule, phi_max=args.phi_max, baseline=base,
                          device=args.device, batch=args.batch, warmup=args.warmup, repeats=args.repeats,
-                         threads=args.threads, runtime=args.runtime, budget=budget,
-                         precision=args.precision)  # fmt: skip
+                         threads=args.threads, runtime=args.runtime, budget=budget, precision=args.precision,
+                         min_rounds=args.min_rounds, max_rounds=args.max_rounds,
+                         max_spread=args.max_spread)  # fmt: skip
     bar = None
     if args.device and not args.json:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=args.phi_max + 1, desc=f"measuring on {args.device}", unit="model", file=sys.stderr)
-    result = scale_family(config, on_member=(lambda m: bar.update(1)) if bar is not None else None)
+        bar = tqdm(total=(args.phi_max + 1) * args.min_rounds, desc=f"measuring on {args.device} in rounds",
+                   unit="model", file=sys.stderr)  # fmt: skip
+    result = scale_family(config, on_measure=(lambda m: _tick(bar)) if bar is not None else None)
     if bar is not None:
         bar.close()
     data = result.to_dict()
@@ -148,9 +169,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"{base.name} family, rule {args.rule}, alpha={alpha:g} beta={beta:g} gamma={gamma:g} ({source}); "
               f"predicted FLOPs x{data['flops_factor_per_phi']:.3f} per phi")  # fmt: skip
         if args.device:
-            print(f"measured on {args.device}, runtime {args.runtime} {args.precision}, batch {args.batch}: median "
-                  f"of {args.repeats} runs after {args.warmup} warm-up; memory = {data['memory_method']}")  # fmt: skip
+            print(f"measured on {args.device}, runtime {args.runtime} {args.precision}, batch {args.batch}: "
+                  f"interleaved rounds ({args.min_rounds}..{args.max_rounds}, until spread <= {args.max_spread:g}), "
+                  f"each the median of {args.repeats} runs after {args.warmup} warm-up; latency = median over "
+                  f"rounds; memory = {data['memory_method']}")  # fmt: skip
         print(_table(data["family"], bool(args.device)), end="")
+        for m in data["family"]:
+            if m["anomaly"]:
+                print(f"anomaly: phi={m['phi']} measures {m['anomaly']} (rounds {m['round_latencies_ms']} ms)")
+        if data["note"]:
+            print(f"note: {data['note']}")
         if result.chosen is not None:
             c = result.chosen
             print(f"chosen: phi={c.phi} (depth x{c.depth:.3f}, width x{c.width:.3f}, {c.resolution} px, "

@@ -20,8 +20,9 @@ HELP = ("Paper's B0-B7 table (top-1/5, params, FLOPs, peers, ratios) and the V2 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=TABLE_FORMATS, default="markdown", help="output format")
-    parser.add_argument("--section", choices=("official", "v2", "compound", "all"), default="all",
-                        help="paper's B0-B7 table, V2 paper's table, exact compound family, or all")  # fmt: skip
+    parser.add_argument("--section", choices=("official", "v2", "table3", "compound", "all"), default="all",
+                        help="paper's B0-B7 table, V2 paper's table, paper's Table 3 (scaling MobileNetV1/V2 and "
+                        "ResNet-50), exact compound family, or all")  # fmt: skip
     parser.add_argument("--phi-max", type=int, default=7, help="largest phi of the compound family (default 7)")
     parser.add_argument("--alpha", type=float, default=PAPER_ALPHA, help="depth coefficient (default 1.2)")
     parser.add_argument("--beta", type=float, default=PAPER_BETA, help="width coefficient (default 1.1)")
@@ -78,6 +79,18 @@ def v2_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def table3_rows() -> list[dict[str, Any]]:
+    """The paper's Table 3 (MobileNetV1, MobileNetV2, ResNet-50 scaled one way or compound) beside exact MACs."""
+    from effnet.search.baselines import TABLE3_BASELINES, paper_table3
+
+    return [
+        {"baseline": r.baseline, "scaling": r.label, "depth": round(r.depth, 4), "width": round(r.width, 4),
+         "resolution": r.resolution, "flops_paper": r.paper_macs, "macs_effnet": r.macs,
+         "deviation_pct": round(100 * r.deviation, 1), "agrees": r.agrees}
+        for b in TABLE3_BASELINES for r in paper_table3(b)
+    ]  # fmt: skip
+
+
 def compound_rows(phi_max: int, alpha: float, beta: float, gamma: float) -> list[dict[str, Any]]:
     """The exact ``α^φ`` family of B0 for φ = 0..phi_max with measured MACs growth vs ``2^φ``."""
     if not 0 <= phi_max <= MAX_PHI:
@@ -129,12 +142,14 @@ def _pretty(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    sections = ("official", "v2", "compound") if args.section == "all" else (args.section,)
+    sections = ("official", "v2", "table3", "compound") if args.section == "all" else (args.section,)
     tables: dict[str, list[dict[str, Any]]] = {}
     if "official" in sections:
         tables["official"] = official_rows()
     if "v2" in sections:
         tables["v2"] = v2_rows()
+    if "table3" in sections:
+        tables["table3"] = table3_rows()
     if "compound" in sections:
         tables["compound"] = compound_rows(args.phi_max, args.alpha, args.beta, args.gamma)
     if args.format == "json":
@@ -149,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
             "(params; MACs = FLOPs as the paper counts them; ratios to the EfficientNet of the group)",
             "v2": f"EfficientNetV2 S/M/L ({V2_SOURCE}, Table 7, ImageNet-1k) vs effnet exact counts "
             "(MACs at the eval size, as the paper counts FLOPs, and at the train size)",
+            "table3": f"Scaling MobileNetV1/V2 and ResNet-50 ({SOURCE}, Table 3: FLOPs = multiply-adds) vs effnet "
+            "exact MACs (agrees: within 5 % or equal at the printed 0.1B; compound without printed multipliers = "
+            "the paper's alpha, beta, gamma at phi=2)",
             "compound": f"Exact compound family alpha={args.alpha}, beta={args.beta}, gamma={args.gamma} "
             "(d=alpha^phi, w=beta^phi, r=224*gamma^phi): measured MACs ratio vs 2^phi",
         }

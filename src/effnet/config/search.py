@@ -18,7 +18,7 @@ from effnet.specs import NetworkSpec
 __all__ = [
     "DEFAULT_OUTPUT", "DEFAULT_STUDY", "DEFAULT_STEP", "DEFAULT_TOL", "STRATEGIES", "MIN_STEP", "MAX_COEFFICIENT",
     "MAX_GRID_VALUES", "MAX_TRIALS", "MAX_SEEDS", "PHI_MAX_LIMIT", "RULES", "SearchConfig", "Budget", "ScaleConfig",
-    "parse_count",
+    "parse_count", "METHODS", "DEFAULT_CURVES_OUTPUT", "DEFAULT_CURVES_STUDY", "CurvesConfig",
 ]  # fmt: skip
 
 DEFAULT_OUTPUT = "runs/search"
@@ -239,3 +239,49 @@ class ScaleConfig:
             raise ValueError(f"--max-rounds must be an integer in [--min-rounds, 20], got {self.max_rounds!r}")
         if not (isinstance(self.max_spread, (int, float)) and 0 < self.max_spread <= 1):
             raise ValueError(f"--max-spread must be a fraction in (0, 1], got {self.max_spread!r}")
+
+
+METHODS = ("depth", "width", "resolution", "compound")
+"""The lines of ``effnet curves``: the baseline scaled in one dimension only, or by the compound rule."""
+DEFAULT_CURVES_OUTPUT = "runs/curves"
+"""Where ``effnet curves`` writes its SQLite study, trial runs, table, CSV, JSON and plot by default."""
+DEFAULT_CURVES_STUDY = "effnet-curves"
+"""Default Optuna study name of ``effnet curves``."""
+
+
+def _curves_training() -> SearchConfig:
+    return SearchConfig(study=DEFAULT_CURVES_STUDY, output=DEFAULT_CURVES_OUTPUT)
+
+
+@dataclass(frozen=True)
+class CurvesConfig:
+    """Inputs of :func:`effnet.search.curves.run_curves` (the paper's Figures 3 and 8 as a tool).
+
+    ``training`` is a :class:`SearchConfig` used for what it shares with a search: data, baseline (``baseline``,
+    ``width``, ``depth``, ``resolution``), per-point training budget (``epochs``, ``train_limit``, ``val_limit``,
+    ``batch_size``, ``train_options``), seeds and the study's storage, name, output and worker settings; its grid
+    fields are unused. For φ = 1..``phi_max`` each method in ``methods`` gives one point: depth-, width- or
+    resolution-only multipliers solved on the exact cost model so that MACs are ``2^φ`` × the baseline's, and
+    compound = ``(α^φ, β^φ, γ^φ)``.
+    """
+
+    training: SearchConfig = field(default_factory=_curves_training)
+    phi_max: int = 3
+    alpha: float = PAPER_ALPHA
+    beta: float = PAPER_BETA
+    gamma: float = PAPER_GAMMA
+    methods: tuple[str, ...] = METHODS
+
+    def __post_init__(self) -> None:
+        phi = self.phi_max
+        if isinstance(phi, bool) or not isinstance(phi, int) or not 1 <= phi <= PHI_MAX_LIMIT:
+            raise ValueError(f"--phi-max must be an integer in [1, {PHI_MAX_LIMIT}], got {phi!r}")
+        methods = tuple(self.methods)
+        object.__setattr__(self, "methods", methods)
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown or not methods or len(set(methods)) != len(methods):
+            raise ValueError(f"--methods must be distinct names among {', '.join(METHODS)}; got {', '.join(methods)}")
+        for name in ("alpha", "beta", "gamma"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 1 <= value <= MAX_COEFFICIENT):
+                raise ValueError(f"--{name} must be a number in [1, {MAX_COEFFICIENT:g}], got {value!r}")

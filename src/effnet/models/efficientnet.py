@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from effnet.models.layers import Bottleneck, ConvBNAct, FusedMBConv, MBConv
+from effnet.models.layers import Bottleneck, ConvBNAct, DepthwiseSeparable, FusedMBConv, MBConv
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from effnet.specs import (
     NetworkSpec,
@@ -51,7 +51,8 @@ class _Backbone(nn.Module):
         self.stem = ConvBNAct(spec.in_chans, net.stem_channels, spec.stem_kernel, spec.stem_stride,
                               activation=spec.activation, padding=spec.padding, **bn)  # fmt: skip
         self.stem_pool = nn.MaxPool2d(3, 2, 1) if spec.stem_pool else nn.Identity()
-        block_type = {"mbconv": MBConv, "fused_mbconv": FusedMBConv, "bottleneck": Bottleneck}
+        block_type = {"mbconv": MBConv, "fused_mbconv": FusedMBConv, "bottleneck": Bottleneck,
+                      "dwsep": DepthwiseSeparable}  # fmt: skip
         self.stages = nn.Sequential(
             *[
                 nn.Sequential(*[block_type[b.block](b, spec.activation, spec.padding, **bn) for b in stage])

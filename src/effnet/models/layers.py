@@ -1,5 +1,5 @@
 """Building blocks: conv-BN-activation, TF "same" padding, squeeze-excite, drop-path, MBConv, Fused-MBConv
-(EfficientNetV2) and the ResNet bottleneck."""
+(EfficientNetV2), the ResNet bottleneck and MobileNetV1's depthwise-separable conv."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ __all__ = [
     "MBConv",
     "FusedMBConv",
     "Bottleneck",
+    "DepthwiseSeparable",
 ]
 
 
@@ -281,3 +282,21 @@ class Bottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.expand(self.conv(self.reduce(x)))
         return self.act(self.drop_path(out) + self.downsample(x))
+
+
+class DepthwiseSeparable(nn.Module):
+    """MobileNetV1's depthwise-separable conv: k×k depthwise conv-BN-act (stride), optional squeeze-excite,
+    1×1 pointwise conv-BN-act; no residual."""
+
+    def __init__(self, cfg: BlockConfig, activation: str = "relu", padding: str = "symmetric",
+                 bn_eps: float = 1e-5, bn_momentum: float = 0.1) -> None:  # fmt: skip
+        super().__init__()
+        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        cin = cfg.in_channels
+        self.dw = ConvBNAct(cin, cin, cfg.kernel, cfg.stride, groups=cin, activation=activation, padding=padding,
+                            **bn)  # fmt: skip
+        self.se = SqueezeExcite(cin, cfg.se_channels, activation) if cfg.se_channels else nn.Identity()
+        self.pw = ConvBNAct(cin, cfg.out_channels, 1, activation=activation, **bn)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pw(self.se(self.dw(x)))

@@ -2,7 +2,8 @@
 
 **User network protocol.** Any network that can be written as a :class:`~effnet.specs.NetworkSpec` can be
 searched (``effnet search --baseline FILE``) and scaled (``effnet scale --baseline FILE``): a JSON object with
-``name`` and ``stages`` (each stage: ``block`` ``"mbconv"`` or ``"bottleneck"``, ``expand_ratio``, ``kernel``,
+``name`` and ``stages`` (each stage: ``block`` ``"mbconv"``, ``"fused_mbconv"``, ``"bottleneck"`` or ``"dwsep"``,
+``expand_ratio``, ``kernel``,
 ``stride``, ``out_channels``, ``repeats``, optional ``se_ratio`` and ``scale_repeats``) plus optional network
 fields (``stem_channels``, ``head_channels``, ``resolution``, ``activation``, ...). Depth scaling multiplies each
 stage's ``repeats`` (``ceil``), width scaling multiplies every channel count (rounded to ``divisor``), resolution
@@ -21,8 +22,10 @@ added ResNet-50 block costs 0.218 GMACs, so ``ceil(4·[3, 4, 6, 3])`` = 64 block
 about 72; and no width rule that keeps the baseline at 4.1B gives 14.7B at w = 2 (not scaling the stem gives
 15.87, scaling only the bottleneck's inner channels gives 11.40). :func:`paper_table3` reports both comparisons.
 The MobileNetV2 rows d = 4, w = 2 and r = 2 match the paper as labelled (within 3.4 %); its compound row does not
-(1.49 GMACs at φ = 2 vs 1.3B printed; the paper does not give the coefficients it used there). Nothing here
-imports torch.
+(1.49 GMACs at φ = 2 vs 1.3B printed; the paper does not give the coefficients it used there). MobileNetV1's w = 2
+and r = 2 rows agree within 3.3 %, its baseline (0.569 GMACs) prints as 0.6B, and its compound row (the printed
+d = 1.4, w = 1.2, r = 1.3: ``ceil(1.4·[1, 2, 2, 6, 2])`` = 20 blocks, 291 px) costs 2.47 GMACs, 7.4 % above the
+printed 2.3B. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from effnet.cost import cost
+from effnet.references import PAPER_TABLE3, PublishedScaling
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from effnet.specs import BASELINES, NetworkSpec, compound_spec, get_spec, list_models, scale
 
-__all__ = ["BASELINES", "load_baseline", "Table3Row", "PAPER_TABLE3", "paper_table3"]
+__all__ = ["BASELINES", "load_baseline", "Table3Row", "TABLE3_BASELINES", "paper_table3"]
 
 
 def load_baseline(name_or_path: str | os.PathLike[str] | NetworkSpec) -> NetworkSpec:
@@ -80,32 +84,34 @@ class Table3Row:
         """Relative difference ``macs / paper_macs − 1``."""
         return self.macs / self.paper_macs - 1.0
 
+    @property
+    def agrees(self) -> bool:
+        """Within 5 % of the paper, or equal at the paper's printed precision (0.1B: 0.569B prints as 0.6B)."""
+        return abs(self.deviation) <= 0.05 or round(self.macs / 1e8) == round(self.paper_macs / 1e8)
 
-PAPER_TABLE3: dict[str, dict[str, float]] = {
-    "resnet50": {"baseline": 4.1e9, "depth": 16.2e9, "width": 14.7e9, "resolution": 16.4e9, "compound": 16.7e9},
-    "mobilenetv2": {"baseline": 0.3e9, "depth": 1.2e9, "width": 1.1e9, "resolution": 1.2e9, "compound": 1.3e9},
-}
-"""FLOPs (multiply-adds) printed in Table 3 of Tan & Le (2019) for ResNet-50 and MobileNetV2."""
+
+TABLE3_BASELINES = tuple(dict.fromkeys(r.baseline for r in PAPER_TABLE3))
+"""Baselines of the paper's Table 3 (``mobilenetv1``, ``mobilenetv2``, ``resnet50``)."""
+
+
+def _table3_spec(base: NetworkSpec, row: PublishedScaling) -> NetworkSpec:
+    if row.depth is None or row.width is None or row.resolution is None:  # compound row without printed multipliers
+        return compound_spec(2, PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, base)
+    resolution = int(round(base.resolution * row.resolution))
+    return scale(base, depth=row.depth, width=row.width, resolution=resolution)
 
 
 def paper_table3(baseline: str = "resnet50") -> list[Table3Row]:
-    """The Table 3 rows for ``baseline`` (``resnet50`` or ``mobilenetv2``) with effnet's exact MACs.
+    """The Table 3 rows for ``baseline`` (one of :data:`TABLE3_BASELINES`) with effnet's exact MACs.
 
-    Rows: baseline, depth (d = 4), width (w = 2), resolution (r = 2), compound (paper α, β, γ at φ = 2).
+    Rows (:data:`effnet.references.PAPER_TABLE3`): baseline, depth (d = 4), width (w = 2), resolution (r = 2),
+    compound (the printed multipliers, or the paper's α, β, γ at φ = 2 where none are printed).
     """
-    if baseline not in PAPER_TABLE3:
-        raise ValueError(f"baseline must be one of {', '.join(PAPER_TABLE3)}; got {baseline!r}")
+    if baseline not in TABLE3_BASELINES:
+        raise ValueError(f"baseline must be one of {', '.join(TABLE3_BASELINES)}; got {baseline!r}")
     base = get_spec(baseline)
-    paper = PAPER_TABLE3[baseline]
-    comp = compound_spec(2, PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, baseline)
-    variants = {
-        "baseline": base,
-        "depth": scale(base, depth=4.0),
-        "width": scale(base, width=2.0),
-        "resolution": scale(base, resolution=2 * base.resolution),
-        "compound": comp,
-    }
-    return [
-        Table3Row(baseline, label, spec.depth, spec.width, spec.resolution, paper[label], cost(spec).macs)
-        for label, spec in variants.items()
-    ]
+    out = []
+    for row in (r for r in PAPER_TABLE3 if r.baseline == baseline):
+        spec = _table3_spec(base, row)
+        out.append(Table3Row(baseline, row.label, spec.depth, spec.width, spec.resolution, row.flops, cost(spec).macs))
+    return out

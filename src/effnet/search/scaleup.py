@@ -14,8 +14,13 @@ model is built the kernel's RSS high-water mark is reset (``/proc/self/clear_ref
 high-water mark after the timed runs (``VmHWM``) minus the RSS before the build (``VmRSS``): weights + input +
 activations + allocator overhead, excluding the interpreter and the torch import. Linux only. With a
 ``runtime`` other than ``eager`` (:func:`effnet.optimize_for_inference`) the set-up is untimed and the mark is
-reset again once the runtime is ready, so the set-up's own peak is not counted. The selection takes the largest
-φ that satisfies every given budget.
+reset again once the runtime is ready, so the set-up's own peak is not counted.
+
+Robustness (:mod:`effnet.search.rounds`): the members are measured in interleaved rounds until every member's
+spread over its rounds is at most ``max_spread`` (``min_rounds``..``max_rounds``); a member's latency is the median
+of its per-round latencies, its memory the largest peak of its rounds; a larger φ still measuring faster than a
+smaller one after an extra round is flagged (``anomaly``). The selection takes the largest φ such that it and
+every smaller φ satisfy every given budget.
 """
 
 from __future__ import annotations
@@ -33,10 +38,11 @@ from typing import Any
 from effnet.config.search import RULES, Budget, ScaleConfig, parse_count
 from effnet.cost import cost
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, compound, fast_scaling, flops_factor
+from effnet.search.rounds import fitting_prefix, measure_in_rounds
 from effnet.specs import NetworkSpec, scale
 
 __all__ = ["RULES", "Budget", "Measurement", "Member", "ScaleConfig", "ScaleResult", "family", "measure",
-           "select", "scale_family", "parse_count"]  # fmt: skip
+           "select", "scale_family", "measure_family", "parse_count"]  # fmt: skip
 
 @dataclass(frozen=True)
 class Measurement:
@@ -68,6 +74,12 @@ class Member:
     activations: int
     measurement: Measurement | None = None
     violations: tuple[str, ...] = field(default=())
+    round_latencies_ms: tuple[float, ...] = ()
+    """Latency of each measurement round (each the median of ``repeats`` timed runs); empty when not measured."""
+    spread: float | None = None
+    """(max − min) / median of ``round_latencies_ms``."""
+    anomaly: str | None = None
+    """Set when this member still measures faster than a smaller one after an extra round."""
 
     @property
     def fits(self) -> bool:
@@ -85,6 +97,9 @@ class Member:
             "throughput": round(m.throughput, 2) if m else None,
             "peak_memory_mb": round(m.peak_memory_mb, 2) if m else None,
             "latencies_ms": [round(x, 4) for x in m.latencies_ms] if m else None,
+            "rounds": len(self.round_latencies_ms) if m else None,
+            "round_latencies_ms": [round(x, 4) for x in self.round_latencies_ms] if m else None,
+            "spread": round(self.spread, 4) if self.spread is not None else None, "anomaly": self.anomaly,
             "fits": self.fits, "violations": list(self.violations),
         }  # fmt: skip
 
@@ -291,14 +306,30 @@ def _violations(member: Member, budget: Budget) -> tuple[str, ...]:
 
 
 def select(members: Sequence[Member], budget: Budget) -> Member:
-    """The largest-φ member with no violation; ``ValueError`` saying why φ = 0 fails when none fits."""
-    fitting = [m for m in members if m.fits]
-    if fitting:
-        return max(fitting, key=lambda m: m.phi)
-    smallest = min(members, key=lambda m: m.phi)
-    raise ValueError(f"no model of the family phi=0..{max(m.phi for m in members)} fits the budget; even phi=0 "
+    """The largest-φ member that fits **and every smaller φ fits too** (:func:`effnet.search.rounds.fitting_prefix`).
+
+    ``ValueError`` saying why φ = 0 fails when it does not fit.
+    """
+    ordered = sorted(members, key=lambda m: m.phi)
+    k = fitting_prefix([m.fits for m in ordered])
+    if k is not None:
+        return ordered[k]
+    smallest = ordered[0]
+    raise ValueError(f"no model of the family phi=0..{ordered[-1].phi} fits the budget; even phi=0 "
                      f"has {'; '.join(smallest.violations)}. Raise the budget or use a smaller baseline "
                      "(--baseline, --width, --resolution)")  # fmt: skip
+
+
+def _skipped_note(members: Sequence[Member], chosen: Member | None) -> str | None:
+    """Why members that fit were not chosen: a smaller φ below them does not fit."""
+    if chosen is None:
+        return None
+    above = [m.phi for m in members if m.phi > chosen.phi and m.fits]
+    if not above:
+        return None
+    failing = min(m.phi for m in members if m.phi > chosen.phi and not m.fits)
+    return (f"phi={', '.join(map(str, above))} fit(s) but phi={failing} below does not: not chosen (a larger "
+            "model fitting where a smaller one does not is more likely measurement noise than a real speed-up)")
 
 
 @dataclass(frozen=True)
@@ -309,6 +340,8 @@ class ScaleResult:
     members: tuple[Member, ...]
     chosen: Member | None
     reason: str | None
+    note: str | None = None
+    """Set when members above the chosen one fit but a φ between does not."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: coefficients, rule, budget, every φ and the chosen φ (with its spec)."""
@@ -321,33 +354,67 @@ class ScaleResult:
             "repeats": c.repeats if c.device else None, "runtime": c.runtime if c.device else None,
             "precision": c.precision if c.device else None,
             "memory_method": self.members[0].measurement.memory_method if self.members[0].measurement else None,
+            "min_rounds": c.min_rounds if c.device else None, "max_rounds": c.max_rounds if c.device else None,
+            "max_spread": c.max_spread if c.device else None,
             "budget": c.budget.to_dict(), "family": [m.to_dict() for m in self.members],
-            "chosen_phi": self.chosen.phi if self.chosen else None,
+            "chosen_phi": self.chosen.phi if self.chosen else None, "note": self.note,
             "chosen_spec": self.chosen.spec.to_dict() if self.chosen else None, "error": self.reason,
         }  # fmt: skip
 
 
-def scale_family(config: ScaleConfig, *, on_member: Callable[[Member], None] | None = None) -> ScaleResult:
-    """Build the family, measure it when ``config.device`` is set, apply the budget and choose.
+def _combine(runs: Sequence[Measurement]) -> Measurement:
+    """One member's measurement over its rounds: median of the per-round latencies, the largest memory peak."""
+    first = runs[0]
+    median = statistics.median(m.latency_ms for m in runs)
+    return dataclasses.replace(first, latency_ms=median, throughput=first.batch * 1e3 / median,
+                               peak_memory_mb=max(m.peak_memory_mb for m in runs),
+                               latencies_ms=tuple(t for m in runs for t in m.latencies_ms))  # fmt: skip
+
+
+def measure_family(members: Sequence[Member], config: ScaleConfig, *,
+                   measure_one: Callable[[NetworkSpec], Measurement] | None = None,
+                   on_measure: Callable[[Member], None] | None = None) -> list[Member]:  # fmt: skip
+    """``members`` with measurements taken in interleaved rounds (:func:`effnet.search.rounds.measure_in_rounds`).
+
+    ``measure_one(spec)`` defaults to :func:`measure` with ``config``'s device, batch, runtime and precision.
+    """
+    if measure_one is None:
+        def measure_one(spec: NetworkSpec) -> Measurement:
+            return measure(spec, config.device or "cpu", config.batch, warmup=config.warmup, repeats=config.repeats,
+                           threads=config.threads, runtime=config.runtime, precision=config.precision)  # fmt: skip
+
+    rounds = measure_in_rounds(
+        len(members), lambda i: measure_one(members[i].spec), lambda m: m.latency_ms,
+        min_rounds=config.min_rounds, max_rounds=config.max_rounds, max_spread=config.max_spread,
+        on_measure=(lambda i: on_measure(members[i])) if on_measure is not None else None,
+    )  # fmt: skip
+    out = []
+    for i, m in enumerate(members):
+        anomaly = None
+        if i in rounds.anomalies:
+            smaller = ", ".join(f"phi={members[k].phi}" for k in rounds.anomalies[i])
+            anomaly = f"faster than {smaller} after an extra round"
+        out.append(dataclasses.replace(m, measurement=_combine(rounds.runs[i]), round_latencies_ms=rounds.latencies[i],
+                                       spread=rounds.spread(i), anomaly=anomaly))  # fmt: skip
+    return out
+
+
+def scale_family(config: ScaleConfig, *, on_measure: Callable[[Member], None] | None = None,
+                 measure_one: Callable[[NetworkSpec], Measurement] | None = None) -> ScaleResult:  # fmt: skip
+    """Build the family, measure it in rounds when ``config.device`` is set, apply the budget and choose.
 
     Latency/memory budgets need a device (``ValueError`` otherwise). Nothing fitting is not an exception here:
-    the result has ``chosen=None`` and a ``reason``; :func:`select` raises instead.
+    the result has ``chosen=None`` and a ``reason``; :func:`select` raises instead. ``on_measure`` is called
+    after every single measurement; ``measure_one`` replaces :func:`measure` (tests).
     """
     if config.budget.needs_measurement and not config.device:
         raise ValueError("--max-latency-ms and --max-memory-mb need --device cpu|cuda to measure the models")
     members = family(config.alpha, config.beta, config.gamma, config.baseline, config.phi_max, config.rule)
-    out = []
-    for m in members:
-        if config.device:
-            measured = measure(m.spec, config.device, config.batch, warmup=config.warmup, repeats=config.repeats,
-                               threads=config.threads, runtime=config.runtime, precision=config.precision)  # fmt: skip
-            m = dataclasses.replace(m, measurement=measured)
-        m = dataclasses.replace(m, violations=_violations(m, config.budget))
-        out.append(m)
-        if on_member is not None:
-            on_member(m)
+    if config.device:
+        members = measure_family(members, config, measure_one=measure_one, on_measure=on_measure)
+    out = [dataclasses.replace(m, violations=_violations(m, config.budget)) for m in members]
     try:
         chosen, reason = select(out, config.budget), None
     except ValueError as exc:
         chosen, reason = None, str(exc)
-    return ScaleResult(config, tuple(out), chosen, reason)
+    return ScaleResult(config, tuple(out), chosen, reason, _skipped_note(out, chosen))

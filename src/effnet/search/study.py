@@ -72,6 +72,7 @@ __all__ = [
     "Trainer",
     "train_config",
     "run_search",
+    "run_trials",
     "run_search_jobs",
     "usable_cpus",
     "load_study_result",
@@ -485,6 +486,24 @@ def run_search(config: SearchConfig, *, trainer: Trainer | None = None, progress
     trial. A worker that finds none while other workers' trials are running waits for them (and re-runs any
     whose heartbeat goes stale). ``trainer`` defaults to :func:`effnet.training.trainer.fit`.
     """
+    from effnet.search.report import write_report
+
+    seeds = [config.seed + i for i in range(config.seeds)]
+    items = candidates(config.target, config.tol, config.step, config.low, config.high, seeds=seeds,
+                       include_baseline=config.include_baseline)  # fmt: skip
+    records, summary = run_trials(config, items, trainer=trainer, progress=progress, echo=echo)
+    return write_report(records, summary["baseline_macs"], config.output, summary=summary)
+
+
+def run_trials(config: SearchConfig, items: Sequence[Candidate], *, trainer: Trainer | None = None,
+               progress: bool = True, echo: Callable[[str], None] | None = None,
+               extra: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    """Train every point of ``items`` as one trial of the Optuna study ``config.study`` (the study machinery of
+    :func:`run_search`: enqueued points, many workers and machines, resumable), with ``config``'s budget.
+
+    ``extra`` is added to the study's definition (a resumed study must match it). Points that round to the same
+    network are trained once (:func:`distinct_networks`). Returns ``(finished trial records, summary)``.
+    """
     import optuna
     from tqdm.auto import tqdm
 
@@ -492,32 +511,30 @@ def run_search(config: SearchConfig, *, trainer: Trainer | None = None, progress
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         if trainer is None:
             trainer = functools.partial(_default_trainer, progress=progress)
-        return _work(config, trainer, progress, echo or (lambda text: tqdm.write(text)))
+        return _work(config, items, trainer, progress, echo or (lambda text: tqdm.write(text)), extra or {})
 
 
-def _work(config: SearchConfig, trainer: Trainer, progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
+def _work(config: SearchConfig, items: Sequence[Candidate], trainer: Trainer, progress: bool,
+          echo: Callable[[str], None], extra: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from tqdm.auto import tqdm
 
     from effnet.cost import cost
-    from effnet.search.report import write_report
 
     base = baseline_spec(config)
     if getattr(trainer, "func", None) is _default_trainer:
         train_config(config, config.seed, Path(config.output))  # bad --train-option values fail before any study
-    seeds = [config.seed + i for i in range(config.seeds)]
-    items = candidates(config.target, config.tol, config.step, config.low, config.high, seeds=seeds,
-                       include_baseline=config.include_baseline)  # fmt: skip
     items, same = distinct_networks(items, base)
     for dropped, kept in same:
         echo(f"{_SAME_NETWORK_NOTE}a={dropped.alpha:g} b={dropped.beta:g} g={dropped.gamma:g}: it is the same "
              f"network as a={kept.alpha:g} b={kept.beta:g} g={kept.gamma:g}")  # fmt: skip
-    defn = definition(config, base, items)
+    defn = {**definition(config, base, items), **extra}
     url = config.storage_url
     storage = open_storage(url, config.heartbeat)
     study = _load_study(storage, config, defn, items)
     start = time.perf_counter()
     worker = _Worker(config, trainer, items, base, echo)
-    with tqdm(total=len(items), desc=f"search {config.study}", unit="trial", disable=not progress) as bar:
+    with tqdm(total=len(items), desc=f"{extra.get('tool', 'search')} {config.study}", unit="trial",
+              disable=not progress) as bar:  # fmt: skip
         worker.loop(study, bar)
     records = _finished_records(study)
     summary = {
@@ -529,7 +546,8 @@ def _work(config: SearchConfig, trainer: Trainer, progress: bool, echo: Callable
         "epochs_full_grid": config.epochs * len(items), "chance_top1": _chance(config, trainer, records),
         "definition": defn,
     }  # fmt: skip
-    return write_report(records, summary["baseline_macs"], config.output, summary=summary)
+    return records, summary
+
 
 def load_study_result(storage: str, study: str) -> dict[str, Any]:
     """Definition, ranked rows and chosen (α, β, γ) of an existing search study (for ``effnet scale --study``).

@@ -1,0 +1,102 @@
+"""``effnet curves``: the paper's Figures 3 and 8 — top-1 vs MACs for depth-, width-, resolution-only and compound
+scaling of one baseline, every point trained on the same budget (a resumable Optuna study, like ``effnet search``).
+
+Run the same command in several processes or on several machines (same ``--curves-storage``) to share the points;
+re-run it after a crash to finish them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from effnet.config.search import DEFAULT_CURVES_OUTPUT, DEFAULT_CURVES_STUDY, METHODS, PHI_MAX_LIMIT, CurvesConfig
+from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
+
+HELP = ("Scaling curves (paper Figs. 3, 8): train the baseline scaled by depth, width, resolution only and compound "
+        "to 2^phi FLOPs; top-1 vs MACs.")  # fmt: skip
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = CurvesConfig()
+    t = d.training
+    g = parser.add_argument_group("curves")
+    g.add_argument("--phi-max", type=int, default=d.phi_max, help=f"points at FLOPs x 2^phi for phi = 1..N "
+                   f"(default {d.phi_max}, at most {PHI_MAX_LIMIT})")  # fmt: skip
+    g.add_argument("--methods", default=",".join(d.methods), help=f"comma-separated lines among {', '.join(METHODS)} "
+                   "(default: all)")  # fmt: skip
+    g = parser.add_argument_group("compound coefficients (the paper's by default, flags, or a finished search study)")
+    g.add_argument("--alpha", type=float, default=None, help=f"depth coefficient (default {PAPER_ALPHA})")
+    g.add_argument("--beta", type=float, default=None, help=f"width coefficient (default {PAPER_BETA})")
+    g.add_argument("--gamma", type=float, default=None, help=f"resolution coefficient (default {PAPER_GAMMA})")
+    g.add_argument("--study", default=None, help="take alpha, beta, gamma from this effnet search study (the "
+                   "baseline still comes from --baseline)")  # fmt: skip
+    g.add_argument("--storage", default=None, help="storage URL of --study (default sqlite:///runs/search/study.db)")
+    g = parser.add_argument_group("baseline and training budget of every point (as in effnet search)")
+    g.add_argument("--data", default=t.data, help=f"fashion-mnist, cifar10, cifar100 or an ImageFolder directory "
+                   f"(default {t.data})")  # fmt: skip
+    g.add_argument("--data-root", default=None, help="folder holding the named datasets")
+    g.add_argument("--baseline", default=t.baseline, help="efficientnet_b0, resnet50, mobilenetv2, mobilenetv1 (any "
+                   f"registered model) or a NetworkSpec JSON file (default {t.baseline})")  # fmt: skip
+    g.add_argument("--width", type=float, default=t.width, help=f"baseline width multiplier (default {t.width})")
+    g.add_argument("--depth", type=float, default=t.depth, help=f"baseline depth multiplier (default {t.depth})")
+    g.add_argument("--resolution", type=int, default=t.resolution, help=f"baseline input size (default "
+                   f"{t.resolution})")  # fmt: skip
+    g.add_argument("--epochs", type=int, default=t.epochs, help=f"epochs per point (default {t.epochs})")
+    g.add_argument("--train-limit", type=int, default=t.train_limit, help=f"training images (default {t.train_limit})")
+    g.add_argument("--val-limit", type=int, default=t.val_limit, help=f"validation images (default {t.val_limit})")
+    g.add_argument("--batch-size", type=int, default=t.batch_size, help=f"batch size (default {t.batch_size})")
+    g.add_argument("--seeds", type=int, default=t.seeds, help=f"trainings per point (default {t.seeds})")
+    g.add_argument("--seed", type=int, default=t.seed, help=f"first seed (default {t.seed})")
+    g.add_argument("--train-option", action="append", default=None, metavar="KEY=VALUE",
+                   help="any other effnet train setting for every point (repeatable; as in effnet search)")
+    g = parser.add_argument_group("study and worker")
+    g.add_argument("--curves-study", default=DEFAULT_CURVES_STUDY, help=f"Optuna study of the points (default "
+                   f"{DEFAULT_CURVES_STUDY}); reusing it with other points or budget is an error")  # fmt: skip
+    g.add_argument("--curves-storage", default=None, help="Optuna RDB URL shared by all workers (default "
+                   "sqlite:///OUTPUT/study.db)")  # fmt: skip
+    g.add_argument("--output", default=DEFAULT_CURVES_OUTPUT, help=f"report and trial runs folder (default "
+                   f"{DEFAULT_CURVES_OUTPUT})")  # fmt: skip
+    g.add_argument("--heartbeat", type=int, default=t.heartbeat, help=f"seconds between liveness records "
+                   f"(default {t.heartbeat})")  # fmt: skip
+    g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[CurvesConfig, str]:
+    """The :class:`CurvesConfig` the flags describe and where its coefficients come from."""
+    from effnet.cli.scale import _coefficients
+    from effnet.cli.search import _option
+    from effnet.config.search import SearchConfig
+
+    alpha, beta, gamma, _, source = _coefficients(args)
+    options = {**dict(SearchConfig().train_options), **dict(map(_option, args.train_option or ()))}
+    training = SearchConfig(
+        data=args.data, baseline=args.baseline, storage=args.curves_storage, study=args.curves_study,
+        seeds=args.seeds, seed=args.seed, width=args.width, depth=args.depth, resolution=args.resolution,
+        epochs=args.epochs, train_limit=args.train_limit, val_limit=args.val_limit, batch_size=args.batch_size,
+        data_root=args.data_root, output=args.output, heartbeat=args.heartbeat, threads=args.threads,
+        train_options=tuple(options.items()),
+    )  # fmt: skip
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    config = CurvesConfig(training=training, phi_max=args.phi_max, alpha=alpha, beta=beta, gamma=gamma,
+                          methods=methods)  # fmt: skip
+    return config, source
+
+
+def run(args: argparse.Namespace) -> int:
+    from effnet.io import check_output
+    from effnet.report import format_count, render_markdown
+    from effnet.search.curves import TABLE_COLUMNS, run_curves
+
+    check_output(args.output, folder=True)
+    config, source = config_from_args(args)
+    report = run_curves(config, progress=not args.quiet, source=source)
+    rows = [{**r, "macs": format_count(r["macs"]), "params": format_count(r["params"])} for r in report["rows"]]
+    print(f"{report['baseline_name']} on {report['data']}: alpha={config.alpha:g} beta={config.beta:g} "
+          f"gamma={config.gamma:g} ({source})")  # fmt: skip
+    print(render_markdown(rows, TABLE_COLUMNS), end="")
+    files = report["files"]
+    print(f"study {report['study']} in {report['storage']}: {len(report['records'])} trials, "
+          f"{report['trials_run_by_this_worker']} run by this worker in {report['worker_wall_time_s']:.0f} s")
+    print(f"table: {files['table_md']} (csv, json beside it)\nplot: {files['plot']}\nsummary: {files['summary']}")
+    return 0
