@@ -379,9 +379,16 @@ def test_torchvision_success_then_cache_hit_offline(server, tmp_path: Path, monk
     assert ten.classifier.out_features == 10 and ten.preprocessing.class_names == ()
     torch.testing.assert_close(ten.stem.conv.weight, model.stem.conv.weight, rtol=0, atol=0)
 
-    from effnet.training.checkpoint import load_initial_weights  # train --weights takes the same references
+    from effnet.specs import get_spec
+    from effnet.training.checkpoint import load_initial_weights, weights_conventions  # train --weights: same refs
 
-    student = effnet.create_model("efficientnet_b0", num_classes=10)
+    plain = effnet.create_model("efficientnet_b0", num_classes=10)  # TF's BN eps 1e-3: not torchvision's network
+    refused = r"^torchvision:efficientnet_b0: these torchvision weights need .*bn_eps=1e-05"
+    with pytest.raises(ValueError, match=refused):
+        load_initial_weights(plain, "torchvision:efficientnet_b0", new_head=False)
+    spec = weights_conventions(get_spec("efficientnet_b0").replace(num_classes=10), "torchvision:efficientnet_b0")
+    assert (spec.bn_eps, spec.num_classes) == (1e-5, 10)  # what the trainer builds for --weights torchvision:...
+    student = effnet.create_model(spec)
     assert load_initial_weights(student, "torchvision:efficientnet_b0", new_head=False) is False  # 1000 != 10
     torch.testing.assert_close(student.stages[3][0].dw.conv.weight, model.stages[3][0].dw.conv.weight)
 
@@ -475,6 +482,25 @@ def test_cli_predict_with_hf_hub_weights(server, tmp_path: Path, capsys: pytest.
     result = json.loads(out[out.index("{"):])
     assert result["weights"] == f"hf-hub:{REPO}" and result["model"] == "efficientnet_b0"
     assert len(result["predictions"][0]["top"]) == 2
+
+
+@pytest.mark.slow
+def test_cli_predict_with_torchvision_weights(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from effnet.cli import main
+
+    _, files = server
+    _torchvision_file(files, monkeypatch)
+    rc = main(["predict", str(_image(tmp_path)), "--weights", "torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1",
+               "--runtime", "eager", "--top-k", "3", "--json"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0
+    result = json.loads(out[out.index("{"):])
+    assert result["model"] == "efficientnet_b0" and len(result["predictions"][0]["top"]) == 3
+    monkeypatch.setenv("EFFNET_OFFLINE", "1")  # a reference not in the cache, offline: one line, exit 2
+    rc = main(["predict", str(_image(tmp_path)), "--weights", "torchvision:EfficientNet_B1_Weights.IMAGENET1K_V1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("effnet predict: error: ")
 
 
 def test_cli_predict_unknown_repo_is_one_line(server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -123,5 +123,6 @@ V2_TABLE7: tuple[PublishedV2Result, ...] = (
     PublishedV2Result("EfficientNetV2-M", 85.1, 54 * M, 24 * B, "efficientnet_v2_m"),
     PublishedV2Result("EfficientNetV2-L", 85.7, 120 * M, 53 * B, "efficientnet_v2_l"),
 )
-"""Table 7 of the V2 paper, models trained on ImageNet-1k only (figures as quoted in issue #13; the
-paper's own table text could not be retrieved in this session to re-check them)."""
+"""Table 7 of the V2 paper, models trained on ImageNet-1k only (figures as quoted in issue #13; the table's text
+could not be retrieved here to re-check them. The paper's Figure 1, which was, gives V2-S 83.9 % with 24M
+parameters: the arXiv versions differ on V2-S's parameter count, 22M vs 24M)."""

@@ -647,7 +647,8 @@ def load_pretrained(
         wrong = {k: v for k, v in need.items() if getattr(model.spec, k) != v}
         if wrong:
             fix = ", ".join(f"{k}={v!r}" for k, v in wrong.items())
-            raise ValueError(f"{path}: these {converted.source} weights need a model built with {fix}; "
+            where = path.ref if isinstance(path, HubWeights) else path
+            raise ValueError(f"{where}: these {converted.source} weights need a model built with {fix}; "
                              f"pass the model name instead of a module")  # fmt: skip
     else:
         model = create_model(spec, drop_rate=drop_rate, drop_path_rate=drop_path_rate, resolution=resolution,

@@ -369,8 +369,13 @@ class _Worker:
                     said = True
                 time.sleep(min(self.config.heartbeat, 5))
                 continue
-            study.optimize(functools.partial(self.objective, study), n_trials=1, catch=(_SpareTrial,),
-                           gc_after_trial=False)  # fmt: skip
+            try:
+                study.optimize(functools.partial(self.objective, study), n_trials=1, catch=(_SpareTrial,),
+                               gc_after_trial=False)  # fmt: skip
+            except ValueError as exc:  # the trial was finished elsewhere meanwhile (e.g. failed as stale under load)
+                if not str(exc).startswith("Cannot tell a "):
+                    raise
+                self.echo(f"a trial of this worker was already finished by another worker ({exc}); going on")
 
     def _taken(self, study: Any, number: int, gid: int) -> int | None:
         """Number of another trial that finished or is (earlier) running this grid point, else None."""

@@ -31,6 +31,7 @@ __all__ = [
     "export_weights",
     "load_initial_weights",
     "weights_in_chans",
+    "weights_conventions",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -117,6 +118,19 @@ def weights_in_chans(path: str | os.PathLike[str]) -> int:
         return NetworkSpec.from_json(header["effnet.spec"]).in_chans if "effnet.spec" in header else 3
     except Exception:  # not safetensors / no spec: pretrained ImageNet weights are RGB
         return 3
+
+
+def weights_conventions(spec: NetworkSpec, path: str | os.PathLike[str]) -> NetworkSpec:
+    """``spec`` with the padding, BN eps and activation that the weights in ``path`` were trained with (e.g.
+    torchvision's BN eps 1e-5, a TF port's "same" padding), so that ``train --weights`` fine-tunes the network the
+    weights belong to. Everything else (classes, channels, dropout, scaling) stays ``spec``'s."""
+    from effnet.models.hub import is_weights_ref, resolve_weights
+    from effnet.models.weights import convert_checkpoint, source_spec
+
+    source = resolve_weights(path) if is_weights_ref(path) else path
+    converted = convert_checkpoint(source, spec, "auto", drop_head=True)
+    trained = converted.spec if converted.source == "effnet" else source_spec(converted.spec, converted.source)
+    return spec.replace(padding=trained.padding, bn_eps=trained.bn_eps, activation=trained.activation)
 
 
 def load_initial_weights(model: nn.Module, path: str | os.PathLike[str], new_head: bool) -> bool:

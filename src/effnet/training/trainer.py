@@ -37,7 +37,7 @@ from effnet.cost import cost
 from effnet.preprocessing import Preprocessing
 from effnet.report import render_markdown
 from effnet.specs import NetworkSpec, get_spec, scale
-from effnet.training.checkpoint import describe_spec, weights_in_chans
+from effnet.training.checkpoint import describe_spec, weights_conventions, weights_in_chans
 from effnet.training.data import DataBundle, load_datasets, restage
 from effnet.training.loaders import Loaders, build_loaders
 from effnet.training.loop import Runtime, StopFlag, end_epoch, evaluate, train_epoch
@@ -224,6 +224,8 @@ def _setup(config: TrainConfig, spec: NetworkSpec | None, run_dir: RunDir, rt: R
         augment=config.augmentation(), crop_pct=config.crop_pct, download=config.download,
     )  # fmt: skip
     net_spec = build_spec(config, base, num_classes=data.num_classes, in_chans=data.in_chans)
+    if config.weights:
+        net_spec = weights_conventions(net_spec, config.weights)
     stages = progressive_stages(config, net_spec.resolution)
     if stages:  # the exported spec carries the dropout the run ends with
         net_spec = net_spec.replace(dropout=stages[-1].dropout)
