@@ -10,6 +10,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# Bound eagerly (torch-free, cheap): a lazy ``cost`` would be replaced by the submodule ``effnet.cost`` as soon as
+# anything imports that module, and ``effnet.cost(spec)`` would then fail.
+from effnet.cost import Cost as Cost
+from effnet.cost import cost as cost
+
 _LAZY = {
     # torch-free
     "compound": "effnet.scaling",
@@ -21,8 +26,6 @@ _LAZY = {
     "get_spec": "effnet.specs",
     "list_models": "effnet.specs",
     "compound_spec": "effnet.specs",
-    "cost": "effnet.cost",
-    "Cost": "effnet.cost",
     "TrainConfig": "effnet.config.training",
     # torch
     "create_model": "effnet.models.efficientnet",
@@ -51,7 +54,7 @@ _LAZY = {
     "run_curves": "effnet.search.curves",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = sorted([*_LAZY, "Cost", "cost"]) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
