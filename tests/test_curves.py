@@ -15,7 +15,8 @@ from effnet.search.curves import curve_points, run_curves, solve_multiplier
 from effnet.search.study import baseline_spec, trial_spec
 from effnet.specs import get_spec, scale
 
-TINY = {"width": 0.25, "depth": 0.5, "resolution": 32, "epochs": 1, "train_limit": 64, "val_limit": 64}
+TINY = {"width": 0.25, "depth": 0.5, "resolution": 32, "epochs": 1, "train_limit": 64, "val_limit": 64,
+        "seeds": 1}
 
 
 def _fake_trainer(config, spec):
@@ -120,7 +121,7 @@ def test_effnet_curves_on_fashion_mnist(tmp_path, capsys):
     # two of the four lines keep it near a minute on a shared 2-core machine (every method: the fake-trainer test)
     rc = main(["curves", "--phi-max", "2", "--methods", "width,compound", "--train-limit", "64", "--val-limit", "64",
                "--epochs", "1", "--resolution", "32", "--width", "0.25", "--depth", "0.25", "--output", str(out),
-               "--quiet", "--threads", "2"])  # fmt: skip
+               "--quiet", "--threads", "2", "--seeds", "1"])  # fmt: skip
     assert rc == 0
     printed = capsys.readouterr().out
     assert "plot:" in printed and any(line.startswith("| compound") for line in printed.splitlines())

@@ -256,7 +256,7 @@ def test_search_accepts_v2_baseline_and_feeds_scale(tmp_path, capsys):
     out = tmp_path / "search"
     code = main(["search", "--baseline", "efficientnet_v2_s", "--step", "0.5", "--tol", "0.6", "--width", "0.25",
                  "--resolution", "16", "--epochs", "1", "--train-limit", "32", "--val-limit", "32",
-                 "--batch-size", "32", "--threads", "1", "--heartbeat", "1", "--quiet",
+                 "--batch-size", "32", "--threads", "1", "--heartbeat", "1", "--seeds", "1", "--quiet",
                  "--output", str(out)])  # fmt: skip
     assert code == 0
     summary = json.loads((out / "search_summary.json").read_text())

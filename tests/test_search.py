@@ -25,7 +25,7 @@ from effnet.cli import main
 from effnet.scaling import grid
 from effnet.search.study import SearchConfig, candidates, default_storage, open_storage, run_search
 
-SMALL = {"step": 0.5, "tol": 0.6, "heartbeat": 1}  # 4 grid points + 2 exact single-dimension + baseline = 7
+SMALL = {"step": 0.5, "tol": 0.6, "heartbeat": 1, "seeds": 1}  # 4 grid + 2 exact single-dimension + baseline = 7
 
 WORKER = r'''
 import json, math, os, sys, time
@@ -131,7 +131,7 @@ def test_candidates_add_single_dimension_points_baseline_and_seeds():
         assert point in points and next(c.kind for c in items if c.point == point) == kind
     assert (1.2, 1.1, 1.15) in points and next(c.kind for c in items if c.point == (1.2, 1.1, 1.15)) == "compound"
     assert len(points) == len(set(points)) == 109 + 2 + 1  # (2, 1, 1) is on the grid already
-    assert len(candidates(**{k: v for k, v in SMALL.items() if k != "heartbeat"})) == 7
+    assert len(candidates(**{k: v for k, v in SMALL.items() if k not in ("heartbeat", "seeds")})) == 7
 
 
 def test_points_that_round_to_one_network_are_trained_once():
@@ -367,7 +367,7 @@ def _fashion_mnist_or_skip():
 
 TINY_CLI = ["--step", "0.5", "--tol", "0.6", "--width", "0.25", "--resolution", "16", "--epochs", "1",
             "--train-limit", "64", "--val-limit", "64", "--batch-size", "32", "--threads", "1", "--heartbeat", "1",
-            "--quiet"]  # fmt: skip
+            "--seeds", "1", "--quiet"]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -467,7 +467,8 @@ def _epoch_trainer(config, spec, on_epoch=None):
 
 
 def test_halving_prunes_and_report_says_so(tmp_path):
-    config = SearchConfig(**SMALL, seeds=2, epochs=4, strategy="halving", eta=2, min_epochs=1, output=str(tmp_path))
+    config = SearchConfig(**{**SMALL, "seeds": 2}, epochs=4, strategy="halving", eta=2, min_epochs=1,
+                          output=str(tmp_path))  # fmt: skip
     report = run_search(config, trainer=_epoch_trainer, progress=False)
     assert report["pruned_trials"] > 0 and report["epochs_trained"] < report["epochs_full_grid"] == 14 * 4
     pruned = [t for t in report["trials"] if t["pruned"]]

@@ -145,5 +145,5 @@ def run(args: argparse.Namespace) -> int:
           f"{report['trials_run_by_this_worker']} run by this worker in {report['worker_wall_time_s']:.0f} s")
     print(f"table: {files['table_md']} (csv, json beside it)\nplot: {files['plot']}\nsummary: {files['summary']}")
     print(f"next: effnet scale --study {report['study']} --storage {report['storage']} --device cpu --batch 1 "
-          "--max-latency-ms 50 --output-spec chosen.json")
+          "--max-latency-ms 50 --output-spec runs/scale/chosen.json")
     return 0

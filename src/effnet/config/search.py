@@ -72,7 +72,7 @@ class SearchConfig:
     step: float = DEFAULT_STEP
     low: float = 1.0
     high: float = 2.0
-    seeds: int = 1
+    seeds: int = 3
     seed: int = 0
     include_baseline: bool = True
     width: float = 0.25
