@@ -54,3 +54,30 @@ def test_search_worker_dies_within_10_s_of_a_sigkilled_parent(tmp_path):
     finally:  # whatever happened, leave nothing running (the workers share the parent's process group)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not FASHION.is_dir(), reason="needs /proc and the data")
+def test_sigterm_to_a_search_stops_its_workers_and_leaves_no_running_trial(tmp_path):
+    import optuna
+
+    out = tmp_path / "s"
+    argv = [sys.executable, "-m", "effnet", "search", "--output", str(out), "--jobs", "2", "--seeds", "1",
+            "--threads", "1", "--epochs", "50", "--train-limit", "2000", "--val-limit", "200", "--resolution", "32",
+            "--width", "0.25", "--batch-size", "32", "--quiet"]  # fmt: skip
+    parent = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert _wait_for(lambda: _children(parent.pid), 60), "the search started no worker process"
+        workers = _children(parent.pid)
+        study_db = out / "study.db"
+        assert _wait_for(study_db.exists, 60)
+        time.sleep(5)  # trials are running
+        os.kill(parent.pid, signal.SIGTERM)
+        assert parent.wait(30) != 0
+        assert _wait_for(lambda: not any(_alive(w) for w in workers), 10), f"workers {workers} outlived SIGTERM"
+        storage = optuna.storages.RDBStorage(f"sqlite:///{study_db}")
+        states = [t.state for t in optuna.load_study(study_name="effnet-search", storage=storage).get_trials()]
+        assert optuna.trial.TrialState.RUNNING not in states, states
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)

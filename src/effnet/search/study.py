@@ -392,6 +392,8 @@ class _Worker:
         """Train the trial's grid point; report each epoch to the pruner with ``strategy="halving"``."""
         import optuna
 
+        from effnet.training.rundir import RunDirLocked
+
         gid = trial.user_attrs.get(_GRID_ID)
         if gid is None:
             raise _SpareTrial("no WAITING trial was left when this worker asked (another worker took it)")
@@ -417,6 +419,9 @@ class _Worker:
             kwargs["on_epoch"] = functools.partial(self._on_epoch, trial, epochs)
         try:
             result = self.trainer(train_config(self.config, item.seed, run_dir, spec.name), spec, **kwargs)
+        except RunDirLocked as exc:  # another worker was handed this very trial (SQLite's read-then-write race)
+            trial.set_user_attr("duplicate_of", trial.number)
+            raise _SpareTrial(f"trial {trial.number} is being trained by another worker ({exc})") from None
         except optuna.TrialPruned:
             last = SimpleNamespace(last_top1=epochs[-1]["val_top1"], epochs=len(epochs))
             record = {**_record(item, self.base, spec, last, time.perf_counter() - start, run_dir), "pruned": True}
