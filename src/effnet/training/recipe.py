@@ -19,6 +19,7 @@ from effnet.config.training import (
     resolve_recipe,
     resolve_speed,
 )
+from effnet.serving.hardware import require_device
 
 __all__ = ["TrainConfig", "RECIPES", "AMP_MODES", "SCHEDULE_FIELDS", "choose_recipe", "recipe_warning",
            "resolve_recipe", "resolve_speed", "peak_lr", "select_device", "resolve_device"]  # fmt: skip
@@ -33,11 +34,7 @@ def select_device(config: TrainConfig, local_rank: int = 0) -> torch.device:
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(config.device)
     if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(f"--device {config.device}: no CUDA GPU is available here; use --device cpu or auto")
-        if device.index is not None and device.index >= count:
-            raise ValueError(f"--device {config.device}: this machine has {count} CUDA GPU(s) (cuda:0..{count - 1})")
+        require_device(config.device)  # serving's check: one message for train, predict, eval and scale
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"--device {config.device}: MPS is not available here; use --device cpu or auto")
     return device
