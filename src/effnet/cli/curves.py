@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 
+from effnet.cli.scale import add_coefficient_arguments, coefficients
+from effnet.cli.search import add_budget_arguments, train_options
 from effnet.config.search import DEFAULT_CURVES_OUTPUT, DEFAULT_CURVES_STUDY, METHODS, PHI_MAX_LIMIT, CurvesConfig
-from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 
 HELP = ("Scaling curves (paper Figs. 3, 8): train the baseline scaled by depth, width, resolution only and compound "
         "to 2^phi FLOPs; top-1 vs MACs.")  # fmt: skip
@@ -24,31 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    f"(default {d.phi_max}, at most {PHI_MAX_LIMIT})")  # fmt: skip
     g.add_argument("--methods", default=",".join(d.methods), help=f"comma-separated lines among {', '.join(METHODS)} "
                    "(default: all)")  # fmt: skip
-    g = parser.add_argument_group("compound coefficients (the paper's by default, flags, or a finished search study)")
-    g.add_argument("--alpha", type=float, default=None, help=f"depth coefficient (default {PAPER_ALPHA})")
-    g.add_argument("--beta", type=float, default=None, help=f"width coefficient (default {PAPER_BETA})")
-    g.add_argument("--gamma", type=float, default=None, help=f"resolution coefficient (default {PAPER_GAMMA})")
-    g.add_argument("--study", default=None, help="take alpha, beta, gamma from this effnet search study (the "
-                   "baseline still comes from --baseline)")  # fmt: skip
-    g.add_argument("--storage", default=None, help="storage URL of --study (default sqlite:///runs/search/study.db)")
+    add_coefficient_arguments(parser, "take alpha, beta, gamma from this effnet search study (the baseline still "
+                                      "comes from --baseline)")  # fmt: skip
     g = parser.add_argument_group("baseline and training budget of every point (as in effnet search)")
     g.add_argument("--data", default=t.data, help=f"fashion-mnist, cifar10, cifar100 or an ImageFolder directory "
                    f"(default {t.data})")  # fmt: skip
     g.add_argument("--data-root", default=None, help="folder holding the named datasets")
     g.add_argument("--baseline", default=t.baseline, help="efficientnet_b0, resnet50, mobilenetv2, mobilenetv1 (any "
                    f"registered model) or a NetworkSpec JSON file (default {t.baseline})")  # fmt: skip
-    g.add_argument("--width", type=float, default=t.width, help=f"baseline width multiplier (default {t.width})")
-    g.add_argument("--depth", type=float, default=t.depth, help=f"baseline depth multiplier (default {t.depth})")
-    g.add_argument("--resolution", type=int, default=t.resolution, help=f"baseline input size (default "
-                   f"{t.resolution})")  # fmt: skip
-    g.add_argument("--epochs", type=int, default=t.epochs, help=f"epochs per point (default {t.epochs})")
-    g.add_argument("--train-limit", type=int, default=t.train_limit, help=f"training images (default {t.train_limit})")
-    g.add_argument("--val-limit", type=int, default=t.val_limit, help=f"validation images (default {t.val_limit})")
-    g.add_argument("--batch-size", type=int, default=t.batch_size, help=f"batch size (default {t.batch_size})")
+    add_budget_arguments(g, t, "point")
     g.add_argument("--seeds", type=int, default=t.seeds, help=f"trainings per point (default {t.seeds})")
     g.add_argument("--seed", type=int, default=t.seed, help=f"first seed (default {t.seed})")
-    g.add_argument("--train-option", action="append", default=None, metavar="KEY=VALUE",
-                   help="any other effnet train setting for every point (repeatable; as in effnet search)")
     g = parser.add_argument_group("study and worker")
     g.add_argument("--curves-study", default=DEFAULT_CURVES_STUDY, help=f"Optuna study of the points (default "
                    f"{DEFAULT_CURVES_STUDY}); reusing it with other points or budget is an error")  # fmt: skip
@@ -64,18 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> tuple[CurvesConfig, str]:
     """The :class:`CurvesConfig` the flags describe and where its coefficients come from."""
-    from effnet.cli.scale import _coefficients
-    from effnet.cli.search import _option
     from effnet.config.search import SearchConfig
 
-    alpha, beta, gamma, _, source = _coefficients(args)
-    options = {**dict(SearchConfig().train_options), **dict(map(_option, args.train_option or ()))}
+    alpha, beta, gamma, _, source = coefficients(args)
     training = SearchConfig(
         data=args.data, baseline=args.baseline, storage=args.curves_storage, study=args.curves_study,
         seeds=args.seeds, seed=args.seed, width=args.width, depth=args.depth, resolution=args.resolution,
         epochs=args.epochs, train_limit=args.train_limit, val_limit=args.val_limit, batch_size=args.batch_size,
         data_root=args.data_root, output=args.output, heartbeat=args.heartbeat, threads=args.threads,
-        train_options=tuple(options.items()),
+        train_options=train_options(args),
     )  # fmt: skip
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     config = CurvesConfig(training=training, phi_max=args.phi_max, alpha=alpha, beta=beta, gamma=gamma,

@@ -30,13 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     d = ScaleConfig()
 
-    g = parser.add_argument_group("coefficients (the paper's by default, or flags, or a finished search study)")
-    g.add_argument("--alpha", type=float, default=None, help=f"depth coefficient (default {PAPER_ALPHA})")
-    g.add_argument("--beta", type=float, default=None, help=f"width coefficient (default {PAPER_BETA})")
-    g.add_argument("--gamma", type=float, default=None, help=f"resolution coefficient (default {PAPER_GAMMA})")
-    g.add_argument("--study", default=None, help="take alpha, beta, gamma (and the baseline) from this effnet search "
-                   "study")  # fmt: skip
-    g.add_argument("--storage", default=None, help="storage URL of --study (default sqlite:///runs/search/study.db)")
+    add_coefficient_arguments(parser, "take alpha, beta, gamma (and the baseline) from this effnet search study")
     g = parser.add_argument_group("family")
     g.add_argument("--rule", choices=RULES, default=d.rule, help="paper: d=alpha^phi, w=beta^phi, r=gamma^phi; "
                    "fast: Dollar et al. 2021 at the same FLOPs target (width 80%% of the growth)")  # fmt: skip
@@ -79,8 +73,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    "(train it with: effnet train --spec FILE)")  # fmt: skip
 
 
-def _coefficients(args: argparse.Namespace) -> tuple[float, float, float, object, str]:
-    """(alpha, beta, gamma, baseline spec or None, source text)."""
+def add_coefficient_arguments(parser: argparse.ArgumentParser, study_help: str) -> None:
+    """``--alpha/--beta/--gamma`` or ``--study`` (+ ``--storage``): where the compound coefficients come from
+    (read by :func:`coefficients`); shared by ``effnet scale`` and ``effnet curves``."""
+    g = parser.add_argument_group("compound coefficients (the paper's by default, flags, or a finished search study)")
+    g.add_argument("--alpha", type=float, default=None, help=f"depth coefficient (default {PAPER_ALPHA})")
+    g.add_argument("--beta", type=float, default=None, help=f"width coefficient (default {PAPER_BETA})")
+    g.add_argument("--gamma", type=float, default=None, help=f"resolution coefficient (default {PAPER_GAMMA})")
+    g.add_argument("--study", default=None, help=study_help)
+    g.add_argument("--storage", default=None, help="storage URL of --study (default sqlite:///runs/search/study.db)")
+
+
+def coefficients(args: argparse.Namespace) -> tuple[float, float, float, object, str]:
+    """(alpha, beta, gamma, baseline spec or None, source text) from :func:`add_coefficient_arguments`' flags."""
     from effnet.specs import NetworkSpec
 
     given = [args.alpha, args.beta, args.gamma]
@@ -138,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
 
     storage = (args.storage or "").removeprefix("sqlite:///") or None
     check_output(args.output_spec, "--output-spec", inputs={"--baseline": args.baseline, "--storage": storage})
-    alpha, beta, gamma, study_base, source = _coefficients(args)
+    alpha, beta, gamma, study_base, source = coefficients(args)
     base = load_baseline(args.baseline) if args.baseline else (study_base or load_baseline("efficientnet_b0"))
     base = scale(base, depth=args.depth, width=args.width, resolution=args.resolution)
     if args.num_classes is not None:

@@ -63,21 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=d.seed, help="first seed (default 0)")
     g.add_argument("--no-baseline-trial", action="store_true", help="do not train the unscaled baseline "
                    "(a reference point; it never becomes the chosen coefficients)")  # fmt: skip
-    g = parser.add_argument_group("training budget of every trial (applied to the baseline before scaling)")
-    g.add_argument("--width", type=float, default=d.width, help=f"baseline width multiplier (default {d.width})")
-    g.add_argument("--depth", type=float, default=d.depth, help=f"baseline depth multiplier (default {d.depth})")
-    g.add_argument("--resolution", type=int, default=d.resolution, help="baseline input size in pixels "
-                   f"(default {d.resolution}; gamma multiplies it)")  # fmt: skip
-    g.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs per trial (default {d.epochs})")
-    g.add_argument("--train-limit", type=int, default=d.train_limit, help="train on this many images, a fixed "
-                   f"random subset (default {d.train_limit})")  # fmt: skip
-    g.add_argument("--val-limit", type=int, default=d.val_limit, help="evaluate on this many test images, a fixed "
-                   f"random subset (default {d.val_limit})")  # fmt: skip
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size (default {d.batch_size})")
-    g.add_argument("--train-option", action="append", default=None, metavar="KEY=VALUE",
-                   help="any other effnet train setting for every trial, e.g. lr=0.05, augment=none, ema_decay=0, "
-                   "warmup_epochs=0.5 (repeatable; merged into the quick-study defaults "
-                   f"{' '.join(f'{k}={v}' for k, v in d.train_options)})")  # fmt: skip
+    add_budget_arguments(parser.add_argument_group("training budget of every trial (applied to the baseline before "
+                                                   "scaling)"), d, "trial")  # fmt: skip
     g = parser.add_argument_group("worker")
     g.add_argument("--heartbeat", type=int, default=d.heartbeat, help="seconds between liveness records; a killed "
                    f"worker's trial is re-run after 3x this (default {d.heartbeat})")  # fmt: skip
@@ -86,6 +73,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    "cores); more machines: run the same command there too)")  # fmt: skip
     g.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores // jobs)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_budget_arguments(g: argparse._ArgumentGroup, d: SearchConfig, unit: str) -> None:
+    """``--width`` … ``--train-option``: what every ``unit`` (a search's trial, a curve's point) trains with,
+    applied to the baseline before scaling; defaults from ``d``. Shared by ``effnet search`` and ``effnet curves``."""
+    g.add_argument("--width", type=float, default=d.width, help=f"baseline width multiplier (default {d.width})")
+    g.add_argument("--depth", type=float, default=d.depth, help=f"baseline depth multiplier (default {d.depth})")
+    g.add_argument("--resolution", type=int, default=d.resolution, help="baseline input size in pixels "
+                   f"(default {d.resolution}; gamma multiplies it)")  # fmt: skip
+    g.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs per {unit} (default {d.epochs})")
+    g.add_argument("--train-limit", type=int, default=d.train_limit, help="train on this many images, a fixed "
+                   f"random subset (default {d.train_limit})")  # fmt: skip
+    g.add_argument("--val-limit", type=int, default=d.val_limit, help="evaluate on this many test images, a fixed "
+                   f"random subset (default {d.val_limit})")  # fmt: skip
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size (default {d.batch_size})")
+    g.add_argument("--train-option", action="append", default=None, metavar="KEY=VALUE",
+                   help=f"any other effnet train setting for every {unit}, e.g. lr=0.05, augment=none, ema_decay=0, "
+                   "warmup_epochs=0.5 (repeatable; merged into the quick-study defaults "
+                   f"{' '.join(f'{k}={v}' for k, v in d.train_options)})")  # fmt: skip
+
+
+def train_options(args: argparse.Namespace) -> tuple[tuple[str, object], ...]:
+    """The quick-study train options of :class:`SearchConfig` with the ``--train-option`` pairs over them."""
+    return tuple({**dict(SearchConfig().train_options), **dict(map(_option, args.train_option or ()))}.items())
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -101,7 +112,6 @@ def _option(text: str) -> tuple[str, object]:
 
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
     """The :class:`SearchConfig` the parsed flags describe (``--train-option`` pairs override the defaults)."""
-    options = {**dict(SearchConfig().train_options), **dict(map(_option, args.train_option or ()))}
     return SearchConfig(
         data=args.data, baseline=args.baseline, storage=args.storage, study=args.study, target=args.target,
         tol=args.tol, step=args.step, low=args.low, high=args.high, seeds=args.seeds, seed=args.seed,
@@ -109,7 +119,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         resolution=args.resolution, epochs=args.epochs, train_limit=args.train_limit, val_limit=args.val_limit,
         batch_size=args.batch_size, data_root=args.data_root, output=args.output, heartbeat=args.heartbeat,
         threads=args.threads, strategy=args.strategy, eta=args.eta, min_epochs=args.min_epochs,
-        train_options=tuple(options.items()),
+        train_options=train_options(args),
     )  # fmt: skip
 
 
