@@ -37,13 +37,18 @@ def _wait_for(condition, timeout: float) -> bool:
     return condition()
 
 
+def _start_search(out: Path, *extra: str) -> subprocess.Popen:
+    """A long ``effnet search --jobs 2`` in its own process group (a worker process beside the parent)."""
+    argv = [sys.executable, "-m", "effnet", "search", "--output", str(out), "--jobs", "2", "--threads", "1",
+            "--epochs", "50", "--train-limit", "2000", "--val-limit", "200", "--resolution", "32", "--width", "0.25",
+            "--batch-size", "32", "--quiet", *extra]  # fmt: skip
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not FASHION.is_dir(), reason="needs /proc and the data")
 def test_search_worker_dies_within_10_s_of_a_sigkilled_parent(tmp_path):
-    argv = [sys.executable, "-m", "effnet", "search", "--output", str(tmp_path / "s"), "--jobs", "2",
-            "--threads", "1", "--epochs", "50", "--train-limit", "2000", "--val-limit", "200", "--resolution", "32",
-            "--width", "0.25", "--batch-size", "32", "--quiet"]  # fmt: skip
-    parent = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    parent = _start_search(tmp_path / "s")
     try:
         assert _wait_for(lambda: _children(parent.pid), 60), "the search started no worker process"
         workers = _children(parent.pid)
@@ -62,10 +67,7 @@ def test_sigterm_to_a_search_stops_its_workers_and_leaves_no_running_trial(tmp_p
     import optuna
 
     out = tmp_path / "s"
-    argv = [sys.executable, "-m", "effnet", "search", "--output", str(out), "--jobs", "2", "--seeds", "1",
-            "--threads", "1", "--epochs", "50", "--train-limit", "2000", "--val-limit", "200", "--resolution", "32",
-            "--width", "0.25", "--batch-size", "32", "--quiet"]  # fmt: skip
-    parent = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    parent = _start_search(out, "--seeds", "1")
     try:
         assert _wait_for(lambda: _children(parent.pid), 60), "the search started no worker process"
         workers = _children(parent.pid)
