@@ -465,13 +465,18 @@ def _mobilenetv2() -> NetworkSpec:
 
 
 def _mobilenetv1() -> NetworkSpec:
-    """Howard et al. (2017) MobileNetV1 1.0: a 3×3 stem and 13 depthwise-separable blocks, no head conv."""
+    """Howard et al. (2017) MobileNetV1 1.0: a 3×3 stem and 13 depthwise-separable blocks, no head conv.
+
+    The first block (32 → 64 channels at the stem's stride) is part of the stem for depth scaling
+    (``scale_repeats=False``, as Lite keeps its first stage): only the four strided stages grow with ``d``.
+    """
     rows = ((64, 1, 1), (128, 2, 2), (256, 2, 2), (512, 6, 2), (1024, 2, 2))
     return NetworkSpec(
         name="mobilenetv1",
         stages=tuple(
-            StageSpec("dwsep", expand_ratio=1, kernel=3, stride=s, out_channels=c, repeats=n, se_ratio=0.0)
-            for c, n, s in rows
+            StageSpec("dwsep", expand_ratio=1, kernel=3, stride=s, out_channels=c, repeats=n, se_ratio=0.0,
+                      scale_repeats=i > 0)  # fmt: skip
+            for i, (c, n, s) in enumerate(rows)
         ),
         head_channels=0,
         activation="relu",
