@@ -25,7 +25,8 @@ The MobileNetV2 rows d = 4, w = 2 and r = 2 match the paper as labelled (within 
 (1.49 GMACs at φ = 2 vs 1.3B printed; the paper does not give the coefficients it used there). MobileNetV1's w = 2
 and r = 2 rows agree within 3.3 %, its baseline (0.569 GMACs) prints as 0.6B, and its compound row (the printed
 d = 1.4, w = 1.2, r = 1.3: the first block stays with the stem, ``ceil(1.4·[2, 2, 6, 2])`` = 18 more blocks, 291 px)
-costs 2.32 GMACs, 0.8 % above the printed 2.3B (2.47 GMACs, +7.4 %, if the first block were repeated too). Nothing here imports torch.
+costs 2.32 GMACs, 0.8 % above the printed 2.3B (2.47 GMACs, +7.4 %, if the first block were repeated too).
+Nothing here imports torch.
 """
 
 from __future__ import annotations
