@@ -182,7 +182,9 @@ class SqueezeExcite(nn.Module):
         self.expand = nn.Conv2d(squeeze_channels, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x.mean((2, 3), keepdim=True)
+        # adaptive_avg_pool2d exports as ONNX GlobalAveragePool, which ONNX Runtime runs in its blocked (NCHWc)
+        # layout; mean() exports as ReduceMean, which costs a layout reorder around every block.
+        scale = F.adaptive_avg_pool2d(x, 1)
         scale = self.expand(self.act(self.reduce(scale)))
         return x * scale.sigmoid()
 
