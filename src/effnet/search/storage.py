@@ -80,6 +80,7 @@ def open_storage(url: str, heartbeat: int | None = 10) -> Any:
                 raise ValueError(f"--storage {url}: {database} is a directory, not an SQLite file")
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         connect_args["timeout"] = 60
+        connect_args["isolation_level"] = None  # transactions are begun by _serialize_sqlite, not by pysqlite
     else:
         connect_args["connect_timeout"] = 10
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -89,11 +90,12 @@ def open_storage(url: str, heartbeat: int | None = 10) -> Any:
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what this relies on
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
+                storage = optuna.storages.RDBStorage(
                     text, engine_kwargs={"connect_args": connect_args}, heartbeat_interval=heartbeat,
                     grace_period=3 * heartbeat if heartbeat else None,
                     heartbeat_stale_trial_callback=_retry_callback() if heartbeat else None,
                 )  # fmt: skip
+            return _serialize_sqlite(storage) if "isolation_level" in connect_args else storage
         except Exception as exc:
             message = _first_line(exc)
             attempt += 1
@@ -104,6 +106,24 @@ def open_storage(url: str, heartbeat: int | None = 10) -> Any:
                 raise ValueError(f"--storage {redact(url)} is not a readable Optuna database (damaged or another "
                                  f"kind of file): {message}; move it away or pass another --storage") from None
             raise ValueError(f"cannot open --storage {redact(url)}: {message}") from None
+
+
+def _serialize_sqlite(storage: Any) -> Any:
+    """Every SQLite transaction of ``storage`` starts with ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe for pysqlite).
+
+    pysqlite begins a transaction only at the first write, so the read in which Optuna finds a WAITING trial and
+    the write that marks it RUNNING were not one transaction: two workers could both read WAITING and both take
+    the same trial (measured: 5-7 of 60 enqueued trials handed out twice to 4 processes). ``BEGIN IMMEDIATE``
+    takes the database's write lock first, so the second worker reads RUNNING and moves on.
+    """
+    from sqlalchemy import event
+
+    def begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    event.listen(storage.engine, "begin", begin)
+    storage.engine.dispose()  # connections made while the tables were created start afresh
+    return storage
 
 
 def _retry_callback() -> Any:
