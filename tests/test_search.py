@@ -187,6 +187,35 @@ def test_two_sqlite_workers_split_the_grid(tmp_path):
                       "top1_mean,top1_std,top1_ci95_low,top1_ci95_high,seeds,wall_time_s")  # fmt: skip
 
 
+_POP = """
+import json, sys, time, optuna
+from effnet.search.storage import open_storage
+url, start, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+study = optuna.load_study(study_name="pop", storage=open_storage(url, heartbeat=None))
+while time.time() < start:
+    time.sleep(0.001)
+json.dump([study.ask().number for _ in range(15)], open(out, "w"))
+"""
+
+
+def test_sqlite_hands_each_waiting_trial_to_one_worker(tmp_path):
+    """Four processes take 60 enqueued trials at once: each trial goes to exactly one (before ``BEGIN IMMEDIATE``,
+    5-7 trials were handed out twice in every such run)."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'pop.db'}"
+    study = optuna.create_study(study_name="pop", storage=open_storage(url, heartbeat=None))
+    for i in range(60):
+        study.enqueue_trial({"x": i})
+    (tmp_path / "pop.py").write_text(_POP)
+    start = time.time() + 4  # every process has loaded the study by then
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / "pop.py"), url, str(start), str(tmp_path / f"{k}.json")])
+             for k in range(4)]  # fmt: skip
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    taken = [n for k in range(4) for n in json.loads((tmp_path / f"{k}.json").read_text())]
+    assert sorted(taken) == list(range(60)), Counter(taken).most_common(3)
+
+
 @pytest.mark.slow
 def test_killed_worker_trial_is_rerun_and_finished_trials_never(tmp_path):
     from optuna.trial import TrialState
