@@ -442,6 +442,8 @@ def test_cli_search_trains_real_models_survives_sigkill_and_feeds_scale(tmp_path
     # phi = 0 is the study's baseline as trained (10 classes, 1 channel), so its exact cost equals the trial's
     assert (data["family"][0]["params"], data["family"][0]["macs"]) == (baseline_trial.user_attrs["params"],
                                                                         baseline_trial.user_attrs["macs"])  # fmt: skip
+    base_macs = baseline_trial.user_attrs["macs"]  # macs_factor divides MACs of two networks as trained
+    assert all(t.user_attrs["macs_factor"] == pytest.approx(t.user_attrs["macs"] / base_macs) for t in complete)
 
 
 def test_no_private_optuna_api_in_src():

@@ -298,13 +298,15 @@ def _record(item: Candidate, base: NetworkSpec, spec: NetworkSpec, result: Any, 
             run_dir: Path) -> dict[str, Any]:  # fmt: skip
     from effnet.cost import cost
 
-    exact = cost(spec)
+    trained = getattr(result, "spec", None)  # the trainer fits classes and input channels to the data
+    fit = {"num_classes": int(trained["num_classes"]), "in_chans": int(trained["in_chans"])} if trained else {}
+    exact = cost(spec.replace(**fit))  # macs and macs_factor both of the networks really trained
     params = getattr(result, "params", None) or exact.params
     macs = getattr(result, "macs", None) or exact.macs
     record = {
         "kind": item.kind, "alpha": item.alpha, "beta": item.beta, "gamma": item.gamma, "seed": item.seed,
         "depth": spec.depth, "width": spec.width, "resolution": spec.resolution,
-        "flops_factor": flops_factor(*item.point), "macs_factor": exact.macs / cost(base).macs,
+        "flops_factor": flops_factor(*item.point), "macs_factor": exact.macs / cost(base.replace(**fit)).macs,
         "params": int(params), "macs": int(macs), "top1": float(result.last_top1), "wall_time_s": round(wall, 3),
         "output_dir": str(run_dir), "worker": f"{socket.gethostname()}:{os.getpid()}", "pruned": False,
     }  # fmt: skip
@@ -312,9 +314,7 @@ def _record(item: Candidate, base: NetworkSpec, spec: NetworkSpec, result: Any, 
         value = getattr(result, name, None)
         if value is not None:
             record[name] = value
-    trained = getattr(result, "spec", None)  # the trainer fits classes and input channels to the data
-    if trained:
-        record["num_classes"], record["in_chans"] = int(trained["num_classes"]), int(trained["in_chans"])
+    record.update(fit)
     return record
 
 
