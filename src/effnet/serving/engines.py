@@ -60,6 +60,9 @@ def openvino_config(precision: str, threads: int | None = None) -> dict[str, Any
 
 
 def _as_input(x: torch.Tensor) -> np.ndarray:
+    """``x`` as a float32 C-contiguous array, without a copy when it already is one (the common case)."""
+    if x.dtype is torch.float32 and x.device.type == "cpu" and not x.requires_grad and x.is_contiguous():
+        return x.numpy()
     return x.detach().to("cpu", torch.float32).contiguous().numpy()
 
 
