@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import pytest
@@ -121,7 +124,7 @@ def test_effnet_curves_on_fashion_mnist(tmp_path, capsys):
     # two of the four lines keep it near a minute on a shared 2-core machine (every method: the fake-trainer test)
     rc = main(["curves", "--phi-max", "2", "--methods", "width,compound", "--train-limit", "64", "--val-limit", "64",
                "--epochs", "1", "--resolution", "32", "--width", "0.25", "--depth", "0.25", "--output", str(out),
-               "--quiet", "--threads", "2", "--seeds", "1"])  # fmt: skip
+               "--quiet", "--jobs", "1", "--threads", "2", "--seeds", "1"])  # fmt: skip
     assert rc == 0
     printed = capsys.readouterr().out
     assert "plot:" in printed and any(line.startswith("| compound") for line in printed.splitlines())
@@ -132,3 +135,46 @@ def test_effnet_curves_on_fashion_mnist(tmp_path, capsys):
     records = json.loads((out / "curves_summary.json").read_text())["records"]
     assert sorted(r["macs"] for r in records) == sorted(r["macs"] for r in rows)  # costed as trained (10 classes, 1 ch)
     assert (out / "curves.png").stat().st_size > 10_000 and (out / "curves.csv").is_file()
+
+
+def test_jobs_payload_round_trips_and_bad_jobs_are_one_line_errors(tmp_path, capsys):
+    from effnet.search.jobs import config_from_payload, run_jobs
+
+    config = _config(tmp_path, phi_max=2, methods=("depth", "compound"), alpha=1.3)
+    sent = json.loads(json.dumps({"tool": "curves", "config": asdict(config)}))
+    assert config_from_payload(sent["tool"], sent["config"]) == config  # nested training, tuples restored
+    search = SearchConfig(output=str(tmp_path), seeds=1)
+    assert config_from_payload("search", json.loads(json.dumps(asdict(search)))) == search
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=f"--jobs must be an integer >= 1, got {bad!r}"):
+            run_jobs("curves", config, bad)
+    for tool in ("curves", "search"):
+        out = tmp_path / tool
+        assert main([tool, "--jobs", "0", "--output", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"effnet {tool}: error: --jobs must be an integer >= 1, got 0\n" and not out.exists()
+
+
+@pytest.mark.slow
+def test_effnet_curves_jobs_2_splits_the_points_between_two_processes(tmp_path):
+    from effnet.search.study import usable_cpus
+    from effnet.training.data import find_fashion_mnist
+
+    try:
+        find_fashion_mnist()
+    except (FileNotFoundError, ValueError) as exc:
+        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+    out = tmp_path / "curves"
+    cmd = [sys.executable, "-m", "effnet", "curves", "--phi-max", "1", "--methods", "depth,compound", "--train-limit",
+           "64", "--val-limit", "64", "--epochs", "1", "--resolution", "32", "--width", "0.25", "--depth", "0.25",
+           "--seeds", "1", "--output", str(out), "--quiet", "--jobs", "2"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((out / "curves_summary.json").read_text())  # the parent's: written after its helper exited
+    assert [(r["method"], r["phi"]) for r in summary["rows"]] == [("baseline", 0), ("depth", 1), ("compound", 1)]
+    assert all(r["top1_mean"] is not None and r["seeds"] == 1 for r in summary["rows"])
+    workers = {r["worker"] for r in summary["records"]}
+    assert len(summary["records"]) == 3 and len(workers) == 2, workers  # both processes trained points
+    assert 1 <= summary["trials_run_by_this_worker"] < 3
+    assert (summary["jobs"], summary["threads_per_job"]) == (2, max(1, usable_cpus() // 2))
+    assert "[worker " in done.stdout and "run by this worker" in done.stdout and "(2 job(s), " in done.stdout

@@ -1,8 +1,8 @@
 """``effnet curves``: the paper's Figures 3 and 8 — top-1 vs MACs for depth-, width-, resolution-only and compound
 scaling of one baseline, every point trained on the same budget (a resumable Optuna study, like ``effnet search``).
 
-Run the same command in several processes or on several machines (same ``--curves-storage``) to share the points;
-re-run it after a crash to finish them.
+Run the same command in several processes or on several machines (same ``--curves-storage``) to share the points,
+or pass ``--jobs N`` for N local worker processes; re-run it after a crash to finish them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from effnet.cli.scale import add_coefficient_arguments, coefficients
-from effnet.cli.search import add_budget_arguments, train_options
+from effnet.cli.search import add_budget_arguments, add_worker_arguments, train_options, worker_line
 from effnet.config.search import DEFAULT_CURVES_OUTPUT, DEFAULT_CURVES_STUDY, METHODS, PHI_MAX_LIMIT, CurvesConfig
 
 HELP = ("Scaling curves (paper Figs. 3, 8): train the baseline scaled by depth, width, resolution only and compound "
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    f"{DEFAULT_CURVES_OUTPUT})")  # fmt: skip
     g.add_argument("--heartbeat", type=int, default=t.heartbeat, help=f"seconds between liveness records "
                    f"(default {t.heartbeat})")  # fmt: skip
-    g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    add_worker_arguments(g)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -70,17 +70,18 @@ def config_from_args(args: argparse.Namespace) -> tuple[CurvesConfig, str]:
 def run(args: argparse.Namespace) -> int:
     from effnet.io import check_output
     from effnet.report import format_count, render_markdown
-    from effnet.search.curves import TABLE_COLUMNS, run_curves
+    from effnet.search.curves import TABLE_COLUMNS
+    from effnet.search.jobs import check_jobs, run_jobs
 
+    check_jobs(args.jobs)
     check_output(args.output, folder=True)
     config, source = config_from_args(args)
-    report = run_curves(config, progress=not args.quiet, source=source)
+    report = run_jobs("curves", config, args.jobs, progress=not args.quiet, source=source)
     rows = [{**r, "macs": format_count(r["macs"]), "params": format_count(r["params"])} for r in report["rows"]]
     print(f"{report['baseline_name']} on {report['data']}: alpha={config.alpha:g} beta={config.beta:g} "
           f"gamma={config.gamma:g} ({source})")  # fmt: skip
     print(render_markdown(rows, TABLE_COLUMNS), end="")
     files = report["files"]
-    print(f"study {report['study']} in {report['storage']}: {len(report['records'])} trials, "
-          f"{report['trials_run_by_this_worker']} run by this worker in {report['worker_wall_time_s']:.0f} s")
+    print(worker_line(report, len(report["records"])))
     print(f"table: {files['table_md']} (csv, json beside it)\nplot: {files['plot']}\nsummary: {files['summary']}")
     return 0

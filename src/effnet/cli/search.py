@@ -68,11 +68,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("worker")
     g.add_argument("--heartbeat", type=int, default=d.heartbeat, help="seconds between liveness records; a killed "
                    f"worker's trial is re-run after 3x this (default {d.heartbeat})")  # fmt: skip
+    add_worker_arguments(g)
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_worker_arguments(g: argparse._ArgumentGroup) -> None:
+    """``--jobs`` and ``--threads``: local worker processes on one study and torch threads each. Shared by
+    ``effnet search`` and ``effnet curves`` (:func:`effnet.search.jobs.run_jobs`)."""
     g.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                    help=f"worker processes to run here on the same study (default {DEFAULT_JOBS} = min(2, CPU "
                    "cores); more machines: run the same command there too)")  # fmt: skip
-    g.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores // jobs)")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores // jobs; "
+                   "with one job torch's default)")  # fmt: skip
+
+
+def worker_line(report: dict, trials: int) -> str:
+    """The summary line of a study: trials, how many this worker ran, in how long, with how many jobs/threads."""
+    jobs, threads = report.get("jobs", 1), report.get("threads_per_job")
+    each = f"{threads} torch thread(s) each" if threads else "torch's default threads"
+    return (f"study {report['study']} in {report['storage']}: {trials} trials, {report['trials_run_by_this_worker']} "
+            f"run by this worker in {report['worker_wall_time_s']:.0f} s ({jobs} job(s), {each})")
 
 
 def add_budget_arguments(g: argparse._ArgumentGroup, d: SearchConfig, unit: str) -> None:
@@ -136,10 +151,11 @@ def _print_verdict(report: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from effnet.io import check_output
-    from effnet.search.study import run_search_jobs
+    from effnet.search.jobs import check_jobs, run_jobs
 
+    check_jobs(args.jobs)
     check_output(args.output, folder=True)
-    report = run_search_jobs(config_from_args(args), args.jobs, progress=not args.quiet)
+    report = run_jobs("search", config_from_args(args), args.jobs, progress=not args.quiet)
     print(report["table_markdown"], end="")
     chosen = report["chosen"]
     if chosen is not None:
@@ -151,8 +167,7 @@ def run(args: argparse.Namespace) -> int:
               f"({chosen['kind']}, top-1 {chosen['top1_mean']:.2f}%{std})")  # fmt: skip
     _print_verdict(report)
     files = report["files"]
-    print(f"study {report['study']} in {report['storage']}: {len(report['trials'])} trials, "
-          f"{report['trials_run_by_this_worker']} run by this worker in {report['worker_wall_time_s']:.0f} s")
+    print(worker_line(report, len(report["trials"])))
     print(f"table: {files['table_md']} (csv, json beside it)\nplot: {files['plot']}\nsummary: {files['summary']}")
     print(f"next: effnet scale --study {report['study']} --storage {report['storage']} --device cpu --batch 1 "
           "--max-latency-ms 50 --output-spec runs/scale/chosen.json")

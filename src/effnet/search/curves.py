@@ -171,13 +171,15 @@ def trained_baseline(config: SearchConfig) -> NetworkSpec:
 
 
 def run_curves(config: CurvesConfig, *, trainer: Trainer | None = None, progress: bool = True,
-               echo: Callable[[str], None] | None = None, source: str = "") -> dict[str, Any]:  # fmt: skip
+               echo: Callable[[str], None] | None = None, source: str = "",
+               before_report: Callable[[], Mapping[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Train every curve point (resumably, as the study ``config.training.study``) and write the report:
     ``curves.{md,csv,json}``, ``curves.png`` and ``curves_summary.json`` in ``config.training.output``.
 
     Returns the summary (rows, points, coefficients, study, file paths). ``trainer`` as in ``run_search``; with
     the real one (None) the points are costed with the data's classes and input channels
-    (:func:`trained_baseline`), with a stand-in as the baseline spec says.
+    (:func:`trained_baseline`), with a stand-in as the baseline spec says. ``before_report`` as in
+    :func:`effnet.search.study.run_trials` (``--jobs``: :func:`effnet.search.jobs.run_jobs`).
     """
     train = config.training
     base = trained_baseline(train) if trainer is None else baseline_spec(train)
@@ -186,7 +188,8 @@ def run_curves(config: CurvesConfig, *, trainer: Trainer | None = None, progress
     extra = {"tool": "curves", "grid": None, "strategy": None,
              "curves": {"phi_max": config.phi_max, "methods": list(config.methods), "alpha": config.alpha,
                         "beta": config.beta, "gamma": config.gamma}}  # fmt: skip
-    records, summary = run_trials(train, items, trainer=trainer, progress=progress, echo=echo, extra=extra)
+    records, summary = run_trials(train, items, trainer=trainer, progress=progress, echo=echo, extra=extra,
+                                  before_report=before_report)  # fmt: skip
     rows = _rows(points, items, base, records)
     out = Path(train.output)
     title = (f"scaling curves: {base.name} on {train.data}, {train.epochs} epoch(s)\ncompound α={config.alpha:g} "

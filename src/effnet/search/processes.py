@@ -1,4 +1,4 @@
-"""Process hygiene of ``effnet search --jobs``: helpers die with their parent; SIGTERM acts like Ctrl-C.
+"""Process hygiene of ``effnet search|curves --jobs``: helpers die with their parent; SIGTERM acts as Ctrl-C.
 
 A local worker process asks the Linux kernel to send it SIGTERM when its parent dies
 (``prctl(PR_SET_PDEATHSIG)`` through ``ctypes``) and, on any system, runs a watchdog thread that sends it SIGTERM

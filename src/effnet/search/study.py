@@ -24,13 +24,10 @@ See :mod:`effnet.search.report` for the report.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -489,30 +486,37 @@ def _finished_records(study: Any) -> list[dict[str, Any]]:
 
 
 def run_search(config: SearchConfig, *, trainer: Trainer | None = None, progress: bool = True,
-               echo: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
+               echo: Callable[[str], None] | None = None,
+               before_report: Callable[[], Mapping[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Work on the study until every candidate has a COMPLETE (or PRUNED) trial, then write and return the report.
 
     Several processes or machines may run this with the same storage and study; each takes the next WAITING
     trial. A worker that finds none while other workers' trials are running waits for them (and re-runs any
-    whose heartbeat goes stale). ``trainer`` defaults to :func:`effnet.training.trainer.fit`.
+    whose heartbeat goes stale). ``trainer`` defaults to :func:`effnet.training.trainer.fit`. ``before_report``:
+    as in :func:`run_trials`.
     """
     from effnet.search.report import write_report
 
     seeds = [config.seed + i for i in range(config.seeds)]
     items = candidates(config.target, config.tol, config.step, config.low, config.high, seeds=seeds,
                        include_baseline=config.include_baseline)  # fmt: skip
-    records, summary = run_trials(config, items, trainer=trainer, progress=progress, echo=echo)
+    records, summary = run_trials(config, items, trainer=trainer, progress=progress, echo=echo,
+                                  before_report=before_report)  # fmt: skip
     return write_report(records, summary["baseline_macs"], config.output, summary=summary)
 
 
 def run_trials(config: SearchConfig, items: Sequence[Candidate], *, trainer: Trainer | None = None,
                progress: bool = True, echo: Callable[[str], None] | None = None,
-               extra: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+               extra: Mapping[str, Any] | None = None,
+               before_report: Callable[[], Mapping[str, Any]] | None = None,
+               ) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     """Train every point of ``items`` as one trial of the Optuna study ``config.study`` (the study machinery of
     :func:`run_search`: enqueued points, many workers and machines, resumable), with ``config``'s budget.
 
     ``extra`` is added to the study's definition (a resumed study must match it). Points that round to the same
-    network are trained once (:func:`distinct_networks`). Returns ``(finished trial records, summary)``.
+    network are trained once (:func:`distinct_networks`). ``before_report()`` is called once this worker's loop
+    is over, before the records are read, and its mapping is added to the summary (``--jobs``: it waits for the
+    helper workers, :func:`effnet.search.jobs.run_jobs`). Returns ``(finished trial records, summary)``.
     """
     import optuna
     from tqdm.auto import tqdm
@@ -521,11 +525,13 @@ def run_trials(config: SearchConfig, items: Sequence[Candidate], *, trainer: Tra
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         if trainer is None:
             trainer = functools.partial(_default_trainer, progress=progress)
-        return _work(config, items, trainer, progress, echo or (lambda text: tqdm.write(text)), extra or {})
+        return _work(config, items, trainer, progress, echo or (lambda text: tqdm.write(text)), extra or {},
+                     before_report or dict)  # fmt: skip
 
 
 def _work(config: SearchConfig, items: Sequence[Candidate], trainer: Trainer, progress: bool,
-          echo: Callable[[str], None], extra: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+          echo: Callable[[str], None], extra: Mapping[str, Any],
+          before_report: Callable[[], Mapping[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from tqdm.auto import tqdm
 
     from effnet.cost import cost
@@ -546,15 +552,17 @@ def _work(config: SearchConfig, items: Sequence[Candidate], trainer: Trainer, pr
     with tqdm(total=len(items), desc=f"{extra.get('tool', 'search')} {config.study}", unit="trial",
               disable=not progress) as bar:  # fmt: skip
         worker.loop(study, bar)
+    wall = round(time.perf_counter() - start, 1)
+    after = dict(before_report())
     records = _finished_records(study)
     summary = {
         "study": config.study, "storage": redact(url), "data": config.data, "baseline_name": base.name,
         "baseline_macs": cost(base).macs, "trials_run_by_this_worker": worker.ran,
-        "worker_wall_time_s": round(time.perf_counter() - start, 1), "strategy": config.strategy,
+        "worker_wall_time_s": wall, "strategy": config.strategy,
         "trials_wall_time_s": round(sum(float(r["wall_time_s"]) for r in records), 1),
         "epochs_trained": sum(int(r.get("epochs", config.epochs)) for r in records),
         "epochs_full_grid": config.epochs * len(items), "chance_top1": _chance(config, trainer, records),
-        "definition": defn,
+        "definition": defn, **after,
     }  # fmt: skip
     return records, summary
 
@@ -605,10 +613,6 @@ def load_study_result(storage: str, study: str) -> dict[str, Any]:
             "total": len(defn["candidates"]), "trained": trained}  # fmt: skip
 
 
-_CHILD = "import sys; from effnet.search.study import _child_main; _child_main()"
-_PARENT_ENV = "EFFNET_SEARCH_PARENT_PID"
-
-
 def usable_cpus() -> int:
     """CPU cores this process may run on (its affinity mask, e.g. under ``taskset``), else ``os.cpu_count()``."""
     if hasattr(os, "sched_getaffinity"):
@@ -616,67 +620,9 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def _child_main() -> None:
-    """Body of a ``--jobs`` worker process: a JSON :class:`SearchConfig` on stdin, then :func:`run_search`.
-
-    The worker dies with its parent (:func:`effnet.search.processes.die_with_parent`); SIGTERM or SIGINT fail its
-    running trial at once and it exits with status 130, without a traceback.
-    """
-    from effnet.search.processes import die_with_parent, interrupt_on_sigterm
-
-    parent = int(os.environ.get(_PARENT_ENV, os.getppid()))
-    config = SearchConfig(**json.loads(sys.stdin.read()))
-
-    def echo(text: str) -> None:
-        if not text.startswith(_SAME_NETWORK_NOTE):  # the parent process says those once
-            print(f"[worker {os.getpid()}] {text}", flush=True)
-
-    try:
-        with interrupt_on_sigterm():
-            die_with_parent(parent)
-            run_search(config, progress=False, echo=echo)
-    except KeyboardInterrupt:
-        print(f"[worker {os.getpid()}] stopped by a signal; its trial is marked failed and queued again", flush=True)
-        sys.exit(130)
-
-
 def run_search_jobs(config: SearchConfig, jobs: int = 1, *, progress: bool = True) -> dict[str, Any]:
-    """:func:`run_search` with ``jobs`` local worker processes on the same study (this process is one of them).
+    """:func:`run_search` with ``jobs`` local worker processes on the same study (this process is one of them):
+    :func:`effnet.search.jobs.run_jobs` with ``tool="search"``. Returns this process's report."""
+    from effnet.search.jobs import run_jobs
 
-    Each worker gets ``config.threads`` torch threads, by default ``usable_cpus() // jobs``: on a small CPU several
-    single-threaded trainings use the cores better than one multi-threaded one. Returns this process's report.
-    """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"--jobs must be an integer >= 1, got {jobs!r}")
-    if jobs == 1:
-        return run_search(config, progress=progress)
-    from effnet.search.processes import interrupt_on_sigterm
-
-    threads = config.threads or max(1, usable_cpus() // jobs)
-    config = dataclasses.replace(config, threads=threads)
-    payload = json.dumps(dataclasses.asdict(config))
-    env = {**os.environ, _PARENT_ENV: str(os.getpid())}
-    children: list[subprocess.Popen[str]] = []
-    try:
-        with interrupt_on_sigterm():  # SIGTERM like Ctrl-C: this worker's trial FAILs, the helpers are stopped
-            for _ in range(jobs - 1):
-                child = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, text=True, env=env)
-                child.stdin.write(payload)  # type: ignore[union-attr]
-                child.stdin.close()  # type: ignore[union-attr]
-                children.append(child)
-            report = run_search(config, progress=progress)
-    except BaseException:
-        for child in children:  # stop our own helpers: each fails its trial at once and exits
-            if child.poll() is None:
-                child.terminate()
-        raise
-    finally:
-        for child in children:
-            try:
-                child.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-    report["jobs"] = jobs
-    report["threads_per_job"] = threads
-    return report
+    return run_jobs("search", config, jobs, progress=progress)

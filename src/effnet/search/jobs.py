@@ -1,0 +1,155 @@
+"""``--jobs N`` of ``effnet search`` and ``effnet curves``: N local worker processes on one Optuna study.
+
+This process is one worker; it starts ``N − 1`` helpers (``python -c``, the config as JSON on stdin:
+``{"tool": "search" | "curves", "config": {...}, "options": {...}}``), each of which rebuilds the
+:class:`SearchConfig` or :class:`CurvesConfig` and runs :func:`run_search` or :func:`run_curves` without a
+progress bar, its lines prefixed ``[worker PID]``. Every worker gets ``threads`` torch threads, by default
+``usable_cpus() // jobs``. The helpers die with their parent (:func:`effnet.search.processes.die_with_parent`);
+SIGTERM acts like Ctrl-C. When this worker's trials are done it waits for its helpers *before* it writes its
+report, so the report files (all written atomically, see :mod:`effnet.io`) are this process's, written last, and
+its summary records ``jobs`` and ``threads_per_job``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from effnet.config.search import CurvesConfig, SearchConfig
+from effnet.search.study import _SAME_NETWORK_NOTE, usable_cpus
+
+__all__ = ["TOOLS", "check_jobs", "config_from_payload", "run_jobs"]
+
+TOOLS = ("search", "curves")
+"""The tools that run as several local workers."""
+
+_CHILD = "from effnet.search.jobs import _child_main; _child_main()"
+_PARENT_ENV = "EFFNET_SEARCH_PARENT_PID"
+_WAIT_S = 120
+
+Config = SearchConfig | CurvesConfig
+
+
+def check_jobs(jobs: Any) -> int:
+    """``jobs`` if it is an integer >= 1, else a one-line ``ValueError`` naming the value."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"--jobs must be an integer >= 1, got {jobs!r}")
+    return jobs
+
+
+def _training(config: Config) -> SearchConfig:
+    return config.training if isinstance(config, CurvesConfig) else config
+
+
+def _with_threads(config: Config, threads: int | None) -> Config:
+    if isinstance(config, CurvesConfig):
+        return dataclasses.replace(config, training=dataclasses.replace(config.training, threads=threads))
+    return dataclasses.replace(config, threads=threads)
+
+
+def config_from_payload(tool: str, data: Mapping[str, Any]) -> Config:
+    """The config of ``tool`` from its JSON form (``dataclasses.asdict``): the nested ``training`` dict of a
+    curves config becomes a :class:`SearchConfig`; lists become tuples again (the configs' own ``__post_init__``)."""
+    if tool == "search":
+        return SearchConfig(**data)
+    if tool == "curves":
+        fields = dict(data)
+        training = SearchConfig(**fields.pop("training"))
+        return CurvesConfig(training=training, **{**fields, "methods": tuple(fields.get("methods", ()))})
+    raise ValueError(f"tool must be one of {', '.join(TOOLS)}, got {tool!r}")
+
+
+def _runner(tool: str) -> Callable[..., dict[str, Any]]:
+    if tool == "search":
+        from effnet.search.study import run_search
+
+        return run_search
+    from effnet.search.curves import run_curves
+
+    return run_curves
+
+
+def _child_main() -> None:
+    """Body of a helper worker process: the JSON payload on stdin, then ``run_search`` or ``run_curves``.
+
+    The worker dies with its parent; SIGTERM or SIGINT fail its running trial at once and it exits with status
+    130, without a traceback.
+    """
+    from effnet.search.processes import die_with_parent, interrupt_on_sigterm
+
+    parent = int(os.environ.get(_PARENT_ENV, os.getppid()))
+    payload = json.loads(sys.stdin.read())
+    tool = payload["tool"]
+    config = config_from_payload(tool, payload["config"])
+
+    def echo(text: str) -> None:
+        if not text.startswith(_SAME_NETWORK_NOTE):  # the parent process says those once
+            print(f"[worker {os.getpid()}] {text}", flush=True)
+
+    try:
+        with interrupt_on_sigterm():
+            die_with_parent(parent)
+            _runner(tool)(config, progress=False, echo=echo, **payload.get("options", {}))
+    except KeyboardInterrupt:
+        print(f"[worker {os.getpid()}] stopped by a signal; its trial is marked failed and queued again", flush=True)
+        sys.exit(130)
+
+
+def _start(payload: str, env: Mapping[str, str]) -> subprocess.Popen[str]:
+    child = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, text=True, env=dict(env))
+    child.stdin.write(payload)  # type: ignore[union-attr]
+    child.stdin.close()  # type: ignore[union-attr]
+    return child
+
+
+def _wait(children: list[subprocess.Popen[str]], timeout: float = _WAIT_S) -> None:
+    for child in children:
+        try:
+            child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def run_jobs(tool: str, config: Config, jobs: int = 1, *, progress: bool = True, **options: Any) -> dict[str, Any]:
+    """``run_search`` (``tool="search"``) or ``run_curves`` (``"curves"``) with ``jobs`` local worker processes on
+    the same study, this process being one of them. Returns this process's report (``jobs``, ``threads_per_job``
+    added). ``options`` (JSON-ready, e.g. ``source`` of ``run_curves``) go to every worker's run.
+
+    Each worker gets the config's ``threads`` torch threads, by default ``usable_cpus() // jobs`` (with one job:
+    torch's default): on a small CPU several single-threaded trainings use the cores better than one
+    multi-threaded one. ``ValueError`` for a bad ``jobs`` or ``tool`` before anything starts.
+    """
+    check_jobs(jobs)
+    if tool not in TOOLS:
+        raise ValueError(f"tool must be one of {', '.join(TOOLS)}, got {tool!r}")
+    threads = _training(config).threads or (max(1, usable_cpus() // jobs) if jobs > 1 else None)
+    config = _with_threads(config, threads)
+    info = {"jobs": jobs, "threads_per_job": threads}
+    payload = json.dumps({"tool": tool, "config": dataclasses.asdict(config), "options": options})
+    env = {**os.environ, _PARENT_ENV: str(os.getpid())}
+    children: list[subprocess.Popen[str]] = []
+
+    def before_report() -> dict[str, Any]:
+        _wait(children)  # the helpers' reports (atomic) are written before this one
+        return info
+
+    from effnet.search.processes import interrupt_on_sigterm
+
+    try:
+        with interrupt_on_sigterm():  # SIGTERM like Ctrl-C: this worker's trial FAILs, the helpers are stopped
+            children += [_start(payload, env) for _ in range(jobs - 1)]
+            report = _runner(tool)(config, progress=progress, before_report=before_report, **options)
+    except BaseException:
+        for child in children:  # stop our own helpers: each fails its trial at once and exits
+            if child.poll() is None:
+                child.terminate()
+        raise
+    finally:
+        _wait(children)
+    return {**report, **info}
