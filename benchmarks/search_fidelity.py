@@ -2,6 +2,7 @@
 
     python benchmarks/search_fidelity.py                                   # the quick study's grid and budget
     python benchmarks/search_fidelity.py --step 0.2 --epochs 3 --train-limit 256 --val-limit 256   # tiny budget
+    python benchmarks/search_fidelity.py --seeds 1 --epochs 4 --eta 2        # the main job's grid, one seed
 
 The same grid and the same full budget (``--epochs`` per candidate) run twice as two Optuna studies through
 ``effnet.search.study.run_search``: ``--strategy grid`` (every candidate trains every epoch) and ``--strategy
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ("step", "tol", "width", "depth"):
         p.add_argument(f"--{name}", type=float, default=getattr(d, name))
-    for name in ("epochs", "train_limit", "val_limit", "batch_size", "eta", "min_epochs", "resolution", "threads"):
+    for name in ("epochs", "train_limit", "val_limit", "batch_size", "eta", "min_epochs", "resolution", "threads",
+                 "seeds"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     p.add_argument("--data", default=d.data)
     p.add_argument("--work-dir", type=Path, default=Path("runs/search_fidelity"))
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     config = SearchConfig(data=args.data, step=args.step, tol=args.tol, width=args.width, depth=args.depth,
                           resolution=args.resolution, epochs=args.epochs, train_limit=args.train_limit,
                           val_limit=args.val_limit, batch_size=args.batch_size, eta=args.eta,
-                          min_epochs=args.min_epochs, threads=args.threads)  # fmt: skip
+                          min_epochs=args.min_epochs, threads=args.threads, seeds=args.seeds)  # fmt: skip
     load_before = loadavg()
     runs = [_run(config, s, args.work_dir) for s in ("grid", "halving")]
     grid, halving = runs
@@ -71,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         "top3_set": {t[:4] for t in grid["top3"]} == {t[:4] for t in halving["top3"]},
         "top3_order": [t[:4] for t in grid["top3"]] == [t[:4] for t in halving["top3"]],
     }
+    overlap = len({t[:4] for t in grid["top3"]} & {t[:4] for t in halving["top3"]})
+    fraction = halving["epochs_trained"] / grid["epochs_trained"]
+    target = overlap >= 2 and fraction <= 0.5  # issue 14: >= 2 of the top-3 shared, at <= 50 % of the epochs
     rows = [{"strategy": r["strategy"], "trials": r["trials"], "pruned": r["pruned"],
              "epochs_trained": r["epochs_trained"], "epochs_full_grid": r["epochs_full_grid"],
              "trial_time_s": r["trial_time_s"],
@@ -81,9 +86,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.resolution} px; {args.epochs} epochs, {args.train_limit} train / {args.val_limit} val images, "
               f"batch {args.batch_size}; halving eta {args.eta} min-epochs {args.min_epochs}")  # fmt: skip
     table = (f"{budget}\n\n{markdown_table(rows, list(rows[0]))}\n\nagree: chosen {bool(agree['chosen'])}, top-3 set "
-             f"{agree['top3_set']}, top-3 order {agree['top3_order']}; load {load_before} -> {loadavg()}")
+             f"{agree['top3_set']}, top-3 order {agree['top3_order']}, top-3 shared {overlap} of 3; halving trained "
+             f"{100 * fraction:.0f} % of the grid's epochs; target (>= 2 of 3 at <= 50 %) met: {target}; "
+             f"load {load_before} -> {loadavg()}")
     payload = {"machine": machine_info(), "budget": budget, "config": dataclasses.asdict(config), "runs": runs,
-               "agree": {k: bool(v) for k, v in agree.items()}}  # fmt: skip
+               "agree": {k: bool(v) for k, v in agree.items()}, "top3_shared": overlap,
+               "epoch_fraction": round(fraction, 3), "target_met": target}  # fmt: skip
     write_outputs(args.out_dir, "search_fidelity", payload, table)
     print(table)
     return 0
