@@ -182,3 +182,19 @@ def test_missing_cuda_is_one_line_error(command, tmp_path, capsys):
     assert main([*command, "--weights", str(tmp_path / "w.safetensors"), "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "this machine has 0 CUDA device(s)" in err
+
+
+def test_squeeze_excite_exports_as_global_average_pool():
+    """SE pools with ONNX GlobalAveragePool (which ONNX Runtime keeps in its blocked layout, as in torchvision's
+    export), not ReduceMean: B0's 16 SE blocks and the head give 17 GlobalAveragePool nodes and no ReduceMean."""
+    import collections
+
+    import onnx
+
+    from effnet.models.fold import fold_batchnorm
+    from effnet.serving.export import onnx_bytes
+
+    model = fold_batchnorm(create_model("efficientnet_b0").eval())
+    graph = onnx.load_from_string(onnx_bytes(model, torch.randn(1, 3, 64, 64))).graph
+    ops = collections.Counter(node.op_type for node in graph.node)
+    assert ops["GlobalAveragePool"] == 17 and ops["ReduceMean"] == 0, ops
