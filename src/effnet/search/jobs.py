@@ -116,10 +116,10 @@ def _wait(children: list[subprocess.Popen[str]], timeout: float = _WAIT_S) -> No
             child.wait()
 
 
-def run_jobs(tool: str, config: Config, jobs: int = 1, *, progress: bool = True, **options: Any) -> dict[str, Any]:
+def run_jobs(tool: str, config: Config, jobs: int = 1, *, progress: bool = True, source: str = "") -> dict[str, Any]:
     """``run_search`` (``tool="search"``) or ``run_curves`` (``"curves"``) with ``jobs`` local worker processes on
     the same study, this process being one of them. Returns this process's report (``jobs``, ``threads_per_job``
-    added). ``options`` (JSON-ready, e.g. ``source`` of ``run_curves``) go to every worker's run.
+    added). ``source`` (curves only: where the coefficients came from) goes to every worker's ``run_curves``.
 
     Each worker gets the config's ``threads`` torch threads, by default ``usable_cpus() // jobs`` (with one job:
     torch's default): on a small CPU several single-threaded trainings use the cores better than one
@@ -128,6 +128,7 @@ def run_jobs(tool: str, config: Config, jobs: int = 1, *, progress: bool = True,
     check_jobs(jobs)
     if tool not in TOOLS:
         raise ValueError(f"tool must be one of {', '.join(TOOLS)}, got {tool!r}")
+    options = {"source": source} if tool == "curves" else {}
     threads = _training(config).threads or (max(1, usable_cpus() // jobs) if jobs > 1 else None)
     config = _with_threads(config, threads)
     info = {"jobs": jobs, "threads_per_job": threads}
