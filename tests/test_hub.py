@@ -15,6 +15,7 @@ import json
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -47,6 +48,7 @@ class Files:
         self.files: dict[str, bytes] = {}
         self.repos: set[str] = set()
         self.drop: set[str] = set()
+        self.stall: set[str] = set()
         self.requests: list[tuple[str, str]] = []
 
 
@@ -81,6 +83,12 @@ def _handler(files: Files) -> type[BaseHTTPRequestHandler]:
             self.send_header("X-Repo-Commit", COMMIT)
             self.end_headers()
             if not body:
+                return
+            if self.path in files.stall:  # half the file, then silence longer than the client's timeout
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                time.sleep(2)
+                self.close_connection = True
                 return
             if dropping:  # half the file, then a reset (RST): the connection dropped mid-file
                 self.wfile.write(data[: len(data) // 2])
@@ -421,6 +429,32 @@ def test_torchvision_dropped_connection_removes_the_partial(server, tmp_path: Pa
     _torchvision_file(files, monkeypatch)
     files.drop.update(files.files)
     with pytest.raises(DownloadFailed, match="dropped mid-file .* the partial file was removed"):
+        resolve_weights("torchvision:efficientnet_b0")
+    assert _leftovers(tmp_path / "torch" / "hub" / "checkpoints") == []
+
+
+def test_torchvision_stalled_host_times_out_and_keeps_nothing(server, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from effnet.models import hub
+
+    _, files = server
+    _torchvision_file(files, monkeypatch)
+    files.stall.update(files.files)
+    monkeypatch.setattr(hub, "DOWNLOAD_TIMEOUT_S", 0.5)
+    start = time.perf_counter()
+    with pytest.raises(DownloadFailed, match="sent nothing for 0.5 s .* the partial file was removed"):
+        resolve_weights("torchvision:efficientnet_b0")
+    assert time.perf_counter() - start < 1.9  # given up on before the host spoke again
+    assert _leftovers(tmp_path / "torch" / "hub" / "checkpoints") == []
+
+
+def test_torchvision_file_over_the_bound_is_refused(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from effnet.models import hub
+
+    _, files = server
+    _torchvision_file(files, monkeypatch)
+    monkeypatch.setattr(hub, "MAX_DOWNLOAD_BYTES", 1000)
+    with pytest.raises(InvalidValue, match=r"bytes; at most 1,000 are downloaded"):
         resolve_weights("torchvision:efficientnet_b0")
     assert _leftovers(tmp_path / "torch" / "hub" / "checkpoints") == []
 

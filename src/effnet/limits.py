@@ -35,6 +35,7 @@ __all__ = [
     "MAX_JSON_BYTES",
     "MAX_JSON_DEPTH",
     "MAX_DOWNLOAD_BYTES",
+    "DOWNLOAD_TIMEOUT_S",
     "check_number",
     "check_int",
     "json_depth",
@@ -73,7 +74,10 @@ MAX_JSON_BYTES = 1 << 20
 MAX_JSON_DEPTH = 16
 """Deepest nesting of objects/arrays in a spec or header JSON document (a spec nests 3 deep)."""
 MAX_DOWNLOAD_BYTES = 1 << 32
-"""Largest weights file fetched from the Hugging Face Hub, in bytes (4 GiB; L2's fp32 weights are 1.9 GB)."""
+"""Largest weights file fetched from a hub (Hugging Face or torchvision's), in bytes (4 GiB; L2's fp32 weights are
+1.9 GB)."""
+DOWNLOAD_TIMEOUT_S = 60.0
+"""Longest wait, in seconds, to connect to a torchvision weights host or for the next bytes of its file."""
 
 
 def _is_number(value: Any) -> bool:

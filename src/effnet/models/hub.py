@@ -12,7 +12,8 @@ Two forms, as timm and torchvision users write them:
 - ``torchvision:<Enum>[.<MEMBER>]`` or ``torchvision:<model name>`` (the enum's ``DEFAULT``), e.g.
   ``torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1`` or ``torchvision:efficientnet_v2_s``. The file is the
   enum's ``url``, checked against the sha256 prefix in its name (torchvision's convention) by
-  ``torch.hub.download_url_to_file``, which writes a temporary ``.partial`` file and renames it when complete,
+  a download that waits at most :data:`~effnet.limits.DOWNLOAD_TIMEOUT_S` for the host or the next bytes, fetches
+  at most :data:`~effnet.limits.MAX_DOWNLOAD_BYTES` and writes a temporary file renamed when complete and checked,
   into ``torch.hub.get_dir()/checkpoints`` (torchvision's own cache). The preprocessing is the enum's
   ``transforms()`` and the class names its ``meta["categories"]``. ``EFFNET_TORCHVISION_BASE_URL`` replaces
   ``https://download.pytorch.org`` in the URL (a mirror, or a test server).
@@ -38,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from effnet.errors import BadFile, DownloadFailed, InvalidValue, MissingFile, Unsupported
-from effnet.limits import MAX_CLASSES, MAX_DOWNLOAD_BYTES, MAX_IN_CHANS, check_int, read_json_file
+from effnet.io import atomic_path
+from effnet.limits import DOWNLOAD_TIMEOUT_S, MAX_CLASSES, MAX_DOWNLOAD_BYTES, MAX_IN_CHANS, check_int, read_json_file
 from effnet.models.sources import imagenet_class_names
 from effnet.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
@@ -395,24 +397,54 @@ def _torchvision_file(ref: WeightsRef, url: str) -> Path:
                           "(HF_HUB_OFFLINE/EFFNET_OFFLINE)")  # fmt: skip
     target.parent.mkdir(parents=True, exist_ok=True)
     source = _torchvision_url(url)
-    try:  # writes <target>.<uuid>.partial, renames it to target when complete and checked; removes it otherwise
-        torch.hub.download_url_to_file(source, str(target), hash_prefix=torchvision_hash_prefix(filename),
-                                       progress=True)  # fmt: skip
+    try:  # a temporary file beside target, renamed to it when complete and checked; removed otherwise
+        _download(ref, source, target, torchvision_hash_prefix(filename))
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             raise MissingFile(f"{ref}: {source} not found (HTTP 404)") from None
         raise DownloadFailed(f"{ref}: downloading {source} failed (HTTP {exc.code}); nothing was kept") from None
     except urllib.error.URLError as exc:
         raise DownloadFailed(f"{ref}: cannot reach {source} ({_describe(exc.reason)})") from None
-    except RuntimeError as exc:
-        if "invalid hash value" not in str(exc):
-            raise DownloadFailed(f"{ref}: downloading {source} failed ({_describe(exc)})") from None
-        raise BadFile(f"{ref}: {source}: the download's sha256 does not start with {torchvision_hash_prefix(filename)} "
-                      "from its name (corrupt, changed or cut short); the file was removed") from None  # fmt: skip
+    except TimeoutError:
+        raise DownloadFailed(f"{ref}: {source} sent nothing for {DOWNLOAD_TIMEOUT_S:g} s "
+                             "(effnet.limits.DOWNLOAD_TIMEOUT_S); the partial file was removed") from None  # fmt: skip
     except (OSError, http.client.HTTPException) as exc:
         raise DownloadFailed(f"{ref}: the connection to {source} dropped mid-file ({_describe(exc)}); the partial "
                              "file was removed") from None  # fmt: skip
     return target
+
+
+def _download(ref: WeightsRef, source: str, target: Path, hash_prefix: str | None) -> None:
+    """``source`` into ``target`` atomically: each wait bounded by ``DOWNLOAD_TIMEOUT_S``, at most
+    ``MAX_DOWNLOAD_BYTES`` (refused from the announced size before the body, else when passed), the sha256 checked
+    against ``hash_prefix`` (``BadFile``; nothing kept)."""
+    import hashlib
+    import urllib.request
+
+    from tqdm.auto import tqdm
+
+    def too_big(size: int) -> InvalidValue:
+        return InvalidValue(f"{ref}: {source} is {size:,}+ bytes; at most {MAX_DOWNLOAD_BYTES:,} are downloaded "
+                            "(effnet.limits.MAX_DOWNLOAD_BYTES)")  # fmt: skip
+
+    request = urllib.request.Request(source, headers={"User-Agent": "effnet"})
+    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        announced = int(response.headers.get("Content-Length") or 0) or None
+        if announced is not None and announced > MAX_DOWNLOAD_BYTES:
+            raise too_big(announced)
+        digest, done = hashlib.sha256(), 0
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as out, tqdm(total=announced, unit="B", unit_scale=True, desc=target.name) as bar:
+                while chunk := response.read(1 << 20):
+                    done += len(chunk)
+                    if done > MAX_DOWNLOAD_BYTES:
+                        raise too_big(done)
+                    digest.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            if hash_prefix and not digest.hexdigest().startswith(hash_prefix):
+                raise BadFile(f"{ref}: {source}: the download's sha256 does not start with {hash_prefix} from its "
+                              "name (corrupt, changed or cut short); the file was removed")  # fmt: skip
 
 
 def _resolve_torchvision(ref: WeightsRef) -> HubWeights:
