@@ -246,13 +246,14 @@ def test_bad_inputs_give_one_line_messages(fake_fmnist, tmp_path, capsys):
 @needs_fmnist
 @pytest.mark.slow
 def test_real_fashion_mnist_learns_quickly(tmp_path):
-    """A quick functional check on the real data (the >= 85 % run is in docs/training.md: it takes minutes)."""
+    """The defaults a user gets (recipe auto -> short) learn the real data in 2 quick epochs (the >= 85 % run is in
+    docs/training.md: it takes minutes). Measured top-1 41.0-44.6 % over seeds 0-3 (chance: 10 %); SGD at LR 0.8,
+    which this test used before, gave 19-64 % over the same seeds, too chaotic to bound."""
     config = TrainConfig(data="fashion-mnist", model="efficientnet_b0", width=0.25, resolution=32, epochs=2,
-                         batch_size=32, train_limit=3000, val_limit=1000, threads=1, augment="none",
-                         random_crop=False, crop_pct=1.0, opt="sgd", lr=0.8, schedule="cosine", warmup_epochs=0.3,
-                         bn_momentum=0.1, drop_path=0.0, ema_decay=0.998, output=str(tmp_path / "fm"))  # fmt: skip
+                         batch_size=32, train_limit=3000, val_limit=1000, threads=1, crop_pct=1.0,
+                         output=str(tmp_path / "fm"))  # fmt: skip
     result = fit(config, progress=False)
-    assert result.last_top1 >= 45.0, result.history  # chance: 10 %; measured 56.0 % (EMA 57.9 %) under short
+    assert result.last_top1 >= 30.0, result.history
 
 
 def test_compile_option_trains_and_saves_plain_weights(fake_fmnist, tmp_path, monkeypatch):
