@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ("step", "tol", "width", "depth"):
         p.add_argument(f"--{name}", type=float, default=getattr(d, name))
-    for name in ("epochs", "train_limit", "val_limit", "batch_size", "eta", "min_epochs", "resolution", "threads",
-                 "seeds"):
+    for name in ("epochs", "train_limit", "val_limit", "batch_size", "eta", "min_epochs", "keep", "resolution",
+                 "threads", "seeds"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     p.add_argument("--data", default=d.data)
     p.add_argument("--work-dir", type=Path, default=Path("runs/search_fidelity"))
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     config = SearchConfig(data=args.data, step=args.step, tol=args.tol, width=args.width, depth=args.depth,
                           resolution=args.resolution, epochs=args.epochs, train_limit=args.train_limit,
                           val_limit=args.val_limit, batch_size=args.batch_size, eta=args.eta,
-                          min_epochs=args.min_epochs, threads=args.threads, seeds=args.seeds)  # fmt: skip
+                          min_epochs=args.min_epochs, keep=args.keep, threads=args.threads,
+                          seeds=args.seeds)  # fmt: skip
     load_before = loadavg()
     runs = [_run(config, s, args.work_dir) for s in ("grid", "halving")]
     grid, halving = runs
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             for r in runs]  # fmt: skip
     budget = (f"grid step {args.step:g} tol {args.tol:g}; baseline B0 width {args.width:g} depth {args.depth:g} "
               f"{args.resolution} px; {args.epochs} epochs, {args.train_limit} train / {args.val_limit} val images, "
-              f"batch {args.batch_size}; halving eta {args.eta} min-epochs {args.min_epochs}")  # fmt: skip
+              f"batch {args.batch_size}; halving eta {args.eta} min-epochs {args.min_epochs} "
+              f"keep {args.keep}")  # fmt: skip
     table = (f"{budget}\n\n{markdown_table(rows, list(rows[0]))}\n\nagree: chosen {bool(agree['chosen'])}, top-3 set "
              f"{agree['top3_set']}, top-3 order {agree['top3_order']}, top-3 shared {overlap} of 3; halving trained "
              f"{100 * fraction:.0f} % of the grid's epochs; target (>= 2 of 3 at <= 50 %) met: {target}; "

@@ -513,6 +513,21 @@ def test_halving_prunes_and_report_says_so(tmp_path):
     assert row["top1_ci95_low"] <= row["top1_mean"] <= row["top1_ci95_high"]
 
 
+
+def _leaders(report, k=3):
+    return [(r["pruned"], r["epochs"]) for r in report["rows"] if r["kind"] != "baseline"][:k]
+
+
+def test_halving_never_stops_the_leaders(tmp_path):
+    """Plain halving (keep 0) ranks trials stopped early among the top 3; keep 3 trains the top 3 fully."""
+    runs = {keep: run_search(SearchConfig(**{**SMALL, "seeds": 2}, epochs=4, strategy="halving", eta=2, keep=keep,
+                                          output=str(tmp_path / str(keep))), trainer=_epoch_trainer, progress=False)
+            for keep in (0, 3)}  # fmt: skip
+    assert any(pruned for pruned, _ in _leaders(runs[0]))
+    assert _leaders(runs[3]) == [(0, 4.0)] * 3 and runs[3]["pruned_trials"] > 0
+    assert runs[0]["epochs_trained"] < runs[3]["epochs_trained"] < runs[3]["epochs_full_grid"]
+    assert main(["search", "--output", str(tmp_path / "bad"), "--quiet", "--keep", "-1"]) == 2
+
 def test_grid_and_budget_bounds_are_clear_errors(tmp_path, capsys):
     for flags, message in ((["--step", "0.001"], "--step must be a number in [0.01, 1]"),
                            (["--strategy", "halving", "--min-epochs", "3"], "--min-epochs (3) must be below"),

@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    f"(default {d.eta})")  # fmt: skip
     g.add_argument("--min-epochs", type=int, default=d.min_epochs, help="halving: epochs before the first cut "
                    f"(default {d.min_epochs})")  # fmt: skip
+    g.add_argument("--keep", type=int, default=d.keep, help="halving: never stop a trial ranked in the top K at its "
+                   f"epoch, so the report's top K are fully trained (0: plain halving; default {d.keep})")  # fmt: skip
     g.add_argument("--seed", type=int, default=d.seed, help="first seed (default 0)")
     g.add_argument("--no-baseline-trial", action="store_true", help="do not train the unscaled baseline "
                    "(a reference point; it never becomes the chosen coefficients)")  # fmt: skip
@@ -133,7 +135,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         include_baseline=not args.no_baseline_trial, width=args.width, depth=args.depth,
         resolution=args.resolution, epochs=args.epochs, train_limit=args.train_limit, val_limit=args.val_limit,
         batch_size=args.batch_size, data_root=args.data_root, output=args.output, heartbeat=args.heartbeat,
-        threads=args.threads, strategy=args.strategy, eta=args.eta, min_epochs=args.min_epochs,
+        threads=args.threads, strategy=args.strategy, eta=args.eta, min_epochs=args.min_epochs, keep=args.keep,
         train_options=train_options(args),
     )  # fmt: skip
 

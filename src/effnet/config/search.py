@@ -89,6 +89,7 @@ class SearchConfig:
     strategy: str = "grid"
     eta: int = 3
     min_epochs: int = 1
+    keep: int = 3
     train_options: tuple[tuple[str, Any], ...] = (
         ("opt", "adamw"), ("schedule", "cosine"), ("lr", 0.04), ("warmup_epochs", 0.3), ("bn_momentum", 0.1),
         ("augment", "none"), ("crop_pct", 1.0), ("ema_decay", 0.0), ("label_smoothing", 0.0), ("dropout", 0.0),
@@ -110,6 +111,9 @@ class SearchConfig:
             raise ValueError(f"--eta must be an integer >= 2 (1/eta of the candidates go on), got {self.eta!r}")
         if isinstance(self.min_epochs, bool) or not isinstance(self.min_epochs, int) or not 1 <= self.min_epochs:
             raise ValueError(f"--min-epochs must be an integer >= 1, got {self.min_epochs!r}")
+        if isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 0:
+            raise ValueError(f"--keep must be an integer >= 0 (trials never stopped while in the top K), "
+                             f"got {self.keep!r}")  # fmt: skip
         if not isinstance(self.heartbeat, int) or self.heartbeat < 1:
             raise ValueError(f"--heartbeat must be an integer number of seconds >= 1, got {self.heartbeat!r}")
         if not isinstance(self.study, str) or not self.study.strip():

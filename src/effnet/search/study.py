@@ -17,7 +17,8 @@ A trial whose trainer raises (or is interrupted) is FAILed and its point enqueue
 trial whose point another trial already finished or runs marks it FAIL without training (``duplicate_of``), so
 no point is trained twice even if a point was queued twice. COMPLETE and PRUNED trials are never re-run.
 With ``strategy="halving"`` every trial reports validation top-1 after each epoch and Optuna's asynchronous
-``SuccessiveHalvingPruner`` (``min_resource = min_epochs``, ``reduction_factor = eta``) stops weak ones.
+``SuccessiveHalvingPruner`` (``min_resource = min_epochs``, ``reduction_factor = eta``) stops weak ones, except
+the ``keep`` best at each epoch (:mod:`effnet.search.halving`), so the report's leaders are fully trained.
 See :mod:`effnet.search.report` for the report.
 """
 
@@ -172,7 +173,8 @@ def definition(config: SearchConfig, base: NetworkSpec, items: Sequence[Candidat
         "grid": {"target": config.target, "tol": config.tol, "step": config.step, "low": config.low,
                  "high": config.high, "include_baseline": config.include_baseline},  # fmt: skip
         "seeds": [config.seed + i for i in range(config.seeds)],
-        "strategy": {"name": config.strategy, "eta": config.eta, "min_epochs": config.min_epochs},
+        "strategy": {"name": config.strategy, "eta": config.eta, "min_epochs": config.min_epochs,
+                     "keep": config.keep},  # fmt: skip
         "baseline": base.to_dict(),
         "budget": {"data": config.data, "epochs": config.epochs, "train_limit": config.train_limit,
                    "val_limit": config.val_limit, "batch_size": config.batch_size,
@@ -242,7 +244,9 @@ def _pruner(config: SearchConfig) -> Any:
     import optuna
 
     if config.strategy == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=config.min_epochs, reduction_factor=config.eta)
+        from effnet.search.halving import KeepLeadersPruner
+
+        return KeepLeadersPruner(config.min_epochs, config.eta, config.keep)
     return optuna.pruners.NopPruner()
 
 
