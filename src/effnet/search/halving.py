@@ -10,6 +10,8 @@ on, so the top K rows of the report are fully trained and ranked on equal terms.
 
 from __future__ import annotations
 
+import math
+
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -23,16 +25,18 @@ def _point(trial: FrozenTrial) -> tuple[tuple[str, object], ...]:
 
 
 def rank_at_step(study: optuna.Study, trial: FrozenTrial, step: int) -> int:
-    """How many other points (trials' parameters without ``seed``) have a trial with a strictly better value than
-    ``trial`` at ``step`` (0: its point leads). Seeds of one point count once, so ``keep`` counts the report's rows."""
-    value = trial.intermediate_values[step]
-    minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
-    mine, better = _point(trial), set()
-    for other in study.get_trials(deepcopy=False, states=_RANKED):
+    """How many other points (trials' parameters without ``seed``) did strictly better than ``trial``'s point at
+    ``step`` (0: it leads), a point's score being its best trial's value there. The seeds of a point share its rank,
+    so the seeds of a leading point go on together and ``keep`` counts the report's rows."""
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else 1.0
+    best: dict[tuple[tuple[str, object], ...], float] = {}
+    for other in (*study.get_trials(deepcopy=False, states=_RANKED), trial):
         seen = other.intermediate_values.get(step)
-        if seen is not None and _point(other) != mine and (seen < value if minimize else seen > value):
-            better.add(_point(other))
-    return len(better)
+        if seen is not None:
+            point = _point(other)
+            best[point] = max(best.get(point, -math.inf), sign * seen)
+    mine = best[_point(trial)]
+    return sum(score > mine for score in best.values())
 
 
 class KeepLeadersPruner(optuna.pruners.BasePruner):
