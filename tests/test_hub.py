@@ -49,6 +49,7 @@ class Files:
         self.repos: set[str] = set()
         self.drop: set[str] = set()
         self.stall: set[str] = set()
+        self.cut: set[str] = set()
         self.requests: list[tuple[str, str]] = []
 
 
@@ -88,6 +89,11 @@ def _handler(files: Files) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()
                 time.sleep(2)
+                self.close_connection = True
+                return
+            if self.path in files.cut:  # half the file, then an orderly close (FIN) before the announced length
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
                 self.close_connection = True
                 return
             if dropping:  # half the file, then a reset (RST): the connection dropped mid-file
@@ -423,11 +429,13 @@ def test_torchvision_hash_mismatch_removes_the_file(server, tmp_path: Path, monk
 
 
 @pytest.mark.slow
-def test_torchvision_dropped_connection_removes_the_partial(server, tmp_path: Path,
+@pytest.mark.parametrize("how", ["drop", "cut"])
+def test_torchvision_dropped_connection_removes_the_partial(how: str, server, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A reset (RST) or an orderly close (FIN) before the announced length: a dropped connection, not a bad hash."""
     _, files = server
     _torchvision_file(files, monkeypatch)
-    files.drop.update(files.files)
+    getattr(files, how).update(files.files)
     with pytest.raises(DownloadFailed, match="dropped mid-file .* the partial file was removed"):
         resolve_weights("torchvision:efficientnet_b0")
     assert _leftovers(tmp_path / "torch" / "hub" / "checkpoints") == []

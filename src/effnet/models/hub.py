@@ -416,8 +416,8 @@ def _torchvision_file(ref: WeightsRef, url: str) -> Path:
 
 def _download(ref: WeightsRef, source: str, target: Path, hash_prefix: str | None) -> None:
     """``source`` into ``target`` atomically: each wait bounded by ``DOWNLOAD_TIMEOUT_S``, at most
-    ``MAX_DOWNLOAD_BYTES`` (refused from the announced size before the body, else when passed), the sha256 checked
-    against ``hash_prefix`` (``BadFile``; nothing kept)."""
+    ``MAX_DOWNLOAD_BYTES`` (refused from the announced size before the body, else when passed), fewer bytes than
+    announced is a dropped connection, the sha256 checked against ``hash_prefix`` (``BadFile``; nothing kept)."""
     import hashlib
     import urllib.request
 
@@ -442,6 +442,8 @@ def _download(ref: WeightsRef, source: str, target: Path, hash_prefix: str | Non
                     digest.update(chunk)
                     out.write(chunk)
                     bar.update(len(chunk))
+            if announced is not None and done < announced:  # read(amt) returns b"" at a close, never raises
+                raise http.client.IncompleteRead(b"", announced - done)
             if hash_prefix and not digest.hexdigest().startswith(hash_prefix):
                 raise BadFile(f"{ref}: {source}: the download's sha256 does not start with {hash_prefix} from its "
                               "name (corrupt, changed or cut short); the file was removed")  # fmt: skip
