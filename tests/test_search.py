@@ -528,6 +528,35 @@ def test_halving_never_stops_the_leaders(tmp_path):
     assert runs[0]["epochs_trained"] < runs[3]["epochs_trained"] < runs[3]["epochs_full_grid"]
     assert main(["search", "--output", str(tmp_path / "bad"), "--quiet", "--keep", "-1"]) == 2
 
+
+def test_pruned_trials_record_the_cost_of_the_network_trained(tmp_path):
+    """A stopped trial's params and MACs are those of the network it trained (10 classes, 1 input channel, read
+    from the weights it saved), not of the spec's 1000-class, 3-channel default: the same as a finished trial's."""
+    from types import SimpleNamespace
+
+    from effnet import create_model
+    from effnet.cost import cost
+    from effnet.models.weights import save_pretrained
+    from effnet.search.study import baseline_spec, trial_spec
+
+    def trainer(config, spec, on_epoch=None):
+        fitted = spec.replace(num_classes=10, in_chans=1)
+        save_pretrained(create_model(fitted), Path(config.output) / "best.safetensors")
+        c, top1 = cost(fitted), 40 + 3 * math.log2(cost(spec).macs / 1e6)
+        for epoch in range(1, config.epochs + 1):
+            on_epoch({"epoch": epoch, "val_top1": top1 + 5 * epoch})
+        return SimpleNamespace(last_top1=top1 + 5 * config.epochs, params=c.params, macs=c.macs,
+                               epochs=config.epochs, spec=fitted.to_dict())  # fmt: skip
+
+    config = SearchConfig(**SMALL, epochs=3, strategy="halving", eta=2, keep=0, output=str(tmp_path))
+    report = run_search(config, trainer=trainer, progress=False)
+    trials = report["trials"]
+    assert any(t["pruned"] for t in trials) and not all(t["pruned"] for t in trials)
+    for t in trials:
+        spec = trial_spec(baseline_spec(config), t["alpha"], t["beta"], t["gamma"])
+        exact = cost(spec.replace(num_classes=10, in_chans=1))
+        assert (t["params"], t["macs"]) == (exact.params, exact.macs), t
+
 def test_grid_and_budget_bounds_are_clear_errors(tmp_path, capsys):
     for flags, message in ((["--step", "0.001"], "--step must be a number in [0.01, 1]"),
                            (["--strategy", "halving", "--min-epochs", "3"], "--min-epochs (3) must be below"),

@@ -319,6 +319,16 @@ def _record(item: Candidate, base: NetworkSpec, spec: NetworkSpec, result: Any, 
     return record
 
 
+def _saved_spec(run_dir: Path) -> dict[str, Any] | None:
+    """The spec (classes and input channels fitted to the data) in a stopped trial's best weights, if it wrote any."""
+    from effnet.models.weights import read_safetensors_header
+
+    try:
+        return json.loads(read_safetensors_header(run_dir / "best.safetensors")["effnet.spec"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 class _SpareTrial(Exception):
     """A trial this worker must not train (no grid point left for it, or its point is taken); marked FAIL."""
 
@@ -424,7 +434,7 @@ class _Worker:
             trial.set_user_attr("duplicate_of", trial.number)
             raise _SpareTrial(f"trial {trial.number} is being trained by another worker ({exc})") from None
         except optuna.TrialPruned:
-            last = SimpleNamespace(last_top1=epochs[-1]["val_top1"], epochs=len(epochs))
+            last = SimpleNamespace(last_top1=epochs[-1]["val_top1"], epochs=len(epochs), spec=_saved_spec(run_dir))
             record = {**_record(item, self.base, spec, last, time.perf_counter() - start, run_dir), "pruned": True}
             self._finish(trial, record, "pruned after")
             raise
