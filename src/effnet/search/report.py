@@ -107,12 +107,16 @@ def plot_accuracy_vs_macs(rows: Sequence[Mapping[str, Any]], path: str | Path, *
         sel = [r for r in rows if r["kind"] == kind]
         if not sel:
             continue
-        xs = [r["macs"] / 1e6 for r in sel]
-        ys = [r["top1_mean"] for r in sel]
-        errs = [r["top1_std"] or 0.0 for r in sel]
         label = f"{kind} ({len(sel)})" if kind != "compound" else f"compound α,β,γ>1 ({len(sel)})"
-        ax.errorbar(xs, ys, yerr=errs, fmt=marker, color=color, label=label, markersize=7 if kind != "baseline"
-                    else 11, capsize=3, alpha=0.9)  # fmt: skip
+        for stopped in (False, True):  # rows halving stopped early: hollow, their accuracy is from fewer epochs
+            part = [r for r in sel if bool(r.get("pruned")) == stopped]
+            if part:
+                ax.errorbar([r["macs"] / 1e6 for r in part], [r["top1_mean"] for r in part],
+                            yerr=[r["top1_std"] or 0.0 for r in part], fmt=marker, color=color,
+                            markerfacecolor="none" if stopped else color, label=None if stopped and len(part) < len(sel)
+                            else label, markersize=7 if kind != "baseline" else 11, capsize=3, alpha=0.9)  # fmt: skip
+    if any(r.get("pruned") for r in rows):
+        ax.plot([], [], "o", color="gray", markerfacecolor="none", label="hollow: stopped early (fewer epochs)")
     if chosen is not None:
         ax.plot([chosen["macs"] / 1e6], [chosen["top1_mean"]], "o", markersize=16, markerfacecolor="none",
                 markeredgecolor="gold", markeredgewidth=2.5, label="chosen")  # fmt: skip
