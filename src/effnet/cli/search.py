@@ -60,8 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    f"(default {d.eta})")  # fmt: skip
     g.add_argument("--min-epochs", type=int, default=d.min_epochs, help="halving: epochs before the first cut "
                    f"(default {d.min_epochs})")  # fmt: skip
-    g.add_argument("--keep", type=int, default=d.keep, help="halving: never stop a trial ranked in the top K at its "
-                   f"epoch, so the report's top K are fully trained (0: plain halving; default {d.keep})")  # fmt: skip
+    g.add_argument("--keep", type=int, default=d.keep, help="halving: never stop a trial whose point ranks in the "
+                   "top K at its epoch, so the report's top K rows are fully trained (0: plain halving; default "
+                   f"{d.keep})")  # fmt: skip
     g.add_argument("--seed", type=int, default=d.seed, help="first seed (default 0)")
     g.add_argument("--no-baseline-trial", action="store_true", help="do not train the unscaled baseline "
                    "(a reference point; it never becomes the chosen coefficients)")  # fmt: skip

@@ -1,11 +1,13 @@
 """The successive-halving pruner of ``effnet search --strategy halving``: Optuna's asynchronous
-``SuccessiveHalvingPruner``, except that a trial ranked in the top ``keep`` at its epoch is never stopped.
+``SuccessiveHalvingPruner``, except that a trial whose point ranks in the top ``keep`` at its epoch is never
+stopped.
 
 Plain successive halving fully trains about ``trials / eta^rungs`` trials (two of twelve with ``eta`` 2 and rungs at
 1, 2 and 4 epochs), so the report's second and third places would be trials compared at fewer epochs than the
-first. With ``keep = K`` the K trials with the best validation top-1 at each epoch among those that reached it go
-on, so the top K rows of the report are fully trained and ranked on equal terms. Ranking reads only public Optuna API
-(``Study.get_trials``, ``FrozenTrial.intermediate_values``), so it works across processes and machines.
+first. With ``keep = K`` the trials of the K points (parameters without the seed) with the best validation top-1 at
+each epoch among those that reached it go on, so the top K rows of the report are fully trained and ranked on
+equal terms. Ranking reads only public Optuna API (``Study.get_trials``, ``FrozenTrial.intermediate_values``), so it
+works across processes and machines.
 """
 
 from __future__ import annotations
@@ -41,11 +43,10 @@ def rank_at_step(study: optuna.Study, trial: FrozenTrial, step: int) -> int:
 
 class KeepLeadersPruner(optuna.pruners.BasePruner):
     """``SuccessiveHalvingPruner(min_resource, reduction_factor)`` that never stops a trial whose point ranks in the
-    top ``keep`` (:func:`rank_at_step`)."""
+    top ``keep`` (:func:`rank_at_step`); ``keep`` is validated where it is set
+    (:class:`effnet.config.search.SearchConfig`)."""
 
     def __init__(self, min_resource: int, reduction_factor: int, keep: int) -> None:
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
-            raise ValueError(f"--keep must be an integer >= 0, got {keep!r}")
         self._halving = optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource,
                                                                reduction_factor=reduction_factor)  # fmt: skip
         self._keep = keep

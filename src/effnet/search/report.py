@@ -108,13 +108,13 @@ def plot_accuracy_vs_macs(rows: Sequence[Mapping[str, Any]], path: str | Path, *
         if not sel:
             continue
         label = f"{kind} ({len(sel)})" if kind != "compound" else f"compound α,β,γ>1 ({len(sel)})"
-        for stopped in (False, True):  # rows halving stopped early: hollow, their accuracy is from fewer epochs
-            part = [r for r in sel if bool(r.get("pruned")) == stopped]
+        full, stopped = [r for r in sel if not r.get("pruned")], [r for r in sel if r.get("pruned")]
+        for part, face in ((full, color), (stopped, "none")):  # stopped early by halving: hollow (fewer epochs)
             if part:
                 ax.errorbar([r["macs"] / 1e6 for r in part], [r["top1_mean"] for r in part],
-                            yerr=[r["top1_std"] or 0.0 for r in part], fmt=marker, color=color,
-                            markerfacecolor="none" if stopped else color, label=None if stopped and len(part) < len(sel)
-                            else label, markersize=7 if kind != "baseline" else 11, capsize=3, alpha=0.9)  # fmt: skip
+                            yerr=[r["top1_std"] or 0.0 for r in part], fmt=marker, color=color, markerfacecolor=face,
+                            label=label, markersize=7 if kind != "baseline" else 11, capsize=3, alpha=0.9)  # fmt: skip
+                label = None  # one legend entry per kind
     if any(r.get("pruned") for r in rows):
         ax.plot([], [], "o", color="gray", markerfacecolor="none", label="hollow: stopped early (fewer epochs)")
     if chosen is not None:
