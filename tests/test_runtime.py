@@ -316,3 +316,41 @@ def test_scale_measures_the_served_engine_and_precision(runtime: str, precision:
     spec = get_spec("efficientnet_b0").replace(resolution=32, width=0.25, depth=0.25)
     m = measure(spec, "cpu", 2, warmup=1, repeats=1, threads=1, runtime=runtime, precision=precision)
     assert (m.runtime, m.precision) == (runtime, precision) and m.latency_ms > 0
+
+
+_SIGNAL_AFTER_ENGINES = r'''
+import gc, signal, sys, threading
+import torch
+from effnet import create_model, get_spec
+from effnet.serving.runtimes import optimize_for_inference
+
+spec = get_spec("efficientnet_b0")
+model = create_model(spec.replace(stages=spec.stages[:2], head_channels=64, num_classes=10)).eval()
+precision = sys.argv[1]
+calibration = torch.randn(4, 3, 32, 32) if precision == "int8" else None
+run = optimize_for_inference(model, runtime="openvino", precision=precision, calibration=calibration)
+for size in (32, 48, 64) if precision == "fp32" else (32,):  # an engine per input size
+    for batch in (1, 2):  # a compiled model per batch size
+        run(torch.randn(batch, 3, size, size))
+del run  # its engines are freed first made, first freed: the order that used to leave a freed signal stack
+gc.collect()
+signal.signal(signal.SIGUSR1, lambda *_: None)  # Python's handlers run on the thread's alternate signal stack
+signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+print("handled")
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_openvino_engines_leave_signal_handling_intact(precision: str) -> None:
+    """Engines freed in the order they were made, then a signal: the process must live (it died with SIGSEGV when
+    every engine had its own openvino.Core, whose CPU plugin swaps the thread's sigaltstack)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("openvino")
+    if precision == "int8":
+        pytest.importorskip("nncf")
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_AFTER_ENGINES, precision], capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("handled"), (proc.returncode, proc.stderr[-2000:])

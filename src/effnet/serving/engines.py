@@ -8,6 +8,7 @@ fp32 sets OpenVINO's inference precision to f32 explicitly: its CPU plugin would
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +21,8 @@ from torch import nn
 from effnet.config.serving import ServingUnavailable
 from effnet.serving.export import write_onnx
 
-__all__ = ["OV_PRECISION", "ort_session", "openvino_config", "onnx_engine", "openvino_model", "openvino_engine",
-           "load_exported"]
+__all__ = ["OV_PRECISION", "openvino_core", "ort_session", "openvino_config", "onnx_engine", "openvino_model",
+           "openvino_engine", "load_exported"]
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 """OpenVINO ``INFERENCE_PRECISION_HINT`` per effnet precision (int8: the layers left in float run in f32)."""
@@ -79,9 +80,7 @@ def _ort_run(session: Any, many: bool) -> Run:
 
 def _ov_run(model: Any, precision: str, many: bool) -> Run:
     """Run an ``openvino.Model`` with a dynamic batch axis: compiled once per batch size (static shape)."""
-    import openvino as ov
-
-    core = ov.Core()
+    core = openvino_core()
     requests: dict[int, Any] = {}
 
     def run(x: torch.Tensor) -> Any:
@@ -164,6 +163,19 @@ def _openvino() -> Any:
     return ov
 
 
+@functools.cache
+def openvino_core() -> Any:
+    """The process's one ``openvino.Core``: every effnet engine, export check and probe compiles on it.
+
+    One Core, never destroyed, is a correctness requirement, not a speed-up: each Core's CPU plugin gives the thread
+    that compiles a signal stack of its own (``sigaltstack``) and puts the previous one back when the Core dies. Cores
+    that die in any order but the reverse of their creation leave the thread on a freed stack, and the next signal
+    it handles (SIGCHLD from a DataLoader worker or a subprocess, once torch has set its handler) kills the process
+    with SIGSEGV. ``ServingUnavailable`` without the openvino package.
+    """
+    return _openvino().Core()
+
+
 def load_exported(path: str | Path) -> Run:
     """A runner for a file written by ``effnet export``: ``.onnx`` by ONNX Runtime, ``.xml`` (IR) by OpenVINO at the
     precision the IR records (``runtime_options`` in its rt_info)."""
@@ -173,8 +185,7 @@ def load_exported(path: str | Path) -> Run:
     if file.suffix == ".onnx":
         return _ort_run(ort_session(str(file)), False)
     if file.suffix == ".xml":
-        ov = _openvino()
-        model = ov.Core().read_model(str(file))
+        model = openvino_core().read_model(str(file))
         key = ["runtime_options", "INFERENCE_PRECISION_HINT"]
         hint = model.get_rt_info(key).astype(str) if model.has_rt_info(key) else "f32"
         return _ov_run(model, "bf16" if hint == "bf16" else "fp32", False)
