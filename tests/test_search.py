@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from effnet.cli import main
+from effnet.cli import build_parser, main
 from effnet.scaling import grid
 from effnet.search.study import SearchConfig, candidates, default_storage, open_storage, run_search
 
@@ -36,7 +36,7 @@ from effnet.search.study import SearchConfig, run_search
 hang_at = int(os.environ.get("FAKE_HANG_AT", "0"))
 runs = 0
 
-def trainer(cfg, spec):
+def trainer(cfg, spec, on_epoch=None):
     """A cheap stand-in for effnet.training.trainer.fit: exact cost, a smooth accuracy surface, a sleep."""
     global runs
     runs += 1
@@ -336,7 +336,7 @@ def test_bad_train_options_are_clear_errors(tmp_path, capsys):
     assert not (tmp_path / "study.db").exists()
 
 
-def _fake_trainer(config, spec):
+def _fake_trainer(config, spec, on_epoch=None):
     from types import SimpleNamespace
 
     from effnet.cost import cost
@@ -368,7 +368,7 @@ def test_trainer_error_marks_trial_failed_and_is_retried_later(tmp_path):
 
     calls = []
 
-    def broken(config, spec):
+    def broken(config, spec, on_epoch=None):
         calls.append(spec.name)
         raise FileNotFoundError("--data /nowhere: no such directory")
 
@@ -556,6 +556,32 @@ def test_pruned_trials_record_the_cost_of_the_network_trained(tmp_path):
         spec = trial_spec(baseline_spec(config), t["alpha"], t["beta"], t["gamma"])
         exact = cost(spec.replace(num_classes=10, in_chans=1))
         assert (t["params"], t["macs"]) == (exact.params, exact.macs), t
+
+def test_halving_is_the_default_wherever_a_trial_can_be_stopped(tmp_path, capsys):
+    from effnet.cli.search import config_from_args
+    from effnet.config.search import CurvesConfig
+
+    assert SearchConfig().strategy == "halving" and SearchConfig(epochs=1).strategy == "grid"
+    assert SearchConfig(epochs=4, min_epochs=4).strategy == "grid"
+    assert config_from_args(build_parser().parse_args(["search", "--epochs", "1"])).strategy == "grid"
+    assert config_from_args(build_parser().parse_args(["search"])).strategy == "halving"
+    halving = SearchConfig(strategy="halving", epochs=4)
+    assert CurvesConfig(training=halving).training.strategy == "grid"  # a curve never stops a point early
+    with pytest.raises(ValueError, match="--min-epochs \\(1\\) must be below --epochs \\(1\\)"):
+        SearchConfig(strategy="halving", epochs=1)
+
+    def no_on_epoch(config, spec):
+        raise AssertionError("never called")
+
+    with pytest.raises(ValueError, match="takes no on_epoch: add it or use strategy 'grid'"):
+        run_search(SearchConfig(**SMALL, output=str(tmp_path)), trainer=no_on_epoch, progress=False)
+    assert not (tmp_path / "study.db").exists()
+    def grid_only(config, spec):  # the contract before halving: fine for strategy grid
+        return _fake_trainer(config, spec)
+
+    grid = run_search(SearchConfig(**SMALL, strategy="grid", output=str(tmp_path)), trainer=grid_only, progress=False)
+    assert grid["strategy"] == "grid" and len(grid["trials"]) == 7
+
 
 def test_grid_and_budget_bounds_are_clear_errors(tmp_path, capsys):
     for flags, message in ((["--step", "0.001"], "--step must be a number in [0.01, 1]"),

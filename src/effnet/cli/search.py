@@ -53,9 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seeds", type=int, default=d.seeds, help="trials per point with seeds SEED..SEED+K-1: mean, "
                    "std and 95%% interval per point, and a verdict by Welch's t-test (needs K >= 2; at most "
                    f"{MAX_SEEDS}; default {d.seeds})")  # fmt: skip
-    g.add_argument("--strategy", choices=STRATEGIES, default=d.strategy, help="grid: every candidate trains "
+    g.add_argument("--strategy", choices=STRATEGIES, default=None, help="grid: every candidate trains "
                    "--epochs; halving: successive halving (Optuna's asynchronous SuccessiveHalvingPruner) stops "
-                   f"weak candidates after --min-epochs, --min-epochs*eta, ... epochs (default {d.strategy})")
+                   "weak candidates after --min-epochs, --min-epochs*eta, ... epochs, never the --keep best points "
+                   "(default halving; grid when --epochs <= --min-epochs)")
     g.add_argument("--eta", type=int, default=d.eta, help="halving: 1/eta of the candidates reaching a rung go on "
                    f"(default {d.eta})")  # fmt: skip
     g.add_argument("--min-epochs", type=int, default=d.min_epochs, help="halving: epochs before the first cut "

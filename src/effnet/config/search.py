@@ -8,7 +8,7 @@ above :data:`PHI_MAX_LIMIT`, are refused before any work starts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ DEFAULT_STEP = 0.1
 DEFAULT_TOL = 0.05
 """Default tolerance on ``|α·β²·γ² − target|`` of the CLI (the quick study)."""
 STRATEGIES = ("grid", "halving")
-"""``--strategy``: every candidate gets the full budget, or successive halving stops weak ones early."""
+"""``--strategy``: every candidate gets the full budget, or successive halving stops weak ones early. The default
+(``None``) is ``halving`` whenever a trial can be stopped early (``epochs > min_epochs``), else ``grid``."""
 MIN_STEP = 0.01
 """Smallest ``--step`` of the grid (0.01 on [1, 2] is 101 values per coefficient)."""
 MAX_COEFFICIENT = 4.0
@@ -61,6 +62,7 @@ class SearchConfig:
     ``train_limit``, ``val_limit`` and ``batch_size`` are the per-trial training budget. ``storage`` None means
     ``sqlite:///<output>/study.db``. ``heartbeat`` is the liveness interval in seconds: a killed worker's trial is
     re-run after ``3 × heartbeat`` seconds without a heartbeat. ``threads`` limits torch threads per worker.
+    ``strategy`` None becomes ``"halving"`` when ``epochs > min_epochs`` and ``"grid"`` otherwise, at construction.
     """
 
     data: str = "fashion-mnist"
@@ -86,7 +88,7 @@ class SearchConfig:
     output: str = DEFAULT_OUTPUT
     heartbeat: int = 10
     threads: int | None = None
-    strategy: str = "grid"
+    strategy: str | None = None
     eta: int = 3
     min_epochs: int = 1
     keep: int = 3
@@ -105,6 +107,8 @@ class SearchConfig:
                              "(--epochs, --batch-size, --train-limit, --width, --resolution, --seeds, --output, ...)")
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"--seeds must be an integer >= 1, got {self.seeds!r}")
+        if self.strategy is None:
+            object.__setattr__(self, "strategy", _default_strategy(self.epochs, self.min_epochs))
         if self.strategy not in STRATEGIES:
             raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if isinstance(self.eta, bool) or not isinstance(self.eta, int) or self.eta < 2:
@@ -150,6 +154,12 @@ class SearchConfig:
     def storage_url(self) -> str:
         """The storage URL this config uses (the default SQLite file when ``storage`` is None)."""
         return self.storage or default_storage(self.output)
+
+
+def _default_strategy(epochs: object, min_epochs: object) -> str:
+    """``halving`` when a trial can be stopped before its last epoch, else ``grid`` (bad values: checked later)."""
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (epochs, min_epochs))
+    return "halving" if ints and epochs > min_epochs else "grid"  # type: ignore[operator]
 
 
 def default_storage(output: str) -> str:
@@ -264,7 +274,7 @@ class CurvesConfig:
     ``training`` is a :class:`SearchConfig` used for what it shares with a search: data, baseline (``baseline``,
     ``width``, ``depth``, ``resolution``), per-point training budget (``epochs``, ``train_limit``, ``val_limit``,
     ``batch_size``, ``train_options``), seeds and the study's storage, name, output and worker settings; its grid
-    fields are unused. For φ = 1..``phi_max`` each method in ``methods`` gives one point: depth-, width- or
+    fields are unused, and every point trains its full budget (its strategy is always ``grid``). For φ = 1..``phi_max`` each method in ``methods`` gives one point: depth-, width- or
     resolution-only multipliers solved on the exact cost model so that MACs are ``2^φ`` × the baseline's, and
     compound = ``(α^φ, β^φ, γ^φ)``.
     """
@@ -277,6 +287,8 @@ class CurvesConfig:
     methods: tuple[str, ...] = METHODS
 
     def __post_init__(self) -> None:
+        if self.training.strategy != "grid":  # a curve compares fully trained points: nothing is stopped early
+            object.__setattr__(self, "training", replace(self.training, strategy="grid"))
         phi = self.phi_max
         if isinstance(phi, bool) or not isinstance(phi, int) or not 1 <= phi <= PHI_MAX_LIMIT:
             raise ValueError(f"--phi-max must be an integer in [1, {PHI_MAX_LIMIT}], got {phi!r}")

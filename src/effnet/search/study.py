@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import os
 import socket
@@ -203,7 +204,7 @@ Trainer = Callable[..., Any]
 """``trainer(train_config, spec[, on_epoch=callback]) -> result``: the contract of
 :func:`effnet.training.trainer.fit` (``spec``: the network to train; ``on_epoch(record)`` is called after each
 epoch with ``record["epoch"]`` and ``record["val_top1"]`` and may raise to stop; it is passed only with
-``strategy="halving"``). The result has ``last_top1`` and, when available, ``best_top1``, ``last_top5``,
+``strategy="halving"``, the default whenever ``epochs > min_epochs``). The result has ``last_top1`` and, when available, ``best_top1``, ``last_top5``,
 ``ema_top1``, ``params``, ``macs``, ``epochs``, ``images_per_s``, ``wall_time_s``."""
 
 
@@ -539,8 +540,22 @@ def run_trials(config: SearchConfig, items: Sequence[Candidate], *, trainer: Tra
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         if trainer is None:
             trainer = functools.partial(_default_trainer, progress=progress)
+        _check_trainer(trainer, config.strategy)
         return _work(config, items, trainer, progress, echo or (lambda text: tqdm.write(text)), extra or {},
                      before_report or dict)  # fmt: skip
+
+
+def _check_trainer(trainer: Trainer, strategy: str) -> None:
+    """``ValueError`` before any study when halving needs ``on_epoch`` and ``trainer`` does not take it."""
+    if strategy != "halving":
+        return
+    try:
+        params = inspect.signature(trainer).parameters
+    except (TypeError, ValueError):  # a callable without a signature: trust it
+        return
+    if "on_epoch" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise ValueError("strategy 'halving' calls trainer(config, spec, on_epoch=...) after each epoch; this trainer "
+                         "takes no on_epoch: add it or use strategy 'grid'")  # fmt: skip
 
 
 def _work(config: SearchConfig, items: Sequence[Candidate], trainer: Trainer, progress: bool,
