@@ -274,9 +274,9 @@ class CurvesConfig:
     ``training`` is a :class:`SearchConfig` used for what it shares with a search: data, baseline (``baseline``,
     ``width``, ``depth``, ``resolution``), per-point training budget (``epochs``, ``train_limit``, ``val_limit``,
     ``batch_size``, ``train_options``), seeds and the study's storage, name, output and worker settings; its grid
-    fields are unused, and every point trains its full budget (its strategy is always ``grid``). For φ = 1..``phi_max`` each method in ``methods`` gives one point: depth-, width- or
-    resolution-only multipliers solved on the exact cost model so that MACs are ``2^φ`` × the baseline's, and
-    compound = ``(α^φ, β^φ, γ^φ)``.
+    fields are unused, and every point trains its full budget (its strategy is always ``grid``). For
+    φ = 1..``phi_max`` each method in ``methods`` gives one point: depth-, width- or resolution-only multipliers
+    solved on the exact cost model so that MACs are ``2^φ`` × the baseline's, and compound = ``(α^φ, β^φ, γ^φ)``.
     """
 
     training: SearchConfig = field(default_factory=_curves_training)

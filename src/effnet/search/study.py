@@ -204,8 +204,9 @@ Trainer = Callable[..., Any]
 """``trainer(train_config, spec[, on_epoch=callback]) -> result``: the contract of
 :func:`effnet.training.trainer.fit` (``spec``: the network to train; ``on_epoch(record)`` is called after each
 epoch with ``record["epoch"]`` and ``record["val_top1"]`` and may raise to stop; it is passed only with
-``strategy="halving"``, the default whenever ``epochs > min_epochs``). The result has ``last_top1`` and, when available, ``best_top1``, ``last_top5``,
-``ema_top1``, ``params``, ``macs``, ``epochs``, ``images_per_s``, ``wall_time_s``."""
+``strategy="halving"``, the default whenever ``epochs > min_epochs``). The result has ``last_top1`` and, when
+available, ``best_top1``, ``last_top5``, ``ema_top1``, ``params``, ``macs``, ``epochs``, ``images_per_s``,
+``wall_time_s``."""
 
 
 def _default_trainer(train_config: Any, spec: NetworkSpec, progress: bool = False,
