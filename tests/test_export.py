@@ -154,6 +154,24 @@ def test_int8_export_is_reused_by_predict(fmt, suffix, tmp_path, capsys):
 
 
 
+def test_int8_export_hint_is_an_eval_command_that_runs(tmp_path, capsys):
+    import re
+    import shlex
+
+    weights = _tiny_weights(tmp_path)
+    photos = _photos(tmp_path / "calib")
+    labelled = tmp_path / "val"
+    for k in range(2):
+        _photos(labelled / str(k), 2)
+    assert main(["export", "--weights", str(weights), "--format", "onnx", "--precision", "int8", "--calibration",
+                 str(photos), "--calibration-size", "4", "--output", str(tmp_path / "q.onnx")]) == 0  # fmt: skip
+    hint = re.search(r"measure accuracy: (effnet eval .*)\)$", capsys.readouterr().out.strip())
+    assert hint, "the int8 export names the command that measures its accuracy"
+    argv = [str(labelled) if a == "DIR" else a for a in shlex.split(hint.group(1))[1:]]
+    assert main(argv) == 0
+    assert "top-1" in capsys.readouterr().out
+
+
 def test_onnx_int8_weights_are_seven_bit(tmp_path, capsys):
     """ORT's int8 kernels on CPUs without VNNI sum pairs of u8 x s8 products in saturating int16: 8-bit weights
     overflow it (Lite0 measured 87 of 100 top-1 under AVX2 vs 89 fp32), 7-bit ones cannot (90)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 from effnet.cli.predict import add_model_arguments, add_serving_arguments, check_serving_arguments, load_model
@@ -68,5 +69,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {result.path} ({result.format} {result.precision}, {result.method}); on a {result.verify_shape} "
               f"batch: top-1 agreement with PyTorch {result.top1_agreement:.1%}, max abs diff "
-              f"{result.max_abs_diff:.3g} (measure accuracy: effnet eval --exported {result.path})")  # fmt: skip
+              f"{result.max_abs_diff:.3g} (measure accuracy: effnet eval --weights {shlex.quote(args.weights)} "
+              f"--exported {shlex.quote(str(result.path))} --data DIR)")  # fmt: skip
     return 0
