@@ -169,7 +169,7 @@ def test_int8_export_hint_is_an_eval_command_that_runs(tmp_path, capsys):
     assert hint, "the int8 export names the command that measures its accuracy"
     argv = [str(labelled) if a == "DIR" else a for a in shlex.split(hint.group(1))[1:]]
     assert main(argv) == 0
-    assert "top-1" in capsys.readouterr().out
+    assert re.search(r"top-1 .* runtime exported, int8\)$", capsys.readouterr().out.strip())  # the file's precision
 
 
 def test_onnx_int8_weights_are_seven_bit(tmp_path, capsys):

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                               progress=not args.no_progress)  # fmt: skip
     record = {"model": model.spec.name, "weights": str(args.weights), "data": str(data), "layout": layout,
               "runtime": getattr(runner, "runtime", args.runtime), "backend": getattr(runner, "backend", None),
-              "precision": args.precision, **result.to_dict()}  # fmt: skip
+              "precision": getattr(runner, "precision", args.precision), **result.to_dict()}  # fmt: skip
     if args.output:
         atomic_write_json(args.output, record)
     if args.json:
@@ -87,6 +87,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{model.spec.name} on {data} ({layout}): top-1 {result.top1:.2%}, top-5 {result.top5:.2%} "
               f"over {result.images} images ({result.images_per_second:.1f} images/s, runtime {record['runtime']}, "
-              f"{args.precision})"
+              f"{record['precision']})"
               + (f"; {len(result.skipped)} unreadable file(s) skipped" if result.skipped else ""))  # fmt: skip
     return 0

@@ -82,7 +82,8 @@ def make_runner(model: Any, args: argparse.Namespace, batch: int) -> Any:
     if getattr(args, "exported", None):
         from effnet.serving.engines import load_exported
 
-        return InferenceRunner("exported", args.exported, load_exported(args.exported), args.precision)
+        run, precision = load_exported(args.exported)  # the file's own precision, whatever --precision says
+        return InferenceRunner("exported", args.exported, run, precision)
     size = model.preprocessing.input_size
     device = getattr(args, "device", "cpu")
     example = torch.zeros(batch, model.spec.in_chans, size, size, device=device)

@@ -176,17 +176,26 @@ def openvino_core() -> Any:
     return _openvino().Core()
 
 
-def load_exported(path: str | Path) -> Run:
-    """A runner for a file written by ``effnet export``: ``.onnx`` by ONNX Runtime, ``.xml`` (IR) by OpenVINO at the
-    precision the IR records (``runtime_options`` in its rt_info)."""
+_ONNX_INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"})
+
+
+def load_exported(path: str | Path) -> tuple[Run, str]:
+    """A runner for a file written by ``effnet export`` and the precision it runs at: ``.onnx`` by ONNX Runtime,
+    ``.xml`` (IR) by OpenVINO at the precision the IR records (``runtime_options`` in its rt_info). The precision is
+    read from the file: ``int8`` where its graph is quantized (QDQ / FakeQuantize nodes), else bf16 or fp32."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"--exported: no such file: {file}")
     if file.suffix == ".onnx":
-        return _ort_run(ort_session(str(file)), False)
+        import onnx
+
+        run = _ort_run(ort_session(str(file)), False)
+        ops = {node.op_type for node in onnx.load(str(file), load_external_data=False).graph.node}
+        return run, "int8" if ops & _ONNX_INT8_OPS else "fp32"
     if file.suffix == ".xml":
         model = openvino_core().read_model(str(file))
         key = ["runtime_options", "INFERENCE_PRECISION_HINT"]
-        hint = model.get_rt_info(key).astype(str) if model.has_rt_info(key) else "f32"
-        return _ov_run(model, "bf16" if hint == "bf16" else "fp32", False)
+        hint = "bf16" if model.has_rt_info(key) and model.get_rt_info(key).astype(str) == "bf16" else "fp32"
+        quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
+        return _ov_run(model, hint, False), "int8" if quantized else hint
     raise ValueError(f"--exported must be an .onnx or OpenVINO .xml file from effnet export; got {file}")
