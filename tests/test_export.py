@@ -231,3 +231,14 @@ def test_squeeze_excite_exports_as_global_average_pool():
     graph = onnx.load_from_string(onnx_bytes(model, torch.randn(1, 3, 64, 64))).graph
     ops = collections.Counter(node.op_type for node in graph.node)
     assert ops["GlobalAveragePool"] == 17 and ops["ReduceMean"] == 0, ops
+
+
+@pytest.mark.parametrize("name, message", [("bad.onnx", "not a readable ONNX model"),
+                                           ("bad.xml", "not a readable OpenVINO IR")])  # fmt: skip
+def test_damaged_exported_file_is_one_line(name, message, tmp_path, capsys):
+    weights = _tiny_weights(tmp_path)
+    bad = tmp_path / name
+    bad.write_bytes(b"<not a model" + bytes(range(256)) * 8)
+    assert main(["predict", str(_photos(tmp_path / "p", 1)), "--weights", str(weights), "--exported", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"--exported {bad}: {message}" in err and "Traceback" not in err

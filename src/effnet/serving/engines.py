@@ -176,6 +176,12 @@ def openvino_core() -> Any:
     return _openvino().Core()
 
 
+def _first_line(exc: BaseException) -> str:
+    """The last non-empty line of a foreign library's message (OpenVINO's start with C++ source locations)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
+
+
 _ONNX_INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"})
 
 
@@ -189,11 +195,17 @@ def load_exported(path: str | Path) -> tuple[Run, str]:
     if file.suffix == ".onnx":
         import onnx
 
-        run = _ort_run(ort_session(str(file)), False)
-        ops = {node.op_type for node in onnx.load(str(file), load_external_data=False).graph.node}
+        try:
+            run = _ort_run(ort_session(str(file)), False)
+            ops = {node.op_type for node in onnx.load(str(file), load_external_data=False).graph.node}
+        except Exception as exc:  # ONNX Runtime's and onnx's own errors (protobuf, unsupported op, ...)
+            raise ValueError(f"--exported {file}: not a readable ONNX model ({_first_line(exc)})") from None
         return run, "int8" if ops & _ONNX_INT8_OPS else "fp32"
     if file.suffix == ".xml":
-        model = openvino_core().read_model(str(file))
+        try:
+            model = openvino_core().read_model(str(file))
+        except RuntimeError as exc:
+            raise ValueError(f"--exported {file}: not a readable OpenVINO IR ({_first_line(exc)})") from None
         key = ["runtime_options", "INFERENCE_PRECISION_HINT"]
         hint = "bf16" if model.has_rt_info(key) and model.get_rt_info(key).astype(str) == "bf16" else "fp32"
         quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
