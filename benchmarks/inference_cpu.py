@@ -76,7 +76,7 @@ def _peer_engines(model: torch.nn.Module, x: torch.Tensor, prefix: str, bf16: bo
     """Plain ONNX Runtime / OpenVINO on ``model``'s ONNX export, as a user would run them (no effnet wrapper)."""
     import openvino as ov
 
-    from effnet.serving.engines import openvino_config, ort_session
+    from effnet.serving.engines import openvino_config, openvino_core, ort_session
     from effnet.serving.export import onnx_bytes
 
     data = onnx_bytes(model.eval(), x[:1])
@@ -88,7 +88,7 @@ def _peer_engines(model: torch.nn.Module, x: torch.Tensor, prefix: str, bf16: bo
     ov_model = ov.convert_model(__import__("io").BytesIO(data))
     ov_model.reshape(list(x.shape))
     for precision in ("fp32", "bf16") if bf16 else ("fp32",):
-        request = ov.Core().compile_model(ov_model, "CPU", openvino_config(precision)).create_infer_request()
+        request = openvino_core().compile_model(ov_model, "CPU", openvino_config(precision)).create_infer_request()
         fns[f"{prefix} openvino {precision}"] = (lambda r=request: r.infer({0: array}))
     return fns
 

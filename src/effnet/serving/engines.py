@@ -22,7 +22,7 @@ from effnet.config.serving import ServingUnavailable
 from effnet.serving.export import write_onnx
 
 __all__ = ["OV_PRECISION", "openvino_core", "ort_session", "openvino_config", "onnx_engine", "openvino_model",
-           "openvino_engine", "load_exported"]
+           "openvino_engine", "ir_precision", "load_exported"]
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 """OpenVINO ``INFERENCE_PRECISION_HINT`` per effnet precision (int8: the layers left in float run in f32)."""
@@ -176,7 +176,13 @@ def openvino_core() -> Any:
     return _openvino().Core()
 
 
-def _first_line(exc: BaseException) -> str:
+def ir_precision(model: Any) -> str:
+    """``bf16`` or ``fp32``: the inference precision an ``openvino.Model`` records (effnet export's rt_info hint)."""
+    key = ["runtime_options", "INFERENCE_PRECISION_HINT"]
+    return "bf16" if model.has_rt_info(key) and model.get_rt_info(key).astype(str) == "bf16" else "fp32"
+
+
+def _last_line(exc: BaseException) -> str:
     """The last non-empty line of a foreign library's message (OpenVINO's start with C++ source locations)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return (lines[-1] if lines else type(exc).__name__)[:300]
@@ -199,15 +205,14 @@ def load_exported(path: str | Path) -> tuple[Run, str]:
             run = _ort_run(ort_session(str(file)), False)
             ops = {node.op_type for node in onnx.load(str(file), load_external_data=False).graph.node}
         except Exception as exc:  # ONNX Runtime's and onnx's own errors (protobuf, unsupported op, ...)
-            raise ValueError(f"--exported {file}: not a readable ONNX model ({_first_line(exc)})") from None
+            raise ValueError(f"--exported {file}: not a readable ONNX model ({_last_line(exc)})") from None
         return run, "int8" if ops & _ONNX_INT8_OPS else "fp32"
     if file.suffix == ".xml":
         try:
             model = openvino_core().read_model(str(file))
         except RuntimeError as exc:
-            raise ValueError(f"--exported {file}: not a readable OpenVINO IR ({_first_line(exc)})") from None
-        key = ["runtime_options", "INFERENCE_PRECISION_HINT"]
-        hint = "bf16" if model.has_rt_info(key) and model.get_rt_info(key).astype(str) == "bf16" else "fp32"
+            raise ValueError(f"--exported {file}: not a readable OpenVINO IR ({_last_line(exc)})") from None
+        hint = ir_precision(model)
         quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
         return _ov_run(model, hint, False), "int8" if quantized else hint
     raise ValueError(f"--exported must be an .onnx or OpenVINO .xml file from effnet export; got {file}")

@@ -176,15 +176,14 @@ def _save_ir(ov_model: Any, target: Path, check: torch.Tensor) -> torch.Tensor:
     and return its output; the two files are renamed into place (each atomically) only by the caller's success."""
     import openvino as ov
 
-    from effnet.serving.engines import openvino_config, openvino_core
+    from effnet.serving.engines import ir_precision, openvino_config, openvino_core
 
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
         xml = Path(tmp) / target.name
         ov.save_model(ov_model, str(xml), compress_to_fp16=False)
         saved = openvino_core().read_model(str(xml))
-        hint = saved.get_rt_info(["runtime_options", "INFERENCE_PRECISION_HINT"]).astype(str)
         saved.reshape(list(check.shape))
-        config = openvino_config("bf16" if hint == "bf16" else "fp32")
+        config = openvino_config(ir_precision(saved))
         got = openvino_core().compile_model(saved, "CPU", config)({0: check.numpy()})[0]
         for suffix in (".bin", ".xml"):  # the weights first: an .xml is never left pointing at missing weights
             with atomic_path(target.with_suffix(suffix)) as final:

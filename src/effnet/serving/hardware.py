@@ -31,15 +31,11 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
 
 def _openvino_says_bf16() -> bool | None:
     """OpenVINO's CPU plugin's own answer (``BF16`` among its optimization capabilities), None without OpenVINO."""
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return None
     from effnet.serving.engines import openvino_core
 
     try:
         return "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    except RuntimeError:
+    except (ServingUnavailable, RuntimeError):  # no openvino package; no CPU plugin
         return None
 
 
