@@ -557,7 +557,8 @@ def test_pruned_trials_record_the_cost_of_the_network_trained(tmp_path):
         exact = cost(spec.replace(num_classes=10, in_chans=1))
         assert (t["params"], t["macs"]) == (exact.params, exact.macs), t
 
-def test_halving_is_the_default_wherever_a_trial_can_be_stopped(tmp_path, capsys):
+
+def test_halving_is_the_default_wherever_a_trial_can_be_stopped(tmp_path):
     from effnet.cli.search import config_from_args
     from effnet.config.search import CurvesConfig
 
@@ -576,6 +577,7 @@ def test_halving_is_the_default_wherever_a_trial_can_be_stopped(tmp_path, capsys
     with pytest.raises(ValueError, match="takes no on_epoch: add it or use strategy 'grid'"):
         run_search(SearchConfig(**SMALL, output=str(tmp_path)), trainer=no_on_epoch, progress=False)
     assert not (tmp_path / "study.db").exists()
+
     def grid_only(config, spec):  # the contract before halving: fine for strategy grid
         return _fake_trainer(config, spec)
 
