@@ -60,9 +60,13 @@ def summarize(samples: Sequence[float]) -> Timing:
 
 
 def time_round_robin(
-    fns: dict[str, Callable[[], Any]], repeats: int, calls_per_repeat: int = 1, warmup: int = 2,
-    progress: Callable[[str], None] | None = None, settle_s: float = 0.1,
-) -> dict[str, Timing]:  # fmt: skip
+    fns: dict[str, Callable[[], Any]],
+    repeats: int,
+    calls_per_repeat: int = 1,
+    warmup: int = 2,
+    progress: Callable[[str], None] | None = None,
+    settle_s: float = 0.1,
+) -> dict[str, Timing]:
     """Time every function ``repeats`` times, interleaved (a, b, c, a, b, c, ...) after ``warmup`` calls each.
 
     Interleaving makes contenders share the same background load on a busy machine, so their
@@ -90,8 +94,9 @@ def time_round_robin(
     return {name: summarize(s) for name, s in samples.items()}
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 7, dtype: torch.dtype = torch.float32,
-                       device: str = "cpu") -> dict[str, float]:  # fmt: skip
+def matmul_peak_gflops(
+    n: int = 2048, repeats: int = 7, dtype: torch.dtype = torch.float32, device: str = "cpu"
+) -> dict[str, float]:
     """Practical peak: GFLOP/s of an ``n×n @ n×n`` matmul (2n³ FLOP), best and median of ``repeats``."""
     a = torch.randn(n, n, dtype=dtype, device=device)
     b = torch.randn(n, n, dtype=dtype, device=device)

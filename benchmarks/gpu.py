@@ -87,7 +87,7 @@ class Bench:
                     row.setdefault("max_memory_allocated_mb", torch.cuda.max_memory_allocated() / 2**20)
                 self.data["rows"].append(row)
                 print(label, {k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-        except Exception as exc:  # noqa: BLE001 - one failing contender must not lose the rest of the run
+        except Exception as exc:
             self.data["errors"].append({"item": label, "error": repr(exc)[:400]})
             print(f"error in {label}: {exc!r}", file=sys.stderr, flush=True)
             traceback.print_exc(limit=3)
@@ -144,8 +144,15 @@ def inference(bench: Bench, name: str, res: int, batch: int) -> None:
         with torch.inference_mode():
             med, spread = bench.timeit(fn, iters)
         ips = batch / med
-        return {"model": name, "batch": batch, "images_per_s": ips, "ms": 1e3 * med, "spread_pct": spread,
-                "tflops": ips * 2 * macs / 1e12, "setup_s": setup_s}  # fmt: skip
+        return {
+            "model": name,
+            "batch": batch,
+            "images_per_s": ips,
+            "ms": 1e3 * med,
+            "spread_pct": spread,
+            "tflops": ips * 2 * macs / 1e12,
+            "setup_s": setup_s,
+        }
 
     for lib in ("torchvision", "timm", "effnet"):
         bench.run(f"{name} infer {lib} eager", lambda lib=lib: row(eager(models[lib])))
@@ -196,8 +203,15 @@ def training(bench: Bench, name: str, res: int, batch: int, compiled: tuple[str,
             setup = time.perf_counter() - t
             med, spread = bench.timeit(step, iters, groups=3, warmup=2)
             ips = batch / med
-            return {"model": name, "batch": batch, "images_per_s": ips, "ms": 1e3 * med, "spread_pct": spread,
-                    "tflops": ips * 6 * macs / 1e12, "setup_s": setup}  # fmt: skip
+            return {
+                "model": name,
+                "batch": batch,
+                "images_per_s": ips,
+                "ms": 1e3 * med,
+                "spread_pct": spread,
+                "tflops": ips * 6 * macs / 1e12,
+                "setup_s": setup,
+            }
 
         return go
 
@@ -252,14 +266,18 @@ def summarize(bench: Bench) -> str:
     by = {r["item"]: r for r in rows}
     ratios = []
     for model in MODELS:
-        pairs = [("infer effnet default", "infer timm compiled", 1.2), ("train effnet eager", "train timm eager", 1.2),
-                 ("train effnet compiled", "train timm eager", 1.2)]  # fmt: skip
+        pairs = [
+            ("infer effnet default", "infer timm compiled", 1.2),
+            ("train effnet eager", "train timm eager", 1.2),
+            ("train effnet compiled", "train timm eager", 1.2),
+        ]
         for ours, theirs, bound in pairs:
             a, b = by.get(f"{model} {ours}"), by.get(f"{model} {theirs}")
             if a and b:
                 r = a["images_per_s"] / b["images_per_s"]
-                ratios.append({"model": model, "comparison": f"{ours} / {theirs}", "ratio": r, "target": bound,
-                               "met": r >= bound})  # fmt: skip
+                ratios.append(
+                    {"model": model, "comparison": f"{ours} / {theirs}", "ratio": r, "target": bound, "met": r >= bound}
+                )
     bw = bench.data["peaks"].get("copy_gbs")
     acts = effnet.cost("efficientnet_b0", 224).activations
     if bw:
@@ -268,8 +286,17 @@ def summarize(bench: Bench) -> str:
         for r in rows:
             if r.get("model") == "efficientnet_b0" and " infer " in f" {r['item']} ":
                 r["hbm_bound_fraction"] = r["images_per_s"] / bound
-    cols = ["item", "batch", "images_per_s", "ms", "spread_pct", "tflops", "hbm_bound_fraction", "setup_s",
-            "max_memory_allocated_mb"]  # fmt: skip
+    cols = [
+        "item",
+        "batch",
+        "images_per_s",
+        "ms",
+        "spread_pct",
+        "tflops",
+        "hbm_bound_fraction",
+        "setup_s",
+        "max_memory_allocated_mb",
+    ]
     text = f"{bench.data['meta']}\n\npeaks: {bench.data['peaks']}\n\n" + markdown_table(rows, cols)
     if ratios:
         text += "\n\n" + markdown_table(ratios, ["model", "comparison", "ratio", "target", "met"])

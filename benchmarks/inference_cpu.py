@@ -89,16 +89,25 @@ def _peer_engines(model: torch.nn.Module, x: torch.Tensor, prefix: str, bf16: bo
     ov_model.reshape(list(x.shape))
     for precision in ("fp32", "bf16") if bf16 else ("fp32",):
         request = openvino_core().compile_model(ov_model, "CPU", openvino_config(precision)).create_infer_request()
-        fns[f"{prefix} openvino {precision}"] = (lambda r=request: r.infer({0: array}))
+        fns[f"{prefix} openvino {precision}"] = lambda r=request: r.infer({0: array})
     return fns
 
 
-EFFNET_PATHS = [("fused", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32"), ("default", "fp32"),
-                ("openvino", "bf16"), ("fused", "bf16"), ("openvino", "int8"), ("onnxruntime", "int8")]  # fmt: skip
+EFFNET_PATHS = [
+    ("fused", "fp32"),
+    ("onnxruntime", "fp32"),
+    ("openvino", "fp32"),
+    ("default", "fp32"),
+    ("openvino", "bf16"),
+    ("fused", "bf16"),
+    ("openvino", "int8"),
+    ("onnxruntime", "int8"),
+]
 
 
-def build_contenders(model_name: str, batch: int, resolution: int, skip_compile: bool,
-                     setup: dict[str, float]) -> dict[str, Callable[[], Any]]:  # fmt: skip
+def build_contenders(
+    model_name: str, batch: int, resolution: int, skip_compile: bool, setup: dict[str, float]
+) -> dict[str, Callable[[], Any]]:
     """Zero-argument callables, each running one batch through one contender (setup seconds recorded)."""
     from effnet.models.fold import fold_batchnorm
 
@@ -107,9 +116,11 @@ def build_contenders(model_name: str, batch: int, resolution: int, skip_compile:
     peers = _peer_models(model_name)
     ours = effnet.create_model(model_name).eval()
     bf16 = cpu_has_native_bf16()
-    fns: dict[str, Callable[[], Any]] = {BASELINE: _eager_call(peers["torchvision"], x),
-                                         "timm eager": _eager_call(peers["timm"], x),
-                                         "effnet eager": _eager_call(ours, x)}  # fmt: skip
+    fns: dict[str, Callable[[], Any]] = {
+        BASELINE: _eager_call(peers["torchvision"], x),
+        "timm eager": _eager_call(peers["timm"], x),
+        "effnet eager": _eager_call(ours, x),
+    }
     fns |= _peer_engines(peers["torchvision"], x, "peer", bf16)
     fns |= _peer_engines(fold_batchnorm(ours), x, "plain", bf16)  # effnet's own export, no wrapper
     paths = EFFNET_PATHS + ([] if skip_compile else [("compile", "fp32")])
@@ -119,12 +130,13 @@ def build_contenders(model_name: str, batch: int, resolution: int, skip_compile:
             continue
         name = f"effnet {rt}" + ("" if precision == "fp32" else f" {precision}")
         t0 = time.perf_counter()
-        runner = optimize_for_inference(ours, example=x, runtime=rt, precision=precision,
-                                        calibration=calibration if precision == "int8" else None)  # fmt: skip
+        runner = optimize_for_inference(
+            ours, example=x, runtime=rt, precision=precision, calibration=calibration if precision == "int8" else None
+        )
         setup[name] = time.perf_counter() - t0
         if runner.fallback_reason:
             print(f"warning: {name} fell back to {runner.backend}: {runner.fallback_reason}", file=sys.stderr)
-        fns[name] = (lambda r=runner: r(x))
+        fns[name] = lambda r=runner: r(x)
     return fns
 
 
@@ -185,8 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         repeats = args.repeats or (15 if batch == 1 else 5)
         calls = 10 if batch == 1 else 1
         bar = tqdm(total=repeats, desc=f"batch {batch}", leave=False)
-        timings = time_round_robin(fns, repeats, calls, warmup=3 if batch == 1 else 2,
-                                   progress=lambda m, bar=bar: bar.update(1) if m.startswith("repeat") else None)
+        timings = time_round_robin(
+            fns,
+            repeats,
+            calls,
+            warmup=3 if batch == 1 else 2,
+            progress=lambda m, bar=bar: bar.update(1) if m.startswith("repeat") else None,
+        )
         bar.close()
         rows += _rows(timings, batch, macs, meta, setup)
         print(f"batch {batch}: done (load {loadavg()})", file=sys.stderr)
@@ -196,17 +213,20 @@ def main(argv: list[str] | None = None) -> int:
     table = _report(meta, rows, checks, macs)
     payload = {"meta": meta, "macs_per_image": macs, "rows": rows, "targets": checks}
     json_path, md_path = write_outputs(args.out_dir, "inference_cpu", payload, table)
-    groups = {f"batch {b}": {r["contender"]: r["images_per_s"] for r in rows if r["batch"] == b}
-              for b in args.batch_sizes}  # fmt: skip
-    bar_plot(args.out_dir / "inference_cpu.png", groups, "images/s",
-             f"{args.model} {args.resolution}px CPU x{args.threads}")  # fmt: skip
+    groups = {
+        f"batch {b}": {r["contender"]: r["images_per_s"] for r in rows if r["batch"] == b} for b in args.batch_sizes
+    }
+    bar_plot(
+        args.out_dir / "inference_cpu.png", groups, "images/s", f"{args.model} {args.resolution}px CPU x{args.threads}"
+    )
     print(table)
     print(f"wrote {json_path}, {md_path}, {args.out_dir / 'inference_cpu.png'}")
     return 0
 
 
-def _rows(timings: dict[str, Any], batch: int, macs: int, meta: dict[str, Any],
-          setup: dict[str, float]) -> list[dict[str, Any]]:  # fmt: skip
+def _rows(
+    timings: dict[str, Any], batch: int, macs: int, meta: dict[str, Any], setup: dict[str, float]
+) -> list[dict[str, Any]]:
     """One row per contender at ``batch``: times, throughput and every ratio the report and targets use."""
     med = {name: t.median_s for name, t in timings.items()}
     best_peer = min(med[n] for n in PEER_ENGINES)
@@ -215,16 +235,29 @@ def _rows(timings: dict[str, Any], batch: int, macs: int, meta: dict[str, Any],
     rows = []
     for name, t in timings.items():
         ips = batch / t.median_s
-        rows.append({
-            "contender": name, "batch": batch, "median_ms": 1e3 * t.median_s, "min_ms": 1e3 * t.min_s,
-            "spread_pct": t.spread_pct, "images_per_s": ips, "ratio": med[BASELINE] / t.median_s,
-            "latency_ratio": t.median_s / med[BASELINE], "vs_best_peer": best_peer / t.median_s,
-            "peer_latency_ratio": t.median_s / best_peer, "vs_peer_ort": med["peer onnxruntime"] / t.median_s,
-            "vs_plain_ort": t.median_s / med["plain onnxruntime"], "vs_default": med["effnet default"] / t.median_s,
-            "peak_fraction": ips * 2 * macs / (meta["matmul_peak"]["best_gflops"] * 1e9),
-            "bf16_peak_fraction": ips * 2 * macs / (bf16_peak * 1e9) if bf16_peak else None,
-            "setup_s": setup.get(name), "repeats": t.repeats, "loadavg": load, "samples_s": list(t.samples),
-        })  # fmt: skip
+        rows.append(
+            {
+                "contender": name,
+                "batch": batch,
+                "median_ms": 1e3 * t.median_s,
+                "min_ms": 1e3 * t.min_s,
+                "spread_pct": t.spread_pct,
+                "images_per_s": ips,
+                "ratio": med[BASELINE] / t.median_s,
+                "latency_ratio": t.median_s / med[BASELINE],
+                "vs_best_peer": best_peer / t.median_s,
+                "peer_latency_ratio": t.median_s / best_peer,
+                "vs_peer_ort": med["peer onnxruntime"] / t.median_s,
+                "vs_plain_ort": t.median_s / med["plain onnxruntime"],
+                "vs_default": med["effnet default"] / t.median_s,
+                "peak_fraction": ips * 2 * macs / (meta["matmul_peak"]["best_gflops"] * 1e9),
+                "bf16_peak_fraction": ips * 2 * macs / (bf16_peak * 1e9) if bf16_peak else None,
+                "setup_s": setup.get(name),
+                "repeats": t.repeats,
+                "loadavg": load,
+                "samples_s": list(t.samples),
+            }
+        )
     return rows
 
 
@@ -249,8 +282,18 @@ def _report(meta: dict[str, Any], rows: list[dict[str, Any]], checks: list[dict[
         f"{2 * macs / 1e9:.3f} GFLOP/image, effnet's ORT wrapper adds {meta['ort_wrapper_overhead_us']} us per "
         "call (stub session)\n\n"
     )
-    cols = ["contender", "batch", "median_ms", "spread_pct", "images_per_s", "ratio", "vs_best_peer",
-            "peak_fraction", "bf16_peak_fraction", "setup_s"]  # fmt: skip
+    cols = [
+        "contender",
+        "batch",
+        "median_ms",
+        "spread_pct",
+        "images_per_s",
+        "ratio",
+        "vs_best_peer",
+        "peak_fraction",
+        "bf16_peak_fraction",
+        "setup_s",
+    ]
     targets = markdown_table(checks, ["target", "measured", "met"]) if checks else ""
     return head + markdown_table(rows, cols) + "\n\n" + targets
 

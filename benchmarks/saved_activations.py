@@ -55,22 +55,30 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for bf16 in (False, True):
         for name, model in models.items():
-            rows.append({"model": name, "precision": "bf16 autocast" if bf16 else "fp32",
-                         "saved_mb": saved_mb(model.train(), x, bf16)})  # fmt: skip
+            rows.append(
+                {
+                    "model": name,
+                    "precision": "bf16 autocast" if bf16 else "fp32",
+                    "saved_mb": saved_mb(model.train(), x, bf16),
+                }
+            )
         lean = effnet.models.layers._lean_kind
         effnet.models.layers._lean_kind = lambda bn, act: None  # ablation in this process only
         try:
             plain = saved_mb(models["effnet (lean BN-act)"], x, bf16)
         finally:
             effnet.models.layers._lean_kind = lean
-        rows.append({"model": "effnet (plain BN-act)", "precision": "bf16 autocast" if bf16 else "fp32",
-                     "saved_mb": plain})  # fmt: skip
+        rows.append(
+            {"model": "effnet (plain BN-act)", "precision": "bf16 autocast" if bf16 else "fp32", "saved_mb": plain}
+        )
     base = next(r["saved_mb"] for r in rows if r["model"] == "torchvision" and r["precision"] == "fp32")
     for r in rows:
         r["vs_torchvision_fp32"] = r["saved_mb"] / base
     meta = machine_info() | {"model": args.model, "batch": args.batch, "resolution": args.resolution}
-    table = (f"{args.model} training forward, batch {args.batch} at {args.resolution}px: memory saved for backward\n\n"
-             + markdown_table(rows, ["model", "precision", "saved_mb", "vs_torchvision_fp32"]))  # fmt: skip
+    table = (
+        f"{args.model} training forward, batch {args.batch} at {args.resolution}px: memory saved for backward\n\n"
+        + markdown_table(rows, ["model", "precision", "saved_mb", "vs_torchvision_fp32"])
+    )
     write_outputs(args.out_dir, "saved_activations", {"meta": meta, "rows": rows}, table)
     print(table)
     return 0

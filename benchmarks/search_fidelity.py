@@ -37,15 +37,20 @@ def _top(report: dict[str, Any], k: int = 3) -> list[tuple[str, float, float, fl
 
 
 def _run(config: SearchConfig, strategy: str, work_dir: Path) -> dict[str, Any]:
-    cfg = dataclasses.replace(config, strategy=strategy, study=f"fidelity-{strategy}",
-                              output=str(work_dir / strategy))  # fmt: skip
+    cfg = dataclasses.replace(config, strategy=strategy, study=f"fidelity-{strategy}", output=str(work_dir / strategy))
     start = time.perf_counter()
     report = run_search(cfg, progress=False, echo=lambda text: print(f"[{strategy}] {text}", flush=True))
-    return {"strategy": strategy, "wall_s": round(time.perf_counter() - start, 1),
-            "trial_time_s": report["trials_wall_time_s"],
-            "epochs_trained": report["epochs_trained"], "epochs_full_grid": report["epochs_full_grid"],
-            "trials": len(report["trials"]), "pruned": report.get("pruned_trials", 0), "top3": _top(report),
-            "chosen": report["chosen"]}  # fmt: skip
+    return {
+        "strategy": strategy,
+        "wall_s": round(time.perf_counter() - start, 1),
+        "trial_time_s": report["trials_wall_time_s"],
+        "epochs_trained": report["epochs_trained"],
+        "epochs_full_grid": report["epochs_full_grid"],
+        "trials": len(report["trials"]),
+        "pruned": report.get("pruned_trials", 0),
+        "top3": _top(report),
+        "chosen": report["chosen"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,18 +59,40 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name in ("step", "tol", "width", "depth"):
         p.add_argument(f"--{name}", type=float, default=getattr(d, name))
-    for name in ("epochs", "train_limit", "val_limit", "batch_size", "eta", "min_epochs", "keep", "resolution",
-                 "threads", "seeds"):
+    for name in (
+        "epochs",
+        "train_limit",
+        "val_limit",
+        "batch_size",
+        "eta",
+        "min_epochs",
+        "keep",
+        "resolution",
+        "threads",
+        "seeds",
+    ):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     p.add_argument("--data", default=d.data)
     p.add_argument("--work-dir", type=Path, default=Path("runs/search_fidelity"))
     p.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args(argv)
-    config = SearchConfig(data=args.data, step=args.step, tol=args.tol, width=args.width, depth=args.depth,
-                          resolution=args.resolution, epochs=args.epochs, train_limit=args.train_limit,
-                          val_limit=args.val_limit, batch_size=args.batch_size, eta=args.eta,
-                          min_epochs=args.min_epochs, keep=args.keep, threads=args.threads,
-                          seeds=args.seeds)  # fmt: skip
+    config = SearchConfig(
+        data=args.data,
+        step=args.step,
+        tol=args.tol,
+        width=args.width,
+        depth=args.depth,
+        resolution=args.resolution,
+        epochs=args.epochs,
+        train_limit=args.train_limit,
+        val_limit=args.val_limit,
+        batch_size=args.batch_size,
+        eta=args.eta,
+        min_epochs=args.min_epochs,
+        keep=args.keep,
+        threads=args.threads,
+        seeds=args.seeds,
+    )
     load_before = loadavg()
     runs = [_run(config, s, args.work_dir) for s in ("grid", "halving")]
     grid, halving = runs
@@ -77,23 +104,42 @@ def main(argv: list[str] | None = None) -> int:
     overlap = len({t[:4] for t in grid["top3"]} & {t[:4] for t in halving["top3"]})
     fraction = halving["epochs_trained"] / grid["epochs_trained"]
     target = overlap >= 2 and fraction <= 0.5  # issue 14: >= 2 of the top-3 shared, at <= 50 % of the epochs
-    rows = [{"strategy": r["strategy"], "trials": r["trials"], "pruned": r["pruned"],
-             "epochs_trained": r["epochs_trained"], "epochs_full_grid": r["epochs_full_grid"],
-             "trial_time_s": r["trial_time_s"],
-             "top3": "; ".join(f"{k} a={a:g} b={b:g} g={g:g} {t:.2f}%{' (pruned)' if pr else ''}"
-                               for k, a, b, g, t, pr in r["top3"])}
-            for r in runs]  # fmt: skip
-    budget = (f"grid step {args.step:g} tol {args.tol:g}; baseline B0 width {args.width:g} depth {args.depth:g} "
-              f"{args.resolution} px; {args.epochs} epochs, {args.train_limit} train / {args.val_limit} val images, "
-              f"batch {args.batch_size}; halving eta {args.eta} min-epochs {args.min_epochs} "
-              f"keep {args.keep}")  # fmt: skip
-    table = (f"{budget}\n\n{markdown_table(rows, list(rows[0]))}\n\nagree: chosen {bool(agree['chosen'])}, top-3 set "
-             f"{agree['top3_set']}, top-3 order {agree['top3_order']}, top-3 shared {overlap} of 3; halving trained "
-             f"{100 * fraction:.0f} % of the grid's epochs; target (>= 2 of 3 at <= 50 %) met: {target}; "
-             f"load {load_before} -> {loadavg()}")
-    payload = {"machine": machine_info(), "budget": budget, "config": dataclasses.asdict(config), "runs": runs,
-               "agree": {k: bool(v) for k, v in agree.items()}, "top3_shared": overlap,
-               "epoch_fraction": round(fraction, 3), "target_met": target}  # fmt: skip
+    rows = [
+        {
+            "strategy": r["strategy"],
+            "trials": r["trials"],
+            "pruned": r["pruned"],
+            "epochs_trained": r["epochs_trained"],
+            "epochs_full_grid": r["epochs_full_grid"],
+            "trial_time_s": r["trial_time_s"],
+            "top3": "; ".join(
+                f"{k} a={a:g} b={b:g} g={g:g} {t:.2f}%{' (pruned)' if pr else ''}" for k, a, b, g, t, pr in r["top3"]
+            ),
+        }
+        for r in runs
+    ]
+    budget = (
+        f"grid step {args.step:g} tol {args.tol:g}; baseline B0 width {args.width:g} depth {args.depth:g} "
+        f"{args.resolution} px; {args.epochs} epochs, {args.train_limit} train / {args.val_limit} val images, "
+        f"batch {args.batch_size}; halving eta {args.eta} min-epochs {args.min_epochs} "
+        f"keep {args.keep}"
+    )
+    table = (
+        f"{budget}\n\n{markdown_table(rows, list(rows[0]))}\n\nagree: chosen {bool(agree['chosen'])}, top-3 set "
+        f"{agree['top3_set']}, top-3 order {agree['top3_order']}, top-3 shared {overlap} of 3; halving trained "
+        f"{100 * fraction:.0f} % of the grid's epochs; target (>= 2 of 3 at <= 50 %) met: {target}; "
+        f"load {load_before} -> {loadavg()}"
+    )
+    payload = {
+        "machine": machine_info(),
+        "budget": budget,
+        "config": dataclasses.asdict(config),
+        "runs": runs,
+        "agree": {k: bool(v) for k, v in agree.items()},
+        "top3_shared": overlap,
+        "epoch_fraction": round(fraction, 3),
+        "target_met": target,
+    }
     write_outputs(args.out_dir, "search_fidelity", payload, table)
     print(table)
     return 0

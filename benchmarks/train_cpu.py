@@ -103,15 +103,34 @@ def worker(variant: str, model_name: str, batch: int, resolution: int, threads: 
         times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {
-        "variant": variant, "step_times_s": times, "median_step_s": statistics.median(times),
-        "warmup_s": warmup_s, "peak_rss_mb": peak, "rss_before_mb": rss_before,
-        "losses_finite": all(v == v and abs(v) < 1e4 for v in losses), "loadavg": loadavg(),
-    }  # fmt: skip
+        "variant": variant,
+        "step_times_s": times,
+        "median_step_s": statistics.median(times),
+        "warmup_s": warmup_s,
+        "peak_rss_mb": peak,
+        "rss_before_mb": rss_before,
+        "losses_finite": all(v == v and abs(v) < 1e4 for v in losses),
+        "loadavg": loadavg(),
+    }
 
 
 def _run_worker(variant: str, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--worker", variant, "--model", args.model, "--batch", str(args.batch),
-           "--resolution", str(args.resolution), "--threads", str(args.threads), "--steps", str(args.steps)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        variant,
+        "--model",
+        args.model,
+        "--batch",
+        str(args.batch),
+        "--resolution",
+        str(args.resolution),
+        "--threads",
+        str(args.threads),
+        "--steps",
+        str(args.steps),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     if proc.returncode != 0:
         return {"variant": variant, "error": proc.stderr.strip().splitlines()[-1:] or ["failed"]}
@@ -140,8 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     variants = args.variants or [v for v in VARIANTS if not (args.skip_compile and v in SLOW)]
     if BASELINE not in variants:
         variants = [BASELINE, *variants]
-    meta = machine_info() | {"model": args.model, "batch": args.batch, "resolution": args.resolution,
-                             "threads": args.threads, "steps": args.steps, "rounds": args.rounds}  # fmt: skip
+    meta = machine_info() | {
+        "model": args.model,
+        "batch": args.batch,
+        "resolution": args.resolution,
+        "threads": args.threads,
+        "steps": args.steps,
+        "rounds": args.rounds,
+    }
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for r in range(args.rounds):
         for v in variants:
@@ -153,13 +178,19 @@ def main(argv: list[str] | None = None) -> int:
     meta["loadavg_end"] = loadavg()
     checks = _check_targets(rows)
     table = _report(meta, rows, checks)
-    json_path, md_path = write_outputs(args.out_dir, "train_cpu", {"meta": meta, "rows": rows, "runs": runs,
-                                                                   "targets": checks}, table)  # fmt: skip
+    json_path, md_path = write_outputs(
+        args.out_dir, "train_cpu", {"meta": meta, "rows": rows, "runs": runs, "targets": checks}, table
+    )
     ok = [r for r in rows if "images_per_s" in r]
-    bar_plot(args.out_dir / "train_cpu.png",
-             {"images/s": {r["variant"]: r["images_per_s"] for r in ok},
-              "peak RSS (MB)": {r["variant"]: r["peak_rss_mb"] for r in ok}},
-             "", f"{args.model} train b{args.batch} CPU x{args.threads}")  # fmt: skip
+    bar_plot(
+        args.out_dir / "train_cpu.png",
+        {
+            "images/s": {r["variant"]: r["images_per_s"] for r in ok},
+            "peak RSS (MB)": {r["variant"]: r["peak_rss_mb"] for r in ok},
+        },
+        "",
+        f"{args.model} train b{args.batch} CPU x{args.threads}",
+    )
     print(table)
     print(f"wrote {json_path}, {md_path}, {args.out_dir / 'train_cpu.png'}")
     return 0
@@ -179,14 +210,21 @@ def _rows(runs: dict[str, list[dict[str, Any]]], batch: int) -> list[dict[str, A
         all_steps = sorted(t for r in rs for t in r["step_times_s"])
         peak = statistics.median(r["peak_rss_mb"] for r in rs)
         before = statistics.median(r["rss_before_mb"] for r in rs)
-        rows.append({
-            "variant": v, "images_per_s": batch / step, "median_step_s": step,
-            "spread_pct": 100 * (all_steps[-1] - all_steps[0]) / step,
-            "ratio": base_step / step if base_step else None, "peak_rss_mb": peak,
-            "mem_ratio": peak / base_mem if base_mem else None, "train_added_mb": peak - before,
-            "warmup_s": statistics.median(r["warmup_s"] for r in rs),
-            "losses_finite": all(r["losses_finite"] for r in rs), "loadavg": rs[-1]["loadavg"],
-        })  # fmt: skip
+        rows.append(
+            {
+                "variant": v,
+                "images_per_s": batch / step,
+                "median_step_s": step,
+                "spread_pct": 100 * (all_steps[-1] - all_steps[0]) / step,
+                "ratio": base_step / step if base_step else None,
+                "peak_rss_mb": peak,
+                "mem_ratio": peak / base_mem if base_mem else None,
+                "train_added_mb": peak - before,
+                "warmup_s": statistics.median(r["warmup_s"] for r in rs),
+                "losses_finite": all(r["losses_finite"] for r in rs),
+                "loadavg": rs[-1]["loadavg"],
+            }
+        )
     return rows
 
 
@@ -196,8 +234,14 @@ def _check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         if r["variant"].startswith("effnet") and r.get("ratio"):
             met = r["ratio"] >= 1.4 and r["mem_ratio"] <= 0.85
-            out.append({"variant": r["variant"], "speed_ratio": round(r["ratio"], 3),
-                        "mem_ratio": round(r["mem_ratio"], 3), "met (>=1.4x, <=0.85x mem)": met})  # fmt: skip
+            out.append(
+                {
+                    "variant": r["variant"],
+                    "speed_ratio": round(r["ratio"], 3),
+                    "mem_ratio": round(r["mem_ratio"], 3),
+                    "met (>=1.4x, <=0.85x mem)": met,
+                }
+            )
     return out
 
 
@@ -207,8 +251,18 @@ def _report(meta: dict[str, Any], rows: list[dict[str, Any]], checks: list[dict[
         f"{meta['host_cpu']}, torch {meta['torch']}, {meta['date_utc']} UTC, {meta['rounds']} round(s) x "
         f"{meta['steps']} steps, load avg {meta['loadavg_start']} -> {meta['loadavg_end']}\n\n"
     )
-    cols = ["variant", "images_per_s", "spread_pct", "ratio", "peak_rss_mb", "mem_ratio", "train_added_mb",
-            "warmup_s", "losses_finite", "error"]  # fmt: skip
+    cols = [
+        "variant",
+        "images_per_s",
+        "spread_pct",
+        "ratio",
+        "peak_rss_mb",
+        "mem_ratio",
+        "train_added_mb",
+        "warmup_s",
+        "losses_finite",
+        "error",
+    ]
     tgt = markdown_table(checks, ["variant", "speed_ratio", "mem_ratio", "met (>=1.4x, <=0.85x mem)"])
     return head + markdown_table(rows, cols) + "\n\n" + tgt
 

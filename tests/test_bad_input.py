@@ -92,7 +92,7 @@ TORCH_FREE_CASES = [
     (["info", "{stages}"], "'stages' must be a list"),
     (["info", "{repeats}"], "repeats must be an integer in [1, 256]"),
     (["info", "{missing}"], "not found"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("argv,needle", TORCH_FREE_CASES)
@@ -131,7 +131,7 @@ API_CASES = [
     (lambda: NetworkSpec.from_dict(B0.to_dict() | {"num_classes": 10**9}), InvalidValue, "num_classes"),
     (lambda: NetworkSpec.from_file("/nonexistent/spec.json"), MissingFile, "spec file not found"),
     (lambda: effnet.compound_model(phi=100), InvalidValue, "phi"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("call,error,needle", API_CASES)
@@ -169,8 +169,7 @@ def test_debug_flag_and_env_show_the_traceback(capsys, monkeypatch):
 
 
 def test_broken_pipe_ends_quietly():
-    proc = subprocess.Popen([sys.executable, "-m", "effnet", "table"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "effnet", "table"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # the reader is gone before effnet writes (as `effnet table | head -0`)
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 141
@@ -209,19 +208,44 @@ def test_output_conflicts_are_refused_before_work(tmp_path, capsys):
     spec.write_text(B0.to_json())
     (tmp_path / "data").mkdir()
     cases = [
-        (["eval", "--data", str(tmp_path / "data"), "--weights", str(weights), "--output", str(weights)],
-         "--output", "also the --weights input"),
-        (["export", "--weights", str(weights), "--format", "onnx", "--output", str(weights)],
-         "--output", "also the --weights input"),
-        (["export", "--weights", str(weights), "--format", "onnx", "--output", str(tmp_path)],
-         "--output", "existing folder"),
-        (["train", "--data", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "8", "--output", str(weights)],
-         "--output", "existing file"),
-        (["train", "--data", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "8", "--output",
-          str(tmp_path / "data")], "--output", "also the --data input"),
+        (
+            ["eval", "--data", str(tmp_path / "data"), "--weights", str(weights), "--output", str(weights)],
+            "--output",
+            "also the --weights input",
+        ),
+        (
+            ["export", "--weights", str(weights), "--format", "onnx", "--output", str(weights)],
+            "--output",
+            "also the --weights input",
+        ),
+        (
+            ["export", "--weights", str(weights), "--format", "onnx", "--output", str(tmp_path)],
+            "--output",
+            "existing folder",
+        ),
+        (
+            ["train", "--data", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "8", "--output", str(weights)],
+            "--output",
+            "existing file",
+        ),
+        (
+            [
+                "train",
+                "--data",
+                str(tmp_path / "data"),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--output",
+                str(tmp_path / "data"),
+            ],
+            "--output",
+            "also the --data input",
+        ),
         (["scale", "--baseline", str(spec), "--output-spec", str(spec)], "--output-spec", "also the --baseline"),
         (["search", "--data", "fashion-mnist", "--output", str(weights)], "--output", "existing file"),
-    ]  # fmt: skip
+    ]
     before = {p: _digest(p) for p in (weights, spec)}
     for argv, flag, needle in cases:
         assert main(argv) == 2, argv
@@ -242,8 +266,10 @@ def test_labels_csv_duplicates_and_binary(tmp_path, capsys):
     dup.write_text("file,index\na.png,0\nb.png,1\na.png,1\n")
     binary = tmp_path / "bin.csv"
     binary.write_bytes(b"file,index\n\xff\xfe\x00\x00\x01")
-    cases = ((dup, InvalidValue, f"{dup}:4: a.png is listed again (first on line 2)"),
-             (binary, BadFile, "not a UTF-8 text CSV"))
+    cases = (
+        (dup, InvalidValue, f"{dup}:4: a.png is listed again (first on line 2)"),
+        (binary, BadFile, "not a UTF-8 text CSV"),
+    )
     for path, error, needle in cases:
         with pytest.raises(error, match="") as info:
             read_labels_csv(path)
@@ -284,10 +310,16 @@ def weights_dir(tmp_path_factory) -> Path:
     header = read_safetensors_header(good)
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     pre = json.loads(header["effnet.preprocessing"])
-    bad_pre = {"input_size": {"input_size": 30000}, "crop": {"crop_fraction": 1e-6},
-               "nanmean": {"mean": [math.nan] * 3}, "infstd": {"std": [math.inf] * 3},
-               "onemean": {"mean": [0.5], "std": [0.5]}, "zerostd": {"std": [0, 1, 1]},
-               "names": {"class_names": ["a", "b"]}, "meanstr": {"mean": "abc"}}  # fmt: skip
+    bad_pre = {
+        "input_size": {"input_size": 30000},
+        "crop": {"crop_fraction": 1e-6},
+        "nanmean": {"mean": [math.nan] * 3},
+        "infstd": {"std": [math.inf] * 3},
+        "onemean": {"mean": [0.5], "std": [0.5]},
+        "zerostd": {"std": [0, 1, 1]},
+        "names": {"class_names": ["a", "b"]},
+        "meanstr": {"mean": "abc"},
+    }
     for name, change in bad_pre.items():
         meta = header | {"effnet.preprocessing": json.dumps(pre | change)}
         save_file(tensors, str(folder / f"pre_{name}.safetensors"), metadata=meta)
@@ -317,7 +349,7 @@ WEIGHTS_CASES = [
     ("pre_names.safetensors", "2 class names for a model with 3 classes"),
     ("pre_meanstr.safetensors", "mean must be a list"),
     ("spec_wide.safetensors", "effnet.spec is invalid: width"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("name,needle", WEIGHTS_CASES)
@@ -344,22 +376,31 @@ def test_save_pretrained_refuses_bad_preprocessing(weights_dir, tmp_path):
     from effnet.serving.preprocess import Preprocessing
 
     model = create_model("efficientnet_lite0", num_classes=3)
-    for pre, error, needle in (("bogus", WrongType, "must be an effnet Preprocessing"),
-                               (Preprocessing(class_names=("a", "b")), InvalidValue, "2 class names"),
-                               (Preprocessing(mean=(0.5,), std=(0.5,), in_chans=1), InvalidValue,
-                                "1 values")):  # fmt: skip
+    for pre, error, needle in (
+        ("bogus", WrongType, "must be an effnet Preprocessing"),
+        (Preprocessing(class_names=("a", "b")), InvalidValue, "2 class names"),
+        (Preprocessing(mean=(0.5,), std=(0.5,), in_chans=1), InvalidValue, "1 values"),
+    ):
         with pytest.raises(error, match=needle):
             save_pretrained(model, tmp_path / "m.safetensors", pre)
     assert list(tmp_path.iterdir()) == []
 
 
 PREPROCESSING_CASES = [
-    ({"input_size": 30000}, "input_size"), ({"input_size": 4}, "input_size"), ({"input_size": 224.0}, "input_size"),
-    ({"crop_fraction": 1e-6}, "crop_fraction"), ({"crop_fraction": math.nan}, "crop_fraction"),
-    ({"mean": (math.nan,) * 3}, "mean"), ({"std": (0.2, math.inf, 0.2)}, "std"), ({"std": (0.2, 0.0, 0.2)}, "std"),
-    ({"mean": (0.5,)}, "one value per input channel (3)"), ({"mean": ()}, "1 to 64 values"), ({"mean": "abc"}, "list"),
-    ({"interpolation": "lanczos9"}, "interpolation"), ({"class_names": "ab"}, "class_names"),
-]  # fmt: skip
+    ({"input_size": 30000}, "input_size"),
+    ({"input_size": 4}, "input_size"),
+    ({"input_size": 224.0}, "input_size"),
+    ({"crop_fraction": 1e-6}, "crop_fraction"),
+    ({"crop_fraction": math.nan}, "crop_fraction"),
+    ({"mean": (math.nan,) * 3}, "mean"),
+    ({"std": (0.2, math.inf, 0.2)}, "std"),
+    ({"std": (0.2, 0.0, 0.2)}, "std"),
+    ({"mean": (0.5,)}, "one value per input channel (3)"),
+    ({"mean": ()}, "1 to 64 values"),
+    ({"mean": "abc"}, "list"),
+    ({"interpolation": "lanczos9"}, "interpolation"),
+    ({"class_names": "ab"}, "class_names"),
+]
 
 
 @pytest.mark.parametrize("change,needle", PREPROCESSING_CASES)
@@ -378,8 +419,10 @@ def test_resume_from_a_pickle_is_refused_without_weights_only_advice(tmp_path):
 
     evil = tmp_path / "checkpoint.pt"
     torch.save({"model": {}, "spec": "x", "extra": _Evil(str(tmp_path / "ran"))}, evil)
-    for path, needle in ((evil, "refused: the checkpoint contains pickled Python objects"),
-                         (tmp_path / "none.pt", "checkpoint not found")):  # fmt: skip
+    for path, needle in (
+        (evil, "refused: the checkpoint contains pickled Python objects"),
+        (tmp_path / "none.pt", "checkpoint not found"),
+    ):
         with pytest.raises(EffnetError) as info:
             load_checkpoint(path)
         assert needle in str(info.value) and "weights_only=False" not in str(info.value)
@@ -396,9 +439,23 @@ class _Evil:
 
 @pytest.mark.slow
 def test_bad_weights_subprocess_has_no_traceback(weights_dir):
-    proc = subprocess.run([sys.executable, "-m", "effnet", "export", "--weights", str(weights_dir / "huge.safetensors"),
-                           "--format", "onnx", "--output", str(weights_dir / "x.onnx")],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "effnet",
+            "export",
+            "--weights",
+            str(weights_dir / "huge.safetensors"),
+            "--format",
+            "onnx",
+            "--output",
+            str(weights_dir / "x.onnx"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     _one_line(proc.stderr, "huge.safetensors", "does not fit")
     assert not (weights_dir / "x.onnx").exists()
@@ -420,12 +477,18 @@ def test_one_class_image_folder_is_refused(tmp_path):
 # Properties: any input gives a clean error or a finite answer, within the deadline
 # --------------------------------------------------------------------------------------------
 
-_numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**400), 10**400), st.none(),
-                     st.booleans(), st.text(max_size=4))  # fmt: skip
-_json = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
-                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                 max_size=4),
-                     max_leaves=20)  # fmt: skip
+_numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**400), 10**400),
+    st.none(),
+    st.booleans(),
+    st.text(max_size=4),
+)
+_json = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
 
 
 def _finite_spec(spec: NetworkSpec) -> None:
@@ -482,7 +545,7 @@ def test_json_text_property(text):
 
 
 @PROPERTY
-@given(text=st.text(alphabet="[]{}\"\\ a,:1", max_size=64))
+@given(text=st.text(alphabet='[]{}"\\ a,:1', max_size=64))
 def test_json_depth_matches_the_parser(text):
     try:
         parsed = json.loads(text)
@@ -509,8 +572,13 @@ def test_compound_and_cost_property(phi, resolution):
 
 
 @PROPERTY
-@given(text=st.one_of(st.text(max_size=12), st.from_regex(r"[-+]?[0-9.e]{1,6}[KMGBT]?", fullmatch=True),
-                      st.sampled_from(["inf", "1e400", "nan", "-5M", "Infinity"])))  # fmt: skip
+@given(
+    text=st.one_of(
+        st.text(max_size=12),
+        st.from_regex(r"[-+]?[0-9.e]{1,6}[KMGBT]?", fullmatch=True),
+        st.sampled_from(["inf", "1e400", "nan", "-5M", "Infinity"]),
+    )
+)
 def test_parse_count_property(text):
     try:
         value = parse_count(text)
@@ -521,8 +589,12 @@ def test_parse_count_property(text):
 
 
 @PROPERTY
-@given(data=st.one_of(st.binary(max_size=64), st.builds(lambda n, body: struct.pack("<Q", n) + body,
-                                                      st.integers(0, 2**64 - 1), st.binary(max_size=64))))  # fmt: skip
+@given(
+    data=st.one_of(
+        st.binary(max_size=64),
+        st.builds(lambda n, body: struct.pack("<Q", n) + body, st.integers(0, 2**64 - 1), st.binary(max_size=64)),
+    )
+)
 def test_weights_header_property(data):
     pytest.importorskip("torch")
     from effnet.models.weights import read_checkpoint
@@ -539,8 +611,13 @@ def test_weights_header_property(data):
 
 
 @PROPERTY
-@given(change=st.dictionaries(st.sampled_from(["input_size", "crop_fraction", "mean", "std", "interpolation",
-                                                "class_names"]), _json, max_size=3))  # fmt: skip
+@given(
+    change=st.dictionaries(
+        st.sampled_from(["input_size", "crop_fraction", "mean", "std", "interpolation", "class_names"]),
+        _json,
+        max_size=3,
+    )
+)
 def test_preprocessing_header_property(change):
     from effnet.serving.preprocess import Preprocessing
 
@@ -551,4 +628,3 @@ def test_preprocessing_header_property(change):
         return
     assert 8 <= pre.input_size <= MAX_RESOLUTION and pre.resize_size <= 2 * MAX_RESOLUTION
     assert all(math.isfinite(v) for v in pre.mean + pre.std) and min(pre.std) > 0
-

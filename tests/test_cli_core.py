@@ -57,12 +57,15 @@ def test_info_spec_file(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["info", "efficientnet_b9"], "unknown model name"),
-    (["info", "efficientnet_b0", "--resolution", "4"], "resolution"),
-    (["table", "--alpha", "0.5"], "alpha"),
-    (["table", "--phi-max", "-1"], "phi-max"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["info", "efficientnet_b9"], "unknown model name"),
+        (["info", "efficientnet_b0", "--resolution", "4"], "resolution"),
+        (["table", "--alpha", "0.5"], "alpha"),
+        (["table", "--phi-max", "-1"], "phi-max"),
+    ],
+)
 def test_user_errors_are_one_line(argv, needle, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

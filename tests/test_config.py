@@ -44,23 +44,28 @@ def test_no_search_parser_default_differs_from_the_library():
 
 
 def test_train_help_does_not_import_torch():
-    code = ("import sys, io, contextlib\nfrom effnet.cli import main\n"
-            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
-            "    main(['train', '--help'])\n"
-            "assert 'torch' not in sys.modules, 'torch imported'\n")  # fmt: skip
+    code = (
+        "import sys, io, contextlib\nfrom effnet.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(['train', '--help'])\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("changes,needle", [
-    ({"width": float("inf")}, "--width must be a finite number"),
-    ({"lr": "abc"}, "--lr must be a finite number, got 'abc'"),
-    ({"opt": "lbfgs"}, "--opt must be one of"),
-    ({"epochs": 0}, "--epochs must be >= 1"),
-    ({"hflip": 1.5}, "--hflip must be in [0, 1]"),
-    ({"device": "gpu"}, "--device must be auto, cpu"),
-    ({"in_chans": 2}, "--in-chans must be one of 1, 3"),
-    ({"resume": "yes"}, "--resume must be true or false"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "changes,needle",
+    [
+        ({"width": float("inf")}, "--width must be a finite number"),
+        ({"lr": "abc"}, "--lr must be a finite number, got 'abc'"),
+        ({"opt": "lbfgs"}, "--opt must be one of"),
+        ({"epochs": 0}, "--epochs must be >= 1"),
+        ({"hflip": 1.5}, "--hflip must be in [0, 1]"),
+        ({"device": "gpu"}, "--device must be auto, cpu"),
+        ({"in_chans": 2}, "--in-chans must be one of 1, 3"),
+        ({"resume": "yes"}, "--resume must be true or false"),
+    ],
+)
 def test_bad_values_are_one_line_errors_naming_the_flag(changes, needle):
     with pytest.raises(ValueError) as info:
         TrainConfig(**changes)
@@ -73,7 +78,12 @@ def test_auto_recipe_fits_the_run_length_and_paper_is_exact():
     assert choose_recipe(TrainConfig(epochs=PAPER_MIN_EPOCHS))[0] == "paper"
     resolved = resolve_recipe(TrainConfig(epochs=4))
     assert (resolved.recipe, resolved.opt, resolved.schedule, resolved.warmup_epochs, resolved.bn_momentum) == (
-        "short", "adamw", "cosine", 0.3, 0.1)  # fmt: skip
+        "short",
+        "adamw",
+        "cosine",
+        0.3,
+        0.1,
+    )
     paper = resolve_recipe(TrainConfig(recipe="paper", epochs=4))
     assert {k: getattr(paper, k) for k in RECIPES["paper"]} == RECIPES["paper"]
     assert "longer than the 4-epoch run" in recipe_warning(paper)

@@ -11,10 +11,15 @@ from effnet.cost import cost
 from effnet.specs import compound_spec, get_spec, list_models
 
 TORCHVISION_PARAMS = {
-    "efficientnet_b0": 5_288_548, "efficientnet_b1": 7_794_184, "efficientnet_b2": 9_109_994,
-    "efficientnet_b3": 12_233_232, "efficientnet_b4": 19_341_616, "efficientnet_b5": 30_389_784,
-    "efficientnet_b6": 43_040_704, "efficientnet_b7": 66_347_960,
-}  # fmt: skip
+    "efficientnet_b0": 5_288_548,
+    "efficientnet_b1": 7_794_184,
+    "efficientnet_b2": 9_109_994,
+    "efficientnet_b3": 12_233_232,
+    "efficientnet_b4": 19_341_616,
+    "efficientnet_b5": 30_389_784,
+    "efficientnet_b6": 43_040_704,
+    "efficientnet_b7": 66_347_960,
+}
 
 
 def _measure(spec_or_name, resolution):
@@ -99,13 +104,21 @@ def test_cost_rejects_bad_resolution(resolution):
         cost("efficientnet_b0", resolution)
 
 
-@pytest.mark.parametrize("timm_name,name", [
-    ("tf_efficientnet_b8", "efficientnet_b8"), ("tf_efficientnet_l2", "efficientnet_l2"),
-    ("tf_efficientnet_lite0", "efficientnet_lite0"), ("tf_efficientnet_lite1", "efficientnet_lite1"),
-    ("tf_efficientnet_lite2", "efficientnet_lite2"), ("tf_efficientnet_lite3", "efficientnet_lite3"),
-    ("tf_efficientnet_lite4", "efficientnet_lite4"), ("mobilenetv2_100", "mobilenetv2"), ("resnet50", "resnet50"),
-    ("mobilenetv1_100", "mobilenetv1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "timm_name,name",
+    [
+        ("tf_efficientnet_b8", "efficientnet_b8"),
+        ("tf_efficientnet_l2", "efficientnet_l2"),
+        ("tf_efficientnet_lite0", "efficientnet_lite0"),
+        ("tf_efficientnet_lite1", "efficientnet_lite1"),
+        ("tf_efficientnet_lite2", "efficientnet_lite2"),
+        ("tf_efficientnet_lite3", "efficientnet_lite3"),
+        ("tf_efficientnet_lite4", "efficientnet_lite4"),
+        ("mobilenetv2_100", "mobilenetv2"),
+        ("resnet50", "resnet50"),
+        ("mobilenetv1_100", "mobilenetv1"),
+    ],
+)
 def test_params_equal_timm_module(timm_name, name):
     timm = pytest.importorskip("timm")
     with torch.device("meta"):

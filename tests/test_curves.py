@@ -18,8 +18,7 @@ from effnet.search.curves import curve_points, run_curves, solve_multiplier
 from effnet.search.study import baseline_spec, trial_spec
 from effnet.specs import get_spec, scale
 
-TINY = {"width": 0.25, "depth": 0.5, "resolution": 32, "epochs": 1, "train_limit": 64, "val_limit": 64,
-        "seeds": 1}
+TINY = {"width": 0.25, "depth": 0.5, "resolution": 32, "epochs": 1, "train_limit": 64, "val_limit": 64, "seeds": 1}
 
 
 def _fake_trainer(config, spec):
@@ -99,8 +98,23 @@ def test_every_baseline_and_a_user_spec_file(tmp_path, baseline):
 
 
 def test_cli_builds_the_config_from_flags(capsys):
-    args = build_parser().parse_args(["curves", "--phi-max", "2", "--alpha", "1.3", "--beta", "1.1", "--gamma",
-                                      "1.1", "--methods", "depth,compound", "--train-option", "lr=0.02"])
+    args = build_parser().parse_args(
+        [
+            "curves",
+            "--phi-max",
+            "2",
+            "--alpha",
+            "1.3",
+            "--beta",
+            "1.1",
+            "--gamma",
+            "1.1",
+            "--methods",
+            "depth,compound",
+            "--train-option",
+            "lr=0.02",
+        ]
+    )
     from effnet.cli.curves import config_from_args
 
     config, source = config_from_args(args)
@@ -122,15 +136,47 @@ def test_effnet_curves_on_fashion_mnist(tmp_path, capsys):
         pytest.skip(f"Fashion-MNIST is not installed: {exc}")
     out = tmp_path / "curves"
     # two of the four lines keep it near a minute on a shared 2-core machine (every method: the fake-trainer test)
-    rc = main(["curves", "--phi-max", "2", "--methods", "width,compound", "--train-limit", "64", "--val-limit", "64",
-               "--epochs", "1", "--resolution", "32", "--width", "0.25", "--depth", "0.25", "--output", str(out),
-               "--quiet", "--jobs", "1", "--threads", "2", "--seeds", "1"])  # fmt: skip
+    rc = main(
+        [
+            "curves",
+            "--phi-max",
+            "2",
+            "--methods",
+            "width,compound",
+            "--train-limit",
+            "64",
+            "--val-limit",
+            "64",
+            "--epochs",
+            "1",
+            "--resolution",
+            "32",
+            "--width",
+            "0.25",
+            "--depth",
+            "0.25",
+            "--output",
+            str(out),
+            "--quiet",
+            "--jobs",
+            "1",
+            "--threads",
+            "2",
+            "--seeds",
+            "1",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "plot:" in printed and any(line.startswith("| compound") for line in printed.splitlines())
     rows = json.loads((out / "curves.json").read_text())
-    assert [(r["method"], r["phi"]) for r in rows] == [("baseline", 0), ("width", 1), ("compound", 1), ("width", 2),
-                                                       ("compound", 2)]  # fmt: skip
+    assert [(r["method"], r["phi"]) for r in rows] == [
+        ("baseline", 0),
+        ("width", 1),
+        ("compound", 1),
+        ("width", 2),
+        ("compound", 2),
+    ]
     assert all(0 <= r["top1_mean"] <= 100 for r in rows)
     records = json.loads((out / "curves_summary.json").read_text())["records"]
     assert sorted(r["macs"] for r in records) == sorted(r["macs"] for r in rows)  # costed as trained (10 classes, 1 ch)
@@ -165,9 +211,35 @@ def test_effnet_curves_jobs_2_splits_the_points_between_two_processes(tmp_path):
     except (FileNotFoundError, ValueError) as exc:
         pytest.skip(f"Fashion-MNIST is not installed: {exc}")
     out = tmp_path / "curves"
-    cmd = [sys.executable, "-m", "effnet", "curves", "--phi-max", "1", "--methods", "depth,compound", "--train-limit",
-           "64", "--val-limit", "64", "--epochs", "1", "--resolution", "32", "--width", "0.25", "--depth", "0.25",
-           "--seeds", "1", "--output", str(out), "--quiet", "--jobs", "2"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "effnet",
+        "curves",
+        "--phi-max",
+        "1",
+        "--methods",
+        "depth,compound",
+        "--train-limit",
+        "64",
+        "--val-limit",
+        "64",
+        "--epochs",
+        "1",
+        "--resolution",
+        "32",
+        "--width",
+        "0.25",
+        "--depth",
+        "0.25",
+        "--seeds",
+        "1",
+        "--output",
+        str(out),
+        "--quiet",
+        "--jobs",
+        "2",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((out / "curves_summary.json").read_text())  # the parent's: written after its helper exited

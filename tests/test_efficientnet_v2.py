@@ -13,9 +13,13 @@ from effnet.specs import EFFICIENTNET_V2_RESOLUTIONS, NetworkSpec, get_spec, res
 
 V2 = sorted(EFFICIENTNET_V2_RESOLUTIONS)
 ISSUE_PARAMS = {  # issue #13's measured reference counts
-    "efficientnet_v2_s": 21_458_488, "efficientnet_v2_m": 54_139_356, "efficientnet_v2_l": 118_515_272,
-    "efficientnet_v2_xl": 208_119_808, "efficientnet_v2_b0": 7_139_704, "efficientnet_v2_b3": 14_358_406,
-}  # fmt: skip
+    "efficientnet_v2_s": 21_458_488,
+    "efficientnet_v2_m": 54_139_356,
+    "efficientnet_v2_l": 118_515_272,
+    "efficientnet_v2_xl": 208_119_808,
+    "efficientnet_v2_b0": 7_139_704,
+    "efficientnet_v2_b3": 14_358_406,
+}
 
 
 def _reference(name):
@@ -137,8 +141,10 @@ def test_table_and_info_for_v2_stay_torch_free():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom effnet.cli import main\nmain(['table', '--section', 'v2'])\n"
-            "main(['info', 'efficientnet_v2_m'])\nassert 'torch' not in sys.modules, 'torch imported'\n")  # fmt: skip
+    code = (
+        "import sys\nfrom effnet.cli import main\nmain(['table', '--section', 'v2'])\n"
+        "main(['info', 'efficientnet_v2_m'])\nassert 'torch' not in sys.modules, 'torch imported'\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
@@ -191,10 +197,14 @@ def test_every_v2_layout_maps_key_for_key_and_is_recognised():
     from effnet.models.weights import convert_state_dict, infer_model_name, source_spec
 
     timm = pytest.importorskip("timm")
-    cases = [("torchvision", f"efficientnet_v2_{v}", getattr(torchvision.models, f"efficientnet_v2_{v}"))
-             for v in ("s", "m", "l")]  # fmt: skip
-    cases += [("tf", f"efficientnet_v2_{v}", lambda v=v: timm.create_model(f"tf_efficientnetv2_{v}"))
-              for v in ("xl", "b0", "b1", "b2", "b3")]  # fmt: skip
+    cases = [
+        ("torchvision", f"efficientnet_v2_{v}", getattr(torchvision.models, f"efficientnet_v2_{v}"))
+        for v in ("s", "m", "l")
+    ]
+    cases += [
+        ("tf", f"efficientnet_v2_{v}", lambda v=v: timm.create_model(f"tf_efficientnetv2_{v}"))
+        for v in ("xl", "b0", "b1", "b2", "b3")
+    ]
     for source, name, build in cases:
         with torch.device("meta"):
             state = build().state_dict()
@@ -236,8 +246,20 @@ def test_scale_accepts_v2_baseline_cost_only(capsys):
     from effnet.specs import BASELINES, compound_spec
 
     assert "efficientnet_v2_s" in BASELINES and load_baseline("efficientnet_v2_s") == get_spec("efficientnet_v2_s")
-    code = main(["scale", "--baseline", "efficientnet_v2_s", "--width", "0.25", "--resolution", "32",
-                 "--phi-max", "2", "--json"])  # fmt: skip
+    code = main(
+        [
+            "scale",
+            "--baseline",
+            "efficientnet_v2_s",
+            "--width",
+            "0.25",
+            "--resolution",
+            "32",
+            "--phi-max",
+            "2",
+            "--json",
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["baseline"] == "efficientnet_v2_s" and [r["phi"] for r in data["family"]] == [0, 1, 2]
     base = get_spec("efficientnet_v2_s").replace(width=0.25, resolution=32)
@@ -254,10 +276,38 @@ def test_search_accepts_v2_baseline_and_feeds_scale(tmp_path, capsys):
 
     _fashion_mnist_or_skip()
     out = tmp_path / "search"
-    code = main(["search", "--baseline", "efficientnet_v2_s", "--step", "0.5", "--tol", "0.6", "--width", "0.25",
-                 "--resolution", "16", "--epochs", "1", "--train-limit", "32", "--val-limit", "32",
-                 "--batch-size", "32", "--threads", "1", "--heartbeat", "1", "--seeds", "1", "--quiet",
-                 "--output", str(out)])  # fmt: skip
+    code = main(
+        [
+            "search",
+            "--baseline",
+            "efficientnet_v2_s",
+            "--step",
+            "0.5",
+            "--tol",
+            "0.6",
+            "--width",
+            "0.25",
+            "--resolution",
+            "16",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "32",
+            "--val-limit",
+            "32",
+            "--batch-size",
+            "32",
+            "--threads",
+            "1",
+            "--heartbeat",
+            "1",
+            "--seeds",
+            "1",
+            "--quiet",
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 0
     summary = json.loads((out / "search_summary.json").read_text())
     assert "efficientnet_v2_s" in json.dumps(summary)

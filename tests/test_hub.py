@@ -104,10 +104,10 @@ def _handler(files: Files) -> type[BaseHTTPRequestHandler]:
                 return
             self.wfile.write(data)
 
-        def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_HEAD(self) -> None:
             self._serve(body=False)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._serve(body=True)
 
     return Handler
@@ -137,8 +137,9 @@ def _stop(httpd: ThreadingHTTPServer) -> None:
     httpd.server_close()
 
 
-def _timm_repo(files: Files, tmp_path: Path, repo: str = REPO, architecture: str = "efficientnet_b0",
-               safetensors: bool = True) -> torch.nn.Module:  # fmt: skip
+def _timm_repo(
+    files: Files, tmp_path: Path, repo: str = REPO, architecture: str = "efficientnet_b0", safetensors: bool = True
+) -> torch.nn.Module:
     """A randomly initialised timm model saved with timm's own ``save_for_hf`` and served as ``repo``."""
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
@@ -165,8 +166,9 @@ def _torchvision_file(files: Files, monkeypatch: pytest.MonkeyPatch, wrong_hash:
     prefix = ("0" if digest[0] != "0" else "1") + digest[1:] if wrong_hash else digest
     name = f"efficientnet_b0_test-{prefix}.pth"
     files.files[f"/models/{name}"] = data
-    monkeypatch.setattr(models.EfficientNet_B0_Weights.IMAGENET1K_V1.value, "url",
-                        f"https://download.pytorch.org/models/{name}")  # fmt: skip
+    monkeypatch.setattr(
+        models.EfficientNet_B0_Weights.IMAGENET1K_V1.value, "url", f"https://download.pytorch.org/models/{name}"
+    )
     return model
 
 
@@ -201,32 +203,50 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 def test_parse_forms() -> None:
-    assert parse_weights_ref("hf-hub:timm/efficientnet_b0.ra_in1k") == WeightsRef("hf-hub",
-                                                                                  "timm/efficientnet_b0.ra_in1k")
+    assert parse_weights_ref("hf-hub:timm/efficientnet_b0.ra_in1k") == WeightsRef(
+        "hf-hub", "timm/efficientnet_b0.ra_in1k"
+    )
     assert parse_weights_ref("hf_hub:timm/x@v1.0") == WeightsRef("hf-hub", "timm/x", "v1.0")
     assert parse_weights_ref("torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1") == WeightsRef(
-        "torchvision", "EfficientNet_B0_Weights", "IMAGENET1K_V1")
+        "torchvision", "EfficientNet_B0_Weights", "IMAGENET1K_V1"
+    )
     assert parse_weights_ref("torchvision:efficientnet_b0") == WeightsRef("torchvision", "efficientnet_b0")
     assert parse_weights_ref("weights/b0.safetensors") is None
     assert parse_weights_ref("hub:timm/x") is None  # an unknown prefix is a (local) path
-    for bad in ("hf-hub:", "hf-hub:timm/", "hf-hub:a/b/c", "hf-hub:timm/x@", "hf-hub:timm/a..b", "hf-hub:t/x y",
-                "torchvision:", "torchvision:efficientnet_b0.DEFAULT", "torchvision:EfficientNet_B0_Weights.",
-                "torchvision:1abc", "hf-hub:timm/x@../../etc"):
+    for bad in (
+        "hf-hub:",
+        "hf-hub:timm/",
+        "hf-hub:a/b/c",
+        "hf-hub:timm/x@",
+        "hf-hub:timm/a..b",
+        "hf-hub:t/x y",
+        "torchvision:",
+        "torchvision:efficientnet_b0.DEFAULT",
+        "torchvision:EfficientNet_B0_Weights.",
+        "torchvision:1abc",
+        "hf-hub:timm/x@../../etc",
+    ):
         with pytest.raises(InvalidValue, match="not well formed|a member"):
             parse_weights_ref(bad)
 
 
 _ident = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,20}", fullmatch=True)
 _part = st.from_regex(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,20}[A-Za-z0-9_])?", fullmatch=True).filter(
-    lambda s: ".." not in s and "--" not in s and not s.endswith(".git"))
+    lambda s: ".." not in s and "--" not in s and not s.endswith(".git")
+)
 
 
-@given(st.one_of(
-    st.builds(WeightsRef, st.just("hf-hub"), st.builds(lambda a, b: f"{a}/{b}", _part, _part),
-              st.one_of(st.none(), _part)),
-    st.builds(WeightsRef, st.just("torchvision"), _ident.map(lambda s: s + "_Weights"), st.one_of(st.none(), _ident)),
-    st.builds(WeightsRef, st.just("torchvision"), _ident.filter(lambda s: not s.endswith("_Weights")), st.none()),
-))  # fmt: skip
+@given(
+    st.one_of(
+        st.builds(
+            WeightsRef, st.just("hf-hub"), st.builds(lambda a, b: f"{a}/{b}", _part, _part), st.one_of(st.none(), _part)
+        ),
+        st.builds(
+            WeightsRef, st.just("torchvision"), _ident.map(lambda s: s + "_Weights"), st.one_of(st.none(), _ident)
+        ),
+        st.builds(WeightsRef, st.just("torchvision"), _ident.filter(lambda s: not s.endswith("_Weights")), st.none()),
+    )
+)
 def test_parse_round_trips(ref: WeightsRef) -> None:
     assert parse_weights_ref(str(ref)) == ref
 
@@ -272,8 +292,9 @@ def test_default_weights_exist_in_timm_and_torchvision() -> None:
 
 
 @pytest.mark.slow
-def test_hf_hub_success_then_cache_hit_with_server_gone(server, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_hf_hub_success_then_cache_hit_with_server_gone(
+    server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import effnet
 
     httpd, files = server
@@ -283,8 +304,11 @@ def test_hf_hub_success_then_cache_hit_with_server_gone(server, tmp_path: Path,
     assert model.weights_metadata["weights"] == f"hf-hub:{REPO}"
     pre = model.preprocessing
     cfg = reference.pretrained_cfg
-    assert (pre.input_size, pre.crop_fraction, pre.interpolation) == (cfg["input_size"][-1], cfg["crop_pct"],
-                                                                      cfg["interpolation"])  # fmt: skip
+    assert (pre.input_size, pre.crop_fraction, pre.interpolation) == (
+        cfg["input_size"][-1],
+        cfg["crop_pct"],
+        cfg["interpolation"],
+    )
     assert pre.mean == pytest.approx(cfg["mean"]) and len(pre.class_names) == 1000
     diff, scale = _max_logit_diff(model, reference, tmp_path)
     assert diff <= 1e-4 and scale > 0.1
@@ -315,8 +339,11 @@ def test_hf_hub_pytorch_model_bin_fallback_and_tf_port(server, tmp_path: Path) -
 def test_hf_hub_offline_miss_is_one_line(server, monkeypatch: pytest.MonkeyPatch) -> None:
     _, files = server
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(MissingFile, match=r"config.json of timm/efficientnet_b0.test_in1k is not in the Hugging "
-                                          r"Face cache .* downloads are off") as info:  # fmt: skip
+    with pytest.raises(
+        MissingFile,
+        match=r"config.json of timm/efficientnet_b0.test_in1k is not in the Hugging "
+        r"Face cache .* downloads are off",
+    ) as info:
         resolve_weights(f"hf-hub:{REPO}")
     assert "\n" not in str(info.value) and files.requests == []
 
@@ -349,8 +376,7 @@ def test_hf_hub_dropped_connection_keeps_nothing(server, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_hf_hub_weights_over_the_bound_are_not_fetched(server, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_hf_hub_weights_over_the_bound_are_not_fetched(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import effnet.models.hub as hub
 
     _, files = server
@@ -430,8 +456,9 @@ def test_torchvision_hash_mismatch_removes_the_file(server, tmp_path: Path, monk
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["drop", "cut"])
-def test_torchvision_dropped_connection_removes_the_partial(how: str, server, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_torchvision_dropped_connection_removes_the_partial(
+    how: str, server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A reset (RST) or an orderly close (FIN) before the announced length: a dropped connection, not a bad hash."""
     _, files = server
     _torchvision_file(files, monkeypatch)
@@ -441,8 +468,9 @@ def test_torchvision_dropped_connection_removes_the_partial(how: str, server, tm
     assert _leftovers(tmp_path / "torch" / "hub" / "checkpoints") == []
 
 
-def test_torchvision_stalled_host_times_out_and_keeps_nothing(server, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_torchvision_stalled_host_times_out_and_keeps_nothing(
+    server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from effnet.models import hub
 
     _, files = server
@@ -470,8 +498,11 @@ def test_torchvision_file_over_the_bound_is_refused(server, tmp_path: Path, monk
 def test_torchvision_404(server, monkeypatch: pytest.MonkeyPatch) -> None:
     from torchvision import models
 
-    monkeypatch.setattr(models.EfficientNet_B0_Weights.IMAGENET1K_V1.value, "url",
-                        "https://download.pytorch.org/models/efficientnet_b0_gone-01234567.pth")  # fmt: skip
+    monkeypatch.setattr(
+        models.EfficientNet_B0_Weights.IMAGENET1K_V1.value,
+        "url",
+        "https://download.pytorch.org/models/efficientnet_b0_gone-01234567.pth",
+    )
     with pytest.raises(MissingFile, match=r"/models/efficientnet_b0_gone-01234567.pth not found \(HTTP 404\)"):
         resolve_weights("torchvision:efficientnet_b0")
 
@@ -517,27 +548,38 @@ def test_cli_predict_with_hf_hub_weights(server, tmp_path: Path, capsys: pytest.
     _, files = server
     _timm_repo(files, tmp_path)
     image = _image(tmp_path)
-    rc = main(["predict", str(image), "--weights", f"hf-hub:{REPO}", "--runtime", "eager", "--top-k", "2",
-               "--json"])  # fmt: skip
+    rc = main(["predict", str(image), "--weights", f"hf-hub:{REPO}", "--runtime", "eager", "--top-k", "2", "--json"])
     out = capsys.readouterr().out
     assert rc == 0
-    result = json.loads(out[out.index("{"):])
+    result = json.loads(out[out.index("{") :])
     assert result["weights"] == f"hf-hub:{REPO}" and result["model"] == "efficientnet_b0"
     assert len(result["predictions"][0]["top"]) == 2
 
 
 @pytest.mark.slow
-def test_cli_predict_with_torchvision_weights(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_cli_predict_with_torchvision_weights(
+    server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from effnet.cli import main
 
     _, files = server
     _torchvision_file(files, monkeypatch)
-    rc = main(["predict", str(_image(tmp_path)), "--weights", "torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1",
-               "--runtime", "eager", "--top-k", "3", "--json"])  # fmt: skip
+    rc = main(
+        [
+            "predict",
+            str(_image(tmp_path)),
+            "--weights",
+            "torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1",
+            "--runtime",
+            "eager",
+            "--top-k",
+            "3",
+            "--json",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
-    result = json.loads(out[out.index("{"):])
+    result = json.loads(out[out.index("{") :])
     assert result["model"] == "efficientnet_b0" and len(result["predictions"][0]["top"]) == 3
     monkeypatch.setenv("EFFNET_OFFLINE", "1")  # a reference not in the cache, offline: one line, exit 2
     rc = main(["predict", str(_image(tmp_path)), "--weights", "torchvision:EfficientNet_B1_Weights.IMAGENET1K_V1"])

@@ -18,8 +18,22 @@ from effnet.cli import main
 from effnet.serving.preprocess import class_folder_name
 
 SIZE = ["--width", "0.25", "--depth", "0.25", "--resolution", "32"]
-RUN = ["--epochs", "1", "--batch-size", "32", "--train-limit", "200", "--val-limit", "64", "--threads", "1",
-       "--workers", "0", "--augment", "none"]  # fmt: skip
+RUN = [
+    "--epochs",
+    "1",
+    "--batch-size",
+    "32",
+    "--train-limit",
+    "200",
+    "--val-limit",
+    "64",
+    "--threads",
+    "1",
+    "--workers",
+    "0",
+    "--augment",
+    "none",
+]
 SHAPES = ("red dot", "green bar", "blue ring")
 
 
@@ -45,8 +59,9 @@ def _write_images(root: Path, images: np.ndarray, labels: np.ndarray, names: tup
 
 
 def _predict(capsys, weights: Path, names: tuple[str, ...], *paths: Path, runtime: str = "eager") -> list[dict]:
-    out = _run(capsys, "predict", *map(str, paths), "--weights", str(weights), "--json", "--top-k", "3",
-               "--runtime", runtime)  # fmt: skip
+    out = _run(
+        capsys, "predict", *map(str, paths), "--weights", str(weights), "--json", "--top-k", "3", "--runtime", runtime
+    )
     predictions = json.loads(out)["predictions"]
     for p in predictions:
         assert [t["label"] for t in p["top"]] == [names[t["index"]] for t in p["top"]], p  # the weights' names
@@ -54,8 +69,19 @@ def _predict(capsys, weights: Path, names: tuple[str, ...], *paths: Path, runtim
 
 
 def _eval(capsys, weights: Path, *args: str) -> dict:
-    out = _run(capsys, "eval", *args, "--weights", str(weights), "--json", "--no-progress", "--workers", "0",
-               "--runtime", "eager")  # fmt: skip
+    out = _run(
+        capsys,
+        "eval",
+        *args,
+        "--weights",
+        str(weights),
+        "--json",
+        "--no-progress",
+        "--workers",
+        "0",
+        "--runtime",
+        "eager",
+    )
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -63,8 +89,11 @@ def _journey(capsys, tmp_path: Path, data: str, files: Path, names: tuple[str, .
     run = tmp_path / "run"
     _run(capsys, "train", "--data", data, *SIZE, *RUN, "--output", str(run))
     weights = run / "best.safetensors"
-    header = json.loads(json.loads(weights.read_bytes()[8:8 + int.from_bytes(weights.read_bytes()[:8], "little")])
-                        ["__metadata__"]["effnet.preprocessing"])  # fmt: skip
+    header = json.loads(
+        json.loads(weights.read_bytes()[8 : 8 + int.from_bytes(weights.read_bytes()[:8], "little")])["__metadata__"][
+            "effnet.preprocessing"
+        ]
+    )
     assert header["in_chans"] == in_chans and tuple(header["class_names"]) == names
     assert header["interpolation"] == "bicubic" and header["input_size"] == 32
 
@@ -85,13 +114,25 @@ def _journey(capsys, tmp_path: Path, data: str, files: Path, names: tuple[str, .
     assert {k: by_folder[k] for k in keys} == {k: by_csv[k] for k in keys}
 
     onnx = tmp_path / "model.onnx"
-    exported = json.loads(_run(capsys, "export", "--weights", str(weights), "--format", "onnx", "--output",
-                               str(onnx), "--json"))  # fmt: skip
+    exported = json.loads(
+        _run(capsys, "export", "--weights", str(weights), "--format", "onnx", "--output", str(onnx), "--json")
+    )
     assert onnx.is_file() and exported["input_shape"][1] == in_chans and exported["max_abs_diff"] <= exported["atol"]
 
     spec = tmp_path / "spec.json"
-    _run(capsys, "scale", *SIZE, "--phi-max", "1",
-         "--num-classes", str(len(names)), "--max-params", "1e9", "--output-spec", str(spec))  # fmt: skip
+    _run(
+        capsys,
+        "scale",
+        *SIZE,
+        "--phi-max",
+        "1",
+        "--num-classes",
+        str(len(names)),
+        "--max-params",
+        "1e9",
+        "--output-spec",
+        str(spec),
+    )
     scaled_run = tmp_path / "scaled"
     _run(capsys, "train", "--data", data, "--spec", str(spec), *RUN, "--output", str(scaled_run))
     scaled = _predict(capsys, scaled_run / "best.safetensors", names, folders)

@@ -52,8 +52,11 @@ def test_no_long_functions_or_classes():
     long = []
     for path in _modules():
         for node in ast.walk(ast.parse(path.read_text())):
-            limit = {ast.FunctionDef: MAX_FUNCTION_LINES, ast.AsyncFunctionDef: MAX_FUNCTION_LINES,
-                     ast.ClassDef: MAX_CLASS_LINES}.get(type(node))  # fmt: skip
+            limit = {
+                ast.FunctionDef: MAX_FUNCTION_LINES,
+                ast.AsyncFunctionDef: MAX_FUNCTION_LINES,
+                ast.ClassDef: MAX_CLASS_LINES,
+            }.get(type(node))
             if limit and node.end_lineno - node.lineno + 1 > limit:
                 long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} {node.end_lineno - node.lineno + 1}")
     assert not long, f"over {MAX_FUNCTION_LINES} lines (functions) / {MAX_CLASS_LINES} (classes): {long}"
@@ -84,19 +87,32 @@ def test_core_modules_never_import_torch():
     assert not heavy, heavy
 
 
-@pytest.mark.parametrize("argv", [["table"], ["info", "efficientnet_b3"], ["--help"], ["train", "--help"],
-                                  ["search", "--help"], ["scale", "--help"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["table"],
+        ["info", "efficientnet_b3"],
+        ["--help"],
+        ["train", "--help"],
+        ["search", "--help"],
+        ["scale", "--help"],
+    ],
+)
 def test_torch_free_commands_do_not_import_torch(argv):
-    code = ("import sys, contextlib, io\nfrom effnet.cli import main\n"
-            f"with contextlib.redirect_stdout(io.StringIO()):\n    try:\n        main({argv!r})\n"
-            "    except SystemExit:\n        pass\n"
-            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))\n")  # fmt: skip
+    code = (
+        "import sys, contextlib, io\nfrom effnet.cli import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()):\n    try:\n        main({argv!r})\n"
+        "    except SystemExit:\n        pass\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_public_cost_stays_the_function_after_its_module_is_imported():
-    code = ("import effnet, effnet.cost, effnet.specs\n"
-            "assert effnet.cost(effnet.specs.get_spec('efficientnet_b0')).params == 5288548\n")  # fmt: skip
+    code = (
+        "import effnet, effnet.cost, effnet.specs\n"
+        "assert effnet.cost(effnet.specs.get_spec('efficientnet_b0')).params == 5288548\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -14,8 +14,9 @@ from effnet.models.layers import ConvBNAct, batch_norm_act
 
 def _tiny() -> nn.Module:
     spec = get_spec("efficientnet_b0")
-    return create_model(spec.replace(stages=spec.stages[:3], head_channels=64, num_classes=10, drop_path_rate=0.0,
-                                     dropout=0.0))
+    return create_model(
+        spec.replace(stages=spec.stages[:3], head_channels=64, num_classes=10, drop_path_rate=0.0, dropout=0.0)
+    )
 
 
 def _saved_bytes(fn) -> int:
@@ -119,5 +120,4 @@ def test_compiled_training_step_matches_eager() -> None:
     out1.sum().backward()
     out2.sum().backward()
     torch.testing.assert_close(out1, out2, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(eager.stem.conv.weight.grad, compiled_model.stem.conv.weight.grad,
-                               atol=1e-4, rtol=1e-3)  # fmt: skip
+    torch.testing.assert_close(eager.stem.conv.weight.grad, compiled_model.stem.conv.weight.grad, atol=1e-4, rtol=1e-3)

@@ -26,10 +26,15 @@ def test_forward_shapes_and_options():
         m.reset_classifier(0)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"num_classes": 0}, "num_classes"), ({"in_chans": 0}, "in_chans"),
-    ({"resolution": 4}, "resolution"), ({"padding": "valid"}, "padding"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"num_classes": 0}, "num_classes"),
+        ({"in_chans": 0}, "in_chans"),
+        ({"resolution": 4}, "resolution"),
+        ({"padding": "valid"}, "padding"),
+    ],
+)
 def test_create_model_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         effnet.create_model("efficientnet_b0", **kwargs)
@@ -51,12 +56,15 @@ def test_compound_model_errors_and_build():
     assert m.spec.resolution == 258 and m.num_classes == 3
 
 
-@pytest.mark.parametrize("name,channels", [
-    ("efficientnet_b0", [16, 24, 40, 112, 320]),
-    ("efficientnet_b3", [24, 32, 48, 136, 384]),
-    ("efficientnet_lite0", [16, 24, 40, 112, 320]),
-    ("resnet50", [256, 512, 1024, 2048]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name,channels",
+    [
+        ("efficientnet_b0", [16, 24, 40, 112, 320]),
+        ("efficientnet_b3", [24, 32, 48, 136, 384]),
+        ("efficientnet_lite0", [16, 24, 40, 112, 320]),
+        ("resnet50", [256, 512, 1024, 2048]),
+    ],
+)
 def test_features_only(name, channels):
     m = effnet.create_model(name, features_only=True, resolution=64).eval()
     feats = m(torch.randn(1, 3, 64, 64))

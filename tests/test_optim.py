@@ -48,8 +48,8 @@ def test_tf_rmsprop_matches_hand_computed_two_steps():
 
 
 def test_tf_rmsprop_differs_from_torch_as_expected():
-    torch_rms = lambda ps: torch.optim.RMSprop(ps, lr=0.1, alpha=0.9, eps=1e-3, momentum=0.9)  # noqa: E731
-    tf_rms = lambda ps: TFRMSprop(ps, lr=0.1, decay=0.9, eps=1e-3, momentum=0.9)  # noqa: E731
+    torch_rms = lambda ps: torch.optim.RMSprop(ps, lr=0.1, alpha=0.9, eps=1e-3, momentum=0.9)
+    tf_rms = lambda ps: TFRMSprop(ps, lr=0.1, decay=0.9, eps=1e-3, momentum=0.9)
     tf, pt = _two_steps(tf_rms, [1.0]), _two_steps(torch_rms, [1.0])
     # torch's accumulator starts at 0, so its first step is lr * g / (sqrt(0.1 g^2) + eps) ~ 3.15x the TF step
     assert 1 - pt[0][0] == pytest.approx(0.1 / (math.sqrt(0.1) + 1e-3), rel=1e-9)

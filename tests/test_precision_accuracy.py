@@ -41,8 +41,9 @@ def folds(tmp_path_factory) -> list[tuple[Path, Path]]:
         data, photos = root / f"eval{k}", root / f"calib{k}"
         data.mkdir()
         photos.mkdir()
-        (data / "labels.csv").write_text("\n".join([header, *(f"{SAMPLE / r.split(',')[0]},{r.split(',', 1)[1]}"
-                                                             for r in evaluated)]) + "\n")  # fmt: skip
+        (data / "labels.csv").write_text(
+            "\n".join([header, *(f"{SAMPLE / r.split(',')[0]},{r.split(',', 1)[1]}" for r in evaluated)]) + "\n"
+        )
         for r in held_out:
             (photos / Path(r.split(",")[0]).name).symlink_to(SAMPLE / r.split(",")[0])
         out.append((data, photos))
@@ -50,8 +51,22 @@ def folds(tmp_path_factory) -> list[tuple[Path, Path]]:
 
 
 def _correct(capsys, weights: str, *flags: str, data: Path = SAMPLE, images: int = 100) -> int:
-    args = ["eval", "--data", str(data), "--model", "efficientnet_lite0", "--weights", weights, "--json",
-            "--no-progress", "--workers", "1", "--batch-size", "25", *flags]  # fmt: skip
+    args = [
+        "eval",
+        "--data",
+        str(data),
+        "--model",
+        "efficientnet_lite0",
+        "--weights",
+        weights,
+        "--json",
+        "--no-progress",
+        "--workers",
+        "1",
+        "--batch-size",
+        "25",
+        *flags,
+    ]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["images"] == images
@@ -66,8 +81,28 @@ def fp32_correct(lite0) -> int:
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        assert main(["eval", "--data", str(SAMPLE), "--model", "efficientnet_lite0", "--weights", lite0, "--json",
-                     "--no-progress", "--workers", "1", "--batch-size", "25", "--runtime", "eager"]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "eval",
+                    "--data",
+                    str(SAMPLE),
+                    "--model",
+                    "efficientnet_lite0",
+                    "--weights",
+                    lite0,
+                    "--json",
+                    "--no-progress",
+                    "--workers",
+                    "1",
+                    "--batch-size",
+                    "25",
+                    "--runtime",
+                    "eager",
+                ]
+            )
+            == 0
+        )
     correct = json.loads(buffer.getvalue().strip().splitlines()[-1])["correct1"]
     assert correct >= 85
     return correct
@@ -91,7 +126,20 @@ def test_bf16_top1_within_two_points(lite0, fp32_correct, capsys):
 def test_int8_top1_within_two_points(runtime, lite0, fp32_correct, folds, capsys):
     if runtime == "openvino":
         pytest.importorskip("nncf", reason="int8 on OpenVINO needs effnet[quantize]")
-    correct = sum(_correct(capsys, lite0, "--runtime", runtime, "--precision", "int8", "--calibration", str(photos),
-                           data=data, images=50) for data, photos in folds)  # fmt: skip
+    correct = sum(
+        _correct(
+            capsys,
+            lite0,
+            "--runtime",
+            runtime,
+            "--precision",
+            "int8",
+            "--calibration",
+            str(photos),
+            data=data,
+            images=50,
+        )
+        for data, photos in folds
+    )
     print(f"int8 {runtime}: {correct}/100 top-1 (fp32 {fp32_correct}/100)")
     assert abs(correct - fp32_correct) <= MAX_DROP, (runtime, correct, fp32_correct)

@@ -57,8 +57,20 @@ def _one_line(err: str, *needles: str) -> None:
 
 @pytest.mark.slow
 def test_predict_real_lite0(lite0_weights, photos, capsys):
-    args = ["predict", str(photos / "chelsea.jpg"), str(photos / "coffee.jpg"), "--weights", lite0_weights,
-            "--model", "efficientnet_lite0", "--top-k", "3", "--json", "--runtime", "eager"]  # fmt: skip
+    args = [
+        "predict",
+        str(photos / "chelsea.jpg"),
+        str(photos / "coffee.jpg"),
+        "--weights",
+        lite0_weights,
+        "--model",
+        "efficientnet_lite0",
+        "--top-k",
+        "3",
+        "--json",
+        "--runtime",
+        "eager",
+    ]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     top = {Path(p["file"]).stem: [t["label"] for t in p["top"]] for p in out["predictions"]}
@@ -92,8 +104,21 @@ def test_predict_directory_skips_non_images(lite0_weights, photos, tmp_path, cap
 def test_eval_real_lite0_on_imagenet_sample(lite0_weights, capsys):
     if not (SAMPLE / "labels.csv").is_file():
         pytest.skip(f"needs the shared ImageNet sample at {SAMPLE} (../shared beside the checkout)")
-    args = ["eval", "--data", str(SAMPLE), "--model", "efficientnet_lite0", "--weights", lite0_weights,
-            "--json", "--runtime", "eager", "--no-progress", "--workers", "1"]  # fmt: skip
+    args = [
+        "eval",
+        "--data",
+        str(SAMPLE),
+        "--model",
+        "efficientnet_lite0",
+        "--weights",
+        lite0_weights,
+        "--json",
+        "--runtime",
+        "eager",
+        "--no-progress",
+        "--workers",
+        "1",
+    ]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["images"] == 100
@@ -128,8 +153,22 @@ def test_eval_imagefolder_and_csv(small_weights, tmp_path, capsys):
         predicted = model(batch).argmax(-1).tolist()
     expected_top1 = sum(p == label for p, (_, label) in zip(predicted, samples, strict=True)) / len(samples)
 
-    code = main(["eval", "--data", str(tmp_path / "tree"), "--weights", str(small_weights), "--json",
-                 "--runtime", "eager", "--workers", "0", "--batch-size", "4"])  # fmt: skip
+    code = main(
+        [
+            "eval",
+            "--data",
+            str(tmp_path / "tree"),
+            "--weights",
+            str(small_weights),
+            "--json",
+            "--runtime",
+            "eager",
+            "--workers",
+            "0",
+            "--batch-size",
+            "4",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0
     result = json.loads(captured.out.strip().splitlines()[-1])
@@ -143,8 +182,21 @@ def test_eval_imagefolder_and_csv(small_weights, tmp_path, capsys):
     rows = ["file,index,name"] + [f"{p.relative_to(csv_path.parent)},{i},x" for p, i in samples[:4]]
     csv_path.write_text("\n".join(rows) + "\n")
     out_json = tmp_path / "result.json"
-    argv = ["eval", "--data", str(tmp_path / "tree"), "--labels", str(csv_path), "--weights", str(small_weights),
-            "--runtime", "eager", "--workers", "0", "--output", str(out_json)]  # fmt: skip
+    argv = [
+        "eval",
+        "--data",
+        str(tmp_path / "tree"),
+        "--labels",
+        str(csv_path),
+        "--weights",
+        str(small_weights),
+        "--runtime",
+        "eager",
+        "--workers",
+        "0",
+        "--output",
+        str(out_json),
+    ]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "over 4 images" in captured.out and "images/s" in captured.out
@@ -182,7 +234,8 @@ def test_eval_class_named_folders_equal_labels_csv(tmp_path, capsys):
     assert by_folder["layout"] == "ImageFolder, class names" and by_csv["layout"].startswith("labels CSV")
     assert by_csv["images"] == 9 and sorted(names) != list(names)  # sorted folder order would mislabel
     assert {k: by_folder[k] for k in ("images", "correct1", "correct5")} == {
-        k: by_csv[k] for k in ("images", "correct1", "correct5")}  # fmt: skip
+        k: by_csv[k] for k in ("images", "correct1", "correct5")
+    }
 
     (tmp_path / "named" / "Sandal").mkdir()
     Image.new("RGB", (36, 36)).save(tmp_path / "named" / "Sandal" / "x.png")
@@ -263,8 +316,22 @@ def test_bad_checkpoints_are_one_line_errors(small_weights, tmp_path, capsys):
         argv += ["--model", model] if model else []
         assert main(argv) == 2, weights
         _one_line(capsys.readouterr().err, str(weights), needle)
-    assert main(["export", "--weights", str(pth), "--model", "efficientnet_b0", "--format", "onnx",
-                 "--output", str(tmp_path / "x.onnx")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--weights",
+                str(pth),
+                "--model",
+                "efficientnet_b0",
+                "--format",
+                "onnx",
+                "--output",
+                str(tmp_path / "x.onnx"),
+            ]
+        )
+        == 2
+    )
     _one_line(capsys.readouterr().err, "effnet export: error", str(pth))
     assert not (tmp_path / "x.onnx").exists()
 
@@ -285,8 +352,12 @@ def test_malicious_pickle_subprocess_no_traceback(tmp_path):
     from PIL import Image
 
     Image.new("RGB", (64, 64)).save(image)
-    proc = subprocess.run([sys.executable, "-m", "effnet", "predict", str(image), "--weights", str(evil),
-                           "--model", "efficientnet_b0"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "effnet", "predict", str(image), "--weights", str(evil), "--model", "efficientnet_b0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr
     _one_line(proc.stderr, "refused", str(evil))
     assert not marker.exists()

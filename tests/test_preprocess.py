@@ -44,8 +44,9 @@ def test_resize_size_inverts_crop_over_resize(crop, extra):
 @given(st.integers(8, 800), st.floats(0.5, 1.0))
 def test_resize_size_is_the_floor_of_the_true_quotient(size, fraction):
     got = Preprocessing(size, fraction).resize_size
-    assert got == math.floor(size / fraction) or (got == math.floor(size / fraction) + 1
-                                                  and got - size / fraction < 1e-6)  # fmt: skip
+    assert got == math.floor(size / fraction) or (
+        got == math.floor(size / fraction) + 1 and got - size / fraction < 1e-6
+    )
 
 
 def test_in_chans_travels_and_adapts_mean_std():
@@ -116,8 +117,14 @@ def test_folder_class_indices_by_name_number_or_order():
         folder_class_indices(["Bag", "Bagz"], names)
 
 
-@given(st.lists(st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=8),
-                min_size=1, max_size=12, unique=True))  # fmt: skip
+@given(
+    st.lists(
+        st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=8),
+        min_size=1,
+        max_size=12,
+        unique=True,
+    )
+)
 def test_class_named_folders_map_back_to_their_index(names):
     folders = sorted({class_folder_name(n) for n in names})
     if len(folders) < len(names):

@@ -39,9 +39,32 @@ def _wait_for(condition, timeout: float) -> bool:
 
 def _start_search(out: Path, *extra: str) -> subprocess.Popen:
     """A long ``effnet search --jobs 2`` in its own process group (a worker process beside the parent)."""
-    argv = [sys.executable, "-m", "effnet", "search", "--output", str(out), "--jobs", "2", "--threads", "1",
-            "--epochs", "50", "--train-limit", "2000", "--val-limit", "200", "--resolution", "32", "--width", "0.25",
-            "--batch-size", "32", "--quiet", *extra]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "effnet",
+        "search",
+        "--output",
+        str(out),
+        "--jobs",
+        "2",
+        "--threads",
+        "1",
+        "--epochs",
+        "50",
+        "--train-limit",
+        "2000",
+        "--val-limit",
+        "200",
+        "--resolution",
+        "32",
+        "--width",
+        "0.25",
+        "--batch-size",
+        "32",
+        "--quiet",
+        *extra,
+    ]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 

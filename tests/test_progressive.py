@@ -40,24 +40,39 @@ def _pair(low: float, high: float, integer: bool = False) -> st.SearchStrategy[t
 
 
 @settings(max_examples=300, deadline=None)
-@given(k=st.integers(2, 40), extra=st.integers(0, 400), final=st.integers(8, 2048), data=st.data(),
-       dropout=_pair(0.0, 0.99), magnitude=_pair(0, 30, integer=True), mixup=_pair(0.0, 10.0))  # fmt: skip
+@given(
+    k=st.integers(2, 40),
+    extra=st.integers(0, 400),
+    final=st.integers(8, 2048),
+    data=st.data(),
+    dropout=_pair(0.0, 0.99),
+    magnitude=_pair(0, 30, integer=True),
+    mixup=_pair(0.0, 10.0),
+)
 def test_stages_cover_every_epoch_once_move_monotonically_and_end_at_the_final_values(
     k, extra, final, data, dropout, magnitude, mixup
 ):
     epochs = k + extra
     first = data.draw(st.none() | st.integers(8, final), label="min_resolution")
-    config = TrainConfig(progressive=k, epochs=epochs, resolution=final, min_resolution=first,
-                         dropout_range=f"{dropout[0]!r},{dropout[1]!r}", randaugment_range=f"{magnitude[0]},"
-                         f"{magnitude[1]}", mixup_range=f"{mixup[0]!r},{mixup[1]!r}")  # fmt: skip
+    config = TrainConfig(
+        progressive=k,
+        epochs=epochs,
+        resolution=final,
+        min_resolution=first,
+        dropout_range=f"{dropout[0]!r},{dropout[1]!r}",
+        randaugment_range=f"{magnitude[0]},{magnitude[1]}",
+        mixup_range=f"{mixup[0]!r},{mixup[1]!r}",
+    )
     stages = progressive_stages(config)
     assert len(stages) == k
     covered = [e for s in stages for e in range(s.first_epoch, s.last_epoch + 1)]
     assert covered == list(range(1, epochs + 1))  # every epoch exactly once, in order
     lengths = [s.last_epoch - s.first_epoch + 1 for s in stages]
     assert max(lengths) - min(lengths) <= 1  # equal stages (up to one epoch when K does not divide the epochs)
-    assert all(stage_for_epoch(stages, e).first_epoch <= e <= stage_for_epoch(stages, e).last_epoch
-               for e in (1, epochs, 1 + epochs // 2))  # fmt: skip
+    assert all(
+        stage_for_epoch(stages, e).first_epoch <= e <= stage_for_epoch(stages, e).last_epoch
+        for e in (1, epochs, 1 + epochs // 2)
+    )
     start = first if first is not None else default_min_resolution(final)
     ends = {"resolution": (start, final), "dropout": dropout, "randaugment_m": magnitude, "mixup_alpha": mixup}
     for name in _FIELDS:
@@ -180,9 +195,22 @@ def test_restage_changes_the_training_size_only():
 
 
 def _tiny(output: Path, **changes) -> TrainConfig:
-    base = TrainConfig(data="fashion-mnist", model="efficientnet_b0", width=0.25, resolution=32, epochs=3,
-                       batch_size=32, train_limit=256, val_limit=128, progressive=3, threads=1, workers=0,
-                       deterministic=True, output=str(output), seed=0)  # fmt: skip
+    base = TrainConfig(
+        data="fashion-mnist",
+        model="efficientnet_b0",
+        width=0.25,
+        resolution=32,
+        epochs=3,
+        batch_size=32,
+        train_limit=256,
+        val_limit=128,
+        progressive=3,
+        threads=1,
+        workers=0,
+        deterministic=True,
+        output=str(output),
+        seed=0,
+    )
     return dataclasses.replace(base, **changes)
 
 
@@ -211,15 +239,37 @@ def test_progressive_run_rises_in_resolution_and_records_its_stages(tmp_path, mo
 
     monkeypatch.setattr(trainer, "train_epoch", watched)
     run = tmp_path / "run"
-    argv = ["train", "--train-limit", "256", "--val-limit", "128", "--epochs", "3", "--progressive", "3",
-            "--resolution", "32", "--width", "0.25", "--batch-size", "32", "--threads", "1", "--output", str(run),
-            "--mixup-range", "0,0.2"]  # fmt: skip
+    argv = [
+        "train",
+        "--train-limit",
+        "256",
+        "--val-limit",
+        "128",
+        "--epochs",
+        "3",
+        "--progressive",
+        "3",
+        "--resolution",
+        "32",
+        "--width",
+        "0.25",
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+        "--output",
+        str(run),
+        "--mixup-range",
+        "0,0.2",
+    ]
     assert main(argv) == 0
     records = _records(run)
     assert [r["resolution"] for r in records] == [16, 24, 32]
     assert [(shape, p, alpha) for shape, p, alpha in seen] == [
-        ((1, 16, 16), pytest.approx(0.1), 0.0), ((1, 24, 24), pytest.approx(0.2), pytest.approx(0.1)),
-        ((1, 32, 32), pytest.approx(0.3), pytest.approx(0.2))]  # fmt: skip
+        ((1, 16, 16), pytest.approx(0.1), 0.0),
+        ((1, 24, 24), pytest.approx(0.2), pytest.approx(0.1)),
+        ((1, 32, 32), pytest.approx(0.3), pytest.approx(0.2)),
+    ]
     assert [r["randaugment_m"] for r in records] == [5, 10, 15]
     assert [r["dropout"] for r in records] == pytest.approx([0.1, 0.2, 0.3])
     assert [r["mixup_alpha"] for r in records] == pytest.approx([0.0, 0.1, 0.2])
@@ -294,22 +344,28 @@ def _one_line_error(capsys, argv: list[str], pattern: str) -> None:
     assert pattern in err, err
 
 
-@pytest.mark.parametrize("flags,pattern", [
-    (["--progressive", "5"], "--progressive 5 needs at least 5 epochs (one per stage), got --epochs 3"),
-    (["--progressive", "-1"], "--progressive must be in [0, 1000], got -1"),
-    (["--progressive", "3", "--augment", "autoaugment"], "not --augment autoaugment"),
-    (["--progressive", "3", "--augment", "none"], "not --augment none"),
-    (["--progressive", "3", "--dropout", "0.2"], "drop --dropout 0.2"),
-    (["--progressive", "3", "--min-resolution", "64"], "--min-resolution 64 is larger than the final --resolution 32"),
-    (["--progressive", "3", "--min-resolution", "4"], "--min-resolution must be in [8, 2048], got 4"),
-    (["--progressive", "3", "--resolution", "0"], "--resolution must be >= 1, got 0"),
-    (["--dropout-range", "0.1,abc"], "--dropout-range must be LO,HI with numbers in [0, 0.99], got '0.1,abc'"),
-    (["--dropout-range", "0.1,1.0"], "--dropout-range must be LO,HI"),
-    (["--randaugment-range", "5,40"], "--randaugment-range must be LO,HI with integers in [0, 30], got '5,40'"),
-    (["--randaugment-range", "2.5,10"], "integers in [0, 30]"),
-    (["--mixup-range=-1,0"], "--mixup-range must be LO,HI with numbers in [0, 10], got '-1,0'"),
-    (["--mixup-range", "0,nan"], "--mixup-range must be LO,HI"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flags,pattern",
+    [
+        (["--progressive", "5"], "--progressive 5 needs at least 5 epochs (one per stage), got --epochs 3"),
+        (["--progressive", "-1"], "--progressive must be in [0, 1000], got -1"),
+        (["--progressive", "3", "--augment", "autoaugment"], "not --augment autoaugment"),
+        (["--progressive", "3", "--augment", "none"], "not --augment none"),
+        (["--progressive", "3", "--dropout", "0.2"], "drop --dropout 0.2"),
+        (
+            ["--progressive", "3", "--min-resolution", "64"],
+            "--min-resolution 64 is larger than the final --resolution 32",
+        ),
+        (["--progressive", "3", "--min-resolution", "4"], "--min-resolution must be in [8, 2048], got 4"),
+        (["--progressive", "3", "--resolution", "0"], "--resolution must be >= 1, got 0"),
+        (["--dropout-range", "0.1,abc"], "--dropout-range must be LO,HI with numbers in [0, 0.99], got '0.1,abc'"),
+        (["--dropout-range", "0.1,1.0"], "--dropout-range must be LO,HI"),
+        (["--randaugment-range", "5,40"], "--randaugment-range must be LO,HI with integers in [0, 30], got '5,40'"),
+        (["--randaugment-range", "2.5,10"], "integers in [0, 30]"),
+        (["--mixup-range=-1,0"], "--mixup-range must be LO,HI with numbers in [0, 10], got '-1,0'"),
+        (["--mixup-range", "0,nan"], "--mixup-range must be LO,HI"),
+    ],
+)
 def test_bad_progressive_flags_are_one_line_errors(capsys, tmp_path, flags, pattern):
     out = tmp_path / "out"
     argv = ["train", "--epochs", "3", "--resolution", "32", "--width", "0.25", "--output", str(out), *flags]
@@ -319,6 +375,9 @@ def test_bad_progressive_flags_are_one_line_errors(capsys, tmp_path, flags, patt
 
 def test_a_first_stage_larger_than_the_models_size_is_refused_before_the_run_starts(capsys, tmp_path):
     out = tmp_path / "out"
-    _one_line_error(capsys, ["train", "--epochs", "2", "--progressive", "2", "--min-resolution", "256", "--output",
-                             str(out)], "--min-resolution 256 is larger than the final resolution 224")  # fmt: skip
+    _one_line_error(
+        capsys,
+        ["train", "--epochs", "2", "--progressive", "2", "--min-resolution", "256", "--output", str(out)],
+        "--min-resolution 256 is larger than the final resolution 224",
+    )
     assert not out.exists()

@@ -212,8 +212,9 @@ def test_default_picks_the_engine_by_batch_size(monkeypatch: pytest.MonkeyPatch,
         assert _max_diff(run(small), model(small)) < TOL and run.backend == CPU_FP32_CROSSOVER[0][1]
         assert _max_diff(run(large), model(large)) < TOL and run.backend == "openvino"
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino"
-                        else real_find_spec(name, *a))  # fmt: skip
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real_find_spec(name, *a)
+    )
     run = optimize_for_inference(model, example=large)
     assert run.backend == "onnxruntime"  # without OpenVINO, fp32 stays on ONNX Runtime
 
@@ -286,8 +287,11 @@ def test_default_without_cpu_engines_is_compile(monkeypatch: pytest.MonkeyPatch,
     with torch.no_grad():
         assert _max_diff(run(x64), model(x64)) < TOL
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("onnxruntime", "openvino")
-                        else real_find_spec(name, *a))  # fmt: skip
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("onnxruntime", "openvino") else real_find_spec(name, *a),
+    )
     monkeypatch.setattr(torch, "compile", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no compiler")))
     assert optimize_for_inference(model).backend == "fused"  # compile path, which falls back here
 
@@ -318,7 +322,7 @@ def test_scale_measures_the_served_engine_and_precision(runtime: str, precision:
     assert (m.runtime, m.precision) == (runtime, precision) and m.latency_ms > 0
 
 
-_SIGNAL_AFTER_ENGINES = r'''
+_SIGNAL_AFTER_ENGINES = r"""
 import gc, signal, sys, threading
 import torch
 from effnet import create_model, get_spec
@@ -337,7 +341,7 @@ gc.collect()
 signal.signal(signal.SIGUSR1, lambda *_: None)  # Python's handlers run on the thread's alternate signal stack
 signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
 print("handled")
-'''
+"""
 
 
 @pytest.mark.slow
@@ -351,6 +355,11 @@ def test_openvino_engines_leave_signal_handling_intact(precision: str) -> None:
     pytest.importorskip("openvino")
     if precision == "int8":
         pytest.importorskip("nncf")
-    proc = subprocess.run([sys.executable, "-c", _SIGNAL_AFTER_ENGINES, precision], capture_output=True, text=True,
-                          timeout=300, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_AFTER_ENGINES, precision],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("handled"), (proc.returncode, proc.stderr[-2000:])

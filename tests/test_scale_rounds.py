@@ -122,8 +122,12 @@ def test_a_larger_member_faster_gets_one_more_round_then_is_flagged_or_cleared()
     assert timer.calls == [0, 1, 2, 1, 2] and r.anomalies == {} and r.latency(2) == 5.5
 
 
-@given(st.lists(st.lists(st.floats(1.0, 50.0), min_size=1, max_size=8), min_size=1, max_size=6),
-       st.integers(1, 3), st.integers(0, 3), st.sampled_from([0.05, 0.1, 0.3]))
+@given(
+    st.lists(st.lists(st.floats(1.0, 50.0), min_size=1, max_size=8), min_size=1, max_size=6),
+    st.integers(1, 3),
+    st.integers(0, 3),
+    st.sampled_from([0.05, 0.1, 0.3]),
+)
 def test_round_invariants(script, min_rounds, more, max_spread):
     max_rounds = min_rounds + more
     timer, r = _rounds(script, min_rounds=min_rounds, max_rounds=max_rounds, max_spread=max_spread)

@@ -64,8 +64,9 @@ def test_mobilenetv1_table3_rows():
     assert (c.depth, c.width, c.resolution) == (1.4, 1.2, 291)
     assert [len(s) for s in resolve(scale(get_spec("mobilenetv1"), depth=1.4)).stages] == [1, 3, 3, 9, 3]
     assert round(c.deviation, 3) == 0.008 and c.agrees
-    every_stage = get_spec("mobilenetv1").replace(stages=tuple(
-        dataclasses.replace(s, scale_repeats=True) for s in get_spec("mobilenetv1").stages))
+    every_stage = get_spec("mobilenetv1").replace(
+        stages=tuple(dataclasses.replace(s, scale_repeats=True) for s in get_spec("mobilenetv1").stages)
+    )
     assert round(cost(scale(every_stage, depth=1.4, width=1.2, resolution=291)).macs / 2.3e9 - 1, 3) == 0.074
 
 
@@ -186,9 +187,11 @@ def test_coefficient_flags_must_come_together(capsys):
 
 
 def test_scale_without_device_does_not_import_torch(tmp_path):
-    code = ("import sys, json; from effnet.cli import main; rc = main(['scale', '--json', '--phi-max', '2', "
-            f"'--output-spec', {str(tmp_path / 's.json')!r}]); "
-            "assert rc == 0; assert 'torch' not in sys.modules, 'torch was imported'")  # fmt: skip
+    code = (
+        "import sys, json; from effnet.cli import main; rc = main(['scale', '--json', '--phi-max', '2', "
+        f"'--output-spec', {str(tmp_path / 's.json')!r}]); "
+        "assert rc == 0; assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert NetworkSpec.from_json((tmp_path / "s.json").read_text()).resolution == 296
@@ -227,14 +230,49 @@ def test_max_latency_picks_largest_fitting_phi(capsys):
 @pytest.mark.slow
 def test_memory_budget_and_spec_trains(tmp_path, capsys):
     spec_path = tmp_path / "chosen.json"
-    code, data = _scale_json(capsys, *TINY, "--phi-max", "1", "--device", "cpu", "--repeats", "2", "--threads", "1",
-                             "--max-memory-mb", "100000", "--output-spec", str(spec_path), "--num-classes", "10")
+    code, data = _scale_json(
+        capsys,
+        *TINY,
+        "--phi-max",
+        "1",
+        "--device",
+        "cpu",
+        "--repeats",
+        "2",
+        "--threads",
+        "1",
+        "--max-memory-mb",
+        "100000",
+        "--output-spec",
+        str(spec_path),
+        "--num-classes",
+        "10",
+    )
     assert code == 0 and data["chosen_phi"] == 1 and "VmHWM" in data["memory_method"]
     spec = NetworkSpec.from_json(spec_path.read_text())
     assert spec == NetworkSpec.from_dict(data["chosen_spec"]) and spec.num_classes == 10
     out = tmp_path / "run"
-    rc = main(["train", "--data", "fashion-mnist", "--spec", str(spec_path), "--epochs", "1", "--batch-size", "32",
-               "--train-limit", "64", "--val-limit", "64", "--output", str(out), "--threads", "1"])  # fmt: skip
+    rc = main(
+        [
+            "train",
+            "--data",
+            "fashion-mnist",
+            "--spec",
+            str(spec_path),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--train-limit",
+            "64",
+            "--val-limit",
+            "64",
+            "--output",
+            str(out),
+            "--threads",
+            "1",
+        ]
+    )
     if rc != 0 and "fashion" in capsys.readouterr().err.lower():
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     assert rc == 0
@@ -244,8 +282,20 @@ def test_memory_budget_and_spec_trains(tmp_path, capsys):
 def test_measure_with_a_deployment_runtime(capsys):
     from effnet.search.scaleup import measure
 
-    code, data = _scale_json(capsys, *TINY, "--phi-max", "1", "--device", "cpu", "--repeats", "2", "--threads", "1",
-                             "--runtime", "onnxruntime")  # fmt: skip
+    code, data = _scale_json(
+        capsys,
+        *TINY,
+        "--phi-max",
+        "1",
+        "--device",
+        "cpu",
+        "--repeats",
+        "2",
+        "--threads",
+        "1",
+        "--runtime",
+        "onnxruntime",
+    )
     assert code == 0 and data["runtime"] == "onnxruntime"
     assert all(m["latency_ms"] > 0 and m["peak_memory_mb"] > 0 for m in data["family"])
     spec = get_spec("efficientnet_b0").replace(resolution=32, width=0.25, depth=0.25)

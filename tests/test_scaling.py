@@ -29,24 +29,44 @@ def test_paper_coefficients_and_flops_factor():
 
 def test_official_tables():
     expected = {
-        "b0": (1.0, 1.0, 224, 0.2), "b1": (1.0, 1.1, 240, 0.2), "b2": (1.1, 1.2, 260, 0.3),
-        "b3": (1.2, 1.4, 300, 0.3), "b4": (1.4, 1.8, 380, 0.4), "b5": (1.6, 2.2, 456, 0.4),
-        "b6": (1.8, 2.6, 528, 0.5), "b7": (2.0, 3.1, 600, 0.5), "b8": (2.2, 3.6, 672, 0.5),
+        "b0": (1.0, 1.0, 224, 0.2),
+        "b1": (1.0, 1.1, 240, 0.2),
+        "b2": (1.1, 1.2, 260, 0.3),
+        "b3": (1.2, 1.4, 300, 0.3),
+        "b4": (1.4, 1.8, 380, 0.4),
+        "b5": (1.6, 2.2, 456, 0.4),
+        "b6": (1.8, 2.6, 528, 0.5),
+        "b7": (2.0, 3.1, 600, 0.5),
+        "b8": (2.2, 3.6, 672, 0.5),
         "l2": (4.3, 5.3, 800, 0.5),
-    }  # fmt: skip
+    }
     assert {k: (r.width, r.depth, r.resolution, r.dropout) for k, r in OFFICIAL_EFFICIENTNET.items()} == expected
     lite = {k: (r.width, r.depth, r.resolution, r.dropout) for k, r in OFFICIAL_LITE.items()}
     assert lite == {
-        "lite0": (1.0, 1.0, 224, 0.2), "lite1": (1.0, 1.1, 240, 0.2), "lite2": (1.1, 1.2, 260, 0.3),
-        "lite3": (1.2, 1.4, 280, 0.3), "lite4": (1.4, 1.8, 300, 0.3),
-    }  # fmt: skip
+        "lite0": (1.0, 1.0, 224, 0.2),
+        "lite1": (1.0, 1.1, 240, 0.2),
+        "lite2": (1.1, 1.2, 260, 0.3),
+        "lite3": (1.2, 1.4, 280, 0.3),
+        "lite4": (1.4, 1.8, 300, 0.3),
+    }
 
 
 @pytest.mark.parametrize(
     "channels,width,expected",
-    [(32, 1.0, 32), (32, 1.1, 32), (40, 1.1, 48), (1280, 1.1, 1408), (16, 1.2, 24), (24, 1.4, 32), (112, 1.8, 200),
-     (10, 1.0, 16), (4, 1.0, 8), (36, 1.0, 40), (52, 1.0, 56)],
-)  # fmt: skip
+    [
+        (32, 1.0, 32),
+        (32, 1.1, 32),
+        (40, 1.1, 48),
+        (1280, 1.1, 1408),
+        (16, 1.2, 24),
+        (24, 1.4, 32),
+        (112, 1.8, 200),
+        (10, 1.0, 16),
+        (4, 1.0, 8),
+        (36, 1.0, 40),
+        (52, 1.0, 56),
+    ],
+)
 def test_round_channels(channels, width, expected):
     value = round_channels(channels, width)
     assert value == expected
@@ -66,9 +86,14 @@ def test_round_repeats_is_ceil():
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"phi": -1}, "phi"), ({"phi": 1, "alpha": 0.9}, "alpha"), ({"phi": 1, "beta": 0.5}, "beta"),
-     ({"phi": 1, "gamma": float("nan")}, "gamma"), ({"phi": 1, "alpha": 1.5, "target": 2.0, "tol": 0.1}, "target")],
-)  # fmt: skip
+    [
+        ({"phi": -1}, "phi"),
+        ({"phi": 1, "alpha": 0.9}, "alpha"),
+        ({"phi": 1, "beta": 0.5}, "beta"),
+        ({"phi": 1, "gamma": float("nan")}, "gamma"),
+        ({"phi": 1, "alpha": 1.5, "target": 2.0, "tol": 0.1}, "target"),
+    ],
+)
 def test_compound_rejects_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         compound(**kwargs)

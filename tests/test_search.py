@@ -58,8 +58,13 @@ def _worker(tmp_path: Path, config: dict, **env: str) -> subprocess.Popen:
     if not script.exists():
         script.write_text(WORKER)
     environ = {**os.environ, "FAKE_LOG": str(tmp_path / "trained.jsonl"), **env}
-    return subprocess.Popen([sys.executable, str(script), json.dumps(config)], env=environ,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, str(script), json.dumps(config)],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 180) -> str:
@@ -111,9 +116,12 @@ def test_grid_is_exact():
     """step 0.05, target 2, tol 0.1: exactly the points an exact rational enumeration finds."""
     values = [Fraction(100 + 5 * i, 100) for i in range(21)]
     expected = sorted(
-        (float(a), float(b), float(g)) for a in values for b in values for g in values
+        (float(a), float(b), float(g))
+        for a in values
+        for b in values
+        for g in values
         if abs(a * b * b * g * g - 2) <= Fraction(1, 10)
-    )  # fmt: skip
+    )
     points = grid(target=2.0, tol=0.1, step=0.05)
     assert points == expected
     assert len(points) == 109
@@ -183,8 +191,10 @@ def test_two_sqlite_workers_split_the_grid(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "accuracy_vs_macs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     header = (tmp_path / "search_results.csv").read_text().splitlines()[0]
-    assert header == ("rank,kind,alpha,beta,gamma,flops_factor,macs,macs_factor,params,resolution,epochs,pruned,"
-                      "top1_mean,top1_std,top1_ci95_low,top1_ci95_high,seeds,wall_time_s")  # fmt: skip
+    assert header == (
+        "rank,kind,alpha,beta,gamma,flops_factor,macs,macs_factor,params,resolution,epochs,pruned,"
+        "top1_mean,top1_std,top1_ci95_low,top1_ci95_high,seeds,wall_time_s"
+    )
 
 
 _POP = """
@@ -209,8 +219,10 @@ def test_sqlite_hands_each_waiting_trial_to_one_worker(tmp_path):
         study.enqueue_trial({"x": i})
     (tmp_path / "pop.py").write_text(_POP)
     start = time.time() + 4  # every process has loaded the study by then
-    procs = [subprocess.Popen([sys.executable, str(tmp_path / "pop.py"), url, str(start), str(tmp_path / f"{k}.json")])
-             for k in range(4)]  # fmt: skip
+    procs = [
+        subprocess.Popen([sys.executable, str(tmp_path / "pop.py"), url, str(start), str(tmp_path / f"{k}.json")])
+        for k in range(4)
+    ]
     assert all(p.wait(timeout=120) == 0 for p in procs)
     taken = [n for k in range(4) for n in json.loads((tmp_path / f"{k}.json").read_text())]
     assert sorted(taken) == list(range(60)), Counter(taken).most_common(3)
@@ -232,8 +244,11 @@ def test_killed_worker_trial_is_rerun_and_finished_trials_never(tmp_path):
     else:
         victim.kill()
         pytest.fail(f"the worker never reached its third trial: {victim.communicate()[0]}")
-    before = {t.number: (t.value, t.user_attrs["grid_id"]) for t in _trials(url, "effnet-search")
-              if t.state == TrialState.COMPLETE}  # fmt: skip
+    before = {
+        t.number: (t.value, t.user_attrs["grid_id"])
+        for t in _trials(url, "effnet-search")
+        if t.state == TrialState.COMPLETE
+    }
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
     killed = next(t for t in _trials(url, "effnet-search") if t.state == TrialState.RUNNING)
@@ -278,11 +293,32 @@ def postgres_url():
         port = s.getsockname()[1]
     data = root / "data"
     try:
-        subprocess.run(prefix + [str(bindir / "initdb"), "-D", str(data), "-U", "effnet", "--auth=trust",
-                                 "--no-sync", "-E", "UTF8"], check=True, capture_output=True, timeout=120)  # fmt: skip
-        subprocess.run(prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60",
-                                 "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                       check=True, capture_output=True, timeout=120)  # fmt: skip
+        subprocess.run(
+            prefix
+            + [str(bindir / "initdb"), "-D", str(data), "-U", "effnet", "--auth=trust", "--no-sync", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        subprocess.run(
+            prefix
+            + [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(root / "log"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         log = (root / "log").read_text() if (root / "log").exists() else ""
         shutil.rmtree(root, ignore_errors=True)
@@ -290,8 +326,11 @@ def postgres_url():
     try:
         yield f"postgresql+psycopg://effnet@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run(prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)  # fmt: skip
+        subprocess.run(
+            prefix + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -317,7 +356,9 @@ def test_unreachable_storage_is_a_clear_error(tmp_path, capsys):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     url = f"postgresql+psycopg://nobody:secret@127.0.0.1:{port}/nowhere"
-    with pytest.raises(ValueError, match=f"cannot open --storage postgresql\\+psycopg://nobody:\\*\\*\\*@127.0.0.1:{port}"):
+    with pytest.raises(
+        ValueError, match=f"cannot open --storage postgresql\\+psycopg://nobody:\\*\\*\\*@127.0.0.1:{port}"
+    ):
         open_storage(url)
     assert main(["search", "--storage", url, "--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -328,9 +369,12 @@ def test_unreachable_storage_is_a_clear_error(tmp_path, capsys):
 
 def test_bad_train_options_are_clear_errors(tmp_path, capsys):
     base = ["search", "--output", str(tmp_path), "--quiet"]
-    for option, message in (("epochs=3", "set by the search itself"), ("lr", "expects KEY=VALUE"),
-                            ("learning_rate=0.1", "unknown TrainConfig field(s): learning_rate"),
-                            ("opt=lbfgs", "--opt must be one of")):  # fmt: skip
+    for option, message in (
+        ("epochs=3", "set by the search itself"),
+        ("lr", "expects KEY=VALUE"),
+        ("learning_rate=0.1", "unknown TrainConfig field(s): learning_rate"),
+        ("opt=lbfgs", "--opt must be one of"),
+    ):
         assert main([*base, "--train-option", option]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "study.db").exists()
@@ -394,9 +438,31 @@ def _fashion_mnist_or_skip():
         pytest.skip(f"Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): {exc}")
 
 
-TINY_CLI = ["--step", "0.5", "--tol", "0.6", "--width", "0.25", "--resolution", "16", "--epochs", "1",
-            "--train-limit", "64", "--val-limit", "64", "--batch-size", "32", "--threads", "1", "--heartbeat", "1",
-            "--seeds", "1", "--quiet"]  # fmt: skip
+TINY_CLI = [
+    "--step",
+    "0.5",
+    "--tol",
+    "0.6",
+    "--width",
+    "0.25",
+    "--resolution",
+    "16",
+    "--epochs",
+    "1",
+    "--train-limit",
+    "64",
+    "--val-limit",
+    "64",
+    "--batch-size",
+    "32",
+    "--threads",
+    "1",
+    "--heartbeat",
+    "1",
+    "--seeds",
+    "1",
+    "--quiet",
+]
 
 
 @pytest.mark.slow
@@ -434,14 +500,19 @@ def test_cli_search_trains_real_models_survives_sigkill_and_feeds_scale(tmp_path
     data = json.loads(capsys.readouterr().out)
     summary = json.loads((out / "search_summary.json").read_text())
     chosen = summary["chosen"]
-    assert code == 0 and (data["alpha"], data["beta"], data["gamma"]) == (chosen["alpha"], chosen["beta"],
-                                                                          chosen["gamma"])  # fmt: skip
+    assert code == 0 and (data["alpha"], data["beta"], data["gamma"]) == (
+        chosen["alpha"],
+        chosen["beta"],
+        chosen["gamma"],
+    )
     assert data["family"][0]["resolution"] == 16 and data["source"].startswith("study effnet-search (7/7")
     baseline_trial = next(t for t in complete if t.user_attrs["kind"] == "baseline")
     assert baseline_trial.user_attrs["num_classes"] == 10 and baseline_trial.user_attrs["in_chans"] == 1
     # phi = 0 is the study's baseline as trained (10 classes, 1 channel), so its exact cost equals the trial's
-    assert (data["family"][0]["params"], data["family"][0]["macs"]) == (baseline_trial.user_attrs["params"],
-                                                                        baseline_trial.user_attrs["macs"])  # fmt: skip
+    assert (data["family"][0]["params"], data["family"][0]["macs"]) == (
+        baseline_trial.user_attrs["params"],
+        baseline_trial.user_attrs["macs"],
+    )
     base_macs = baseline_trial.user_attrs["macs"]  # macs_factor divides MACs of two networks as trained
     assert all(t.user_attrs["macs_factor"] == pytest.approx(t.user_attrs["macs"] / base_macs) for t in complete)
 
@@ -498,8 +569,9 @@ def _epoch_trainer(config, spec, on_epoch=None):
 
 
 def test_halving_prunes_and_report_says_so(tmp_path):
-    config = SearchConfig(**{**SMALL, "seeds": 2}, epochs=4, strategy="halving", eta=2, min_epochs=1,
-                          output=str(tmp_path))  # fmt: skip
+    config = SearchConfig(
+        **{**SMALL, "seeds": 2}, epochs=4, strategy="halving", eta=2, min_epochs=1, output=str(tmp_path)
+    )
     report = run_search(config, trainer=_epoch_trainer, progress=False)
     assert report["pruned_trials"] > 0 and report["epochs_trained"] < report["epochs_full_grid"] == 14 * 4
     pruned = [t for t in report["trials"] if t["pruned"]]
@@ -513,16 +585,27 @@ def test_halving_prunes_and_report_says_so(tmp_path):
     assert row["top1_ci95_low"] <= row["top1_mean"] <= row["top1_ci95_high"]
 
 
-
 def _leaders(report, k=3):
     return [(r["pruned"], r["epochs"]) for r in report["rows"] if r["kind"] != "baseline"][:k]
 
 
 def test_halving_never_stops_the_leaders(tmp_path):
     """Plain halving (keep 0) ranks trials stopped early among the top 3; keep 3 trains the top 3 fully."""
-    runs = {keep: run_search(SearchConfig(**{**SMALL, "seeds": 2}, epochs=4, strategy="halving", eta=2, keep=keep,
-                                          output=str(tmp_path / str(keep))), trainer=_epoch_trainer, progress=False)
-            for keep in (0, 3)}  # fmt: skip
+    runs = {
+        keep: run_search(
+            SearchConfig(
+                **{**SMALL, "seeds": 2},
+                epochs=4,
+                strategy="halving",
+                eta=2,
+                keep=keep,
+                output=str(tmp_path / str(keep)),
+            ),
+            trainer=_epoch_trainer,
+            progress=False,
+        )
+        for keep in (0, 3)
+    }
     assert any(pruned for pruned, _ in _leaders(runs[0]))
     assert _leaders(runs[3]) == [(0, 4.0)] * 3 and runs[3]["pruned_trials"] > 0
     assert runs[0]["epochs_trained"] < runs[3]["epochs_trained"] < runs[3]["epochs_full_grid"]
@@ -545,8 +628,13 @@ def test_pruned_trials_record_the_cost_of_the_network_trained(tmp_path):
         c, top1 = cost(fitted), 40 + 3 * math.log2(cost(spec).macs / 1e6)
         for epoch in range(1, config.epochs + 1):
             on_epoch({"epoch": epoch, "val_top1": top1 + 5 * epoch})
-        return SimpleNamespace(last_top1=top1 + 5 * config.epochs, params=c.params, macs=c.macs,
-                               epochs=config.epochs, spec=fitted.to_dict())  # fmt: skip
+        return SimpleNamespace(
+            last_top1=top1 + 5 * config.epochs,
+            params=c.params,
+            macs=c.macs,
+            epochs=config.epochs,
+            spec=fitted.to_dict(),
+        )
 
     config = SearchConfig(**SMALL, epochs=3, strategy="halving", eta=2, keep=0, output=str(tmp_path))
     report = run_search(config, trainer=trainer, progress=False)
@@ -586,10 +674,12 @@ def test_halving_is_the_default_wherever_a_trial_can_be_stopped(tmp_path):
 
 
 def test_grid_and_budget_bounds_are_clear_errors(tmp_path, capsys):
-    for flags, message in ((["--step", "0.001"], "--step must be a number in [0.01, 1]"),
-                           (["--strategy", "halving", "--min-epochs", "3"], "--min-epochs (3) must be below"),
-                           (["--eta", "1"], "--eta must be an integer >= 2"),
-                           (["--train-option", "lr=abc"], "lr")):  # fmt: skip
+    for flags, message in (
+        (["--step", "0.001"], "--step must be a number in [0.01, 1]"),
+        (["--strategy", "halving", "--min-epochs", "3"], "--min-epochs (3) must be below"),
+        (["--eta", "1"], "--eta must be an integer >= 2"),
+        (["--train-option", "lr=abc"], "lr"),
+    ):
         assert main(["search", "--output", str(tmp_path), "--quiet", *flags]) == 2, flags
         assert message in capsys.readouterr().err
     assert not (tmp_path / "study.db").exists()

@@ -9,8 +9,15 @@ from effnet.specs import NetworkSpec, StageSpec, compound_spec, get_spec, list_m
 def test_b0_baseline_layout():
     spec = get_spec("efficientnet_b0")
     rows = [(s.expand_ratio, s.kernel, s.stride, s.out_channels, s.repeats) for s in spec.stages]
-    assert rows == [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
-                    (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]  # fmt: skip
+    assert rows == [
+        (1, 3, 1, 16, 1),
+        (6, 3, 2, 24, 2),
+        (6, 5, 2, 40, 2),
+        (6, 3, 2, 80, 3),
+        (6, 5, 1, 112, 3),
+        (6, 5, 2, 192, 4),
+        (6, 3, 1, 320, 1),
+    ]
     net = resolve(spec)
     assert net.stem_channels == 32 and net.head_channels == 1280
     assert len(net.blocks) == 16
@@ -60,10 +67,17 @@ def test_list_models_has_whole_family():
 
 @pytest.mark.parametrize(
     "change,match",
-    [({"num_classes": 0}, "num_classes"), ({"in_chans": 0}, "in_chans"), ({"resolution": 7}, "resolution"),
-     ({"resolution": 224.5}, "resolution"), ({"activation": "gelu"}, "activation"), ({"padding": "same"}, "padding"),
-     ({"dropout": 1.5}, "dropout"), ({"nonsense": 1}, "nonsense")],
-)  # fmt: skip
+    [
+        ({"num_classes": 0}, "num_classes"),
+        ({"in_chans": 0}, "in_chans"),
+        ({"resolution": 7}, "resolution"),
+        ({"resolution": 224.5}, "resolution"),
+        ({"activation": "gelu"}, "activation"),
+        ({"padding": "same"}, "padding"),
+        ({"dropout": 1.5}, "dropout"),
+        ({"nonsense": 1}, "nonsense"),
+    ],
+)
 def test_spec_validation(change, match):
     with pytest.raises(ValueError, match=match):
         get_spec("efficientnet_b0").replace(**change)

@@ -50,15 +50,39 @@ def fake_fmnist(tmp_path_factory) -> Path:
 
 
 def _tiny(root: Path, output: Path, **changes) -> TrainConfig:
-    base = TrainConfig(data="fashion-mnist", data_root=str(root), model="efficientnet_b0", width=0.25, depth=0.25,
-                       resolution=16, epochs=3, batch_size=32, train_limit=320, val_limit=64, threads=1, workers=0,
-                       deterministic=True, augment="none", random_crop=False, crop_pct=1.0, output=str(output),
-                       seed=0)  # fmt: skip
+    base = TrainConfig(
+        data="fashion-mnist",
+        data_root=str(root),
+        model="efficientnet_b0",
+        width=0.25,
+        depth=0.25,
+        resolution=16,
+        epochs=3,
+        batch_size=32,
+        train_limit=320,
+        val_limit=64,
+        threads=1,
+        workers=0,
+        deterministic=True,
+        augment="none",
+        random_crop=False,
+        crop_pct=1.0,
+        output=str(output),
+        seed=0,
+    )
     return dataclasses.replace(base, **changes)
 
 
-_SWITCHES = {"resume", "download", "freeze_bn", "compile", "grad_checkpointing", "sync_bn",
-             "tensorboard", "deterministic"}
+_SWITCHES = {
+    "resume",
+    "download",
+    "freeze_bn",
+    "compile",
+    "grad_checkpointing",
+    "sync_bn",
+    "tensorboard",
+    "deterministic",
+}
 
 
 def _cli_args(c: TrainConfig) -> list[str]:
@@ -97,8 +121,18 @@ def _env() -> dict[str, str]:
 
 
 def test_fit_learns_and_writes_run_directory(fake_fmnist, tmp_path):
-    config = _tiny(fake_fmnist, tmp_path / "run", opt="adamw", schedule="cosine", warmup_epochs=0.5, lr=0.02,
-                   bn_momentum=0.1, epochs=5, train_limit=576, val_limit=100)  # fmt: skip
+    config = _tiny(
+        fake_fmnist,
+        tmp_path / "run",
+        opt="adamw",
+        schedule="cosine",
+        warmup_epochs=0.5,
+        lr=0.02,
+        bn_momentum=0.1,
+        epochs=5,
+        train_limit=576,
+        val_limit=100,
+    )
     threads = torch.get_num_threads()
     result = fit(config, progress=False)
     assert isinstance(result, TrainResult) and result.epochs == 5
@@ -106,8 +140,18 @@ def test_fit_learns_and_writes_run_directory(fake_fmnist, tmp_path):
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.params > 0 and result.macs > 0 and result.images_per_s > 0
     run = tmp_path / "run"
-    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "best.safetensors", "last.safetensors",
-                 "ema.safetensors", "summary.md", "summary.csv", "summary.json", "curves.png"):  # fmt: skip
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "checkpoint.pt",
+        "best.safetensors",
+        "last.safetensors",
+        "ema.safetensors",
+        "summary.md",
+        "summary.csv",
+        "summary.json",
+        "curves.png",
+    ):
         assert (run / name).is_file(), name
     saved = json.loads((run / "config.json").read_text())
     assert saved["opt"] == "adamw" and saved["label_smoothing"] == 0.1 and saved["peak_lr"] == pytest.approx(0.0025)
@@ -179,13 +223,32 @@ def _free_port() -> int:
 def test_ddp_two_cpu_processes_match_single_process(fake_fmnist, tmp_path):
     # PyTorch's SyncBatchNorm is GPU-only, so on CPU BatchNorm is frozen (--freeze-bn): per-rank batch statistics
     # would otherwise differ from the global batch's. Dropout/drop-path off: their masks are per-rank random.
-    config = _tiny(fake_fmnist, tmp_path / "single", epochs=2, train_limit=128, freeze_bn=True, dropout=0.0,
-                   drop_path=0.0, hflip=0.0, warmup_epochs=0.0, lr=0.05)  # fmt: skip
+    config = _tiny(
+        fake_fmnist,
+        tmp_path / "single",
+        epochs=2,
+        train_limit=128,
+        freeze_bn=True,
+        dropout=0.0,
+        drop_path=0.0,
+        hflip=0.0,
+        warmup_epochs=0.0,
+        lr=0.05,
+    )
     single = fit(config, progress=False)
     ddp_run = tmp_path / "ddp"
     args = _cli_args(dataclasses.replace(config, output=str(ddp_run)))
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-                f"--rdzv-endpoint=127.0.0.1:{_free_port()}", "--rdzv-backend=c10d", "-m", "effnet"]  # fmt: skip
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--nnodes=1",
+        f"--rdzv-endpoint=127.0.0.1:{_free_port()}",
+        "--rdzv-backend=c10d",
+        "-m",
+        "effnet",
+    ]
     done = subprocess.run(torchrun + args, env=_env(), capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((ddp_run / "summary.json").read_text())[0]
@@ -210,10 +273,27 @@ def _one_line_error(capsys, argv: list[str], pattern: str) -> str:
 
 
 def test_bad_inputs_give_one_line_messages(fake_fmnist, tmp_path, capsys):
-    common = ["--model", "efficientnet_b0", "--width", "0.25", "--depth", "0.25", "--resolution", "16",
-              "--epochs", "1", "--batch-size", "8", "--threads", "1"]  # fmt: skip
-    _one_line_error(capsys, ["train", "--data", str(tmp_path / "missing"), "--output", str(tmp_path / "o1"), *common],
-                    "no such directory")  # fmt: skip
+    common = [
+        "--model",
+        "efficientnet_b0",
+        "--width",
+        "0.25",
+        "--depth",
+        "0.25",
+        "--resolution",
+        "16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+    ]
+    _one_line_error(
+        capsys,
+        ["train", "--data", str(tmp_path / "missing"), "--output", str(tmp_path / "o1"), *common],
+        "no such directory",
+    )
     tree = tmp_path / "tree"
     for split in ("train", "val"):
         for c in ("a", "b"):
@@ -221,8 +301,7 @@ def test_bad_inputs_give_one_line_messages(fake_fmnist, tmp_path, capsys):
             for i in range(6):
                 Image.fromarray(np.full((12, 12, 3), 40 * i, np.uint8)).save(tree / split / c / f"{i}.png")
     (tree / "train" / "c").mkdir()
-    _one_line_error(capsys, ["train", "--data", str(tree), "--output", str(tmp_path / "o2"), *common],
-                    "class folder")  # fmt: skip
+    _one_line_error(capsys, ["train", "--data", str(tree), "--output", str(tmp_path / "o2"), *common], "class folder")
     (tree / "train" / "c").rmdir()
     (tree / "train" / "b" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
     assert main(["train", "--data", str(tree), "--output", str(tmp_path / "o3"), *common, "--augment", "none"]) == 0
@@ -236,11 +315,13 @@ def test_bad_inputs_give_one_line_messages(fake_fmnist, tmp_path, capsys):
     other[other.index("--output") + 1] = str(tmp_path / "o4")
     _one_line_error(capsys, ["train", *other, "--weights", str(tmp_path / "o3" / "last.safetensors")], "do not fit")
     # --resume without a checkpoint starts nothing
-    _one_line_error(capsys, ["train", "--data", str(tree), "--output", str(tmp_path / "o5"), *common, "--resume"],
-                    "no checkpoint")  # fmt: skip
+    _one_line_error(
+        capsys, ["train", "--data", str(tree), "--output", str(tmp_path / "o5"), *common, "--resume"], "no checkpoint"
+    )
     assert not (tmp_path / "o5").exists()
-    _one_line_error(capsys, ["train", "--data", str(tree), "--output", str(tmp_path / "o3"), *common],
-                    "already holds a run")  # fmt: skip
+    _one_line_error(
+        capsys, ["train", "--data", str(tree), "--output", str(tmp_path / "o3"), *common], "already holds a run"
+    )
 
 
 @needs_fmnist
@@ -249,9 +330,19 @@ def test_real_fashion_mnist_learns_quickly(tmp_path):
     """The defaults a user gets (recipe auto -> short) learn the real data in 2 quick epochs (the >= 85 % run is in
     docs/training.md: it takes minutes). Measured top-1 41.0-44.6 % over seeds 0-3 (chance: 10 %); SGD at LR 0.8,
     which this test used before, gave 19-64 % over the same seeds, too chaotic to bound."""
-    config = TrainConfig(data="fashion-mnist", model="efficientnet_b0", width=0.25, resolution=32, epochs=2,
-                         batch_size=32, train_limit=3000, val_limit=1000, threads=1, crop_pct=1.0,
-                         output=str(tmp_path / "fm"))  # fmt: skip
+    config = TrainConfig(
+        data="fashion-mnist",
+        model="efficientnet_b0",
+        width=0.25,
+        resolution=32,
+        epochs=2,
+        batch_size=32,
+        train_limit=3000,
+        val_limit=1000,
+        threads=1,
+        crop_pct=1.0,
+        output=str(tmp_path / "fm"),
+    )
     result = fit(config, progress=False)
     assert result.last_top1 >= 30.0, result.history
 
@@ -265,8 +356,9 @@ def test_compile_option_trains_and_saves_plain_weights(fake_fmnist, tmp_path, mo
         return real_compile(module, backend="aot_eager")
 
     monkeypatch.setattr(torch, "compile", cheap_compile)
-    result = fit(_tiny(fake_fmnist, tmp_path / "run", compile=True, epochs=1, train_limit=96, val_limit=32),
-                 progress=False)  # fmt: skip
+    result = fit(
+        _tiny(fake_fmnist, tmp_path / "run", compile=True, epochs=1, train_limit=96, val_limit=32), progress=False
+    )
     assert calls == ["EfficientNet"] and result.epochs == 1 and math.isfinite(result.history[-1]["train_loss"])
     keys = list(_weights(tmp_path / "run" / "last.safetensors"))
     assert keys and not any("_orig_mod" in k for k in keys)
@@ -279,15 +371,21 @@ def test_speed_defaults_resolve_per_device_and_parse_from_cli():
 
     auto = TrainConfig()
     assert (auto.amp, auto.channels_last) == ("auto", None)
-    pick = {dev: (c.amp, c.channels_last) for dev, c in [
-        ("cpu", resolve_speed(auto, "cpu")), ("cuda", resolve_speed(auto, "cuda", bf16_supported=True)),
-        ("cuda-fp16", resolve_speed(auto, "cuda", bf16_supported=False)), ("mps", resolve_speed(auto, "mps"))]}
+    pick = {
+        dev: (c.amp, c.channels_last)
+        for dev, c in [
+            ("cpu", resolve_speed(auto, "cpu")),
+            ("cuda", resolve_speed(auto, "cuda", bf16_supported=True)),
+            ("cuda-fp16", resolve_speed(auto, "cuda", bf16_supported=False)),
+            ("mps", resolve_speed(auto, "mps")),
+        ]
+    }
     assert pick == {"cpu": ("none", True), "cuda": ("bf16", True), "cuda-fp16": ("fp16", True), "mps": ("none", False)}
     explicit = TrainConfig(amp="bf16", channels_last=False)
     assert resolve_speed(explicit, "cuda", True) == explicit  # explicit choices are kept
     parser = build_parser()
     required = ["train", "--data", "fashion-mnist", "--epochs", "1", "--output", "o", "--batch-size", "8"]
-    parse = lambda *a: config_from_args(parser.parse_args([*required, *a]))  # noqa: E731
+    parse = lambda *a: config_from_args(parser.parse_args([*required, *a]))
     assert (parse().amp, parse().channels_last) == ("auto", None)
     assert parse("--channels-last").channels_last is True and parse("--channels-last", "false").channels_last is False
     assert parse().lean_activations is True and parse("--lean-activations", "false").lean_activations is False
@@ -303,16 +401,26 @@ def test_recipes_spec_options_and_finetune_weights(tmp_path):
     from effnet.training.trainer import build_spec
 
     paper = resolve_recipe(TrainConfig(recipe="paper"))  # --recipe paper: the paper's values exactly
-    assert (paper.opt, paper.lr, paper.opt_eps, paper.warmup_epochs, paper.decay_rate, paper.decay_epochs,
-            paper.weight_decay, paper.label_smoothing, paper.ema_decay, paper.bn_momentum) == (
-            "rmsprop_tf", 0.016, 1e-3, 5.0, 0.97, 2.4, 1e-5, 0.1, 0.9999, 0.01)  # fmt: skip
+    assert (
+        paper.opt,
+        paper.lr,
+        paper.opt_eps,
+        paper.warmup_epochs,
+        paper.decay_rate,
+        paper.decay_epochs,
+        paper.weight_decay,
+        paper.label_smoothing,
+        paper.ema_decay,
+        paper.bn_momentum,
+    ) == ("rmsprop_tf", 0.016, 1e-3, 5.0, 0.97, 2.4, 1e-5, 0.1, 0.9999, 0.01)
     tune = resolve_recipe(TrainConfig(recipe="finetune", opt="adamw"))
     assert (tune.schedule, tune.lr, tune.new_head, tune.body_lr_scale) == ("cosine", 1e-3, True, 0.1)
     assert resolve_recipe(TrainConfig(lr=0.5)).lr == 0.5  # an explicit flag wins over the recipe
     with pytest.raises(ValueError, match="--recipe must be one of"):
         resolve_recipe(TrainConfig(recipe="imagenet"))
-    spec = build_spec(TrainConfig(width=0.5, depth=2.0, resolution=64, stem_stride=1, dropout=0.1), num_classes=7,
-                      in_chans=1)  # fmt: skip
+    spec = build_spec(
+        TrainConfig(width=0.5, depth=2.0, resolution=64, stem_stride=1, dropout=0.1), num_classes=7, in_chans=1
+    )
     assert (spec.width, spec.depth, spec.resolution, spec.stem_stride, spec.dropout) == (0.5, 2.0, 64, 1, 0.1)
     assert (spec.num_classes, spec.in_chans) == (7, 1)
     torch.manual_seed(0)

@@ -172,8 +172,9 @@ def test_plain_effnet_state_dict(tmp_path):
     torch.save(model.state_dict(), tmp_path / "w.pt")
     loaded = load_pretrained("efficientnet_lite0", tmp_path / "w.pt")
     assert loaded.weights_metadata["source"] == "effnet"
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(),
-                                                  strict=True))  # fmt: skip
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    )
 
 
 def test_wrong_model_size_lists_keys_and_guesses(tmp_path):
@@ -292,8 +293,9 @@ def test_every_size_maps_exactly(family):
     """Every B0-B7 reference layout converts key-for-key, shape-for-shape, and its size is recognised."""
     from effnet.models.weights import convert_state_dict, infer_model_name
 
-    pytest.importorskip({"torchvision": "torchvision", "efficientnet_pytorch": "efficientnet_pytorch"}.get(family,
-                                                                                                         "timm"))
+    pytest.importorskip(
+        {"torchvision": "torchvision", "efficientnet_pytorch": "efficientnet_pytorch"}.get(family, "timm")
+    )
     for variant in [f"b{i}" for i in range(8)]:
         if family == "torchvision":
             import torchvision

@@ -62,8 +62,16 @@ class _Tally:
         self.size = size
         self.params = self.macs = self.activations = 0
 
-    def conv(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
-             bias: bool = False, size: int | None = None) -> int:  # fmt: skip
+    def conv(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        size: int | None = None,
+    ) -> int:
         """Add a conv applied to a ``size``×``size`` input (default: the running size); return out size."""
         in_size = self.size if size is None else size
         out_size = int(math.ceil(in_size / stride))
@@ -156,29 +164,66 @@ def cost(name_or_spec: str | NetworkSpec | ResolvedNetwork, resolution: int | No
     t.bn(net.stem_channels)
     if spec.stem_pool:
         size = int(math.ceil(size / 2))
-    parts.append(StageCost("stem", 1, spec.in_chans, net.stem_channels, spec.stem_kernel,
-                           spec.stem_stride * (2 if spec.stem_pool else 1), 1.0, size,
-                           t.params, t.macs, t.activations))  # fmt: skip
+    parts.append(
+        StageCost(
+            "stem",
+            1,
+            spec.in_chans,
+            net.stem_channels,
+            spec.stem_kernel,
+            spec.stem_stride * (2 if spec.stem_pool else 1),
+            1.0,
+            size,
+            t.params,
+            t.macs,
+            t.activations,
+        )
+    )
 
     for i, (stage_spec, blocks) in enumerate(zip(spec.stages, net.stages, strict=True)):
         t = _Tally(size)
         for b in blocks:
             size = _block(t, b, size)
-        parts.append(StageCost(f"stage{i}", len(blocks), blocks[0].in_channels, blocks[-1].out_channels,
-                               stage_spec.kernel, stage_spec.stride, stage_spec.expand_ratio, size,
-                               t.params, t.macs, t.activations, stage_spec.block))  # fmt: skip
+        parts.append(
+            StageCost(
+                f"stage{i}",
+                len(blocks),
+                blocks[0].in_channels,
+                blocks[-1].out_channels,
+                stage_spec.kernel,
+                stage_spec.stride,
+                stage_spec.expand_ratio,
+                size,
+                t.params,
+                t.macs,
+                t.activations,
+                stage_spec.block,
+            )
+        )
 
     feats = net.features
     if net.head_channels:
         t = _Tally(size)
         t.conv(net.stages[-1][-1].out_channels, net.head_channels, 1)
         t.bn(net.head_channels)
-        parts.append(StageCost("head", 1, net.stages[-1][-1].out_channels, net.head_channels, 1, 1, 1.0,
-                               size, t.params, t.macs, t.activations))  # fmt: skip
+        parts.append(
+            StageCost(
+                "head",
+                1,
+                net.stages[-1][-1].out_channels,
+                net.head_channels,
+                1,
+                1,
+                1.0,
+                size,
+                t.params,
+                t.macs,
+                t.activations,
+            )
+        )
     t = _Tally(1)
     t.linear(feats, spec.num_classes)
-    parts.append(StageCost("classifier", 1, feats, spec.num_classes, 1, 1, 1.0, 1,
-                           t.params, t.macs, t.activations))  # fmt: skip
+    parts.append(StageCost("classifier", 1, feats, spec.num_classes, 1, 1, 1.0, 1, t.params, t.macs, t.activations))
 
     return Cost(
         name=spec.name,

@@ -7,8 +7,16 @@ Each class also subclasses the built-in exception a caller would expect (``Value
 
 from __future__ import annotations
 
-__all__ = ["EffnetError", "InvalidValue", "WrongType", "MissingFile", "BadFile", "OutputConflict", "Unsupported",
-           "DownloadFailed"]
+__all__ = [
+    "EffnetError",
+    "InvalidValue",
+    "WrongType",
+    "MissingFile",
+    "BadFile",
+    "OutputConflict",
+    "Unsupported",
+    "DownloadFailed",
+]
 
 
 class EffnetError(Exception):

@@ -18,8 +18,15 @@ from typing import Any
 
 from effnet.errors import OutputConflict
 
-__all__ = ["check_output", "same_file", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
-           "append_line"]
+__all__ = [
+    "check_output",
+    "same_file",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "append_line",
+]
 
 
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
@@ -54,8 +61,10 @@ def check_output(
         if source is not None and same_file(target, source):
             raise OutputConflict(f"{flag} {target} is also the {name} input; choose another {flag} path")
         if source is not None and folder and _inside(Path(source), target):
-            raise OutputConflict(f"{name} {source} lies inside {flag} {target}, which this run writes into; copy it "
-                                 f"elsewhere or choose another {flag}")  # fmt: skip
+            raise OutputConflict(
+                f"{name} {source} lies inside {flag} {target}, which this run writes into; copy it "
+                f"elsewhere or choose another {flag}"
+            )
     if folder and target.exists() and not target.is_dir():
         raise OutputConflict(f"{flag} {target} is an existing file; expected a folder (new or existing)")
     if not folder and target.is_dir():

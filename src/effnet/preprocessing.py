@@ -27,9 +27,14 @@ from effnet.limits import (
 from effnet.specs import require_known_fields
 
 __all__ = [
-    "Preprocessing", "IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN", "INCEPTION_STD", "INTERPOLATIONS",
+    "Preprocessing",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "INCEPTION_MEAN",
+    "INCEPTION_STD",
+    "INTERPOLATIONS",
     "DEFAULT_CROP_FRACTION",
-]  # fmt: skip
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -67,8 +72,10 @@ class Preprocessing:
         check_int("in_chans", self.in_chans, 1, MAX_IN_CHANS)
         mean, std = _channel_values("mean", self.mean, 0.0), _channel_values("std", self.std, 1e-6)
         if len(mean) != self.in_chans or len(std) != self.in_chans:
-            raise InvalidValue(f"mean and std need one value per input channel ({self.in_chans}), got {mean} and "
-                               f"{std} (Preprocessing.with_in_chans adapts them)")  # fmt: skip
+            raise InvalidValue(
+                f"mean and std need one value per input channel ({self.in_chans}), got {mean} and "
+                f"{std} (Preprocessing.with_in_chans adapts them)"
+            )
         if isinstance(self.class_names, (str, bytes)) or not isinstance(self.class_names, (list, tuple)):
             raise InvalidValue(f"class_names must be a list of names, one per class, got {self.class_names!r}")
         object.__setattr__(self, "mean", mean)

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PublishedResult", "PAPER_TABLE2", "PublishedScaling", "PAPER_TABLE3", "SOURCE", "PublishedV2Result",
-           "V2_TABLE7", "V2_SOURCE"]
+__all__ = [
+    "PublishedResult",
+    "PAPER_TABLE2",
+    "PublishedScaling",
+    "PAPER_TABLE3",
+    "SOURCE",
+    "PublishedV2Result",
+    "V2_TABLE7",
+    "V2_SOURCE",
+]
 
 SOURCE = "Tan & Le, EfficientNet, ICML 2019"
 V2_SOURCE = "Tan & Le, EfficientNetV2, ICML 2021"
@@ -39,8 +47,15 @@ def _e(variant: str, top1: float, top5: float, params: float, flops: float) -> P
     return PublishedResult(name, name, top1, top5, params, flops, f"efficientnet_{variant}")
 
 
-def _p(model: str, group: str, top1: float, top5: float, params: float | None, flops: float | None,
-       effnet_name: str | None = None) -> PublishedResult:  # fmt: skip
+def _p(
+    model: str,
+    group: str,
+    top1: float,
+    top5: float,
+    params: float | None,
+    flops: float | None,
+    effnet_name: str | None = None,
+) -> PublishedResult:
     return PublishedResult(model, f"EfficientNet-{group}", top1, top5, params, flops, effnet_name)
 
 
@@ -73,6 +88,7 @@ PAPER_TABLE2: tuple[PublishedResult, ...] = (
 )
 """Table 2 of the paper, in its order (peers follow the EfficientNet they are compared with)."""
 
+
 @dataclass(frozen=True)
 class PublishedScaling:
     """One row of the paper's Table 3: a baseline scaled one way and the FLOPs (multiply-adds) printed for it.
@@ -90,19 +106,33 @@ class PublishedScaling:
 
 
 def _t3(baseline: str, rows: dict[str, float], compound: tuple[float, float, float] | None) -> list[PublishedScaling]:
-    dims = {"baseline": (1.0, 1.0, 1.0), "depth": (4.0, 1.0, 1.0), "width": (1.0, 2.0, 1.0),
-            "resolution": (1.0, 1.0, 2.0), "compound": compound or (None, None, None)}  # fmt: skip
+    dims = {
+        "baseline": (1.0, 1.0, 1.0),
+        "depth": (4.0, 1.0, 1.0),
+        "width": (1.0, 2.0, 1.0),
+        "resolution": (1.0, 1.0, 2.0),
+        "compound": compound or (None, None, None),
+    }
     return [PublishedScaling(baseline, label, flops, *dims[label]) for label, flops in rows.items()]
 
 
 PAPER_TABLE3: tuple[PublishedScaling, ...] = (
-    *_t3("mobilenetv1", {"baseline": 0.6 * B, "width": 2.2 * B, "resolution": 2.2 * B, "compound": 2.3 * B},
-         (1.4, 1.2, 1.3)),
-    *_t3("mobilenetv2", {"baseline": 0.3 * B, "depth": 1.2 * B, "width": 1.1 * B, "resolution": 1.2 * B,
-                         "compound": 1.3 * B}, None),
-    *_t3("resnet50", {"baseline": 4.1 * B, "depth": 16.2 * B, "width": 14.7 * B, "resolution": 16.4 * B,
-                      "compound": 16.7 * B}, None),
-)  # fmt: skip
+    *_t3(
+        "mobilenetv1",
+        {"baseline": 0.6 * B, "width": 2.2 * B, "resolution": 2.2 * B, "compound": 2.3 * B},
+        (1.4, 1.2, 1.3),
+    ),
+    *_t3(
+        "mobilenetv2",
+        {"baseline": 0.3 * B, "depth": 1.2 * B, "width": 1.1 * B, "resolution": 1.2 * B, "compound": 1.3 * B},
+        None,
+    ),
+    *_t3(
+        "resnet50",
+        {"baseline": 4.1 * B, "depth": 16.2 * B, "width": 14.7 * B, "resolution": 16.4 * B, "compound": 16.7 * B},
+        None,
+    ),
+)
 """Table 3 of the paper, in its order: "Scaling Up MobileNets and ResNet" (d = 4, w = 2, r = 2 and compound;
 MobileNetV1 has no depth row, and only its compound row prints its multipliers, d = 1.4, w = 1.2, r = 1.3)."""
 

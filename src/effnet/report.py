@@ -62,7 +62,7 @@ def format_value(value: Any, precision: int = 4) -> str:
             return "nan"
         if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
             return f"{value:.{precision - 1}e}"
-        return f"{value:.{precision}g}" if abs(value) < 10 ** precision else f"{value:.0f}"
+        return f"{value:.{precision}g}" if abs(value) < 10**precision else f"{value:.0f}"
     return str(value)
 
 
@@ -77,8 +77,13 @@ def table_columns(rows: Sequence[Row], columns: Sequence[str] | None = None) -> 
     return list(seen)
 
 
-def render_markdown(rows: Sequence[Row], columns: Sequence[str] | None = None, *, precision: int = 4,
-                    headers: Mapping[str, str] | None = None) -> str:  # fmt: skip
+def render_markdown(
+    rows: Sequence[Row],
+    columns: Sequence[str] | None = None,
+    *,
+    precision: int = 4,
+    headers: Mapping[str, str] | None = None,
+) -> str:
     """A GitHub Markdown table; numbers right-aligned. ``headers`` renames columns for display."""
     cols = table_columns(rows, columns)
     headers = headers or {}
@@ -112,8 +117,9 @@ def render_json(rows: Sequence[Row], columns: Sequence[str] | None = None) -> st
     return json.dumps([{c: row.get(c) for c in cols} for row in rows], indent=2) + "\n"
 
 
-def render_table(rows: Sequence[Row], fmt: str = "markdown", columns: Sequence[str] | None = None, *,
-                 precision: int = 4) -> str:  # fmt: skip
+def render_table(
+    rows: Sequence[Row], fmt: str = "markdown", columns: Sequence[str] | None = None, *, precision: int = 4
+) -> str:
     """Render ``rows`` in one of :data:`TABLE_FORMATS`."""
     if fmt == "markdown":
         return render_markdown(rows, columns, precision=precision)
@@ -124,8 +130,14 @@ def render_table(rows: Sequence[Row], fmt: str = "markdown", columns: Sequence[s
     raise ValueError(f"table format must be one of {', '.join(TABLE_FORMATS)}; got {fmt!r}")
 
 
-def write_table(rows: Sequence[Row], stem: str | os.PathLike[str], columns: Sequence[str] | None = None, *,
-                title: str | None = None, precision: int = 4) -> dict[str, Path]:  # fmt: skip
+def write_table(
+    rows: Sequence[Row],
+    stem: str | os.PathLike[str],
+    columns: Sequence[str] | None = None,
+    *,
+    title: str | None = None,
+    precision: int = 4,
+) -> dict[str, Path]:
     """Write ``stem.md``, ``stem.csv`` and ``stem.json`` atomically; return the paths by format."""
     stem = Path(stem)
     md = render_markdown(rows, columns, precision=precision)
@@ -159,8 +171,15 @@ class Panel:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def plot_panels(panels: Sequence[Panel], path: str | os.PathLike[str], *, title: str | None = None,
-                ncols: int | None = None, dpi: int = 120, width: float = 5.0) -> Path:  # fmt: skip
+def plot_panels(
+    panels: Sequence[Panel],
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+    ncols: int | None = None,
+    dpi: int = 120,
+    width: float = 5.0,
+) -> Path:
     """Draw ``panels`` side by side (or in a grid of ``ncols``, ``width`` inches each) and save a PNG atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -206,11 +206,7 @@ def grid(
         raise ValueError(f"tol must be >= 0, got {tol}")
     values = _frange(low, high, step)
     points = [
-        (a, b, g)
-        for a in values
-        for b in values
-        for g in values
-        if abs(flops_factor(a, b, g) - target) <= tol + 1e-12
+        (a, b, g) for a in values for b in values for g in values if abs(flops_factor(a, b, g) - target) <= tol + 1e-12
     ]
     if not points:
         raise ValueError(

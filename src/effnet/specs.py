@@ -315,9 +315,7 @@ class BlockConfig:
     @property
     def has_downsample(self) -> bool:
         """ResNet projects the shortcut (1×1 conv + BN) when stride or channels change."""
-        return self.block == "bottleneck" and (
-            self.stride != 1 or self.in_channels != self.out_channels
-        )
+        return self.block == "bottleneck" and (self.stride != 1 or self.in_channels != self.out_channels)
 
 
 @dataclass(frozen=True)
@@ -407,8 +405,15 @@ def resolve(spec: NetworkSpec) -> ResolvedNetwork:
 
 def efficientnet_b0_stages(se_ratio: float = 0.25) -> tuple[StageSpec, ...]:
     """The seven MBConv stages of EfficientNet-B0 (expand, kernel, stride, out, repeats)."""
-    rows = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
-            (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))  # fmt: skip
+    rows = (
+        (1, 3, 1, 16, 1),
+        (6, 3, 2, 24, 2),
+        (6, 5, 2, 40, 2),
+        (6, 3, 2, 80, 3),
+        (6, 5, 1, 112, 3),
+        (6, 5, 2, 192, 4),
+        (6, 3, 1, 320, 1),
+    )
     return tuple(
         StageSpec("mbconv", expand_ratio=e, kernel=k, stride=s, out_channels=c, repeats=n, se_ratio=se_ratio)
         for e, k, s, c, n in rows
@@ -447,8 +452,7 @@ def _lite(variant: str) -> NetworkSpec:
 
 
 def _mobilenetv2() -> NetworkSpec:
-    rows = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-            (6, 160, 3, 2), (6, 320, 1, 1))  # fmt: skip
+    rows = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
     return NetworkSpec(
         name="mobilenetv2",
         stages=tuple(
@@ -474,8 +478,16 @@ def _mobilenetv1() -> NetworkSpec:
     return NetworkSpec(
         name="mobilenetv1",
         stages=tuple(
-            StageSpec("dwsep", expand_ratio=1, kernel=3, stride=s, out_channels=c, repeats=n, se_ratio=0.0,
-                      scale_repeats=i > 0)  # fmt: skip
+            StageSpec(
+                "dwsep",
+                expand_ratio=1,
+                kernel=3,
+                stride=s,
+                out_channels=c,
+                repeats=n,
+                se_ratio=0.0,
+                scale_repeats=i > 0,
+            )
             for i, (c, n, s) in enumerate(rows)
         ),
         head_channels=0,
@@ -511,35 +523,91 @@ def _resnet50() -> NetworkSpec:
 
 # EfficientNetV2 (Tan & Le, ICML 2021): rows are (block, expand, kernel, stride, out, repeats, se ratio) as in
 # torchvision's ``efficientnet_v2_*`` and timm's ``_gen_efficientnetv2_*`` (the official ``effnetv2_configs.py``).
-_F, _M = "fused_mbconv", "mbconv"
-_V2_STAGES: dict[str, tuple[int, tuple[tuple[str, int, int, int, int, int, float], ...]]] = {
-    "s": (24, ((_F, 1, 3, 1, 24, 2, 0.0), (_F, 4, 3, 2, 48, 4, 0.0), (_F, 4, 3, 2, 64, 4, 0.0),
-               (_M, 4, 3, 2, 128, 6, 0.25), (_M, 6, 3, 1, 160, 9, 0.25), (_M, 6, 3, 2, 256, 15, 0.25))),
-    "m": (24, ((_F, 1, 3, 1, 24, 3, 0.0), (_F, 4, 3, 2, 48, 5, 0.0), (_F, 4, 3, 2, 80, 5, 0.0),
-               (_M, 4, 3, 2, 160, 7, 0.25), (_M, 6, 3, 1, 176, 14, 0.25), (_M, 6, 3, 2, 304, 18, 0.25),
-               (_M, 6, 3, 1, 512, 5, 0.25))),
-    "l": (32, ((_F, 1, 3, 1, 32, 4, 0.0), (_F, 4, 3, 2, 64, 7, 0.0), (_F, 4, 3, 2, 96, 7, 0.0),
-               (_M, 4, 3, 2, 192, 10, 0.25), (_M, 6, 3, 1, 224, 19, 0.25), (_M, 6, 3, 2, 384, 25, 0.25),
-               (_M, 6, 3, 1, 640, 7, 0.25))),
-    "xl": (32, ((_F, 1, 3, 1, 32, 4, 0.0), (_F, 4, 3, 2, 64, 8, 0.0), (_F, 4, 3, 2, 96, 8, 0.0),
-                (_M, 4, 3, 2, 192, 16, 0.25), (_M, 6, 3, 1, 256, 24, 0.25), (_M, 6, 3, 2, 512, 32, 0.25),
-                (_M, 6, 3, 1, 640, 8, 0.25))),
-    "base": (32, ((_F, 1, 3, 1, 16, 1, 0.0), (_F, 4, 3, 2, 32, 2, 0.0), (_F, 4, 3, 2, 48, 2, 0.0),
-                  (_M, 4, 3, 2, 96, 3, 0.25), (_M, 6, 3, 1, 112, 5, 0.25), (_M, 6, 3, 2, 192, 8, 0.25))),
-}  # fmt: skip
+_F: BlockKind = "fused_mbconv"
+_M: BlockKind = "mbconv"
+_V2_STAGES: dict[str, tuple[int, tuple[tuple[BlockKind, int, int, int, int, int, float], ...]]] = {
+    "s": (
+        24,
+        (
+            (_F, 1, 3, 1, 24, 2, 0.0),
+            (_F, 4, 3, 2, 48, 4, 0.0),
+            (_F, 4, 3, 2, 64, 4, 0.0),
+            (_M, 4, 3, 2, 128, 6, 0.25),
+            (_M, 6, 3, 1, 160, 9, 0.25),
+            (_M, 6, 3, 2, 256, 15, 0.25),
+        ),
+    ),
+    "m": (
+        24,
+        (
+            (_F, 1, 3, 1, 24, 3, 0.0),
+            (_F, 4, 3, 2, 48, 5, 0.0),
+            (_F, 4, 3, 2, 80, 5, 0.0),
+            (_M, 4, 3, 2, 160, 7, 0.25),
+            (_M, 6, 3, 1, 176, 14, 0.25),
+            (_M, 6, 3, 2, 304, 18, 0.25),
+            (_M, 6, 3, 1, 512, 5, 0.25),
+        ),
+    ),
+    "l": (
+        32,
+        (
+            (_F, 1, 3, 1, 32, 4, 0.0),
+            (_F, 4, 3, 2, 64, 7, 0.0),
+            (_F, 4, 3, 2, 96, 7, 0.0),
+            (_M, 4, 3, 2, 192, 10, 0.25),
+            (_M, 6, 3, 1, 224, 19, 0.25),
+            (_M, 6, 3, 2, 384, 25, 0.25),
+            (_M, 6, 3, 1, 640, 7, 0.25),
+        ),
+    ),
+    "xl": (
+        32,
+        (
+            (_F, 1, 3, 1, 32, 4, 0.0),
+            (_F, 4, 3, 2, 64, 8, 0.0),
+            (_F, 4, 3, 2, 96, 8, 0.0),
+            (_M, 4, 3, 2, 192, 16, 0.25),
+            (_M, 6, 3, 1, 256, 24, 0.25),
+            (_M, 6, 3, 2, 512, 32, 0.25),
+            (_M, 6, 3, 1, 640, 8, 0.25),
+        ),
+    ),
+    "base": (
+        32,
+        (
+            (_F, 1, 3, 1, 16, 1, 0.0),
+            (_F, 4, 3, 2, 32, 2, 0.0),
+            (_F, 4, 3, 2, 48, 2, 0.0),
+            (_M, 4, 3, 2, 96, 3, 0.25),
+            (_M, 6, 3, 1, 112, 5, 0.25),
+            (_M, 6, 3, 2, 192, 8, 0.25),
+        ),
+    ),
+}
 
 _V2_VARIANTS: dict[str, tuple[str, float, float, float]] = {
-    "s": ("s", 1.0, 1.0, 0.2), "m": ("m", 1.0, 1.0, 0.3), "l": ("l", 1.0, 1.0, 0.4), "xl": ("xl", 1.0, 1.0, 0.4),
-    "b0": ("base", 1.0, 1.0, 0.2), "b1": ("base", 1.0, 1.1, 0.2), "b2": ("base", 1.1, 1.2, 0.3),
+    "s": ("s", 1.0, 1.0, 0.2),
+    "m": ("m", 1.0, 1.0, 0.3),
+    "l": ("l", 1.0, 1.0, 0.4),
+    "xl": ("xl", 1.0, 1.0, 0.4),
+    "b0": ("base", 1.0, 1.0, 0.2),
+    "b1": ("base", 1.0, 1.1, 0.2),
+    "b2": ("base", 1.1, 1.2, 0.3),
     "b3": ("base", 1.2, 1.4, 0.3),
-}  # fmt: skip
+}
 """variant -> (stage table, width, depth, dropout); B0-B3 are width/depth multiples of the V2 base network."""
 
 EFFICIENTNET_V2_RESOLUTIONS: dict[str, tuple[int, int]] = {
-    "efficientnet_v2_s": (300, 384), "efficientnet_v2_m": (384, 480), "efficientnet_v2_l": (384, 480),
-    "efficientnet_v2_xl": (384, 512), "efficientnet_v2_b0": (192, 224), "efficientnet_v2_b1": (192, 240),
-    "efficientnet_v2_b2": (208, 260), "efficientnet_v2_b3": (240, 300),
-}  # fmt: skip
+    "efficientnet_v2_s": (300, 384),
+    "efficientnet_v2_m": (384, 480),
+    "efficientnet_v2_l": (384, 480),
+    "efficientnet_v2_xl": (384, 512),
+    "efficientnet_v2_b0": (192, 224),
+    "efficientnet_v2_b1": (192, 240),
+    "efficientnet_v2_b2": (208, 260),
+    "efficientnet_v2_b3": (240, 300),
+}
 """(train, eval) input sizes of the published EfficientNetV2 weights (timm's ``input_size`` and
 ``test_input_size`` of ``tf_efficientnetv2_*``); a V2 spec's ``resolution`` is the eval size."""
 
@@ -592,13 +660,14 @@ def list_models(pattern: str | None = None) -> list[str]:
     return [n for n in names if pattern is None or pattern in n]
 
 
-def get_spec(name: str) -> NetworkSpec:
+def get_spec(name: str | NetworkSpec) -> NetworkSpec:
     """The published spec for ``name``; unknown names raise ``ValueError`` with the closest names."""
     if isinstance(name, NetworkSpec):
         return name
     if not isinstance(name, str):
-        raise WrongType(f"a model must be a NetworkSpec or a model name (see effnet.list_models()), "
-                        f"got {type(name).__name__}")
+        raise WrongType(
+            f"a model must be a NetworkSpec or a model name (see effnet.list_models()), got {type(name).__name__}"
+        )
     if name in _SPECS:
         return _SPECS[name]
     close = difflib.get_close_matches(str(name), list(_SPECS), n=3, cutoff=0.5)

@@ -37,8 +37,15 @@ COMMANDS: dict[str, str] = {
 BROKEN_PIPE_STATUS = 141
 """Exit status when stdout's reader went away (128 + SIGPIPE, what ``yes | head`` reports)."""
 
-USER_ERRORS = (EffnetError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
-               KeyError)
+USER_ERRORS = (
+    EffnetError,
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    KeyError,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,18 +18,35 @@ DEFAULT_FOLDER = "runs/export"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, runtime=False)
-    parser.add_argument("--format", required=True, choices=cfg.EXPORT_FORMATS,
-                        help="output format (openvino: IR .xml + .bin beside it)")  # fmt: skip
+    parser.add_argument(
+        "--format", required=True, choices=cfg.EXPORT_FORMATS, help="output format (openvino: IR .xml + .bin beside it)"
+    )
     add_serving_arguments(parser, runtime=False, device=False)
-    parser.add_argument("--output", default=None, metavar="FILE",
-                        help="output file (default: runs/export/<model>.onnx, .xml or .torchscript.pt)")
-    parser.add_argument("--input-size", type=int, default=None,
-                        help=f"image side of the example input, {cfg.MIN_INPUT_SIZE}..{cfg.MAX_INPUT_SIZE} "
-                             "(default: the weights' preprocessing input size)")  # fmt: skip
-    parser.add_argument("--opset", type=int, default=cfg.DEFAULT_OPSET,
-                        help=f"ONNX opset, {cfg.MIN_OPSET}..{cfg.MAX_OPSET} (default {cfg.DEFAULT_OPSET})")
-    parser.add_argument("--atol", type=float, default=cfg.DEFAULT_ATOL,
-                        help=f"max abs difference allowed vs PyTorch at fp32 ({cfg.DEFAULT_ATOL:g})")
+    parser.add_argument(
+        "--output",
+        default=None,
+        metavar="FILE",
+        help="output file (default: runs/export/<model>.onnx, .xml or .torchscript.pt)",
+    )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help=f"image side of the example input, {cfg.MIN_INPUT_SIZE}..{cfg.MAX_INPUT_SIZE} "
+        "(default: the weights' preprocessing input size)",
+    )
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=cfg.DEFAULT_OPSET,
+        help=f"ONNX opset, {cfg.MIN_OPSET}..{cfg.MAX_OPSET} (default {cfg.DEFAULT_OPSET})",
+    )
+    parser.add_argument(
+        "--atol",
+        type=float,
+        default=cfg.DEFAULT_ATOL,
+        help=f"max abs difference allowed vs PyTorch at fp32 ({cfg.DEFAULT_ATOL:g})",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -41,8 +58,10 @@ def _check(args: argparse.Namespace) -> None:
     cfg.check_opset(args.opset)
     cfg.check_atol(args.atol)
     if args.precision not in cfg.EXPORT_PRECISIONS[args.format]:
-        raise ValueError(f"--format {args.format} holds precision {', '.join(cfg.EXPORT_PRECISIONS[args.format])}; "
-                         f"got {args.precision}")  # fmt: skip
+        raise ValueError(
+            f"--format {args.format} holds precision {', '.join(cfg.EXPORT_PRECISIONS[args.format])}; "
+            f"got {args.precision}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,16 +78,28 @@ def run(args: argparse.Namespace) -> int:
         from effnet.serving.quantize import calibration_batch
 
         samples = calibration_batch(args.calibration, model.preprocessing, args.calibration_size)
-    result = export_model(model, output, args.format, args.input_size, opset=args.opset, atol=args.atol,
-                          precision=args.precision, samples=samples)  # fmt: skip
+    result = export_model(
+        model,
+        output,
+        args.format,
+        args.input_size,
+        opset=args.opset,
+        atol=args.atol,
+        precision=args.precision,
+        samples=samples,
+    )
     if args.json:
         print(json.dumps({"model": model.spec.name, **result.to_dict()}))
     elif args.precision == "fp32":
-        print(f"wrote {result.path} ({result.format}, {result.method}); verified on a {result.verify_shape} "
-              f"random batch: max abs diff vs PyTorch {result.max_abs_diff:.2e} <= {result.atol:g}")  # fmt: skip
+        print(
+            f"wrote {result.path} ({result.format}, {result.method}); verified on a {result.verify_shape} "
+            f"random batch: max abs diff vs PyTorch {result.max_abs_diff:.2e} <= {result.atol:g}"
+        )
     else:
-        print(f"wrote {result.path} ({result.format} {result.precision}, {result.method}); on a {result.verify_shape} "
-              f"batch: top-1 agreement with PyTorch {result.top1_agreement:.1%}, max abs diff "
-              f"{result.max_abs_diff:.3g} (measure accuracy: effnet eval --weights {shlex.quote(args.weights)} "
-              f"--exported {shlex.quote(str(result.path))} --data DIR)")  # fmt: skip
+        print(
+            f"wrote {result.path} ({result.format} {result.precision}, {result.method}); on a {result.verify_shape} "
+            f"batch: top-1 agreement with PyTorch {result.top1_agreement:.1%}, max abs diff "
+            f"{result.max_abs_diff:.3g} (measure accuracy: effnet eval --weights {shlex.quote(args.weights)} "
+            f"--exported {shlex.quote(str(result.path))} --data DIR)"
+        )
     return 0

@@ -31,15 +31,31 @@ def run(args: argparse.Namespace) -> int:
     c = cost(spec, args.resolution)
     rows = [{"name": p.name, "block": p.block, **asdict(p)} for p in c.parts]
     if args.format == "json":
-        print(json.dumps({"name": c.name, "resolution": c.resolution, "params": c.params, "macs": c.macs,
-                          "activations": c.activations, "parts": rows, "spec": spec.to_dict()}, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "name": c.name,
+                    "resolution": c.resolution,
+                    "params": c.params,
+                    "macs": c.macs,
+                    "activations": c.activations,
+                    "parts": rows,
+                    "spec": spec.to_dict(),
+                },
+                indent=2,
+            )
+        )
         return 0
     if args.format == "csv":
         print(render_table(rows, "csv"), end="")
         return 0
-    print(f"{c.name} @ {c.resolution}px: params {c.params:,} ({format_count(c.params)}), "
-          f"MACs {c.macs:,} ({format_count(c.macs)}), activations {c.activations:,}\n")  # fmt: skip
-    pretty = [{**r, "params": f"{r['params']:,}", "macs": f"{r['macs']:,}", "activations": f"{r['activations']:,}"}
-              for r in rows]  # fmt: skip
+    print(
+        f"{c.name} @ {c.resolution}px: params {c.params:,} ({format_count(c.params)}), "
+        f"MACs {c.macs:,} ({format_count(c.macs)}), activations {c.activations:,}\n"
+    )
+    pretty = [
+        {**r, "params": f"{r['params']:,}", "macs": f"{r['macs']:,}", "activations": f"{r['activations']:,}"}
+        for r in rows
+    ]
     print(render_table(pretty))
     return 0

@@ -14,21 +14,31 @@ SOURCE_CHOICES = ("auto", "torchvision", "timm", "tf", "efficientnet_pytorch", "
 
 def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -> None:
     """``--model``, ``--weights``, ``--source`` (and ``--runtime``), shared by predict, eval and export."""
-    parser.add_argument("--weights", required=True, metavar="PATH|REF",
-                        help="checkpoint (effnet .safetensors, or torchvision/timm/efficientnet_pytorch .pth) or a "
-                             "hub reference, downloaded once: hf-hub:timm/efficientnet_b0.ra_in1k, "
-                             "torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1, torchvision:efficientnet_b0")
-    parser.add_argument("--model", default=None, metavar="NAME",
-                        help="model name, e.g. efficientnet_b0, tf_efficientnet_b2, efficientnet_lite0 "
-                             "(default: from the effnet safetensors header, else inferred from tensor shapes)")
-    parser.add_argument("--source", default="auto", choices=SOURCE_CHOICES,
-                        help="weight layout (default: detected from the keys)")  # fmt: skip
+    parser.add_argument(
+        "--weights",
+        required=True,
+        metavar="PATH|REF",
+        help="checkpoint (effnet .safetensors, or torchvision/timm/efficientnet_pytorch .pth) or a "
+        "hub reference, downloaded once: hf-hub:timm/efficientnet_b0.ra_in1k, "
+        "torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1, torchvision:efficientnet_b0",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help="model name, e.g. efficientnet_b0, tf_efficientnet_b2, efficientnet_lite0 "
+        "(default: from the effnet safetensors header, else inferred from tensor shapes)",
+    )
+    parser.add_argument(
+        "--source", default="auto", choices=SOURCE_CHOICES, help="weight layout (default: detected from the keys)"
+    )
     if runtime:
         add_serving_arguments(parser)
 
 
-def add_serving_arguments(parser: argparse.ArgumentParser, runtime_default: str | None = None,
-                          runtime: bool = True, device: bool = True) -> None:  # fmt: skip
+def add_serving_arguments(
+    parser: argparse.ArgumentParser, runtime_default: str | None = None, runtime: bool = True, device: bool = True
+) -> None:
     """``--runtime``, ``--precision``, ``--calibration``/``--calibration-size`` (and ``--device``), from
     :mod:`effnet.config.serving`."""
     from effnet.config import serving as cfg
@@ -36,18 +46,30 @@ def add_serving_arguments(parser: argparse.ArgumentParser, runtime_default: str 
     if runtime:
         default = runtime_default or cfg.DEFAULT_RUNTIME
         parser.add_argument("--runtime", default=default, choices=cfg.RUNTIMES, help=cfg.runtime_help(default))
-    parser.add_argument("--precision", default=cfg.DEFAULT_PRECISION, choices=cfg.PRECISIONS,
-                        help=cfg.precision_help())  # fmt: skip
-    parser.add_argument("--calibration", default=None, metavar="DIR",
-                        help="images for int8 calibration, preprocessed as the model's inputs")
-    parser.add_argument("--calibration-size", type=int, default=cfg.DEFAULT_CALIBRATION_SIZE, metavar="N",
-                        help=f"calibration images used (default {cfg.DEFAULT_CALIBRATION_SIZE})")  # fmt: skip
+    parser.add_argument("--precision", default=cfg.DEFAULT_PRECISION, choices=cfg.PRECISIONS, help=cfg.precision_help())
+    parser.add_argument(
+        "--calibration",
+        default=None,
+        metavar="DIR",
+        help="images for int8 calibration, preprocessed as the model's inputs",
+    )
+    parser.add_argument(
+        "--calibration-size",
+        type=int,
+        default=cfg.DEFAULT_CALIBRATION_SIZE,
+        metavar="N",
+        help=f"calibration images used (default {cfg.DEFAULT_CALIBRATION_SIZE})",
+    )
     if device:
         parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-        parser.add_argument("--exported", default=None, metavar="FILE",
-                            help="run this file from effnet export (.onnx: ONNX Runtime, .xml: OpenVINO, e.g. an "
-                                 "int8 model calibrated once) instead of converting --weights, which still gives "
-                                 "the preprocessing and class names")  # fmt: skip
+        parser.add_argument(
+            "--exported",
+            default=None,
+            metavar="FILE",
+            help="run this file from effnet export (.onnx: ONNX Runtime, .xml: OpenVINO, e.g. an "
+            "int8 model calibrated once) instead of converting --weights, which still gives "
+            "the preprocessing and class names",
+        )
 
 
 def check_serving_arguments(args: argparse.Namespace) -> None:
@@ -87,8 +109,14 @@ def make_runner(model: Any, args: argparse.Namespace, batch: int) -> Any:
     size = model.preprocessing.input_size
     device = getattr(args, "device", "cpu")
     example = torch.zeros(batch, model.spec.in_chans, size, size, device=device)
-    return optimize_for_inference(model.to(device), example, runtime=args.runtime, precision=args.precision,
-                                  calibration=args.calibration, calibration_size=args.calibration_size)  # fmt: skip
+    return optimize_for_inference(
+        model.to(device),
+        example,
+        runtime=args.runtime,
+        precision=args.precision,
+        calibration=args.calibration,
+        calibration_size=args.calibration_size,
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,13 +151,26 @@ def run(args: argparse.Namespace) -> int:
     if not predictions:
         raise ValueError(f"none of the {len(files)} input files could be read as an image (first: {skipped[0][1]})")
     if args.json:
-        print(json.dumps({"model": model.spec.name, "weights": args.weights,
-                          "predictions": [p.to_dict() for p in predictions],
-                          "skipped": [{"file": f, "error": e} for f, e in skipped]}, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "model": model.spec.name,
+                    "weights": args.weights,
+                    "predictions": [p.to_dict() for p in predictions],
+                    "skipped": [{"file": f, "error": e} for f, e in skipped],
+                },
+                indent=2,
+            )
+        )
     else:
-        rows = [{"file": p.path, "rank": r + 1, "index": i, "label": label, "probability": round(prob, 4)}
-                for p in predictions for r, (i, label, prob) in enumerate(p.top)]  # fmt: skip
+        rows = [
+            {"file": p.path, "rank": r + 1, "index": i, "label": label, "probability": round(prob, 4)}
+            for p in predictions
+            for r, (i, label, prob) in enumerate(p.top)
+        ]
         print(render_table(rows))
-        print(f"\n{len(predictions)} image(s) classified with {model.spec.name}"
-              + (f", {len(skipped)} skipped" if skipped else ""))  # fmt: skip
+        print(
+            f"\n{len(predictions)} image(s) classified with {model.spec.name}"
+            + (f", {len(skipped)} skipped" if skipped else "")
+        )
     return 1 if skipped else 0

@@ -32,12 +32,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_coefficient_arguments(parser, "take alpha, beta, gamma (and the baseline) from this effnet search study")
     g = parser.add_argument_group("family")
-    g.add_argument("--rule", choices=RULES, default=d.rule, help="paper: d=alpha^phi, w=beta^phi, r=gamma^phi; "
-                   "fast: Dollar et al. 2021 at the same FLOPs target (width 80%% of the growth)")  # fmt: skip
-    g.add_argument("--phi-max", type=int, default=d.phi_max, help=f"largest phi (default {d.phi_max}, at most "
-                   f"{PHI_MAX_LIMIT})")  # fmt: skip
-    g.add_argument("--baseline", default=None, help="efficientnet_b0 (default), resnet50, mobilenetv2, any "
-                   "registered model, or a NetworkSpec JSON file (with --study: the study's baseline)")  # fmt: skip
+    g.add_argument(
+        "--rule",
+        choices=RULES,
+        default=d.rule,
+        help="paper: d=alpha^phi, w=beta^phi, r=gamma^phi; "
+        "fast: Dollar et al. 2021 at the same FLOPs target (width 80%% of the growth)",
+    )
+    g.add_argument(
+        "--phi-max", type=int, default=d.phi_max, help=f"largest phi (default {d.phi_max}, at most {PHI_MAX_LIMIT})"
+    )
+    g.add_argument(
+        "--baseline",
+        default=None,
+        help="efficientnet_b0 (default), resnet50, mobilenetv2, any "
+        "registered model, or a NetworkSpec JSON file (with --study: the study's baseline)",
+    )
     g.add_argument("--width", type=float, default=1.0, help="baseline width multiplier (default 1.0)")
     g.add_argument("--depth", type=float, default=1.0, help="baseline depth multiplier (default 1.0)")
     g.add_argument("--resolution", type=int, default=None, help="baseline input size (default: the baseline's)")
@@ -46,22 +56,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cpu or cuda[:N]: measure latency, throughput and peak memory")
     g.add_argument("--batch", type=int, default=d.batch, help=f"batch size of the measurement (default {d.batch})")
     g.add_argument("--warmup", type=int, default=d.warmup, help=f"untimed runs before timing (default {d.warmup})")
-    g.add_argument("--repeats", type=int, default=d.repeats, help="timed runs per member and round; a round's "
-                   f"latency is their median (default {d.repeats})")  # fmt: skip
-    g.add_argument("--min-rounds", type=int, default=d.min_rounds, help="interleaved rounds (every phi once each) "
-                   f"at least (default {d.min_rounds})")  # fmt: skip
-    g.add_argument("--max-rounds", type=int, default=d.max_rounds, help="rounds at most while a member's spread "
-                   f"is above --max-spread (default {d.max_rounds}, at most 20)")  # fmt: skip
-    g.add_argument("--max-spread", type=float, default=d.max_spread, help="accepted (max - min) / median of a "
-                   f"member's per-round latencies (default {d.max_spread:g}); a larger phi faster than a smaller "
-                   "one by more than this gets one extra round and is flagged if it still is")  # fmt: skip
+    g.add_argument(
+        "--repeats",
+        type=int,
+        default=d.repeats,
+        help=f"timed runs per member and round; a round's latency is their median (default {d.repeats})",
+    )
+    g.add_argument(
+        "--min-rounds",
+        type=int,
+        default=d.min_rounds,
+        help=f"interleaved rounds (every phi once each) at least (default {d.min_rounds})",
+    )
+    g.add_argument(
+        "--max-rounds",
+        type=int,
+        default=d.max_rounds,
+        help=f"rounds at most while a member's spread is above --max-spread (default {d.max_rounds}, at most 20)",
+    )
+    g.add_argument(
+        "--max-spread",
+        type=float,
+        default=d.max_spread,
+        help="accepted (max - min) / median of a "
+        f"member's per-round latencies (default {d.max_spread:g}); a larger phi faster than a smaller "
+        "one by more than this gets one extra round and is flagged if it still is",
+    )
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    g.add_argument("--runtime", choices=RUNTIMES, default="eager",
-                   help="how each model runs while measured: eager (the module; default) or the runtime you will "
-                        "deploy, as in effnet predict (e.g. openvino)")  # fmt: skip
-    g.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
-                   help="precision of the measured runtime (bf16: native hardware bf16 only; int8: calibrated on "
-                        "random inputs, as only speed is measured)")  # fmt: skip
+    g.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="eager",
+        help="how each model runs while measured: eager (the module; default) or the runtime you will "
+        "deploy, as in effnet predict (e.g. openvino)",
+    )
+    g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=DEFAULT_PRECISION,
+        help="precision of the measured runtime (bf16: native hardware bf16 only; int8: calibrated on "
+        "random inputs, as only speed is measured)",
+    )
     g = parser.add_argument_group("budget: the chosen model is the largest phi that satisfies all of them")
     g.add_argument("--max-macs", type=_count, default=None, help="e.g. 1e9, 400M, 2G")
     g.add_argument("--max-params", type=_count, default=None, help="e.g. 5.3M")
@@ -69,8 +104,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-memory-mb", type=float, default=None, help="peak MiB (needs --device)")
     g = parser.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    g.add_argument("--output-spec", default=None, help="write the chosen NetworkSpec JSON here "
-                   "(train it with: effnet train --spec FILE)")  # fmt: skip
+    g.add_argument(
+        "--output-spec",
+        default=None,
+        help="write the chosen NetworkSpec JSON here (train it with: effnet train --spec FILE)",
+    )
 
 
 def add_coefficient_arguments(parser: argparse.ArgumentParser, study_help: str) -> None:
@@ -99,8 +137,10 @@ def coefficients(args: argparse.Namespace) -> tuple[float, float, float, object,
         c = result["chosen"]
         # the baseline as its trials trained it: classes and input channels of the study's data
         base = NetworkSpec.from_dict(result["definition"]["baseline"]).replace(**result["trained"])
-        source = (f"study {args.study} ({result['complete']}/{result['total']} trials complete; chosen {c['kind']} "
-                  f"top-1 {c['top1_mean']:.2f}%)")  # fmt: skip
+        source = (
+            f"study {args.study} ({result['complete']}/{result['total']} trials complete; chosen {c['kind']} "
+            f"top-1 {c['top1_mean']:.2f}%)"
+        )
         return c["alpha"], c["beta"], c["gamma"], base, source
     if args.storage:
         raise ValueError("--storage is only used with --study")
@@ -131,8 +171,8 @@ def _table(rows: list[dict], measured: bool) -> str:
 
 def _tick(bar: object) -> None:
     """One measurement done; the total grows when extra rounds are needed."""
-    bar.total = max(bar.total, bar.n + 1)  # type: ignore[attr-defined]
-    bar.update(1)  # type: ignore[attr-defined]
+    bar.total = max(bar.total, bar.n + 1)
+    bar.update(1)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -149,17 +189,35 @@ def run(args: argparse.Namespace) -> int:
     if args.num_classes is not None:
         base = base.replace(num_classes=args.num_classes)
     budget = Budget(args.max_macs, args.max_params, args.max_latency_ms, args.max_memory_mb)
-    config = ScaleConfig(alpha=alpha, beta=beta, gamma=gamma, rule=args.rule, phi_max=args.phi_max, baseline=base,
-                         device=args.device, batch=args.batch, warmup=args.warmup, repeats=args.repeats,
-                         threads=args.threads, runtime=args.runtime, budget=budget, precision=args.precision,
-                         min_rounds=args.min_rounds, max_rounds=args.max_rounds,
-                         max_spread=args.max_spread)  # fmt: skip
+    config = ScaleConfig(
+        alpha=alpha,
+        beta=beta,
+        gamma=gamma,
+        rule=args.rule,
+        phi_max=args.phi_max,
+        baseline=base,
+        device=args.device,
+        batch=args.batch,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        threads=args.threads,
+        runtime=args.runtime,
+        budget=budget,
+        precision=args.precision,
+        min_rounds=args.min_rounds,
+        max_rounds=args.max_rounds,
+        max_spread=args.max_spread,
+    )
     bar = None
     if args.device and not args.json:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=(args.phi_max + 1) * args.min_rounds, desc=f"measuring on {args.device} in rounds",
-                   unit="model", file=sys.stderr)  # fmt: skip
+        bar = tqdm(
+            total=(args.phi_max + 1) * args.min_rounds,
+            desc=f"measuring on {args.device} in rounds",
+            unit="model",
+            file=sys.stderr,
+        )
     result = scale_family(config, on_measure=(lambda m: _tick(bar)) if bar is not None else None)
     if bar is not None:
         bar.close()
@@ -171,13 +229,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
     else:
-        print(f"{base.name} family, rule {args.rule}, alpha={alpha:g} beta={beta:g} gamma={gamma:g} ({source}); "
-              f"predicted FLOPs x{data['flops_factor_per_phi']:.3f} per phi")  # fmt: skip
+        print(
+            f"{base.name} family, rule {args.rule}, alpha={alpha:g} beta={beta:g} gamma={gamma:g} ({source}); "
+            f"predicted FLOPs x{data['flops_factor_per_phi']:.3f} per phi"
+        )
         if args.device:
-            print(f"measured on {args.device}, runtime {args.runtime} {args.precision}, batch {args.batch}: "
-                  f"interleaved rounds ({args.min_rounds}..{args.max_rounds}, until spread <= {args.max_spread:g}), "
-                  f"each the median of {args.repeats} runs after {args.warmup} warm-up; latency = median over "
-                  f"rounds; memory = {data['memory_method']}")  # fmt: skip
+            print(
+                f"measured on {args.device}, runtime {args.runtime} {args.precision}, batch {args.batch}: "
+                f"interleaved rounds ({args.min_rounds}..{args.max_rounds}, until spread <= {args.max_spread:g}), "
+                f"each the median of {args.repeats} runs after {args.warmup} warm-up; latency = median over "
+                f"rounds; memory = {data['memory_method']}"
+            )
         print(_table(data["family"], bool(args.device)), end="")
         for m in data["family"]:
             if m["anomaly"]:
@@ -186,8 +248,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {data['note']}")
         if result.chosen is not None:
             c = result.chosen
-            print(f"chosen: phi={c.phi} (depth x{c.depth:.3f}, width x{c.width:.3f}, {c.resolution} px, "
-                  f"{c.macs / 1e6:.1f}M MACs, {c.params / 1e6:.2f}M params)")  # fmt: skip
+            print(
+                f"chosen: phi={c.phi} (depth x{c.depth:.3f}, width x{c.width:.3f}, {c.resolution} px, "
+                f"{c.macs / 1e6:.1f}M MACs, {c.params / 1e6:.2f}M params)"
+            )
             if args.output_spec:
                 print(f"spec: {args.output_spec} (train it: effnet train --spec {args.output_spec} ...)")
     if result.chosen is None:

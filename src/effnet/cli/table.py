@@ -14,15 +14,21 @@ from effnet.report import TABLE_FORMATS, render_table
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, flops_factor
 from effnet.specs import compound_spec, get_spec, train_resolution
 
-HELP = ("Paper's B0-B7 table (top-1/5, params, FLOPs, peers, ratios) and the V2 paper's S/M/L rows beside exact "
-        "counts; the exact alpha^phi family.")
+HELP = (
+    "Paper's B0-B7 table (top-1/5, params, FLOPs, peers, ratios) and the V2 paper's S/M/L rows beside exact "
+    "counts; the exact alpha^phi family."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=TABLE_FORMATS, default="markdown", help="output format")
-    parser.add_argument("--section", choices=("official", "v2", "table3", "compound", "all"), default="all",
-                        help="paper's B0-B7 table, V2 paper's table, paper's Table 3 (scaling MobileNetV1/V2 and "
-                        "ResNet-50), exact compound family, or all")  # fmt: skip
+    parser.add_argument(
+        "--section",
+        choices=("official", "v2", "table3", "compound", "all"),
+        default="all",
+        help="paper's B0-B7 table, V2 paper's table, paper's Table 3 (scaling MobileNetV1/V2 and "
+        "ResNet-50), exact compound family, or all",
+    )
     parser.add_argument("--phi-max", type=int, default=7, help="largest phi of the compound family (default 7)")
     parser.add_argument("--alpha", type=float, default=PAPER_ALPHA, help="depth coefficient (default 1.2)")
     parser.add_argument("--beta", type=float, default=PAPER_BETA, help="width coefficient (default 1.1)")
@@ -41,20 +47,22 @@ def official_rows() -> list[dict[str, Any]]:
         group = next(g for g in PAPER_TABLE2 if g.model == r.group)
         ours = exact.get(r.effnet_name) if r.effnet_name else None
         eff = exact[group.effnet_name]
-        rows.append({
-            "model": r.model,
-            "top1": r.top1,
-            "top5": r.top5,
-            "params_paper": r.params,
-            "params_effnet": ours.params if ours else None,
-            "params_ratio_paper": _ratio(r.params, group.params),
-            "params_ratio_exact": _ratio(ours.params if ours else r.params, eff.params),
-            "flops_paper": r.flops,
-            "macs_effnet": ours.macs if ours else None,
-            "flops_ratio_paper": _ratio(r.flops, group.flops),
-            "flops_ratio_exact": _ratio(ours.macs if ours else r.flops, eff.macs),
-            "resolution": ours.resolution if ours else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": r.model,
+                "top1": r.top1,
+                "top5": r.top5,
+                "params_paper": r.params,
+                "params_effnet": ours.params if ours else None,
+                "params_ratio_paper": _ratio(r.params, group.params),
+                "params_ratio_exact": _ratio(ours.params if ours else r.params, eff.params),
+                "flops_paper": r.flops,
+                "macs_effnet": ours.macs if ours else None,
+                "flops_ratio_paper": _ratio(r.flops, group.flops),
+                "flops_ratio_exact": _ratio(ours.macs if ours else r.flops, eff.macs),
+                "resolution": ours.resolution if ours else None,
+            }
+        )
     return rows
 
 
@@ -65,17 +73,19 @@ def v2_rows() -> list[dict[str, Any]]:
     for r in V2_TABLE7:
         spec = get_spec(r.effnet_name)
         at_eval, at_train = cost(spec), cost(spec, train_resolution(spec))
-        rows.append({
-            "model": r.model,
-            "top1": r.top1,
-            "params_paper": r.params,
-            "params_effnet": at_eval.params,
-            "flops_paper": r.flops,
-            "macs_effnet": at_eval.macs,
-            "resolution": at_eval.resolution,
-            "train_resolution": at_train.resolution,
-            "macs_effnet_train": at_train.macs,
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": r.model,
+                "top1": r.top1,
+                "params_paper": r.params,
+                "params_effnet": at_eval.params,
+                "flops_paper": r.flops,
+                "macs_effnet": at_eval.macs,
+                "resolution": at_eval.resolution,
+                "train_resolution": at_train.resolution,
+                "macs_effnet_train": at_train.macs,
+            }
+        )
     return rows
 
 
@@ -84,11 +94,20 @@ def table3_rows() -> list[dict[str, Any]]:
     from effnet.search.baselines import TABLE3_BASELINES, paper_table3
 
     return [
-        {"baseline": r.baseline, "scaling": r.label, "depth": round(r.depth, 4), "width": round(r.width, 4),
-         "resolution": r.resolution, "flops_paper": r.paper_macs, "macs_effnet": r.macs,
-         "deviation_pct": round(100 * r.deviation, 1), "agrees": r.agrees}
-        for b in TABLE3_BASELINES for r in paper_table3(b)
-    ]  # fmt: skip
+        {
+            "baseline": r.baseline,
+            "scaling": r.label,
+            "depth": round(r.depth, 4),
+            "width": round(r.width, 4),
+            "resolution": r.resolution,
+            "flops_paper": r.paper_macs,
+            "macs_effnet": r.macs,
+            "deviation_pct": round(100 * r.deviation, 1),
+            "agrees": r.agrees,
+        }
+        for b in TABLE3_BASELINES
+        for r in paper_table3(b)
+    ]
 
 
 def compound_rows(phi_max: int, alpha: float, beta: float, gamma: float) -> list[dict[str, Any]]:
@@ -105,26 +124,36 @@ def compound_rows(phi_max: int, alpha: float, beta: float, gamma: float) -> list
         spec = compound_spec(phi, alpha, beta, gamma)
         c = cost(spec)
         base = base or c.macs
-        rows.append({
-            "phi": phi,
-            "depth": round(alpha**phi, 4),
-            "width": round(beta**phi, 4),
-            "resolution": spec.resolution,
-            "params": c.params,
-            "macs": c.macs,
-            "activations": c.activations,
-            "macs_ratio": round(c.macs / base, 3),
-            "predicted_ratio": round(flops_factor(alpha, beta, gamma) ** phi, 3),
-            "two_pow_phi": 2**phi,
-        })  # fmt: skip
+        rows.append(
+            {
+                "phi": phi,
+                "depth": round(alpha**phi, 4),
+                "width": round(beta**phi, 4),
+                "resolution": spec.resolution,
+                "params": c.params,
+                "macs": c.macs,
+                "activations": c.activations,
+                "macs_ratio": round(c.macs / base, 3),
+                "predicted_ratio": round(flops_factor(alpha, beta, gamma) ** phi, 3),
+                "two_pow_phi": 2**phi,
+            }
+        )
     return rows
 
 
 def _pretty(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from effnet.report import format_count
 
-    counts = {"params_paper", "params_effnet", "flops_paper", "macs_effnet", "macs_effnet_train", "params", "macs",
-              "activations"}  # fmt: skip
+    counts = {
+        "params_paper",
+        "params_effnet",
+        "flops_paper",
+        "macs_effnet",
+        "macs_effnet_train",
+        "params",
+        "macs",
+        "activations",
+    }
     out = []
     for row in rows:
         new = {}

@@ -72,16 +72,20 @@ def _argument(f: dataclasses.Field[Any]) -> dict[str, Any]:
 
 def _epilog() -> str:
     paper = {k: recipe_value("paper", k) for k in RECIPES["paper"]}
-    lines = [f"Recipes (flags left unset take these values; --recipe auto: paper for runs of {PAPER_MIN_EPOCHS}+ "
-             "epochs, else short):"]  # fmt: skip
+    lines = [
+        f"Recipes (flags left unset take these values; --recipe auto: paper for runs of {PAPER_MIN_EPOCHS}+ "
+        "epochs, else short):"
+    ]
     for name in RECIPES:
         values = {k: recipe_value(name, k) for k in RECIPES[name]}
         shown = values if name == "paper" else {k: v for k, v in values.items() if v != paper.get(k)}
         prefix = "" if name == "paper" else "as paper but "
         text = prefix + ", ".join(f"{k} {_show(v)}" for k, v in shown.items())
         lines += textwrap.wrap(text, 116, initial_indent=f"  {name + ':':10}", subsequent_indent=" " * 12)
-    lines += ["--batch-size is the global batch (split over torchrun processes); the peak LR is --lr x batch/256.",
-              "Distributed: torchrun --nproc_per_node=N -m effnet train ... (gloo on CPU, NCCL on GPUs)."]  # fmt: skip
+    lines += [
+        "--batch-size is the global batch (split over torchrun processes); the peak LR is --lr x batch/256.",
+        "Distributed: torchrun --nproc_per_node=N -m effnet train ... (gloo on CPU, NCCL on GPUs).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -103,8 +107,9 @@ def run(args: argparse.Namespace) -> int:
     """Train; exit status 128 + N after signal N (the run is checkpointed and resumable)."""
     from effnet.io import check_output
 
-    check_output(args.output, folder=True, inputs={"--weights": args.weights, "--spec": args.spec_file,
-                                                   "--data": args.data})  # fmt: skip
+    check_output(
+        args.output, folder=True, inputs={"--weights": args.weights, "--spec": args.spec_file, "--data": args.data}
+    )
     config = config_from_args(args)
     from effnet.training.trainer import TrainingInterrupted, fit
 

@@ -16,10 +16,27 @@ from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from effnet.specs import NetworkSpec
 
 __all__ = [
-    "DEFAULT_OUTPUT", "DEFAULT_STUDY", "DEFAULT_STEP", "DEFAULT_TOL", "STRATEGIES", "MIN_STEP", "MAX_COEFFICIENT",
-    "MAX_GRID_VALUES", "MAX_TRIALS", "MAX_SEEDS", "PHI_MAX_LIMIT", "RULES", "SearchConfig", "Budget", "ScaleConfig",
-    "parse_count", "METHODS", "DEFAULT_CURVES_OUTPUT", "DEFAULT_CURVES_STUDY", "CurvesConfig",
-]  # fmt: skip
+    "DEFAULT_OUTPUT",
+    "DEFAULT_STUDY",
+    "DEFAULT_STEP",
+    "DEFAULT_TOL",
+    "STRATEGIES",
+    "MIN_STEP",
+    "MAX_COEFFICIENT",
+    "MAX_GRID_VALUES",
+    "MAX_TRIALS",
+    "MAX_SEEDS",
+    "PHI_MAX_LIMIT",
+    "RULES",
+    "SearchConfig",
+    "Budget",
+    "ScaleConfig",
+    "parse_count",
+    "METHODS",
+    "DEFAULT_CURVES_OUTPUT",
+    "DEFAULT_CURVES_STUDY",
+    "CurvesConfig",
+]
 
 DEFAULT_OUTPUT = "runs/search"
 """Where ``effnet search`` writes its SQLite study, trial runs and report by default."""
@@ -48,10 +65,26 @@ RULES = ("paper", "fast")
 """Scaling rules of ``effnet scale``: the paper's ``α^φ, β^φ, γ^φ`` and Dollár et al.'s fast compound scaling."""
 
 
-_RESERVED_OPTIONS = frozenset({
-    "data", "model", "width", "depth", "resolution", "spec_file", "weights", "epochs", "batch_size", "train_limit",
-    "val_limit", "seed", "output", "resume", "data_root", "threads",
-})  # fmt: skip
+_RESERVED_OPTIONS = frozenset(
+    {
+        "data",
+        "model",
+        "width",
+        "depth",
+        "resolution",
+        "spec_file",
+        "weights",
+        "epochs",
+        "batch_size",
+        "train_limit",
+        "val_limit",
+        "seed",
+        "output",
+        "resume",
+        "data_root",
+        "threads",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -93,18 +126,28 @@ class SearchConfig:
     min_epochs: int = 1
     keep: int = 3
     train_options: tuple[tuple[str, Any], ...] = (
-        ("opt", "adamw"), ("schedule", "cosine"), ("lr", 0.04), ("warmup_epochs", 0.3), ("bn_momentum", 0.1),
-        ("augment", "none"), ("crop_pct", 1.0), ("ema_decay", 0.0), ("label_smoothing", 0.0), ("dropout", 0.0),
+        ("opt", "adamw"),
+        ("schedule", "cosine"),
+        ("lr", 0.04),
+        ("warmup_epochs", 0.3),
+        ("bn_momentum", 0.1),
+        ("augment", "none"),
+        ("crop_pct", 1.0),
+        ("ema_decay", 0.0),
+        ("label_smoothing", 0.0),
+        ("dropout", 0.0),
         ("drop_path", 0.0),
-    )  # fmt: skip
+    )
 
     def __post_init__(self) -> None:
         options = tuple((str(k), v) for k, v in dict(self.train_options).items())
         object.__setattr__(self, "train_options", options)
         reserved = sorted(set(dict(options)) & _RESERVED_OPTIONS)
         if reserved:
-            raise ValueError(f"--train-option {', '.join(reserved)}: set by the search itself; use its own flags "
-                             "(--epochs, --batch-size, --train-limit, --width, --resolution, --seeds, --output, ...)")
+            raise ValueError(
+                f"--train-option {', '.join(reserved)}: set by the search itself; use its own flags "
+                "(--epochs, --batch-size, --train-limit, --width, --resolution, --seeds, --output, ...)"
+            )
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"--seeds must be an integer >= 1, got {self.seeds!r}")
         if self.strategy is None:
@@ -116,8 +159,9 @@ class SearchConfig:
         if isinstance(self.min_epochs, bool) or not isinstance(self.min_epochs, int) or not 1 <= self.min_epochs:
             raise ValueError(f"--min-epochs must be an integer >= 1, got {self.min_epochs!r}")
         if isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 0:
-            raise ValueError(f"--keep must be an integer >= 0 (trials never stopped while in the top K), "
-                             f"got {self.keep!r}")  # fmt: skip
+            raise ValueError(
+                f"--keep must be an integer >= 0 (trials never stopped while in the top K), got {self.keep!r}"
+            )
         if not isinstance(self.heartbeat, int) or self.heartbeat < 1:
             raise ValueError(f"--heartbeat must be an integer number of seconds >= 1, got {self.heartbeat!r}")
         if not isinstance(self.study, str) or not self.study.strip():
@@ -144,11 +188,15 @@ class SearchConfig:
             raise ValueError(f"--seeds must be <= {MAX_SEEDS}, got {self.seeds}")
         values = math.floor((self.high - self.low) / self.step + 1e-9) + 1
         if values > MAX_GRID_VALUES:
-            raise ValueError(f"--step {self.step:g} on [{self.low:g}, {self.high:g}] gives {values} values per "
-                             f"coefficient, more than {MAX_GRID_VALUES}; use a coarser --step or a narrower range")
+            raise ValueError(
+                f"--step {self.step:g} on [{self.low:g}, {self.high:g}] gives {values} values per "
+                f"coefficient, more than {MAX_GRID_VALUES}; use a coarser --step or a narrower range"
+            )
         if self.strategy == "halving" and self.min_epochs >= self.epochs:
-            raise ValueError(f"--min-epochs ({self.min_epochs}) must be below --epochs ({self.epochs}) with "
-                             "--strategy halving, or nothing can be stopped early")  # fmt: skip
+            raise ValueError(
+                f"--min-epochs ({self.min_epochs}) must be below --epochs ({self.epochs}) with "
+                "--strategy halving, or nothing can be stopped early"
+            )
 
     @property
     def storage_url(self) -> str:
@@ -158,8 +206,11 @@ class SearchConfig:
 
 def _default_strategy(epochs: object, min_epochs: object) -> str:
     """``halving`` when a trial can be stopped before its last epoch, else ``grid`` (bad values: checked later)."""
-    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (epochs, min_epochs))
-    return "halving" if ints and epochs > min_epochs else "grid"  # type: ignore[operator]
+    if isinstance(epochs, bool) or isinstance(min_epochs, bool):
+        return "grid"
+    if isinstance(epochs, int) and isinstance(min_epochs, int) and epochs > min_epochs:
+        return "halving"
+    return "grid"
 
 
 def default_storage(output: str) -> str:
@@ -208,8 +259,12 @@ class Budget:
 
     def to_dict(self) -> dict[str, float | None]:
         """JSON-ready limits."""
-        return {"max_macs": self.max_macs, "max_params": self.max_params, "max_latency_ms": self.max_latency_ms,
-                "max_memory_mb": self.max_memory_mb}  # fmt: skip
+        return {
+            "max_macs": self.max_macs,
+            "max_params": self.max_params,
+            "max_latency_ms": self.max_latency_ms,
+            "max_memory_mb": self.max_memory_mb,
+        }
 
 
 @dataclass(frozen=True)

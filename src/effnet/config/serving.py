@@ -10,12 +10,33 @@ import math
 
 __all__ = [
     "ServingUnavailable",
-    "RUNTIMES", "RUNTIME_DESCRIPTIONS", "DEFAULT_RUNTIME", "PRECISIONS", "DEFAULT_PRECISION", "PRECISION_RUNTIMES",
-    "EXPORT_FORMATS", "EXPORT_PRECISIONS", "DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET", "MIN_INPUT_SIZE",
-    "MAX_INPUT_SIZE", "DEFAULT_ATOL", "DEFAULT_CALIBRATION_SIZE", "MAX_CALIBRATION_SIZE", "CPU_FP32_CROSSOVER",
-    "default_backend", "check_runtime", "check_precision", "check_opset", "check_input_size", "check_atol",
-    "check_calibration_size", "runtime_help", "precision_help",
-]  # fmt: skip
+    "RUNTIMES",
+    "RUNTIME_DESCRIPTIONS",
+    "DEFAULT_RUNTIME",
+    "PRECISIONS",
+    "DEFAULT_PRECISION",
+    "PRECISION_RUNTIMES",
+    "EXPORT_FORMATS",
+    "EXPORT_PRECISIONS",
+    "DEFAULT_OPSET",
+    "MIN_OPSET",
+    "MAX_OPSET",
+    "MIN_INPUT_SIZE",
+    "MAX_INPUT_SIZE",
+    "DEFAULT_ATOL",
+    "DEFAULT_CALIBRATION_SIZE",
+    "MAX_CALIBRATION_SIZE",
+    "CPU_FP32_CROSSOVER",
+    "default_backend",
+    "check_runtime",
+    "check_precision",
+    "check_opset",
+    "check_input_size",
+    "check_atol",
+    "check_calibration_size",
+    "runtime_help",
+    "precision_help",
+]
 
 
 class ServingUnavailable(ValueError):
@@ -24,13 +45,13 @@ class ServingUnavailable(ValueError):
 
 RUNTIME_DESCRIPTIONS: dict[str, str] = {
     "default": "the fastest exact engine for the request: on CPU ONNX Runtime or OpenVINO by batch size (fp32), "
-               "OpenVINO for bf16/int8; on CUDA compile",
+    "OpenVINO for bf16/int8; on CUDA compile",
     "compile": "BN folded + channels_last + torch.compile with freezing (falls back to fused if compile fails)",
     "eager": "the plain module",
     "fused": "BN folded + channels_last, no compile (instant start-up)",
     "onnxruntime": "ONNX export run by ONNX Runtime's CPU engine (fp32, int8)",
     "openvino": "ONNX export compiled by OpenVINO's CPU plugin (fp32, native bf16, NNCF int8)",
-}  # fmt: skip
+}
 """Runtime name -> one-line description (``--runtime`` help)."""
 
 RUNTIMES: tuple[str, ...] = tuple(RUNTIME_DESCRIPTIONS)
@@ -49,8 +70,11 @@ PRECISION_RUNTIMES: dict[str, tuple[str, ...]] = {
 """Which runtimes serve each precision (ONNX Runtime's CPU engine has no native bf16 path; int8 needs a quantizer)."""
 
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript", "openvino")
-EXPORT_PRECISIONS: dict[str, tuple[str, ...]] = {"onnx": ("fp32", "int8"), "torchscript": ("fp32",),
-                                                 "openvino": ("fp32", "bf16", "int8")}  # fmt: skip
+EXPORT_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "onnx": ("fp32", "int8"),
+    "torchscript": ("fp32",),
+    "openvino": ("fp32", "bf16", "int8"),
+}
 """Precisions each export format can hold (ONNX int8 = ONNX Runtime QDQ; OpenVINO int8 = NNCF; bf16 = IR hint)."""
 
 DEFAULT_OPSET = 17
@@ -85,8 +109,10 @@ def check_precision(precision: object, runtime: str = "default") -> str:
     """``precision`` if it is one of :data:`PRECISIONS` and ``runtime`` serves it, else a one-line ``ValueError``."""
     _choice("precision", precision, PRECISIONS)
     if runtime not in PRECISION_RUNTIMES[str(precision)]:
-        raise ValueError(f"precision {precision} runs on runtime {', '.join(PRECISION_RUNTIMES[str(precision)])}; "
-                         f"got runtime {runtime!r}")  # fmt: skip
+        raise ValueError(
+            f"precision {precision} runs on runtime {', '.join(PRECISION_RUNTIMES[str(precision)])}; "
+            f"got runtime {runtime!r}"
+        )
     return str(precision)
 
 
@@ -145,7 +171,9 @@ def runtime_help(default: str = DEFAULT_RUNTIME) -> str:
 
 def precision_help() -> str:
     """``--precision`` help text."""
-    return (f"numeric precision (default: {DEFAULT_PRECISION}). fp32: exact (within 1e-4 of eager); bf16: the "
-            "hardware's native bf16 (AVX512_BF16/AMX on CPU via OpenVINO, bf16 on CUDA), refused where absent; "
-            f"int8: post-training static quantization (NNCF on OpenVINO, ONNX Runtime's quantizer on onnxruntime) "
-            f"calibrated on --calibration DIR (first {DEFAULT_CALIBRATION_SIZE} images by default)")  # fmt: skip
+    return (
+        f"numeric precision (default: {DEFAULT_PRECISION}). fp32: exact (within 1e-4 of eager); bf16: the "
+        "hardware's native bf16 (AVX512_BF16/AMX on CPU via OpenVINO, bf16 on CUDA), refused where absent; "
+        f"int8: post-training static quantization (NNCF on OpenVINO, ONNX Runtime's quantizer on onnxruntime) "
+        f"calibrated on --calibration DIR (first {DEFAULT_CALIBRATION_SIZE} images by default)"
+    )

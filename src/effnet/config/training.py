@@ -21,12 +21,36 @@ from effnet.limits import MAX_RESOLUTION, MIN_RESOLUTION
 from effnet.specs import get_spec, require_known_fields
 
 __all__ = [
-    "OPTIMIZERS", "SCHEDULES", "AUGMENTS", "AMP_MODES", "RECIPES", "RECIPE_OPTIMIZER_VALUES", "RECIPE_CHOICES",
-    "PAPER_MIN_EPOCHS", "GROUPS", "SCHEDULE_FIELDS", "Augment", "TrainConfig", "check_fields", "flag_name",
-    "field_type", "recipe_value", "choose_recipe", "recipe_warning", "resolve_recipe", "resolve_speed", "peak_lr",
-    "MAX_PROGRESSIVE_STAGES", "MIN_RESOLUTION_FRACTION", "PROGRESSIVE_RANGES", "Stage", "parse_range",
-    "default_min_resolution", "progressive_stages", "stage_for_epoch",
-]  # fmt: skip
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "AUGMENTS",
+    "AMP_MODES",
+    "RECIPES",
+    "RECIPE_OPTIMIZER_VALUES",
+    "RECIPE_CHOICES",
+    "PAPER_MIN_EPOCHS",
+    "GROUPS",
+    "SCHEDULE_FIELDS",
+    "Augment",
+    "TrainConfig",
+    "check_fields",
+    "flag_name",
+    "field_type",
+    "recipe_value",
+    "choose_recipe",
+    "recipe_warning",
+    "resolve_recipe",
+    "resolve_speed",
+    "peak_lr",
+    "MAX_PROGRESSIVE_STAGES",
+    "MIN_RESOLUTION_FRACTION",
+    "PROGRESSIVE_RANGES",
+    "Stage",
+    "parse_range",
+    "default_min_resolution",
+    "progressive_stages",
+    "stage_for_epoch",
+]
 
 OPTIMIZERS = ("rmsprop_tf", "rmsprop", "sgd", "adamw")
 """Optimizer names (``effnet.training.optim.build_optimizer``)."""
@@ -38,11 +62,24 @@ AMP_MODES = ("auto", "none", "bf16", "fp16")
 """Autocast modes; ``auto`` is resolved per device by :func:`resolve_speed`."""
 
 _PAPER: dict[str, Any] = {
-    "opt": "rmsprop_tf", "lr": 0.016, "momentum": 0.9, "rmsprop_decay": 0.9, "opt_eps": 1e-3,
-    "weight_decay": 1e-5, "schedule": "step", "warmup_epochs": 5.0, "decay_rate": 0.97, "decay_epochs": 2.4,
-    "label_smoothing": 0.1, "ema_decay": 0.9999, "bn_momentum": 0.01, "body_lr_scale": 1.0,
-    "augment": "autoaugment", "new_head": False, "random_crop": True,
-}  # fmt: skip
+    "opt": "rmsprop_tf",
+    "lr": 0.016,
+    "momentum": 0.9,
+    "rmsprop_decay": 0.9,
+    "opt_eps": 1e-3,
+    "weight_decay": 1e-5,
+    "schedule": "step",
+    "warmup_epochs": 5.0,
+    "decay_rate": 0.97,
+    "decay_epochs": 2.4,
+    "label_smoothing": 0.1,
+    "ema_decay": 0.9999,
+    "bn_momentum": 0.01,
+    "body_lr_scale": 1.0,
+    "augment": "autoaugment",
+    "new_head": False,
+    "random_crop": True,
+}
 RECIPES: dict[str, dict[str, Any]] = {
     # Tan & Le 2019, section 5.2, and the reference TPU implementation's defaults.
     "paper": _PAPER,
@@ -50,16 +87,38 @@ RECIPES: dict[str, dict[str, Any]] = {
     # statistics that follow the weights (momentum 0.1), and no regularization a few epochs cannot afford: no
     # AutoAugment, no random-resized crop (validation's resize + center crop), no dropout, no stochastic depth.
     # Another --opt keeps the paper's LR and weight decay, so explicit flags mean under it what they mean under paper.
-    "short": {**_PAPER, "opt": "adamw", "schedule": "cosine", "warmup_epochs": 0.3, "bn_momentum": 0.1,
-              "augment": "none", "random_crop": False, "dropout": 0.0, "drop_path": 0.0},
+    "short": {
+        **_PAPER,
+        "opt": "adamw",
+        "schedule": "cosine",
+        "warmup_epochs": 0.3,
+        "bn_momentum": 0.1,
+        "augment": "none",
+        "random_crop": False,
+        "dropout": 0.0,
+        "drop_path": 0.0,
+    },
     # Transfer learning: SGD (or AdamW) with cosine decay, a fresh classifier and a 10x lower LR on the body.
     "finetune": {
-        "opt": "sgd", "lr": 0.05, "momentum": 0.9, "rmsprop_decay": 0.9, "opt_eps": None,
-        "weight_decay": 1e-4, "schedule": "cosine", "warmup_epochs": 1.0, "decay_rate": 0.97, "decay_epochs": 2.4,
-        "label_smoothing": 0.1, "ema_decay": 0.999, "bn_momentum": 0.01, "body_lr_scale": 0.1,
-        "augment": "autoaugment", "new_head": True, "random_crop": True,
+        "opt": "sgd",
+        "lr": 0.05,
+        "momentum": 0.9,
+        "rmsprop_decay": 0.9,
+        "opt_eps": None,
+        "weight_decay": 1e-4,
+        "schedule": "cosine",
+        "warmup_epochs": 1.0,
+        "decay_rate": 0.97,
+        "decay_epochs": 2.4,
+        "label_smoothing": 0.1,
+        "ema_decay": 0.999,
+        "bn_momentum": 0.01,
+        "body_lr_scale": 0.1,
+        "augment": "autoaugment",
+        "new_head": True,
+        "random_crop": True,
     },
-}  # fmt: skip
+}
 """Values each recipe gives to the fields left ``None`` (then :data:`RECIPE_OPTIMIZER_VALUES` for the optimizer)."""
 RECIPE_OPTIMIZER_VALUES: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"adamw": {"lr": 1e-3, "weight_decay": 0.05}},
@@ -75,29 +134,49 @@ MAX_PROGRESSIVE_STAGES = 1000
 MIN_RESOLUTION_FRACTION = 128 / 300
 """Default first-stage size as a fraction of the final one: EfficientNetV2-S trains from 128 to 300 px (Table 6)."""
 PROGRESSIVE_RANGES: dict[str, tuple[float, float, bool]] = {
-    "dropout_range": (0.0, 0.99, False), "randaugment_range": (0.0, 30.0, True), "mixup_range": (0.0, 10.0, False),
-}  # fmt: skip
+    "dropout_range": (0.0, 0.99, False),
+    "randaugment_range": (0.0, 30.0, True),
+    "mixup_range": (0.0, 10.0, False),
+}
 """Per ``--*-range`` field: the smallest and largest value it accepts and whether its values are integers."""
 """Shortest run ``--recipe auto`` gives the paper's recipe: its 5-epoch warm-up is then at most a tenth of it."""
 
 GROUPS = (
-    ("data", "data and model"), ("run", "run"), ("recipe", "recipe (unset flags take the recipe's value)"),
+    ("data", "data and model"),
+    ("run", "run"),
+    ("recipe", "recipe (unset flags take the recipe's value)"),
     ("augment", "augmentation"),
     ("progressive", "progressive learning (EfficientNetV2, Tan & Le 2021, section 4.2, Algorithm 1)"),
     ("speed", "speed"),
-)  # fmt: skip
+)
 """Flag groups of ``effnet train --help`` (key, title), in order."""
 
 
-def _f(default: Any, help: str, group: str, *, choices: tuple[Any, ...] | None = None, limits: str | None = None,
-       flag: str | None = None, resume_check: bool | None = None, optional_value: bool = False,
-       metavar: str | None = None) -> Any:  # fmt: skip
+def _f(
+    default: Any,
+    help: str,
+    group: str,
+    *,
+    choices: tuple[Any, ...] | None = None,
+    limits: str | None = None,
+    flag: str | None = None,
+    resume_check: bool | None = None,
+    optional_value: bool = False,
+    metavar: str | None = None,
+) -> Any:
     """A field with its metadata: ``limits`` like ``"(0, 1]"``; ``resume_check`` (default: every group but speed)
     says a resumed run must share the value with its checkpoint; ``optional_value``: ``--flag`` alone means true;
     ``metavar``: the value's name in ``--help`` (default: argparse's)."""
-    meta = {"help": help, "group": group, "choices": choices, "limits": limits, "flag": flag,
-            "resume_check": group != "speed" if resume_check is None else resume_check,
-            "optional_value": optional_value, "metavar": metavar}  # fmt: skip
+    meta = {
+        "help": help,
+        "group": group,
+        "choices": choices,
+        "limits": limits,
+        "flag": flag,
+        "resume_check": group != "speed" if resume_check is None else resume_check,
+        "optional_value": optional_value,
+        "metavar": metavar,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -105,7 +184,10 @@ _LIMITS = re.compile(r"^([\[(])\s*([^,]+?)\s*,\s*([^\]\)]+?)\s*([\])])$")
 
 
 def _limit_error(name: str, value: Any, limits: str) -> str | None:
-    low_bracket, low, high, high_bracket = _LIMITS.match(limits).groups()  # type: ignore[union-attr]
+    match = _LIMITS.match(limits)
+    if match is None:
+        raise ValueError(f"{name}: malformed limits {limits!r}")
+    low_bracket, low, high, high_bracket = match.groups()
     lo, hi = float(low), float(high)
     ok = (value >= lo if low_bracket == "[" else value > lo) and (value <= hi if high_bracket == "]" else value < hi)
     accepted = f"{'>=' if low_bracket == '[' else '>'} {low}" if math.isinf(hi) else f"in {limits}"
@@ -195,43 +277,71 @@ class TrainConfig:
     Values are checked on construction (``ValueError`` naming the flag and what it accepts).
     """
 
-    data: str = _f("fashion-mnist", "fashion-mnist, cifar10, cifar100, or a folder with train/ and val/ class "
-                   "folders", "data")  # fmt: skip
-    data_root: str | None = _f(None, "folder searched first for named datasets (then $EFFNET_DATA, "
-                               "/usr/share/datasets, torchvision's cache)", "data", resume_check=False)  # fmt: skip
+    data: str = _f(
+        "fashion-mnist", "fashion-mnist, cifar10, cifar100, or a folder with train/ and val/ class folders", "data"
+    )
+    data_root: str | None = _f(
+        None,
+        "folder searched first for named datasets (then $EFFNET_DATA, /usr/share/datasets, torchvision's cache)",
+        "data",
+        resume_check=False,
+    )
     download: bool = _f(False, "let torchvision download a named dataset if missing", "data", resume_check=False)
     model: str = _f("efficientnet_b0", "model name", "data")
     width: float = _f(1.0, "multiply the model's width coefficient", "data", limits="(0, inf)")
     depth: float = _f(1.0, "multiply the model's depth coefficient", "data", limits="(0, inf)")
     resolution: int | None = _f(None, "input size (default: the model's)", "data", limits="[1, inf)")
-    stem_stride: int | None = _f(None, "stride of the stem conv (default: the model's, 2; 1 keeps detail on 32x32 "
-                                 "inputs)", "data", limits="[1, inf)")  # fmt: skip
+    stem_stride: int | None = _f(
+        None,
+        "stride of the stem conv (default: the model's, 2; 1 keeps detail on 32x32 inputs)",
+        "data",
+        limits="[1, inf)",
+    )
     spec_file: str | None = _f(None, "NetworkSpec JSON file to train instead of --model", "data", flag="--spec")
-    weights: str | None = _f(None, "initial weights to fine-tune from: .safetensors, a checkpoint, or a hub "
-                                 "reference (hf-hub:timm/<repo>, torchvision:<Enum>[.<MEMBER>])", "data")
-    in_chans: int | None = _f(None, "input channels (default: the data's, or the --weights file's: gray repeated "
-                              "to RGB)", "data", choices=(1, 3))  # fmt: skip
+    weights: str | None = _f(
+        None,
+        "initial weights to fine-tune from: .safetensors, a checkpoint, or a hub "
+        "reference (hf-hub:timm/<repo>, torchvision:<Enum>[.<MEMBER>])",
+        "data",
+    )
+    in_chans: int | None = _f(
+        None,
+        "input channels (default: the data's, or the --weights file's: gray repeated to RGB)",
+        "data",
+        choices=(1, 3),
+    )
     train_limit: int | None = _f(None, "train on a fixed random subset of N images", "data", limits="[1, inf)")
     val_limit: int | None = _f(None, "evaluate on a fixed random subset of N images", "data", limits="[1, inf)")
     limit_seed: int = _f(0, "seed choosing the --train/val-limit subsets", "data", limits="[0, inf)")
     epochs: int = _f(10, "number of epochs", "run", limits="[1, inf)")
-    batch_size: int = _f(128, "global batch size (all processes together; BatchNorm trains on 2+ images)", "run",
-                         limits="[2, inf)")
+    batch_size: int = _f(
+        128, "global batch size (all processes together; BatchNorm trains on 2+ images)", "run", limits="[2, inf)"
+    )
     seed: int = _f(0, "random seed", "run", limits="[0, inf)")
-    output: str = _f("runs/train", "run directory (config, metrics, checkpoint, weights, plots; locked while a run "
-                     "uses it)", "run", resume_check=False)  # fmt: skip
+    output: str = _f(
+        "runs/train",
+        "run directory (config, metrics, checkpoint, weights, plots; locked while a run uses it)",
+        "run",
+        resume_check=False,
+    )
     resume: bool = _f(False, "continue the run in --output from its checkpoint", "run", resume_check=False)
-    recipe: str = _f("auto", f"recipe: auto = paper for runs of {PAPER_MIN_EPOCHS}+ epochs, else short",
-                     "recipe", choices=RECIPE_CHOICES)  # fmt: skip
+    recipe: str = _f(
+        "auto",
+        f"recipe: auto = paper for runs of {PAPER_MIN_EPOCHS}+ epochs, else short",
+        "recipe",
+        choices=RECIPE_CHOICES,
+    )
     opt: str | None = _f(None, "optimizer", "recipe", choices=OPTIMIZERS)
     lr: float | None = _f(None, "LR per 256 images (scaled by batch/256)", "recipe", limits="(0, inf)")
     momentum: float | None = _f(None, "momentum", "recipe", limits="[0, 1)")
     rmsprop_decay: float | None = _f(None, "RMSProp decay", "recipe", limits="[0, 1)")
-    opt_eps: float | None = _f(None, "optimizer epsilon (RMSProp: inside the sqrt; unset: the optimizer's own)",
-                               "recipe", limits="(0, inf)")  # fmt: skip
+    opt_eps: float | None = _f(
+        None, "optimizer epsilon (RMSProp: inside the sqrt; unset: the optimizer's own)", "recipe", limits="(0, inf)"
+    )
     weight_decay: float | None = _f(None, "L2 on conv/linear weights", "recipe", limits="[0, inf)")
-    schedule: str | None = _f(None, "LR schedule after warmup (step = staircase exponential decay)", "recipe",
-                              choices=SCHEDULES)  # fmt: skip
+    schedule: str | None = _f(
+        None, "LR schedule after warmup (step = staircase exponential decay)", "recipe", choices=SCHEDULES
+    )
     warmup_epochs: float | None = _f(None, "linear warmup epochs", "recipe", limits="[0, inf)")
     decay_rate: float | None = _f(None, "step schedule factor", "recipe", limits="(0, 1]")
     decay_epochs: float | None = _f(None, "step schedule period in epochs", "recipe", limits="(0, inf)")
@@ -239,42 +349,60 @@ class TrainConfig:
     label_smoothing: float | None = _f(None, "label smoothing", "recipe", limits="[0, 1)")
     ema_decay: float | None = _f(None, "weight EMA decay, 0 = off", "recipe", limits="[0, 1)")
     ema_warmup: bool = _f(True, "use min(decay, (1+n)/(10+n)) as TF does", "recipe")
-    dropout: float | None = _f(None, "dropout before the classifier (default: the model's)", "recipe",
-                               limits="[0, 1)")  # fmt: skip
+    dropout: float | None = _f(None, "dropout before the classifier (default: the model's)", "recipe", limits="[0, 1)")
     drop_path: float | None = _f(None, "stochastic depth rate (default: the model's)", "recipe", limits="[0, 1)")
     bn_momentum: float | None = _f(None, "BatchNorm momentum, torch convention", "recipe", limits="(0, 1]")
     body_lr_scale: float | None = _f(None, "LR factor for all but the classifier", "recipe", limits="[0, inf)")
     new_head: bool | None = _f(None, "fresh classifier with --weights", "recipe")
     freeze_bn: bool = _f(False, "keep BatchNorm in eval mode while training", "recipe")
     grad_clip: float | None = _f(None, "clip the gradient norm to this value", "recipe", limits="(0, inf)")
-    augment: str | None = _f(None, "policy after crop/flip (autoaugment: the ImageNet policy)", "augment",
-                             choices=AUGMENTS)  # fmt: skip
+    augment: str | None = _f(
+        None, "policy after crop/flip (autoaugment: the ImageNet policy)", "augment", choices=AUGMENTS
+    )
     randaugment_n: int = _aug("randaugment_n")
     randaugment_m: int = _aug("randaugment_m")
     crop_scale_min: float = _aug("crop_scale_min")
     hflip: float = _aug("hflip")
-    random_crop: bool | None = _f(None, "random-resized crop (false: the evaluation's resize + center crop; default: "
-                                  "the recipe's)", "augment")  # fmt: skip
+    random_crop: bool | None = _f(
+        None, "random-resized crop (false: the evaluation's resize + center crop; default: the recipe's)", "augment"
+    )
     crop_pct: float = _f(0.875, "evaluation crop fraction", "augment", limits="(0, 1]")
-    progressive: int = _f(0, "split the epochs into K equal stages of rising image size and regularization (0 or 1: "
-                          "off; forces --augment randaugment)", "progressive",
-                          limits=f"[0, {MAX_PROGRESSIVE_STAGES}]", metavar="K")  # fmt: skip
-    min_resolution: int | None = _f(None, "image size of the first stage (default: 128/300 of the final size, "
-                                    f"rounded to a multiple of 8, >= {MIN_RESOLUTION})", "progressive",
-                                    limits=f"[{MIN_RESOLUTION}, {MAX_RESOLUTION}]", metavar="S0")  # fmt: skip
-    dropout_range: str = _f("0.1,0.3", "classifier dropout from the first stage to the last (V2-S, Table 6)",
-                            "progressive", metavar="LO,HI")  # fmt: skip
-    randaugment_range: str = _f("5,15", "RandAugment magnitude, integers in [0, 30] (V2-S, Table 6)",
-                                "progressive", metavar="LO,HI")  # fmt: skip
+    progressive: int = _f(
+        0,
+        "split the epochs into K equal stages of rising image size and regularization (0 or 1: "
+        "off; forces --augment randaugment)",
+        "progressive",
+        limits=f"[0, {MAX_PROGRESSIVE_STAGES}]",
+        metavar="K",
+    )
+    min_resolution: int | None = _f(
+        None,
+        "image size of the first stage (default: 128/300 of the final size, "
+        f"rounded to a multiple of 8, >= {MIN_RESOLUTION})",
+        "progressive",
+        limits=f"[{MIN_RESOLUTION}, {MAX_RESOLUTION}]",
+        metavar="S0",
+    )
+    dropout_range: str = _f(
+        "0.1,0.3", "classifier dropout from the first stage to the last (V2-S, Table 6)", "progressive", metavar="LO,HI"
+    )
+    randaugment_range: str = _f(
+        "5,15", "RandAugment magnitude, integers in [0, 30] (V2-S, Table 6)", "progressive", metavar="LO,HI"
+    )
     mixup_range: str = _f("0,0", "mixup alpha, 0 = no mixup (V2-S, Table 6)", "progressive", metavar="LO,HI")
-    amp: str = _f("auto", "autocast; fp16 uses a loss scaler (auto: bf16 on CUDA, none on CPU, where bf16 is no "
-                  "faster)", "speed", choices=AMP_MODES, resume_check=True)  # fmt: skip
-    channels_last: bool | None = _f(None, "channels_last memory format (default: true on CPU and CUDA)", "speed",
-                                    optional_value=True)  # fmt: skip
+    amp: str = _f(
+        "auto",
+        "autocast; fp16 uses a loss scaler (auto: bf16 on CUDA, none on CPU, where bf16 is no faster)",
+        "speed",
+        choices=AMP_MODES,
+        resume_check=True,
+    )
+    channels_last: bool | None = _f(
+        None, "channels_last memory format (default: true on CPU and CUDA)", "speed", optional_value=True
+    )
     compile: bool = _f(False, "torch.compile the model", "speed")
     grad_checkpointing: bool = _f(False, "recompute stage activations in backward", "speed")
-    lean_activations: bool = _f(True, "memory-lean BN+activation on CPU: -28% saved activations, 0-10% slower",
-                                "speed")  # fmt: skip
+    lean_activations: bool = _f(True, "memory-lean BN+activation on CPU: -28% saved activations, 0-10% slower", "speed")
     workers: int | None = _f(None, "data loader workers (default: 0 on CPU, 8 on GPU)", "speed", limits="[0, inf)")
     pin_memory: bool | None = _f(None, "pinned host memory (default: on GPU)", "speed")
     sync_bn: bool = _f(False, "SyncBatchNorm across processes (GPU only)", "speed", resume_check=True)
@@ -295,8 +423,14 @@ class TrainConfig:
 
     def augmentation(self) -> Augment:
         """The training augmentation these settings describe (``augment`` None: no policy)."""
-        return Augment(self.augment or "none", self.randaugment_n, self.randaugment_m, self.crop_scale_min, self.hflip,
-                       self.random_crop is not False)  # fmt: skip
+        return Augment(
+            self.augment or "none",
+            self.randaugment_n,
+            self.randaugment_m,
+            self.crop_scale_min,
+            self.hflip,
+            self.random_crop is not False,
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -321,21 +455,27 @@ def choose_recipe(config: TrainConfig) -> tuple[str, str]:
     if config.recipe != "auto":
         return config.recipe, f"recipe {config.recipe} (--recipe {config.recipe})"
     if config.epochs >= PAPER_MIN_EPOCHS:
-        return "paper", (f"recipe auto -> paper: {config.epochs} epochs >= {PAPER_MIN_EPOCHS}, long enough for its "
-                         f"{_PAPER['warmup_epochs']:g}-epoch warm-up and slow BN/EMA averages")  # fmt: skip
+        return "paper", (
+            f"recipe auto -> paper: {config.epochs} epochs >= {PAPER_MIN_EPOCHS}, long enough for its "
+            f"{_PAPER['warmup_epochs']:g}-epoch warm-up and slow BN/EMA averages"
+        )
     s = RECIPES["short"]
-    return "short", (f"recipe auto -> short ({s['opt']}, {s['schedule']}, {s['warmup_epochs']:g}-epoch warm-up, BN "
-                     f"momentum {s['bn_momentum']:g}, no augmentation, dropout or stochastic depth): "
-                     f"{config.epochs} epochs < {PAPER_MIN_EPOCHS}, too short for the "
-                     f"paper's {_PAPER['warmup_epochs']:g}-epoch warm-up; --recipe paper forces it")  # fmt: skip
+    return "short", (
+        f"recipe auto -> short ({s['opt']}, {s['schedule']}, {s['warmup_epochs']:g}-epoch warm-up, BN "
+        f"momentum {s['bn_momentum']:g}, no augmentation, dropout or stochastic depth): "
+        f"{config.epochs} epochs < {PAPER_MIN_EPOCHS}, too short for the "
+        f"paper's {_PAPER['warmup_epochs']:g}-epoch warm-up; --recipe paper forces it"
+    )
 
 
 def recipe_warning(config: TrainConfig) -> str | None:
     """A warning for a resolved config whose warm-up outlasts the run (the LR never reaches its peak), else None."""
     if config.warmup_epochs is not None and config.warmup_epochs > config.epochs:
-        return (f"--recipe {config.recipe}: the {config.warmup_epochs:g}-epoch warm-up is longer than the "
-                f"{config.epochs}-epoch run, so the LR never reaches its peak (--recipe auto or --warmup-epochs "
-                "fit it to the run)")  # fmt: skip
+        return (
+            f"--recipe {config.recipe}: the {config.warmup_epochs:g}-epoch warm-up is longer than the "
+            f"{config.epochs}-epoch run, so the LR never reaches its peak (--recipe auto or --warmup-epochs "
+            "fit it to the run)"
+        )
     return None
 
 
@@ -437,8 +577,10 @@ def _lerp(low: float, high: float, t: float) -> float:
 
 
 def _ranges(config: TrainConfig) -> dict[str, tuple[float, float]]:
-    return {name: parse_range(getattr(config, name), "--" + name.replace("_", "-"), lo, hi, integer)
-            for name, (lo, hi, integer) in PROGRESSIVE_RANGES.items()}  # fmt: skip
+    return {
+        name: parse_range(getattr(config, name), "--" + name.replace("_", "-"), lo, hi, integer)
+        for name, (lo, hi, integer) in PROGRESSIVE_RANGES.items()
+    }
 
 
 def _check_progressive(config: TrainConfig) -> None:
@@ -448,18 +590,24 @@ def _check_progressive(config: TrainConfig) -> None:
     if k <= 1:
         return
     if k > config.epochs:
-        raise InvalidValue(f"--progressive {k} needs at least {k} epochs (one per stage), got --epochs "
-                           f"{config.epochs}")  # fmt: skip
+        raise InvalidValue(f"--progressive {k} needs at least {k} epochs (one per stage), got --epochs {config.epochs}")
     if config.augment not in (None, "randaugment"):
-        raise InvalidValue(f"--progressive trains with RandAugment (its magnitude grows over --randaugment-range), "
-                           f"not --augment {config.augment}; leave --augment unset or use randaugment")  # fmt: skip
+        raise InvalidValue(
+            f"--progressive trains with RandAugment (its magnitude grows over --randaugment-range), "
+            f"not --augment {config.augment}; leave --augment unset or use randaugment"
+        )
     if config.dropout is not None:
-        raise InvalidValue(f"--progressive sets the dropout per stage from --dropout-range; drop --dropout "
-                           f"{config.dropout:g}")  # fmt: skip
-    if config.resolution is not None and config.min_resolution is not None and config.min_resolution > \
-            config.resolution:
-        raise InvalidValue(f"--min-resolution {config.min_resolution} is larger than the final --resolution "
-                           f"{config.resolution}")  # fmt: skip
+        raise InvalidValue(
+            f"--progressive sets the dropout per stage from --dropout-range; drop --dropout {config.dropout:g}"
+        )
+    if (
+        config.resolution is not None
+        and config.min_resolution is not None
+        and config.min_resolution > config.resolution
+    ):
+        raise InvalidValue(
+            f"--min-resolution {config.min_resolution} is larger than the final --resolution {config.resolution}"
+        )
 
 
 def progressive_stages(config: TrainConfig, resolution: int | None = None) -> tuple[Stage, ...]:
@@ -485,11 +633,16 @@ def progressive_stages(config: TrainConfig, resolution: int | None = None) -> tu
     for i in range(k):
         t = i / (k - 1)
         size = first if i == 0 else final if i == k - 1 else min(max(_round8(_lerp(first, final, t)), first), final)
-        stages.append(Stage(
-            first_epoch=i * epochs // k + 1, last_epoch=(i + 1) * epochs // k, resolution=size,
-            dropout=_lerp(*ranges["dropout_range"], t), randaugment_m=round(_lerp(*ranges["randaugment_range"], t)),
-            mixup_alpha=_lerp(*ranges["mixup_range"], t),
-        ))  # fmt: skip
+        stages.append(
+            Stage(
+                first_epoch=i * epochs // k + 1,
+                last_epoch=(i + 1) * epochs // k,
+                resolution=size,
+                dropout=_lerp(*ranges["dropout_range"], t),
+                randaugment_m=round(_lerp(*ranges["randaugment_range"], t)),
+                mixup_alpha=_lerp(*ranges["mixup_range"], t),
+            )
+        )
     return tuple(stages)
 
 

@@ -48,11 +48,22 @@ class _Backbone(nn.Module):
         self.resolved: ResolvedNetwork = resolve(spec)
         net = self.resolved
         bn = {"bn_eps": spec.bn_eps, "bn_momentum": spec.bn_momentum}
-        self.stem = ConvBNAct(spec.in_chans, net.stem_channels, spec.stem_kernel, spec.stem_stride,
-                              activation=spec.activation, padding=spec.padding, **bn)  # fmt: skip
+        self.stem = ConvBNAct(
+            spec.in_chans,
+            net.stem_channels,
+            spec.stem_kernel,
+            spec.stem_stride,
+            activation=spec.activation,
+            padding=spec.padding,
+            **bn,
+        )
         self.stem_pool = nn.MaxPool2d(3, 2, 1) if spec.stem_pool else nn.Identity()
-        block_type = {"mbconv": MBConv, "fused_mbconv": FusedMBConv, "bottleneck": Bottleneck,
-                      "dwsep": DepthwiseSeparable}  # fmt: skip
+        block_type = {
+            "mbconv": MBConv,
+            "fused_mbconv": FusedMBConv,
+            "bottleneck": Bottleneck,
+            "dwsep": DepthwiseSeparable,
+        }
         self.stages = nn.Sequential(
             *[
                 nn.Sequential(*[block_type[b.block](b, spec.activation, spec.padding, **bn) for b in stage])
@@ -110,8 +121,14 @@ class EfficientNet(_Backbone):
         super().__init__(spec)
         net = self.resolved
         self.head = (
-            ConvBNAct(net.stages[-1][-1].out_channels, net.head_channels, 1, activation=spec.activation,
-                      bn_eps=spec.bn_eps, bn_momentum=spec.bn_momentum)  # fmt: skip
+            ConvBNAct(
+                net.stages[-1][-1].out_channels,
+                net.head_channels,
+                1,
+                activation=spec.activation,
+                bn_eps=spec.bn_eps,
+                bn_momentum=spec.bn_momentum,
+            )
             if net.head_channels
             else nn.Identity()
         )
@@ -219,19 +236,39 @@ def create_model(
     gives a fresh classifier on the pretrained backbone.
     """
     if pretrained is not False:
-        return _pretrained(name, pretrained, num_classes, in_chans, activation, padding, features_only,
-                           {"drop_rate": drop_rate, "drop_path_rate": drop_path_rate, "resolution": resolution,
-                            "grad_checkpointing": grad_checkpointing})  # fmt: skip
-    spec = _apply_options(get_spec(name), num_classes, in_chans, drop_rate, drop_path_rate, activation,
-                          padding, resolution)  # fmt: skip
+        return _pretrained(
+            name,
+            pretrained,
+            num_classes,
+            in_chans,
+            activation,
+            padding,
+            features_only,
+            {
+                "drop_rate": drop_rate,
+                "drop_path_rate": drop_path_rate,
+                "resolution": resolution,
+                "grad_checkpointing": grad_checkpointing,
+            },
+        )
+    spec = _apply_options(
+        get_spec(name), num_classes, in_chans, drop_rate, drop_path_rate, activation, padding, resolution
+    )
     model = EfficientNetFeatures(spec) if features_only else EfficientNet(spec)
     model.set_grad_checkpointing(grad_checkpointing)
     return model
 
 
-def _pretrained(name: str | NetworkSpec, pretrained: bool | str, num_classes: int | None, in_chans: int | None,
-                activation: str | None, padding: str | None, features_only: bool,
-                options: dict[str, Any]) -> EfficientNet | EfficientNetFeatures:  # fmt: skip
+def _pretrained(
+    name: str | NetworkSpec,
+    pretrained: bool | str,
+    num_classes: int | None,
+    in_chans: int | None,
+    activation: str | None,
+    padding: str | None,
+    features_only: bool,
+    options: dict[str, Any],
+) -> EfficientNet | EfficientNetFeatures:
     """``create_model(..., pretrained=...)``: resolve the weights, load them, optionally keep the backbone only."""
     from effnet.errors import Unsupported, WrongType
     from effnet.models.hub import default_weights, is_weights_ref, resolve_weights
@@ -244,17 +281,25 @@ def _pretrained(name: str | NetworkSpec, pretrained: bool | str, num_classes: in
         ref = pretrained
     else:
         raise WrongType(f"pretrained must be True, False or a weights reference / file, got {pretrained!r}")
-    fixed = [k for k, v in {"in_chans": in_chans, "activation": activation, "padding": padding}.items()
-             if v is not None]  # fmt: skip
+    fixed = [
+        k for k, v in {"in_chans": in_chans, "activation": activation, "padding": padding}.items() if v is not None
+    ]
     if fixed:
-        raise Unsupported(f"create_model(pretrained=...) takes {', '.join(fixed)} from the weights; leave "
-                          f"{', '.join(fixed)} unset")  # fmt: skip
+        raise Unsupported(
+            f"create_model(pretrained=...) takes {', '.join(fixed)} from the weights; leave {', '.join(fixed)} unset"
+        )
     weights = resolve_weights(ref) if is_weights_ref(ref) else ref
     drop_head = num_classes is not None and is_weights_ref(weights) and num_classes != weights.num_classes
-    model = load_pretrained(name, weights, drop_head=drop_head, num_classes=num_classes,
-                            drop_rate=options["drop_rate"], drop_path_rate=options["drop_path_rate"],
-                            resolution=options["resolution"],
-                            grad_checkpointing=bool(options["grad_checkpointing"]))  # fmt: skip
+    model = load_pretrained(
+        name,
+        weights,
+        drop_head=drop_head,
+        num_classes=num_classes,
+        drop_rate=options["drop_rate"],
+        drop_path_rate=options["drop_path_rate"],
+        resolution=options["resolution"],
+        grad_checkpointing=bool(options["grad_checkpointing"]),
+    )
     if not features_only:
         return model
     features = EfficientNetFeatures(model.spec)
@@ -283,5 +328,11 @@ def compound_model(
 ) -> EfficientNet | EfficientNetFeatures:
     """A model scaled by the exact rule ``d = α^φ, w = β^φ, r = γ^φ``; the options as in :func:`create_model`."""
     spec = compound_spec(phi, alpha, beta, gamma, baseline, target=target, tol=tol)
-    return create_model(spec, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate,
-                        drop_path_rate=drop_path_rate, features_only=features_only)  # fmt: skip
+    return create_model(
+        spec,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        drop_path_rate=drop_path_rate,
+        features_only=features_only,
+    )

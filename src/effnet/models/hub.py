@@ -89,9 +89,11 @@ _PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
 _REPO = re.compile(rf"(?:{_PART}/)?{_PART}")
 _REVISION = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_./-]{0,255}")
 _IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
-_ACCEPTED = ("hf-hub:<namespace>/<repo>[@<revision>] (e.g. hf-hub:timm/efficientnet_b0.ra_in1k) or "
-             "torchvision:<Enum>[.<MEMBER>] / torchvision:<model> "
-             "(e.g. torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1)")
+_ACCEPTED = (
+    "hf-hub:<namespace>/<repo>[@<revision>] (e.g. hf-hub:timm/efficientnet_b0.ra_in1k) or "
+    "torchvision:<Enum>[.<MEMBER>] / torchvision:<model> "
+    "(e.g. torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1)"
+)
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ def parse_weights_ref(text: str) -> WeightsRef | None:
     prefix = next((p for p in (*HF_PREFIXES, TORCHVISION_PREFIX) if text.startswith(p)), None)
     if prefix is None:
         return None
-    body = text[len(prefix):]
+    body = text[len(prefix) :]
     if prefix in HF_PREFIXES:
         repo, sep, revision = body.partition("@")
         if not _is_valid_repo(repo) or (sep and (not _REVISION.fullmatch(revision) or ".." in revision)):
@@ -146,23 +148,28 @@ def parse_weights_ref(text: str) -> WeightsRef | None:
     if not _IDENT.fullmatch(name) or (sep and not _IDENT.fullmatch(member)):
         raise InvalidValue(f"weights reference {text!r} is not well formed; expected {_ACCEPTED}")
     if sep and not name.endswith("_Weights"):
-        raise InvalidValue(f"weights reference {text!r}: a member (.{member}) follows a weight enum such as "
-                           "EfficientNet_B0_Weights; a model name (torchvision:efficientnet_b0) means its "
-                           "DEFAULT")  # fmt: skip
+        raise InvalidValue(
+            f"weights reference {text!r}: a member (.{member}) follows a weight enum such as "
+            "EfficientNet_B0_Weights; a model name (torchvision:efficientnet_b0) means its "
+            "DEFAULT"
+        )
     return WeightsRef("torchvision", name, member or None)
 
 
 def is_weights_ref(value: Any) -> bool:
     """Whether ``value`` is a hub reference (a resolved :class:`HubWeights` or a prefixed string)."""
-    return isinstance(value, HubWeights) or (isinstance(value, str) and value.startswith((*HF_PREFIXES,
-                                                                                           TORCHVISION_PREFIX)))
+    return isinstance(value, HubWeights) or (
+        isinstance(value, str) and value.startswith((*HF_PREFIXES, TORCHVISION_PREFIX))
+    )
 
 
 def default_weights(name: str) -> str:
     """The reference ``pretrained=True`` loads for model ``name`` (:data:`DEFAULT_WEIGHTS`); none is one line."""
     if name not in DEFAULT_WEIGHTS:
-        raise Unsupported(f"model {name!r} has no default pretrained weights; pretrained=True works for "
-                          f"{', '.join(DEFAULT_WEIGHTS)} (or pass a reference: {_ACCEPTED})")  # fmt: skip
+        raise Unsupported(
+            f"model {name!r} has no default pretrained weights; pretrained=True works for "
+            f"{', '.join(DEFAULT_WEIGHTS)} (or pass a reference: {_ACCEPTED})"
+        )
     return DEFAULT_WEIGHTS[name]
 
 
@@ -224,8 +231,10 @@ def _check_size(ref: WeightsRef, filename: str, info: Any) -> None:
     """Refuse, before any byte of it is fetched, a file over :data:`MAX_DOWNLOAD_BYTES` (a dry run's answer)."""
     size = getattr(info, "file_size", None)
     if getattr(info, "will_download", False) and size is not None and size > MAX_DOWNLOAD_BYTES:
-        raise InvalidValue(f"{ref}: {filename} is {size:,} bytes; at most {MAX_DOWNLOAD_BYTES:,} are downloaded "
-                           "(effnet.limits.MAX_DOWNLOAD_BYTES)")  # fmt: skip
+        raise InvalidValue(
+            f"{ref}: {filename} is {size:,} bytes; at most {MAX_DOWNLOAD_BYTES:,} are downloaded "
+            "(effnet.limits.MAX_DOWNLOAD_BYTES)"
+        )
 
 
 def _hf_file(ref: WeightsRef, filename: str, sized: bool = False) -> Path:
@@ -248,23 +257,29 @@ def _hf_file(ref: WeightsRef, filename: str, sized: bool = False) -> Path:
         raise MissingFile(f"{ref}: no repository {ref.name} on {endpoint} (not found, private or gated)") from None
     except hf.LocalEntryNotFoundError as exc:
         if is_offline:
-            raise MissingFile(f"{ref}: {filename} of {ref.name} is not in the Hugging Face cache {cache} and "
-                              "downloads are off (HF_HUB_OFFLINE/EFFNET_OFFLINE)") from None  # fmt: skip
-        raise DownloadFailed(f"{ref}: cannot download {filename} from {endpoint} ({_describe(exc.__cause__)}) and "
-                             f"it is not in the cache {cache}") from None  # fmt: skip
+            raise MissingFile(
+                f"{ref}: {filename} of {ref.name} is not in the Hugging Face cache {cache} and "
+                "downloads are off (HF_HUB_OFFLINE/EFFNET_OFFLINE)"
+            ) from None
+        raise DownloadFailed(
+            f"{ref}: cannot download {filename} from {endpoint} ({_describe(exc.__cause__)}) and "
+            f"it is not in the cache {cache}"
+        ) from None
     except getattr(hf, "RemoteEntryNotFoundError", hf.EntryNotFoundError):  # after the local miss, its sibling
         raise _NoSuchEntry(filename) from None
     except hf.HfHubHTTPError as exc:
         status = getattr(exc.response, "status_code", "?")
-        raise DownloadFailed(f"{ref}: downloading {filename} from {endpoint} failed (HTTP {status}); "
-                             "nothing partial was kept") from None  # fmt: skip
+        raise DownloadFailed(
+            f"{ref}: downloading {filename} from {endpoint} failed (HTTP {status}); nothing partial was kept"
+        ) from None
     except InvalidValue:
         raise
     except Exception as exc:  # httpx/OS errors after huggingface_hub's retries: a dropped connection, a full disk
         dropped = type(exc).__name__ in _DROPPED
         what = "the connection dropped mid-file" if dropped else "failed"
-        raise DownloadFailed(f"{ref}: downloading {filename} from {endpoint}: {what} ({_describe(exc)}); "
-                             "nothing partial was kept") from None  # fmt: skip
+        raise DownloadFailed(
+            f"{ref}: downloading {filename} from {endpoint}: {what} ({_describe(exc)}); nothing partial was kept"
+        ) from None
 
 
 def _label_names(config: dict[str, Any], cfg: dict[str, Any], num_classes: int) -> tuple[str, ...]:
@@ -279,21 +294,28 @@ def _label_names(config: dict[str, Any], cfg: dict[str, Any], num_classes: int) 
 def _timm_config(config: Any, ref: WeightsRef) -> tuple[str, Preprocessing, int]:
     """(architecture, preprocessing, num_classes) from a timm ``config.json``; malformed fields are one line."""
     if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
-        raise Unsupported(f"{ref}: config.json names no timm architecture; effnet loads timm EfficientNet "
-                          "repositories (hf-hub:timm/<architecture>.<tag>)")  # fmt: skip
+        raise Unsupported(
+            f"{ref}: config.json names no timm architecture; effnet loads timm EfficientNet "
+            "repositories (hf-hub:timm/<architecture>.<tag>)"
+        )
     cfg = config.get("pretrained_cfg", config)
     if not isinstance(cfg, dict):
         raise BadFile(f"{ref}: config.json pretrained_cfg must be an object, got {type(cfg).__name__}")
     try:
-        num_classes = check_int("num_classes", config.get("num_classes", cfg.get("num_classes", 1000)), 1,
-                                MAX_CLASSES)  # fmt: skip
+        num_classes = check_int("num_classes", config.get("num_classes", cfg.get("num_classes", 1000)), 1, MAX_CLASSES)
         size = cfg.get("input_size", [3, 224, 224])
         if not isinstance(size, list) or len(size) != 3:
             raise InvalidValue(f"input_size must be [channels, height, width], got {size!r}")
         in_chans = check_int("input_size channels", size[0], 1, MAX_IN_CHANS)
-        pre = Preprocessing(size[-1], cfg.get("crop_pct", 0.875), cfg.get("interpolation", "bicubic"),
-                            tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)),
-                            _label_names(config, cfg, num_classes), in_chans)  # fmt: skip
+        pre = Preprocessing(
+            size[-1],
+            cfg.get("crop_pct", 0.875),
+            cfg.get("interpolation", "bicubic"),
+            tuple(cfg.get("mean", IMAGENET_MEAN)),
+            tuple(cfg.get("std", IMAGENET_STD)),
+            _label_names(config, cfg, num_classes),
+            in_chans,
+        )
     except (TypeError, ValueError) as exc:
         raise BadFile(f"{ref}: config.json pretrained_cfg: {exc}") from None
     return config["architecture"], pre, num_classes
@@ -308,9 +330,11 @@ def _timm_source(architecture: str, ref: WeightsRef) -> str:
     except ValueError:
         name, hint = "", None
     if not name.startswith("efficientnet_"):
-        raise Unsupported(f"{ref}: timm architecture {architecture!r} is not an EfficientNet effnet builds; "
-                          "accepted: efficientnet_b*/lite*, efficientnetv2_*, tf_efficientnet_*, "
-                          "tf_efficientnetv2_*")  # fmt: skip
+        raise Unsupported(
+            f"{ref}: timm architecture {architecture!r} is not an EfficientNet effnet builds; "
+            "accepted: efficientnet_b*/lite*, efficientnetv2_*, tf_efficientnet_*, "
+            "tf_efficientnetv2_*"
+        )
     return "tf" if hint == "tf" else "timm"
 
 
@@ -318,8 +342,10 @@ def _resolve_hf(ref: WeightsRef) -> HubWeights:
     try:
         config_file = _hf_file(ref, "config.json")
     except _NoSuchEntry:
-        raise Unsupported(f"{ref}: the repository has no config.json, so it is not a timm model; effnet loads "
-                          "timm EfficientNet repositories (hf-hub:timm/<architecture>.<tag>)") from None  # fmt: skip
+        raise Unsupported(
+            f"{ref}: the repository has no config.json, so it is not a timm model; effnet loads "
+            "timm EfficientNet repositories (hf-hub:timm/<architecture>.<tag>)"
+        ) from None
     architecture, pre, num_classes = _timm_config(read_json_file(config_file, f"{ref} config.json"), ref)
     source = _timm_source(architecture, ref)
     try:
@@ -350,18 +376,22 @@ def _torchvision_member(ref: WeightsRef) -> Any:
     if ref.name.endswith("_Weights"):
         enum = getattr(models, ref.name, None)
         if not (isinstance(enum, type) and issubclass(enum, models.WeightsEnum)):
-            raise MissingFile(f"{ref}: torchvision has no weight enum {ref.name}; EfficientNet ones: "
-                              f"{', '.join(_torchvision_enums())}")  # fmt: skip
+            raise MissingFile(
+                f"{ref}: torchvision has no weight enum {ref.name}; EfficientNet ones: "
+                f"{', '.join(_torchvision_enums())}"
+            )
     else:
         try:
             enum = models.get_model_weights(ref.name)
         except (ValueError, KeyError):
             names = ", ".join(n for n in models.list_models() if n.startswith("efficientnet"))
-            raise MissingFile(f"{ref}: torchvision has no model {ref.name!r} with weights; EfficientNet ones: "
-                              f"{names}") from None  # fmt: skip
+            raise MissingFile(
+                f"{ref}: torchvision has no model {ref.name!r} with weights; EfficientNet ones: {names}"
+            ) from None
     if not enum.__name__.startswith("EfficientNet_"):
-        raise Unsupported(f"{ref}: {enum.__name__} are not EfficientNet weights; effnet loads "
-                          f"{', '.join(_torchvision_enums())}")  # fmt: skip
+        raise Unsupported(
+            f"{ref}: {enum.__name__} are not EfficientNet weights; effnet loads {', '.join(_torchvision_enums())}"
+        )
     member = ref.member or "DEFAULT"
     if member not in enum.__members__:
         raise MissingFile(f"{ref}: {enum.__name__} has no member {member}; it has {', '.join(enum.__members__)}")
@@ -373,14 +403,15 @@ def _torchvision_preprocessing(weights: Any) -> Preprocessing:
     t = weights.transforms()
     crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
     interpolation = getattr(t.interpolation, "value", str(t.interpolation))
-    return Preprocessing(crop, crop / resize, interpolation, tuple(t.mean), tuple(t.std),
-                         tuple(weights.meta.get("categories") or ()))  # fmt: skip
+    return Preprocessing(
+        crop, crop / resize, interpolation, tuple(t.mean), tuple(t.std), tuple(weights.meta.get("categories") or ())
+    )
 
 
 def _torchvision_url(url: str) -> str:
     base = os.environ.get(TORCHVISION_BASE_ENV)
     if base and url.startswith(TORCHVISION_BASE_URL):
-        return base.rstrip("/") + url[len(TORCHVISION_BASE_URL):]
+        return base.rstrip("/") + url[len(TORCHVISION_BASE_URL) :]
     return url
 
 
@@ -393,8 +424,10 @@ def _torchvision_file(ref: WeightsRef, url: str) -> Path:
     if target.is_file():
         return target
     if offline():
-        raise MissingFile(f"{ref}: {filename} is not in the torch hub cache {target.parent} and downloads are off "
-                          "(HF_HUB_OFFLINE/EFFNET_OFFLINE)")  # fmt: skip
+        raise MissingFile(
+            f"{ref}: {filename} is not in the torch hub cache {target.parent} and downloads are off "
+            "(HF_HUB_OFFLINE/EFFNET_OFFLINE)"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     source = _torchvision_url(url)
     try:  # a temporary file beside target, renamed to it when complete and checked; removed otherwise
@@ -406,11 +439,14 @@ def _torchvision_file(ref: WeightsRef, url: str) -> Path:
     except urllib.error.URLError as exc:
         raise DownloadFailed(f"{ref}: cannot reach {source} ({_describe(exc.reason)})") from None
     except TimeoutError:
-        raise DownloadFailed(f"{ref}: {source} sent nothing for {DOWNLOAD_TIMEOUT_S:g} s "
-                             "(effnet.limits.DOWNLOAD_TIMEOUT_S); the partial file was removed") from None  # fmt: skip
+        raise DownloadFailed(
+            f"{ref}: {source} sent nothing for {DOWNLOAD_TIMEOUT_S:g} s "
+            "(effnet.limits.DOWNLOAD_TIMEOUT_S); the partial file was removed"
+        ) from None
     except (OSError, http.client.HTTPException) as exc:
-        raise DownloadFailed(f"{ref}: the connection to {source} dropped mid-file ({_describe(exc)}); the partial "
-                             "file was removed") from None  # fmt: skip
+        raise DownloadFailed(
+            f"{ref}: the connection to {source} dropped mid-file ({_describe(exc)}); the partial file was removed"
+        ) from None
     return target
 
 
@@ -424,8 +460,10 @@ def _download(ref: WeightsRef, source: str, target: Path, hash_prefix: str | Non
     from tqdm.auto import tqdm
 
     def too_big(size: int) -> InvalidValue:
-        return InvalidValue(f"{ref}: {source} is {size:,}+ bytes; at most {MAX_DOWNLOAD_BYTES:,} are downloaded "
-                            "(effnet.limits.MAX_DOWNLOAD_BYTES)")  # fmt: skip
+        return InvalidValue(
+            f"{ref}: {source} is {size:,}+ bytes; at most {MAX_DOWNLOAD_BYTES:,} are downloaded "
+            "(effnet.limits.MAX_DOWNLOAD_BYTES)"
+        )
 
     request = urllib.request.Request(source, headers={"User-Agent": "effnet"})
     with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
@@ -445,8 +483,10 @@ def _download(ref: WeightsRef, source: str, target: Path, hash_prefix: str | Non
             if announced is not None and done < announced:  # read(amt) returns b"" at a close, never raises
                 raise http.client.IncompleteRead(b"", announced - done)
             if hash_prefix and not digest.hexdigest().startswith(hash_prefix):
-                raise BadFile(f"{ref}: {source}: the download's sha256 does not start with {hash_prefix} from its "
-                              "name (corrupt, changed or cut short); the file was removed")  # fmt: skip
+                raise BadFile(
+                    f"{ref}: {source}: the download's sha256 does not start with {hash_prefix} from its "
+                    "name (corrupt, changed or cut short); the file was removed"
+                )
 
 
 def _resolve_torchvision(ref: WeightsRef) -> HubWeights:

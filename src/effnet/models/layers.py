@@ -47,15 +47,16 @@ class _BatchNormActFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, factor, eps, kind):  # type: ignore[override]
-        y, mean, invstd = torch.ops.aten.native_batch_norm(x, weight, bias, running_mean, running_var,
-                                                           True, factor, eps)  # fmt: skip
+    def forward(ctx, x, weight, bias, running_mean, running_var, factor, eps, kind):
+        y, mean, invstd = torch.ops.aten.native_batch_norm(
+            x, weight, bias, running_mean, running_var, True, factor, eps
+        )
         ctx.save_for_backward(x, weight, bias, mean, invstd)
         ctx.eps, ctx.kind = eps, kind
         return F.silu(y, inplace=True) if kind == "silu" else F.relu(y, inplace=True)
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         x, weight, bias, mean, invstd = ctx.saved_tensors
         shape = (1, -1) + (1,) * (x.dim() - 2)
         alpha = invstd * weight
@@ -69,8 +70,9 @@ class _BatchNormActFn(torch.autograd.Function):
             grad_y = grad.masked_fill(y <= 0, 0)
         del y
         need = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
-        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(grad_y, x, weight, None, None, mean, invstd,
-                                                               True, ctx.eps, need)  # fmt: skip
+        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            grad_y, x, weight, None, None, mean, invstd, True, ctx.eps, need
+        )
         return gx, gw, gb, None, None, None, None, None
 
 
@@ -123,8 +125,15 @@ class Conv2dSame(nn.Conv2d):
     symmetric padding, so weights ported from TF compute the same function.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 groups: int = 1, bias: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+    ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, 0, 1, groups, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,8 +148,15 @@ class Conv2dSame(nn.Conv2d):
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
-def make_conv(in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1,
-              bias: bool = False, padding: str = "symmetric") -> nn.Conv2d:  # fmt: skip
+def make_conv(
+    in_channels: int,
+    out_channels: int,
+    kernel: int,
+    stride: int = 1,
+    groups: int = 1,
+    bias: bool = False,
+    padding: str = "symmetric",
+) -> nn.Conv2d:
     """A conv with ``k // 2`` padding, or TF "same" padding where that differs (strided convs)."""
     if padding == "tf_same" and stride > 1:
         return Conv2dSame(in_channels, out_channels, kernel, stride, groups, bias)
@@ -156,9 +172,18 @@ class ConvBNAct(nn.Module):
     runs the plain composition (set model-wide by ``EfficientNet.set_lean_activations``).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1,
-                 activation: str | None = "silu", padding: str = "symmetric",
-                 bn_eps: float = 1e-3, bn_momentum: float = 0.01) -> None:  # fmt: skip
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int = 1,
+        groups: int = 1,
+        activation: str | None = "silu",
+        padding: str = "symmetric",
+        bn_eps: float = 1e-3,
+        bn_momentum: float = 0.01,
+    ) -> None:
         super().__init__()
         self.conv = make_conv(in_channels, out_channels, kernel, stride, groups, False, padding)
         self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
@@ -210,19 +235,22 @@ class DropPath(nn.Module):
 class MBConv(nn.Module):
     """Mobile inverted bottleneck: 1×1 expand, k×k depthwise, squeeze-excite, 1×1 project, residual."""
 
-    def __init__(self, cfg: BlockConfig, activation: str = "silu", padding: str = "symmetric",
-                 bn_eps: float = 1e-3, bn_momentum: float = 0.01) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: BlockConfig,
+        activation: str = "silu",
+        padding: str = "symmetric",
+        bn_eps: float = 1e-3,
+        bn_momentum: float = 0.01,
+    ) -> None:
         super().__init__()
         bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
         mid = cfg.mid_channels
         self.has_skip = cfg.has_skip
         self.expand = (
-            ConvBNAct(cfg.in_channels, mid, 1, activation=activation, **bn)
-            if mid != cfg.in_channels
-            else nn.Identity()
+            ConvBNAct(cfg.in_channels, mid, 1, activation=activation, **bn) if mid != cfg.in_channels else nn.Identity()
         )
-        self.dw = ConvBNAct(mid, mid, cfg.kernel, cfg.stride, groups=mid, activation=activation,
-                            padding=padding, **bn)  # fmt: skip
+        self.dw = ConvBNAct(mid, mid, cfg.kernel, cfg.stride, groups=mid, activation=activation, padding=padding, **bn)
         self.se = SqueezeExcite(mid, cfg.se_channels, activation) if cfg.se_channels else nn.Identity()
         self.project = ConvBNAct(mid, cfg.out_channels, 1, activation=None, **bn)
         self.drop_path = DropPath(cfg.drop_path) if self.has_skip else nn.Identity()
@@ -242,15 +270,22 @@ class FusedMBConv(nn.Module):
     with equal channels, as in MBConv.
     """
 
-    def __init__(self, cfg: BlockConfig, activation: str = "silu", padding: str = "symmetric",
-                 bn_eps: float = 1e-3, bn_momentum: float = 0.01) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: BlockConfig,
+        activation: str = "silu",
+        padding: str = "symmetric",
+        bn_eps: float = 1e-3,
+        bn_momentum: float = 0.01,
+    ) -> None:
         super().__init__()
         bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
         expand = cfg.mid_channels != cfg.in_channels
         conv_out = cfg.mid_channels if expand else cfg.out_channels
         self.has_skip = cfg.has_skip
-        self.expand = ConvBNAct(cfg.in_channels, conv_out, cfg.kernel, cfg.stride, activation=activation,
-                                padding=padding, **bn)  # fmt: skip
+        self.expand = ConvBNAct(
+            cfg.in_channels, conv_out, cfg.kernel, cfg.stride, activation=activation, padding=padding, **bn
+        )
         self.se = SqueezeExcite(conv_out, cfg.se_channels, activation) if cfg.se_channels else nn.Identity()
         self.project = ConvBNAct(conv_out, cfg.out_channels, 1, activation=None, **bn) if expand else nn.Identity()
         self.drop_path = DropPath(cfg.drop_path) if self.has_skip else nn.Identity()
@@ -265,8 +300,14 @@ class FusedMBConv(nn.Module):
 class Bottleneck(nn.Module):
     """ResNet bottleneck (v1.5: stride on the 3×3): 1×1 reduce, k×k, 1×1 expand, projected shortcut."""
 
-    def __init__(self, cfg: BlockConfig, activation: str = "relu", padding: str = "symmetric",
-                 bn_eps: float = 1e-5, bn_momentum: float = 0.1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: BlockConfig,
+        activation: str = "relu",
+        padding: str = "symmetric",
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+    ) -> None:
         super().__init__()
         bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
         mid = cfg.mid_channels
@@ -290,13 +331,18 @@ class DepthwiseSeparable(nn.Module):
     """MobileNetV1's depthwise-separable conv: k×k depthwise conv-BN-act (stride), optional squeeze-excite,
     1×1 pointwise conv-BN-act; no residual."""
 
-    def __init__(self, cfg: BlockConfig, activation: str = "relu", padding: str = "symmetric",
-                 bn_eps: float = 1e-5, bn_momentum: float = 0.1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: BlockConfig,
+        activation: str = "relu",
+        padding: str = "symmetric",
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+    ) -> None:
         super().__init__()
         bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
         cin = cfg.in_channels
-        self.dw = ConvBNAct(cin, cin, cfg.kernel, cfg.stride, groups=cin, activation=activation, padding=padding,
-                            **bn)  # fmt: skip
+        self.dw = ConvBNAct(cin, cin, cfg.kernel, cfg.stride, groups=cin, activation=activation, padding=padding, **bn)
         self.se = SqueezeExcite(cin, cfg.se_channels, activation) if cfg.se_channels else nn.Identity()
         self.pw = ConvBNAct(cin, cfg.out_channels, 1, activation=activation, **bn)
 

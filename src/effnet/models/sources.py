@@ -75,8 +75,9 @@ def default_preprocessing(
     )
 
 
-def _published_preprocessing(source: str, name: str, resolution: int, num_classes: int, inception_norm: bool,
-                             timm_name: str | None) -> Preprocessing:  # fmt: skip
+def _published_preprocessing(
+    source: str, name: str, resolution: int, num_classes: int, inception_norm: bool, timm_name: str | None
+) -> Preprocessing:
     classes = imagenet_class_names() if num_classes == 1000 else ()
     mean, std = (INCEPTION_MEAN, INCEPTION_STD) if inception_norm else (IMAGENET_MEAN, IMAGENET_STD)
     if source == "torchvision":

@@ -116,8 +116,10 @@ def _sniff(file: Path) -> str:
     if len(head) >= 9 and head[8:9] == b"{":  # before the pickle test: a header length may start with byte 0x80
         (size,) = struct.unpack("<Q", head[:8])
         if size > min(_MAX_HEADER, info.st_size - 8):
-            raise BadFile(f"{file}: safetensors header length {size:,} does not fit the file's {info.st_size:,} "
-                          "bytes (truncated or corrupt)")  # fmt: skip
+            raise BadFile(
+                f"{file}: safetensors header length {size:,} does not fit the file's {info.st_size:,} "
+                "bytes (truncated or corrupt)"
+            )
         return "safetensors"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # legacy pickle, protocol 2-5
         return "torch"
@@ -213,7 +215,7 @@ def _unwrap(obj: Any, file: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{file}: not a state dict: non-tensor entries {', '.join(map(str, bad[:_SHOW]))}")
     keys = list(obj)
     if all(k.startswith("module.") for k in keys):
-        return {k[len("module."):]: v for k, v in obj.items()}
+        return {k[len("module.") :]: v for k, v in obj.items()}
     return dict(obj)
 
 
@@ -255,7 +257,7 @@ def resolve_model_name(name: str) -> tuple[str, str | None, str]:
     if base.startswith("tf_"):
         base, hint = base[3:], "tf"
     if base.startswith("efficientnetv2_"):
-        base = "efficientnet_v2_" + base[len("efficientnetv2_"):]
+        base = "efficientnet_v2_" + base[len("efficientnetv2_") :]
     return get_spec(base).name, hint, timm_name
 
 
@@ -444,9 +446,7 @@ def _plausible(spec: NetworkSpec, source: str, keys: set[str], state: Mapping[st
     return found == blocks and stem is not None and stem.shape[0] == net.stem_channels
 
 
-def infer_model_name(
-    state: Mapping[str, torch.Tensor], source: str, num_classes: int | None = None
-) -> str | None:
+def infer_model_name(state: Mapping[str, torch.Tensor], source: str, num_classes: int | None = None) -> str | None:
     """The first registered EfficientNet whose key map and shapes ``state`` fits exactly, if any."""
     keys = set(state)
     for name in _candidates():
@@ -493,15 +493,16 @@ def convert_checkpoint(
     """
     hub = None
     if is_weights_ref(path):
-        hub = resolve_weights(path)  # type: ignore[arg-type]
+        hub = resolve_weights(path)
         path = hub.path
         model_or_name = hub.model_name if model_or_name is None else model_or_name
         source = hub.source if source == "auto" else source
-    return _convert_file(Path(path), model_or_name, source, drop_head, num_classes, hub)  # type: ignore[arg-type]
+    return _convert_file(Path(path), model_or_name, source, drop_head, num_classes, hub)
 
 
-def _base_spec(model_or_name: str | NetworkSpec | nn.Module | None, source: str, detected: str,
-               num_classes: int | None) -> tuple[NetworkSpec | None, str, str | None, int | None]:  # fmt: skip
+def _base_spec(
+    model_or_name: str | NetworkSpec | nn.Module | None, source: str, detected: str, num_classes: int | None
+) -> tuple[NetworkSpec | None, str, str | None, int | None]:
     """(spec asked for, layout, timm name, classes wanted) from the caller's model argument."""
     timm_name = None
     base: NetworkSpec | None = None
@@ -521,8 +522,14 @@ def _base_spec(model_or_name: str | NetworkSpec | nn.Module | None, source: str,
     return base, detected, timm_name, num_classes
 
 
-def _convert_file(file: Path, model_or_name: str | NetworkSpec | nn.Module | None, source: str, drop_head: bool,
-                  num_classes: int | None, hub: HubWeights | None) -> ConvertedWeights:  # fmt: skip
+def _convert_file(
+    file: Path,
+    model_or_name: str | NetworkSpec | nn.Module | None,
+    source: str,
+    drop_head: bool,
+    num_classes: int | None,
+    hub: HubWeights | None,
+) -> ConvertedWeights:
     state, header = read_checkpoint(file)
     where = hub.ref if hub is not None else str(file)
     if source != "auto" and source not in SOURCES:
@@ -545,8 +552,9 @@ def _convert_file(file: Path, model_or_name: str | NetworkSpec | nn.Module | Non
         if base is None:
             inferred = infer_model_name(state, detected, ckpt_classes)
             if inferred is None:
-                raise ValueError(f"{where}: cannot tell which EfficientNet these {detected} weights are for; "
-                                 "pass --model")
+                raise ValueError(
+                    f"{where}: cannot tell which EfficientNet these {detected} weights are for; pass --model"
+                )
             base = get_spec(inferred)
         spec = source_spec(base, detected) if not module else base
         if not module and ckpt_classes is not None and num_classes is None:
@@ -581,16 +589,27 @@ def _convert_file(file: Path, model_or_name: str | NetworkSpec | nn.Module | Non
 def check_preprocessing_fits(pre: Preprocessing, spec: NetworkSpec) -> None:
     """``InvalidValue`` unless ``pre`` has one mean/std per input channel and one class name per output (or none)."""
     if len(pre.mean) != spec.in_chans:
-        raise InvalidValue(f"mean and std have {len(pre.mean)} values; {spec.name} takes {spec.in_chans} input "
-                           "channel(s), one value each")  # fmt: skip
+        raise InvalidValue(
+            f"mean and std have {len(pre.mean)} values; {spec.name} takes {spec.in_chans} input "
+            "channel(s), one value each"
+        )
     if pre.class_names and len(pre.class_names) != spec.num_classes:
-        raise InvalidValue(f"{len(pre.class_names)} class names for a model with {spec.num_classes} classes; "
-                           "give one name per class, or none")  # fmt: skip
+        raise InvalidValue(
+            f"{len(pre.class_names)} class names for a model with {spec.num_classes} classes; "
+            "give one name per class, or none"
+        )
 
 
-def _preprocessing_for(file: Path, header: Mapping[str, str], spec: NetworkSpec, source: str,
-                       timm_name: str | None, drop_head: bool, ckpt_classes: int | None,
-                       known: Preprocessing | None = None) -> Preprocessing:  # fmt: skip
+def _preprocessing_for(
+    file: Path,
+    header: Mapping[str, str],
+    spec: NetworkSpec,
+    source: str,
+    timm_name: str | None,
+    drop_head: bool,
+    ckpt_classes: int | None,
+    known: Preprocessing | None = None,
+) -> Preprocessing:
     """The header's preprocessing, else the hub's own (``known``), else the source's published defaults."""
     if "effnet.preprocessing" in header:
         try:
@@ -604,8 +623,9 @@ def _preprocessing_for(file: Path, header: Mapping[str, str], spec: NetworkSpec,
         advprop = bool(re.search(r"(^|[^a-z])adv[-_]|_ap([-_.]|$)", file.name.lower()))
         if source in ("timm", "tf") and timm_name is None:
             timm_name = ("tf_" if source == "tf" else "") + spec.name.replace("efficientnet_v2_", "efficientnetv2_")
-        pre = known or default_preprocessing(source, spec.name, spec.resolution, spec.num_classes,
-                                             inception_norm=lite or advprop, timm_name=timm_name)  # fmt: skip
+        pre = known or default_preprocessing(
+            source, spec.name, spec.resolution, spec.num_classes, inception_norm=lite or advprop, timm_name=timm_name
+        )
         if spec.family == "efficientnet_v2" and source in ("timm", "tf"):
             pre = pre.replace(input_size=spec.resolution)  # timm's input_size is V2's train size; eval is larger
     if drop_head and ckpt_classes != spec.num_classes and len(pre.class_names) != spec.num_classes:
@@ -648,17 +668,25 @@ def load_pretrained(
         if wrong:
             fix = ", ".join(f"{k}={v!r}" for k, v in wrong.items())
             where = path.ref if isinstance(path, HubWeights) else path
-            raise ValueError(f"{where}: these {converted.source} weights need a model built with {fix}; "
-                             f"pass the model name instead of a module")  # fmt: skip
+            raise ValueError(
+                f"{where}: these {converted.source} weights need a model built with {fix}; "
+                f"pass the model name instead of a module"
+            )
     else:
-        model = create_model(spec, drop_rate=drop_rate, drop_path_rate=drop_path_rate, resolution=resolution,
-                             grad_checkpointing=grad_checkpointing)  # fmt: skip
+        model = create_model(
+            spec,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
+            resolution=resolution,
+            grad_checkpointing=grad_checkpointing,
+        )
     missing, unexpected = model.load_state_dict(converted.state_dict, strict=False)
     allowed = {"classifier.weight", "classifier.bias"} if drop_head else set()
     missing = [k for k in missing if k not in allowed and not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise ValueError(f"{path}: state dict does not fit the model: missing {missing[:_SHOW]}, "
-                         f"unexpected {unexpected[:_SHOW]}")  # fmt: skip
+        raise ValueError(
+            f"{path}: state dict does not fit the model: missing {missing[:_SHOW]}, unexpected {unexpected[:_SHOW]}"
+        )
     model.eval()
     model.preprocessing = converted.preprocessing
     model.weights_metadata = dict(converted.metadata)
@@ -705,4 +733,3 @@ def save_pretrained(
     with atomic_path(target) as tmp:
         save_file(tensors, str(tmp), metadata=header)
     return target
-

@@ -29,9 +29,22 @@ from effnet.specs import NetworkSpec
 __all__ = ["CurvePoint", "solve_multiplier", "curve_points", "trained_baseline", "run_curves", "TABLE_COLUMNS"]
 
 TABLE_COLUMNS = (
-    "method", "phi", "depth", "width", "gamma", "resolution", "target_factor", "macs", "macs_factor", "params",
-    "top1_mean", "top1_std", "seeds", "epochs", "wall_time_s",
-)  # fmt: skip
+    "method",
+    "phi",
+    "depth",
+    "width",
+    "gamma",
+    "resolution",
+    "target_factor",
+    "macs",
+    "macs_factor",
+    "params",
+    "top1_mean",
+    "top1_std",
+    "seeds",
+    "epochs",
+    "wall_time_s",
+)
 """Columns of the curves table (``target_factor``: the FLOPs growth aimed at; ``macs_factor``: exact ÷ baseline)."""
 
 _DIMENSIONS = {"depth": 0, "width": 1, "resolution": 2}
@@ -88,8 +101,10 @@ def solve_multiplier(base: NetworkSpec, dimension: str, factor: float) -> float:
             mid = (good + bad) / 2
             good, bad = (mid, bad) if _macs(base, dimension, mid) is not None else (good, mid)
         if (_macs(base, dimension, good) or 0) < target:
-            raise ValueError(f"{dimension}-only scaling cannot reach {factor:g}x the baseline's MACs within the spec "
-                             f"bounds (multiplier {good:.3g} at most); use a smaller --phi-max")  # fmt: skip
+            raise ValueError(
+                f"{dimension}-only scaling cannot reach {factor:g}x the baseline's MACs within the spec "
+                f"bounds (multiplier {good:.3g} at most); use a smaller --phi-max"
+            )
         hi = good
     for _ in range(60):  # invariant: macs(lo) < target <= macs(hi)
         mid = (lo + hi) / 2
@@ -117,7 +132,7 @@ def curve_points(base: NetworkSpec, config: CurvesConfig) -> list[CurvePoint]:
         for method in config.methods:
             if method == "compound":
                 triple = tuple(round(c**phi, _DIGITS) for c in (config.alpha, config.beta, config.gamma))
-                points.append(_point(base, method, phi, triple, rule**phi))  # type: ignore[arg-type]
+                points.append(_point(base, method, phi, triple, rule**phi))
             else:
                 value = solve_multiplier(base, method, 2.0**phi)
                 points.append(_point(base, method, phi, _triple(method, value), 2.0**phi))
@@ -129,8 +144,9 @@ def _candidates(points: Sequence[CurvePoint], seeds: Sequence[int]) -> list[Cand
     return [Candidate(p.depth, p.width, p.gamma, p.method, s) for p in points for s in seeds]
 
 
-def _rows(points: Sequence[CurvePoint], items: Sequence[Candidate], base: NetworkSpec,
-          records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:  # fmt: skip
+def _rows(
+    points: Sequence[CurvePoint], items: Sequence[Candidate], base: NetworkSpec, records: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     """One table row per point with its trained accuracy (a point that is the same network as another: its row)."""
     by_point = {(r["alpha"], r["beta"], r["gamma"]): r for r in summarize(records, cost(base).macs)}
     _, same = distinct_networks(items, base)
@@ -139,13 +155,25 @@ def _rows(points: Sequence[CurvePoint], items: Sequence[Candidate], base: Networ
     for p in points:
         point = (p.depth, p.width, p.gamma)
         r = by_point.get(alias.get(point, point), {})
-        rows.append({
-            "method": p.method, "phi": p.phi, "depth": p.depth, "width": p.width, "gamma": p.gamma,
-            "resolution": p.resolution, "target_factor": p.target_factor, "macs": p.macs,
-            "macs_factor": round(p.macs / points[0].macs, 4), "params": p.params, "top1_mean": r.get("top1_mean"),
-            "top1_std": r.get("top1_std"), "seeds": r.get("seeds", 0), "epochs": r.get("epochs"),
-            "wall_time_s": r.get("wall_time_s"),
-        })  # fmt: skip
+        rows.append(
+            {
+                "method": p.method,
+                "phi": p.phi,
+                "depth": p.depth,
+                "width": p.width,
+                "gamma": p.gamma,
+                "resolution": p.resolution,
+                "target_factor": p.target_factor,
+                "macs": p.macs,
+                "macs_factor": round(p.macs / points[0].macs, 4),
+                "params": p.params,
+                "top1_mean": r.get("top1_mean"),
+                "top1_std": r.get("top1_std"),
+                "seeds": r.get("seeds", 0),
+                "epochs": r.get("epochs"),
+                "wall_time_s": r.get("wall_time_s"),
+            }
+        )
     return rows
 
 
@@ -155,8 +183,12 @@ def _plot(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], path: Path,
     for method in methods:
         line = [base] + [r for r in rows if r["method"] == method]
         series.append(Series(method, [r["macs"] / 1e6 for r in line], [r["top1_mean"] for r in line]))
-    panel = Panel("each line: the baseline, then φ = 1, 2, ...", series, "MACs (millions, exact, as trained)",
-                  "top-1 accuracy (%)")  # fmt: skip
+    panel = Panel(
+        "each line: the baseline, then φ = 1, 2, ...",
+        series,
+        "MACs (millions, exact, as trained)",
+        "top-1 accuracy (%)",
+    )
     return plot_panels([panel], path, title=title, width=7.5)
 
 
@@ -170,9 +202,15 @@ def trained_baseline(config: SearchConfig) -> NetworkSpec:
     return base.replace(num_classes=bundle.num_classes, in_chans=bundle.in_chans)
 
 
-def run_curves(config: CurvesConfig, *, trainer: Trainer | None = None, progress: bool = True,
-               echo: Callable[[str], None] | None = None, source: str = "",
-               before_report: Callable[[], Mapping[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+def run_curves(
+    config: CurvesConfig,
+    *,
+    trainer: Trainer | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+    source: str = "",
+    before_report: Callable[[], Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Train every curve point (resumably, as the study ``config.training.study``) and write the report:
     ``curves.{md,csv,json}``, ``curves.png`` and ``curves_summary.json`` in ``config.training.output``.
 
@@ -185,21 +223,48 @@ def run_curves(config: CurvesConfig, *, trainer: Trainer | None = None, progress
     base = trained_baseline(train) if trainer is None else baseline_spec(train)
     points = curve_points(base, config)
     items = _candidates(points, [train.seed + i for i in range(train.seeds)])
-    extra = {"tool": "curves", "grid": None, "strategy": None,
-             "curves": {"phi_max": config.phi_max, "methods": list(config.methods), "alpha": config.alpha,
-                        "beta": config.beta, "gamma": config.gamma}}  # fmt: skip
-    records, summary = run_trials(train, items, trainer=trainer, progress=progress, echo=echo, extra=extra,
-                                  before_report=before_report)  # fmt: skip
+    extra = {
+        "tool": "curves",
+        "grid": None,
+        "strategy": None,
+        "curves": {
+            "phi_max": config.phi_max,
+            "methods": list(config.methods),
+            "alpha": config.alpha,
+            "beta": config.beta,
+            "gamma": config.gamma,
+        },
+    }
+    records, summary = run_trials(
+        train, items, trainer=trainer, progress=progress, echo=echo, extra=extra, before_report=before_report
+    )
     rows = _rows(points, items, base, records)
     out = Path(train.output)
-    title = (f"scaling curves: {base.name} on {train.data}, {train.epochs} epoch(s)\ncompound α={config.alpha:g} "
-             f"β={config.beta:g} γ={config.gamma:g}")  # fmt: skip
+    title = (
+        f"scaling curves: {base.name} on {train.data}, {train.epochs} epoch(s)\ncompound α={config.alpha:g} "
+        f"β={config.beta:g} γ={config.gamma:g}"
+    )
     paths = write_table(rows, out / "curves", TABLE_COLUMNS, title=title.replace("\n", ", "))
     plot = _plot(rows, config.methods, out / "curves.png", title)
-    full = {**summary, "tool": "curves", "source": source, "phi_max": config.phi_max,
-            "methods": list(config.methods), "alpha": config.alpha, "beta": config.beta, "gamma": config.gamma,
-            "rows": rows, "points": [asdict(p) for p in points], "records": records,
-            "files": {"table_md": str(paths["md"]), "table_csv": str(paths["csv"]), "table_json": str(paths["json"]),
-                      "plot": str(plot), "summary": str(out / "curves_summary.json")}}  # fmt: skip
+    full = {
+        **summary,
+        "tool": "curves",
+        "source": source,
+        "phi_max": config.phi_max,
+        "methods": list(config.methods),
+        "alpha": config.alpha,
+        "beta": config.beta,
+        "gamma": config.gamma,
+        "rows": rows,
+        "points": [asdict(p) for p in points],
+        "records": records,
+        "files": {
+            "table_md": str(paths["md"]),
+            "table_csv": str(paths["csv"]),
+            "table_json": str(paths["json"]),
+            "plot": str(plot),
+            "summary": str(out / "curves_summary.json"),
+        },
+    }
     atomic_write_json(out / "curves_summary.json", full)
     return full

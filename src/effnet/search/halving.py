@@ -47,8 +47,9 @@ class KeepLeadersPruner(optuna.pruners.BasePruner):
     (:class:`effnet.config.search.SearchConfig`)."""
 
     def __init__(self, min_resource: int, reduction_factor: int, keep: int) -> None:
-        self._halving = optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource,
-                                                               reduction_factor=reduction_factor)  # fmt: skip
+        self._halving = optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=min_resource, reduction_factor=reduction_factor
+        )
         self._keep = keep
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:

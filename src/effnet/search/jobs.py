@@ -102,8 +102,8 @@ def _child_main() -> None:
 
 def _start(payload: str, env: Mapping[str, str]) -> subprocess.Popen[str]:
     child = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, text=True, env=dict(env))
-    child.stdin.write(payload)  # type: ignore[union-attr]
-    child.stdin.close()  # type: ignore[union-attr]
+    child.stdin.write(payload)
+    child.stdin.close()
     return child
 
 

@@ -23,9 +23,25 @@ from effnet.search.stats import interval95, verdict
 __all__ = ["TABLE_COLUMNS", "summarize", "choose", "compare", "plot_accuracy_vs_macs", "write_report"]
 
 TABLE_COLUMNS = (
-    "rank", "kind", "alpha", "beta", "gamma", "flops_factor", "macs", "macs_factor", "params", "resolution",
-    "epochs", "pruned", "top1_mean", "top1_std", "top1_ci95_low", "top1_ci95_high", "seeds", "wall_time_s",
-)  # fmt: skip
+    "rank",
+    "kind",
+    "alpha",
+    "beta",
+    "gamma",
+    "flops_factor",
+    "macs",
+    "macs_factor",
+    "params",
+    "resolution",
+    "epochs",
+    "pruned",
+    "top1_mean",
+    "top1_std",
+    "top1_ci95_low",
+    "top1_ci95_high",
+    "seeds",
+    "wall_time_s",
+)
 """Columns of the ranked table (``flops_factor`` = α·β²·γ² by the rule; ``macs_factor`` = exact MACs ÷ baseline;
 ``epochs`` = mean epochs trained per seed; ``pruned`` = seeds stopped early by successive halving)."""
 
@@ -48,26 +64,28 @@ def summarize(records: Sequence[Mapping[str, Any]], baseline_macs: int) -> list[
         accs = [float(t["top1"]) for t in trials]
         first = trials[0]
         ci = interval95(accs)
-        rows.append({
-            "kind": first["kind"],
-            "alpha": a,
-            "beta": b,
-            "gamma": g,
-            "flops_factor": round(a * b * b * g * g, 4),
-            "macs": int(first["macs"]),
-            "macs_factor": round(float(first.get("macs_factor", first["macs"] / baseline_macs)), 4),
-            "params": int(first["params"]),
-            "resolution": int(first["resolution"]),
-            "top1_mean": round(statistics.fmean(accs), 3),
-            "top1_std": round(statistics.stdev(accs), 3) if len(accs) > 1 else None,
-            "top1_ci95_low": round(ci[0], 3) if ci else None,
-            "top1_ci95_high": round(ci[1], 3) if ci else None,
-            "epochs": round(statistics.fmean(float(t.get("epochs", 0) or 0) for t in trials), 2),
-            "pruned": sum(bool(t.get("pruned")) for t in trials),
-            "samples": accs,
-            "seeds": len(accs),
-            "wall_time_s": round(statistics.fmean(float(t["wall_time_s"]) for t in trials), 1),
-        })  # fmt: skip
+        rows.append(
+            {
+                "kind": first["kind"],
+                "alpha": a,
+                "beta": b,
+                "gamma": g,
+                "flops_factor": round(a * b * b * g * g, 4),
+                "macs": int(first["macs"]),
+                "macs_factor": round(float(first.get("macs_factor", first["macs"] / baseline_macs)), 4),
+                "params": int(first["params"]),
+                "resolution": int(first["resolution"]),
+                "top1_mean": round(statistics.fmean(accs), 3),
+                "top1_std": round(statistics.stdev(accs), 3) if len(accs) > 1 else None,
+                "top1_ci95_low": round(ci[0], 3) if ci else None,
+                "top1_ci95_high": round(ci[1], 3) if ci else None,
+                "epochs": round(statistics.fmean(float(t.get("epochs", 0) or 0) for t in trials), 2),
+                "pruned": sum(bool(t.get("pruned")) for t in trials),
+                "samples": accs,
+                "seeds": len(accs),
+                "wall_time_s": round(statistics.fmean(float(t["wall_time_s"]) for t in trials), 1),
+            }
+        )
     rows.sort(key=lambda r: (r["pruned"] > 0, -r["top1_mean"], r["macs"]))
     for i, row in enumerate(rows, 1):
         row["rank"] = i
@@ -88,14 +106,30 @@ def compare(rows: Sequence[Mapping[str, Any]], chance_top1: float | None) -> dic
     compound, single = best(("compound",)), best(("depth", "width", "resolution"))
     out = verdict(compound, single, chance_top1)
     for name, row in (("compound", compound), ("single_dimension", single)):
-        out[name] = None if row is None else {k: row[k] for k in ("kind", "alpha", "beta", "gamma", "top1_mean",
-                                                                  "top1_std", "top1_ci95_low", "top1_ci95_high",
-                                                                  "seeds")}  # fmt: skip
+        out[name] = (
+            None
+            if row is None
+            else {
+                k: row[k]
+                for k in (
+                    "kind",
+                    "alpha",
+                    "beta",
+                    "gamma",
+                    "top1_mean",
+                    "top1_std",
+                    "top1_ci95_low",
+                    "top1_ci95_high",
+                    "seeds",
+                )
+            }
+        )
     return out
 
 
-def plot_accuracy_vs_macs(rows: Sequence[Mapping[str, Any]], path: str | Path, *, title: str,
-                          chosen: Mapping[str, Any] | None = None) -> Path:  # fmt: skip
+def plot_accuracy_vs_macs(
+    rows: Sequence[Mapping[str, Any]], path: str | Path, *, title: str, chosen: Mapping[str, Any] | None = None
+) -> Path:
     """Scatter of mean top-1 (± std) against exact MACs, one marker per kind of scaling; PNG written atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -111,18 +145,41 @@ def plot_accuracy_vs_macs(rows: Sequence[Mapping[str, Any]], path: str | Path, *
         full, stopped = [r for r in sel if not r.get("pruned")], [r for r in sel if r.get("pruned")]
         for part, face in ((full, color), (stopped, "none")):  # stopped early by halving: hollow (fewer epochs)
             if part:
-                ax.errorbar([r["macs"] / 1e6 for r in part], [r["top1_mean"] for r in part],
-                            yerr=[r["top1_std"] or 0.0 for r in part], fmt=marker, color=color, markerfacecolor=face,
-                            label=label, markersize=7 if kind != "baseline" else 11, capsize=3, alpha=0.9)  # fmt: skip
+                ax.errorbar(
+                    [r["macs"] / 1e6 for r in part],
+                    [r["top1_mean"] for r in part],
+                    yerr=[r["top1_std"] or 0.0 for r in part],
+                    fmt=marker,
+                    color=color,
+                    markerfacecolor=face,
+                    label=label,
+                    markersize=7 if kind != "baseline" else 11,
+                    capsize=3,
+                    alpha=0.9,
+                )
                 label = None  # one legend entry per kind
     if any(r.get("pruned") for r in rows):
         ax.plot([], [], "o", color="gray", markerfacecolor="none", label="hollow: stopped early (fewer epochs)")
     if chosen is not None:
-        ax.plot([chosen["macs"] / 1e6], [chosen["top1_mean"]], "o", markersize=16, markerfacecolor="none",
-                markeredgecolor="gold", markeredgewidth=2.5, label="chosen")  # fmt: skip
-        ax.annotate(f"α={chosen['alpha']:g} β={chosen['beta']:g} γ={chosen['gamma']:g}",
-                    (chosen["macs"] / 1e6, chosen["top1_mean"]), textcoords="offset points", xytext=(-12, -4),
-                    ha="right", va="top", fontsize=8)  # fmt: skip
+        ax.plot(
+            [chosen["macs"] / 1e6],
+            [chosen["top1_mean"]],
+            "o",
+            markersize=16,
+            markerfacecolor="none",
+            markeredgecolor="gold",
+            markeredgewidth=2.5,
+            label="chosen",
+        )
+        ax.annotate(
+            f"α={chosen['alpha']:g} β={chosen['beta']:g} γ={chosen['gamma']:g}",
+            (chosen["macs"] / 1e6, chosen["top1_mean"]),
+            textcoords="offset points",
+            xytext=(-12, -4),
+            ha="right",
+            va="top",
+            fontsize=8,
+        )
     ax.set_xlabel("MACs (millions, exact, batch 1)")
     ax.set_ylabel("top-1 accuracy (%) mean ± std over seeds")
     ax.set_title(title, fontsize=10)
@@ -135,8 +192,9 @@ def plot_accuracy_vs_macs(rows: Sequence[Mapping[str, Any]], path: str | Path, *
     return target
 
 
-def write_report(records: Sequence[Mapping[str, Any]], baseline_macs: int, output: str | Path, *,
-                 summary: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+def write_report(
+    records: Sequence[Mapping[str, Any]], baseline_macs: int, output: str | Path, *, summary: Mapping[str, Any]
+) -> dict[str, Any]:
     """Write ``search_results.{md,csv,json}``, ``accuracy_vs_macs.png`` and ``search_summary.json``.
 
     ``summary`` (the study definition, storage, study name, wall time, ...) is stored with the chosen
@@ -146,15 +204,32 @@ def write_report(records: Sequence[Mapping[str, Any]], baseline_macs: int, outpu
     rows = summarize(records, baseline_macs)
     best = choose(rows)
     grid = summary.get("definition", {}).get("grid", {})
-    title = (f"scaling search: {summary.get('baseline_name', 'baseline')} on {summary.get('data', '?')}, "
-             f"target α·β²·γ²={grid.get('target', '?')}±{grid.get('tol', '?')}")  # fmt: skip
-    paths = write_table([{c: r[c] for c in TABLE_COLUMNS} for r in rows], out / "search_results", TABLE_COLUMNS,
-                        title=title)  # fmt: skip
+    title = (
+        f"scaling search: {summary.get('baseline_name', 'baseline')} on {summary.get('data', '?')}, "
+        f"target α·β²·γ²={grid.get('target', '?')}±{grid.get('tol', '?')}"
+    )
+    paths = write_table(
+        [{c: r[c] for c in TABLE_COLUMNS} for r in rows], out / "search_results", TABLE_COLUMNS, title=title
+    )
     plot = plot_accuracy_vs_macs(rows, out / "accuracy_vs_macs.png", title=title, chosen=best)
     chosen = None
     if best is not None:
-        chosen = {k: best[k] for k in ("alpha", "beta", "gamma", "kind", "top1_mean", "top1_std", "top1_ci95_low",
-                                   "top1_ci95_high", "seeds", "macs", "params")}  # fmt: skip
+        chosen = {
+            k: best[k]
+            for k in (
+                "alpha",
+                "beta",
+                "gamma",
+                "kind",
+                "top1_mean",
+                "top1_std",
+                "top1_ci95_low",
+                "top1_ci95_high",
+                "seeds",
+                "macs",
+                "params",
+            )
+        }
     single: dict[str, float] = {}
     for r in rows:  # rows are ranked, so the first row of each kind is its best
         if r["kind"] in ("depth", "width", "resolution") and not r["pruned"]:
@@ -171,8 +246,13 @@ def write_report(records: Sequence[Mapping[str, Any]], baseline_macs: int, outpu
         "pruned_trials": sum(bool(r.get("pruned")) for r in records),
         "rows": rows,
         "trials": [dict(r) for r in records],
-        "files": {"table_md": str(paths["md"]), "table_csv": str(paths["csv"]), "table_json": str(paths["json"]),
-                  "plot": str(plot), "summary": str(out / "search_summary.json")},  # fmt: skip
+        "files": {
+            "table_md": str(paths["md"]),
+            "table_csv": str(paths["csv"]),
+            "table_json": str(paths["json"]),
+            "plot": str(plot),
+            "summary": str(out / "search_summary.json"),
+        },
         "table_markdown": render_markdown([{c: r[c] for c in TABLE_COLUMNS} for r in rows], TABLE_COLUMNS),
     }
     atomic_write_json(out / "search_summary.json", _finite(full))

@@ -68,9 +68,16 @@ class Rounds(Generic[T]):
         return spread(self.latencies[i])
 
 
-def measure_in_rounds(count: int, measure_one: Callable[[int], T], latency: Callable[[T], float], *,
-                      min_rounds: int, max_rounds: int, max_spread: float,
-                      on_measure: Callable[[int], None] | None = None) -> Rounds[T]:  # fmt: skip
+def measure_in_rounds(
+    count: int,
+    measure_one: Callable[[int], T],
+    latency: Callable[[T], float],
+    *,
+    min_rounds: int,
+    max_rounds: int,
+    max_spread: float,
+    on_measure: Callable[[int], None] | None = None,
+) -> Rounds[T]:
     """Measure members ``0..count-1`` in interleaved rounds until stable (module docstring); ``measure_one(i)``
     measures member i once, ``latency`` reads its latency; ``on_measure(i)`` is called after each measurement."""
     if count < 1:

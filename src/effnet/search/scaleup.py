@@ -41,8 +41,21 @@ from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, compound, fast_
 from effnet.search.rounds import fitting_prefix, measure_in_rounds
 from effnet.specs import NetworkSpec, scale
 
-__all__ = ["RULES", "Budget", "Measurement", "Member", "ScaleConfig", "ScaleResult", "family", "measure",
-           "select", "scale_family", "measure_family", "parse_count"]  # fmt: skip
+__all__ = [
+    "RULES",
+    "Budget",
+    "Measurement",
+    "Member",
+    "ScaleConfig",
+    "ScaleResult",
+    "family",
+    "measure",
+    "select",
+    "scale_family",
+    "measure_family",
+    "parse_count",
+]
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -90,18 +103,25 @@ class Member:
         """JSON-ready row (without the full spec)."""
         m = self.measurement
         return {
-            "phi": self.phi, "depth": round(self.depth, 6), "width": round(self.width, 6),
-            "resolution": self.resolution, "flops_target": round(self.flops_target, 6), "params": self.params,
-            "macs": self.macs, "activations": self.activations,
+            "phi": self.phi,
+            "depth": round(self.depth, 6),
+            "width": round(self.width, 6),
+            "resolution": self.resolution,
+            "flops_target": round(self.flops_target, 6),
+            "params": self.params,
+            "macs": self.macs,
+            "activations": self.activations,
             "latency_ms": round(m.latency_ms, 4) if m else None,
             "throughput": round(m.throughput, 2) if m else None,
             "peak_memory_mb": round(m.peak_memory_mb, 2) if m else None,
             "latencies_ms": [round(x, 4) for x in m.latencies_ms] if m else None,
             "rounds": len(self.round_latencies_ms) if m else None,
             "round_latencies_ms": [round(x, 4) for x in self.round_latencies_ms] if m else None,
-            "spread": round(self.spread, 4) if self.spread is not None else None, "anomaly": self.anomaly,
-            "fits": self.fits, "violations": list(self.violations),
-        }  # fmt: skip
+            "spread": round(self.spread, 4) if self.spread is not None else None,
+            "anomaly": self.anomaly,
+            "fits": self.fits,
+            "violations": list(self.violations),
+        }
 
 
 def _member(phi: int, base: NetworkSpec, alpha: float, beta: float, gamma: float, rule: str) -> Member:
@@ -119,8 +139,14 @@ def _member(phi: int, base: NetworkSpec, alpha: float, beta: float, gamma: float
     return Member(phi, d, w, resolution, target, spec, c_.params, c_.macs, c_.activations)
 
 
-def family(alpha: float = PAPER_ALPHA, beta: float = PAPER_BETA, gamma: float = PAPER_GAMMA,
-           baseline: NetworkSpec | None = None, phi_max: int = 7, rule: str = "paper") -> list[Member]:  # fmt: skip
+def family(
+    alpha: float = PAPER_ALPHA,
+    beta: float = PAPER_BETA,
+    gamma: float = PAPER_GAMMA,
+    baseline: NetworkSpec | None = None,
+    phi_max: int = 7,
+    rule: str = "paper",
+) -> list[Member]:
     """Members φ = 0…``phi_max`` of the family of ``baseline`` (default EfficientNet-B0), exact costs only."""
     from effnet.specs import get_spec
 
@@ -131,8 +157,9 @@ def family(alpha: float = PAPER_ALPHA, beta: float = PAPER_BETA, gamma: float = 
     return [_member(phi, base, alpha, beta, gamma, rule) for phi in range(phi_max + 1)]
 
 
-def _measure_cuda(spec: NetworkSpec, batch: int, warmup: int, repeats: int, device: str,
-                  runtime: str, precision: str = "fp32") -> Measurement:  # fmt: skip
+def _measure_cuda(
+    spec: NetworkSpec, batch: int, warmup: int, repeats: int, device: str, runtime: str, precision: str = "fp32"
+) -> Measurement:
     import torch
 
     from effnet.models.efficientnet import EfficientNet
@@ -158,8 +185,9 @@ def _measure_cuda(spec: NetworkSpec, batch: int, warmup: int, repeats: int, devi
     del model, x, run
     torch.cuda.empty_cache()
     median = statistics.median(times)
-    return Measurement(device, batch, median, batch * 1e3 / median, peak, "cuda max_memory_allocated",
-                       tuple(times), runtime, precision)  # fmt: skip
+    return Measurement(
+        device, batch, median, batch * 1e3 / median, peak, "cuda max_memory_allocated", tuple(times), runtime, precision
+    )
 
 
 def _runner(model: Any, x: Any, runtime: str, precision: str = "fp32") -> Callable[[Any], Any]:
@@ -241,30 +269,52 @@ def _cpu_child() -> None:
             run(x)
             times.append((time.perf_counter() - start) * 1e3)
     peak = _status_kib("VmHWM")
-    print(json.dumps({"times": times, "memory": (peak - rss_before) / 1024, "method": method,
-                      "threads": torch.get_num_threads()}))  # fmt: skip
+    print(
+        json.dumps(
+            {"times": times, "memory": (peak - rss_before) / 1024, "method": method, "threads": torch.get_num_threads()}
+        )
+    )
 
 
-def _measure_cpu(spec: NetworkSpec, batch: int, warmup: int, repeats: int, threads: int | None,
-                 runtime: str, precision: str = "fp32") -> Measurement:  # fmt: skip
+def _measure_cpu(
+    spec: NetworkSpec, batch: int, warmup: int, repeats: int, threads: int | None, runtime: str, precision: str = "fp32"
+) -> Measurement:
     if not sys.platform.startswith("linux"):
         raise ValueError("--device cpu measures memory through /proc/self (VmHWM); it needs Linux")
-    job = {"spec": spec.to_dict(), "batch": batch, "warmup": warmup, "repeats": repeats, "threads": threads,
-           "runtime": runtime, "precision": precision}  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(job), capture_output=True, text=True,
-                          check=False)  # fmt: skip
+    job = {
+        "spec": spec.to_dict(),
+        "batch": batch,
+        "warmup": warmup,
+        "repeats": repeats,
+        "threads": threads,
+        "runtime": runtime,
+        "precision": precision,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD], input=json.dumps(job), capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise RuntimeError(f"measuring {spec.name} on cpu failed (exit {proc.returncode}): {tail[0]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     times = out["times"]
     median = statistics.median(times)
-    return Measurement("cpu", batch, median, batch * 1e3 / median, out["memory"], out["method"], tuple(times), runtime,
-                       precision)  # fmt: skip
+    return Measurement(
+        "cpu", batch, median, batch * 1e3 / median, out["memory"], out["method"], tuple(times), runtime, precision
+    )
 
 
-def measure(spec: NetworkSpec, device: str = "cpu", batch: int = 1, *, warmup: int = 2, repeats: int = 5,
-            threads: int | None = None, runtime: str = "eager", precision: str = "fp32") -> Measurement:  # fmt: skip
+def measure(
+    spec: NetworkSpec,
+    device: str = "cpu",
+    batch: int = 1,
+    *,
+    warmup: int = 2,
+    repeats: int = 5,
+    threads: int | None = None,
+    runtime: str = "eager",
+    precision: str = "fp32",
+) -> Measurement:
     """Median latency (ms per batch), throughput (images/s) and peak memory (MiB) of ``spec`` on ``device``.
 
     ``runtime`` is how the model runs: ``eager`` (the module) or any runtime of
@@ -315,9 +365,11 @@ def select(members: Sequence[Member], budget: Budget) -> Member:
     if k is not None:
         return ordered[k]
     smallest = ordered[0]
-    raise ValueError(f"no model of the family phi=0..{ordered[-1].phi} fits the budget; even phi=0 "
-                     f"has {'; '.join(smallest.violations)}. Raise the budget or use a smaller baseline "
-                     "(--baseline, --width, --resolution)")  # fmt: skip
+    raise ValueError(
+        f"no model of the family phi=0..{ordered[-1].phi} fits the budget; even phi=0 "
+        f"has {'; '.join(smallest.violations)}. Raise the budget or use a smaller baseline "
+        "(--baseline, --width, --resolution)"
+    )
 
 
 def _skipped_note(members: Sequence[Member], chosen: Member | None) -> str | None:
@@ -328,8 +380,10 @@ def _skipped_note(members: Sequence[Member], chosen: Member | None) -> str | Non
     if not above:
         return None
     failing = min(m.phi for m in members if m.phi > chosen.phi and not m.fits)
-    return (f"phi={', '.join(map(str, above))} fit(s) but phi={failing} below does not: not chosen (a larger "
-            "model fitting where a smaller one does not is more likely measurement noise than a real speed-up)")
+    return (
+        f"phi={', '.join(map(str, above))} fit(s) but phi={failing} below does not: not chosen (a larger "
+        "model fitting where a smaller one does not is more likely measurement noise than a real speed-up)"
+    )
 
 
 @dataclass(frozen=True)
@@ -347,60 +401,102 @@ class ScaleResult:
         """JSON-ready: coefficients, rule, budget, every φ and the chosen φ (with its spec)."""
         c = self.config
         return {
-            "alpha": c.alpha, "beta": c.beta, "gamma": c.gamma, "rule": c.rule,
+            "alpha": c.alpha,
+            "beta": c.beta,
+            "gamma": c.gamma,
+            "rule": c.rule,
             "flops_factor_per_phi": round(flops_factor(c.alpha, c.beta, c.gamma), 6),
-            "baseline": c.baseline.name if c.baseline is not None else "efficientnet_b0", "device": c.device,
-            "batch": c.batch if c.device else None, "warmup": c.warmup if c.device else None,
-            "repeats": c.repeats if c.device else None, "runtime": c.runtime if c.device else None,
+            "baseline": c.baseline.name if c.baseline is not None else "efficientnet_b0",
+            "device": c.device,
+            "batch": c.batch if c.device else None,
+            "warmup": c.warmup if c.device else None,
+            "repeats": c.repeats if c.device else None,
+            "runtime": c.runtime if c.device else None,
             "precision": c.precision if c.device else None,
             "memory_method": self.members[0].measurement.memory_method if self.members[0].measurement else None,
-            "min_rounds": c.min_rounds if c.device else None, "max_rounds": c.max_rounds if c.device else None,
+            "min_rounds": c.min_rounds if c.device else None,
+            "max_rounds": c.max_rounds if c.device else None,
             "max_spread": c.max_spread if c.device else None,
-            "budget": c.budget.to_dict(), "family": [m.to_dict() for m in self.members],
-            "chosen_phi": self.chosen.phi if self.chosen else None, "note": self.note,
-            "chosen_spec": self.chosen.spec.to_dict() if self.chosen else None, "error": self.reason,
-        }  # fmt: skip
+            "budget": c.budget.to_dict(),
+            "family": [m.to_dict() for m in self.members],
+            "chosen_phi": self.chosen.phi if self.chosen else None,
+            "note": self.note,
+            "chosen_spec": self.chosen.spec.to_dict() if self.chosen else None,
+            "error": self.reason,
+        }
 
 
 def _combine(runs: Sequence[Measurement]) -> Measurement:
     """One member's measurement over its rounds: median of the per-round latencies, the largest memory peak."""
     first = runs[0]
     median = statistics.median(m.latency_ms for m in runs)
-    return dataclasses.replace(first, latency_ms=median, throughput=first.batch * 1e3 / median,
-                               peak_memory_mb=max(m.peak_memory_mb for m in runs),
-                               latencies_ms=tuple(t for m in runs for t in m.latencies_ms))  # fmt: skip
+    return dataclasses.replace(
+        first,
+        latency_ms=median,
+        throughput=first.batch * 1e3 / median,
+        peak_memory_mb=max(m.peak_memory_mb for m in runs),
+        latencies_ms=tuple(t for m in runs for t in m.latencies_ms),
+    )
 
 
-def measure_family(members: Sequence[Member], config: ScaleConfig, *,
-                   measure_one: Callable[[NetworkSpec], Measurement] | None = None,
-                   on_measure: Callable[[Member], None] | None = None) -> list[Member]:  # fmt: skip
+def measure_family(
+    members: Sequence[Member],
+    config: ScaleConfig,
+    *,
+    measure_one: Callable[[NetworkSpec], Measurement] | None = None,
+    on_measure: Callable[[Member], None] | None = None,
+) -> list[Member]:
     """``members`` with measurements taken in interleaved rounds (:func:`effnet.search.rounds.measure_in_rounds`).
 
     ``measure_one(spec)`` defaults to :func:`measure` with ``config``'s device, batch, runtime and precision.
     """
     if measure_one is None:
+
         def measure_one(spec: NetworkSpec) -> Measurement:
-            return measure(spec, config.device or "cpu", config.batch, warmup=config.warmup, repeats=config.repeats,
-                           threads=config.threads, runtime=config.runtime, precision=config.precision)  # fmt: skip
+            return measure(
+                spec,
+                config.device or "cpu",
+                config.batch,
+                warmup=config.warmup,
+                repeats=config.repeats,
+                threads=config.threads,
+                runtime=config.runtime,
+                precision=config.precision,
+            )
 
     rounds = measure_in_rounds(
-        len(members), lambda i: measure_one(members[i].spec), lambda m: m.latency_ms,
-        min_rounds=config.min_rounds, max_rounds=config.max_rounds, max_spread=config.max_spread,
+        len(members),
+        lambda i: measure_one(members[i].spec),
+        lambda m: m.latency_ms,
+        min_rounds=config.min_rounds,
+        max_rounds=config.max_rounds,
+        max_spread=config.max_spread,
         on_measure=(lambda i: on_measure(members[i])) if on_measure is not None else None,
-    )  # fmt: skip
+    )
     out = []
     for i, m in enumerate(members):
         anomaly = None
         if i in rounds.anomalies:
             smaller = ", ".join(f"phi={members[k].phi}" for k in rounds.anomalies[i])
             anomaly = f"faster than {smaller} after an extra round"
-        out.append(dataclasses.replace(m, measurement=_combine(rounds.runs[i]), round_latencies_ms=rounds.latencies[i],
-                                       spread=rounds.spread(i), anomaly=anomaly))  # fmt: skip
+        out.append(
+            dataclasses.replace(
+                m,
+                measurement=_combine(rounds.runs[i]),
+                round_latencies_ms=rounds.latencies[i],
+                spread=rounds.spread(i),
+                anomaly=anomaly,
+            )
+        )
     return out
 
 
-def scale_family(config: ScaleConfig, *, on_measure: Callable[[Member], None] | None = None,
-                 measure_one: Callable[[NetworkSpec], Measurement] | None = None) -> ScaleResult:  # fmt: skip
+def scale_family(
+    config: ScaleConfig,
+    *,
+    on_measure: Callable[[Member], None] | None = None,
+    measure_one: Callable[[NetworkSpec], Measurement] | None = None,
+) -> ScaleResult:
     """Build the family, measure it in rounds when ``config.device`` is set, apply the budget and choose.
 
     Latency/memory budgets need a device (``ValueError`` otherwise). Nothing fitting is not an exception here:

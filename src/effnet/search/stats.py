@@ -19,9 +19,11 @@ __all__ = ["TEST", "ALPHA", "interval95", "welch_p", "verdict"]
 
 ALPHA = 0.05
 """Significance level of the verdict's test."""
-TEST = ("two-sided Welch t-test at the 5 % level between the best compound and the best single-dimension point "
-        "(seeds as samples); 'yes' also needs the compound point's 95 % interval above the majority-class "
-        "accuracy")  # fmt: skip
+TEST = (
+    "two-sided Welch t-test at the 5 % level between the best compound and the best single-dimension point "
+    "(seeds as samples); 'yes' also needs the compound point's 95 % interval above the majority-class "
+    "accuracy"
+)
 """The stated test behind the verdict (printed with it and stored in the summary JSON)."""
 
 YES, NO, SAME, CANNOT = "yes", "no", "not distinguishable at this budget", "cannot tell"
@@ -51,8 +53,9 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
     return p if math.isfinite(p) else None
 
 
-def verdict(compound: Mapping[str, Any] | None, single: Mapping[str, Any] | None,
-            chance_top1: float | None) -> dict[str, Any]:  # fmt: skip
+def verdict(
+    compound: Mapping[str, Any] | None, single: Mapping[str, Any] | None, chance_top1: float | None
+) -> dict[str, Any]:
     """The answer for the best compound row and best single-dimension row (each with a ``samples`` list of top-1).
 
     Returns ``answer`` (yes / no / not distinguishable at this budget / cannot tell), ``reason``, ``p_value``,
@@ -63,20 +66,34 @@ def verdict(compound: Mapping[str, Any] | None, single: Mapping[str, Any] | None
         return {**out, "answer": CANNOT, "reason": "the study has no fully trained compound or single-dimension point"}
     a, b = list(compound["samples"]), list(single["samples"])
     if len(a) < 2 or len(b) < 2:
-        return {**out, "answer": CANNOT, "reason": "one seed per point measures no noise; rerun with --seeds 2 "
-                "or more (a rerun with another seed moved top-1 by about a point in the issue's example)"}
+        return {
+            **out,
+            "answer": CANNOT,
+            "reason": "one seed per point measures no noise; rerun with --seeds 2 "
+            "or more (a rerun with another seed moved top-1 by about a point in the issue's example)",
+        }
     p = welch_p(a, b)
     out["p_value"] = p
     ma, mb = statistics.fmean(a), statistics.fmean(b)
     low = interval95(a)
     near_chance = chance_top1 is not None and low is not None and low[0] <= chance_top1
     if p is None or p >= ALPHA:
-        return {**out, "answer": SAME, "reason": f"difference {ma - mb:+.2f} points is within the noise "
-                f"(p = {p if p is None else round(p, 3)})"}
+        return {
+            **out,
+            "answer": SAME,
+            "reason": f"difference {ma - mb:+.2f} points is within the noise (p = {p if p is None else round(p, 3)})",
+        }
     if ma < mb:
-        return {**out, "answer": NO, "reason": f"the best single-dimension point is better by {mb - ma:.2f} points "
-                f"(p = {p:.3g})"}
+        return {
+            **out,
+            "answer": NO,
+            "reason": f"the best single-dimension point is better by {mb - ma:.2f} points (p = {p:.3g})",
+        }
     if near_chance:
-        return {**out, "answer": SAME, "reason": f"the compound point's 95 % interval reaches the majority-class "
-                f"accuracy {chance_top1:.2f} % (near chance)"}
+        return {
+            **out,
+            "answer": SAME,
+            "reason": f"the compound point's 95 % interval reaches the majority-class "
+            f"accuracy {chance_top1:.2f} % (near chance)",
+        }
     return {**out, "answer": YES, "reason": f"better by {ma - mb:.2f} points (p = {p:.3g})"}

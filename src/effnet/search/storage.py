@@ -53,12 +53,16 @@ def _normalise_url(url: str) -> Any:
             driver = "psycopg2" if _has_module("psycopg2") else "psycopg"
             parsed = parsed.set(drivername=f"postgresql+{driver}")
         if driver not in ("psycopg", "psycopg2"):
-            raise ValueError(f"--storage {redact(url)}: driver {driver!r} is not supported; use "
-                             "postgresql+psycopg:// (pip install 'psycopg[binary]') or postgresql+psycopg2://")
+            raise ValueError(
+                f"--storage {redact(url)}: driver {driver!r} is not supported; use "
+                "postgresql+psycopg:// (pip install 'psycopg[binary]') or postgresql+psycopg2://"
+            )
         if not _has_module(driver):
             package = "psycopg[binary]" if driver == "psycopg" else "psycopg2-binary"
-            raise ValueError(f"--storage {redact(url)} needs the PostgreSQL driver {driver!r}, which is not "
-                             f"installed: pip install '{package}'")
+            raise ValueError(
+                f"--storage {redact(url)} needs the PostgreSQL driver {driver!r}, which is not "
+                f"installed: pip install '{package}'"
+            )
     return parsed
 
 
@@ -91,10 +95,12 @@ def open_storage(url: str, heartbeat: int | None = 10) -> Any:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna, and what this relies on
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 storage = optuna.storages.RDBStorage(
-                    text, engine_kwargs={"connect_args": connect_args}, heartbeat_interval=heartbeat,
+                    text,
+                    engine_kwargs={"connect_args": connect_args},
+                    heartbeat_interval=heartbeat,
                     grace_period=3 * heartbeat if heartbeat else None,
                     heartbeat_stale_trial_callback=_retry_callback() if heartbeat else None,
-                )  # fmt: skip
+                )
             return _serialize_sqlite(storage) if "isolation_level" in connect_args else storage
         except Exception as exc:
             message = _first_line(exc)
@@ -103,8 +109,10 @@ def open_storage(url: str, heartbeat: int | None = 10) -> Any:
                 time.sleep(0.5)
                 continue
             if "file is not a database" in message or "malformed" in message:
-                raise ValueError(f"--storage {redact(url)} is not a readable Optuna database (damaged or another "
-                                 f"kind of file): {message}; move it away or pass another --storage") from None
+                raise ValueError(
+                    f"--storage {redact(url)} is not a readable Optuna database (damaged or another "
+                    f"kind of file): {message}; move it away or pass another --storage"
+                ) from None
             raise ValueError(f"cannot open --storage {redact(url)}: {message}") from None
 
 

@@ -112,9 +112,16 @@ def _kind(alpha: float, beta: float, gamma: float) -> str:
     return scaled[0] if len(scaled) == 1 else "compound"
 
 
-def candidates(target: float = 2.0, tol: float = DEFAULT_TOL, step: float = DEFAULT_STEP, low: float = 1.0,
-               high: float = 2.0, *, seeds: Sequence[int] = (0,),
-               include_baseline: bool = True) -> list[Candidate]:  # fmt: skip
+def candidates(
+    target: float = 2.0,
+    tol: float = DEFAULT_TOL,
+    step: float = DEFAULT_STEP,
+    low: float = 1.0,
+    high: float = 2.0,
+    *,
+    seeds: Sequence[int] = (0,),
+    include_baseline: bool = True,
+) -> list[Candidate]:
     """Every trial of a study: grid points, the exact single-dimension points, optionally (1, 1, 1), × seeds.
 
     Order: baseline first, then the points sorted, each repeated for every seed in ``seeds`` (seed-major
@@ -126,16 +133,19 @@ def candidates(target: float = 2.0, tol: float = DEFAULT_TOL, step: float = DEFA
     if include_baseline:
         ordered = [(1.0, 1.0, 1.0)] + [p for p in ordered if p != (1.0, 1.0, 1.0)]
     if len(ordered) * len(seeds) > MAX_TRIALS:
-        raise ValueError(f"the grid has {len(ordered)} points x {len(seeds)} seeds = {len(ordered) * len(seeds)} "
-                         f"trials, more than {MAX_TRIALS}; use a coarser --step or a smaller --tol")  # fmt: skip
+        raise ValueError(
+            f"the grid has {len(ordered)} points x {len(seeds)} seeds = {len(ordered) * len(seeds)} "
+            f"trials, more than {MAX_TRIALS}; use a coarser --step or a smaller --tol"
+        )
     return [Candidate(a, b, g, _kind(a, b, g), int(s)) for a, b, g in ordered for s in seeds]
 
 
 _SAME_NETWORK_NOTE = "not training "
 
 
-def distinct_networks(items: Sequence[Candidate],
-                      base: NetworkSpec) -> tuple[list[Candidate], list[tuple[Candidate, Candidate]]]:  # fmt: skip
+def distinct_networks(
+    items: Sequence[Candidate], base: NetworkSpec
+) -> tuple[list[Candidate], list[tuple[Candidate, Candidate]]]:
     """``items`` without the trials that would train a network (and seed) an earlier item already trains.
 
     Two points can round to the same network: at 32 px, γ = 1.4 and γ = √2 both give 45 px inputs. Returns
@@ -171,15 +181,25 @@ def definition(config: SearchConfig, base: NetworkSpec, items: Sequence[Candidat
     """What makes two runs the same study: grid, seeds, baseline spec, data and training budget (JSON-ready)."""
     return {
         "format": _FORMAT,
-        "grid": {"target": config.target, "tol": config.tol, "step": config.step, "low": config.low,
-                 "high": config.high, "include_baseline": config.include_baseline},  # fmt: skip
+        "grid": {
+            "target": config.target,
+            "tol": config.tol,
+            "step": config.step,
+            "low": config.low,
+            "high": config.high,
+            "include_baseline": config.include_baseline,
+        },
         "seeds": [config.seed + i for i in range(config.seeds)],
-        "strategy": {"name": config.strategy, "eta": config.eta, "min_epochs": config.min_epochs,
-                     "keep": config.keep},  # fmt: skip
+        "strategy": {"name": config.strategy, "eta": config.eta, "min_epochs": config.min_epochs, "keep": config.keep},
         "baseline": base.to_dict(),
-        "budget": {"data": config.data, "epochs": config.epochs, "train_limit": config.train_limit,
-                   "val_limit": config.val_limit, "batch_size": config.batch_size,
-                   "train_options": dict(config.train_options)},  # fmt: skip
+        "budget": {
+            "data": config.data,
+            "epochs": config.epochs,
+            "train_limit": config.train_limit,
+            "val_limit": config.val_limit,
+            "batch_size": config.batch_size,
+            "train_options": dict(config.train_options),
+        },
         "candidates": [[c.alpha, c.beta, c.gamma, c.kind, c.seed] for c in items],
     }
 
@@ -209,8 +229,12 @@ available, ``best_top1``, ``last_top5``, ``ema_top1``, ``params``, ``macs``, ``e
 ``wall_time_s``."""
 
 
-def _default_trainer(train_config: Any, spec: NetworkSpec, progress: bool = False,
-                     on_epoch: Callable[[dict[str, Any]], None] | None = None) -> Any:  # fmt: skip
+def _default_trainer(
+    train_config: Any,
+    spec: NetworkSpec,
+    progress: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> Any:
     from effnet.training.trainer import fit
 
     return fit(train_config, spec=spec, progress=progress, on_epoch=on_epoch)
@@ -225,10 +249,18 @@ def train_config(config: SearchConfig, seed: int, output: Path, model: str = "se
     from effnet.training.trainer import TrainConfig
 
     fields = {
-        "data": config.data, "model": model, "epochs": config.epochs, "batch_size": config.batch_size,
-        "train_limit": config.train_limit, "val_limit": config.val_limit, "seed": seed, "output": str(output),
-        "data_root": config.data_root, "threads": config.threads, **dict(config.train_options),
-    }  # fmt: skip
+        "data": config.data,
+        "model": model,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "train_limit": config.train_limit,
+        "val_limit": config.val_limit,
+        "seed": seed,
+        "output": str(output),
+        "data_root": config.data_root,
+        "threads": config.threads,
+        **dict(config.train_options),
+    }
     try:
         train = TrainConfig.from_dict(fields)
     except (TypeError, ValueError) as exc:
@@ -237,8 +269,9 @@ def train_config(config: SearchConfig, seed: int, output: Path, model: str = "se
         resolve_recipe(train)  # validates every value now, not after the study was created
     except TypeError:  # e.g. lr=abc reaches a numeric comparison as a string
         given = ", ".join(f"{k}={v!r}" for k, v in config.train_options if isinstance(v, str))
-        raise ValueError(f"--train-option: a value has the wrong type ({given}); numbers must be numbers, "
-                         "e.g. lr=0.05") from None
+        raise ValueError(
+            f"--train-option: a value has the wrong type ({given}); numbers must be numbers, e.g. lr=0.05"
+        ) from None
     return train
 
 
@@ -262,8 +295,12 @@ def _load_study(storage: Any, config: SearchConfig, defn: dict[str, Any], items:
     import optuna
 
     name, url = config.study, config.storage_url
-    kwargs = {"storage": storage, "study_name": name, "sampler": optuna.samplers.RandomSampler(seed=0),
-              "pruner": _pruner(config)}  # fmt: skip
+    kwargs = {
+        "storage": storage,
+        "study_name": name,
+        "sampler": optuna.samplers.RandomSampler(seed=0),
+        "pruner": _pruner(config),
+    }
     given = json.loads(json.dumps(defn))
     try:  # the unique study name makes creation atomic: the winner enqueues the grid, the others wait for it
         study = optuna.create_study(direction="maximize", **kwargs)
@@ -281,8 +318,10 @@ def _load_study(storage: Any, config: SearchConfig, defn: dict[str, Any], items:
         time.sleep(0.2)
     stored = study.user_attrs.get(_ATTR)
     if stored is None and study.get_trials(deepcopy=False):
-        raise ValueError(f"--study {name!r} in {redact(url)} already holds {len(study.trials)} trials that "
-                         "effnet search did not create; choose another --study name")  # fmt: skip
+        raise ValueError(
+            f"--study {name!r} in {redact(url)} already holds {len(study.trials)} trials that "
+            "effnet search did not create; choose another --study name"
+        )
     if stored is not None and stored != given:
         diffs = sorted(_differences(stored, given), key=lambda d: d.startswith("candidates"))  # causes first
         raise ValueError(
@@ -297,8 +336,9 @@ def _load_study(storage: Any, config: SearchConfig, defn: dict[str, Any], items:
     return study
 
 
-def _record(item: Candidate, base: NetworkSpec, spec: NetworkSpec, result: Any, wall: float,
-            run_dir: Path) -> dict[str, Any]:  # fmt: skip
+def _record(
+    item: Candidate, base: NetworkSpec, spec: NetworkSpec, result: Any, wall: float, run_dir: Path
+) -> dict[str, Any]:
     from effnet.cost import cost
 
     trained = getattr(result, "spec", None)  # the trainer fits classes and input channels to the data
@@ -307,12 +347,24 @@ def _record(item: Candidate, base: NetworkSpec, spec: NetworkSpec, result: Any, 
     params = getattr(result, "params", None) or exact.params
     macs = getattr(result, "macs", None) or exact.macs
     record = {
-        "kind": item.kind, "alpha": item.alpha, "beta": item.beta, "gamma": item.gamma, "seed": item.seed,
-        "depth": spec.depth, "width": spec.width, "resolution": spec.resolution,
-        "flops_factor": flops_factor(*item.point), "macs_factor": exact.macs / cost(base.replace(**fit)).macs,
-        "params": int(params), "macs": int(macs), "top1": float(result.last_top1), "wall_time_s": round(wall, 3),
-        "output_dir": str(run_dir), "worker": f"{socket.gethostname()}:{os.getpid()}", "pruned": False,
-    }  # fmt: skip
+        "kind": item.kind,
+        "alpha": item.alpha,
+        "beta": item.beta,
+        "gamma": item.gamma,
+        "seed": item.seed,
+        "depth": spec.depth,
+        "width": spec.width,
+        "resolution": spec.resolution,
+        "flops_factor": flops_factor(*item.point),
+        "macs_factor": exact.macs / cost(base.replace(**fit)).macs,
+        "params": int(params),
+        "macs": int(macs),
+        "top1": float(result.last_top1),
+        "wall_time_s": round(wall, 3),
+        "output_dir": str(run_dir),
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "pruned": False,
+    }
     for name in ("best_top1", "last_top5", "ema_top1", "epochs", "images_per_s"):
         value = getattr(result, name, None)
         if value is not None:
@@ -338,8 +390,14 @@ class _SpareTrial(Exception):
 class _Worker:
     """One worker's loop over a study: take WAITING trials until every grid point is COMPLETE or PRUNED."""
 
-    def __init__(self, config: SearchConfig, trainer: Trainer, items: Sequence[Candidate], base: NetworkSpec,
-                 echo: Callable[[str], None]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: SearchConfig,
+        trainer: Trainer,
+        items: Sequence[Candidate],
+        base: NetworkSpec,
+        echo: Callable[[str], None],
+    ) -> None:
         self.config, self.trainer, self.items, self.base, self.echo = config, trainer, items, base, echo
         self.ran = 0
 
@@ -377,14 +435,17 @@ class _Worker:
                 continue
             if not waiting:
                 if not said:
-                    self.echo(f"waiting for {len(running)} trial(s) running in other workers (a killed worker's "
-                              f"trial is re-run here after {3 * self.config.heartbeat} s without heartbeat)")
+                    self.echo(
+                        f"waiting for {len(running)} trial(s) running in other workers (a killed worker's "
+                        f"trial is re-run here after {3 * self.config.heartbeat} s without heartbeat)"
+                    )
                     said = True
                 time.sleep(min(self.config.heartbeat, 5))
                 continue
             try:
-                study.optimize(functools.partial(self.objective, study), n_trials=1, catch=(_SpareTrial,),
-                               gc_after_trial=False)  # fmt: skip
+                study.optimize(
+                    functools.partial(self.objective, study), n_trials=1, catch=(_SpareTrial,), gc_after_trial=False
+                )
             except ValueError as exc:  # the trial was finished elsewhere meanwhile (e.g. failed as stale under load)
                 if not str(exc).startswith("Cannot tell a "):
                     raise
@@ -394,8 +455,7 @@ class _Worker:
         """Number of another trial that finished or is (earlier) running this grid point, else None."""
         from optuna.trial import TrialState
 
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                          TrialState.RUNNING)):  # fmt: skip
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
             if t.user_attrs.get(_GRID_ID) == gid and t.number != number:
                 if t.state != TrialState.RUNNING or t.number < number:
                     return t.number
@@ -414,7 +474,7 @@ class _Worker:
         values = {
             name: trial.suggest_float(name, min(getattr(c, name) for c in items), max(getattr(c, name) for c in items))
             for name in ("alpha", "beta", "gamma")
-        }  # fmt: skip
+        }
         values["seed"] = trial.suggest_int("seed", min(c.seed for c in items), max(c.seed for c in items))
         if values != item.params:
             raise RuntimeError(f"trial {trial.number}: its parameters {values} are not grid point {gid} {item.params}")
@@ -423,8 +483,12 @@ class _Worker:
             trial.set_user_attr("duplicate_of", other)
             raise _SpareTrial(f"grid point {gid} is already taken by trial {other}")
         spec = trial_spec(self.base, item.alpha, item.beta, item.gamma)
-        run_dir = Path(self.config.output) / "trials" / self.config.study / (
-            f"{trial.number:04d}_{item.kind}_a{item.alpha:g}_b{item.beta:g}_g{item.gamma:g}_s{item.seed}")
+        run_dir = (
+            Path(self.config.output)
+            / "trials"
+            / self.config.study
+            / (f"{trial.number:04d}_{item.kind}_a{item.alpha:g}_b{item.beta:g}_g{item.gamma:g}_s{item.seed}")
+        )
         start = time.perf_counter()
         epochs: list[dict[str, Any]] = []
         kwargs = {}
@@ -462,9 +526,11 @@ class _Worker:
             trial.set_user_attr(key, value)
         self.ran += 1
         epochs = f" epochs={record['epochs']}" if "epochs" in record else ""
-        self.echo(f"trial {trial.number}: {record['kind']} a={record['alpha']:g} b={record['beta']:g} "
-                  f"g={record['gamma']:g} seed={record['seed']} top1={record['top1']:.2f}%{epochs} "
-                  f"MACs={record['macs'] / 1e6:.2f}M {verb} {record['wall_time_s']:.1f}s")  # fmt: skip
+        self.echo(
+            f"trial {trial.number}: {record['kind']} a={record['alpha']:g} b={record['beta']:g} "
+            f"g={record['gamma']:g} seed={record['seed']} top1={record['top1']:.2f}%{epochs} "
+            f"MACs={record['macs'] / 1e6:.2f}M {verb} {record['wall_time_s']:.1f}s"
+        )
 
 
 def majority_top1(config: SearchConfig) -> float:
@@ -474,8 +540,14 @@ def majority_top1(config: SearchConfig) -> float:
     from effnet.training.data import load_datasets
 
     limit_seed = train_config(config, config.seed, Path(config.output)).limit_seed
-    bundle = load_datasets(config.data, resolution=8, data_root=config.data_root, train_limit=1,
-                           val_limit=config.val_limit, limit_seed=limit_seed)  # fmt: skip
+    bundle = load_datasets(
+        config.data,
+        resolution=8,
+        data_root=config.data_root,
+        train_limit=1,
+        val_limit=config.val_limit,
+        limit_seed=limit_seed,
+    )
     val = bundle.val
     indices = getattr(val, "indices", None)
     base = getattr(val, "dataset", val)
@@ -501,9 +573,14 @@ def _finished_records(study: Any) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: r["trial"])
 
 
-def run_search(config: SearchConfig, *, trainer: Trainer | None = None, progress: bool = True,
-               echo: Callable[[str], None] | None = None,
-               before_report: Callable[[], Mapping[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+def run_search(
+    config: SearchConfig,
+    *,
+    trainer: Trainer | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+    before_report: Callable[[], Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Work on the study until every candidate has a COMPLETE (or PRUNED) trial, then write and return the report.
 
     Several processes or machines may run this with the same storage and study; each takes the next WAITING
@@ -514,18 +591,31 @@ def run_search(config: SearchConfig, *, trainer: Trainer | None = None, progress
     from effnet.search.report import write_report
 
     seeds = [config.seed + i for i in range(config.seeds)]
-    items = candidates(config.target, config.tol, config.step, config.low, config.high, seeds=seeds,
-                       include_baseline=config.include_baseline)  # fmt: skip
-    records, summary = run_trials(config, items, trainer=trainer, progress=progress, echo=echo,
-                                  before_report=before_report)  # fmt: skip
+    items = candidates(
+        config.target,
+        config.tol,
+        config.step,
+        config.low,
+        config.high,
+        seeds=seeds,
+        include_baseline=config.include_baseline,
+    )
+    records, summary = run_trials(
+        config, items, trainer=trainer, progress=progress, echo=echo, before_report=before_report
+    )
     return write_report(records, summary["baseline_macs"], config.output, summary=summary)
 
 
-def run_trials(config: SearchConfig, items: Sequence[Candidate], *, trainer: Trainer | None = None,
-               progress: bool = True, echo: Callable[[str], None] | None = None,
-               extra: Mapping[str, Any] | None = None,
-               before_report: Callable[[], Mapping[str, Any]] | None = None,
-               ) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+def run_trials(
+    config: SearchConfig,
+    items: Sequence[Candidate],
+    *,
+    trainer: Trainer | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    before_report: Callable[[], Mapping[str, Any]] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train every point of ``items`` as one trial of the Optuna study ``config.study`` (the study machinery of
     :func:`run_search`: enqueued points, many workers and machines, resumable), with ``config``'s budget.
 
@@ -542,8 +632,15 @@ def run_trials(config: SearchConfig, items: Sequence[Candidate], *, trainer: Tra
         if trainer is None:
             trainer = functools.partial(_default_trainer, progress=progress)
         _check_trainer(trainer, config.strategy)
-        return _work(config, items, trainer, progress, echo or (lambda text: tqdm.write(text)), extra or {},
-                     before_report or dict)  # fmt: skip
+        return _work(
+            config,
+            items,
+            trainer,
+            progress,
+            echo or (lambda text: tqdm.write(text)),
+            extra or {},
+            before_report or dict,
+        )
 
 
 def _check_trainer(trainer: Trainer, strategy: str) -> None:
@@ -555,13 +652,21 @@ def _check_trainer(trainer: Trainer, strategy: str) -> None:
     except (TypeError, ValueError):  # a callable without a signature: trust it
         return
     if "on_epoch" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        raise ValueError("strategy 'halving' calls trainer(config, spec, on_epoch=...) after each epoch; this trainer "
-                         "takes no on_epoch: add it or use strategy 'grid'")  # fmt: skip
+        raise ValueError(
+            "strategy 'halving' calls trainer(config, spec, on_epoch=...) after each epoch; this trainer "
+            "takes no on_epoch: add it or use strategy 'grid'"
+        )
 
 
-def _work(config: SearchConfig, items: Sequence[Candidate], trainer: Trainer, progress: bool,
-          echo: Callable[[str], None], extra: Mapping[str, Any],
-          before_report: Callable[[], Mapping[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _work(
+    config: SearchConfig,
+    items: Sequence[Candidate],
+    trainer: Trainer,
+    progress: bool,
+    echo: Callable[[str], None],
+    extra: Mapping[str, Any],
+    before_report: Callable[[], Mapping[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from tqdm.auto import tqdm
 
     from effnet.cost import cost
@@ -571,29 +676,39 @@ def _work(config: SearchConfig, items: Sequence[Candidate], trainer: Trainer, pr
         train_config(config, config.seed, Path(config.output))  # bad --train-option values fail before any study
     items, same = distinct_networks(items, base)
     for dropped, kept in same:
-        echo(f"{_SAME_NETWORK_NOTE}a={dropped.alpha:g} b={dropped.beta:g} g={dropped.gamma:g}: it is the same "
-             f"network as a={kept.alpha:g} b={kept.beta:g} g={kept.gamma:g}")  # fmt: skip
+        echo(
+            f"{_SAME_NETWORK_NOTE}a={dropped.alpha:g} b={dropped.beta:g} g={dropped.gamma:g}: it is the same "
+            f"network as a={kept.alpha:g} b={kept.beta:g} g={kept.gamma:g}"
+        )
     defn = {**definition(config, base, items), **extra}
     url = config.storage_url
     storage = open_storage(url, config.heartbeat)
     study = _load_study(storage, config, defn, items)
     start = time.perf_counter()
     worker = _Worker(config, trainer, items, base, echo)
-    with tqdm(total=len(items), desc=f"{extra.get('tool', 'search')} {config.study}", unit="trial",
-              disable=not progress) as bar:  # fmt: skip
+    with tqdm(
+        total=len(items), desc=f"{extra.get('tool', 'search')} {config.study}", unit="trial", disable=not progress
+    ) as bar:
         worker.loop(study, bar)
     wall = round(time.perf_counter() - start, 1)
     after = dict(before_report())
     records = _finished_records(study)
     summary = {
-        "study": config.study, "storage": redact(url), "data": config.data, "baseline_name": base.name,
-        "baseline_macs": cost(base).macs, "trials_run_by_this_worker": worker.ran,
-        "worker_wall_time_s": wall, "strategy": config.strategy,
+        "study": config.study,
+        "storage": redact(url),
+        "data": config.data,
+        "baseline_name": base.name,
+        "baseline_macs": cost(base).macs,
+        "trials_run_by_this_worker": worker.ran,
+        "worker_wall_time_s": wall,
+        "strategy": config.strategy,
         "trials_wall_time_s": round(sum(float(r["wall_time_s"]) for r in records), 1),
         "epochs_trained": sum(int(r.get("epochs", config.epochs)) for r in records),
-        "epochs_full_grid": config.epochs * len(items), "chance_top1": _chance(config, trainer, records),
-        "definition": defn, **after,
-    }  # fmt: skip
+        "epochs_full_grid": config.epochs * len(items),
+        "chance_top1": _chance(config, trainer, records),
+        "definition": defn,
+        **after,
+    }
     return records, summary
 
 
@@ -621,26 +736,42 @@ def load_study_result(storage: str, study: str) -> dict[str, Any]:
         loaded = optuna.load_study(study_name=study, storage=st)
     except KeyError:
         names = optuna.get_all_study_names(st)
-        raise ValueError(f"--study {study!r} is not in {redact(storage)}; it holds: "
-                         f"{', '.join(names) or 'no study'}") from None  # fmt: skip
+        raise ValueError(
+            f"--study {study!r} is not in {redact(storage)}; it holds: {', '.join(names) or 'no study'}"
+        ) from None
     defn = loaded.user_attrs.get(_ATTR)
     if defn is None:
         raise ValueError(f"--study {study!r} in {redact(storage)} was not created by effnet search")
     records = [
         {"trial": t.number, **t.user_attrs}
-        for t in loaded.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                                           optuna.trial.TrialState.PRUNED))
+        for t in loaded.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        )
         if _GRID_ID in t.user_attrs and "top1" in t.user_attrs
     ]
     rows = summarize(records, 1) if records else []
     chosen = choose(rows)
     if chosen is None:
-        raise ValueError(f"--study {study!r} has no finished scaled trial yet ({len(records)} complete of "
-                         f"{len(defn['candidates'])}); run effnet search to finish it")  # fmt: skip
-    trained = next(({"num_classes": r["num_classes"], "in_chans": r["in_chans"]} for r in records
-                    if "num_classes" in r and "in_chans" in r), {})  # fmt: skip
-    return {"definition": defn, "rows": rows, "chosen": dict(chosen), "complete": len(records),
-            "total": len(defn["candidates"]), "trained": trained}  # fmt: skip
+        raise ValueError(
+            f"--study {study!r} has no finished scaled trial yet ({len(records)} complete of "
+            f"{len(defn['candidates'])}); run effnet search to finish it"
+        )
+    trained = next(
+        (
+            {"num_classes": r["num_classes"], "in_chans": r["in_chans"]}
+            for r in records
+            if "num_classes" in r and "in_chans" in r
+        ),
+        {},
+    )
+    return {
+        "definition": defn,
+        "rows": rows,
+        "chosen": dict(chosen),
+        "complete": len(records),
+        "total": len(defn["candidates"]),
+        "trained": trained,
+    }
 
 
 def usable_cpus() -> int:

@@ -21,8 +21,17 @@ from torch import nn
 from effnet.config.serving import ServingUnavailable
 from effnet.serving.export import write_onnx
 
-__all__ = ["OV_PRECISION", "openvino_core", "ort_session", "openvino_config", "onnx_engine", "openvino_model",
-           "openvino_engine", "ir_precision", "load_exported"]
+__all__ = [
+    "OV_PRECISION",
+    "openvino_core",
+    "ort_session",
+    "openvino_config",
+    "onnx_engine",
+    "openvino_model",
+    "openvino_engine",
+    "ir_precision",
+    "load_exported",
+]
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 """OpenVINO ``INFERENCE_PRECISION_HINT`` per effnet precision (int8: the layers left in float run in f32)."""
@@ -56,8 +65,12 @@ def ort_session(model: bytes | str, threads: int | None = None) -> Any:
 
 def openvino_config(precision: str, threads: int | None = None) -> dict[str, Any]:
     """OpenVINO CPU compile options: explicit inference precision, one stream, ``threads`` threads."""
-    return {"INFERENCE_PRECISION_HINT": OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads or max(1, torch.get_num_threads())}  # fmt: skip
+    return {
+        "INFERENCE_PRECISION_HINT": OV_PRECISION[precision],
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+        "INFERENCE_NUM_THREADS": threads or max(1, torch.get_num_threads()),
+    }
 
 
 def _as_input(x: torch.Tensor) -> np.ndarray:
@@ -114,8 +127,9 @@ def _per_shape(build: Callable[[torch.Tensor], Run], example: torch.Tensor | Non
     return run
 
 
-def onnx_engine(folded: nn.Module, example: torch.Tensor | None, precision: str,
-                samples: torch.Tensor | None = None) -> Run:  # fmt: skip
+def onnx_engine(
+    folded: nn.Module, example: torch.Tensor | None, precision: str, samples: torch.Tensor | None = None
+) -> Run:
     """``folded`` served by ONNX Runtime at fp32, or int8 quantized by ONNX Runtime on ``samples``."""
     folded = folded.cpu().float().to(memory_format=torch.contiguous_format)
 
@@ -130,8 +144,9 @@ def onnx_engine(folded: nn.Module, example: torch.Tensor | None, precision: str,
     return _per_shape(build, samples[:1] if samples is not None else example, precision == "int8")
 
 
-def openvino_model(folded: nn.Module, example: torch.Tensor, precision: str,
-                   samples: torch.Tensor | None = None) -> tuple[Any, bool]:  # fmt: skip
+def openvino_model(
+    folded: nn.Module, example: torch.Tensor, precision: str, samples: torch.Tensor | None = None
+) -> tuple[Any, bool]:
     """``folded`` as an ``openvino.Model`` (dynamic batch), NNCF-quantized on ``samples`` for int8."""
     ov = _openvino()
     data, _, many = _onnx_model(folded.cpu().float().to(memory_format=torch.contiguous_format), example)
@@ -143,8 +158,9 @@ def openvino_model(folded: nn.Module, example: torch.Tensor, precision: str,
     return model, many
 
 
-def openvino_engine(folded: nn.Module, example: torch.Tensor | None, precision: str,
-                    samples: torch.Tensor | None = None) -> Run:  # fmt: skip
+def openvino_engine(
+    folded: nn.Module, example: torch.Tensor | None, precision: str, samples: torch.Tensor | None = None
+) -> Run:
     """``folded`` compiled by OpenVINO's CPU plugin at ``precision`` (int8: NNCF on ``samples``)."""
     _openvino()
 

@@ -38,8 +38,16 @@ from effnet.config.serving import (
 )
 from effnet.io import atomic_path
 
-__all__ = ["FORMATS", "ExportResult", "export_model", "export_onnx", "export_openvino", "export_torchscript",
-           "onnx_bytes", "write_onnx"]  # fmt: skip
+__all__ = [
+    "FORMATS",
+    "ExportResult",
+    "export_model",
+    "export_onnx",
+    "export_openvino",
+    "export_torchscript",
+    "onnx_bytes",
+    "write_onnx",
+]
 
 FORMATS = EXPORT_FORMATS
 
@@ -60,15 +68,20 @@ class ExportResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"path": self.path, "format": self.format, "precision": self.precision,
-                "input_shape": list(self.input_shape), "verify_shape": list(self.verify_shape),
-                "max_abs_diff": self.max_abs_diff, "atol": self.atol, "top1_agreement": self.top1_agreement,
-                "method": self.method}  # fmt: skip
+        return {
+            "path": self.path,
+            "format": self.format,
+            "precision": self.precision,
+            "input_shape": list(self.input_shape),
+            "verify_shape": list(self.verify_shape),
+            "max_abs_diff": self.max_abs_diff,
+            "atol": self.atol,
+            "top1_agreement": self.top1_agreement,
+            "method": self.method,
+        }
 
 
-def _inputs(
-    model: nn.Module, input_size: int | None, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _inputs(model: nn.Module, input_size: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A batch-1 export example, a batch-3 check input and the eval-mode model's output on it."""
     spec = getattr(model, "spec", None)
     size = input_size or getattr(getattr(model, "preprocessing", None), "input_size", None)
@@ -82,8 +95,9 @@ def _inputs(
     return example, check, expected
 
 
-def _compare(expected: torch.Tensor, got: torch.Tensor, atol: float, path: Path, label: str,
-             precision: str = "fp32") -> float:  # fmt: skip
+def _compare(
+    expected: torch.Tensor, got: torch.Tensor, atol: float, path: Path, label: str, precision: str = "fp32"
+) -> float:
     """Max abs difference of ``got`` from ``expected``; a ``ValueError`` (file not kept) when it is out of bounds."""
     if tuple(got.shape) != tuple(expected.shape):
         raise ValueError(f"{path}: {label} output shape {tuple(got.shape)} != PyTorch {tuple(expected.shape)}")
@@ -101,30 +115,45 @@ def _agreement(expected: torch.Tensor, got: torch.Tensor) -> float:
     return float((expected.argmax(-1) == got.argmax(-1)).float().mean())
 
 
-def write_onnx(model: nn.Module, example: torch.Tensor, destination: str | os.PathLike[str] | IO[bytes],
-               output_names: Sequence[str] = ("logits",), opset: int = DEFAULT_OPSET) -> None:  # fmt: skip
+def write_onnx(
+    model: nn.Module,
+    example: torch.Tensor,
+    destination: str | os.PathLike[str] | IO[bytes],
+    output_names: Sequence[str] = ("logits",),
+    opset: int = DEFAULT_OPSET,
+) -> None:
     """``torch.onnx.export`` as effnet uses it: legacy exporter, input ``input``, batch axis dynamic everywhere."""
     axes = {name: {0: "batch"} for name in ["input", *output_names]}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer and legacy-exporter notices
         try:
-            torch.onnx.export(model, (example,), destination, dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=list(output_names), dynamic_axes=axes)  # fmt: skip
+            torch.onnx.export(
+                model,
+                (example,),
+                destination,
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=list(output_names),
+                dynamic_axes=axes,
+            )
         except torch.onnx.errors.OnnxExporterError as exc:  # e.g. an operator the opset lacks
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"ONNX export at opset {opset} failed: {first[:300]}") from None
 
 
-def onnx_bytes(model: nn.Module, example: torch.Tensor, output_names: Sequence[str] = ("logits",),
-               opset: int = DEFAULT_OPSET) -> bytes:  # fmt: skip
+def onnx_bytes(
+    model: nn.Module, example: torch.Tensor, output_names: Sequence[str] = ("logits",), opset: int = DEFAULT_OPSET
+) -> bytes:
     """:func:`write_onnx` into memory."""
     buffer = io.BytesIO()
     write_onnx(model, example, buffer, output_names, opset)
     return buffer.getvalue()
 
 
-def _verify_inputs(model: nn.Module, input_size: int | None, seed: int, precision: str,
-                   samples: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def _verify_inputs(
+    model: nn.Module, input_size: int | None, seed: int, precision: str, samples: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Export example, check batch and PyTorch's output on it (int8: the calibration images are the check)."""
     example, check, expected = _inputs(model, input_size, seed)
     if precision == "int8":
@@ -166,9 +195,17 @@ def export_onnx(
         (got,) = ort_session(str(tmp)).run(None, {"input": check.numpy()})
         got = torch.from_numpy(got)
         diff = _compare(expected, got, atol, target, "onnxruntime", precision)
-    return ExportResult(str(target), "onnx", tuple(example.shape), tuple(check.shape), diff, atol,
-                        f"torch.onnx.export(dynamo=False, opset={opset})" + (" + ORT quantize_static" if
-                        precision == "int8" else ""), precision, _agreement(expected, got))  # fmt: skip
+    return ExportResult(
+        str(target),
+        "onnx",
+        tuple(example.shape),
+        tuple(check.shape),
+        diff,
+        atol,
+        f"torch.onnx.export(dynamo=False, opset={opset})" + (" + ORT quantize_static" if precision == "int8" else ""),
+        precision,
+        _agreement(expected, got),
+    )
 
 
 def _save_ir(ov_model: Any, target: Path, check: torch.Tensor) -> torch.Tensor:
@@ -217,8 +254,17 @@ def export_openvino(
     got = _save_ir(ov_model, target, check)
     diff = _compare(expected, got, atol, target, "OpenVINO", precision)
     method = "torch.onnx.export -> openvino.convert_model" + (" + nncf.quantize" if precision == "int8" else "")
-    return ExportResult(str(target), "openvino", tuple(example.shape), tuple(check.shape), diff, atol, method,
-                        precision, _agreement(expected, got))  # fmt: skip
+    return ExportResult(
+        str(target),
+        "openvino",
+        tuple(example.shape),
+        tuple(check.shape),
+        diff,
+        atol,
+        method,
+        precision,
+        _agreement(expected, got),
+    )
 
 
 def export_torchscript(

@@ -51,8 +51,10 @@ def require_native_bf16(device: str) -> None:
     """Return when ``device`` (``cpu``, ``cuda[:N]``) computes bf16 natively; else a one-line ``ServingUnavailable``."""
     if device == "cpu":
         if not cpu_has_native_bf16():
-            raise ServingUnavailable("precision bf16 needs a CPU with AVX512_BF16 or AMX (this one has neither); "
-                               "use --precision fp32 or int8")  # fmt: skip
+            raise ServingUnavailable(
+                "precision bf16 needs a CPU with AVX512_BF16 or AMX (this one has neither); "
+                "use --precision fp32 or int8"
+            )
         return
     import torch
 

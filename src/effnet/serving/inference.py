@@ -34,8 +34,7 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"file": self.path,
-                "top": [{"index": i, "label": label, "probability": p} for i, label, p in self.top]}  # fmt: skip
+        return {"file": self.path, "top": [{"index": i, "label": label, "probability": p} for i, label, p in self.top]}
 
 
 @dataclass(frozen=True)
@@ -57,10 +56,16 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"images": self.images, "top1": self.top1, "top5": self.top5, "correct1": self.correct1,
-                "correct5": self.correct5, "seconds": round(self.seconds, 3),
-                "images_per_second": round(self.images_per_second, 2),
-                "skipped": [{"file": f, "error": e} for f, e in self.skipped]}  # fmt: skip
+        return {
+            "images": self.images,
+            "top1": self.top1,
+            "top5": self.top5,
+            "correct1": self.correct1,
+            "correct5": self.correct5,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 2),
+            "skipped": [{"file": f, "error": e} for f, e in self.skipped],
+        }
 
 
 def _run_full(run: Runner, batch: torch.Tensor, batch_size: int) -> torch.Tensor:

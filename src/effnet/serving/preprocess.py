@@ -177,8 +177,9 @@ def folder_class_indices(folders: Sequence[str], class_names: Sequence[str]) -> 
         unknown = next((f for f in folders if f not in by_name), None)
         if unknown is not None:
             shown = ", ".join(repr(n) for n in class_names[:12]) + (", ..." if len(class_names) > 12 else "")
-            raise ValueError(f"class folder {unknown!r} is not one of the weights' {len(class_names)} class names "
-                             f"({shown})")  # fmt: skip
+            raise ValueError(
+                f"class folder {unknown!r} is not one of the weights' {len(class_names)} class names ({shown})"
+            )
         return [by_name[f] for f in folders], "class names"
     if all(f.isdecimal() for f in folders):
         return [int(f) for f in folders], "numbered folders"
@@ -235,8 +236,9 @@ def _labels_rows(path: Path, reader: csv.DictReader) -> list[tuple[Path, int]]:
             raise InvalidValue(f"{path}:{line}: empty file name")
         file = path.parent / row["file"]
         if file in seen:
-            raise InvalidValue(f"{path}:{line}: {row['file']} is listed again (first on line {seen[file]}); "
-                               "list each image once")  # fmt: skip
+            raise InvalidValue(
+                f"{path}:{line}: {row['file']} is listed again (first on line {seen[file]}); list each image once"
+            )
         seen[file] = line
         rows.append((file, index))
     if not rows:
@@ -269,8 +271,13 @@ class ImageFiles:
     """Map-style dataset of ``(image path, label)`` samples: ``(transform(image), label)``, or ``(BadSample,
     label)`` for a file that cannot be read or transformed. Training's ImageFolder data and ``effnet eval``."""
 
-    def __init__(self, samples: Sequence[tuple[Path, int]], transform: Callable[[Any], Any] | None = None,
-                 mode: str = "RGB", classes: Sequence[str] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        samples: Sequence[tuple[Path, int]],
+        transform: Callable[[Any], Any] | None = None,
+        mode: str = "RGB",
+        classes: Sequence[str] = (),
+    ) -> None:
         self.samples = [(Path(p), int(y)) for p, y in samples]
         self.targets = [y for _, y in self.samples]
         self.transform, self.mode, self.classes = transform, mode, list(classes)

@@ -56,8 +56,9 @@ def _nncf() -> Any:
     try:
         import nncf
     except ImportError:
-        raise ServingUnavailable("precision int8 with OpenVINO needs NNCF: pip install 'effnet[quantize]' "
-                           "(or pip install nncf)") from None  # fmt: skip
+        raise ServingUnavailable(
+            "precision int8 with OpenVINO needs NNCF: pip install 'effnet[quantize]' (or pip install nncf)"
+        ) from None
     logging.getLogger("nncf").setLevel(logging.ERROR)
     return nncf
 
@@ -95,7 +96,14 @@ def quantize_onnx(onnx_bytes: bytes, samples: torch.Tensor) -> bytes:
         fp32, pre, out = (os.path.join(tmp, n) for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         Path(fp32).write_bytes(onnx_bytes)
         quant_pre_process(fp32, pre, skip_symbolic_shape=True)
-        quantize_static(pre, out, _Reader(samples), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, reduce_range=True)  # fmt: skip
+        quantize_static(
+            pre,
+            out,
+            _Reader(samples),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            reduce_range=True,
+        )
         return Path(out).read_bytes()
-

@@ -107,7 +107,7 @@ def _compiled(folded: nn.Module, runner: InferenceRunner) -> Callable[[torch.Ten
         return fallback
     try:
         compiled = compile_fn(folded, options={"freezing": True})
-    except Exception as exc:  # noqa: BLE001 - any compile set-up failure means: use the eager fast path
+    except Exception as exc:
         runner.backend, runner.fallback_reason = "fused", f"torch.compile failed: {exc!r}"
         return fallback
     state = {"failed": False}
@@ -132,7 +132,7 @@ def _compiled(folded: nn.Module, runner: InferenceRunner) -> Callable[[torch.Ten
                 # Freezing applies only without autograd; no_grad (not inference_mode) is what Inductor expects.
                 with torch.no_grad():
                     return call(x)
-            except Exception as exc:  # noqa: BLE001 - compile errors surface at the first call
+            except Exception as exc:
                 state["failed"] = True
                 runner.backend, runner.fallback_reason = "fused", f"torch.compile failed: {exc!r}"[:500]
                 warnings.warn(f"effnet: {runner.fallback_reason}; using the uncompiled fused model", stacklevel=2)
@@ -172,8 +172,9 @@ def _torch_runner(model: nn.Module, runtime: str, backend: str, precision: str) 
     return runner
 
 
-def _engine(backend: str, model: nn.Module, example: torch.Tensor | None, precision: str,
-            samples: torch.Tensor | None) -> Callable[[torch.Tensor], Any]:  # fmt: skip
+def _engine(
+    backend: str, model: nn.Module, example: torch.Tensor | None, precision: str, samples: torch.Tensor | None
+) -> Callable[[torch.Tensor], Any]:
     from effnet.serving.engines import onnx_engine, openvino_engine
 
     build = onnx_engine if backend == "onnxruntime" else openvino_engine

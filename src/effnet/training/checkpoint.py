@@ -42,8 +42,13 @@ def capture_rng(loader_generator: torch.Generator | None = None) -> dict[str, An
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},  # fmt: skip
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -87,12 +92,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def describe_spec(spec: NetworkSpec) -> str:
     """A short human description of a spec for error messages."""
-    return (f"{spec.name} (width {spec.width:g}, depth {spec.depth:g}, {spec.resolution}px, {spec.in_chans} input "
-            f"channels, {spec.num_classes} classes)")  # fmt: skip
+    return (
+        f"{spec.name} (width {spec.width:g}, depth {spec.depth:g}, {spec.resolution}px, {spec.in_chans} input "
+        f"channels, {spec.num_classes} classes)"
+    )
 
 
-def export_weights(model: nn.Module, path: str | os.PathLike[str], preprocessing: Preprocessing,
-                   metadata: dict[str, Any] | None = None) -> Path:  # fmt: skip
+def export_weights(
+    model: nn.Module, path: str | os.PathLike[str], preprocessing: Preprocessing, metadata: dict[str, Any] | None = None
+) -> Path:
     """Write ``model``'s weights with :func:`effnet.models.weights.save_pretrained` (safetensors, spec in the header).
 
     ``preprocessing`` is the run's (its data's :class:`~effnet.serving.preprocess.Preprocessing`, the one its
@@ -104,8 +112,9 @@ def export_weights(model: nn.Module, path: str | os.PathLike[str], preprocessing
         raise TypeError(f"export_weights needs a Preprocessing, got {type(preprocessing).__name__}")
     spec = getattr(model, "spec", None)
     if spec is not None and spec.in_chans != preprocessing.in_chans:
-        raise ValueError(f"preprocessing is for {preprocessing.in_chans} input channel(s), the model takes "
-                         f"{spec.in_chans}")  # fmt: skip
+        raise ValueError(
+            f"preprocessing is for {preprocessing.in_chans} input channel(s), the model takes {spec.in_chans}"
+        )
     return save_pretrained(model, path, preprocessing, {k: json.dumps(v) for k, v in (metadata or {}).items()})
 
 

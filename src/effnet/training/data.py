@@ -66,8 +66,18 @@ NAMED_DATASETS = ("fashion-mnist", "cifar10", "cifar100")
 """Values of ``--data`` that name a built-in dataset; anything else is an ImageFolder directory."""
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                         "Ankle boot")  # fmt: skip
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 _FMNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -116,8 +126,13 @@ class DataBundle:
 class ArrayDataset(Dataset):
     """In-memory uint8 images (N, H, W) or (N, H, W, C) with integer labels, served as PIL images."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable[[Image.Image], Any] | None = None,
-                 classes: Sequence[str] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        transform: Callable[[Image.Image], Any] | None = None,
+        classes: Sequence[str] = (),
+    ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = images
@@ -277,7 +292,7 @@ def _image_folder_split(root: Path) -> tuple[Path, Path]:
 
 
 def _subset(dataset: Any, limit: int | None, seed: int) -> Any:
-    indices = limit_indices(len(dataset), limit, seed)  # type: ignore[arg-type]
+    indices = limit_indices(len(dataset), limit, seed)
     return dataset if indices is None else Subset(dataset, indices)
 
 
@@ -291,8 +306,14 @@ def _named_arrays(data: str, data_root: str | None, download: bool) -> tuple[Any
     root = _find_cifar(data, data_root) if not download else Path(search_roots(data_root)[0])
     cls = tvd.CIFAR10 if data == "cifar10" else tvd.CIFAR100
     train_set, val_set = cls(str(root), train=True, download=download), cls(str(root), train=False)
-    return (train_set.data, np.asarray(train_set.targets), val_set.data, np.asarray(val_set.targets),
-            tuple(train_set.classes), str(root))  # fmt: skip
+    return (
+        train_set.data,
+        np.asarray(train_set.targets),
+        val_set.data,
+        np.asarray(val_set.targets),
+        tuple(train_set.classes),
+        str(root),
+    )
 
 
 def _image_folders(root: Path) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]], list[str]]:
@@ -344,8 +365,9 @@ def load_datasets(
         train = ImageFiles(train_samples, train_transform(pre, augment), pre.image_mode, names)
         val = ImageFiles(val_samples, eval_transform(pre), pre.image_mode, names)
         source = str(root.resolve())
-    return DataBundle(str(data), _subset(train, train_limit, limit_seed), _subset(val, val_limit, limit_seed), pre,
-                      source)  # fmt: skip
+    return DataBundle(
+        str(data), _subset(train, train_limit, limit_seed), _subset(val, val_limit, limit_seed), pre, source
+    )
 
 
 def restage(data: DataBundle, resolution: int, augment: Augment) -> Dataset:

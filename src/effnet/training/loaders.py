@@ -62,13 +62,21 @@ class Loaders:
     def with_train_dataset(self, dataset: Dataset) -> Loaders:
         """These loaders with the training loader reading ``dataset`` (same length and order: the same sampler,
         generator, batch size and worker settings), e.g. a progressive-learning stage's transform."""
-        size = len(self.train.dataset)  # type: ignore[arg-type]
-        if len(dataset) != size:  # type: ignore[arg-type]
-            raise ValueError(f"a restaged training set must keep its {size} images, got {len(dataset)}")  # type: ignore[arg-type]
+        size = len(self.train.dataset)
+        if len(dataset) != size:
+            raise ValueError(f"a restaged training set must keep its {size} images, got {len(dataset)}")
         old = self.train
-        train = DataLoader(dataset, batch_size=old.batch_size, sampler=self.sampler, drop_last=True,
-                           generator=self.generator, num_workers=old.num_workers, pin_memory=old.pin_memory,
-                           collate_fn=old.collate_fn, persistent_workers=False)  # fmt: skip
+        train = DataLoader(
+            dataset,
+            batch_size=old.batch_size,
+            sampler=self.sampler,
+            drop_last=True,
+            generator=self.generator,
+            num_workers=old.num_workers,
+            pin_memory=old.pin_memory,
+            collate_fn=old.collate_fn,
+            persistent_workers=False,
+        )
         return dataclasses.replace(self, train=train)
 
 
@@ -77,19 +85,21 @@ def build_loaders(data: DataBundle, config: TrainConfig, device: torch.device, *
     if config.batch_size % world:
         raise ValueError(f"--batch-size {config.batch_size} (global) is not divisible by {world} processes")
     local_batch = config.batch_size // world
-    base = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=config.seed,
-                              drop_last=True)  # fmt: skip
+    base = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True)
     steps = len(base) // local_batch
     if steps < 1:
-        raise ValueError(f"the training set ({len(data.train)} images) is smaller than --batch-size "
-                         f"{config.batch_size}; lower --batch-size or raise --train-limit")  # fmt: skip
+        raise ValueError(
+            f"the training set ({len(data.train)} images) is smaller than --batch-size "
+            f"{config.batch_size}; lower --batch-size or raise --train-limit"
+        )
     gpu = device.type == "cuda"
     workers = config.workers if config.workers is not None else (min(8, os.cpu_count() or 1) if gpu else 0)
     pin = config.pin_memory if config.pin_memory is not None else gpu
     common = {"num_workers": workers, "pin_memory": pin, "collate_fn": collate_skip, "persistent_workers": False}
     generator = torch.Generator().manual_seed(config.seed + rank)
     sampler = EpochSampler(base)
-    train = DataLoader(data.train, batch_size=local_batch, sampler=sampler, drop_last=True, generator=generator,
-                       **common)  # fmt: skip
+    train = DataLoader(
+        data.train, batch_size=local_batch, sampler=sampler, drop_last=True, generator=generator, **common
+    )
     val = DataLoader(data.val, batch_size=max(local_batch, 64), sampler=Shard(len(data.val), rank, world), **common)
     return Loaders(train, val, sampler, steps, generator)

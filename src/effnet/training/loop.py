@@ -23,8 +23,17 @@ from effnet.serving.inference import count_correct
 from effnet.training.loaders import EpochSampler
 from effnet.training.state import TrainState
 
-__all__ = ["Runtime", "StopFlag", "autocast", "all_sum", "evaluate", "mixup", "mixup_targets", "train_epoch",
-           "end_epoch"]  # fmt: skip
+__all__ = [
+    "Runtime",
+    "StopFlag",
+    "autocast",
+    "all_sum",
+    "evaluate",
+    "mixup",
+    "mixup_targets",
+    "train_epoch",
+    "end_epoch",
+]
 
 
 @dataclass(frozen=True)
@@ -91,8 +100,16 @@ def all_sum(values: list[float], device: torch.device, world: int) -> list[float
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, *, amp: str = "none",
-             channels_last: bool = False, world: int = 1, bad: set[str] | None = None) -> dict[str, float]:  # fmt: skip
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    *,
+    amp: str = "none",
+    channels_last: bool = False,
+    world: int = 1,
+    bad: set[str] | None = None,
+) -> dict[str, float]:
     """Loss, top-1 and top-5 (percent) of ``model`` over ``loader`` (summed over ranks when ``world`` > 1).
 
     Paths of unreadable images are added to ``bad``.
@@ -144,9 +161,16 @@ def mixup_targets(labels: torch.Tensor, partner: torch.Tensor, lam: float, num_c
     return hot.mul_(lam).add_(nn.functional.one_hot(partner, num_classes).float(), alpha=1.0 - lam)
 
 
-def _step(state: TrainState, net: nn.Module, criterion: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-          rt: Runtime, grad_clip: float | None,
-          mixup_alpha: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def _step(
+    state: TrainState,
+    net: nn.Module,
+    criterion: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    rt: Runtime,
+    grad_clip: float | None,
+    mixup_alpha: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimizer step on a batch (mixed when ``mixup_alpha`` > 0); returns (loss, logits, the labels that
     train accuracy is counted against: each mixed image's larger share)."""
     targets = hard = labels
@@ -159,8 +183,10 @@ def _step(state: TrainState, net: nn.Module, criterion: nn.Module, images: torch
             targets = mixup_targets(labels, partner, lam, logits.shape[1])
         loss = criterion(logits.float(), targets)
     if not torch.isfinite(loss):
-        raise ValueError(f"training loss became {loss.item()} at epoch {state.epoch + 1} step "
-                         f"{state.step_in_epoch + 1}; lower --lr or use --grad-clip")  # fmt: skip
+        raise ValueError(
+            f"training loss became {loss.item()} at epoch {state.epoch + 1} step "
+            f"{state.step_in_epoch + 1}; lower --lr or use --grad-clip"
+        )
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
     if grad_clip:
@@ -174,10 +200,19 @@ def _step(state: TrainState, net: nn.Module, criterion: nn.Module, images: torch
     return loss, logits, hard
 
 
-def train_epoch(state: TrainState, net: nn.Module, criterion: nn.Module, loader: DataLoader, rt: Runtime, *,
-                grad_clip: float | None = None, freeze_bn: bool = False, stop: StopFlag | None = None,
-                on_step: Callable[[dict[str, float]], None] | None = None,
-                mixup_alpha: float = 0.0) -> int:  # fmt: skip
+def train_epoch(
+    state: TrainState,
+    net: nn.Module,
+    criterion: nn.Module,
+    loader: DataLoader,
+    rt: Runtime,
+    *,
+    grad_clip: float | None = None,
+    freeze_bn: bool = False,
+    stop: StopFlag | None = None,
+    on_step: Callable[[dict[str, float]], None] | None = None,
+    mixup_alpha: float = 0.0,
+) -> int:
     """Train ``net`` (the model, maybe DDP/compile-wrapped) over the rest of ``state``'s current epoch.
 
     Resumes part-way when ``state.step_in_epoch`` > 0; keeps the epoch's running sums in ``state.partial``.
@@ -198,8 +233,9 @@ def train_epoch(state: TrainState, net: nn.Module, criterion: nn.Module, loader:
         state.bad.update(batch.skipped)
         if len(batch.labels) > 1:  # BatchNorm in train mode needs 2+ images (a tail left by unreadable files)
             labels = batch.labels.to(rt.device, non_blocking=True)
-            loss, logits, hard = _step(state, net, criterion, rt.inputs(batch.images), labels, rt, grad_clip,
-                                       mixup_alpha)  # fmt: skip
+            loss, logits, hard = _step(
+                state, net, criterion, rt.inputs(batch.images), labels, rt, grad_clip, mixup_alpha
+            )
             p["loss_sum"] += loss.item() * len(labels)
             p["correct"] += (logits.argmax(1) == hard).sum().item()
             p["seen"] += len(labels)
@@ -213,8 +249,9 @@ def train_epoch(state: TrainState, net: nn.Module, criterion: nn.Module, loader:
     return 0
 
 
-def end_epoch(state: TrainState, val_loader: DataLoader, rt: Runtime, eval_start: float,
-              extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:  # fmt: skip
+def end_epoch(
+    state: TrainState, val_loader: DataLoader, rt: Runtime, eval_start: float, extra: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], bool]:
     """Evaluate the model (and its EMA) after an epoch, append the epoch's record (plus ``extra``'s keys) to
     ``state.history`` and move ``state`` to the next epoch; returns (record, whether validation top-1 improved)."""
     p = state.partial
@@ -223,12 +260,21 @@ def end_epoch(state: TrainState, val_loader: DataLoader, rt: Runtime, eval_start
     val = evaluate(state.model, val_loader, rt.device, **opts)
     ema = evaluate(state.ema.module, val_loader, rt.device, **opts) if state.ema else None
     record = {
-        "epoch": state.epoch + 1, "step": state.schedule.step_count, "train_loss": loss_sum / max(seen, 1),
-        "train_top1": 100.0 * correct / max(seen, 1), "val_loss": val["loss"], "val_top1": val["top1"],
-        "val_top5": val["top5"], "ema_top1": ema["top1"] if ema else None, "ema_top5": ema["top5"] if ema else None,
-        "lr": max(state.schedule.get_last_lr()), "images_per_s": seen / max(p["time"], 1e-9),
-        "train_time_s": p["time"], "epoch_time_s": p["time"] + (time.perf_counter() - eval_start), **(extra or {}),
-    }  # fmt: skip
+        "epoch": state.epoch + 1,
+        "step": state.schedule.step_count,
+        "train_loss": loss_sum / max(seen, 1),
+        "train_top1": 100.0 * correct / max(seen, 1),
+        "val_loss": val["loss"],
+        "val_top1": val["top1"],
+        "val_top5": val["top5"],
+        "ema_top1": ema["top1"] if ema else None,
+        "ema_top5": ema["top5"] if ema else None,
+        "lr": max(state.schedule.get_last_lr()),
+        "images_per_s": seen / max(p["time"], 1e-9),
+        "train_time_s": p["time"],
+        "epoch_time_s": p["time"] + (time.perf_counter() - eval_start),
+        **(extra or {}),
+    }
     state.history.append(record)
     improved = val["top1"] > state.best_top1
     state.best_top1 = max(state.best_top1, val["top1"])

@@ -29,7 +29,6 @@ __all__ = [
 ]
 
 
-
 class TFRMSprop(Optimizer):
     """RMSProp as in TensorFlow 1 (``tf.train.RMSPropOptimizer``), the optimizer of the EfficientNet paper.
 
@@ -40,20 +39,38 @@ class TFRMSprop(Optimizer):
         p   = p - mom
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = 0.016, decay: float = 0.9, momentum: float = 0.9,
-                 eps: float = 1e-3, weight_decay: float = 0.0, initial_accumulator: float = 1.0) -> None:  # fmt: skip
-        for label, value, low, high in (("lr", lr, 0.0, math.inf), ("decay", decay, 0.0, 1.0),
-                                        ("momentum", momentum, 0.0, 1.0), ("eps", eps, 0.0, math.inf),
-                                        ("weight_decay", weight_decay, 0.0, math.inf),
-                                        ("initial_accumulator", initial_accumulator, 0.0, math.inf)):  # fmt: skip
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 0.016,
+        decay: float = 0.9,
+        momentum: float = 0.9,
+        eps: float = 1e-3,
+        weight_decay: float = 0.0,
+        initial_accumulator: float = 1.0,
+    ) -> None:
+        for label, value, low, high in (
+            ("lr", lr, 0.0, math.inf),
+            ("decay", decay, 0.0, 1.0),
+            ("momentum", momentum, 0.0, 1.0),
+            ("eps", eps, 0.0, math.inf),
+            ("weight_decay", weight_decay, 0.0, math.inf),
+            ("initial_accumulator", initial_accumulator, 0.0, math.inf),
+        ):
             if not low <= value <= high or (label in ("decay", "momentum") and value == 1.0):
                 raise ValueError(f"TFRMSprop {label} out of range: {value}")
-        defaults = {"lr": lr, "decay": decay, "momentum": momentum, "eps": eps, "weight_decay": weight_decay,
-                    "initial_accumulator": initial_accumulator}  # fmt: skip
+        defaults = {
+            "lr": lr,
+            "decay": decay,
+            "momentum": momentum,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "initial_accumulator": initial_accumulator,
+        }
         super().__init__(params, defaults)
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Any = None) -> Any:
         """One update of every parameter that has a gradient."""
         loss = None
         if closure is not None:
@@ -96,9 +113,18 @@ class LRSchedule:
     ``constant``: warmup then flat. The only state is the step counter, so resuming reproduces the schedule.
     """
 
-    def __init__(self, optimizer: Optimizer, kind: str, steps_per_epoch: int, *, epochs: float,
-                 warmup_epochs: float = 5.0, decay_rate: float = 0.97, decay_epochs: float = 2.4,
-                 min_lr_ratio: float = 0.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        kind: str,
+        steps_per_epoch: int,
+        *,
+        epochs: float,
+        warmup_epochs: float = 5.0,
+        decay_rate: float = 0.97,
+        decay_epochs: float = 2.4,
+        min_lr_ratio: float = 0.0,
+    ) -> None:
         if kind not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {kind!r}")
         if steps_per_epoch < 1:
@@ -179,8 +205,14 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, body_lr_scale
     out = []
     for (decay, head), params in sorted(groups.items()):
         scale = 1.0 if head else body_lr_scale
-        out.append({"params": params, "lr": lr * scale, "weight_decay": weight_decay if decay else 0.0,
-                    "name": f"{'head' if head else 'body'}_{'decay' if decay else 'no_decay'}"})  # fmt: skip
+        out.append(
+            {
+                "params": params,
+                "lr": lr * scale,
+                "weight_decay": weight_decay if decay else 0.0,
+                "name": f"{'head' if head else 'body'}_{'decay' if decay else 'no_decay'}",
+            }
+        )
     return out
 
 
@@ -201,8 +233,9 @@ def build_optimizer(
     if name == "rmsprop_tf":
         return TFRMSprop(groups, lr=lr, decay=rmsprop_decay, momentum=momentum, eps=1e-3 if eps is None else eps)
     if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, alpha=rmsprop_decay, momentum=momentum,
-                                   eps=1e-3 if eps is None else eps)  # fmt: skip
+        return torch.optim.RMSprop(
+            groups, lr=lr, alpha=rmsprop_decay, momentum=momentum, eps=1e-3 if eps is None else eps
+        )
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
     if name == "adamw":

@@ -21,8 +21,19 @@ from effnet.config.training import (
 )
 from effnet.serving.hardware import require_device
 
-__all__ = ["TrainConfig", "RECIPES", "AMP_MODES", "SCHEDULE_FIELDS", "choose_recipe", "recipe_warning",
-           "resolve_recipe", "resolve_speed", "peak_lr", "select_device", "resolve_device"]  # fmt: skip
+__all__ = [
+    "TrainConfig",
+    "RECIPES",
+    "AMP_MODES",
+    "SCHEDULE_FIELDS",
+    "choose_recipe",
+    "recipe_warning",
+    "resolve_recipe",
+    "resolve_speed",
+    "peak_lr",
+    "select_device",
+    "resolve_device",
+]
 
 
 def select_device(config: TrainConfig, local_rank: int = 0) -> torch.device:

@@ -56,8 +56,10 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                raise RunDirLocked(f"--output {self.directory} is in use by another effnet train run "
-                                   f"({self._holder()}); wait for it to end or choose another --output") from None
+                raise RunDirLocked(
+                    f"--output {self.directory} is in use by another effnet train run "
+                    f"({self._holder()}); wait for it to end or choose another --output"
+                ) from None
             if self._same_file(fd):
                 self._fd = fd
             else:  # the previous holder removed the file after we opened it: lock the new one
@@ -121,8 +123,10 @@ class RunDir:
             self.require_checkpoint()
             return load_checkpoint(self.checkpoint)
         if self.checkpoint.is_file():
-            raise ValueError(f"--output {self.path} already holds a run ({CHECKPOINT_NAME}); pass --resume to "
-                             "continue it or choose another --output")  # fmt: skip
+            raise ValueError(
+                f"--output {self.path} already holds a run ({CHECKPOINT_NAME}); pass --resume to "
+                "continue it or choose another --output"
+            )
         return None
 
     def save_checkpoint(self, payload: dict[str, Any]) -> None:
@@ -150,8 +154,9 @@ class RunDir:
         if self.main:
             export_weights(model, self.path / name, preprocessing, metadata)
 
-    def write_report(self, row: dict[str, Any], history: list[dict[str, Any]] | tuple[dict[str, Any], ...],
-                     title: str) -> None:  # fmt: skip
+    def write_report(
+        self, row: dict[str, Any], history: list[dict[str, Any]] | tuple[dict[str, Any], ...], title: str
+    ) -> None:
         """``summary.{md,csv,json}`` (``row``) and ``curves.png`` (loss and accuracy per epoch of ``history``)."""
         if not self.main:
             return
@@ -162,9 +167,22 @@ class RunDir:
             return Series(label, epochs, [x[key] for x in history])
 
         panels = [
-            Panel("loss", [series("train (label-smoothed)", "train_loss"), series("val", "val_loss")], "epoch",
-                  "cross-entropy"),
-            Panel("accuracy", [series("train top-1", "train_top1"), series("val top-1", "val_top1"),
-                               series("val top-5", "val_top5"), series("EMA top-1", "ema_top1")], "epoch", "%"),
-        ]  # fmt: skip
+            Panel(
+                "loss",
+                [series("train (label-smoothed)", "train_loss"), series("val", "val_loss")],
+                "epoch",
+                "cross-entropy",
+            ),
+            Panel(
+                "accuracy",
+                [
+                    series("train top-1", "train_top1"),
+                    series("val top-1", "val_top1"),
+                    series("val top-5", "val_top5"),
+                    series("EMA top-1", "ema_top1"),
+                ],
+                "epoch",
+                "%",
+            ),
+        ]
         plot_panels(panels, self.path / "curves.png", title=title)

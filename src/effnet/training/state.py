@@ -48,12 +48,19 @@ class TrainState:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this process's run; ``rng`` and ``bad`` are this process's own."""
         return {
-            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "model": self.model.state_dict(),
-            "ema": self.ema.state_dict() if self.ema else None, "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
-            "rng": capture_rng(self.loader_gen), "bad": sorted(self.bad), "history": self.history,
-            "partial": self.partial, "best_top1": self.best_top1,
-        }  # fmt: skip
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": capture_rng(self.loader_gen),
+            "bad": sorted(self.bad),
+            "history": self.history,
+            "partial": self.partial,
+            "best_top1": self.best_top1,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict` (including every RNG state)."""
@@ -79,26 +86,46 @@ def _build_model(config: TrainConfig, spec: NetworkSpec, device: torch.device, w
         if device.type == "cpu":
             raise ValueError("--sync-bn needs GPUs: PyTorch's SyncBatchNorm does not run on CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.set_grad_checkpointing(config.grad_checkpointing)  # type: ignore[operator]
-    model.set_lean_activations(config.lean_activations)  # type: ignore[operator]
+    model.set_grad_checkpointing(config.grad_checkpointing)
+    model.set_lean_activations(config.lean_activations)
     model.to(device)
     if config.channels_last:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model.to(memory_format=torch.channels_last)
     return model
 
 
-def build_state(config: TrainConfig, spec: NetworkSpec, device: torch.device, *, world: int, steps_per_epoch: int,
-                loader_gen: torch.Generator) -> TrainState:  # fmt: skip
+def build_state(
+    config: TrainConfig,
+    spec: NetworkSpec,
+    device: torch.device,
+    *,
+    world: int,
+    steps_per_epoch: int,
+    loader_gen: torch.Generator,
+) -> TrainState:
     """A fresh state for a resolved ``config``: the model (seeded by ``config.seed``, ``--weights`` loaded), its
     EMA, optimizer, schedule and grad scaler."""
     c = config
     model = _build_model(c, spec, device, world)
     ema = ModelEMA(model, c.ema_decay, c.ema_warmup) if c.ema_decay else None
     groups = param_groups(model, peak_lr(c), c.weight_decay or 0.0, c.body_lr_scale or 1.0)
-    optimizer = build_optimizer(c.opt or "rmsprop_tf", groups, peak_lr(c), momentum=c.momentum or 0.0,
-                                rmsprop_decay=c.rmsprop_decay or 0.9, eps=c.opt_eps)  # fmt: skip
+    optimizer = build_optimizer(
+        c.opt or "rmsprop_tf",
+        groups,
+        peak_lr(c),
+        momentum=c.momentum or 0.0,
+        rmsprop_decay=c.rmsprop_decay or 0.9,
+        eps=c.opt_eps,
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=c.amp == "fp16")
-    schedule = LRSchedule(optimizer, c.schedule or "step", steps_per_epoch, epochs=c.epochs,
-                          warmup_epochs=c.warmup_epochs or 0.0, decay_rate=c.decay_rate or 0.97,
-                          decay_epochs=c.decay_epochs or 2.4, min_lr_ratio=c.min_lr_ratio)  # fmt: skip
+    schedule = LRSchedule(
+        optimizer,
+        c.schedule or "step",
+        steps_per_epoch,
+        epochs=c.epochs,
+        warmup_epochs=c.warmup_epochs or 0.0,
+        decay_rate=c.decay_rate or 0.97,
+        decay_epochs=c.decay_epochs or 2.4,
+        min_lr_ratio=c.min_lr_ratio,
+    )
     return TrainState(model, ema, optimizer, schedule, scaler, loader_gen)

@@ -100,14 +100,24 @@ def _base_spec(config: TrainConfig, spec: NetworkSpec | None) -> NetworkSpec:
     return get_spec(config.model)
 
 
-def build_spec(config: TrainConfig, spec: NetworkSpec | None = None, *, num_classes: int, in_chans: int,
-               resolution: int | None = None) -> NetworkSpec:  # fmt: skip
+def build_spec(
+    config: TrainConfig,
+    spec: NetworkSpec | None = None,
+    *,
+    num_classes: int,
+    in_chans: int,
+    resolution: int | None = None,
+) -> NetworkSpec:
     """The network a run trains: ``spec`` / ``--spec`` file / ``--model``, scaled and with the run's options."""
     base = _base_spec(config, spec)
     scaled = scale(base, depth=config.depth, width=config.width, resolution=resolution or config.resolution)
     changes: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans}
-    for field_name, value in (("dropout", config.dropout), ("drop_path_rate", config.drop_path),
-                              ("bn_momentum", config.bn_momentum), ("stem_stride", config.stem_stride)):  # fmt: skip
+    for field_name, value in (
+        ("dropout", config.dropout),
+        ("drop_path_rate", config.drop_path),
+        ("bn_momentum", config.bn_momentum),
+        ("stem_stride", config.stem_stride),
+    ):
         if value is not None:
             changes[field_name] = value
     return scaled.replace(**changes)
@@ -176,14 +186,18 @@ def _check_compatible(run: _Run, state: dict[str, Any], world: int) -> None:
     """A checkpoint may be resumed only by the same network, schedule-relevant settings and process count."""
     saved_spec = NetworkSpec.from_json(state["spec"])
     if saved_spec != run.spec:
-        raise ValueError(f"checkpoint {run.run_dir.checkpoint} was written for {describe_spec(saved_spec)}, not "
-                         f"{describe_spec(run.spec)}; use the same model settings or another --output")  # fmt: skip
+        raise ValueError(
+            f"checkpoint {run.run_dir.checkpoint} was written for {describe_spec(saved_spec)}, not "
+            f"{describe_spec(run.spec)}; use the same model settings or another --output"
+        )
     saved, now, default = state["config"], run.config.to_dict(), TrainConfig().to_dict()
     saved = {k: saved.get(k, default[k]) for k in SCHEDULE_FIELDS}  # a field newer than the checkpoint: its default
     diffs = [f"{k}={saved[k]!r}->{now[k]!r}" for k in SCHEDULE_FIELDS if saved[k] != now[k]]
     if diffs:
-        raise ValueError(f"--resume: settings differ from checkpoint {run.run_dir.checkpoint} "
-                         f"({', '.join(diffs[:4])}); the run would not reproduce its schedule")  # fmt: skip
+        raise ValueError(
+            f"--resume: settings differ from checkpoint {run.run_dir.checkpoint} "
+            f"({', '.join(diffs[:4])}); the run would not reproduce its schedule"
+        )
     if state["world"] != world:
         raise ValueError(f"--resume: checkpoint was written by {state['world']} processes, this run has {world}")
 
@@ -201,8 +215,15 @@ def _save(run: _Run, state: TrainState) -> None:
     """The checkpoint: the state (RNG and skipped images of every rank) plus spec, config and process count."""
     local = state.state_dict()
     parts = _gather((local["rng"], local["bad"]), run.rt.world)
-    payload = {"format": "effnet-train-1", "spec": run.spec.to_json(), "config": run.config.to_dict(),
-               "world": run.rt.world, **local, "rng": [x[0] for x in parts], "bad": [x[1] for x in parts]}  # fmt: skip
+    payload = {
+        "format": "effnet-train-1",
+        "spec": run.spec.to_json(),
+        "config": run.config.to_dict(),
+        "world": run.rt.world,
+        **local,
+        "rng": [x[0] for x in parts],
+        "bad": [x[1] for x in parts],
+    }
     run.run_dir.save_checkpoint(payload)
 
 
@@ -212,17 +233,25 @@ def _restore(run: _Run, state: TrainState, checkpoint: dict[str, Any]) -> None:
     run.run_dir.write_metrics(state.history)  # the log says exactly what the checkpoint has done
 
 
-def _setup(config: TrainConfig, spec: NetworkSpec | None, run_dir: RunDir, rt: Runtime,
-           progress: bool) -> tuple[_Run, TrainState, nn.Module, dict[str, Any] | None]:  # fmt: skip
+def _setup(
+    config: TrainConfig, spec: NetworkSpec | None, run_dir: RunDir, rt: Runtime, progress: bool
+) -> tuple[_Run, TrainState, nn.Module, dict[str, Any] | None]:
     """Data, network, loaders and state (restored from the checkpoint on ``--resume``); the module to train."""
     checkpoint = run_dir.start(config.resume)
     base = _base_spec(config, spec)
     in_chans = config.in_chans or (weights_in_chans(config.weights) if config.weights else None)
     data = load_datasets(
-        config.data, resolution=config.resolution or base.resolution, in_chans=in_chans, data_root=config.data_root,
-        train_limit=config.train_limit, val_limit=config.val_limit, limit_seed=config.limit_seed,
-        augment=config.augmentation(), crop_pct=config.crop_pct, download=config.download,
-    )  # fmt: skip
+        config.data,
+        resolution=config.resolution or base.resolution,
+        in_chans=in_chans,
+        data_root=config.data_root,
+        train_limit=config.train_limit,
+        val_limit=config.val_limit,
+        limit_seed=config.limit_seed,
+        augment=config.augmentation(),
+        crop_pct=config.crop_pct,
+        download=config.download,
+    )
     net_spec = build_spec(config, base, num_classes=data.num_classes, in_chans=data.in_chans)
     if config.weights:
         net_spec = weights_conventions(net_spec, config.weights)
@@ -233,13 +262,19 @@ def _setup(config: TrainConfig, spec: NetworkSpec | None, run_dir: RunDir, rt: R
     run = _Run(config, net_spec, data, loaders, rt, run_dir, progress, stages)
     if checkpoint is not None:
         _check_compatible(run, checkpoint, rt.world)
-    state = build_state(config, net_spec, rt.device, world=rt.world, steps_per_epoch=loaders.steps_per_epoch,
-                        loader_gen=loaders.generator)  # fmt: skip
+    state = build_state(
+        config,
+        net_spec,
+        rt.device,
+        world=rt.world,
+        steps_per_epoch=loaders.steps_per_epoch,
+        loader_gen=loaders.generator,
+    )
     net: nn.Module = state.model
     if rt.world > 1:
         net = DistributedDataParallel(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     if config.compile:
-        net = torch.compile(net)  # type: ignore[assignment]
+        net = torch.compile(net)
     torch.manual_seed(config.seed + rt.rank)  # training randomness (dropout, augmentation) differs per rank
     if checkpoint is not None:
         _restore(run, state, checkpoint)
@@ -248,11 +283,21 @@ def _setup(config: TrainConfig, spec: NetworkSpec | None, run_dir: RunDir, rt: R
 
 def _write_start(run: _Run, state: TrainState, resumed: bool, recipe_line: str) -> None:
     c = run.config
-    resolved = {**c.to_dict(), "recipe_choice": recipe_line, "peak_lr": peak_lr(c), "world_size": run.rt.world,
-                "steps_per_epoch": run.loaders.steps_per_epoch, "spec": run.spec.to_dict(),
-                "progressive_stages": [stage.to_dict() for stage in run.stages],
-                "data_info": {"train_images": len(run.data.train), "val_images": len(run.data.val),
-                              "source": run.data.source, **run.preprocessing().to_dict()}}  # fmt: skip
+    resolved = {
+        **c.to_dict(),
+        "recipe_choice": recipe_line,
+        "peak_lr": peak_lr(c),
+        "world_size": run.rt.world,
+        "steps_per_epoch": run.loaders.steps_per_epoch,
+        "spec": run.spec.to_dict(),
+        "progressive_stages": [stage.to_dict() for stage in run.stages],
+        "data_info": {
+            "train_images": len(run.data.train),
+            "val_images": len(run.data.val),
+            "source": run.data.source,
+            **run.preprocessing().to_dict(),
+        },
+    }
     run.run_dir.write_config(resolved)
     if resumed:
         run.note(f"resuming {run.run_dir.path} at epoch {state.epoch + 1} step {state.step_in_epoch}")
@@ -267,8 +312,14 @@ def _bar(run: _Run, state: TrainState) -> Any:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=run.loaders.steps_per_epoch, initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}",
-                unit="step", leave=False, dynamic_ncols=True)  # fmt: skip
+    return tqdm(
+        total=run.loaders.steps_per_epoch,
+        initial=state.step_in_epoch,
+        desc=f"epoch {state.epoch + 1}",
+        unit="step",
+        leave=False,
+        dynamic_ncols=True,
+    )
 
 
 def _tensorboard(run: _Run) -> Any:
@@ -281,21 +332,41 @@ def _tensorboard(run: _Run) -> Any:
     return SummaryWriter(str(run.run_dir.path / "tensorboard"))
 
 
-def _one_epoch(run: _Run, state: TrainState, net: nn.Module, criterion: nn.Module, stop: StopFlag,
-               loader: DataLoader, stage: Stage | None) -> None:  # fmt: skip
+def _one_epoch(
+    run: _Run,
+    state: TrainState,
+    net: nn.Module,
+    criterion: nn.Module,
+    stop: StopFlag,
+    loader: DataLoader,
+    stage: Stage | None,
+) -> None:
     """Train one epoch on ``loader`` (with a progress bar), checkpoint on a stop request, then evaluate and log it;
     ``stage``: the progressive-learning stage the epoch belongs to (None: off)."""
     bar = _bar(run, state)
 
     def show(p: dict[str, float]) -> None:
         bar.update(1)
-        bar.set_postfix(loss=f"{p['loss_sum'] / max(p['seen'], 1):.3f}", lr=f"{max(state.schedule.get_last_lr()):.2e}",
-                        img_s=f"{p['seen'] * run.rt.world / max(p['time'], 1e-9):.0f}", refresh=False)  # fmt: skip
+        bar.set_postfix(
+            loss=f"{p['loss_sum'] / max(p['seen'], 1):.3f}",
+            lr=f"{max(state.schedule.get_last_lr()):.2e}",
+            img_s=f"{p['seen'] * run.rt.world / max(p['time'], 1e-9):.0f}",
+            refresh=False,
+        )
 
     try:
-        signum = train_epoch(state, net, criterion, loader, run.rt, grad_clip=run.config.grad_clip,
-                             freeze_bn=run.config.freeze_bn, stop=stop, on_step=show if bar else None,
-                             mixup_alpha=stage.mixup_alpha if stage else 0.0)  # fmt: skip
+        signum = train_epoch(
+            state,
+            net,
+            criterion,
+            loader,
+            run.rt,
+            grad_clip=run.config.grad_clip,
+            freeze_bn=run.config.freeze_bn,
+            stop=stop,
+            on_step=show if bar else None,
+            mixup_alpha=stage.mixup_alpha if stage else 0.0,
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -304,17 +375,23 @@ def _one_epoch(run: _Run, state: TrainState, net: nn.Module, criterion: nn.Modul
         raise TrainingInterrupted(signum, str(run.run_dir.checkpoint))
     extra: dict[str, Any] = {"resolution": stage.resolution if stage else run.spec.resolution}
     if stage is not None:
-        extra.update(stage=run.stages.index(stage) + 1, dropout=stage.dropout, randaugment_m=stage.randaugment_m,
-                     mixup_alpha=stage.mixup_alpha)  # fmt: skip
+        extra.update(
+            stage=run.stages.index(stage) + 1,
+            dropout=stage.dropout,
+            randaugment_m=stage.randaugment_m,
+            mixup_alpha=stage.mixup_alpha,
+        )
     record, improved = end_epoch(state, run.loaders.val, run.rt, time.perf_counter(), extra)
     _save(run, state)
     run.run_dir.append_metrics(record)
     if improved:
         run.run_dir.export(state.model, "best.safetensors", run.preprocessing(), {"epoch": state.epoch})
     ema = f" ema {record['ema_top1']:.2f}" if record["ema_top1"] is not None else ""
-    run.note(f"epoch {record['epoch']}/{run.config.epochs}: loss {record['train_loss']:.4f} top-1 "
-             f"{record['val_top1']:.2f} top-5 {record['val_top5']:.2f}{ema} lr {record['lr']:.3e} "
-             f"{record['images_per_s']:.0f} img/s")  # fmt: skip
+    run.note(
+        f"epoch {record['epoch']}/{run.config.epochs}: loss {record['train_loss']:.4f} top-1 "
+        f"{record['val_top1']:.2f} top-5 {record['val_top5']:.2f}{ema} lr {record['lr']:.3e} "
+        f"{record['images_per_s']:.0f} img/s"
+    )
 
 
 def _enter_stage(run: _Run, state: TrainState, stage: Stage) -> DataLoader:
@@ -322,10 +399,12 @@ def _enter_stage(run: _Run, state: TrainState, stage: Stage) -> DataLoader:
     model's dropout set to the stage's. Derived from the epoch alone, so a resumed run re-enters the same stage."""
     augment = dataclasses.replace(run.config.augmentation(), randaugment_m=stage.randaugment_m)
     loader = run.loaders.with_train_dataset(restage(run.data, stage.resolution, augment)).train
-    state.model.set_dropout(stage.dropout)  # type: ignore[operator]
-    run.note(f"stage {run.stages.index(stage) + 1}/{len(run.stages)} (epochs {stage.first_epoch}-{stage.last_epoch}"
-             f"): resolution {stage.resolution}, dropout {stage.dropout:.3g}, RandAugment magnitude "
-             f"{stage.randaugment_m}, mixup alpha {stage.mixup_alpha:.3g}")  # fmt: skip
+    state.model.set_dropout(stage.dropout)
+    run.note(
+        f"stage {run.stages.index(stage) + 1}/{len(run.stages)} (epochs {stage.first_epoch}-{stage.last_epoch}"
+        f"): resolution {stage.resolution}, dropout {stage.dropout:.3g}, RandAugment magnitude "
+        f"{stage.randaugment_m}, mixup alpha {stage.mixup_alpha:.3g}"
+    )
     return loader
 
 
@@ -370,13 +449,23 @@ def _result(run: _Run, state: TrainState, bad: list[str]) -> TrainResult:
     ips = sum(r["images_per_s"] * r["train_time_s"] for r in h) / max(seen_time, 1e-9)
     c_cost = cost(run.spec)
     return TrainResult(
-        best_top1=best["val_top1"], best_epoch=best["epoch"], last_top1=h[-1]["val_top1"],
-        last_top5=h[-1]["val_top5"], ema_top1=emas[-1] if emas else None, best_ema_top1=max(emas) if emas else None,
-        epochs=len(h), wall_time_s=sum(r["epoch_time_s"] for r in h), images_per_s=ips,
-        output_dir=str(run.run_dir.path), params=c_cost.params, macs=c_cost.macs, skipped_images=len(bad),
-        rank_weight_max_diff=_rank_weight_diff(state.model, run.rt.world), history=tuple(h),
+        best_top1=best["val_top1"],
+        best_epoch=best["epoch"],
+        last_top1=h[-1]["val_top1"],
+        last_top5=h[-1]["val_top5"],
+        ema_top1=emas[-1] if emas else None,
+        best_ema_top1=max(emas) if emas else None,
+        epochs=len(h),
+        wall_time_s=sum(r["epoch_time_s"] for r in h),
+        images_per_s=ips,
+        output_dir=str(run.run_dir.path),
+        params=c_cost.params,
+        macs=c_cost.macs,
+        skipped_images=len(bad),
+        rank_weight_max_diff=_rank_weight_diff(state.model, run.rt.world),
+        history=tuple(h),
         spec=run.spec.to_dict(),
-    )  # fmt: skip
+    )
 
 
 def _finish(run: _Run, state: TrainState) -> TrainResult:
@@ -387,11 +476,24 @@ def _finish(run: _Run, state: TrainState) -> TrainResult:
     if state.ema is not None:
         meta = {"epoch": state.epoch, "ema_decay": state.ema.decay}
         run.run_dir.export(state.ema.module, "ema.safetensors", run.preprocessing(), meta)
-    row = {"model": run.spec.name, "data": run.data.name, "epochs": r.epochs, "best_top1": r.best_top1,
-           "best_epoch": r.best_epoch, "last_top1": r.last_top1, "last_top5": r.last_top5, "ema_top1": r.ema_top1,
-           "best_ema_top1": r.best_ema_top1, "wall_time_s": r.wall_time_s, "images_per_s": r.images_per_s,
-           "params": r.params, "macs": r.macs, "skipped_images": r.skipped_images, "world_size": run.rt.world,
-           "rank_weight_max_diff": r.rank_weight_max_diff}  # fmt: skip
+    row = {
+        "model": run.spec.name,
+        "data": run.data.name,
+        "epochs": r.epochs,
+        "best_top1": r.best_top1,
+        "best_epoch": r.best_epoch,
+        "last_top1": r.last_top1,
+        "last_top5": r.last_top5,
+        "ema_top1": r.ema_top1,
+        "best_ema_top1": r.best_ema_top1,
+        "wall_time_s": r.wall_time_s,
+        "images_per_s": r.images_per_s,
+        "params": r.params,
+        "macs": r.macs,
+        "skipped_images": r.skipped_images,
+        "world_size": run.rt.world,
+        "rank_weight_max_diff": r.rank_weight_max_diff,
+    }
     run.run_dir.write_report(row, r.history, f"{run.spec.name} on {run.data.name}")
     if run.progress:
         print(render_markdown([row], [k for k, v in row.items() if v is not None]), end="")
@@ -400,8 +502,12 @@ def _finish(run: _Run, state: TrainState) -> TrainResult:
     return r
 
 
-def fit(config: TrainConfig, spec: NetworkSpec | None = None, progress: bool = True,
-        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+def fit(
+    config: TrainConfig,
+    spec: NetworkSpec | None = None,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
     """Train (or resume, with ``config.resume``) one run and return its results; see :class:`TrainConfig`.
 
     ``spec`` overrides ``config.model``/``config.spec_file`` as the network to train (``config.width``/``depth``
