@@ -48,6 +48,104 @@ def _imports(tree: ast.AST) -> list[tuple[int, str]]:
     return found
 
 
+MAX_MODULE_LINES = 400
+
+
+def _known_modules() -> dict[str, Path]:
+    return {_module_name(path): path for path in _modules()}
+
+
+def _targets(tree: ast.AST, name: str, known: dict[str, Path]) -> set[str]:
+    """effnet modules ``name`` imports anywhere (top level, inside functions, or by a literal module name string).
+
+    ``from effnet.models import weights`` is an edge to ``effnet.models.weights``; a string constant that is exactly
+    a module's name (``importlib.import_module("effnet.cli.train")``, the package root's lazy table) is an edge too.
+    Importing a module implicitly runs its parent packages' ``__init__``; those implicit edges are not counted.
+    """
+    package = name if known[name].name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parent = ".".join(parts[: len(parts) - node.level + 1])
+                base = f"{parent}.{base}" if base else parent
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in known)
+        elif (
+            isinstance(node, ast.Constant) and isinstance(node.value, str) and "." in node.value and node.value in known
+        ):
+            found.add(node.value)
+    return {module for module in found if module in known and module != name}
+
+
+def _import_graph() -> dict[str, set[str]]:
+    known = _known_modules()
+    return {name: _targets(ast.parse(path.read_text()), name, known) for name, path in known.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles_counting_function_local_imports():
+    cycles = _cycles(_import_graph())
+    assert not cycles, f"import cycles (function-local imports count): {cycles}"
+
+
+def test_cycle_finder_finds_a_hidden_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+    known = {"effnet.x": Path("x.py"), "effnet.y": Path("y.py")}
+    tree = ast.parse(
+        "def f():\n    from effnet import y\n    import importlib\n    importlib.import_module('effnet.x')\n"
+    )
+    assert _targets(tree, "effnet.x", known) == {"effnet.y"}
+
+
+def test_no_long_modules():
+    long = [
+        f"{path.relative_to(SRC)} {n}"
+        for path in _modules()
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    ]
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
 def test_no_long_functions_or_classes():
     long = []
     for path in _modules():
