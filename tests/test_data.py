@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from effnet.serving.preprocess import Preprocessing, eval_transform
+from effnet.config.training import Augment
+from effnet.serving.preprocess import BadSample, Preprocessing, collate_skip, eval_transform
 from effnet.training import data as D
 
 FMNIST = D.DEBIAN_FASHION_MNIST
@@ -89,7 +90,7 @@ def test_limit_indices_deterministic_and_nested():
 
 @needs_fmnist
 def test_real_fashion_mnist_stats_and_shapes():
-    bundle = D.load_datasets("fashion-mnist", resolution=32, train_limit=1000, augment=D.Augment("autoaugment"))
+    bundle = D.load_datasets("fashion-mnist", resolution=32, train_limit=1000, augment=Augment("autoaugment"))
     assert len(bundle.train) == 1000 and len(bundle.val) == 10000
     assert bundle.mean[0] == pytest.approx(0.2860, abs=1e-3) and bundle.std[0] == pytest.approx(0.3530, abs=1e-3)
     x, _ = bundle.train[0]
@@ -109,15 +110,15 @@ def _image_tree(root, classes=("cat", "dog"), per_class: int = 3) -> None:
 def test_image_folder_corrupt_jpeg_is_skipped_and_reported(tmp_path):
     _image_tree(tmp_path)
     (tmp_path / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
-    bundle = D.load_datasets(str(tmp_path), resolution=16, augment=D.Augment("none"))
+    bundle = D.load_datasets(str(tmp_path), resolution=16, augment=Augment("none"))
     assert bundle.classes == ("cat", "dog") and bundle.num_classes == 2 and len(bundle.train) == 7
     items = [bundle.train[i] for i in range(len(bundle.train))]
-    bad = [x for x, _ in items if isinstance(x, D.BadSample)]
+    bad = [x for x, _ in items if isinstance(x, BadSample)]
     assert len(bad) == 1 and bad[0].path.endswith("broken.jpg")
-    batch = D.collate_skip(items)
+    batch = collate_skip(items)
     assert batch.images.shape == (6, 3, 16, 16) and len(batch.labels) == 6
     assert batch.skipped == (bad[0].path,)
-    empty = D.collate_skip([(bad[0], 1)])
+    empty = collate_skip([(bad[0], 1)])
     assert empty.images.numel() == 0 and len(empty.skipped) == 1
 
 
@@ -140,26 +141,26 @@ def test_transforms_are_torchvision_and_follow_crop_fraction():
     from torchvision import transforms as T
 
     gray, rgb = Preprocessing(32, 1.0, mean=(0.5,), std=(0.5,), in_chans=1), Preprocessing(32, 1.0)
-    train = D.train_transform(gray, augment=D.Augment("autoaugment"))
+    train = D.train_transform(gray, augment=Augment("autoaugment"))
     kinds = [type(t) for t in train.transforms]
     assert T.RandomResizedCrop in kinds and T.AutoAugment in kinds and T.RandomHorizontalFlip in kinds
     rrc = next(t for t in train.transforms if isinstance(t, T.RandomResizedCrop))
     assert rrc.interpolation == T.InterpolationMode.BICUBIC and rrc.scale == (0.08, 1.0)
-    rand = D.Augment("randaugment", randaugment_n=3, randaugment_m=5)
+    rand = Augment("randaugment", randaugment_n=3, randaugment_m=5)
     ra = D.train_transform(rgb, augment=rand)
     ra_t = next(t for t in ra.transforms if isinstance(t, T.RandAugment))
     assert (ra_t.num_ops, ra_t.magnitude) == (3, 5)
     assert D.eval_transform is eval_transform  # training validates with serving's one transform
-    ev = D.eval_transform(Preprocessing(224, 0.875))
+    ev = eval_transform(Preprocessing(224, 0.875))
     assert next(t for t in ev.transforms if isinstance(t, T.Resize)).size == 256
     img = Image.fromarray(np.zeros((300, 400), dtype=np.uint8))  # grayscale repeated to RGB
     assert ev(img).shape == (3, 224, 224)
     assert train(img).shape == (1, 32, 32)
     with pytest.raises(ValueError, match="augment must be one of"):
-        D.Augment("mixup")
+        Augment("mixup")
     with pytest.raises(ValueError, match="crop scale minimum must be in"):
-        D.Augment(crop_scale_min=0.0)
+        Augment(crop_scale_min=0.0)
     with pytest.raises(ValueError, match="horizontal flip probability must be in"):
-        D.Augment(hflip=1.5)
-    fixed = D.train_transform(gray.replace(input_size=8), augment=D.Augment("none", random_crop=False, hflip=0.0))
+        Augment(hflip=1.5)
+    fixed = D.train_transform(gray.replace(input_size=8), augment=Augment("none", random_crop=False, hflip=0.0))
     assert [type(t) for t in fixed.transforms][1:3] == [T.Resize, T.CenterCrop] and torch.equal(fixed(img), fixed(img))

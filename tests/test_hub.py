@@ -420,7 +420,7 @@ def test_torchvision_success_then_cache_hit_offline(server, tmp_path: Path, monk
     torch.testing.assert_close(ten.stem.conv.weight, model.stem.conv.weight, rtol=0, atol=0)
 
     from effnet.specs import get_spec
-    from effnet.training.checkpoint import load_initial_weights, weights_conventions  # train --weights: same refs
+    from effnet.training.weights import load_initial_weights, weights_conventions  # train --weights: same refs
 
     plain = effnet.create_model("efficientnet_b0", num_classes=10)  # TF's BN eps 1e-3: not torchvision's network
     refused = r"^torchvision:efficientnet_b0: these torchvision weights need .*bn_eps=1e-05"

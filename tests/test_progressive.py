@@ -149,7 +149,7 @@ def test_parse_range_refusals():
 def test_mixup_mixes_images_and_targets_with_one_lambda():
     from torch import nn
 
-    from effnet.training.loop import mixup, mixup_targets
+    from effnet.training.progressive import mixup, mixup_targets
 
     images, labels = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 3, 4, 0])
     torch.manual_seed(1)
@@ -172,8 +172,9 @@ def test_mixup_mixes_images_and_targets_with_one_lambda():
 
 
 def test_restage_changes_the_training_size_only():
+    from effnet.config.training import Augment
     from effnet.serving.preprocess import Preprocessing
-    from effnet.training.data import ArrayDataset, Augment, DataBundle, restage, train_transform
+    from effnet.training.data import ArrayDataset, DataBundle, restage, train_transform
     from effnet.training.loaders import build_loaders
 
     rng = np.random.default_rng(0)
@@ -229,15 +230,15 @@ def _records(run: Path) -> list[dict]:
 def test_progressive_run_rises_in_resolution_and_records_its_stages(tmp_path, monkeypatch):
     from effnet.cli import main
     from effnet.models.weights import load_pretrained
-    from effnet.training import trainer
+    from effnet.training import loop
 
-    seen, real_epoch = [], trainer.train_epoch
+    seen, real_epoch = [], loop.train_epoch
 
     def watched(state, net, criterion, loader, *args, **kwargs):  # what each epoch really trains with
         seen.append((tuple(loader.dataset[0][0].shape), state.model.dropout.p, kwargs["mixup_alpha"]))
         return real_epoch(state, net, criterion, loader, *args, **kwargs)
 
-    monkeypatch.setattr(trainer, "train_epoch", watched)
+    monkeypatch.setattr(loop, "train_epoch", watched)
     run = tmp_path / "run"
     argv = [
         "train",
@@ -300,7 +301,7 @@ class _EndOfEpoch(Exception):
 @needs_fmnist
 @pytest.mark.slow
 def test_resume_mid_stage_and_at_a_stage_boundary_equals_an_uninterrupted_run(tmp_path, monkeypatch):
-    from effnet.training import trainer
+    from effnet.training import loop, trainer
 
     config = _tiny(tmp_path / "ref", mixup_range="0.2,0.4")  # mixup draws from the RNG too
     trainer.fit(config, progress=False)
@@ -313,17 +314,17 @@ def test_resume_mid_stage_and_at_a_stage_boundary_equals_an_uninterrupted_run(tm
 
     with pytest.raises(_EndOfEpoch):
         trainer.fit(cut, progress=False, on_epoch=stop_after_epoch_1)
-    real_epoch = trainer.train_epoch
+    real_epoch = loop.train_epoch
 
     def interrupted(state, *args, **kwargs):  # SIGTERM after 3 of epoch 2's 8 steps: mid stage 2
         return real_epoch(state, *args, **{**kwargs, "stop": _StopAfter(3)})
 
-    monkeypatch.setattr(trainer, "train_epoch", interrupted)
-    with pytest.raises(trainer.TrainingInterrupted):
+    monkeypatch.setattr(loop, "train_epoch", interrupted)
+    with pytest.raises(loop.TrainingInterrupted):
         trainer.fit(dataclasses.replace(cut, resume=True), progress=False)
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     assert (state["epoch"], state["step_in_epoch"]) == (1, 3)
-    monkeypatch.setattr(trainer, "train_epoch", real_epoch)
+    monkeypatch.setattr(loop, "train_epoch", real_epoch)
     trainer.fit(dataclasses.replace(cut, resume=True), progress=False)
     got, want = _records(run), _records(tmp_path / "ref")
     assert [r["epoch"] for r in got] == [1, 2, 3] and [r["resolution"] for r in got] == [16, 24, 32]

@@ -21,8 +21,9 @@ import torch
 from PIL import Image
 
 from effnet.cli import main
+from effnet.config.training import TrainConfig
 from effnet.training.data import DEBIAN_FASHION_MNIST
-from effnet.training.trainer import TrainConfig, TrainResult, fit
+from effnet.training.trainer import TrainResult, fit
 
 needs_fmnist = pytest.mark.skipif(
     not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
@@ -367,7 +368,7 @@ def test_compile_option_trains_and_saves_plain_weights(fake_fmnist, tmp_path, mo
 def test_speed_defaults_resolve_per_device_and_parse_from_cli():
     from effnet.cli import build_parser
     from effnet.cli.train import config_from_args
-    from effnet.training.recipe import resolve_speed
+    from effnet.config.training import resolve_speed
 
     auto = TrainConfig()
     assert (auto.amp, auto.channels_last) == ("auto", None)
@@ -394,11 +395,11 @@ def test_speed_defaults_resolve_per_device_and_parse_from_cli():
 
 
 def test_recipes_spec_options_and_finetune_weights(tmp_path):
+    from effnet.config.training import resolve_recipe
     from effnet.models.efficientnet import create_model
     from effnet.models.weights import save_pretrained
-    from effnet.training.checkpoint import load_initial_weights
-    from effnet.training.recipe import resolve_recipe
-    from effnet.training.trainer import build_spec
+    from effnet.training.run import build_spec
+    from effnet.training.weights import load_initial_weights
 
     paper = resolve_recipe(TrainConfig(recipe="paper"))  # --recipe paper: the paper's values exactly
     assert (

@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         args.output, folder=True, inputs={"--weights": args.weights, "--spec": args.spec_file, "--data": args.data}
     )
     config = config_from_args(args)
-    from effnet.training.trainer import TrainingInterrupted, fit
+    from effnet.training.loop import TrainingInterrupted
+    from effnet.training.trainer import fit
 
     try:
         fit(config)

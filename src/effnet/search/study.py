@@ -245,8 +245,7 @@ def train_config(config: SearchConfig, seed: int, output: Path, model: str = "se
 
     Raises ``ValueError`` for an unknown ``train_options`` field or an invalid value (checked by the recipe).
     """
-    from effnet.training.recipe import resolve_recipe
-    from effnet.training.trainer import TrainConfig
+    from effnet.config.training import TrainConfig, resolve_recipe
 
     fields = {
         "data": config.data,

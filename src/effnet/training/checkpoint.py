@@ -1,13 +1,14 @@
-"""Training checkpoints, RNG state capture, and the weight files a run exports or starts from.
+"""Training checkpoints: what one holds, writing and reading it, the RNG states in it, and whether a run may resume it.
 
-Checkpoints are written atomically with ``torch.save`` and read with ``torch.load(weights_only=True)``: they
-hold only tensors and plain Python values (numpy RNG state is stored as a tensor). Exported weights go through
-:mod:`effnet.models.weights` (safetensors with the network spec and preprocessing in the header).
+A checkpoint is the :class:`~effnet.training.state.TrainState` of a run (with the RNG states and skipped images of
+every rank) plus what identifies the run: its spec, config and process count (:func:`checkpoint_payload`). It is
+written atomically with ``torch.save`` and read with ``torch.load(weights_only=True)``: it holds only tensors and
+plain Python values (numpy's RNG state is stored as a tensor). A run resumes it only with the same network,
+schedule-relevant settings and process count (:func:`check_compatible`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
@@ -15,26 +16,31 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from effnet.config.training import SCHEDULE_FIELDS, TrainConfig
+from effnet.errors import BadFile, InvalidValue
 from effnet.io import atomic_path
-from effnet.preprocessing import Preprocessing
+from effnet.models.weights import torch_load_safely
 from effnet.specs import NetworkSpec
+from effnet.training.distributed import gather
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "CHECKPOINT_FORMAT",
     "capture_rng",
     "restore_rng",
     "save_checkpoint",
     "load_checkpoint",
     "describe_spec",
-    "export_weights",
-    "load_initial_weights",
-    "weights_in_chans",
-    "weights_conventions",
+    "checkpoint_payload",
+    "rank_state",
+    "check_compatible",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+"""File name of the checkpoint in a run directory."""
+CHECKPOINT_FORMAT = "effnet-train-1"
+"""The ``format`` entry of a training checkpoint."""
 
 
 def capture_rng(loader_generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -82,11 +88,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     A missing, truncated, foreign or pickled-object file is one line naming it
     (:func:`effnet.models.weights.torch_load_safely`).
     """
-    from effnet.models.weights import torch_load_safely
-
     state = torch_load_safely(path, "checkpoint")
     if not isinstance(state, dict) or "model" not in state or "spec" not in state:
-        raise ValueError(f"{path} is not an effnet training checkpoint (no model/spec entries)")
+        raise BadFile(f"{path} is not an effnet training checkpoint (no model/spec entries)")
     return state
 
 
@@ -98,73 +102,45 @@ def describe_spec(spec: NetworkSpec) -> str:
     )
 
 
-def export_weights(
-    model: nn.Module, path: str | os.PathLike[str], preprocessing: Preprocessing, metadata: dict[str, Any] | None = None
-) -> Path:
-    """Write ``model``'s weights with :func:`effnet.models.weights.save_pretrained` (safetensors, spec in the header).
+def checkpoint_payload(local: dict[str, Any], spec: NetworkSpec, config: TrainConfig, world: int) -> dict[str, Any]:
+    """The checkpoint of a run from this process's ``TrainState.state_dict()`` (``local``): the RNG states and
+    skipped images of every rank, plus spec, config and process count. Under DDP every rank must call it."""
+    parts = gather((local["rng"], local["bad"]), world)
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "spec": spec.to_json(),
+        "config": config.to_dict(),
+        "world": world,
+        **local,
+        "rng": [x[0] for x in parts],
+        "bad": [x[1] for x in parts],
+    }
 
-    ``preprocessing`` is the run's (its data's :class:`~effnet.serving.preprocess.Preprocessing`, the one its
-    validation used), stored as is; its ``in_chans`` must be the model's.
-    """
-    from effnet.models.weights import save_pretrained
 
-    if not isinstance(preprocessing, Preprocessing):
-        raise TypeError(f"export_weights needs a Preprocessing, got {type(preprocessing).__name__}")
-    spec = getattr(model, "spec", None)
-    if spec is not None and spec.in_chans != preprocessing.in_chans:
-        raise ValueError(
-            f"preprocessing is for {preprocessing.in_chans} input channel(s), the model takes {spec.in_chans}"
+def rank_state(checkpoint: dict[str, Any], rank: int) -> dict[str, Any]:
+    """What ``TrainState.load_state_dict`` of process ``rank`` takes from a checkpoint (its own RNG and skips)."""
+    return {**checkpoint, "rng": checkpoint["rng"][rank], "bad": checkpoint["bad"][rank]}
+
+
+def check_compatible(
+    checkpoint: dict[str, Any], path: str | os.PathLike[str], spec: NetworkSpec, config: TrainConfig, world: int
+) -> None:
+    """A checkpoint (read from ``path``) may be resumed only by the same network, schedule-relevant settings and
+    process count; otherwise a one-line ``InvalidValue`` naming the difference."""
+    path = Path(path)
+    saved_spec = NetworkSpec.from_json(checkpoint["spec"])
+    if saved_spec != spec:
+        raise InvalidValue(
+            f"checkpoint {path} was written for {describe_spec(saved_spec)}, not "
+            f"{describe_spec(spec)}; use the same model settings or another --output"
         )
-    return save_pretrained(model, path, preprocessing, {k: json.dumps(v) for k, v in (metadata or {}).items()})
-
-
-def weights_in_chans(path: str | os.PathLike[str]) -> int:
-    """Input channels of the network stored in an effnet weights file (3 when the file does not say)."""
-    from effnet.models.weights import read_safetensors_header
-
-    try:
-        header = read_safetensors_header(path)
-        return NetworkSpec.from_json(header["effnet.spec"]).in_chans if "effnet.spec" in header else 3
-    except Exception:  # not safetensors / no spec: pretrained ImageNet weights are RGB
-        return 3
-
-
-def weights_conventions(spec: NetworkSpec, path: str | os.PathLike[str]) -> NetworkSpec:
-    """``spec`` with the padding, BN eps and activation that the weights in ``path`` were trained with (e.g.
-    torchvision's BN eps 1e-5, a TF port's "same" padding), so that ``train --weights`` fine-tunes the network the
-    weights belong to. Everything else (classes, channels, dropout, scaling) stays ``spec``'s."""
-    from effnet.models.hub import is_weights_ref, resolve_weights
-    from effnet.models.weights import convert_checkpoint, source_spec
-
-    source = resolve_weights(path) if is_weights_ref(path) else path
-    converted = convert_checkpoint(source, spec, "auto", drop_head=True)
-    trained = converted.spec if converted.source == "effnet" else source_spec(converted.spec, converted.source)
-    return spec.replace(padding=trained.padding, bn_eps=trained.bn_eps, activation=trained.activation)
-
-
-def load_initial_weights(model: nn.Module, path: str | os.PathLike[str], new_head: bool) -> bool:
-    """Load pretrained weights (a file in any layout :mod:`effnet.models.weights` reads, or a hub reference) into
-    ``model`` before training, through :func:`~effnet.models.weights.load_pretrained` (which refuses weights
-    whose padding, BN eps or activation differ from the model's).
-
-    The classifier keeps ``model``'s fresh initialisation when ``new_head`` is set or when the checkpoint's
-    classifier has another number of classes. Returns whether the classifier was loaded too. A checkpoint of
-    another architecture is a ``ValueError`` naming the differences.
-    """
-    from effnet.models.hub import is_weights_ref, resolve_weights
-    from effnet.models.weights import load_pretrained
-
-    if is_weights_ref(path):
-        path = resolve_weights(path)  # hf-hub:/torchvision: downloaded once, then converted like a file
-    elif not Path(path).is_file():
-        raise FileNotFoundError(f"--weights {path}: no such file")
-    try:
-        load_pretrained(model, path, drop_head=new_head)
-        head = not new_head
-    except ValueError:
-        if new_head:
-            raise
-        load_pretrained(model, path, drop_head=True)  # another class count: a new head
-        head = False
-    model.train()
-    return head
+    saved, now, default = checkpoint["config"], config.to_dict(), TrainConfig().to_dict()
+    saved = {k: saved.get(k, default[k]) for k in SCHEDULE_FIELDS}  # a field newer than the checkpoint: its default
+    diffs = [f"{k}={saved[k]!r}->{now[k]!r}" for k in SCHEDULE_FIELDS if saved[k] != now[k]]
+    if diffs:
+        raise InvalidValue(
+            f"--resume: settings differ from checkpoint {path} "
+            f"({', '.join(diffs[:4])}); the run would not reproduce its schedule"
+        )
+    if checkpoint["world"] != world:
+        raise InvalidValue(f"--resume: checkpoint was written by {checkpoint['world']} processes, this run has {world}")

@@ -6,8 +6,8 @@ cache); nothing is downloaded unless ``download=True``. Every dataset comes with
 validation uses serving's :func:`~effnet.serving.preprocess.eval_transform` on it, the weights carry it. Training
 transforms are torchvision's random-resized-crop + flip + AutoAugment (ImageNet policy) or RandAugment. Gray data is
 fed as one channel (``in_chans=1``) or repeated to three. ImageFolder trees are read with serving's scanner and
-bad-image protocol: an unreadable image yields a :class:`BadSample`, :func:`collate_skip` drops it and reports its
-path so the trainer can count it.
+bad-image protocol: an unreadable image yields a :class:`~effnet.serving.preprocess.BadSample`,
+:func:`~effnet.serving.preprocess.collate_skip` drops it and reports its path so the trainer can count it.
 """
 
 from __future__ import annotations
@@ -27,37 +27,27 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets as tvd
 from torchvision import transforms as T
 
-from effnet.config.training import AUGMENTS, Augment  # torch-free: the settings' one source
-from effnet.errors import InvalidValue
+from effnet.config.training import Augment  # torch-free: the settings' one source
+from effnet.errors import BadFile, InvalidValue, MissingFile, WrongType
 from effnet.serving.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    BadSample,
-    Batch,
     ConvertMode,
     ImageFiles,
     Preprocessing,
-    collate_skip,
     eval_transform,
     image_folder_samples,
 )
 
 __all__ = [
     "NAMED_DATASETS",
-    "AUGMENTS",
-    "Augment",
     "DataBundle",
-    "Batch",
-    "BadSample",
     "ArrayDataset",
-    "ImageFiles",
     "read_idx",
     "find_fashion_mnist",
     "search_roots",
     "train_transform",
-    "eval_transform",
     "limit_indices",
-    "collate_skip",
     "load_datasets",
     "restage",
 ]
@@ -134,7 +124,7 @@ class ArrayDataset(Dataset):
         classes: Sequence[str] = (),
     ) -> None:
         if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+            raise InvalidValue(f"{len(images)} images but {len(labels)} labels")
         self.images = images
         self.targets = [int(t) for t in labels]
         self.transform = transform
@@ -157,17 +147,17 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     with opener(path, "rb") as handle:
         data = handle.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+        raise BadFile(f"{path} is not an IDX file (bad magic number)")
     dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     if data[2] not in dtypes:
-        raise ValueError(f"{path}: unknown IDX element type 0x{data[2]:02x}")
+        raise BadFile(f"{path}: unknown IDX element type 0x{data[2]:02x}")
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(dtypes[data[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     body = data[4 + 4 * ndim :]
     if len(body) != expected:
-        raise ValueError(f"{path}: truncated IDX file ({len(body)} bytes of data, header says {expected})")
+        raise BadFile(f"{path}: truncated IDX file ({len(body)} bytes of data, header says {expected})")
     return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
 
@@ -191,7 +181,7 @@ def _find_file(folder: Path, stem: str) -> Path | None:
 
 
 def find_fashion_mnist(data_root: str | os.PathLike[str] | None = None, download: bool = False) -> dict[str, Path]:
-    """Locate the four Fashion-MNIST IDX files; raise ``FileNotFoundError`` naming every folder searched."""
+    """Locate the four Fashion-MNIST IDX files; raise ``MissingFile`` naming every folder searched."""
     roots = search_roots(data_root)
     n_user = sum(1 for r in (data_root, os.environ.get("EFFNET_DATA")) if r)
     candidates: list[Path] = []
@@ -209,7 +199,7 @@ def find_fashion_mnist(data_root: str | os.PathLike[str] | None = None, download
         tvd.FashionMNIST(str(target), train=False, download=True)
         return find_fashion_mnist(data_root, download=False)
     searched = ", ".join(dict.fromkeys(str(c) for c in candidates))
-    raise FileNotFoundError(
+    raise MissingFile(
         "Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], ...) not found; searched "
         f"{searched}. Install Debian's dataset-fashion-mnist, set $EFFNET_DATA or pass --data-root"
     )
@@ -222,7 +212,7 @@ def _find_cifar(name: str, data_root: str | os.PathLike[str] | None) -> Path:
         if (root / folder).is_dir():
             return root
     searched = ", ".join(dict.fromkeys(str(r) for r in roots))
-    raise FileNotFoundError(
+    raise MissingFile(
         f"{name} not found: no {folder}/ folder (torchvision's on-disk format) in {searched}; "
         "set $EFFNET_DATA or pass --data-root (or --download where the network allows)"
     )
@@ -271,23 +261,23 @@ def limit_indices(n: int, limit: int | None, seed: int = 0) -> list[int] | None:
     if limit is None or limit >= n:
         return None
     if limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
+        raise InvalidValue(f"limit must be >= 1, got {limit}")
     generator = torch.Generator().manual_seed(seed)
     return sorted(torch.randperm(n, generator=generator)[:limit].tolist())
 
 
 def _image_folder_split(root: Path) -> tuple[Path, Path]:
     if not root.exists():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"--data {root}: no such directory (expected {', '.join(NAMED_DATASETS)} or a folder holding "
             "train/ and val/ class folders)"
         )
     if not root.is_dir():
-        raise NotADirectoryError(f"--data {root} is not a directory")
+        raise BadFile(f"--data {root} is not a directory")
     train = root / "train"
     val = next((root / n for n in _VAL_NAMES if (root / n).is_dir()), None)
     if not train.is_dir() or val is None:
-        raise FileNotFoundError(f"--data {root}: expected subfolders train/ and val/ (or validation/, test/)")
+        raise MissingFile(f"--data {root}: expected subfolders train/ and val/ (or validation/, test/)")
     return train, val
 
 
@@ -324,7 +314,7 @@ def _image_folders(root: Path) -> tuple[list[tuple[Path, int]], list[tuple[Path,
         raise InvalidValue(f"{train_dir} has one class folder ({classes[0]}); a classifier needs at least 2")
     val_samples, val_classes = image_folder_samples(val_dir)
     if val_classes != classes:
-        raise ValueError(f"{val_dir} has classes {val_classes[:5]}... but {train_dir} has {classes[:5]}...")
+        raise InvalidValue(f"{val_dir} has classes {val_classes[:5]}... but {train_dir} has {classes[:5]}...")
     return train_samples, val_samples, classes
 
 
@@ -348,7 +338,7 @@ def load_datasets(
     serving's ``eval_transform`` of the bundle's ``preprocessing`` (bicubic, ``crop_pct``).
     """
     if in_chans not in (None, 1, 3):
-        raise ValueError(f"in_chans must be 1 or 3 for image data, got {in_chans}")
+        raise InvalidValue(f"in_chans must be 1 or 3 for image data, got {in_chans}")
     if data in NAMED_DATASETS:
         train_x, train_y, val_x, val_y, classes, source = _named_arrays(data, data_root, download)
         native = 1 if train_x.ndim == 3 else int(train_x.shape[-1])
@@ -377,7 +367,7 @@ def restage(data: DataBundle, resolution: int, augment: Augment) -> Dataset:
     dataset = data.train
     base = dataset.dataset if isinstance(dataset, Subset) else dataset
     if not hasattr(base, "transform"):
-        raise TypeError(f"cannot change the transform of a {type(base).__name__} training set")
+        raise WrongType(f"cannot change the transform of a {type(base).__name__} training set")
     fresh = copy.copy(base)  # shares the images/paths, not the transform
     fresh.transform = transform
     return Subset(fresh, dataset.indices) if isinstance(dataset, Subset) else fresh

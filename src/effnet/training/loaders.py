@@ -12,7 +12,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from effnet.config.training import TrainConfig
-from effnet.training.data import DataBundle, collate_skip
+from effnet.errors import InvalidValue
+from effnet.serving.preprocess import collate_skip
+from effnet.training.data import DataBundle
 
 __all__ = ["EpochSampler", "Shard", "Loaders", "build_loaders"]
 
@@ -64,7 +66,7 @@ class Loaders:
         generator, batch size and worker settings), e.g. a progressive-learning stage's transform."""
         size = len(self.train.dataset)
         if len(dataset) != size:
-            raise ValueError(f"a restaged training set must keep its {size} images, got {len(dataset)}")
+            raise InvalidValue(f"a restaged training set must keep its {size} images, got {len(dataset)}")
         old = self.train
         train = DataLoader(
             dataset,
@@ -83,12 +85,12 @@ class Loaders:
 def build_loaders(data: DataBundle, config: TrainConfig, device: torch.device, *, rank: int, world: int) -> Loaders:
     """Loaders for this process's share of ``config.batch_size`` (the global batch, divisible by ``world``)."""
     if config.batch_size % world:
-        raise ValueError(f"--batch-size {config.batch_size} (global) is not divisible by {world} processes")
+        raise InvalidValue(f"--batch-size {config.batch_size} (global) is not divisible by {world} processes")
     local_batch = config.batch_size // world
     base = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True)
     steps = len(base) // local_batch
     if steps < 1:
-        raise ValueError(
+        raise InvalidValue(
             f"the training set ({len(data.train)} images) is smaller than --batch-size "
             f"{config.batch_size}; lower --batch-size or raise --train-limit"
         )

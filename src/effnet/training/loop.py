@@ -1,284 +1,146 @@
-"""One training epoch and one evaluation, as free functions over a :class:`~effnet.training.state.TrainState`.
+"""The epoch loop of a run: every epoch trains, checkpoints, evaluates, logs and keeps the best weights.
 
-Under DDP every process runs the same functions on its own shard; sums are all-reduced where the numbers are
-reported, and a stop request (SIGTERM/SIGINT on any rank) is agreed on by all ranks after each step.
+:func:`train_epochs` runs the epochs a run has left (entering each progressive-learning stage as it starts); each
+epoch is :func:`~effnet.training.epoch.train_epoch` (with a progress bar), then the checkpoint,
+:func:`~effnet.training.epoch.end_epoch`'s evaluation and record, the ``metrics.jsonl`` line, ``best.safetensors``
+when validation top-1 improved, and the optional TensorBoard scalars. A SIGTERM/SIGINT stops it after the current
+step with a resumable checkpoint (:class:`TrainingInterrupted`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-from effnet.serving.inference import count_correct
-from effnet.training.loaders import EpochSampler
-from effnet.training.state import TrainState
+from effnet.config.training import Stage, stage_for_epoch
+from effnet.errors import Unsupported
+from effnet.training.epoch import StopFlag, end_epoch, train_epoch
+from effnet.training.progressive import describe_stage, enter_stage, stage_record
+from effnet.training.run import Run
+from effnet.training.state import TrainState, resolved
 
-__all__ = [
-    "Runtime",
-    "StopFlag",
-    "autocast",
-    "all_sum",
-    "evaluate",
-    "mixup",
-    "mixup_targets",
-    "train_epoch",
-    "end_epoch",
-]
+__all__ = ["TrainingInterrupted", "train_epochs"]
 
 
-@dataclass(frozen=True)
-class Runtime:
-    """Where and how the steps run: device, this process's rank, the number of processes, precision, layout."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised by :func:`~effnet.training.trainer.fit` after SIGTERM/SIGINT once the in-epoch checkpoint is safely
+    written."""
 
-    device: torch.device
-    rank: int = 0
-    world: int = 1
-    amp: str = "none"
-    channels_last: bool = False
-
-    def inputs(self, images: torch.Tensor) -> torch.Tensor:
-        """A batch of images moved to the device in the run's memory format."""
-        images = images.to(self.device, non_blocking=True)
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
-
-
-class StopFlag:
-    """Records SIGTERM/SIGINT instead of dying, so the loop can checkpoint first; restores handlers on exit."""
-
-    def __init__(self) -> None:
-        self.signum = 0
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum:  # a second signal: stop now
-            raise KeyboardInterrupt
+    def __init__(self, signum: int, checkpoint: str) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint {checkpoint}; rerun with --resume")
         self.signum = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-    def agreed(self, rt: Runtime) -> int:
-        """The signal any rank received (0: none), the same on every rank."""
-        if rt.world == 1:
-            return self.signum
-        t = torch.tensor([self.signum], device=rt.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return int(t.item())
+        self.checkpoint = checkpoint
 
 
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
-    """Autocast for ``amp`` (``none``, ``bf16``, ``fp16``) on ``device``'s type."""
-    if amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+def _bar(run: Run, state: TrainState) -> Any:
+    if not run.progress:
+        return None
+    return tqdm(
+        total=run.loaders.steps_per_epoch,
+        initial=state.step_in_epoch,
+        desc=f"epoch {state.epoch + 1}",
+        unit="step",
+        leave=False,
+        dynamic_ncols=True,
+    )
 
 
-def all_sum(values: list[float], device: torch.device, world: int) -> list[float]:
-    """``values`` summed over all processes (unchanged for one process)."""
-    if world == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
+def _tensorboard(run: Run) -> Any:
+    if not (run.config.tensorboard and run.run_dir.main):
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # lazy: tensorboard is an optional package
+    except ImportError:
+        raise Unsupported("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
+    return SummaryWriter(str(run.run_dir.path / "tensorboard"))
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    device: torch.device,
-    *,
-    amp: str = "none",
-    channels_last: bool = False,
-    world: int = 1,
-    bad: set[str] | None = None,
-) -> dict[str, float]:
-    """Loss, top-1 and top-5 (percent) of ``model`` over ``loader`` (summed over ranks when ``world`` > 1).
-
-    Paths of unreadable images are added to ``bad``.
-    """
-    model.eval()
-    rt = Runtime(device, world=world, amp=amp, channels_last=channels_last)
-    bad = set() if bad is None else bad
-    loss_sum, top1, top5, n = 0.0, 0.0, 0.0, 0.0
-    for batch in loader:
-        bad.update(batch.skipped)
-        if not len(batch.labels):
-            continue
-        images, labels = rt.inputs(batch.images), batch.labels.to(device, non_blocking=True)
-        with autocast(device, amp):
-            logits = model(images)
-        logits = logits.float()
-        loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-        hit1, hit5 = count_correct(logits, labels)
-        top1 += hit1
-        top5 += hit5
-        n += len(labels)
-    loss_sum, top1, top5, n = all_sum([loss_sum, top1, top5, n], device, world)
-    n = max(n, 1.0)
-    return {"loss": loss_sum / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n, "images": n}
-
-
-def _freeze_bn(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-
-
-def mixup(images: torch.Tensor, labels: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Batch mixup (Zhang et al. 2018): ``lam`` x the batch + (1 - ``lam``) x a shuffled copy of it.
-
-    ``lam`` ~ Beta(``alpha``, ``alpha``) and the shuffle come from torch's global CPU RNG, which the checkpoint
-    holds, so a resumed run draws the same mixes. Returns (mixed images, the shuffled copy's labels, ``lam``).
-    """
-    lam = float(torch.distributions.Beta(float(alpha), float(alpha)).sample())
-    perm = torch.randperm(len(labels)).to(images.device)
-    mixed = images.mul(lam).add_(images[perm], alpha=1.0 - lam)
-    return mixed, labels[perm.to(labels.device)], lam
-
-
-def mixup_targets(labels: torch.Tensor, partner: torch.Tensor, lam: float, num_classes: int) -> torch.Tensor:
-    """Soft targets of a mixed batch: ``lam`` one-hot(``labels``) + (1 - ``lam``) one-hot(``partner``); the
-    loss's label smoothing is applied on top (``cross_entropy(..., label_smoothing=)`` takes soft targets)."""
-    hot = nn.functional.one_hot(labels, num_classes).float()
-    return hot.mul_(lam).add_(nn.functional.one_hot(partner, num_classes).float(), alpha=1.0 - lam)
-
-
-def _step(
+def _one_epoch(
+    run: Run,
     state: TrainState,
     net: nn.Module,
     criterion: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    rt: Runtime,
-    grad_clip: float | None,
-    mixup_alpha: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One optimizer step on a batch (mixed when ``mixup_alpha`` > 0); returns (loss, logits, the labels that
-    train accuracy is counted against: each mixed image's larger share)."""
-    targets = hard = labels
-    if mixup_alpha > 0:
-        images, partner, lam = mixup(images, labels, mixup_alpha)
-        hard = labels if lam >= 0.5 else partner
-    with autocast(rt.device, rt.amp):
-        logits = net(images)
-        if mixup_alpha > 0:
-            targets = mixup_targets(labels, partner, lam, logits.shape[1])
-        loss = criterion(logits.float(), targets)
-    if not torch.isfinite(loss):
-        raise ValueError(
-            f"training loss became {loss.item()} at epoch {state.epoch + 1} step "
-            f"{state.step_in_epoch + 1}; lower --lr or use --grad-clip"
+    stop: StopFlag,
+    loader: DataLoader,
+    stage: Stage | None,
+) -> None:
+    """Train one epoch on ``loader`` (with a progress bar), checkpoint on a stop request, then evaluate and log it;
+    ``stage``: the progressive-learning stage the epoch belongs to (None: off)."""
+    bar = _bar(run, state)
+
+    def show(p: dict[str, float]) -> None:
+        bar.update(1)
+        bar.set_postfix(
+            loss=f"{p['loss_sum'] / max(p['seen'], 1):.3f}",
+            lr=f"{max(state.schedule.get_last_lr()):.2e}",
+            img_s=f"{p['seen'] * run.rt.world / max(p['time'], 1e-9):.0f}",
+            refresh=False,
         )
-    state.optimizer.zero_grad(set_to_none=True)
-    state.scaler.scale(loss).backward()
-    if grad_clip:
-        state.scaler.unscale_(state.optimizer)
-        nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip)
-    state.scaler.step(state.optimizer)
-    state.scaler.update()
-    state.schedule.step()
-    if state.ema is not None:
-        state.ema.update(state.model)
-    return loss, logits, hard
+
+    try:
+        signum = train_epoch(
+            state,
+            net,
+            criterion,
+            loader,
+            run.rt,
+            grad_clip=run.config.grad_clip,
+            freeze_bn=run.config.freeze_bn,
+            stop=stop,
+            on_step=show if bar else None,
+            mixup_alpha=stage.mixup_alpha if stage else 0.0,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if signum:
+        run.save_checkpoint(state)
+        raise TrainingInterrupted(signum, str(run.run_dir.checkpoint))
+    extra: dict[str, Any] = {"resolution": stage.resolution if stage else run.spec.resolution}
+    if stage is not None:
+        extra.update(stage_record(stage, run.stages))
+    record, improved = end_epoch(state, run.loaders.val, run.rt, time.perf_counter(), extra)
+    run.save_checkpoint(state)
+    run.run_dir.append_metrics(record)
+    if improved:
+        run.run_dir.export(state.model, "best.safetensors", run.preprocessing(), {"epoch": state.epoch})
+    ema = f" ema {record['ema_top1']:.2f}" if record["ema_top1"] is not None else ""
+    run.note(
+        f"epoch {record['epoch']}/{run.config.epochs}: loss {record['train_loss']:.4f} top-1 "
+        f"{record['val_top1']:.2f} top-5 {record['val_top5']:.2f}{ema} lr {record['lr']:.3e} "
+        f"{record['images_per_s']:.0f} img/s"
+    )
 
 
-def train_epoch(
-    state: TrainState,
-    net: nn.Module,
-    criterion: nn.Module,
-    loader: DataLoader,
-    rt: Runtime,
-    *,
-    grad_clip: float | None = None,
-    freeze_bn: bool = False,
-    stop: StopFlag | None = None,
-    on_step: Callable[[dict[str, float]], None] | None = None,
-    mixup_alpha: float = 0.0,
-) -> int:
-    """Train ``net`` (the model, maybe DDP/compile-wrapped) over the rest of ``state``'s current epoch.
-
-    Resumes part-way when ``state.step_in_epoch`` > 0; keeps the epoch's running sums in ``state.partial``.
-    Returns 0 at the end of the epoch, or the signal number as soon as ``stop`` records one (``state`` then
-    describes the steps done, ready to be checkpointed). ``on_step`` gets the running sums after each step.
-    ``mixup_alpha`` > 0 trains on mixed batches (:func:`mixup`; ``criterion`` must accept soft targets).
-    """
-    net.train()
-    if freeze_bn:
-        _freeze_bn(net)
-    sampler = loader.sampler
-    if isinstance(sampler, EpochSampler):
-        sampler.set_epoch(state.epoch, state.step_in_epoch * (loader.batch_size or 1))
-    p = state.partial or {"loss_sum": 0.0, "correct": 0.0, "seen": 0.0, "time": 0.0}
-    state.partial = p
-    start = time.perf_counter() - p["time"]
-    for batch in loader:
-        state.bad.update(batch.skipped)
-        if len(batch.labels) > 1:  # BatchNorm in train mode needs 2+ images (a tail left by unreadable files)
-            labels = batch.labels.to(rt.device, non_blocking=True)
-            loss, logits, hard = _step(
-                state, net, criterion, rt.inputs(batch.images), labels, rt, grad_clip, mixup_alpha
-            )
-            p["loss_sum"] += loss.item() * len(labels)
-            p["correct"] += (logits.argmax(1) == hard).sum().item()
-            p["seen"] += len(labels)
-        state.step_in_epoch += 1
-        p["time"] = time.perf_counter() - start
-        if on_step is not None:
-            on_step(p)
-        signum = stop.agreed(rt) if stop is not None else 0
-        if signum:
-            return signum
-    return 0
-
-
-def end_epoch(
-    state: TrainState, val_loader: DataLoader, rt: Runtime, eval_start: float, extra: dict[str, Any] | None = None
-) -> tuple[dict[str, Any], bool]:
-    """Evaluate the model (and its EMA) after an epoch, append the epoch's record (plus ``extra``'s keys) to
-    ``state.history`` and move ``state`` to the next epoch; returns (record, whether validation top-1 improved)."""
-    p = state.partial
-    loss_sum, correct, seen = all_sum([p["loss_sum"], p["correct"], p["seen"]], rt.device, rt.world)
-    opts = {"amp": rt.amp, "channels_last": rt.channels_last, "world": rt.world, "bad": state.bad}
-    val = evaluate(state.model, val_loader, rt.device, **opts)
-    ema = evaluate(state.ema.module, val_loader, rt.device, **opts) if state.ema else None
-    record = {
-        "epoch": state.epoch + 1,
-        "step": state.schedule.step_count,
-        "train_loss": loss_sum / max(seen, 1),
-        "train_top1": 100.0 * correct / max(seen, 1),
-        "val_loss": val["loss"],
-        "val_top1": val["top1"],
-        "val_top5": val["top5"],
-        "ema_top1": ema["top1"] if ema else None,
-        "ema_top5": ema["top5"] if ema else None,
-        "lr": max(state.schedule.get_last_lr()),
-        "images_per_s": seen / max(p["time"], 1e-9),
-        "train_time_s": p["time"],
-        "epoch_time_s": p["time"] + (time.perf_counter() - eval_start),
-        **(extra or {}),
-    }
-    state.history.append(record)
-    improved = val["top1"] > state.best_top1
-    state.best_top1 = max(state.best_top1, val["top1"])
-    state.epoch += 1
-    state.step_in_epoch = 0
-    state.partial = {}
-    return record, improved
+def train_epochs(
+    run: Run, state: TrainState, net: nn.Module, on_epoch: Callable[[dict[str, Any]], None] | None = None
+) -> None:
+    """Train ``net`` (``state.model``, maybe DDP/compile-wrapped) until ``run.config.epochs`` are done, calling
+    ``on_epoch(record)`` after each epoch is saved; raises :class:`TrainingInterrupted` on SIGTERM/SIGINT."""
+    criterion = nn.CrossEntropyLoss(label_smoothing=resolved(run.config, "label_smoothing"))
+    writer = _tensorboard(run)
+    loader, current = run.loaders.train, None
+    try:
+        with StopFlag() as stop:
+            while state.epoch < run.config.epochs:
+                stage = stage_for_epoch(run.stages, state.epoch + 1)
+                if stage is not None and stage != current:
+                    loader = enter_stage(stage, state.model, run.loaders, run.data, run.config)
+                    current = stage
+                    run.note(describe_stage(stage, run.stages))
+                _one_epoch(run, state, net, criterion, stop, loader, stage)
+                if on_epoch is not None:
+                    on_epoch(state.history[-1])
+                if writer is not None:
+                    for key, value in state.history[-1].items():
+                        if isinstance(value, float):
+                            writer.add_scalar(key, value, state.history[-1]["epoch"])
+    finally:
+        if writer is not None:
+            writer.close()

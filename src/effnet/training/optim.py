@@ -17,10 +17,9 @@ from torch import nn
 from torch.optim import Optimizer
 
 from effnet.config.training import OPTIMIZERS, SCHEDULES
+from effnet.errors import InvalidValue, Unsupported
 
 __all__ = [
-    "OPTIMIZERS",
-    "SCHEDULES",
     "TFRMSprop",
     "LRSchedule",
     "param_groups",
@@ -58,7 +57,7 @@ class TFRMSprop(Optimizer):
             ("initial_accumulator", initial_accumulator, 0.0, math.inf),
         ):
             if not low <= value <= high or (label in ("decay", "momentum") and value == 1.0):
-                raise ValueError(f"TFRMSprop {label} out of range: {value}")
+                raise InvalidValue(f"TFRMSprop {label} out of range: {value}")
         defaults = {
             "lr": lr,
             "decay": decay,
@@ -83,7 +82,7 @@ class TFRMSprop(Optimizer):
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
-                    raise RuntimeError("TFRMSprop does not support sparse gradients")
+                    raise Unsupported("TFRMSprop does not support sparse gradients")
                 grad = p.grad if wd == 0 else p.grad.add(p, alpha=wd)
                 state = self.state[p]
                 if not state:
@@ -126,11 +125,11 @@ class LRSchedule:
         min_lr_ratio: float = 0.0,
     ) -> None:
         if kind not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {kind!r}")
+            raise InvalidValue(f"schedule must be one of {', '.join(SCHEDULES)}; got {kind!r}")
         if steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+            raise InvalidValue(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
         if warmup_epochs < 0 or decay_epochs <= 0 or not 0 < decay_rate <= 1:
-            raise ValueError("warmup_epochs must be >= 0, decay_epochs > 0 and decay_rate in (0, 1]")
+            raise InvalidValue("warmup_epochs must be >= 0, decay_epochs > 0 and decay_rate in (0, 1]")
         self.optimizer = optimizer
         self.kind = kind
         self.steps_per_epoch = steps_per_epoch
@@ -179,7 +178,7 @@ class LRSchedule:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the step counter; the schedule's shape must match."""
         if state["kind"] != self.kind or state["steps_per_epoch"] != self.steps_per_epoch:
-            raise ValueError(
+            raise InvalidValue(
                 f"checkpoint schedule ({state['kind']}, {state['steps_per_epoch']} steps/epoch) does not match "
                 f"this run ({self.kind}, {self.steps_per_epoch} steps/epoch)"
             )
@@ -240,7 +239,7 @@ def build_optimizer(
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, eps=1e-8 if eps is None else eps)
-    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}")
+    raise InvalidValue(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}")
 
 
 class ModelEMA:
@@ -252,7 +251,7 @@ class ModelEMA:
 
     def __init__(self, model: nn.Module, decay: float = 0.9999, warmup: bool = True) -> None:
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+            raise InvalidValue(f"EMA decay must be in [0, 1), got {decay}")
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)

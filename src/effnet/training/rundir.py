@@ -17,10 +17,12 @@ from typing import Any
 
 from torch import nn
 
+from effnet.errors import MissingFile, OutputConflict
 from effnet.io import append_line, atomic_write_json, atomic_write_text
 from effnet.preprocessing import Preprocessing
 from effnet.report import Panel, Series, plot_panels, write_table
-from effnet.training.checkpoint import CHECKPOINT_NAME, export_weights, load_checkpoint, save_checkpoint
+from effnet.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from effnet.training.weights import export_weights
 
 __all__ = ["LOCK_NAME", "RunDirLocked", "RunLock", "RunDir"]
 
@@ -28,8 +30,9 @@ LOCK_NAME = "run.lock"
 """File in a run directory that a running ``effnet train`` holds locked."""
 
 
-class RunDirLocked(ValueError):
-    """Another process holds the run directory's lock (a second concurrent run into one ``--output``)."""
+class RunDirLocked(OutputConflict):
+    """Another process holds the run directory's lock (a second concurrent run into one ``--output``); a
+    ``ValueError`` too, as every :class:`~effnet.errors.OutputConflict`."""
 
 
 class RunLock:
@@ -47,7 +50,7 @@ class RunLock:
     def acquire(self) -> None:
         """Take the lock or raise :class:`RunDirLocked` naming its holder; never waits."""
         if self.directory.exists() and not self.directory.is_dir():
-            raise FileExistsError(f"--output {self.directory} is a file, not a run directory")
+            raise OutputConflict(f"--output {self.directory} is a file, not a run directory")
         self._created = not self.directory.exists()
         self.directory.mkdir(parents=True, exist_ok=True)
         while self._fd is None:
@@ -113,9 +116,9 @@ class RunDir:
         return RunLock(self.path) if self.main else contextlib.nullcontext()
 
     def require_checkpoint(self) -> None:
-        """``FileNotFoundError`` when there is no checkpoint to resume (checked before anything is created)."""
+        """``MissingFile`` when there is no checkpoint to resume (checked before anything is created)."""
         if not self.checkpoint.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint {self.checkpoint}; nothing to resume, nothing started")
+            raise MissingFile(f"--resume: no checkpoint {self.checkpoint}; nothing to resume, nothing started")
 
     def start(self, resume: bool) -> dict[str, Any] | None:
         """The checkpoint to resume from (``resume``), or None for a fresh run in a directory holding none."""
@@ -123,7 +126,7 @@ class RunDir:
             self.require_checkpoint()
             return load_checkpoint(self.checkpoint)
         if self.checkpoint.is_file():
-            raise ValueError(
+            raise OutputConflict(
                 f"--output {self.path} already holds a run ({CHECKPOINT_NAME}); pass --resume to "
                 "continue it or choose another --output"
             )

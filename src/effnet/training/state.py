@@ -15,12 +15,14 @@ from torch import nn
 from torch.optim import Optimizer
 
 from effnet.config.training import TrainConfig, peak_lr
+from effnet.errors import InvalidValue
 from effnet.models.efficientnet import EfficientNet
 from effnet.specs import NetworkSpec
-from effnet.training.checkpoint import capture_rng, load_initial_weights, restore_rng
+from effnet.training.checkpoint import capture_rng, restore_rng
 from effnet.training.optim import LRSchedule, ModelEMA, build_optimizer, param_groups
+from effnet.training.weights import load_initial_weights
 
-__all__ = ["TrainState", "build_state"]
+__all__ = ["TrainState", "build_state", "resolved"]
 
 
 @dataclass(eq=False)
@@ -77,14 +79,28 @@ class TrainState:
         self.best_top1, self.bad = float(state["best_top1"]), set(state["bad"])
 
 
+def resolved(config: TrainConfig, name: str) -> Any:
+    """``config``'s recipe field ``name``, which :func:`~effnet.config.training.resolve_recipe` always fills.
+
+    None here is a bug (a config that skipped ``resolve_recipe``), raised as a ``RuntimeError`` naming the field
+    rather than replaced by a default that could differ from the recipe's.
+    """
+    value = getattr(config, name)
+    if value is None:
+        raise RuntimeError(
+            f"{name} is unset: the training config was not resolved (effnet.config.training.resolve_recipe)"
+        )
+    return value
+
+
 def _build_model(config: TrainConfig, spec: NetworkSpec, device: torch.device, world: int) -> nn.Module:
     torch.manual_seed(config.seed)
     model = EfficientNet(spec)
     if config.weights:
-        load_initial_weights(model, config.weights, bool(config.new_head))
+        load_initial_weights(model, config.weights, resolved(config, "new_head"))
     if config.sync_bn and world > 1:
         if device.type == "cpu":
-            raise ValueError("--sync-bn needs GPUs: PyTorch's SyncBatchNorm does not run on CPU")
+            raise InvalidValue("--sync-bn needs GPUs: PyTorch's SyncBatchNorm does not run on CPU")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.set_grad_checkpointing(config.grad_checkpointing)
     model.set_lean_activations(config.lean_activations)
@@ -103,29 +119,31 @@ def build_state(
     steps_per_epoch: int,
     loader_gen: torch.Generator,
 ) -> TrainState:
-    """A fresh state for a resolved ``config``: the model (seeded by ``config.seed``, ``--weights`` loaded), its
-    EMA, optimizer, schedule and grad scaler."""
+    """A fresh state for a ``config`` resolved by :func:`~effnet.config.training.resolve_recipe` (a recipe field
+    left None is a ``RuntimeError``, see :func:`resolved`): the model (seeded by ``config.seed``, ``--weights``
+    loaded), its EMA, optimizer, schedule and grad scaler."""
     c = config
     model = _build_model(c, spec, device, world)
-    ema = ModelEMA(model, c.ema_decay, c.ema_warmup) if c.ema_decay else None
-    groups = param_groups(model, peak_lr(c), c.weight_decay or 0.0, c.body_lr_scale or 1.0)
+    ema_decay = resolved(c, "ema_decay")
+    ema = ModelEMA(model, ema_decay, c.ema_warmup) if ema_decay else None
+    groups = param_groups(model, peak_lr(c), resolved(c, "weight_decay"), resolved(c, "body_lr_scale"))
     optimizer = build_optimizer(
-        c.opt or "rmsprop_tf",
+        resolved(c, "opt"),
         groups,
         peak_lr(c),
-        momentum=c.momentum or 0.0,
-        rmsprop_decay=c.rmsprop_decay or 0.9,
-        eps=c.opt_eps,
+        momentum=resolved(c, "momentum"),
+        rmsprop_decay=resolved(c, "rmsprop_decay"),
+        eps=c.opt_eps,  # None: the optimizer's own epsilon (the finetune recipe's choice)
     )
     scaler = torch.amp.GradScaler(device.type, enabled=c.amp == "fp16")
     schedule = LRSchedule(
         optimizer,
-        c.schedule or "step",
+        resolved(c, "schedule"),
         steps_per_epoch,
         epochs=c.epochs,
-        warmup_epochs=c.warmup_epochs or 0.0,
-        decay_rate=c.decay_rate or 0.97,
-        decay_epochs=c.decay_epochs or 2.4,
+        warmup_epochs=resolved(c, "warmup_epochs"),
+        decay_rate=resolved(c, "decay_rate"),
+        decay_epochs=resolved(c, "decay_epochs"),
         min_lr_ratio=c.min_lr_ratio,
     )
     return TrainState(model, ema, optimizer, schedule, scaler, loader_gen)

@@ -1,0 +1,173 @@
+"""One training run set up: its network, data, loaders, directory and state, and the record of its start.
+
+:class:`Run` is what stays fixed while a run trains; :func:`start_run` builds it (the network from ``--model`` /
+``--spec`` / a given spec, scaled and fitted to the data; the data and its loaders; the progressive-learning stages)
+together with the :class:`~effnet.training.state.TrainState`, fresh or restored from the checkpoint on
+``--resume``. :func:`write_start` records the resolved settings in ``config.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from effnet.config.training import Stage, TrainConfig, peak_lr
+from effnet.errors import MissingFile
+from effnet.preprocessing import Preprocessing
+from effnet.specs import NetworkSpec, get_spec, scale
+from effnet.training.checkpoint import check_compatible, checkpoint_payload, describe_spec, rank_state
+from effnet.training.data import DataBundle, load_datasets
+from effnet.training.device import Runtime
+from effnet.training.distributed import wrap_ddp
+from effnet.training.loaders import Loaders, build_loaders
+from effnet.training.progressive import run_stages
+from effnet.training.rundir import RunDir
+from effnet.training.state import TrainState, build_state
+from effnet.training.weights import weights_conventions, weights_in_chans
+
+__all__ = ["Run", "base_spec", "build_spec", "start_run", "write_start"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """What stays fixed during a run: its settings, data, network, loaders, where it runs and writes, and its
+    progressive-learning stages (empty: off)."""
+
+    config: TrainConfig
+    spec: NetworkSpec
+    data: DataBundle
+    loaders: Loaders
+    rt: Runtime
+    run_dir: RunDir
+    progress: bool
+    stages: tuple[Stage, ...] = ()
+
+    def note(self, text: str) -> None:
+        """Print ``text`` when the run shows its progress (the main process of a run with ``progress``)."""
+        if self.progress:
+            print(text, flush=True)
+
+    def preprocessing(self) -> Preprocessing:
+        """What the exported weights say about the input: the data's validation preprocessing at the net's size."""
+        return self.data.preprocessing.replace(input_size=self.spec.resolution)
+
+    def save_checkpoint(self, state: TrainState) -> None:
+        """Write the run's checkpoint of ``state`` (a collective call under DDP: every rank makes it)."""
+        self.run_dir.save_checkpoint(checkpoint_payload(state.state_dict(), self.spec, self.config, self.rt.world))
+
+
+def base_spec(config: TrainConfig, spec: NetworkSpec | None) -> NetworkSpec:
+    """The network before the run's scaling and options: ``spec``, else the ``--spec`` file, else ``--model``."""
+    if spec is not None:
+        return spec
+    if config.spec_file:
+        path = Path(config.spec_file)
+        if not path.is_file():
+            raise MissingFile(f"--spec {path}: no such file")
+        return NetworkSpec.from_json(path.read_text(encoding="utf-8"))
+    return get_spec(config.model)
+
+
+def build_spec(
+    config: TrainConfig,
+    spec: NetworkSpec | None = None,
+    *,
+    num_classes: int,
+    in_chans: int,
+    resolution: int | None = None,
+) -> NetworkSpec:
+    """The network a run trains: ``spec`` / ``--spec`` file / ``--model``, scaled and with the run's options."""
+    base = base_spec(config, spec)
+    scaled = scale(base, depth=config.depth, width=config.width, resolution=resolution or config.resolution)
+    changes: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans}
+    for field_name, value in (
+        ("dropout", config.dropout),
+        ("drop_path_rate", config.drop_path),
+        ("bn_momentum", config.bn_momentum),
+        ("stem_stride", config.stem_stride),
+    ):
+        if value is not None:
+            changes[field_name] = value
+    return scaled.replace(**changes)
+
+
+def _load_data(config: TrainConfig, base: NetworkSpec) -> DataBundle:
+    in_chans = config.in_chans or (weights_in_chans(config.weights) if config.weights else None)
+    return load_datasets(
+        config.data,
+        resolution=config.resolution or base.resolution,
+        in_chans=in_chans,
+        data_root=config.data_root,
+        train_limit=config.train_limit,
+        val_limit=config.val_limit,
+        limit_seed=config.limit_seed,
+        augment=config.augmentation(),
+        crop_pct=config.crop_pct,
+        download=config.download,
+    )
+
+
+def start_run(
+    config: TrainConfig, spec: NetworkSpec | None, run_dir: RunDir, rt: Runtime, progress: bool
+) -> tuple[Run, TrainState, nn.Module, dict[str, Any] | None]:
+    """The run, its state (restored from the checkpoint on ``--resume``), the module to train (the model, wrapped
+    for DDP and ``--compile``) and the checkpoint resumed (None: a fresh run). ``config`` must be resolved."""
+    checkpoint = run_dir.start(config.resume)
+    base = base_spec(config, spec)
+    data = _load_data(config, base)
+    net_spec = build_spec(config, base, num_classes=data.num_classes, in_chans=data.in_chans)
+    if config.weights:
+        net_spec = weights_conventions(net_spec, config.weights)
+    stages, net_spec = run_stages(config, net_spec)
+    loaders = build_loaders(data, config, rt.device, rank=rt.rank, world=rt.world)
+    run = Run(config, net_spec, data, loaders, rt, run_dir, progress, stages)
+    if checkpoint is not None:
+        check_compatible(checkpoint, run_dir.checkpoint, net_spec, config, rt.world)
+    state = build_state(
+        config,
+        net_spec,
+        rt.device,
+        world=rt.world,
+        steps_per_epoch=loaders.steps_per_epoch,
+        loader_gen=loaders.generator,
+    )
+    net = wrap_ddp(state.model, rt.device, rt.world)
+    if config.compile:
+        net = torch.compile(net)
+    torch.manual_seed(config.seed + rt.rank)  # training randomness (dropout, augmentation) differs per rank
+    if checkpoint is not None:
+        state.load_state_dict(rank_state(checkpoint, rt.rank))
+        run_dir.write_metrics(state.history)  # the log says exactly what the checkpoint has done
+    return run, state, net, checkpoint
+
+
+def write_start(run: Run, state: TrainState, resumed: bool, recipe_line: str) -> None:
+    """Write ``config.json`` (every resolved setting, the stages, the data) and start or continue the metrics log,
+    saying what trains (or where it resumes) when the run shows progress."""
+    c = run.config
+    resolved = {
+        **c.to_dict(),
+        "recipe_choice": recipe_line,
+        "peak_lr": peak_lr(c),
+        "world_size": run.rt.world,
+        "steps_per_epoch": run.loaders.steps_per_epoch,
+        "spec": run.spec.to_dict(),
+        "progressive_stages": [stage.to_dict() for stage in run.stages],
+        "data_info": {
+            "train_images": len(run.data.train),
+            "val_images": len(run.data.val),
+            "source": run.data.source,
+            **run.preprocessing().to_dict(),
+        },
+    }
+    run.run_dir.write_config(resolved)
+    if resumed:
+        run.note(f"resuming {run.run_dir.path} at epoch {state.epoch + 1} step {state.step_in_epoch}")
+        return
+    run.run_dir.write_metrics([])
+    sizes = f"{len(run.data.train)} train / {len(run.data.val)} val images"
+    run.note(f"training {describe_spec(run.spec)} on {run.data.name} ({sizes}) -> {run.run_dir.path}")
