@@ -241,7 +241,7 @@ def _default_trainer(
 
 
 def train_config(config: SearchConfig, seed: int, output: Path, model: str = "search-trial") -> Any:
-    """The ``effnet.training.trainer.TrainConfig`` of one trial: the budget, the seed, run folder and name.
+    """The ``effnet.config.training.TrainConfig`` of one trial: the budget, the seed, run folder and name.
 
     Raises ``ValueError`` for an unknown ``train_options`` field or an invalid value (checked by the recipe).
     """
