@@ -434,3 +434,27 @@ def test_recipes_spec_options_and_finetune_weights(tmp_path):
     assert torch.equal(target.classifier.weight, fresh_head)
     with pytest.raises(ValueError):
         load_initial_weights(create_model("efficientnet_b0", num_classes=5), tmp_path / "lite0.safetensors", True)
+
+
+def test_build_state_takes_every_recipe_value_and_refuses_an_unresolved_config():
+    from effnet.config.training import OPTIMIZERS, RECIPES, resolve_recipe
+    from effnet.specs import get_spec, scale
+    from effnet.training.optim import TFRMSprop
+    from effnet.training.state import build_state
+
+    spec = scale(get_spec("efficientnet_b0"), width=0.25, depth=0.25, resolution=32).replace(num_classes=3)
+    make = lambda config: build_state(
+        config, spec, torch.device("cpu"), world=1, steps_per_epoch=4, loader_gen=torch.Generator()
+    )
+    for recipe in RECIPES:
+        for opt in (None, *OPTIMIZERS):  # every recipe fills every field the state reads, under any optimizer
+            state = make(resolve_recipe(TrainConfig(recipe=recipe, opt=opt)))
+            assert state.schedule.kind == resolve_recipe(TrainConfig(recipe=recipe, opt=opt)).schedule
+    paper = make(resolve_recipe(TrainConfig(recipe="paper", momentum=0.0, rmsprop_decay=0.0, body_lr_scale=0.0)))
+    assert isinstance(paper.optimizer, TFRMSprop)  # explicit zeros are kept, not replaced by the paper's values
+    assert {g["momentum"] for g in paper.optimizer.param_groups} == {0.0}
+    assert {g["decay"] for g in paper.optimizer.param_groups} == {0.0}
+    peaks = {g["name"].split("_")[0]: g["initial_lr"] for g in paper.optimizer.param_groups}
+    assert peaks["body"] == 0.0 and peaks["head"] > 0  # --body-lr-scale 0: a frozen body
+    with pytest.raises(RuntimeError, match="ema_decay is unset"):
+        make(TrainConfig(lr=0.1))  # not resolved: a loud error naming the field, not a silent default
