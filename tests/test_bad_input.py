@@ -29,7 +29,8 @@ from effnet.io import check_output
 from effnet.limits import MAX_JSON_BYTES, MAX_MULTIPLIER, MAX_RESOLUTION, json_depth, parse_json
 from effnet.scaling import compound
 from effnet.search.scaleup import parse_count
-from effnet.specs import NetworkSpec, compound_spec, get_spec, scale
+from effnet.architectures import compound_spec, get_spec, scale
+from effnet.specs import NetworkSpec
 
 B0 = get_spec("efficientnet_b0")
 PROPERTY = settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.too_slow])

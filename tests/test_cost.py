@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import effnet
 from effnet.cost import cost
-from effnet.specs import compound_spec, get_spec, list_models
+from effnet.architectures import compound_spec, get_spec, list_models
 
 TORCHVISION_PARAMS = {
     "efficientnet_b0": 5_288_548,

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 import effnet
 from effnet.models.layers import Conv2dSame, DropPath, MBConv
-from effnet.specs import get_spec, resolve
+from effnet.architectures import get_spec
+from effnet.specs import resolve
 
 torch.manual_seed(0)
 

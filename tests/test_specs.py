@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from effnet.specs import NetworkSpec, StageSpec, compound_spec, get_spec, list_models, resolve, scale
+from effnet.architectures import compound_spec, get_spec, list_models, scale
+from effnet.specs import NetworkSpec, StageSpec, resolve
 
 
 def test_b0_baseline_layout():

@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     from effnet.io import atomic_write_text, check_output
     from effnet.search.baselines import load_baseline
     from effnet.search.scaleup import Budget, ScaleConfig, scale_family
-    from effnet.specs import scale
+    from effnet.architectures import scale
 
     storage = (args.storage or "").removeprefix("sqlite:///") or None
     check_output(args.output_spec, "--output-spec", inputs={"--baseline": args.baseline, "--storage": storage})

@@ -18,7 +18,8 @@ from typing import Any
 
 from effnet.errors import InvalidValue
 from effnet.limits import MAX_RESOLUTION, MIN_RESOLUTION
-from effnet.specs import get_spec, require_known_fields
+from effnet.architectures import get_spec
+from effnet.specs import require_known_fields
 
 __all__ = [
     "OPTIMIZERS",

@@ -42,7 +42,8 @@ from effnet.models.efficientnet import EfficientNet, create_model
 from effnet.models.hub import HubWeights, is_weights_ref, resolve_weights
 from effnet.models.sources import default_preprocessing
 from effnet.preprocessing import Preprocessing
-from effnet.specs import NetworkSpec, get_spec, list_models, resolve
+from effnet.architectures import get_spec, list_models
+from effnet.specs import NetworkSpec, resolve
 
 __all__ = [
     "SOURCES",

@@ -36,7 +36,8 @@ from effnet.config.training import Stage, progressive_stages, stage_for_epoch
 from effnet.cost import cost
 from effnet.preprocessing import Preprocessing
 from effnet.report import render_markdown
-from effnet.specs import NetworkSpec, get_spec, scale
+from effnet.architectures import get_spec, scale
+from effnet.specs import NetworkSpec
 from effnet.training.checkpoint import describe_spec, weights_conventions, weights_in_chans
 from effnet.training.data import DataBundle, load_datasets, restage
 from effnet.training.loaders import Loaders, build_loaders
