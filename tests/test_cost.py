@@ -7,8 +7,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import effnet
-from effnet.cost import cost
 from effnet.architectures import compound_spec, get_spec, list_models
+from effnet.cost import cost
 
 TORCHVISION_PARAMS = {
     "efficientnet_b0": 5_288_548,

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 import effnet
-from effnet.models.layers import Conv2dSame, DropPath, MBConv
 from effnet.architectures import get_spec
+from effnet.models.layers import Conv2dSame, DropPath, MBConv
 from effnet.specs import resolve
 
 torch.manual_seed(0)

@@ -32,11 +32,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from effnet.architectures import get_spec, scale
 from effnet.config.training import Stage, progressive_stages, stage_for_epoch
 from effnet.cost import cost
 from effnet.preprocessing import Preprocessing
 from effnet.report import render_markdown
-from effnet.architectures import get_spec, scale
 from effnet.specs import NetworkSpec
 from effnet.training.checkpoint import describe_spec, weights_conventions, weights_in_chans
 from effnet.training.data import DataBundle, load_datasets, restage
