@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import effnet
+from effnet.architectures import compound_spec, get_spec, scale
 from effnet.cli import main
 from effnet.cost import cost
 from effnet.errors import BadFile, EffnetError, InvalidValue, MissingFile, OutputConflict, WrongType
@@ -29,7 +30,7 @@ from effnet.io import check_output
 from effnet.limits import MAX_JSON_BYTES, MAX_MULTIPLIER, MAX_RESOLUTION, json_depth, parse_json
 from effnet.scaling import compound
 from effnet.search.scaleup import parse_count
-from effnet.specs import NetworkSpec, compound_spec, get_spec, scale
+from effnet.specs import NetworkSpec
 
 B0 = get_spec("efficientnet_b0")
 PROPERTY = settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.too_slow])

@@ -47,7 +47,7 @@ def test_info_layout(capsys):
 
 
 def test_info_spec_file(tmp_path, capsys):
-    from effnet.specs import compound_spec
+    from effnet.architectures import compound_spec
 
     path = tmp_path / "spec.json"
     path.write_text(compound_spec(2).to_json())

@@ -1,5 +1,6 @@
 """The analytic cost model must equal the built module and torch's FLOP counter exactly."""
 
+import itertools
 import time
 
 import pytest
@@ -7,8 +8,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import effnet
+from effnet.architectures import compound_spec, get_spec, list_models
+from effnet.blocks import kinds
 from effnet.cost import cost
-from effnet.specs import compound_spec, get_spec, list_models
+from effnet.errors import InvalidValue
+from effnet.specs import NetworkSpec, StageSpec
 
 TORCHVISION_PARAMS = {
     "efficientnet_b0": 5_288_548,
@@ -49,6 +53,32 @@ def test_cost_equals_module_and_flop_counter(name):
     c = cost(name)
     params, macs, activations = _measure(name, c.resolution)
     assert (c.params, c.macs, c.activations) == (params, macs, activations)
+
+
+@pytest.mark.parametrize("resolution", [32, 97, 225, 331])
+def _one_stage_networks(kind):
+    """Small one-stage networks of ``kind``: expansion 1 and 4, stride 1 and 2, with and without squeeze-excite,
+    two blocks each (the second at stride 1 with equal channels); the stages the kind's rule refuses are skipped."""
+    networks = []
+    for expand, stride, se in itertools.product((1, 4), (1, 2), (0.0, 0.25)):
+        try:
+            stage = StageSpec(kind, expand, kernel=3, stride=stride, out_channels=24, repeats=2, se_ratio=se)
+        except InvalidValue:
+            continue
+        name = f"one_{kind}_e{expand}_s{stride}_se{se}"
+        networks.append(NetworkSpec(name, (stage,), stem_channels=16, head_channels=32, resolution=33))
+    return networks
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_every_block_kind_costs_exactly(kind):
+    """Each registered kind's rule counts what its registered module has and computes (a new kind is covered)."""
+    networks = _one_stage_networks(kind)
+    assert networks, f"{kind} refuses every test stage"
+    for spec in networks:
+        c = cost(spec)
+        assert (c.params, c.macs, c.activations) == _measure(spec, spec.resolution), spec.name
+        assert [p.block for p in c.parts] == ["", kind, "", ""]
 
 
 @pytest.mark.parametrize("resolution", [32, 97, 225, 331])

@@ -11,12 +11,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from effnet.architectures import get_spec, scale
 from effnet.cli import build_parser, main
 from effnet.config.search import CurvesConfig, SearchConfig
 from effnet.cost import cost
 from effnet.search.curves import curve_points, run_curves, solve_multiplier
 from effnet.search.study import baseline_spec, trial_spec
-from effnet.specs import get_spec, scale
 
 TINY = {"width": 0.25, "depth": 0.5, "resolution": 32, "epochs": 1, "train_limit": 64, "val_limit": 64, "seeds": 1}
 

@@ -8,8 +8,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import effnet
+from effnet.architectures import EFFICIENTNET_V2_RESOLUTIONS, get_spec, scale, train_resolution
 from effnet.cost import cost
-from effnet.specs import EFFICIENTNET_V2_RESOLUTIONS, NetworkSpec, get_spec, resolve, scale, train_resolution
+from effnet.specs import NetworkSpec, resolve
 
 V2 = sorted(EFFICIENTNET_V2_RESOLUTIONS)
 ISSUE_PARAMS = {  # issue #13's measured reference counts
@@ -241,9 +242,9 @@ def test_wrong_v2_size_and_shapes_are_one_line_errors(tmp_path):
 
 
 def test_scale_accepts_v2_baseline_cost_only(capsys):
+    from effnet.architectures import BASELINES, compound_spec
     from effnet.cli import main
     from effnet.search.baselines import load_baseline
-    from effnet.specs import BASELINES, compound_spec
 
     assert "efficientnet_v2_s" in BASELINES and load_baseline("efficientnet_v2_s") == get_spec("efficientnet_v2_s")
     code = main(

@@ -419,7 +419,7 @@ def test_torchvision_success_then_cache_hit_offline(server, tmp_path: Path, monk
     assert ten.classifier.out_features == 10 and ten.preprocessing.class_names == ()
     torch.testing.assert_close(ten.stem.conv.weight, model.stem.conv.weight, rtol=0, atol=0)
 
-    from effnet.specs import get_spec
+    from effnet.architectures import get_spec
     from effnet.training.weights import load_initial_weights, weights_conventions  # train --weights: same refs
 
     plain = effnet.create_model("efficientnet_b0", num_classes=10)  # TF's BN eps 1e-3: not torchvision's network

@@ -209,8 +209,8 @@ def test_torch_free_commands_do_not_import_torch(argv):
 
 def test_public_cost_stays_the_function_after_its_module_is_imported():
     code = (
-        "import effnet, effnet.cost, effnet.specs\n"
-        "assert effnet.cost(effnet.specs.get_spec('efficientnet_b0')).params == 5288548\n"
+        "import effnet, effnet.cost, effnet.architectures\n"
+        "assert effnet.cost(effnet.architectures.get_spec('efficientnet_b0')).params == 5288548\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -5,8 +5,10 @@ import torch
 import torch.nn.functional as F
 
 import effnet
-from effnet.models.layers import Conv2dSame, DropPath, MBConv
-from effnet.specs import get_spec, resolve
+from effnet.architectures import get_spec
+from effnet.blocks import REGISTRY, kinds
+from effnet.models.layers import BLOCK_MODULES, Conv2dSame, DropPath, MBConv
+from effnet.specs import NetworkSpec, StageSpec, resolve
 
 torch.manual_seed(0)
 
@@ -80,6 +82,34 @@ def test_mbconv_skip_rule_and_se():
     assert not MBConv(first).has_skip and MBConv(second).has_skip
     block = MBConv(net.stages[0][0])
     assert block.se.reduce.out_channels == 8 and block.se.expand.out_channels == 32
+
+
+def test_every_block_kind_has_a_module():
+    assert list(BLOCK_MODULES) == list(REGISTRY)
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_every_block_kind_builds_trains_and_follows_its_skip_rule(kind):
+    """A one-stage network of each registered kind runs forward and backward, and its blocks add a residual exactly
+    where the kind's rule says: with the residual branch silenced (its last BatchNorm zeroed, as every block's
+    branch ends in one) and ReLU activations, a block returns its positive input unchanged if and only if it has a
+    skip."""
+    stage = StageSpec(kind, 1, kernel=3, stride=2, out_channels=24, repeats=2, se_ratio=0.25)
+    spec = NetworkSpec(f"one_{kind}", (stage,), stem_channels=16, head_channels=32, resolution=33, activation="relu")
+    model = effnet.create_model(spec, num_classes=5).train()
+    out = model(torch.randn(2, 3, 33, 33))
+    out.sum().backward()
+    assert out.shape == (2, 5) and all(p.grad is not None for p in model.parameters())
+    assert [type(b) for b in model.stages[0]] == [BLOCK_MODULES[kind]] * 2
+    first, second = resolve(spec).stages[0]
+    assert not first.has_skip or first.has_downsample  # a skip across a change of shape is projected
+    block = model.stages[0][1].eval()
+    last_bn = [m for m in block.modules() if isinstance(m, torch.nn.BatchNorm2d)][-1]
+    with torch.no_grad():
+        last_bn.weight.zero_()
+        last_bn.bias.zero_()
+        x = torch.rand(1, second.in_channels, 9, 9) + 0.1
+        assert torch.equal(block(x), x) == second.has_skip == REGISTRY[kind].has_skip(second)
 
 
 def test_bn_settings_and_tf_init():

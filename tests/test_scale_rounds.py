@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from effnet.architectures import get_spec, scale
 from effnet.cli import main
 from effnet.search.rounds import fitting_prefix, measure_in_rounds, spread, undercut
 from effnet.search.scaleup import Budget, Measurement, ScaleConfig, family, scale_family, select
-from effnet.specs import get_spec, scale
 
 TINY = scale(get_spec("efficientnet_b0"), width=0.25, resolution=32)
 

@@ -10,11 +10,12 @@ import sys
 
 import pytest
 
+from effnet.architectures import compound_spec, get_spec, scale
 from effnet.cli import main
 from effnet.cost import cost
 from effnet.search.baselines import load_baseline, paper_table3
 from effnet.search.scaleup import Budget, ScaleConfig, family, parse_count, scale_family, select
-from effnet.specs import NetworkSpec, compound_spec, get_spec, resolve, scale
+from effnet.specs import NetworkSpec, resolve
 
 TINY = ["--width", "0.25", "--resolution", "32"]
 

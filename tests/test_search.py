@@ -143,8 +143,8 @@ def test_candidates_add_single_dimension_points_baseline_and_seeds():
 
 
 def test_points_that_round_to_one_network_are_trained_once():
+    from effnet.architectures import get_spec, scale
     from effnet.search.study import Candidate, distinct_networks
-    from effnet.specs import get_spec, scale
 
     base = scale(get_spec("efficientnet_b0"), width=0.25, depth=0.5, resolution=32)
     r2 = math.sqrt(2)

@@ -3,7 +3,10 @@ import json
 
 import pytest
 
-from effnet.specs import NetworkSpec, StageSpec, compound_spec, get_spec, list_models, resolve, scale
+from effnet.architectures import compound_spec, get_spec, list_models, scale
+from effnet.blocks import REGISTRY, kinds, rule
+from effnet.errors import InvalidValue
+from effnet.specs import NetworkSpec, StageSpec, resolve
 
 
 def test_b0_baseline_layout():
@@ -99,3 +102,32 @@ def test_stage_validation_and_bad_json():
     data["stages"][0]["foo"] = 1
     with pytest.raises(ValueError, match="foo"):
         NetworkSpec.from_dict(data)
+
+
+def test_block_registry_names_every_kind_once():
+    assert kinds() == ("mbconv", "fused_mbconv", "bottleneck", "dwsep")  # the order error messages list them
+    assert all(rule(kind).kind == kind and REGISTRY[kind] is rule(kind) for kind in kinds())
+    for bad in ("transformer", None, ["mbconv"]):
+        with pytest.raises(InvalidValue, match="block must be one of mbconv, fused_mbconv, bottleneck, dwsep; got"):
+            rule(bad)
+    with pytest.raises(InvalidValue, match="block must be one of mbconv, fused_mbconv, bottleneck, dwsep; got"):
+        StageSpec("transformer", 6, 3, 1, 16, 1)
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_every_block_kind_resolves_and_scales(kind):
+    """Every registered kind resolves to positive channels that grow with width, in a spec that survives JSON."""
+    stage = StageSpec(kind, 1, kernel=3, stride=2, out_channels=32, repeats=2, se_ratio=0.25)
+    spec = NetworkSpec(f"one_{kind}", (stage,), stem_channels=16, head_channels=0)
+    assert NetworkSpec.from_json(spec.to_json()) == spec
+    base, wide = resolve(spec), resolve(scale(spec, depth=2.0, width=2.0))
+    assert len(wide.blocks) == 2 * len(base.blocks)
+    for b in base.blocks + wide.blocks:
+        assert b.block == kind and min(b.in_channels, b.mid_channels, b.out_channels) > 0 and b.se_channels >= 0
+        assert isinstance(b.has_skip, bool) and isinstance(b.has_downsample, bool)
+    assert wide.blocks[-1].out_channels > base.blocks[-1].out_channels
+
+
+def test_dwsep_rule_refuses_expansion():
+    with pytest.raises(InvalidValue, match="expand_ratio of a dwsep stage must be 1"):
+        StageSpec("dwsep", 6, 3, 1, 16, 1)

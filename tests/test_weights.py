@@ -318,7 +318,7 @@ def test_every_size_maps_exactly(family):
 
 def load_spec_for(family: str, name: str):
     """The registered spec as ``family``'s reference module computes it (BN eps, padding)."""
+    from effnet.architectures import get_spec
     from effnet.models.weights import source_spec
-    from effnet.specs import get_spec
 
     return source_spec(get_spec(name), family)

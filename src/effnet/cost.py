@@ -12,8 +12,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from effnet.architectures import get_spec
+from effnet.blocks import rule
+from effnet.blocks.base import Tally
 from effnet.limits import MAX_RESOLUTION, MIN_RESOLUTION, check_int
-from effnet.specs import NetworkSpec, ResolvedNetwork, get_spec, resolve
+from effnet.specs import NetworkSpec, ResolvedNetwork, resolve
 
 __all__ = ["StageCost", "Cost", "cost"]
 
@@ -34,8 +37,7 @@ class StageCost:
     macs: int
     activations: int
     block: str = ""
-    """The stage's block kind (``mbconv``, ``fused_mbconv``, ``bottleneck``, ``dwsep``); empty for stem, head,
-    classifier."""
+    """The stage's block kind (a name in :data:`effnet.blocks.REGISTRY`); empty for stem, head, classifier."""
 
 
 @dataclass(frozen=True)
@@ -55,97 +57,89 @@ class Cost:
         return 2 * self.macs
 
 
-class _Tally:
-    """Accumulates params/MACs/activations of conv, BN and linear layers for one part."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.params = self.macs = self.activations = 0
-
-    def conv(
-        self,
-        cin: int,
-        cout: int,
-        kernel: int,
-        stride: int = 1,
-        groups: int = 1,
-        bias: bool = False,
-        size: int | None = None,
-    ) -> int:
-        """Add a conv applied to a ``size``×``size`` input (default: the running size); return out size."""
-        in_size = self.size if size is None else size
-        out_size = int(math.ceil(in_size / stride))
-        per_pixel = cout * (cin // groups) * kernel * kernel
-        self.params += per_pixel + (cout if bias else 0)
-        self.macs += per_pixel * out_size * out_size
-        self.activations += cout * out_size * out_size
-        return out_size
-
-    def bn(self, channels: int) -> None:
-        self.params += 2 * channels
-
-    def linear(self, fin: int, fout: int) -> None:
-        self.params += fin * fout + fout
-        self.macs += fin * fout
-        self.activations += fout
-
-
-def _block(t: _Tally, b, act_size: int) -> int:  # b: BlockConfig
-    if b.block == "mbconv":
-        if b.mid_channels != b.in_channels:
-            t.conv(b.in_channels, b.mid_channels, 1, size=act_size)
-            t.bn(b.mid_channels)
-        out = t.conv(b.mid_channels, b.mid_channels, b.kernel, b.stride, groups=b.mid_channels, size=act_size)
-        t.bn(b.mid_channels)
-        if b.se_channels:
-            t.conv(b.mid_channels, b.se_channels, 1, bias=True, size=1)
-            t.conv(b.se_channels, b.mid_channels, 1, bias=True, size=1)
-        t.conv(b.mid_channels, b.out_channels, 1, size=out)
-        t.bn(b.out_channels)
-        return out
-    if b.block == "fused_mbconv":
-        return _fused(t, b, act_size)
-    if b.block == "dwsep":
-        return _dwsep(t, b, act_size)
-    t.conv(b.in_channels, b.mid_channels, 1, size=act_size)
-    t.bn(b.mid_channels)
-    out = t.conv(b.mid_channels, b.mid_channels, b.kernel, b.stride, size=act_size)
-    t.bn(b.mid_channels)
-    t.conv(b.mid_channels, b.out_channels, 1, size=out)
-    t.bn(b.out_channels)
-    if b.has_downsample:
-        t.conv(b.in_channels, b.out_channels, 1, b.stride, size=act_size)
-        t.bn(b.out_channels)
-    return out
-
-
-def _fused(t: _Tally, b, act_size: int) -> int:  # b: BlockConfig of a Fused-MBConv
-    expand = b.mid_channels != b.in_channels
-    conv_out = b.mid_channels if expand else b.out_channels
-    out = t.conv(b.in_channels, conv_out, b.kernel, b.stride, size=act_size)
-    t.bn(conv_out)
-    if b.se_channels:
-        t.conv(conv_out, b.se_channels, 1, bias=True, size=1)
-        t.conv(b.se_channels, conv_out, 1, bias=True, size=1)
-    if expand:
-        t.conv(conv_out, b.out_channels, 1, size=out)
-        t.bn(b.out_channels)
-    return out
-
-
-def _dwsep(t: _Tally, b, act_size: int) -> int:  # b: BlockConfig of a depthwise-separable conv
-    out = t.conv(b.in_channels, b.in_channels, b.kernel, b.stride, groups=b.in_channels, size=act_size)
-    t.bn(b.in_channels)
-    if b.se_channels:
-        t.conv(b.in_channels, b.se_channels, 1, bias=True, size=1)
-        t.conv(b.se_channels, b.in_channels, 1, bias=True, size=1)
-    t.conv(b.in_channels, b.out_channels, 1, size=out)
-    t.bn(b.out_channels)
-    return out
-
-
 def _validate_resolution(resolution: object) -> int:
     return check_int("resolution", resolution, MIN_RESOLUTION, MAX_RESOLUTION)
+
+
+def _part(
+    name: str,
+    tally: Tally,
+    in_channels: int,
+    out_channels: int,
+    output_size: int,
+    *,
+    repeats: int = 1,
+    kernel: int = 1,
+    stride: int = 1,
+    expand_ratio: float = 1.0,
+    block: str = "",
+) -> StageCost:
+    """A part's :class:`StageCost` from its shape and what ``tally`` counted."""
+    return StageCost(
+        name,
+        repeats,
+        in_channels,
+        out_channels,
+        kernel,
+        stride,
+        expand_ratio,
+        output_size,
+        tally.params,
+        tally.macs,
+        tally.activations,
+        block,
+    )
+
+
+def _stem(net: ResolvedNetwork, resolution: int) -> StageCost:
+    """The stem conv + BN (and max-pool, which has no params or MACs) on the input image."""
+    spec = net.spec
+    tally = Tally(resolution)
+    size = tally.conv(spec.in_chans, net.stem_channels, spec.stem_kernel, spec.stem_stride)
+    tally.bn(net.stem_channels)
+    if spec.stem_pool:
+        size = int(math.ceil(size / 2))
+    stride = spec.stem_stride * (2 if spec.stem_pool else 1)
+    return _part("stem", tally, spec.in_chans, net.stem_channels, size, kernel=spec.stem_kernel, stride=stride)
+
+
+def _stages(net: ResolvedNetwork, size: int) -> list[StageCost]:
+    """Every stage, each the sum of its blocks' costs by their kind's rule (:mod:`effnet.blocks`)."""
+    parts = []
+    for i, (stage, blocks) in enumerate(zip(net.spec.stages, net.stages, strict=True)):
+        tally = Tally(size)
+        for b in blocks:
+            size = rule(b.block).cost(tally, b, size)
+        parts.append(
+            _part(
+                f"stage{i}",
+                tally,
+                blocks[0].in_channels,
+                blocks[-1].out_channels,
+                size,
+                repeats=len(blocks),
+                kernel=stage.kernel,
+                stride=stage.stride,
+                expand_ratio=stage.expand_ratio,
+                block=stage.block,
+            )
+        )
+    return parts
+
+
+def _head_and_classifier(net: ResolvedNetwork, size: int) -> list[StageCost]:
+    """The 1×1 head conv + BN (if the network has one) and the linear classifier on the pooled features."""
+    parts = []
+    last = net.stages[-1][-1].out_channels
+    if net.head_channels:
+        tally = Tally(size)
+        tally.conv(last, net.head_channels, 1)
+        tally.bn(net.head_channels)
+        parts.append(_part("head", tally, last, net.head_channels, size))
+    tally = Tally(1)
+    tally.linear(net.features, net.spec.num_classes)
+    parts.append(_part("classifier", tally, net.features, net.spec.num_classes, 1))
+    return parts
 
 
 def cost(name_or_spec: str | NetworkSpec | ResolvedNetwork, resolution: int | None = None) -> Cost:
@@ -157,79 +151,14 @@ def cost(name_or_spec: str | NetworkSpec | ResolvedNetwork, resolution: int | No
     net = name_or_spec if isinstance(name_or_spec, ResolvedNetwork) else resolve(get_spec(name_or_spec))
     spec = net.spec
     res = _validate_resolution(spec.resolution if resolution is None else resolution)
-    parts: list[StageCost] = []
-
-    t = _Tally(res)
-    size = t.conv(spec.in_chans, net.stem_channels, spec.stem_kernel, spec.stem_stride)
-    t.bn(net.stem_channels)
-    if spec.stem_pool:
-        size = int(math.ceil(size / 2))
-    parts.append(
-        StageCost(
-            "stem",
-            1,
-            spec.in_chans,
-            net.stem_channels,
-            spec.stem_kernel,
-            spec.stem_stride * (2 if spec.stem_pool else 1),
-            1.0,
-            size,
-            t.params,
-            t.macs,
-            t.activations,
-        )
-    )
-
-    for i, (stage_spec, blocks) in enumerate(zip(spec.stages, net.stages, strict=True)):
-        t = _Tally(size)
-        for b in blocks:
-            size = _block(t, b, size)
-        parts.append(
-            StageCost(
-                f"stage{i}",
-                len(blocks),
-                blocks[0].in_channels,
-                blocks[-1].out_channels,
-                stage_spec.kernel,
-                stage_spec.stride,
-                stage_spec.expand_ratio,
-                size,
-                t.params,
-                t.macs,
-                t.activations,
-                stage_spec.block,
-            )
-        )
-
-    feats = net.features
-    if net.head_channels:
-        t = _Tally(size)
-        t.conv(net.stages[-1][-1].out_channels, net.head_channels, 1)
-        t.bn(net.head_channels)
-        parts.append(
-            StageCost(
-                "head",
-                1,
-                net.stages[-1][-1].out_channels,
-                net.head_channels,
-                1,
-                1,
-                1.0,
-                size,
-                t.params,
-                t.macs,
-                t.activations,
-            )
-        )
-    t = _Tally(1)
-    t.linear(feats, spec.num_classes)
-    parts.append(StageCost("classifier", 1, feats, spec.num_classes, 1, 1, 1.0, 1, t.params, t.macs, t.activations))
-
+    stem = _stem(net, res)
+    stages = _stages(net, stem.output_size)
+    parts = (stem, *stages, *_head_and_classifier(net, stages[-1].output_size))
     return Cost(
         name=spec.name,
         resolution=res,
         params=sum(p.params for p in parts),
         macs=sum(p.macs for p in parts),
         activations=sum(p.activations for p in parts),
-        parts=tuple(parts),
+        parts=parts,
     )

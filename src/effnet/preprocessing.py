@@ -122,12 +122,12 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
-        """Rebuild from :meth:`to_dict` output; unknown fields are a ``ValueError``.
+        """Rebuild from :meth:`to_dict` output; unknown fields are an ``InvalidValue`` (a ``ValueError``).
 
         Headers written before ``in_chans`` existed get it from the number of mean values.
         """
         if not isinstance(data, dict):
-            raise ValueError(f"preprocessing must be a JSON object, got {type(data).__name__}")
+            raise InvalidValue(f"preprocessing must be a JSON object, got {type(data).__name__}")
         require_known_fields(cls, data, "unknown preprocessing field(s)")
         values = dict(data)
         for key in ("mean", "std", "class_names"):

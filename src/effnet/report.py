@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from effnet.errors import InvalidValue
 from effnet.io import atomic_path, atomic_write_text
 
 __all__ = [
@@ -127,7 +128,7 @@ def render_table(
         return render_csv(rows, columns)
     if fmt == "json":
         return render_json(rows, columns)
-    raise ValueError(f"table format must be one of {', '.join(TABLE_FORMATS)}; got {fmt!r}")
+    raise InvalidValue(f"table format must be one of {', '.join(TABLE_FORMATS)}; got {fmt!r}")
 
 
 def write_table(
@@ -181,11 +182,11 @@ def plot_panels(
     width: float = 5.0,
 ) -> Path:
     """Draw ``panels`` side by side (or in a grid of ``ncols``, ``width`` inches each) and save a PNG atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib is an optional extra
+    from matplotlib.figure import Figure  # lazy: matplotlib is an optional extra
 
     if not panels:
-        raise ValueError("plot_panels needs at least one panel")
+        raise InvalidValue("plot_panels needs at least one panel")
     ncols = ncols or len(panels)
     nrows = math.ceil(len(panels) / ncols)
     fig = Figure(figsize=(width * ncols, 3.8 * nrows + (0.4 if title and "\n" in title else 0.0)))

@@ -129,8 +129,8 @@ def compound(
     """Depth, width and resolution multipliers for compound coefficient ``phi``.
 
     With ``target`` given, ``α·β²·γ²`` must lie within ``tol`` of it (the paper uses target 2).
-    Raises ``ValueError`` for φ outside ``[0, MAX_PHI]`` (:data:`effnet.limits.MAX_PHI` = 20), a coefficient
-    outside ``[1, MAX_MULTIPLIER]``, or a FLOPs factor outside the tolerance.
+    Raises ``InvalidValue`` (a ``ValueError``) for φ outside ``[0, MAX_PHI]`` (:data:`effnet.limits.MAX_PHI` = 20),
+    a coefficient outside ``[1, MAX_MULTIPLIER]``, or a FLOPs factor outside the tolerance.
     """
     check_number("phi", phi, 0, MAX_PHI)
     for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
@@ -138,7 +138,7 @@ def compound(
     if target is not None:
         factor = flops_factor(alpha, beta, gamma)
         if abs(factor - target) > tol:
-            raise ValueError(
+            raise InvalidValue(
                 f"alpha*beta^2*gamma^2 = {factor:.4f} is not within tol={tol} of target={target}; "
                 "choose coefficients with alpha*beta^2*gamma^2 in "
                 f"[{target - tol:g}, {target + tol:g}]"
@@ -154,9 +154,9 @@ def fast_scaling(flops_scale: float, width_share: float = 0.8) -> tuple[float, f
     ``w = s^(a/2)``, ``r = s^((1-a)/4)`` (FLOPs grow as ``d·w²·r²``).
     """
     if not math.isfinite(flops_scale) or flops_scale < 1:
-        raise ValueError(f"flops_scale must be a finite number >= 1, got {flops_scale!r}")
+        raise InvalidValue(f"flops_scale must be a finite number >= 1, got {flops_scale!r}")
     if not 0.0 <= width_share <= 1.0:
-        raise ValueError(f"width_share must be in [0, 1], got {width_share!r}")
+        raise InvalidValue(f"width_share must be in [0, 1], got {width_share!r}")
     rest = (1.0 - width_share) / 2.0
     return flops_scale**rest, flops_scale ** (width_share / 2.0), flops_scale ** (rest / 2.0)
 
@@ -168,7 +168,7 @@ def round_channels(channels: float, width: float = 1.0, divisor: int = 8, round_
     the TF EfficientNetV2-B* family rounds with no lower limit (``round_limit`` 0, timm's V2 base).
     """
     if divisor < 1:
-        raise ValueError(f"divisor must be >= 1, got {divisor}")
+        raise InvalidValue(f"divisor must be >= 1, got {divisor}")
     value = channels * width
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
     if rounded < round_limit * value:
@@ -195,21 +195,21 @@ def grid(
 ) -> list[tuple[float, float, float]]:
     """Every (α, β, γ) on a regular grid with ``|α·β²·γ² − target| ≤ tol``, sorted.
 
-    Each coefficient runs over ``low, low + step, …, high``. Raises ``ValueError`` when the grid
-    has no point inside the tolerance.
+    Each coefficient runs over ``low, low + step, …, high``. Raises ``InvalidValue`` (a ``ValueError``) when
+    the grid has no point inside the tolerance.
     """
     if step <= 0 or not math.isfinite(step):
-        raise ValueError(f"step must be a positive number, got {step!r}")
+        raise InvalidValue(f"step must be a positive number, got {step!r}")
     if low < 1 or high < low:
-        raise ValueError(f"need 1 <= low <= high, got low={low}, high={high}")
+        raise InvalidValue(f"need 1 <= low <= high, got low={low}, high={high}")
     if tol < 0:
-        raise ValueError(f"tol must be >= 0, got {tol}")
+        raise InvalidValue(f"tol must be >= 0, got {tol}")
     values = _frange(low, high, step)
     points = [
         (a, b, g) for a in values for b in values for g in values if abs(flops_factor(a, b, g) - target) <= tol + 1e-12
     ]
     if not points:
-        raise ValueError(
+        raise InvalidValue(
             f"no (alpha, beta, gamma) on the grid step={step} in [{low}, {high}] has "
             f"|alpha*beta^2*gamma^2 - {target}| <= {tol}; widen tol or refine step"
         )
@@ -219,6 +219,6 @@ def grid(
 def single_dimension_points(target: float = 2.0) -> list[tuple[float, float, float]]:
     """Depth-only, width-only and resolution-only (α, β, γ) with ``α·β²·γ² = target`` exactly."""
     if target < 1:
-        raise ValueError(f"target must be >= 1, got {target}")
+        raise InvalidValue(f"target must be >= 1, got {target}")
     root = math.sqrt(target)
     return [(target, 1.0, 1.0), (1.0, root, 1.0), (1.0, 1.0, root)]

@@ -1,22 +1,25 @@
-"""Architecture as data: frozen specs for stages and networks, and the named baselines.
+"""Architecture as data: frozen specs for stages and networks, and their expansion into concrete blocks.
 
 A :class:`NetworkSpec` describes a network completely (baseline stages, width/depth multipliers,
-input size, head, regularisation, padding, classes). :func:`scale` is a pure spec-to-spec function;
-:func:`resolve` expands a spec into concrete per-block channel counts, which both the cost model
-(:mod:`effnet.cost`) and the module builder (:mod:`effnet.models.efficientnet`) read. Nothing here imports torch.
+input size, head, regularisation, padding, classes). :func:`resolve` expands a spec into concrete per-block
+channel counts, which both the cost model (:mod:`effnet.cost`) and the module builder
+(:mod:`effnet.models.efficientnet`) read; each block kind's own rules come from :mod:`effnet.blocks`. The named
+published networks, :func:`~effnet.architectures.get_spec` and :func:`~effnet.architectures.scale` are in
+:mod:`effnet.architectures`. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from effnet.errors import InvalidValue, WrongType
+from effnet.blocks import kinds, rule
+from effnet.blocks.base import BlockKind
+from effnet.errors import InvalidValue
 from effnet.limits import (
     MAX_CHANNELS,
     MAX_CLASSES,
@@ -33,20 +36,9 @@ from effnet.limits import (
     parse_json,
     read_json_file,
 )
-from effnet.scaling import (
-    BASE_RESOLUTION,
-    OFFICIAL_EFFICIENTNET,
-    OFFICIAL_LITE,
-    PAPER_ALPHA,
-    PAPER_BETA,
-    PAPER_GAMMA,
-    compound,
-    round_channels,
-    round_repeats,
-)
+from effnet.scaling import BASE_RESOLUTION, round_channels, round_repeats
 
 __all__ = [
-    "BlockKind",
     "Activation",
     "Padding",
     "HeadScaling",
@@ -54,34 +46,25 @@ __all__ = [
     "NetworkSpec",
     "BlockConfig",
     "ResolvedNetwork",
-    "scale",
     "resolve",
-    "efficientnet_b0_stages",
-    "get_spec",
-    "list_models",
-    "compound_spec",
-    "BASELINES",
-    "EFFICIENTNET_V2_RESOLUTIONS",
-    "train_resolution",
     "require_known_fields",
 ]
 
-BlockKind = Literal["mbconv", "fused_mbconv", "bottleneck", "dwsep"]
 Activation = Literal["silu", "relu", "relu6"]
 Padding = Literal["symmetric", "tf_same"]
 HeadScaling = Literal["scale", "fixed", "up"]
 
-_BLOCKS = ("mbconv", "fused_mbconv", "bottleneck", "dwsep")
 _ACTIVATIONS = ("silu", "relu", "relu6")
 _PADDINGS = ("symmetric", "tf_same")
 _HEAD_SCALINGS = ("scale", "fixed", "up")
 
 
 def require_known_fields(cls: type, keys: Iterable[str], message: str) -> None:
-    """``ValueError("<message>: a, b")`` naming the ``keys`` that are not fields of the dataclass ``cls``."""
+    """``InvalidValue("<message>: a, b")`` (a ``ValueError``) naming the ``keys`` that are not fields of the
+    dataclass ``cls``."""
     unknown = sorted(set(keys) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
-        raise ValueError(f"{message}: {', '.join(unknown)}")
+        raise InvalidValue(f"{message}: {', '.join(unknown)}")
 
 
 def _require_int(name: str, value: Any, minimum: int, maximum: int) -> None:
@@ -103,13 +86,11 @@ def _require_rate(name: str, value: Any) -> None:
 class StageSpec:
     """One stage of identical blocks, at baseline width and depth.
 
-    ``block``: ``"mbconv"`` (inverted bottleneck: 1×1 expand, k×k depthwise, squeeze-excite, 1×1
-    project), ``"fused_mbconv"`` (EfficientNetV2: one k×k expand conv, squeeze-excite, 1×1 project; with
-    ``expand_ratio`` 1 a single k×k conv to ``out_channels``) or ``"bottleneck"`` (ResNet: 1×1 reduce,
-    k×k conv, 1×1 expand) or ``"dwsep"`` (MobileNetV1's depthwise-separable conv: k×k depthwise conv-BN-act,
-    optional squeeze-excite, 1×1 pointwise conv-BN-act, no residual; ``expand_ratio`` must be 1).
+    ``block``: a registered block kind (:func:`effnet.blocks.kinds`; each module of :mod:`effnet.blocks`
+    describes its kind): ``"mbconv"`` (inverted bottleneck), ``"fused_mbconv"`` (EfficientNetV2),
+    ``"bottleneck"`` (ResNet) or ``"dwsep"`` (MobileNetV1's depthwise-separable conv; ``expand_ratio`` must be 1).
     ``expand_ratio`` is the (Fused-)MBConv expansion of its input channels, or the ResNet ratio of output to
-    inner channels.
+    inner channels; the kind's rule checks what else it requires.
     ``stride`` applies to the first block only. ``se_ratio`` = 0 disables squeeze-excite.
     ``scale_repeats`` = False keeps ``repeats`` fixed under depth scaling (Lite's first and last stage).
     """
@@ -124,10 +105,8 @@ class StageSpec:
     scale_repeats: bool = True
 
     def __post_init__(self) -> None:
-        _require_choice("block", self.block, _BLOCKS)
+        _require_choice("block", self.block, kinds())
         check_number("expand_ratio", self.expand_ratio, 1, MAX_EXPAND_RATIO)
-        if self.block == "dwsep" and self.expand_ratio != 1:
-            raise InvalidValue(f"expand_ratio of a dwsep stage must be 1 (it does not expand), got {self.expand_ratio}")
         _require_int("kernel", self.kernel, 1, MAX_KERNEL)
         if self.kernel % 2 == 0:
             raise InvalidValue(f"kernel must be odd, got {self.kernel}")
@@ -137,6 +116,7 @@ class StageSpec:
         check_number("se_ratio", self.se_ratio, 0, 1)
         if not isinstance(self.scale_repeats, bool):
             raise InvalidValue(f"scale_repeats must be true or false, got {self.scale_repeats!r}")
+        rule(self.block).validate(self)
 
 
 @dataclass(frozen=True)
@@ -177,7 +157,7 @@ class NetworkSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"name must be a non-empty string, got {self.name!r}")
+            raise InvalidValue(f"name must be a non-empty string, got {self.name!r}")
         if isinstance(self.stages, (str, bytes, dict)) or not hasattr(self.stages, "__iter__"):
             raise InvalidValue(f"stages must be a non-empty sequence of StageSpec, got {type(self.stages).__name__}")
         stages = tuple(self.stages)
@@ -227,24 +207,24 @@ class NetworkSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NetworkSpec:
-        """Rebuild a spec from :meth:`to_dict` output; unknown or missing fields are a ``ValueError``."""
+        """Rebuild a spec from :meth:`to_dict` output; unknown or missing fields are an ``InvalidValue``."""
         if not isinstance(data, dict):
-            raise ValueError(f"a network spec must be a JSON object, got {type(data).__name__}")
+            raise InvalidValue(f"a network spec must be a JSON object, got {type(data).__name__}")
         require_known_fields(cls, data, "unknown NetworkSpec field(s)")
         if "stages" not in data or "name" not in data:
-            raise ValueError("a network spec needs at least 'name' and 'stages'")
+            raise InvalidValue("a network spec needs at least 'name' and 'stages'")
         if not isinstance(data["stages"], list):
             kind = type(data["stages"]).__name__
             raise InvalidValue(f"a network spec's 'stages' must be a list of objects, got {kind}")
         stages = []
         for i, stage in enumerate(data["stages"]):
             if not isinstance(stage, dict):
-                raise ValueError(f"stages[{i}] must be an object, got {type(stage).__name__}")
+                raise InvalidValue(f"stages[{i}] must be an object, got {type(stage).__name__}")
             require_known_fields(StageSpec, stage, f"stages[{i}] has unknown field(s)")
             try:
                 stages.append(StageSpec(**stage))
             except TypeError as exc:
-                raise ValueError(f"stages[{i}]: {exc}") from None
+                raise InvalidValue(f"stages[{i}]: {exc}") from None
         return cls(**{**data, "stages": tuple(stages)})
 
     @classmethod
@@ -260,32 +240,6 @@ class NetworkSpec:
     def from_json(cls, text: str) -> NetworkSpec:
         """Parse a spec from JSON text (at most :data:`effnet.limits.MAX_JSON_BYTES`, nested at most 16 deep)."""
         return cls.from_dict(parse_json(text, "network spec"))
-
-
-def scale(
-    spec: NetworkSpec,
-    depth: float = 1.0,
-    width: float = 1.0,
-    resolution: int | None = None,
-    *,
-    name: str | None = None,
-) -> NetworkSpec:
-    """Scale a spec's depth and width by the given factors and optionally set its resolution.
-
-    Pure: returns a new spec. Factors multiply the spec's existing multipliers, and rounding is
-    always applied once against the baseline stages, so ``scale(scale(s, 1.1), 1.1)`` equals
-    ``scale(s, 1.21)``. ``spec`` may also be a registered model name. The scaled multipliers must stay finite
-    and within ``(0, MAX_MULTIPLIER]`` (:mod:`effnet.limits`), else a one-line ``ValueError``.
-    """
-    spec = get_spec(spec)
-    for label, value in (("depth", depth), ("width", width)):
-        check_number(label, value, 0, MAX_MULTIPLIER, low_open=True)
-    changes: dict[str, Any] = {"depth": spec.depth * depth, "width": spec.width * width}
-    if resolution is not None:
-        changes["resolution"] = resolution
-    if name is not None:
-        changes["name"] = name
-    return spec.replace(**changes)
 
 
 @dataclass(frozen=True)
@@ -305,17 +259,15 @@ class BlockConfig:
 
     @property
     def has_skip(self) -> bool:
-        """MBConv adds its input only at stride 1 with equal channels (ResNet always adds, dwsep never)."""
-        if self.block == "bottleneck":
-            return True
-        if self.block == "dwsep":
-            return False
-        return self.stride == 1 and self.in_channels == self.out_channels
+        """Whether the block adds a residual, by its kind's rule (MBConv: only at stride 1 with equal channels;
+        ResNet always, dwsep never)."""
+        return rule(self.block).has_skip(self)
 
     @property
     def has_downsample(self) -> bool:
-        """ResNet projects the shortcut (1×1 conv + BN) when stride or channels change."""
-        return self.block == "bottleneck" and (self.stride != 1 or self.in_channels != self.out_channels)
+        """Whether the residual is projected (1×1 conv + BN), by its kind's rule (ResNet: when stride or channels
+        change)."""
+        return rule(self.block).has_downsample(self)
 
 
 @dataclass(frozen=True)
@@ -362,14 +314,10 @@ def resolve(spec: NetworkSpec) -> ResolvedNetwork:
     in_ch, index = stem, 0
     for stage_index, (stage, count) in enumerate(zip(spec.stages, repeats, strict=True)):
         out_ch = round_channels(stage.out_channels, width, div, limit)
+        kind = rule(stage.block)
         blocks = []
         for j in range(count):
-            if stage.block in ("mbconv", "fused_mbconv", "dwsep"):
-                mid = round_channels(in_ch, stage.expand_ratio, div) if stage.expand_ratio != 1 else in_ch
-                se = max(1, int(in_ch * stage.se_ratio)) if stage.se_ratio > 0 else 0
-            else:
-                mid = round_channels(stage.out_channels / stage.expand_ratio, width, div)
-                se = 0
+            mid, se = kind.channels(stage, in_ch, width, div)
             blocks.append(
                 BlockConfig(
                     block=stage.block,
@@ -396,304 +344,3 @@ def resolve(spec: NetworkSpec) -> ResolvedNetwork:
     else:
         head = spec.head_channels
     return ResolvedNetwork(spec=spec, stem_channels=stem, stages=tuple(stages), head_channels=head)
-
-
-# --------------------------------------------------------------------------------------------
-# Baselines
-# --------------------------------------------------------------------------------------------
-
-
-def efficientnet_b0_stages(se_ratio: float = 0.25) -> tuple[StageSpec, ...]:
-    """The seven MBConv stages of EfficientNet-B0 (expand, kernel, stride, out, repeats)."""
-    rows = (
-        (1, 3, 1, 16, 1),
-        (6, 3, 2, 24, 2),
-        (6, 5, 2, 40, 2),
-        (6, 3, 2, 80, 3),
-        (6, 5, 1, 112, 3),
-        (6, 5, 2, 192, 4),
-        (6, 3, 1, 320, 1),
-    )
-    return tuple(
-        StageSpec("mbconv", expand_ratio=e, kernel=k, stride=s, out_channels=c, repeats=n, se_ratio=se_ratio)
-        for e, k, s, c, n in rows
-    )
-
-
-def _efficientnet(variant: str) -> NetworkSpec:
-    row = OFFICIAL_EFFICIENTNET[variant]
-    return NetworkSpec(
-        name=f"efficientnet_{variant}",
-        stages=efficientnet_b0_stages(),
-        width=row.width,
-        depth=row.depth,
-        resolution=row.resolution,
-        dropout=row.dropout,
-    )
-
-
-def _lite(variant: str) -> NetworkSpec:
-    row = OFFICIAL_LITE[variant]
-    stages = list(efficientnet_b0_stages(se_ratio=0.0))
-    stages[0] = dataclasses.replace(stages[0], scale_repeats=False)
-    stages[-1] = dataclasses.replace(stages[-1], scale_repeats=False)
-    return NetworkSpec(
-        name=f"efficientnet_{variant}",
-        stages=tuple(stages),
-        scale_stem=False,
-        head_scaling="fixed",
-        width=row.width,
-        depth=row.depth,
-        resolution=row.resolution,
-        dropout=row.dropout,
-        activation="relu6",
-        family="efficientnet_lite",
-    )
-
-
-def _mobilenetv2() -> NetworkSpec:
-    rows = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
-    return NetworkSpec(
-        name="mobilenetv2",
-        stages=tuple(
-            StageSpec("mbconv", expand_ratio=t, kernel=3, stride=s, out_channels=c, repeats=n, se_ratio=0.0)
-            for t, c, n, s in rows
-        ),
-        head_scaling="up",
-        activation="relu6",
-        drop_path_rate=0.0,
-        bn_eps=1e-5,
-        bn_momentum=0.1,
-        family="mobilenetv2",
-    )
-
-
-def _mobilenetv1() -> NetworkSpec:
-    """Howard et al. (2017) MobileNetV1 1.0: a 3×3 stem and 13 depthwise-separable blocks, no head conv.
-
-    The first block (32 → 64 channels at the stem's stride) is part of the stem for depth scaling
-    (``scale_repeats=False``, as Lite keeps its first stage): only the four strided stages grow with ``d``.
-    """
-    rows = ((64, 1, 1), (128, 2, 2), (256, 2, 2), (512, 6, 2), (1024, 2, 2))
-    return NetworkSpec(
-        name="mobilenetv1",
-        stages=tuple(
-            StageSpec(
-                "dwsep",
-                expand_ratio=1,
-                kernel=3,
-                stride=s,
-                out_channels=c,
-                repeats=n,
-                se_ratio=0.0,
-                scale_repeats=i > 0,
-            )
-            for i, (c, n, s) in enumerate(rows)
-        ),
-        head_channels=0,
-        activation="relu",
-        dropout=0.0,
-        drop_path_rate=0.0,
-        bn_eps=1e-5,
-        bn_momentum=0.1,
-        family="mobilenetv1",
-    )
-
-
-def _resnet50() -> NetworkSpec:
-    rows = ((256, 3, 1), (512, 4, 2), (1024, 6, 2), (2048, 3, 2))
-    return NetworkSpec(
-        name="resnet50",
-        stages=tuple(
-            StageSpec("bottleneck", expand_ratio=4, kernel=3, stride=s, out_channels=c, repeats=n, se_ratio=0.0)
-            for c, n, s in rows
-        ),
-        stem_channels=64,
-        stem_kernel=7,
-        stem_pool=True,
-        head_channels=0,
-        activation="relu",
-        dropout=0.0,
-        drop_path_rate=0.0,
-        bn_eps=1e-5,
-        bn_momentum=0.1,
-        family="resnet",
-    )
-
-
-# EfficientNetV2 (Tan & Le, ICML 2021): rows are (block, expand, kernel, stride, out, repeats, se ratio) as in
-# torchvision's ``efficientnet_v2_*`` and timm's ``_gen_efficientnetv2_*`` (the official ``effnetv2_configs.py``).
-_F: BlockKind = "fused_mbconv"
-_M: BlockKind = "mbconv"
-_V2_STAGES: dict[str, tuple[int, tuple[tuple[BlockKind, int, int, int, int, int, float], ...]]] = {
-    "s": (
-        24,
-        (
-            (_F, 1, 3, 1, 24, 2, 0.0),
-            (_F, 4, 3, 2, 48, 4, 0.0),
-            (_F, 4, 3, 2, 64, 4, 0.0),
-            (_M, 4, 3, 2, 128, 6, 0.25),
-            (_M, 6, 3, 1, 160, 9, 0.25),
-            (_M, 6, 3, 2, 256, 15, 0.25),
-        ),
-    ),
-    "m": (
-        24,
-        (
-            (_F, 1, 3, 1, 24, 3, 0.0),
-            (_F, 4, 3, 2, 48, 5, 0.0),
-            (_F, 4, 3, 2, 80, 5, 0.0),
-            (_M, 4, 3, 2, 160, 7, 0.25),
-            (_M, 6, 3, 1, 176, 14, 0.25),
-            (_M, 6, 3, 2, 304, 18, 0.25),
-            (_M, 6, 3, 1, 512, 5, 0.25),
-        ),
-    ),
-    "l": (
-        32,
-        (
-            (_F, 1, 3, 1, 32, 4, 0.0),
-            (_F, 4, 3, 2, 64, 7, 0.0),
-            (_F, 4, 3, 2, 96, 7, 0.0),
-            (_M, 4, 3, 2, 192, 10, 0.25),
-            (_M, 6, 3, 1, 224, 19, 0.25),
-            (_M, 6, 3, 2, 384, 25, 0.25),
-            (_M, 6, 3, 1, 640, 7, 0.25),
-        ),
-    ),
-    "xl": (
-        32,
-        (
-            (_F, 1, 3, 1, 32, 4, 0.0),
-            (_F, 4, 3, 2, 64, 8, 0.0),
-            (_F, 4, 3, 2, 96, 8, 0.0),
-            (_M, 4, 3, 2, 192, 16, 0.25),
-            (_M, 6, 3, 1, 256, 24, 0.25),
-            (_M, 6, 3, 2, 512, 32, 0.25),
-            (_M, 6, 3, 1, 640, 8, 0.25),
-        ),
-    ),
-    "base": (
-        32,
-        (
-            (_F, 1, 3, 1, 16, 1, 0.0),
-            (_F, 4, 3, 2, 32, 2, 0.0),
-            (_F, 4, 3, 2, 48, 2, 0.0),
-            (_M, 4, 3, 2, 96, 3, 0.25),
-            (_M, 6, 3, 1, 112, 5, 0.25),
-            (_M, 6, 3, 2, 192, 8, 0.25),
-        ),
-    ),
-}
-
-_V2_VARIANTS: dict[str, tuple[str, float, float, float]] = {
-    "s": ("s", 1.0, 1.0, 0.2),
-    "m": ("m", 1.0, 1.0, 0.3),
-    "l": ("l", 1.0, 1.0, 0.4),
-    "xl": ("xl", 1.0, 1.0, 0.4),
-    "b0": ("base", 1.0, 1.0, 0.2),
-    "b1": ("base", 1.0, 1.1, 0.2),
-    "b2": ("base", 1.1, 1.2, 0.3),
-    "b3": ("base", 1.2, 1.4, 0.3),
-}
-"""variant -> (stage table, width, depth, dropout); B0-B3 are width/depth multiples of the V2 base network."""
-
-EFFICIENTNET_V2_RESOLUTIONS: dict[str, tuple[int, int]] = {
-    "efficientnet_v2_s": (300, 384),
-    "efficientnet_v2_m": (384, 480),
-    "efficientnet_v2_l": (384, 480),
-    "efficientnet_v2_xl": (384, 512),
-    "efficientnet_v2_b0": (192, 224),
-    "efficientnet_v2_b1": (192, 240),
-    "efficientnet_v2_b2": (208, 260),
-    "efficientnet_v2_b3": (240, 300),
-}
-"""(train, eval) input sizes of the published EfficientNetV2 weights (timm's ``input_size`` and
-``test_input_size`` of ``tf_efficientnetv2_*``); a V2 spec's ``resolution`` is the eval size."""
-
-
-def train_resolution(spec: NetworkSpec) -> int:
-    """The input size a published model was trained at (V2: below its eval size), else ``spec.resolution``."""
-    sizes = EFFICIENTNET_V2_RESOLUTIONS.get(spec.name)
-    return sizes[0] if sizes else spec.resolution
-
-
-def _efficientnet_v2(variant: str) -> NetworkSpec:
-    table, width, depth, dropout = _V2_VARIANTS[variant]
-    stem, rows = _V2_STAGES[table]
-    name = f"efficientnet_v2_{variant}"
-    return NetworkSpec(
-        name=name,
-        stages=tuple(
-            StageSpec(b, expand_ratio=e, kernel=k, stride=st, out_channels=c, repeats=n, se_ratio=se)
-            for b, e, k, st, c, n, se in rows
-        ),
-        stem_channels=stem,
-        width=width,
-        depth=depth,
-        resolution=EFFICIENTNET_V2_RESOLUTIONS[name][1],
-        dropout=dropout,
-        bn_momentum=0.1,
-        family="efficientnet_v2",
-        round_limit=0.0 if table == "base" else 0.9,
-    )
-
-
-def _registry() -> dict[str, NetworkSpec]:
-    specs = {f"efficientnet_{v}": _efficientnet(v) for v in OFFICIAL_EFFICIENTNET}
-    specs.update({f"efficientnet_{v}": _lite(v) for v in OFFICIAL_LITE})
-    specs["mobilenetv2"] = _mobilenetv2()
-    specs["mobilenetv1"] = _mobilenetv1()
-    specs["resnet50"] = _resnet50()
-    specs.update({f"efficientnet_v2_{v}": _efficientnet_v2(v) for v in _V2_VARIANTS})
-    return specs
-
-
-_SPECS = _registry()  # immutable: every value is a frozen dataclass
-BASELINES = ("efficientnet_b0", "efficientnet_lite0", "mobilenetv1", "mobilenetv2", "resnet50", "efficientnet_v2_s")
-"""Names usable as the baseline of a compound-scaled family or search."""
-
-
-def list_models(pattern: str | None = None) -> list[str]:
-    """Names accepted by :func:`get_spec` and ``effnet.create_model``, optionally filtered by substring."""
-    names = list(_SPECS)
-    return [n for n in names if pattern is None or pattern in n]
-
-
-def get_spec(name: str | NetworkSpec) -> NetworkSpec:
-    """The published spec for ``name``; unknown names raise ``ValueError`` with the closest names."""
-    if isinstance(name, NetworkSpec):
-        return name
-    if not isinstance(name, str):
-        raise WrongType(
-            f"a model must be a NetworkSpec or a model name (see effnet.list_models()), got {type(name).__name__}"
-        )
-    if name in _SPECS:
-        return _SPECS[name]
-    close = difflib.get_close_matches(str(name), list(_SPECS), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"unknown model name {name!r}{hint} (see effnet.list_models())")
-
-
-def compound_spec(
-    phi: float,
-    alpha: float = PAPER_ALPHA,
-    beta: float = PAPER_BETA,
-    gamma: float = PAPER_GAMMA,
-    baseline: str | NetworkSpec = "efficientnet_b0",
-    *,
-    target: float | None = None,
-    tol: float = 0.1,
-) -> NetworkSpec:
-    """The exact compound rule: the baseline scaled by ``d = α^φ``, ``w = β^φ``, ``r = γ^φ``."""
-    base = get_spec(baseline)
-    coeffs = compound(phi, alpha, beta, gamma, target=target, tol=tol)
-    resolution = max(8, int(round(base.resolution * coeffs.resolution_scale)))
-    phi_text = f"{phi:g}"
-    return scale(
-        base,
-        depth=coeffs.depth,
-        width=coeffs.width,
-        resolution=resolution,
-        name=f"{base.name}_phi{phi_text}_a{alpha:g}_b{beta:g}_g{gamma:g}",
-    )

@@ -6,9 +6,10 @@ import argparse
 import json
 from dataclasses import asdict
 
+from effnet.architectures import get_spec
 from effnet.cost import cost
 from effnet.report import TABLE_FORMATS, format_count, render_table
-from effnet.specs import NetworkSpec, get_spec
+from effnet.specs import NetworkSpec
 
 HELP = "Per-stage layout (repeats, channels, kernel, stride, output size, params, MACs) of a model or spec JSON."
 

@@ -176,10 +176,10 @@ def _tick(bar: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effnet.architectures import scale
     from effnet.io import atomic_write_text, check_output
     from effnet.search.baselines import load_baseline
     from effnet.search.scaleup import Budget, ScaleConfig, scale_family
-    from effnet.specs import scale
 
     storage = (args.storage or "").removeprefix("sqlite:///") or None
     check_output(args.output_spec, "--output-spec", inputs={"--baseline": args.baseline, "--storage": storage})

@@ -6,13 +6,13 @@ import argparse
 import json
 from typing import Any
 
+from effnet.architectures import compound_spec, get_spec, train_resolution
 from effnet.cost import cost
 from effnet.errors import InvalidValue
 from effnet.limits import MAX_PHI
 from effnet.references import PAPER_TABLE2, SOURCE, V2_SOURCE, V2_TABLE7
 from effnet.report import TABLE_FORMATS, render_table
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, flops_factor
-from effnet.specs import compound_spec, get_spec, train_resolution
 
 HELP = (
     "Paper's B0-B7 table (top-1/5, params, FLOPs, peers, ratios) and the V2 paper's S/M/L rows beside exact "

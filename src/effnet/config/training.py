@@ -16,9 +16,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from effnet.architectures import get_spec
 from effnet.errors import InvalidValue
 from effnet.limits import MAX_RESOLUTION, MIN_RESOLUTION
-from effnet.specs import get_spec, require_known_fields
+from effnet.specs import require_known_fields
 
 __all__ = [
     "OPTIMIZERS",

@@ -9,13 +9,12 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from effnet.models.layers import Bottleneck, ConvBNAct, DepthwiseSeparable, FusedMBConv, MBConv
+from effnet.architectures import compound_spec, get_spec
+from effnet.models.layers import BLOCK_MODULES, ConvBNAct
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from effnet.specs import (
     NetworkSpec,
     ResolvedNetwork,
-    compound_spec,
-    get_spec,
     resolve,
 )
 
@@ -58,15 +57,9 @@ class _Backbone(nn.Module):
             **bn,
         )
         self.stem_pool = nn.MaxPool2d(3, 2, 1) if spec.stem_pool else nn.Identity()
-        block_type = {
-            "mbconv": MBConv,
-            "fused_mbconv": FusedMBConv,
-            "bottleneck": Bottleneck,
-            "dwsep": DepthwiseSeparable,
-        }
         self.stages = nn.Sequential(
             *[
-                nn.Sequential(*[block_type[b.block](b, spec.activation, spec.padding, **bn) for b in stage])
+                nn.Sequential(*[BLOCK_MODULES[b.block](b, spec.activation, spec.padding, **bn) for b in stage])
                 for stage in net.stages
             ]
         )
@@ -85,8 +78,9 @@ class _Backbone(nn.Module):
     def set_lean_activations(self, enable: bool = True) -> None:
         """Use the memory-lean BatchNorm+activation when training on CPU (on by default; see ``layers``).
 
-        It keeps one activation-sized tensor fewer per conv for backward (-28 % of B0's saved activations)
-        and recomputes it, at 0-10 % of CPU training speed (``benchmarks/RESULTS.md``); ``False`` trades back.
+        It keeps one activation-sized tensor fewer per conv for backward and recomputes it in backward, trading
+        some CPU training speed for memory (measured in ``benchmarks/RESULTS.md``); ``False`` always keeps the
+        plain composition.
         """
         for module in self.modules():
             if isinstance(module, ConvBNAct):

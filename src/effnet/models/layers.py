@@ -1,14 +1,19 @@
 """Building blocks: conv-BN-activation, TF "same" padding, squeeze-excite, drop-path, MBConv, Fused-MBConv
-(EfficientNetV2), the ResNet bottleneck and MobileNetV1's depthwise-separable conv."""
+(EfficientNetV2), the ResNet bottleneck and MobileNetV1's depthwise-separable conv, and :data:`BLOCK_MODULES`,
+the module class of every block kind of :data:`effnet.blocks.REGISTRY`."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effnet.blocks.base import BlockKind
+from effnet.errors import InvalidValue
 from effnet.specs import BlockConfig
 
 __all__ = [
@@ -23,6 +28,7 @@ __all__ = [
     "FusedMBConv",
     "Bottleneck",
     "DepthwiseSeparable",
+    "BLOCK_MODULES",
 ]
 
 
@@ -34,7 +40,7 @@ def make_activation(name: str) -> nn.Module:
         return nn.ReLU(inplace=True)
     if name == "relu6":
         return nn.ReLU6(inplace=True)
-    raise ValueError(f"activation must be one of silu, relu, relu6; got {name!r}")
+    raise InvalidValue(f"activation must be one of silu, relu, relu6; got {name!r}")
 
 
 class _BatchNormActFn(torch.autograd.Function):
@@ -92,8 +98,8 @@ def batch_norm_act(x: torch.Tensor, bn: nn.BatchNorm2d, act: nn.Module, *, lean:
 
     The lean path is used only for training-mode BN with SiLU/ReLU under autograd, in eager mode
     (not while tracing, scripting or compiling, where the compiler does its own recomputation), and on
-    CPU only: on an H200 it cut B0's training memory to 0.74x timm's but ran at 0.81x its speed
-    (``benchmarks/RESULTS.md``), so CUDA tensors take the plain composition. ``lean=False`` always does.
+    CPU only: on a GPU it saves memory at a cost in training speed (both measured in ``benchmarks/RESULTS.md``),
+    so CUDA tensors take the plain composition. ``lean=False`` always does.
     Numerically it matches the composition (same kernels forward; backward to float rounding).
     """
     kind = _lean_kind(bn, act)
@@ -161,7 +167,7 @@ def make_conv(
     if padding == "tf_same" and stride > 1:
         return Conv2dSame(in_channels, out_channels, kernel, stride, groups, bias)
     if padding not in ("symmetric", "tf_same"):
-        raise ValueError(f"padding must be 'symmetric' or 'tf_same', got {padding!r}")
+        raise InvalidValue(f"padding must be 'symmetric' or 'tf_same', got {padding!r}")
     return nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=bias)
 
 
@@ -348,3 +354,16 @@ class DepthwiseSeparable(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pw(self.se(self.dw(x)))
+
+
+BLOCK_MODULES: Mapping[BlockKind, type[nn.Module]] = MappingProxyType(
+    {
+        "mbconv": MBConv,
+        "fused_mbconv": FusedMBConv,
+        "bottleneck": Bottleneck,
+        "dwsep": DepthwiseSeparable,
+    }
+)
+"""The module class of each block kind (read-only). Each takes ``(cfg: BlockConfig, activation, padding,
+bn_eps=..., bn_momentum=...)`` and has exactly the params and MACs its kind's rule in :mod:`effnet.blocks` counts
+(``tests/test_cost.py`` checks every kind)."""

@@ -36,13 +36,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from effnet.architectures import get_spec, list_models
 from effnet.errors import BadFile, InvalidValue, MissingFile, WrongType
 from effnet.io import atomic_path
 from effnet.models.efficientnet import EfficientNet, create_model
 from effnet.models.hub import HubWeights, is_weights_ref, resolve_weights
 from effnet.models.sources import default_preprocessing
 from effnet.preprocessing import Preprocessing
-from effnet.specs import NetworkSpec, get_spec, list_models, resolve
+from effnet.specs import NetworkSpec, resolve
 
 __all__ = [
     "SOURCES",

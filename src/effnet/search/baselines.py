@@ -35,10 +35,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from effnet.architectures import BASELINES, compound_spec, get_spec, list_models, scale
 from effnet.cost import cost
 from effnet.references import PAPER_TABLE3, PublishedScaling
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
-from effnet.specs import BASELINES, NetworkSpec, compound_spec, get_spec, list_models, scale
+from effnet.specs import NetworkSpec
 
 __all__ = ["BASELINES", "load_baseline", "Table3Row", "TABLE3_BASELINES", "paper_table3"]
 

@@ -1,7 +1,7 @@
 """Step 2 of compound scaling: grow φ with fixed (α, β, γ) and pick the largest model that fits the hardware.
 
 For φ = 0…N the family member is the baseline scaled by ``d = α^φ``, ``w = β^φ``, ``r = γ^φ`` (``rule="paper"``,
-:func:`effnet.specs.compound_spec`) or, with ``rule="fast"``, by Dollár et al. (2021) fast compound scaling
+:func:`effnet.architectures.compound_spec`) or, with ``rule="fast"``, by Dollár et al. (2021) fast compound scaling
 (:func:`effnet.scaling.fast_scaling`: width takes 80 % of the FLOPs growth, depth and resolution 10 % each)
 at the *same* FLOPs target ``(α·β²·γ²)^φ``, so the two rules can be compared member by member on activations
 and measured latency, not just FLOPs. Params, MACs and activations are exact (:mod:`effnet.cost`, no torch).
@@ -35,11 +35,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from effnet.architectures import scale
 from effnet.config.search import RULES, Budget, ScaleConfig, parse_count
 from effnet.cost import cost
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, compound, fast_scaling, flops_factor
 from effnet.search.rounds import fitting_prefix, measure_in_rounds
-from effnet.specs import NetworkSpec, scale
+from effnet.specs import NetworkSpec
 
 __all__ = [
     "RULES",
@@ -148,7 +149,7 @@ def family(
     rule: str = "paper",
 ) -> list[Member]:
     """Members φ = 0…``phi_max`` of the family of ``baseline`` (default EfficientNet-B0), exact costs only."""
-    from effnet.specs import get_spec
+    from effnet.architectures import get_spec
 
     if isinstance(phi_max, bool) or not isinstance(phi_max, int) or phi_max < 0:
         raise ValueError(f"--phi-max must be an integer >= 0, got {phi_max!r}")

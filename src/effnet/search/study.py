@@ -4,8 +4,8 @@ The candidates are every (α, β, γ) of :func:`effnet.scaling.grid` (``|α·β�
 depth-only, width-only and resolution-only points at the same FLOPs target (always included, so every study
 answers "does compound beat single-dimension scaling?") and the unscaled baseline as a reference. Each candidate
 is trained ``seeds`` times: trial = (α, β, γ, seed). A trial scales the baseline by ``d = α``, ``w = β``,
-``r = γ`` (:func:`effnet.specs.scale`), trains it with :func:`effnet.training.trainer.fit` (or any ``trainer`` with the
-same contract) and records top-1, exact params/MACs, wall time and seed as trial user attributes.
+``r = γ`` (:func:`effnet.architectures.scale`), trains it with :func:`effnet.training.trainer.fit` (or any
+``trainer`` with the same contract) and records top-1, exact params/MACs, wall time and seed as trial user attributes.
 
 Distribution and fault tolerance, with Optuna's public API only: trials live in an Optuna RDB storage (SQLite
 file by default, any PostgreSQL URL for many machines). The worker that creates the study (study names are unique,
@@ -38,6 +38,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from effnet.architectures import scale
 from effnet.config.search import (
     DEFAULT_OUTPUT,
     DEFAULT_STEP,
@@ -51,7 +52,7 @@ from effnet.config.search import (
 from effnet.scaling import flops_factor, grid, single_dimension_points
 from effnet.search.baselines import load_baseline
 from effnet.search.storage import open_storage, redact
-from effnet.specs import NetworkSpec, scale
+from effnet.specs import NetworkSpec
 
 __all__ = [
     "DEFAULT_OUTPUT",

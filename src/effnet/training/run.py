@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from effnet.architectures import get_spec, scale
 from effnet.config.training import Stage, TrainConfig, peak_lr
 from effnet.errors import MissingFile
 from effnet.preprocessing import Preprocessing
-from effnet.specs import NetworkSpec, get_spec, scale
+from effnet.specs import NetworkSpec
 from effnet.training.checkpoint import check_compatible, checkpoint_payload, describe_spec, rank_state
 from effnet.training.data import DataBundle, load_datasets
 from effnet.training.device import Runtime
