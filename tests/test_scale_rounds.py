@@ -14,8 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from effnet.cli import main
+from effnet.config.search import Budget, ScaleConfig
+from effnet.search.measure import Measurement
 from effnet.search.rounds import fitting_prefix, measure_in_rounds, spread, undercut
-from effnet.search.scaleup import Budget, Measurement, ScaleConfig, family, scale_family, select
+from effnet.search.scaleup import family, scale_family, select
 from effnet.specs import get_spec, scale
 
 TINY = scale(get_spec("efficientnet_b0"), width=0.25, resolution=32)
