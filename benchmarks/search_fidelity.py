@@ -5,7 +5,7 @@
     python benchmarks/search_fidelity.py --seeds 1 --epochs 4 --eta 2        # the main job's grid, one seed
 
 The same grid and the same full budget (``--epochs`` per candidate) run twice as two Optuna studies through
-``effnet.search.study.run_search``: ``--strategy grid`` (every candidate trains every epoch) and ``--strategy
+``effnet.search.run.run_search``: ``--strategy grid`` (every candidate trains every epoch) and ``--strategy
 halving`` (successive halving stops weak candidates after ``--min-epochs``, ``--min-epochs·eta``, ...). Reported:
 epochs trained by each, wall time, each strategy's top-3 fully trained points and whether they agree (same
 chosen point; same top-3 set). The two studies run one after the other in this process (``--jobs 1``), each into
@@ -26,7 +26,7 @@ from typing import Any
 
 from common import loadavg, machine_info, markdown_table, write_outputs
 from effnet.config.search import SearchConfig
-from effnet.search.study import run_search
+from effnet.search.run import run_search
 
 
 def _top(report: dict[str, Any], k: int = 3) -> list[tuple[str, float, float, float, float, int]]:

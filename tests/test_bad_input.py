@@ -24,12 +24,12 @@ from hypothesis import strategies as st
 import effnet
 from effnet.architectures import compound_spec, get_spec, scale
 from effnet.cli import main
+from effnet.config.search import parse_count
 from effnet.cost import cost
 from effnet.errors import BadFile, EffnetError, InvalidValue, MissingFile, OutputConflict, WrongType
 from effnet.io import check_output
 from effnet.limits import MAX_JSON_BYTES, MAX_MULTIPLIER, MAX_RESOLUTION, json_depth, parse_json
 from effnet.scaling import compound
-from effnet.search.scaleup import parse_count
 from effnet.specs import NetworkSpec
 
 B0 = get_spec("efficientnet_b0")

@@ -38,7 +38,7 @@ def test_no_train_parser_default_differs_from_the_library():
 def test_no_search_parser_default_differs_from_the_library():
     from effnet.cli import build_parser
     from effnet.cli.search import config_from_args
-    from effnet.search.study import SearchConfig
+    from effnet.config.search import SearchConfig
 
     assert config_from_args(build_parser().parse_args(["search"])) == SearchConfig()
 

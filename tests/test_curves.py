@@ -16,7 +16,7 @@ from effnet.cli import build_parser, main
 from effnet.config.search import CurvesConfig, SearchConfig
 from effnet.cost import cost
 from effnet.search.curves import curve_points, run_curves, solve_multiplier
-from effnet.search.study import baseline_spec, trial_spec
+from effnet.search.grid import baseline_spec, trial_spec
 
 TINY = {"width": 0.25, "depth": 0.5, "resolution": 32, "epochs": 1, "train_limit": 64, "val_limit": 64, "seeds": 1}
 
@@ -203,7 +203,7 @@ def test_jobs_payload_round_trips_and_bad_jobs_are_one_line_errors(tmp_path, cap
 
 @pytest.mark.slow
 def test_effnet_curves_jobs_2_splits_the_points_between_two_processes(tmp_path):
-    from effnet.search.study import usable_cpus
+    from effnet.search.processes import usable_cpus
     from effnet.training.data import find_fashion_mnist
 
     try:

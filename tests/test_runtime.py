@@ -312,7 +312,7 @@ def test_cli_serving_flags_come_from_config() -> None:
 
 @pytest.mark.parametrize("runtime, precision", [("openvino", "int8"), ("openvino", "bf16")])
 def test_scale_measures_the_served_engine_and_precision(runtime: str, precision: str) -> None:
-    from effnet.search.scaleup import measure
+    from effnet.search.measure import measure
     from effnet.serving.hardware import cpu_has_native_bf16
 
     if precision == "bf16" and not cpu_has_native_bf16():

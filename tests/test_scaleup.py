@@ -12,9 +12,10 @@ import pytest
 
 from effnet.architectures import compound_spec, get_spec, scale
 from effnet.cli import main
+from effnet.config.search import Budget, ScaleConfig, parse_count
 from effnet.cost import cost
 from effnet.search.baselines import load_baseline, paper_table3
-from effnet.search.scaleup import Budget, ScaleConfig, family, parse_count, scale_family, select
+from effnet.search.scaleup import family, scale_family, select
 from effnet.specs import NetworkSpec, resolve
 
 TINY = ["--width", "0.25", "--resolution", "32"]
@@ -281,7 +282,7 @@ def test_memory_budget_and_spec_trains(tmp_path, capsys):
 
 
 def test_measure_with_a_deployment_runtime(capsys):
-    from effnet.search.scaleup import measure
+    from effnet.search.measure import measure
 
     code, data = _scale_json(
         capsys,

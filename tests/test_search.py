@@ -22,16 +22,20 @@ from pathlib import Path
 import pytest
 
 from effnet.cli import build_parser, main
+from effnet.config.search import SearchConfig, default_storage
 from effnet.scaling import grid
-from effnet.search.study import SearchConfig, candidates, default_storage, open_storage, run_search
+from effnet.search.grid import candidates
+from effnet.search.run import run_search
+from effnet.search.storage import open_storage
 
 SMALL = {"step": 0.5, "tol": 0.6, "heartbeat": 1, "seeds": 1}  # 4 grid + 2 exact single-dimension + baseline = 7
 
 WORKER = r'''
 import json, math, os, sys, time
 from types import SimpleNamespace
+from effnet.config.search import SearchConfig
 from effnet.cost import cost
-from effnet.search.study import SearchConfig, run_search
+from effnet.search.run import run_search
 
 hang_at = int(os.environ.get("FAKE_HANG_AT", "0"))
 runs = 0
@@ -144,7 +148,7 @@ def test_candidates_add_single_dimension_points_baseline_and_seeds():
 
 def test_points_that_round_to_one_network_are_trained_once():
     from effnet.architectures import get_spec, scale
-    from effnet.search.study import Candidate, distinct_networks
+    from effnet.search.grid import Candidate, distinct_networks
 
     base = scale(get_spec("efficientnet_b0"), width=0.25, depth=0.5, resolution=32)
     r2 = math.sqrt(2)
@@ -620,7 +624,7 @@ def test_pruned_trials_record_the_cost_of_the_network_trained(tmp_path):
     from effnet import create_model
     from effnet.cost import cost
     from effnet.models.weights import save_pretrained
-    from effnet.search.study import baseline_spec, trial_spec
+    from effnet.search.grid import baseline_spec, trial_spec
 
     def trainer(config, spec, on_epoch=None):
         fitted = spec.replace(num_classes=10, in_chans=1)

@@ -130,7 +130,8 @@ def coefficients(args: argparse.Namespace) -> tuple[float, float, float, object,
     if args.study:
         if any(v is not None for v in given):
             raise ValueError("give either --study or --alpha/--beta/--gamma, not both")
-        from effnet.search.study import DEFAULT_OUTPUT, default_storage, load_study_result
+        from effnet.config.search import DEFAULT_OUTPUT, default_storage
+        from effnet.search.study import load_study_result
 
         storage = args.storage or default_storage(DEFAULT_OUTPUT)
         result = load_study_result(storage, args.study)
@@ -177,9 +178,10 @@ def _tick(bar: object) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from effnet.architectures import scale
+    from effnet.config.search import Budget, ScaleConfig
     from effnet.io import atomic_write_text, check_output
     from effnet.search.baselines import load_baseline
-    from effnet.search.scaleup import Budget, ScaleConfig, scale_family
+    from effnet.search.scaleup import scale_family
 
     storage = (args.storage or "").removeprefix("sqlite:///") or None
     check_output(args.output_spec, "--output-spec", inputs={"--baseline": args.baseline, "--storage": storage})

@@ -20,7 +20,7 @@ from effnet.config.search import (
     STRATEGIES,
     SearchConfig,
 )
-from effnet.search.study import usable_cpus
+from effnet.search.processes import usable_cpus
 
 DEFAULT_JOBS = min(2, usable_cpus())
 

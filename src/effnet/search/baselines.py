@@ -37,18 +37,20 @@ from pathlib import Path
 
 from effnet.architectures import BASELINES, compound_spec, get_spec, list_models, scale
 from effnet.cost import cost
+from effnet.errors import BadFile, InvalidValue, MissingFile
 from effnet.references import PAPER_TABLE3, PublishedScaling
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from effnet.specs import NetworkSpec
 
-__all__ = ["BASELINES", "load_baseline", "Table3Row", "TABLE3_BASELINES", "paper_table3"]
+__all__ = ["load_baseline", "Table3Row", "TABLE3_BASELINES", "paper_table3"]
 
 
 def load_baseline(name_or_path: str | os.PathLike[str] | NetworkSpec) -> NetworkSpec:
     """A baseline spec from a registered model name or a ``NetworkSpec`` JSON file (the user network protocol).
 
-    Raises ``ValueError`` naming the accepted values for an unknown name, ``FileNotFoundError`` for a missing
-    file and ``ValueError`` for a file that is not a valid spec.
+    Raises :class:`~effnet.errors.InvalidValue` naming the accepted values for an unknown name,
+    :class:`~effnet.errors.MissingFile` for a missing file and :class:`~effnet.errors.BadFile` for a file that is
+    not a valid spec.
     """
     if isinstance(name_or_path, NetworkSpec):
         return name_or_path
@@ -56,14 +58,14 @@ def load_baseline(name_or_path: str | os.PathLike[str] | NetworkSpec) -> Network
     path = Path(text)
     if text.endswith(".json") or os.sep in text or path.is_file():
         if not path.is_file():
-            raise FileNotFoundError(f"--baseline {text}: no such spec file (expected a NetworkSpec JSON file)")
+            raise MissingFile(f"--baseline {text}: no such spec file (expected a NetworkSpec JSON file)")
         try:
             return NetworkSpec.from_json(path.read_text(encoding="utf-8"))
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"--baseline {text}: not a valid NetworkSpec JSON file: {exc}") from None
+            raise BadFile(f"--baseline {text}: not a valid NetworkSpec JSON file: {exc}") from None
     if text in list_models():
         return get_spec(text)
-    raise ValueError(
+    raise InvalidValue(
         f"--baseline must be one of {', '.join(BASELINES)} (or any name from `effnet table`/list_models()), "
         f"or a NetworkSpec JSON file; got {text!r}"
     )
@@ -110,7 +112,7 @@ def paper_table3(baseline: str = "resnet50") -> list[Table3Row]:
     compound (the printed multipliers, or the paper's α, β, γ at φ = 2 where none are printed).
     """
     if baseline not in TABLE3_BASELINES:
-        raise ValueError(f"baseline must be one of {', '.join(TABLE3_BASELINES)}; got {baseline!r}")
+        raise InvalidValue(f"baseline must be one of {', '.join(TABLE3_BASELINES)}; got {baseline!r}")
     base = get_spec(baseline)
     out = []
     for row in (r for r in PAPER_TABLE3 if r.baseline == baseline):

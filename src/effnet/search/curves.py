@@ -5,7 +5,7 @@ multiplier solved on the exact cost model, :func:`solve_multiplier`, so that the
 reachable to ``2^φ`` × the baseline's — depth and width move in steps, because repeats are ``ceil``'d and channels
 rounded to multiples of 8), and **compound** (``d = α^φ``, ``w = β^φ``, ``r = γ^φ``, whose FLOPs grow by
 ``(α·β²·γ²)^φ`` ≈ ``2^φ``). Every point and the unscaled baseline are trained on the same budget as one Optuna
-study, through the machinery of ``effnet search`` (:func:`effnet.search.study.run_trials`: enqueued points,
+study, through the machinery of ``effnet search`` (:func:`effnet.search.run.run_trials`: enqueued points,
 resumable, several processes or machines on one storage). The report (table, CSV, JSON, PNG) has one line per
 method through the baseline.
 """
@@ -20,11 +20,15 @@ from typing import Any
 
 from effnet.config.search import CurvesConfig, SearchConfig
 from effnet.cost import cost
+from effnet.errors import InvalidValue
 from effnet.io import atomic_write_json
 from effnet.report import Panel, Series, plot_panels, write_table
+from effnet.search.grid import Candidate, baseline_spec, distinct_networks, trial_spec
 from effnet.search.report import summarize
-from effnet.search.study import Candidate, Trainer, baseline_spec, distinct_networks, run_trials, trial_spec
+from effnet.search.run import run_trials
+from effnet.search.worker import Trainer
 from effnet.specs import NetworkSpec
+from effnet.training.data import load_datasets
 
 __all__ = ["CurvePoint", "solve_multiplier", "curve_points", "trained_baseline", "run_curves", "TABLE_COLUMNS"]
 
@@ -84,10 +88,11 @@ def solve_multiplier(base: NetworkSpec, dimension: str, factor: float) -> float:
     """The ``dimension`` multiplier (depth, width or resolution) whose exact MACs are closest to ``factor`` × the
     baseline's (closest in ratio; bisection, multipliers rounded to 6 decimals; resolution: a whole pixel size).
 
-    ``ValueError`` naming the dimension when the target is beyond the spec bounds (e.g. depth above 32).
+    :class:`~effnet.errors.InvalidValue` for an unknown dimension, or naming the dimension when the target is beyond
+    the spec bounds (e.g. depth above 32).
     """
     if dimension not in _DIMENSIONS:
-        raise ValueError(f"dimension must be one of {', '.join(_DIMENSIONS)}; got {dimension!r}")
+        raise InvalidValue(f"dimension must be one of {', '.join(_DIMENSIONS)}; got {dimension!r}")
     target = factor * cost(base).macs
     lo, hi = 1.0, 2.0
     for _ in range(24):  # grow hi until it reaches the target or leaves the spec bounds
@@ -101,7 +106,7 @@ def solve_multiplier(base: NetworkSpec, dimension: str, factor: float) -> float:
             mid = (good + bad) / 2
             good, bad = (mid, bad) if _macs(base, dimension, mid) is not None else (good, mid)
         if (_macs(base, dimension, good) or 0) < target:
-            raise ValueError(
+            raise InvalidValue(
                 f"{dimension}-only scaling cannot reach {factor:g}x the baseline's MACs within the spec "
                 f"bounds (multiplier {good:.3g} at most); use a smaller --phi-max"
             )
@@ -195,8 +200,6 @@ def _plot(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], path: Path,
 def trained_baseline(config: SearchConfig) -> NetworkSpec:
     """The baseline as its trials train it: classes and input channels of ``config.data`` (read once; the points
     are solved and costed on the networks that are really trained)."""
-    from effnet.training.data import load_datasets
-
     base = baseline_spec(config)
     bundle = load_datasets(config.data, resolution=8, data_root=config.data_root, train_limit=1, val_limit=1)
     return base.replace(num_classes=bundle.num_classes, in_chans=bundle.in_chans)
@@ -217,7 +220,7 @@ def run_curves(
     Returns the summary (rows, points, coefficients, study, file paths). ``trainer`` as in ``run_search``; with
     the real one (None) the points are costed with the data's classes and input channels
     (:func:`trained_baseline`), with a stand-in as the baseline spec says. ``before_report`` as in
-    :func:`effnet.search.study.run_trials` (``--jobs``: :func:`effnet.search.jobs.run_jobs`).
+    :func:`effnet.search.run.run_trials` (``--jobs``: :func:`effnet.search.jobs.run_jobs`).
     """
     train = config.training
     base = trained_baseline(train) if trainer is None else baseline_spec(train)

@@ -4,10 +4,10 @@ This process is one worker; it starts ``N − 1`` helpers (``python -c``, the co
 ``{"tool": "search" | "curves", "config": {...}, "options": {...}}``), each of which rebuilds the
 :class:`SearchConfig` or :class:`CurvesConfig` and runs :func:`run_search` or :func:`run_curves` without a
 progress bar, its lines prefixed ``[worker PID]``. Every worker gets ``threads`` torch threads, by default
-``usable_cpus() // jobs``. The helpers die with their parent (:func:`effnet.search.processes.die_with_parent`);
-SIGTERM acts like Ctrl-C. When this worker's trials are done it waits for its helpers *before* it writes its
-report, so the report files (all written atomically, see :mod:`effnet.io`) are this process's, written last, and
-its summary records ``jobs`` and ``threads_per_job``.
+``usable_cpus() // jobs``. The helpers die with their parent (:func:`effnet.search.processes.die_with_parent`,
+armed before a helper imports anything heavy); SIGTERM acts like Ctrl-C. When this worker's trials are done it
+waits for its helpers *before* it writes its report, so the report files (all written atomically, see
+:mod:`effnet.io`) are this process's, written last, and its summary records ``jobs`` and ``threads_per_job``.
 """
 
 from __future__ import annotations
@@ -21,25 +21,38 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from effnet.config.search import CurvesConfig, SearchConfig
-from effnet.search.study import _SAME_NETWORK_NOTE, usable_cpus
+from effnet.errors import InvalidValue
+from effnet.search.curves import run_curves
+from effnet.search.grid import SAME_NETWORK_NOTE
+from effnet.search.processes import interrupt_on_sigterm, usable_cpus
+from effnet.search.run import run_search
 
 __all__ = ["TOOLS", "check_jobs", "config_from_payload", "run_jobs"]
 
 TOOLS = ("search", "curves")
 """The tools that run as several local workers."""
 
-_CHILD = "from effnet.search.jobs import _child_main; _child_main()"
 _PARENT_ENV = "EFFNET_SEARCH_PARENT_PID"
+_CHILD = (  # the helper dies with its parent from the start, before it imports this module (torch, optuna)
+    "import os; from effnet.search.processes import die_with_parent; "
+    f"die_with_parent(int(os.environ[{_PARENT_ENV!r}])); "
+    "from effnet.search.jobs import _child_main; _child_main()"
+)
 _WAIT_S = 120
 
 Config = SearchConfig | CurvesConfig
 
 
 def check_jobs(jobs: Any) -> int:
-    """``jobs`` if it is an integer >= 1, else a one-line ``ValueError`` naming the value."""
+    """``jobs`` if it is an integer >= 1, else a one-line :class:`~effnet.errors.InvalidValue` naming the value."""
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"--jobs must be an integer >= 1, got {jobs!r}")
+        raise InvalidValue(f"--jobs must be an integer >= 1, got {jobs!r}")
     return jobs
+
+
+def _check_tool(tool: str) -> None:
+    if tool not in TOOLS:
+        raise InvalidValue(f"tool must be one of {', '.join(TOOLS)}, got {tool!r}")
 
 
 def _training(config: Config) -> SearchConfig:
@@ -55,45 +68,34 @@ def _with_threads(config: Config, threads: int | None) -> Config:
 def config_from_payload(tool: str, data: Mapping[str, Any]) -> Config:
     """The config of ``tool`` from its JSON form (``dataclasses.asdict``): the nested ``training`` dict of a
     curves config becomes a :class:`SearchConfig`; lists become tuples again (the configs' own ``__post_init__``)."""
+    _check_tool(tool)
     if tool == "search":
         return SearchConfig(**data)
-    if tool == "curves":
-        fields = dict(data)
-        training = SearchConfig(**fields.pop("training"))
-        return CurvesConfig(training=training, **{**fields, "methods": tuple(fields.get("methods", ()))})
-    raise ValueError(f"tool must be one of {', '.join(TOOLS)}, got {tool!r}")
+    fields = dict(data)
+    training = SearchConfig(**fields.pop("training"))
+    return CurvesConfig(training=training, **{**fields, "methods": tuple(fields.get("methods", ()))})
 
 
 def _runner(tool: str) -> Callable[..., dict[str, Any]]:
-    if tool == "search":
-        from effnet.search.study import run_search
-
-        return run_search
-    from effnet.search.curves import run_curves
-
-    return run_curves
+    return run_search if tool == "search" else run_curves
 
 
 def _child_main() -> None:
     """Body of a helper worker process: the JSON payload on stdin, then ``run_search`` or ``run_curves``.
 
-    The worker dies with its parent; SIGTERM or SIGINT fail its running trial at once and it exits with status
-    130, without a traceback.
+    The worker dies with its parent (armed by ``_CHILD``); SIGTERM or SIGINT fail its running trial at once and
+    it exits with status 130, without a traceback.
     """
-    from effnet.search.processes import die_with_parent, interrupt_on_sigterm
-
-    parent = int(os.environ.get(_PARENT_ENV, os.getppid()))
     payload = json.loads(sys.stdin.read())
     tool = payload["tool"]
     config = config_from_payload(tool, payload["config"])
 
     def echo(text: str) -> None:
-        if not text.startswith(_SAME_NETWORK_NOTE):  # the parent process says those once
+        if not text.startswith(SAME_NETWORK_NOTE):  # the parent process says those once
             print(f"[worker {os.getpid()}] {text}", flush=True)
 
     try:
         with interrupt_on_sigterm():
-            die_with_parent(parent)
             _runner(tool)(config, progress=False, echo=echo, **payload.get("options", {}))
     except KeyboardInterrupt:
         print(f"[worker {os.getpid()}] stopped by a signal; its trial is marked failed and queued again", flush=True)
@@ -123,11 +125,11 @@ def run_jobs(tool: str, config: Config, jobs: int = 1, *, progress: bool = True,
 
     Each worker gets the config's ``threads`` torch threads, by default ``usable_cpus() // jobs`` (with one job:
     torch's default): on a small CPU several single-threaded trainings use the cores better than one
-    multi-threaded one. ``ValueError`` for a bad ``jobs`` or ``tool`` before anything starts.
+    multi-threaded one. :class:`~effnet.errors.InvalidValue` for a bad ``jobs`` or ``tool`` before anything
+    starts.
     """
     check_jobs(jobs)
-    if tool not in TOOLS:
-        raise ValueError(f"tool must be one of {', '.join(TOOLS)}, got {tool!r}")
+    _check_tool(tool)
     options = {"source": source} if tool == "curves" else {}
     threads = _training(config).threads or (max(1, usable_cpus() // jobs) if jobs > 1 else None)
     config = _with_threads(config, threads)
@@ -139,8 +141,6 @@ def run_jobs(tool: str, config: Config, jobs: int = 1, *, progress: bool = True,
     def before_report() -> dict[str, Any]:
         _wait(children)  # the helpers' reports (atomic) are written before this one
         return info
-
-    from effnet.search.processes import interrupt_on_sigterm
 
     try:
         with interrupt_on_sigterm():  # SIGTERM like Ctrl-C: this worker's trial FAILs, the helpers are stopped

@@ -131,8 +131,8 @@ def plot_accuracy_vs_macs(
     rows: Sequence[Mapping[str, Any]], path: str | Path, *, title: str, chosen: Mapping[str, Any] | None = None
 ) -> Path:
     """Scatter of mean top-1 (± std) against exact MACs, one marker per kind of scaling; PNG written atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: effnet scale --study ranks without plotting
+    from matplotlib.figure import Figure  # lazy: matplotlib, as above
 
     fig = Figure(figsize=(8.6, 4.8))
     FigureCanvasAgg(fig)

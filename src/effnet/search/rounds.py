@@ -1,8 +1,7 @@
 """Robust measurement and selection of a scaled family (torch-free, pure apart from the injected measurement).
 
-A single timing per model is not an answer: on a shared machine one member can measure 8× slower than the next
-larger one (issue #14: φ = 2 at 84.9 ms, φ = 3 and 4 at 10–11 ms), and "the largest φ that fits" then jumps over a
-φ that does not fit. So:
+A single timing per model is not an answer: on a shared machine one member can measure several times slower than
+the next larger one (issue #14), and "the largest φ that fits" then jumps over a φ that does not fit. So:
 
 * members are measured in **interleaved rounds** (one round = every member once, in φ order), so a slow spell of
   the machine hits all members alike instead of one of them;
@@ -20,6 +19,8 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from effnet.errors import InvalidValue
 
 __all__ = ["Rounds", "spread", "undercut", "measure_in_rounds", "fitting_prefix"]
 
@@ -81,9 +82,9 @@ def measure_in_rounds(
     """Measure members ``0..count-1`` in interleaved rounds until stable (module docstring); ``measure_one(i)``
     measures member i once, ``latency`` reads its latency; ``on_measure(i)`` is called after each measurement."""
     if count < 1:
-        raise ValueError(f"need at least one member to measure, got {count}")
+        raise InvalidValue(f"need at least one member to measure, got {count}")
     if not 1 <= min_rounds <= max_rounds:
-        raise ValueError(f"need 1 <= --min-rounds <= --max-rounds, got {min_rounds}, {max_rounds}")
+        raise InvalidValue(f"need 1 <= --min-rounds <= --max-rounds, got {min_rounds}, {max_rounds}")
     runs: list[list[T]] = [[] for _ in range(count)]
 
     def once(i: int) -> None:

@@ -6,15 +6,8 @@ For φ = 0…N the family member is the baseline scaled by ``d = α^φ``, ``w = 
 at the *same* FLOPs target ``(α·β²·γ²)^φ``, so the two rules can be compared member by member on activations
 and measured latency, not just FLOPs. Params, MACs and activations are exact (:mod:`effnet.cost`, no torch).
 
-Measurements (``device`` set): latency is the median over ``repeats`` timed forward passes of one batch after
-``warmup`` untimed ones (``torch.inference_mode``, eval mode, random input); throughput = batch / median latency.
-Peak memory on CUDA is ``torch.cuda.max_memory_allocated`` over the timed runs (weights + input + activations
-held by the caching allocator). On CPU each member is measured in a fresh Python subprocess: just before the
-model is built the kernel's RSS high-water mark is reset (``/proc/self/clear_refs``), and peak memory is the
-high-water mark after the timed runs (``VmHWM``) minus the RSS before the build (``VmRSS``): weights + input +
-activations + allocator overhead, excluding the interpreter and the torch import. Linux only. With a
-``runtime`` other than ``eager`` (:func:`effnet.optimize_for_inference`) the set-up is untimed and the mark is
-reset again once the runtime is ready, so the set-up's own peak is not counted.
+Measurements (``device`` set): latency, throughput and peak memory of each member on the device
+(:func:`effnet.search.measure.measure`).
 
 Robustness (:mod:`effnet.search.rounds`): the members are measured in interleaved rounds until every member's
 spread over its rounds is at most ``max_spread`` (``min_rounds``..``max_rounds``); a member's latency is the median
@@ -26,51 +19,21 @@ every smaller φ satisfy every given budget.
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from effnet.architectures import scale
-from effnet.config.search import RULES, Budget, ScaleConfig, parse_count
+from effnet.architectures import get_spec, scale
+from effnet.config.search import RULES, Budget, ScaleConfig
 from effnet.cost import cost
+from effnet.errors import InvalidValue
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, compound, fast_scaling, flops_factor
+from effnet.search.measure import Measurement, measure
 from effnet.search.rounds import fitting_prefix, measure_in_rounds
 from effnet.specs import NetworkSpec
 
-__all__ = [
-    "RULES",
-    "Budget",
-    "Measurement",
-    "Member",
-    "ScaleConfig",
-    "ScaleResult",
-    "family",
-    "measure",
-    "select",
-    "scale_family",
-    "measure_family",
-    "parse_count",
-]
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """Measured speed and memory of one model on one device at one batch size."""
-
-    device: str
-    batch: int
-    latency_ms: float
-    throughput: float
-    peak_memory_mb: float
-    memory_method: str
-    latencies_ms: tuple[float, ...] = ()
-    runtime: str = "eager"
-    precision: str = "fp32"
+__all__ = ["Member", "ScaleResult", "family", "select", "scale_family", "measure_family"]
 
 
 @dataclass(frozen=True)
@@ -133,7 +96,7 @@ def _member(phi: int, base: NetworkSpec, alpha: float, beta: float, gamma: float
     elif rule == "fast":
         d, w, r = fast_scaling(target)
     else:
-        raise ValueError(f"--rule must be one of {', '.join(RULES)}; got {rule!r}")
+        raise InvalidValue(f"--rule must be one of {', '.join(RULES)}; got {rule!r}")
     resolution = max(8, int(round(base.resolution * r)))
     spec = scale(base, depth=d, width=w, resolution=resolution, name=f"{base.name}_{rule}_phi{phi}")
     c_ = cost(spec)
@@ -149,197 +112,11 @@ def family(
     rule: str = "paper",
 ) -> list[Member]:
     """Members φ = 0…``phi_max`` of the family of ``baseline`` (default EfficientNet-B0), exact costs only."""
-    from effnet.architectures import get_spec
-
     if isinstance(phi_max, bool) or not isinstance(phi_max, int) or phi_max < 0:
-        raise ValueError(f"--phi-max must be an integer >= 0, got {phi_max!r}")
+        raise InvalidValue(f"--phi-max must be an integer >= 0, got {phi_max!r}")
     compound(0, alpha, beta, gamma)  # validates the coefficients
     base = baseline if baseline is not None else get_spec("efficientnet_b0")
     return [_member(phi, base, alpha, beta, gamma, rule) for phi in range(phi_max + 1)]
-
-
-def _measure_cuda(
-    spec: NetworkSpec, batch: int, warmup: int, repeats: int, device: str, runtime: str, precision: str = "fp32"
-) -> Measurement:
-    import torch
-
-    from effnet.models.efficientnet import EfficientNet
-
-    if not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available to this process")
-    dev = torch.device(device)
-    model = EfficientNet(spec).to(dev).eval()
-    x = torch.randn(batch, spec.in_chans, spec.resolution, spec.resolution, device=dev)
-    run = _runner(model, x, runtime, precision)
-    times = []
-    with torch.inference_mode():
-        for _ in range(warmup):
-            run(x)
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run(x)
-            torch.cuda.synchronize(dev)
-            times.append((time.perf_counter() - start) * 1e3)
-        peak = torch.cuda.max_memory_allocated(dev) / 2**20
-    del model, x, run
-    torch.cuda.empty_cache()
-    median = statistics.median(times)
-    return Measurement(
-        device, batch, median, batch * 1e3 / median, peak, "cuda max_memory_allocated", tuple(times), runtime, precision
-    )
-
-
-def _runner(model: Any, x: Any, runtime: str, precision: str = "fp32") -> Callable[[Any], Any]:
-    """The callable a measurement times: the eval-mode module (``eager`` fp32) or :func:`optimize_for_inference`'s
-    (int8 calibrated on random inputs: the speed, not the accuracy, is measured)."""
-    if runtime == "eager" and precision == "fp32":
-        return model
-    from effnet.serving.runtimes import optimize_for_inference
-
-    calibration = x.new_empty((8, *x.shape[1:])).normal_() if precision == "int8" else None
-    return optimize_for_inference(model, example=x, runtime=runtime, precision=precision, calibration=calibration)
-
-
-_CHILD = "import sys; from effnet.search.scaleup import _cpu_child; _cpu_child()"
-
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {key}")
-
-
-def _reset_high_water_mark() -> bool:
-    """Set the process's RSS high-water mark (VmHWM) to its current RSS; False where Linux cannot (< 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _return_free_heap() -> None:
-    """Hand memory freed by the set-up back to the OS (glibc ``malloc_trim``), so RSS counts live memory only."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: RSS may keep freed set-up memory
-        pass
-
-
-def _cpu_child() -> None:
-    """Subprocess body of a CPU measurement: reads a JSON job on stdin, prints one JSON result line."""
-    job = json.loads(sys.stdin.read())
-    import gc
-
-    import torch
-
-    from effnet.models.efficientnet import EfficientNet
-
-    if job.get("threads"):
-        torch.set_num_threads(int(job["threads"]))
-    spec = NetworkSpec.from_dict(job["spec"])
-    if _reset_high_water_mark():
-        method = "VmHWM - VmRSS before model build (high-water mark reset), fresh process"
-    else:
-        method = "VmHWM - VmRSS before model build (high-water mark NOT resettable: may include import peak)"
-    rss_before = _status_kib("VmRSS")
-    torch.manual_seed(0)
-    model = EfficientNet(spec).eval()
-    x = torch.randn(job["batch"], spec.in_chans, spec.resolution, spec.resolution)
-    run = _runner(model, x, job["runtime"], job.get("precision", "fp32"))
-    if job["runtime"] != "eager" or job.get("precision", "fp32") != "fp32":
-        del model  # the runtime holds what it runs; its set-up (BN folding, export, compilation) is not serving memory
-        gc.collect()
-        _return_free_heap()
-        if _reset_high_water_mark():
-            method += "; reset again after the runtime's set-up, whose own peak is not counted"
-    times = []
-    with torch.inference_mode():
-        for _ in range(job["warmup"]):
-            run(x)
-        for _ in range(job["repeats"]):
-            start = time.perf_counter()
-            run(x)
-            times.append((time.perf_counter() - start) * 1e3)
-    peak = _status_kib("VmHWM")
-    print(
-        json.dumps(
-            {"times": times, "memory": (peak - rss_before) / 1024, "method": method, "threads": torch.get_num_threads()}
-        )
-    )
-
-
-def _measure_cpu(
-    spec: NetworkSpec, batch: int, warmup: int, repeats: int, threads: int | None, runtime: str, precision: str = "fp32"
-) -> Measurement:
-    if not sys.platform.startswith("linux"):
-        raise ValueError("--device cpu measures memory through /proc/self (VmHWM); it needs Linux")
-    job = {
-        "spec": spec.to_dict(),
-        "batch": batch,
-        "warmup": warmup,
-        "repeats": repeats,
-        "threads": threads,
-        "runtime": runtime,
-        "precision": precision,
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD], input=json.dumps(job), capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"measuring {spec.name} on cpu failed (exit {proc.returncode}): {tail[0]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    times = out["times"]
-    median = statistics.median(times)
-    return Measurement(
-        "cpu", batch, median, batch * 1e3 / median, out["memory"], out["method"], tuple(times), runtime, precision
-    )
-
-
-def measure(
-    spec: NetworkSpec,
-    device: str = "cpu",
-    batch: int = 1,
-    *,
-    warmup: int = 2,
-    repeats: int = 5,
-    threads: int | None = None,
-    runtime: str = "eager",
-    precision: str = "fp32",
-) -> Measurement:
-    """Median latency (ms per batch), throughput (images/s) and peak memory (MiB) of ``spec`` on ``device``.
-
-    ``runtime`` is how the model runs: ``eager`` (the module) or any runtime of
-    :func:`effnet.optimize_for_inference` (set-up — BN folding, export, compilation — happens before the warm-up
-    and is not timed; on CPU its own memory peak is not counted). ``onnxruntime`` / ``openvino`` run on the CPU only.
-    ``precision`` (fp32, bf16, int8) as in :func:`effnet.optimize_for_inference`.
-    """
-    from effnet.config.serving import RUNTIMES, check_precision
-
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"--batch must be an integer >= 1, got {batch!r}")
-    if warmup < 0 or repeats < 1:
-        raise ValueError(f"need --warmup >= 0 and --repeats >= 1, got {warmup}, {repeats}")
-    if runtime not in RUNTIMES:
-        raise ValueError(f"--runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
-    check_precision(precision, runtime)
-    kind = device.split(":")[0]
-    if kind == "cuda":
-        if runtime in ("onnxruntime", "openvino"):
-            raise ValueError(f"--runtime {runtime} runs on the CPU; measure it with --device cpu")
-        return _measure_cuda(spec, batch, warmup, repeats, device, runtime, precision)
-    if kind == "cpu":
-        return _measure_cpu(spec, batch, warmup, repeats, threads, runtime, precision)
-    raise ValueError(f"--device must be cpu or cuda[:N], got {device!r}")
 
 
 def _violations(member: Member, budget: Budget) -> tuple[str, ...]:
@@ -359,14 +136,14 @@ def _violations(member: Member, budget: Budget) -> tuple[str, ...]:
 def select(members: Sequence[Member], budget: Budget) -> Member:
     """The largest-φ member that fits **and every smaller φ fits too** (:func:`effnet.search.rounds.fitting_prefix`).
 
-    ``ValueError`` saying why φ = 0 fails when it does not fit.
+    :class:`~effnet.errors.InvalidValue` saying why φ = 0 fails when it does not fit.
     """
     ordered = sorted(members, key=lambda m: m.phi)
     k = fitting_prefix([m.fits for m in ordered])
     if k is not None:
         return ordered[k]
     smallest = ordered[0]
-    raise ValueError(
+    raise InvalidValue(
         f"no model of the family phi=0..{ordered[-1].phi} fits the budget; even phi=0 "
         f"has {'; '.join(smallest.violations)}. Raise the budget or use a smaller baseline "
         "(--baseline, --width, --resolution)"
@@ -500,12 +277,13 @@ def scale_family(
 ) -> ScaleResult:
     """Build the family, measure it in rounds when ``config.device`` is set, apply the budget and choose.
 
-    Latency/memory budgets need a device (``ValueError`` otherwise). Nothing fitting is not an exception here:
-    the result has ``chosen=None`` and a ``reason``; :func:`select` raises instead. ``on_measure`` is called
-    after every single measurement; ``measure_one`` replaces :func:`measure` (tests).
+    Latency/memory budgets need a device (:class:`~effnet.errors.InvalidValue` otherwise). Nothing fitting is not
+    an exception here: the result has ``chosen=None`` and a ``reason``; :func:`select` raises instead.
+    ``on_measure`` is called after every single measurement; ``measure_one`` replaces
+    :func:`effnet.search.measure.measure` (tests).
     """
     if config.budget.needs_measurement and not config.device:
-        raise ValueError("--max-latency-ms and --max-memory-mb need --device cpu|cuda to measure the models")
+        raise InvalidValue("--max-latency-ms and --max-memory-mb need --device cpu|cuda to measure the models")
     members = family(config.alpha, config.beta, config.gamma, config.baseline, config.phi_max, config.rule)
     if config.device:
         members = measure_family(members, config, measure_one=measure_one, on_measure=on_measure)

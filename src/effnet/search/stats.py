@@ -31,7 +31,7 @@ YES, NO, SAME, CANNOT = "yes", "no", "not distinguishable at this budget", "cann
 
 def interval95(values: Sequence[float]) -> tuple[float, float] | None:
     """The 95 % Student-t interval of the mean of ``values``; None with fewer than two values."""
-    from scipy import stats
+    from scipy import stats  # lazy: effnet scale --study loads scipy only for rows with several seeds
 
     n = len(values)
     if n < 2:
@@ -43,7 +43,7 @@ def interval95(values: Sequence[float]) -> tuple[float, float] | None:
 
 def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
     """Two-sided Welch t-test p-value of equal means; None when undefined (fewer than 2 values, no variance)."""
-    from scipy import stats
+    from scipy import stats  # lazy: effnet scale --study loads scipy only for rows with several seeds
 
     if len(a) < 2 or len(b) < 2:
         return None

@@ -1,0 +1,223 @@
+"""Measured latency, throughput and peak memory of one network on one device (step 2's hardware measurement).
+
+Latency is the median over ``repeats`` timed forward passes of one batch after ``warmup`` untimed ones
+(``torch.inference_mode``, eval mode, random input); throughput = batch / median latency. Peak memory on CUDA is
+``torch.cuda.max_memory_allocated`` over the timed runs (weights + input + activations held by the caching
+allocator). On CPU each network is measured in a fresh Python subprocess: just before the model is built the
+kernel's RSS high-water mark is reset (``/proc/self/clear_refs``), and peak memory is the high-water mark after the
+timed runs (``VmHWM``) minus the RSS before the build (``VmRSS``): weights + input + activations + allocator
+overhead, excluding the interpreter and the torch import. Linux only. With a ``runtime`` other than ``eager``
+(:func:`effnet.optimize_for_inference`) the set-up is untimed and the mark is reset again once the runtime is
+ready, so the set-up's own peak is not counted. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from effnet.config.serving import RUNTIMES, check_precision
+from effnet.errors import InvalidValue
+from effnet.specs import NetworkSpec
+
+__all__ = ["Measurement", "measure"]
+
+_CHILD = "from effnet.search.measure import _cpu_child; _cpu_child()"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Measured speed and memory of one model on one device at one batch size."""
+
+    device: str
+    batch: int
+    latency_ms: float
+    throughput: float
+    peak_memory_mb: float
+    memory_method: str
+    latencies_ms: tuple[float, ...] = ()
+    runtime: str = "eager"
+    precision: str = "fp32"
+
+
+def _measure_cuda(
+    spec: NetworkSpec, batch: int, warmup: int, repeats: int, device: str, runtime: str, precision: str = "fp32"
+) -> Measurement:
+    import torch  # lazy: effnet scale without --device stays torch-free
+
+    from effnet.models.efficientnet import EfficientNet  # lazy: imports torch, as above
+
+    if not torch.cuda.is_available():
+        raise InvalidValue("--device cuda: no CUDA device is available to this process")
+    dev = torch.device(device)
+    model = EfficientNet(spec).to(dev).eval()
+    x = torch.randn(batch, spec.in_chans, spec.resolution, spec.resolution, device=dev)
+    run = _runner(model, x, runtime, precision)
+    times = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            run(x)
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run(x)
+            torch.cuda.synchronize(dev)
+            times.append((time.perf_counter() - start) * 1e3)
+        peak = torch.cuda.max_memory_allocated(dev) / 2**20
+    del model, x, run
+    torch.cuda.empty_cache()
+    median = statistics.median(times)
+    return Measurement(
+        device, batch, median, batch * 1e3 / median, peak, "cuda max_memory_allocated", tuple(times), runtime, precision
+    )
+
+
+def _runner(model: Any, x: Any, runtime: str, precision: str = "fp32") -> Callable[[Any], Any]:
+    """The callable a measurement times: the eval-mode module (``eager`` fp32) or :func:`optimize_for_inference`'s
+    (int8 calibrated on random inputs: the speed, not the accuracy, is measured)."""
+    if runtime == "eager" and precision == "fp32":
+        return model
+    from effnet.serving.runtimes import optimize_for_inference  # lazy: imports torch; torch-free scale
+
+    calibration = x.new_empty((8, *x.shape[1:])).normal_() if precision == "int8" else None
+    return optimize_for_inference(model, example=x, runtime=runtime, precision=precision, calibration=calibration)
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {key}")
+
+
+def _reset_high_water_mark() -> bool:
+    """Set the process's RSS high-water mark (VmHWM) to its current RSS; False where Linux cannot (< 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _return_free_heap() -> None:
+    """Hand memory freed by the set-up back to the OS (glibc ``malloc_trim``), so RSS counts live memory only."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: RSS may keep freed set-up memory
+        pass
+
+
+def _cpu_child() -> None:
+    """Subprocess body of a CPU measurement: reads a JSON job on stdin, prints one JSON result line."""
+    job = json.loads(sys.stdin.read())
+    import torch  # lazy: effnet scale without --device stays torch-free
+
+    from effnet.models.efficientnet import EfficientNet  # lazy: imports torch, as above
+
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
+    spec = NetworkSpec.from_dict(job["spec"])
+    if _reset_high_water_mark():
+        method = "VmHWM - VmRSS before model build (high-water mark reset), fresh process"
+    else:
+        method = "VmHWM - VmRSS before model build (high-water mark NOT resettable: may include import peak)"
+    rss_before = _status_kib("VmRSS")
+    torch.manual_seed(0)
+    model = EfficientNet(spec).eval()
+    x = torch.randn(job["batch"], spec.in_chans, spec.resolution, spec.resolution)
+    run = _runner(model, x, job["runtime"], job.get("precision", "fp32"))
+    if job["runtime"] != "eager" or job.get("precision", "fp32") != "fp32":
+        del model  # the runtime holds what it runs; its set-up (BN folding, export, compilation) is not serving memory
+        gc.collect()
+        _return_free_heap()
+        if _reset_high_water_mark():
+            method += "; reset again after the runtime's set-up, whose own peak is not counted"
+    times = []
+    with torch.inference_mode():
+        for _ in range(job["warmup"]):
+            run(x)
+        for _ in range(job["repeats"]):
+            start = time.perf_counter()
+            run(x)
+            times.append((time.perf_counter() - start) * 1e3)
+    peak = _status_kib("VmHWM")
+    print(
+        json.dumps(
+            {"times": times, "memory": (peak - rss_before) / 1024, "method": method, "threads": torch.get_num_threads()}
+        )
+    )
+
+
+def _measure_cpu(
+    spec: NetworkSpec, batch: int, warmup: int, repeats: int, threads: int | None, runtime: str, precision: str = "fp32"
+) -> Measurement:
+    if not sys.platform.startswith("linux"):
+        raise InvalidValue("--device cpu measures memory through /proc/self (VmHWM); it needs Linux")
+    job = {
+        "spec": spec.to_dict(),
+        "batch": batch,
+        "warmup": warmup,
+        "repeats": repeats,
+        "threads": threads,
+        "runtime": runtime,
+        "precision": precision,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD], input=json.dumps(job), capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"measuring {spec.name} on cpu failed (exit {proc.returncode}): {tail[0]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    times = out["times"]
+    median = statistics.median(times)
+    return Measurement(
+        "cpu", batch, median, batch * 1e3 / median, out["memory"], out["method"], tuple(times), runtime, precision
+    )
+
+
+def measure(
+    spec: NetworkSpec,
+    device: str = "cpu",
+    batch: int = 1,
+    *,
+    warmup: int = 2,
+    repeats: int = 5,
+    threads: int | None = None,
+    runtime: str = "eager",
+    precision: str = "fp32",
+) -> Measurement:
+    """Median latency (ms per batch), throughput (images/s) and peak memory (MiB) of ``spec`` on ``device``.
+
+    ``runtime`` is how the model runs: ``eager`` (the module) or any runtime of
+    :func:`effnet.optimize_for_inference` (set-up — BN folding, export, compilation — happens before the warm-up
+    and is not timed; on CPU its own memory peak is not counted). ``onnxruntime`` / ``openvino`` run on the CPU only.
+    ``precision`` (fp32, bf16, int8) as in :func:`effnet.optimize_for_inference`.
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InvalidValue(f"--batch must be an integer >= 1, got {batch!r}")
+    if warmup < 0 or repeats < 1:
+        raise InvalidValue(f"need --warmup >= 0 and --repeats >= 1, got {warmup}, {repeats}")
+    if runtime not in RUNTIMES:
+        raise InvalidValue(f"--runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
+    check_precision(precision, runtime)
+    kind = device.split(":")[0]
+    if kind == "cuda":
+        if runtime in ("onnxruntime", "openvino"):
+            raise InvalidValue(f"--runtime {runtime} runs on the CPU; measure it with --device cpu")
+        return _measure_cuda(spec, batch, warmup, repeats, device, runtime, precision)
+    if kind == "cpu":
+        return _measure_cpu(spec, batch, warmup, repeats, threads, runtime, precision)
+    raise InvalidValue(f"--device must be cpu or cuda[:N], got {device!r}")

@@ -1,0 +1,207 @@
+"""The run of a search: train every candidate as one trial of the study, then write the report.
+
+:func:`run_search` is step 1 of compound scaling as a resumable, distributed Optuna study (the candidates:
+:mod:`effnet.search.grid`; the study: :mod:`effnet.search.study`; the worker: :mod:`effnet.search.worker`). Each
+trial trains with :func:`effnet.training.trainer.fit` (or any ``trainer`` with the same contract). With
+``strategy="halving"`` Optuna's asynchronous successive halving (``min_resource = min_epochs``,
+``reduction_factor = eta``) stops weak trials, except the ``keep`` best at each epoch
+(:mod:`effnet.search.halving`), so the report's leaders are fully trained. :func:`run_trials` is the same
+machinery for any list of points (``effnet curves``). See :mod:`effnet.search.report` for the report.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from tqdm.auto import tqdm
+
+from effnet.config.search import SearchConfig
+from effnet.config.training import TrainConfig
+from effnet.cost import cost
+from effnet.errors import InvalidValue
+from effnet.search.grid import Candidate, baseline_spec, candidates, definition, distinct_networks, same_network_note
+from effnet.search.report import write_report
+from effnet.search.storage import open_storage, redact
+from effnet.search.study import finished_records, open_study
+from effnet.search.worker import Trainer, Worker, train_config
+from effnet.specs import NetworkSpec
+from effnet.training.data import load_datasets
+from effnet.training.trainer import fit
+
+__all__ = ["run_search", "run_trials", "majority_top1"]
+
+
+def _default_trainer(
+    train: TrainConfig,
+    spec: NetworkSpec,
+    progress: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> Any:
+    return fit(train, spec=spec, progress=progress, on_epoch=on_epoch)
+
+
+def _is_default(trainer: Trainer) -> bool:
+    return getattr(trainer, "func", None) is _default_trainer
+
+
+def majority_top1(config: SearchConfig) -> float:
+    """Top-1 (%) of the trivial classifier on the search's validation set: always its most frequent class."""
+    limit_seed = train_config(config, config.seed, Path(config.output)).limit_seed
+    bundle = load_datasets(
+        config.data,
+        resolution=8,
+        data_root=config.data_root,
+        train_limit=1,
+        val_limit=config.val_limit,
+        limit_seed=limit_seed,
+    )
+    val = bundle.val
+    indices = getattr(val, "indices", None)
+    base = getattr(val, "dataset", val)
+    labels = [base.targets[i] for i in indices] if indices is not None else list(base.targets)
+    return 100.0 * max(Counter(labels).values()) / max(len(labels), 1)
+
+
+def _chance(config: SearchConfig, trainer: Trainer, records: Sequence[Mapping[str, Any]]) -> float | None:
+    """The majority-class top-1 with the real trainer; 100 / classes for a stand-in trainer that reports them."""
+    if _is_default(trainer):
+        return round(majority_top1(config), 3)
+    classes = next((int(r["num_classes"]) for r in records if r.get("num_classes")), None)
+    return round(100.0 / classes, 3) if classes else None
+
+
+def run_search(
+    config: SearchConfig,
+    *,
+    trainer: Trainer | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+    before_report: Callable[[], Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Work on the study until every candidate has a COMPLETE (or PRUNED) trial, then write and return the report.
+
+    Several processes or machines may run this with the same storage and study; each takes the next WAITING
+    trial. A worker that finds none while other workers' trials are running waits for them (and re-runs any
+    whose heartbeat goes stale). ``trainer`` defaults to :func:`effnet.training.trainer.fit`. ``before_report``:
+    as in :func:`run_trials`.
+    """
+    seeds = [config.seed + i for i in range(config.seeds)]
+    items = candidates(
+        config.target,
+        config.tol,
+        config.step,
+        config.low,
+        config.high,
+        seeds=seeds,
+        include_baseline=config.include_baseline,
+    )
+    records, summary = run_trials(
+        config, items, trainer=trainer, progress=progress, echo=echo, before_report=before_report
+    )
+    return write_report(records, summary["baseline_macs"], config.output, summary=summary)
+
+
+def run_trials(
+    config: SearchConfig,
+    items: Sequence[Candidate],
+    *,
+    trainer: Trainer | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    before_report: Callable[[], Mapping[str, Any]] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Train every point of ``items`` as one trial of the Optuna study ``config.study`` (the study machinery of
+    :func:`run_search`: enqueued points, many workers and machines, resumable), with ``config``'s budget.
+
+    ``extra`` is added to the study's definition (a resumed study must match it). Points that round to the same
+    network are trained once (:func:`effnet.search.grid.distinct_networks`). ``before_report()`` is called once
+    this worker's loop is over, before the records are read, and its mapping is added to the summary (``--jobs``:
+    it waits for the helper workers, :func:`effnet.search.jobs.run_jobs`). Returns ``(finished trial records,
+    summary)``.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        if trainer is None:
+            trainer = functools.partial(_default_trainer, progress=progress)
+        _check_trainer(trainer, config.strategy)
+        return _work(
+            config,
+            items,
+            trainer,
+            progress,
+            echo or (lambda text: tqdm.write(text)),
+            extra or {},
+            before_report or dict,
+        )
+
+
+def _check_trainer(trainer: Trainer, strategy: str) -> None:
+    """:class:`~effnet.errors.InvalidValue` before any study when halving needs ``on_epoch`` and ``trainer`` does
+    not take it."""
+    if strategy != "halving":
+        return
+    try:
+        params = inspect.signature(trainer).parameters
+    except (TypeError, ValueError):  # a callable without a signature: trust it
+        return
+    if "on_epoch" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise InvalidValue(
+            "strategy 'halving' calls trainer(config, spec, on_epoch=...) after each epoch; this trainer "
+            "takes no on_epoch: add it or use strategy 'grid'"
+        )
+
+
+def _work(
+    config: SearchConfig,
+    items: Sequence[Candidate],
+    trainer: Trainer,
+    progress: bool,
+    echo: Callable[[str], None],
+    extra: Mapping[str, Any],
+    before_report: Callable[[], Mapping[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """This worker's part of the study: its loop over the trials, then the finished records and the summary."""
+    base = baseline_spec(config)
+    if _is_default(trainer):
+        train_config(config, config.seed, Path(config.output))  # bad --train-option values fail before any study
+    items, same = distinct_networks(items, base)
+    for dropped, kept in same:
+        echo(same_network_note(dropped, kept))
+    defn = {**definition(config, base, items), **extra}
+    url = config.storage_url
+    study = open_study(open_storage(url, config.heartbeat), config, defn, items)
+    start = time.perf_counter()
+    worker = Worker(config, trainer, items, base, echo)
+    with tqdm(
+        total=len(items), desc=f"{extra.get('tool', 'search')} {config.study}", unit="trial", disable=not progress
+    ) as bar:
+        worker.loop(study, bar)
+    wall = round(time.perf_counter() - start, 1)
+    after = dict(before_report())
+    records = finished_records(study)
+    summary = {
+        "study": config.study,
+        "storage": redact(url),
+        "data": config.data,
+        "baseline_name": base.name,
+        "baseline_macs": cost(base).macs,
+        "trials_run_by_this_worker": worker.ran,
+        "worker_wall_time_s": wall,
+        "strategy": config.strategy,
+        "trials_wall_time_s": round(sum(float(r["wall_time_s"]) for r in records), 1),
+        "epochs_trained": sum(int(r.get("epochs", config.epochs)) for r in records),
+        "epochs_full_grid": config.epochs * len(items),
+        "chance_top1": _chance(config, trainer, records),
+        "definition": defn,
+        **after,
+    }
+    return records, summary

@@ -1,0 +1,272 @@
+"""The Optuna worker of a search: take WAITING trials, train each one's grid point, record it, skip duplicates.
+
+Every worker runs ``Study.optimize(n_trials=1)`` while WAITING trials are left, which pops one atomically. A trial
+scales the baseline to its point (:func:`effnet.search.grid.trial_spec`), trains it with the ``trainer``
+(:data:`Trainer`) and records top-1, exact params/MACs, wall time and seed as trial user attributes. A running
+trial records Optuna heartbeats; a worker killed mid-trial leaves a RUNNING trial whose heartbeat goes stale,
+:func:`optuna.storages.fail_stale_trials` marks it FAIL and the storage's retry callback enqueues a copy. A trial
+whose trainer raises (or is interrupted) is FAILed and its point enqueued again. A worker that pops a trial whose
+point another trial already finished or runs marks it FAIL without training (``duplicate_of``), so no point is
+trained twice even if a point was queued twice. COMPLETE and PRUNED trials are never re-run. With
+``strategy="halving"`` every trial reports validation top-1 after each epoch and the study's pruner may stop it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from effnet.config.search import SearchConfig
+from effnet.config.training import TrainConfig, resolve_recipe
+from effnet.cost import cost
+from effnet.errors import InvalidValue
+from effnet.models.weights import read_safetensors_header
+from effnet.scaling import flops_factor
+from effnet.search.grid import Candidate, trial_spec
+from effnet.search.study import GRID_ID, enqueue
+from effnet.specs import NetworkSpec
+from effnet.training.rundir import RunDirLocked
+
+__all__ = ["Trainer", "train_config", "Worker"]
+
+Trainer = Callable[..., Any]
+"""``trainer(train_config, spec[, on_epoch=callback]) -> result``: the contract of
+:func:`effnet.training.trainer.fit` (``spec``: the network to train; ``on_epoch(record)`` is called after each
+epoch with ``record["epoch"]`` and ``record["val_top1"]`` and may raise to stop; it is passed only with
+``strategy="halving"``, the default whenever ``epochs > min_epochs``). The result has ``last_top1`` and, when
+available, ``best_top1``, ``last_top5``, ``ema_top1``, ``params``, ``macs``, ``epochs``, ``images_per_s``,
+``wall_time_s``."""
+
+
+def train_config(config: SearchConfig, seed: int, output: Path, model: str = "search-trial") -> TrainConfig:
+    """The :class:`~effnet.config.training.TrainConfig` of one trial: the budget, the seed, run folder and name.
+
+    Raises :class:`~effnet.errors.InvalidValue` for an unknown ``train_options`` field or an invalid value
+    (checked by the recipe).
+    """
+    fields = {
+        "data": config.data,
+        "model": model,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "train_limit": config.train_limit,
+        "val_limit": config.val_limit,
+        "seed": seed,
+        "output": str(output),
+        "data_root": config.data_root,
+        "threads": config.threads,
+        **dict(config.train_options),
+    }
+    try:
+        train = TrainConfig.from_dict(fields)
+    except (TypeError, ValueError) as exc:
+        raise InvalidValue(f"--train-option: {exc}") from None
+    try:
+        resolve_recipe(train)  # validates every value now, not after the study was created
+    except TypeError:  # e.g. lr=abc reaches a numeric comparison as a string
+        given = ", ".join(f"{k}={v!r}" for k, v in config.train_options if isinstance(v, str))
+        raise InvalidValue(
+            f"--train-option: a value has the wrong type ({given}); numbers must be numbers, e.g. lr=0.05"
+        ) from None
+    return train
+
+
+def _record(
+    item: Candidate, base: NetworkSpec, spec: NetworkSpec, result: Any, wall: float, run_dir: Path
+) -> dict[str, Any]:
+    """The user attributes of a finished trial: its point, network, exact cost, accuracy and where it ran."""
+    trained = getattr(result, "spec", None)  # the trainer fits classes and input channels to the data
+    fit = {"num_classes": int(trained["num_classes"]), "in_chans": int(trained["in_chans"])} if trained else {}
+    exact = cost(spec.replace(**fit))  # macs and macs_factor both of the networks really trained
+    params = getattr(result, "params", None) or exact.params
+    macs = getattr(result, "macs", None) or exact.macs
+    record = {
+        "kind": item.kind,
+        "alpha": item.alpha,
+        "beta": item.beta,
+        "gamma": item.gamma,
+        "seed": item.seed,
+        "depth": spec.depth,
+        "width": spec.width,
+        "resolution": spec.resolution,
+        "flops_factor": flops_factor(*item.point),
+        "macs_factor": exact.macs / cost(base.replace(**fit)).macs,
+        "params": int(params),
+        "macs": int(macs),
+        "top1": float(result.last_top1),
+        "wall_time_s": round(wall, 3),
+        "output_dir": str(run_dir),
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "pruned": False,
+    }
+    for name in ("best_top1", "last_top5", "ema_top1", "epochs", "images_per_s"):
+        value = getattr(result, name, None)
+        if value is not None:
+            record[name] = value
+    record.update(fit)
+    return record
+
+
+def _saved_spec(run_dir: Path) -> dict[str, Any] | None:
+    """The spec (classes and input channels fitted to the data) in a stopped trial's best weights, if it wrote any."""
+    try:
+        return json.loads(read_safetensors_header(run_dir / "best.safetensors")["effnet.spec"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+class _SpareTrial(Exception):
+    """A trial this worker must not train (no grid point left for it, or its point is taken); marked FAIL."""
+
+
+class Worker:
+    """One worker's loop over a study: take WAITING trials until every grid point is COMPLETE or PRUNED.
+
+    ``ran`` counts the trials this worker trained (finished or pruned).
+    """
+
+    def __init__(
+        self,
+        config: SearchConfig,
+        trainer: Trainer,
+        items: Sequence[Candidate],
+        base: NetworkSpec,
+        echo: Callable[[str], None],
+    ) -> None:
+        self.config, self.trainer, self.items, self.base, self.echo = config, trainer, items, base, echo
+        self.ran = 0
+
+    def progress(self, study: optuna.Study) -> tuple[set[int], set[int], int]:
+        """``(finished grid ids, running grid ids, WAITING trials)``."""
+        done, running, waiting = set(), set(), 0
+        for t in study.get_trials(deepcopy=False):
+            gid = t.user_attrs.get(GRID_ID)
+            if gid is None:
+                continue
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                done.add(gid)
+            elif t.state == TrialState.RUNNING:
+                running.add(gid)
+            elif t.state == TrialState.WAITING:
+                waiting += 1
+        return done, running - done, waiting
+
+    def loop(self, study: optuna.Study, bar: Any) -> None:
+        """Train WAITING trials; wait for other workers' running ones (re-queued if their heartbeat stops)."""
+        total, said = len(self.items), False
+        while True:
+            optuna.storages.fail_stale_trials(study)  # a stale trial is FAILed and re-enqueued (retry callback)
+            done, running, waiting = self.progress(study)
+            bar.n = len(done)
+            bar.refresh()
+            if len(done) == total:
+                return
+            if not waiting and not running:  # e.g. a trial failed by an error: its retry was never queued
+                enqueue(study, self.items, [i for i in range(total) if i not in done], skip_if_exists=False)
+                continue
+            if not waiting:
+                if not said:
+                    self.echo(
+                        f"waiting for {len(running)} trial(s) running in other workers (a killed worker's "
+                        f"trial is re-run here after {3 * self.config.heartbeat} s without heartbeat)"
+                    )
+                    said = True
+                time.sleep(min(self.config.heartbeat, 5))
+                continue
+            try:
+                study.optimize(
+                    functools.partial(self.objective, study), n_trials=1, catch=(_SpareTrial,), gc_after_trial=False
+                )
+            except ValueError as exc:  # the trial was finished elsewhere meanwhile (e.g. failed as stale under load)
+                if not str(exc).startswith("Cannot tell a "):
+                    raise
+                self.echo(f"a trial of this worker was already finished by another worker ({exc}); going on")
+
+    def _taken(self, study: optuna.Study, number: int, gid: int) -> int | None:
+        """Number of another trial that finished or is (earlier) running this grid point, else None."""
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
+            if t.user_attrs.get(GRID_ID) == gid and t.number != number:
+                if t.state != TrialState.RUNNING or t.number < number:
+                    return t.number
+        return None
+
+    def _candidate(self, study: optuna.Study, trial: optuna.Trial) -> tuple[int, Candidate]:
+        """The grid id and candidate of ``trial`` (its parameters suggested); :class:`_SpareTrial` if it has none."""
+        gid = trial.user_attrs.get(GRID_ID)
+        if gid is None:
+            raise _SpareTrial("no WAITING trial was left when this worker asked (another worker took it)")
+        item, items = self.items[gid], self.items
+        values = {
+            name: trial.suggest_float(name, min(getattr(c, name) for c in items), max(getattr(c, name) for c in items))
+            for name in ("alpha", "beta", "gamma")
+        }
+        values["seed"] = trial.suggest_int("seed", min(c.seed for c in items), max(c.seed for c in items))
+        if values != item.params:
+            raise RuntimeError(f"trial {trial.number}: its parameters {values} are not grid point {gid} {item.params}")
+        other = self._taken(study, trial.number, gid)
+        if other is not None:
+            trial.set_user_attr("duplicate_of", other)
+            raise _SpareTrial(f"grid point {gid} is already taken by trial {other}")
+        return gid, item
+
+    def objective(self, study: optuna.Study, trial: optuna.Trial) -> float:
+        """Train the trial's grid point; report each epoch to the pruner with ``strategy="halving"``."""
+        gid, item = self._candidate(study, trial)
+        spec = trial_spec(self.base, item.alpha, item.beta, item.gamma)
+        run_dir = (
+            Path(self.config.output)
+            / "trials"
+            / self.config.study
+            / (f"{trial.number:04d}_{item.kind}_a{item.alpha:g}_b{item.beta:g}_g{item.gamma:g}_s{item.seed}")
+        )
+        start = time.perf_counter()
+        epochs: list[dict[str, Any]] = []
+        kwargs = {}
+        if self.config.strategy == "halving":
+            kwargs["on_epoch"] = functools.partial(self._on_epoch, trial, epochs)
+        try:
+            result = self.trainer(train_config(self.config, item.seed, run_dir, spec.name), spec, **kwargs)
+        except RunDirLocked as exc:  # another worker was handed this very trial (SQLite's read-then-write race)
+            trial.set_user_attr("duplicate_of", trial.number)
+            raise _SpareTrial(f"trial {trial.number} is being trained by another worker ({exc})") from None
+        except optuna.TrialPruned:
+            last = SimpleNamespace(last_top1=epochs[-1]["val_top1"], epochs=len(epochs), spec=_saved_spec(run_dir))
+            record = {**_record(item, self.base, spec, last, time.perf_counter() - start, run_dir), "pruned": True}
+            self._finish(trial, record, "pruned after")
+            raise
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # the point is queued again for the next worker
+                trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
+                study.enqueue_trial(item.params, user_attrs={GRID_ID: gid})
+            raise
+        record = _record(item, self.base, spec, result, time.perf_counter() - start, run_dir)
+        self._finish(trial, record, "in")
+        return record["top1"]
+
+    def _on_epoch(self, trial: optuna.Trial, epochs: list[dict[str, Any]], record: Mapping[str, Any]) -> None:
+        epochs.append(dict(record))
+        trial.report(float(record["val_top1"]), int(record["epoch"]))
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"epoch {record['epoch']}: top-1 {record['val_top1']:.2f}% below its rung")
+
+    def _finish(self, trial: optuna.Trial, record: Mapping[str, Any], verb: str) -> None:
+        for key, value in record.items():
+            trial.set_user_attr(key, value)
+        self.ran += 1
+        epochs = f" epochs={record['epochs']}" if "epochs" in record else ""
+        self.echo(
+            f"trial {trial.number}: {record['kind']} a={record['alpha']:g} b={record['beta']:g} "
+            f"g={record['gamma']:g} seed={record['seed']} top1={record['top1']:.2f}%{epochs} "
+            f"MACs={record['macs'] / 1e6:.2f}M {verb} {record['wall_time_s']:.1f}s"
+        )
