@@ -331,7 +331,7 @@ def test_squeeze_excite_exports_as_global_average_pool():
     import onnx
 
     from effnet.models.fold import fold_batchnorm
-    from effnet.serving.export import onnx_bytes
+    from effnet.serving.onnx_writer import onnx_bytes
 
     model = fold_batchnorm(create_model("efficientnet_b0").eval())
     graph = onnx.load_from_string(onnx_bytes(model, torch.randn(1, 3, 64, 64))).graph
