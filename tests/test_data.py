@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from effnet.serving.preprocess import Preprocessing, eval_transform
+from effnet.preprocessing import Preprocessing
+from effnet.serving.preprocess import eval_transform
 from effnet.training import data as D
 
 FMNIST = D.DEBIAN_FASHION_MNIST

@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from effnet.errors import BadFile, InvalidValue
-from effnet.serving.preprocess import ImageFiles, Preprocessing, collate_skip, eval_transform, load_image
+from effnet.preprocessing import Preprocessing
+from effnet.serving.preprocess import ImageFiles, collate_skip, eval_transform, load_image
 
 __all__ = ["Prediction", "EvalResult", "top_k", "count_correct", "predict_files", "evaluate_samples"]
 

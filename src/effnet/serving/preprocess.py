@@ -1,11 +1,10 @@
 """The one preprocessing path: the evaluation transform and reading image files.
 
-:class:`~effnet.preprocessing.Preprocessing` (the torch-free metadata that travels with weights) and
-:func:`~effnet.models.sources.default_preprocessing` (each weight source's published defaults) are re-exported
-here. :func:`eval_transform` applies a Preprocessing: training validates with it, and predict, eval, export and
-every runtime use it. Image files: one extension list, one scanner (:func:`find_images`,
-:func:`image_folder_samples`), one bad-image protocol (:class:`ImageFiles` yields a :class:`BadSample`,
-:func:`collate_skip` drops it). torch/torchvision are imported inside functions only.
+:func:`eval_transform` applies a :class:`~effnet.preprocessing.Preprocessing` (the torch-free metadata that travels
+with weights): training validates with it, and predict, eval, export and every runtime use it. Image files: one
+extension list, one scanner (:func:`find_images`, :func:`image_folder_samples`), one bad-image protocol
+(:class:`ImageFiles` yields a :class:`BadSample`, :func:`collate_skip` drops it). torch/torchvision are imported
+inside functions only.
 """
 
 from __future__ import annotations
@@ -19,30 +18,14 @@ from typing import Any, NamedTuple
 from PIL import Image, UnidentifiedImageError
 
 from effnet.errors import BadFile, InvalidValue, MissingFile
-from effnet.models.sources import default_preprocessing, imagenet_class_names
-from effnet.preprocessing import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    INCEPTION_MEAN,
-    INCEPTION_STD,
-    INTERPOLATIONS,
-    Preprocessing,
-)
+from effnet.preprocessing import Preprocessing
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 __all__ = [
-    "Preprocessing",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "INCEPTION_MEAN",
-    "INCEPTION_STD",
-    "INTERPOLATIONS",
     "IMAGE_EXTENSIONS",
     "ConvertMode",
     "eval_transform",
-    "default_preprocessing",
-    "imagenet_class_names",
     "is_image_file",
     "find_images",
     "image_folder_samples",
