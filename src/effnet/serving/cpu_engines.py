@@ -83,12 +83,12 @@ class _PerShape(EngineBase):
         self._runs: dict[tuple[int, ...], Run] = {}
         first = samples if samples is not None else example
         if first is not None:
-            self._engine(first[:1])
+            self._for_shape(first[:1])
 
     def __call__(self, x: torch.Tensor) -> Any:
-        return self._engine(x)(x)
+        return self._for_shape(x)(x)
 
-    def _engine(self, x: torch.Tensor) -> Run:
+    def _for_shape(self, x: torch.Tensor) -> Run:
         key = tuple(x.shape[1:])
         run = self._runs.get(key)
         if run is None:

@@ -2,15 +2,19 @@
 
 The file is written to a temp path beside the target, loaded back (onnxruntime / OpenVINO / ``torch.jit.load``), run
 on a batch of a different size than the export example, and compared with the eager model; at fp32 only when the max
-absolute difference is within ``atol`` is it renamed onto the target. ONNX uses the TorchScript-based exporter
-(``torch.onnx.export(..., dynamo=False)``); OpenVINO IR (``.xml`` + ``.bin``, fp32 weights) is converted from that
-ONNX graph; TorchScript uses ``torch.jit.script`` (falling back to ``torch.jit.trace``).
+absolute difference is within ``atol`` is it renamed onto the target. ONNX is written by effnet's one exporter
+(:mod:`effnet.serving.onnx_writer`, ``torch.onnx.export(..., dynamo=False)``); OpenVINO IR (``.xml`` + ``.bin``,
+fp32 weights) is converted from that ONNX graph; TorchScript uses ``torch.jit.script`` (falling back to
+``torch.jit.trace``).
 
 Reduced precisions (:data:`effnet.config.serving.EXPORT_PRECISIONS`): ``int8`` writes the model quantized on the
 calibration images (ONNX: ONNX Runtime QDQ; IR: NNCF) and verifies it on those images; ``bf16`` writes the fp32 IR
 with OpenVINO's inference precision set to bf16 in its ``runtime_options``. A reduced-precision file is checked for
 shape and finite outputs; its max difference and top-1 agreement with PyTorch are reported (``atol`` binds fp32
 only: accuracy at a reduced precision is what ``effnet eval --exported`` measures).
+
+:func:`export_model` validates every option once, with :mod:`effnet.config.serving`'s checks; the per-format
+functions it calls take their arguments as given.
 """
 
 from __future__ import annotations

@@ -19,7 +19,15 @@ from effnet.config.serving import ServingUnavailable
 from effnet.serving.onnx_writer import onnx_graph
 from effnet.serving.quantize import quantize_openvino
 
-__all__ = ["OV_PRECISION", "openvino_package", "openvino_core", "openvino_config", "openvino_model", "ir_precision"]
+__all__ = [
+    "OV_PRECISION",
+    "openvino_package",
+    "openvino_core",
+    "openvino_config",
+    "openvino_model",
+    "record_precision",
+    "ir_precision",
+]
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 """OpenVINO ``INFERENCE_PRECISION_HINT`` per effnet precision (int8: the layers left in float run in f32)."""
