@@ -76,8 +76,9 @@ def _peer_engines(model: torch.nn.Module, x: torch.Tensor, prefix: str, bf16: bo
     """Plain ONNX Runtime / OpenVINO on ``model``'s ONNX export, as a user would run them (no effnet wrapper)."""
     import openvino as ov
 
-    from effnet.serving.engines import openvino_config, openvino_core, ort_session
-    from effnet.serving.export import onnx_bytes
+    from effnet.serving.onnx_writer import onnx_bytes
+    from effnet.serving.openvino import openvino_config, openvino_core
+    from effnet.serving.ort import ort_session
 
     data = onnx_bytes(model.eval(), x[:1])
     array = x.numpy()
@@ -145,7 +146,7 @@ def wrapper_overhead_us(model_name: str, resolution: int, calls: int = 20000) ->
     on a stub session whose ``run`` returns a ready output at once, so only effnet's own Python work is timed."""
     import numpy as np
 
-    import effnet.serving.engines as engines
+    import effnet.serving.cpu_engines as engines
 
     class Stub:
         def __init__(self, real: Any) -> None:

@@ -292,7 +292,7 @@ def weights_dir(tmp_path_factory) -> Path:
 
     from effnet.models.efficientnet import create_model
     from effnet.models.weights import read_safetensors_header, save_pretrained
-    from effnet.serving.preprocess import Preprocessing
+    from effnet.preprocessing import Preprocessing
 
     folder = tmp_path_factory.mktemp("weights")
     torch.manual_seed(0)
@@ -374,7 +374,7 @@ def test_bad_weights_api_and_cli(name, needle, weights_dir, capsys):
 def test_save_pretrained_refuses_bad_preprocessing(weights_dir, tmp_path):
     from effnet.models.efficientnet import create_model
     from effnet.models.weights import save_pretrained
-    from effnet.serving.preprocess import Preprocessing
+    from effnet.preprocessing import Preprocessing
 
     model = create_model("efficientnet_lite0", num_classes=3)
     for pre, error, needle in (
@@ -406,7 +406,7 @@ PREPROCESSING_CASES = [
 
 @pytest.mark.parametrize("change,needle", PREPROCESSING_CASES)
 def test_preprocessing_bounds(change, needle):
-    from effnet.serving.preprocess import Preprocessing
+    from effnet.preprocessing import Preprocessing
 
     with pytest.raises(InvalidValue, match="") as info:
         Preprocessing(**change)
@@ -620,7 +620,7 @@ def test_weights_header_property(data):
     )
 )
 def test_preprocessing_header_property(change):
-    from effnet.serving.preprocess import Preprocessing
+    from effnet.preprocessing import Preprocessing
 
     try:
         pre = Preprocessing.from_json(json.dumps(Preprocessing().to_dict() | change))

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from effnet.config.training import Augment
-from effnet.serving.preprocess import BadSample, Preprocessing, collate_skip, eval_transform
+from effnet.preprocessing import Preprocessing
+from effnet.serving.preprocess import BadSample, collate_skip, eval_transform
 from effnet.training import data as D
 
 FMNIST = D.DEBIAN_FASHION_MNIST

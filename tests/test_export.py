@@ -152,7 +152,7 @@ def _photos(folder: Path, n: int = 6) -> Path:
 
 
 def test_openvino_ir_round_trip(tmp_path, capsys):
-    import openvino as ov
+    from effnet.serving.openvino import openvino_core  # the process's one Core (a second one breaks signal stacks)
 
     weights = _tiny_weights(tmp_path)
     output = tmp_path / "ir" / "lite.xml"
@@ -180,7 +180,7 @@ def test_openvino_ir_round_trip(tmp_path, capsys):
     assert report["format"] == "openvino" and report["max_abs_diff"] <= tol
     assert sorted(p.name for p in output.parent.iterdir()) == ["lite.bin", "lite.xml"]  # no temp files left
     model = load_pretrained(None, weights)
-    compiled = ov.Core().compile_model(str(output), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = openvino_core().compile_model(str(output), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     x = torch.randn(4, 3, 64, 64)  # another batch size than the export's: the batch axis is dynamic
     with torch.no_grad():
         assert np.abs(compiled({0: x.numpy()})[0] - model(x).numpy()).max() <= tol
@@ -331,7 +331,7 @@ def test_squeeze_excite_exports_as_global_average_pool():
     import onnx
 
     from effnet.models.fold import fold_batchnorm
-    from effnet.serving.export import onnx_bytes
+    from effnet.serving.onnx_writer import onnx_bytes
 
     model = fold_batchnorm(create_model("efficientnet_b0").eval())
     graph = onnx.load_from_string(onnx_bytes(model, torch.randn(1, 3, 64, 64))).graph

@@ -530,7 +530,7 @@ def test_create_model_pretrained_refusals() -> None:
 
 
 def test_resolved_weights_pass_through(tmp_path: Path) -> None:
-    from effnet.serving.preprocess import Preprocessing
+    from effnet.preprocessing import Preprocessing
 
     hub = HubWeights("hf-hub:a/b", tmp_path / "w.safetensors", "timm", "efficientnet_b0", Preprocessing(), 1000)
     assert resolve_weights(hub) is hub

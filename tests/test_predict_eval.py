@@ -13,7 +13,8 @@ import torch
 from effnet.cli import main
 from effnet.models.efficientnet import create_model
 from effnet.models.weights import save_pretrained
-from effnet.serving.preprocess import Preprocessing, eval_transform, load_image
+from effnet.preprocessing import Preprocessing
+from effnet.serving.preprocess import eval_transform, load_image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SAMPLE = SHARED / "data" / "imagenet-sample-100"

@@ -12,12 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from effnet.preprocessing import Preprocessing
 from effnet.serving.inference import count_correct, top_k
 from effnet.serving.preprocess import (
     IMAGE_EXTENSIONS,
     BadSample,
     ImageFiles,
-    Preprocessing,
     class_folder_name,
     collate_skip,
     eval_transform,

@@ -173,7 +173,7 @@ def test_mixup_mixes_images_and_targets_with_one_lambda():
 
 def test_restage_changes_the_training_size_only():
     from effnet.config.training import Augment
-    from effnet.serving.preprocess import Preprocessing
+    from effnet.preprocessing import Preprocessing
     from effnet.training.data import ArrayDataset, DataBundle, restage, train_transform
     from effnet.training.loaders import build_loaders
 

@@ -219,6 +219,23 @@ def test_default_picks_the_engine_by_batch_size(monkeypatch: pytest.MonkeyPatch,
     assert run.backend == "onnxruntime"  # without OpenVINO, fp32 stays on ONNX Runtime
 
 
+def test_engines_are_read_only_and_the_runner_reads_them(x64: torch.Tensor) -> None:
+    from effnet.serving.engines import FusedEngine
+    from effnet.serving.select import select_engine
+
+    torch.manual_seed(8)
+    model = _randomize_bn(create_model(_tiny_spec())).eval()
+    engine = select_engine(model, "cpu", "fused", "fp32")
+    assert isinstance(engine, FusedEngine) and (engine.backend, engine.precision) == ("fused", "fp32")
+    run = optimize_for_inference(model, runtime="fused")
+    for obj, name in ((engine, "backend"), (engine, "precision"), (run, "backend"), (run, "fallback_reason")):
+        with pytest.raises(AttributeError):
+            setattr(obj, name, "eager")
+    assert repr(run) == "InferenceRunner(runtime='fused', backend='fused', precision='fp32')"
+    with torch.no_grad():
+        assert _max_diff(engine(x64), model(x64)) < TOL
+
+
 def test_default_backend_table() -> None:
     from effnet.config.serving import default_backend
 

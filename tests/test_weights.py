@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from effnet.models.efficientnet import create_model
+from effnet.models.sources import default_preprocessing
 from effnet.models.weights import (
     convert_checkpoint,
     detect_source,
@@ -20,7 +21,8 @@ from effnet.models.weights import (
     read_safetensors_header,
     save_pretrained,
 )
-from effnet.serving.preprocess import Preprocessing, default_preprocessing, eval_transform
+from effnet.preprocessing import Preprocessing
+from effnet.serving.preprocess import eval_transform
 
 ATOL = 1e-4
 RES = 48  # small inputs keep the parity tests fast; even sizes exercise TF padding's asymmetric case

@@ -102,10 +102,10 @@ def make_runner(model: Any, args: argparse.Namespace, batch: int) -> Any:
     from effnet.serving.runtimes import InferenceRunner, optimize_for_inference
 
     if getattr(args, "exported", None):
-        from effnet.serving.engines import load_exported
+        from effnet.serving.exported import load_exported
 
-        run, precision = load_exported(args.exported)  # the file's own precision, whatever --precision says
-        return InferenceRunner("exported", args.exported, run, precision)
+        engine = load_exported(args.exported)  # the file's own precision, whatever --precision says
+        return InferenceRunner("exported", engine)
     size = model.preprocessing.input_size
     device = getattr(args, "device", "cpu")
     example = torch.zeros(batch, model.spec.in_chans, size, size, device=device)

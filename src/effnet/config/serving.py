@@ -34,6 +34,8 @@ __all__ = [
     "check_input_size",
     "check_atol",
     "check_calibration_size",
+    "check_export_format",
+    "check_export_precision",
     "runtime_help",
     "precision_help",
 ]
@@ -177,3 +179,16 @@ def precision_help() -> str:
         f"int8: post-training static quantization (NNCF on OpenVINO, ONNX Runtime's quantizer on onnxruntime) "
         f"calibrated on --calibration DIR (first {DEFAULT_CALIBRATION_SIZE} images by default)"
     )
+
+
+def check_export_format(fmt: object) -> str:
+    """``fmt`` if it is one of :data:`EXPORT_FORMATS`, else a one-line ``ValueError``."""
+    return _choice("--format", fmt, EXPORT_FORMATS)
+
+
+def check_export_precision(precision: object, fmt: str) -> str:
+    """``precision`` if export format ``fmt`` (already checked) holds it (:data:`EXPORT_PRECISIONS`), else a
+    one-line ``ValueError``."""
+    if precision not in EXPORT_PRECISIONS[fmt]:
+        raise ValueError(f"--format {fmt} holds precision {', '.join(EXPORT_PRECISIONS[fmt])}; got {precision!r}")
+    return str(precision)

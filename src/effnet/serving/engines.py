@@ -1,234 +1,262 @@
-"""The CPU engines behind ``onnxruntime`` and ``openvino``: the BN-folded model exported once to ONNX (effnet's
-one exporter), then served by ONNX Runtime or compiled by OpenVINO, at fp32, native bf16 or calibrated int8.
+"""The engines that serve a model, behind one small protocol (:class:`Engine`): ``backend``, ``precision``,
+``fallback_reason`` and a call from a batch to the model's eval-mode outputs, without autograd.
 
-An engine is made once per input shape (C, H, W) — spatial sizes are baked into the graph — and, for OpenVINO,
-compiled per batch size (static shapes run faster than a dynamic batch). Threads follow ``torch.get_num_threads()``.
-fp32 sets OpenVINO's inference precision to f32 explicitly: its CPU plugin would otherwise run bf16 on bf16 CPUs.
+Here: the PyTorch engines (``eager`` runs the module as is; ``fused`` runs it BatchNorm-folded in channels_last;
+``compile`` adds ``torch.compile`` with Inductor freezing, falling back to fused when compilation is unavailable or
+fails, now or at the first failing call) and :class:`BatchSizeEngine`, which routes each batch to the engine chosen
+for its size. The ONNX Runtime and OpenVINO engines are in :mod:`effnet.serving.cpu_engines`. Engines are immutable:
+their settings are fixed when they are made, and what they keep afterwards (compiled shapes, sessions, compile's
+fallback) is their own private state. Which engine serves a request is decided in one place,
+:func:`effnet.serving.select.select_engine`.
 """
 
 from __future__ import annotations
 
-import functools
-import io
+import copy
+import logging
+import warnings
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import numpy as np
 import torch
 from torch import nn
 
-from effnet.config.serving import ServingUnavailable
-from effnet.serving.export import write_onnx
+from effnet.models.fold import fold_batchnorm
 
 __all__ = [
-    "OV_PRECISION",
-    "openvino_core",
-    "ort_session",
-    "openvino_config",
-    "onnx_engine",
-    "openvino_model",
-    "openvino_engine",
-    "ir_precision",
-    "load_exported",
+    "Run",
+    "Engine",
+    "EngineBase",
+    "EagerEngine",
+    "FusedEngine",
+    "CompileEngine",
+    "BatchSizeEngine",
 ]
 
-OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
-"""OpenVINO ``INFERENCE_PRECISION_HINT`` per effnet precision (int8: the layers left in float run in f32)."""
+_log = logging.getLogger(__name__)
 
 Run = Callable[[torch.Tensor], Any]
+"""A batch (N, C, H, W) -> the model's output(s)."""
 
 
-def _onnx_model(folded: nn.Module, example: torch.Tensor) -> tuple[bytes, list[str], bool]:
-    """ONNX bytes of ``folded`` at ``example``'s (C, H, W), its output names and whether it returns several."""
-    with torch.no_grad():
-        probe = folded(example)
-    many = not isinstance(probe, torch.Tensor)
-    outputs = [f"output{i}" for i in range(len(probe) if many else 1)]
-    buffer = io.BytesIO()
-    write_onnx(folded, example, buffer, outputs)
-    return buffer.getvalue(), outputs, many
+class Engine(Protocol):
+    """What serves a model: a batch in, the model's eval-mode outputs out (float32), without autograd."""
+
+    @property
+    def backend(self) -> str:
+        """What actually runs: ``eager``, ``fused``, ``compile``, ``onnxruntime``, ``openvino`` (or a file's path)."""
+        ...
+
+    @property
+    def precision(self) -> str:
+        """``fp32``, ``bf16`` or ``int8``."""
+        ...
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """Why the engine runs something other than what was asked (compile's fallback to fused), else None."""
+        ...
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        """The model's outputs for the batch ``x``."""
+        ...
 
 
-def ort_session(model: bytes | str, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session: all graph optimizations, sequential, ``threads`` intra-op threads (torch's)."""
-    import onnxruntime as ort
+class EngineBase:
+    """Common part of effnet's engines: a fixed precision, a backend named by the class (``_BACKEND``), no
+    fallback."""
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or max(1, torch.get_num_threads())
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    __slots__ = ("_precision",)
+    _BACKEND = ""
 
+    def __init__(self, precision: str) -> None:
+        self._precision = precision
 
-def openvino_config(precision: str, threads: int | None = None) -> dict[str, Any]:
-    """OpenVINO CPU compile options: explicit inference precision, one stream, ``threads`` threads."""
-    return {
-        "INFERENCE_PRECISION_HINT": OV_PRECISION[precision],
-        "PERFORMANCE_HINT": "LATENCY",
-        "NUM_STREAMS": 1,
-        "INFERENCE_NUM_THREADS": threads or max(1, torch.get_num_threads()),
-    }
+    @property
+    def backend(self) -> str:
+        """What actually runs."""
+        return self._BACKEND
 
+    @property
+    def precision(self) -> str:
+        """The precision it computes at."""
+        return self._precision
 
-def _as_input(x: torch.Tensor) -> np.ndarray:
-    """``x`` as a float32 C-contiguous array, without a copy when it already is one (the common case)."""
-    if x.dtype is torch.float32 and x.device.type == "cpu" and not x.requires_grad and x.is_contiguous():
-        return x.numpy()
-    return x.detach().to("cpu", torch.float32).contiguous().numpy()
+    @property
+    def fallback_reason(self) -> str | None:
+        """None: only :class:`CompileEngine` falls back."""
+        return None
 
-
-def _ort_run(session: Any, many: bool) -> Run:
-    names = [o.name for o in session.get_outputs()]
-    input_name = session.get_inputs()[0].name
-
-    def run(x: torch.Tensor) -> Any:
-        results = [torch.from_numpy(r) for r in session.run(names, {input_name: _as_input(x)})]
-        return results if many else results[0]
-
-    return run
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(backend={self.backend!r}, precision={self.precision!r})"
 
 
-def _ov_run(model: Any, precision: str, many: bool) -> Run:
-    """Run an ``openvino.Model`` with a dynamic batch axis: compiled once per batch size (static shape)."""
-    core = openvino_core()
-    requests: dict[int, Any] = {}
-
-    def run(x: torch.Tensor) -> Any:
-        n = x.shape[0]
-        if n not in requests:
-            static = model.clone()
-            static.reshape([n, *x.shape[1:]])
-            requests[n] = core.compile_model(static, "CPU", openvino_config(precision)).create_infer_request()
-        request = requests[n]
-        request.infer({0: _as_input(x)})
-        results = [torch.from_numpy(request.get_output_tensor(i).data.copy()) for i in range(len(model.outputs))]
-        return results if many else results[0]
-
-    return run
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
-def _per_shape(build: Callable[[torch.Tensor], Run], example: torch.Tensor | None, fixed: bool) -> Run:
-    """One engine per input (C, H, W), built at first use; ``fixed`` (calibrated int8) refuses a new shape."""
-    engines: dict[tuple[int, ...], Run] = {}
-
-    def run(x: torch.Tensor) -> Any:
-        key = tuple(x.shape[1:])
-        if key not in engines:
-            if fixed and engines:
-                raise ValueError(f"this int8 model was calibrated for inputs {next(iter(engines))}; got {key}")
-            engines[key] = build(x[:1].detach().float().cpu().contiguous())
-        return engines[key](x)
-
-    if example is not None:
-        run(example[:1])
-    return run
+def _contiguous(out: Any) -> Any:
+    """Outputs in the default (NCHW-contiguous) layout, whatever layout the fast path produced."""
+    if isinstance(out, torch.Tensor):
+        return out.contiguous()
+    if isinstance(out, (list, tuple)):
+        return type(out)(_contiguous(o) for o in out)
+    return out
 
 
-def onnx_engine(
-    folded: nn.Module, example: torch.Tensor | None, precision: str, samples: torch.Tensor | None = None
-) -> Run:
-    """``folded`` served by ONNX Runtime at fp32, or int8 quantized by ONNX Runtime on ``samples``."""
-    folded = folded.cpu().float().to(memory_format=torch.contiguous_format)
-
-    def build(x: torch.Tensor) -> Run:
-        data, _, many = _onnx_model(folded, x)
-        if precision == "int8":
-            from effnet.serving.quantize import quantize_onnx
-
-            data = quantize_onnx(data, samples)
-        return _ort_run(ort_session(data), many)
-
-    return _per_shape(build, samples[:1] if samples is not None else example, precision == "int8")
+def _fused_module(model: nn.Module, bf16: bool) -> nn.Module:
+    """A BN-folded copy of ``model`` (bf16 if asked), frozen, in channels_last."""
+    folded = fold_batchnorm(model)
+    if bf16:
+        folded = folded.to(torch.bfloat16)
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    return folded.to(memory_format=torch.channels_last)
 
 
-def openvino_model(
-    folded: nn.Module, example: torch.Tensor, precision: str, samples: torch.Tensor | None = None
-) -> tuple[Any, bool]:
-    """``folded`` as an ``openvino.Model`` (dynamic batch), NNCF-quantized on ``samples`` for int8."""
-    ov = _openvino()
-    data, _, many = _onnx_model(folded.cpu().float().to(memory_format=torch.contiguous_format), example)
-    model = ov.convert_model(io.BytesIO(data))
-    if precision == "int8":
-        from effnet.serving.quantize import quantize_openvino
-
-        model = quantize_openvino(model, samples)
-    return model, many
+def _fused_forward(folded: nn.Module, x: torch.Tensor) -> Any:
+    with torch.inference_mode():
+        return _contiguous(folded(_channels_last(x)))
 
 
-def openvino_engine(
-    folded: nn.Module, example: torch.Tensor | None, precision: str, samples: torch.Tensor | None = None
-) -> Run:
-    """``folded`` compiled by OpenVINO's CPU plugin at ``precision`` (int8: NNCF on ``samples``)."""
-    _openvino()
+class _TorchEngine(EngineBase):
+    """eager, fused and compile: fp32, or bf16 on a bf16 copy of the module (inputs cast to bf16, outputs back to
+    float32)."""
 
-    def build(x: torch.Tensor) -> Run:
-        model, many = openvino_model(folded, x, precision, samples)
-        return _ov_run(model, precision, many)
+    __slots__ = ()
 
-    return _per_shape(build, samples[:1] if samples is not None else example, precision == "int8")
+    def __call__(self, x: torch.Tensor) -> Any:
+        if self._precision != "bf16":
+            return self._run(x)
+        out = self._run(x.to(torch.bfloat16))
+        return out.float() if isinstance(out, torch.Tensor) else type(out)(o.float() for o in out)
+
+    def _run(self, x: torch.Tensor) -> Any:
+        raise NotImplementedError
 
 
-def _openvino() -> Any:
+class EagerEngine(_TorchEngine):
+    """The module as is, in eval mode (fp32: the user's module itself; bf16: a copy)."""
+
+    __slots__ = ("_module",)
+    _BACKEND = "eager"
+
+    def __init__(self, model: nn.Module, precision: str = "fp32") -> None:
+        super().__init__(precision)
+        if precision == "bf16":
+            model = copy.deepcopy(model).to(torch.bfloat16)
+        self._module = model.eval()
+
+    def _run(self, x: torch.Tensor) -> Any:
+        with torch.inference_mode():
+            return self._module(x)
+
+
+class FusedEngine(_TorchEngine):
+    """BatchNorm folded into the convolutions, channels_last memory layout, no compilation."""
+
+    __slots__ = ("_folded",)
+    _BACKEND = "fused"
+
+    def __init__(self, model: nn.Module, precision: str = "fp32") -> None:
+        super().__init__(precision)
+        self._folded = _fused_module(model, precision == "bf16")
+
+    def _run(self, x: torch.Tensor) -> Any:
+        return _fused_forward(self._folded, x)
+
+
+def _compile(folded: nn.Module) -> tuple[Run | None, str | None]:
+    """``torch.compile`` with Inductor freezing, scoped to this compile via ``options``; or None and why not."""
+    compile_fn = getattr(torch, "compile", None)
+    if compile_fn is None:
+        return None, "torch.compile is not available"
     try:
-        import openvino as ov
-    except ImportError:
-        raise ServingUnavailable("runtime openvino needs the openvino package: pip install openvino") from None
-    return ov
+        return compile_fn(folded, options={"freezing": True}), None
+    except Exception as exc:
+        return None, f"torch.compile failed: {exc!r}"
 
 
-@functools.cache
-def openvino_core() -> Any:
-    """The process's one ``openvino.Core``: every effnet engine, export check and probe compiles on it.
+class CompileEngine(_TorchEngine):
+    """The fused model compiled by ``torch.compile`` (Inductor, freezing). When compilation is unavailable or
+    fails, now or at the first call, it runs the fused model: ``backend`` is then ``fused`` and ``fallback_reason``
+    says why."""
 
-    One Core, never destroyed, is a correctness requirement, not a speed-up: each Core's CPU plugin gives the thread
-    that compiles a signal stack of its own (``sigaltstack``) and puts the previous one back when the Core dies. Cores
-    that die in any order but the reverse of their creation leave the thread on a freed stack, and the next signal
-    it handles (SIGCHLD from a DataLoader worker or a subprocess, once torch has set its handler) kills the process
-    with SIGSEGV. ``ServingUnavailable`` without the openvino package.
-    """
-    return _openvino().Core()
+    __slots__ = ("_folded", "_compiled", "_shapes", "_reason")
+
+    def __init__(self, model: nn.Module, precision: str = "fp32") -> None:
+        super().__init__(precision)
+        self._folded = _fused_module(model, precision == "bf16")
+        self._compiled, self._reason = _compile(self._folded)
+        self._shapes: set[tuple[int, ...]] = set()
+        if self._reason:
+            _log.warning("effnet: %s; using the uncompiled fused model", self._reason)
+
+    @property
+    def backend(self) -> str:
+        """``compile``, or ``fused`` once it fell back."""
+        return "fused" if self._reason else "compile"
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """Why it fell back to the fused model, else None."""
+        return self._reason
+
+    def _run(self, x: torch.Tensor) -> Any:
+        compiled = self._compiled
+        if compiled is not None and self._reason is None:
+            try:
+                # Freezing applies only without autograd; no_grad (not inference_mode) is what Inductor expects.
+                with torch.no_grad():
+                    return self._run_compiled(compiled, x)
+            except Exception as exc:
+                self._reason = f"torch.compile failed: {exc!r}"[:500]
+                warnings.warn(f"effnet: {self._reason}; using the uncompiled fused model", stacklevel=2)
+        return _fused_forward(self._folded, x)
+
+    def _run_compiled(self, compiled: Run, x: torch.Tensor) -> Any:
+        # A batch smaller than an already-compiled one (a data loader's last batch) is zero-padded up to
+        # it and the outputs sliced, instead of paying a full recompilation; eval-mode samples are independent.
+        n, rest = x.shape[0], tuple(x.shape[1:])
+        sizes = [b for b, *r in self._shapes if tuple(r) == rest and n < b <= 4 * n]
+        if x.dim() == 4 and sizes and (n, *rest) not in self._shapes:
+            pad = x.new_zeros((min(sizes) - n, *rest))
+            out = compiled(_channels_last(torch.cat([x, pad])))
+            return _contiguous(out[:n] if isinstance(out, torch.Tensor) else type(out)(o[:n] for o in out))
+        out = compiled(_channels_last(x))
+        self._shapes.add(tuple(x.shape))
+        return _contiguous(out)
 
 
-def ir_precision(model: Any) -> str:
-    """``bf16`` or ``fp32``: the inference precision an ``openvino.Model`` records (effnet export's rt_info hint)."""
-    key = ["runtime_options", "INFERENCE_PRECISION_HINT"]
-    return "bf16" if model.has_rt_info(key) and model.get_rt_info(key).astype(str) == "bf16" else "fp32"
+class BatchSizeEngine(EngineBase):
+    """The engine chosen per batch size: ``choose(batch)`` names a backend, ``build(backend)`` makes its engine at
+    its first batch, at ``precision``. ``backend`` is the one chosen for the last batch seen (before any, for
+    ``batch``)."""
 
+    __slots__ = ("_choose", "_build", "_engines", "_backend")
 
-def _last_line(exc: BaseException) -> str:
-    """The last non-empty line of a foreign library's message (OpenVINO's start with C++ source locations)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(exc).__name__)[:300]
+    def __init__(
+        self, choose: Callable[[int], str], build: Callable[[str], Engine], precision: str, batch: int = 1
+    ) -> None:
+        super().__init__(precision)
+        self._choose, self._build = choose, build
+        self._engines: dict[str, Engine] = {}
+        self._backend = choose(batch)
 
+    @property
+    def backend(self) -> str:
+        """The backend that served the last batch."""
+        return self._backend
 
-_ONNX_INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"})
+    @property
+    def fallback_reason(self) -> str | None:
+        """The last engine's fallback reason (None for the CPU engines)."""
+        engine = self._engines.get(self._backend)
+        return engine.fallback_reason if engine is not None else None
 
-
-def load_exported(path: str | Path) -> tuple[Run, str]:
-    """A runner for a file written by ``effnet export`` and the precision it runs at: ``.onnx`` by ONNX Runtime,
-    ``.xml`` (IR) by OpenVINO at the precision the IR records (``runtime_options`` in its rt_info). The precision is
-    read from the file: ``int8`` where its graph is quantized (QDQ / FakeQuantize nodes), else bf16 or fp32."""
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"--exported: no such file: {file}")
-    if file.suffix == ".onnx":
-        import onnx
-
-        try:
-            run = _ort_run(ort_session(str(file)), False)
-            ops = {node.op_type for node in onnx.load(str(file), load_external_data=False).graph.node}
-        except Exception as exc:  # ONNX Runtime's and onnx's own errors (protobuf, unsupported op, ...)
-            raise ValueError(f"--exported {file}: not a readable ONNX model ({_last_line(exc)})") from None
-        return run, "int8" if ops & _ONNX_INT8_OPS else "fp32"
-    if file.suffix == ".xml":
-        try:
-            model = openvino_core().read_model(str(file))
-        except RuntimeError as exc:
-            raise ValueError(f"--exported {file}: not a readable OpenVINO IR ({_last_line(exc)})") from None
-        hint = ir_precision(model)
-        quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
-        return _ov_run(model, hint, False), "int8" if quantized else hint
-    raise ValueError(f"--exported must be an .onnx or OpenVINO .xml file from effnet export; got {file}")
+    def __call__(self, x: torch.Tensor) -> Any:
+        name = self._choose(x.shape[0])
+        if name not in self._engines:
+            self._engines[name] = self._build(name)
+        self._backend = name
+        return self._engines[name](x)

@@ -2,27 +2,29 @@
 
 The file is written to a temp path beside the target, loaded back (onnxruntime / OpenVINO / ``torch.jit.load``), run
 on a batch of a different size than the export example, and compared with the eager model; at fp32 only when the max
-absolute difference is within ``atol`` is it renamed onto the target. ONNX uses the TorchScript-based exporter
-(``torch.onnx.export(..., dynamo=False)``); OpenVINO IR (``.xml`` + ``.bin``, fp32 weights) is converted from that
-ONNX graph; TorchScript uses ``torch.jit.script`` (falling back to ``torch.jit.trace``).
+absolute difference is within ``atol`` is it renamed onto the target. ONNX is written by effnet's one exporter
+(:mod:`effnet.serving.onnx_writer`, ``torch.onnx.export(..., dynamo=False)``); OpenVINO IR (``.xml`` + ``.bin``,
+fp32 weights) is converted from that ONNX graph; TorchScript uses ``torch.jit.script`` (falling back to
+``torch.jit.trace``).
 
 Reduced precisions (:data:`effnet.config.serving.EXPORT_PRECISIONS`): ``int8`` writes the model quantized on the
 calibration images (ONNX: ONNX Runtime QDQ; IR: NNCF) and verifies it on those images; ``bf16`` writes the fp32 IR
 with OpenVINO's inference precision set to bf16 in its ``runtime_options``. A reduced-precision file is checked for
 shape and finite outputs; its max difference and top-1 agreement with PyTorch are reported (``atol`` binds fp32
 only: accuracy at a reduced precision is what ``effnet eval --exported`` measures).
+
+:func:`export_model` validates every option once, with :mod:`effnet.config.serving`'s checks; the per-format
+functions it calls take their arguments as given.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,26 +32,29 @@ from torch import nn
 from effnet.config.serving import (
     DEFAULT_ATOL,
     DEFAULT_OPSET,
-    EXPORT_FORMATS,
-    EXPORT_PRECISIONS,
     check_atol,
+    check_export_format,
+    check_export_precision,
     check_input_size,
     check_opset,
 )
+from effnet.errors import InvalidValue
 from effnet.io import atomic_path
+from effnet.models.fold import fold_batchnorm
+from effnet.serving.hardware import require_native_bf16
+from effnet.serving.onnx_writer import onnx_bytes
+from effnet.serving.openvino import (
+    ir_precision,
+    openvino_config,
+    openvino_core,
+    openvino_model,
+    openvino_package,
+    record_precision,
+)
+from effnet.serving.ort import ort_session
+from effnet.serving.quantize import quantize_onnx
 
-__all__ = [
-    "FORMATS",
-    "ExportResult",
-    "export_model",
-    "export_onnx",
-    "export_openvino",
-    "export_torchscript",
-    "onnx_bytes",
-    "write_onnx",
-]
-
-FORMATS = EXPORT_FORMATS
+__all__ = ["ExportResult", "export_model", "export_onnx", "export_openvino", "export_torchscript"]
 
 
 @dataclass(frozen=True)
@@ -98,57 +103,21 @@ def _inputs(model: nn.Module, input_size: int | None, seed: int) -> tuple[torch.
 def _compare(
     expected: torch.Tensor, got: torch.Tensor, atol: float, path: Path, label: str, precision: str = "fp32"
 ) -> float:
-    """Max abs difference of ``got`` from ``expected``; a ``ValueError`` (file not kept) when it is out of bounds."""
+    """Max abs difference of ``got`` from ``expected``; ``InvalidValue`` (file not kept) when it is out of bounds."""
     if tuple(got.shape) != tuple(expected.shape):
-        raise ValueError(f"{path}: {label} output shape {tuple(got.shape)} != PyTorch {tuple(expected.shape)}")
+        raise InvalidValue(f"{path}: {label} output shape {tuple(got.shape)} != PyTorch {tuple(expected.shape)}")
     diff = float((got.float() - expected.float()).abs().max())
     if precision != "fp32":
         if not torch.isfinite(got).all():
-            raise ValueError(f"{path}: {label} {precision} output is not finite; file not written")
+            raise InvalidValue(f"{path}: {label} {precision} output is not finite; file not written")
         return diff
     if not diff <= atol:
-        raise ValueError(f"{path}: {label} output differs from PyTorch by {diff:.3g} > {atol:g}; file not written")
+        raise InvalidValue(f"{path}: {label} output differs from PyTorch by {diff:.3g} > {atol:g}; file not written")
     return diff
 
 
 def _agreement(expected: torch.Tensor, got: torch.Tensor) -> float:
     return float((expected.argmax(-1) == got.argmax(-1)).float().mean())
-
-
-def write_onnx(
-    model: nn.Module,
-    example: torch.Tensor,
-    destination: str | os.PathLike[str] | IO[bytes],
-    output_names: Sequence[str] = ("logits",),
-    opset: int = DEFAULT_OPSET,
-) -> None:
-    """``torch.onnx.export`` as effnet uses it: legacy exporter, input ``input``, batch axis dynamic everywhere."""
-    axes = {name: {0: "batch"} for name in ["input", *output_names]}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer and legacy-exporter notices
-        try:
-            torch.onnx.export(
-                model,
-                (example,),
-                destination,
-                dynamo=False,
-                opset_version=opset,
-                input_names=["input"],
-                output_names=list(output_names),
-                dynamic_axes=axes,
-            )
-        except torch.onnx.errors.OnnxExporterError as exc:  # e.g. an operator the opset lacks
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"ONNX export at opset {opset} failed: {first[:300]}") from None
-
-
-def onnx_bytes(
-    model: nn.Module, example: torch.Tensor, output_names: Sequence[str] = ("logits",), opset: int = DEFAULT_OPSET
-) -> bytes:
-    """:func:`write_onnx` into memory."""
-    buffer = io.BytesIO()
-    write_onnx(model, example, buffer, output_names, opset)
-    return buffer.getvalue()
 
 
 def _verify_inputs(
@@ -158,7 +127,7 @@ def _verify_inputs(
     example, check, expected = _inputs(model, input_size, seed)
     if precision == "int8":
         if samples is None:
-            raise ValueError("--precision int8 needs calibration images: --calibration DIR")
+            raise InvalidValue("--precision int8 needs calibration images: --calibration DIR")
         check = samples
         with torch.no_grad():
             expected = model.eval()(check)
@@ -178,16 +147,12 @@ def export_onnx(
 ) -> ExportResult:
     """Write ``model`` as ONNX (input ``input``, output ``logits``, dynamic batch) and verify it in onnxruntime;
     ``precision="int8"`` writes it quantized by ONNX Runtime on ``samples`` (preprocessed calibration images)."""
-    import onnx
-
-    from effnet.serving.engines import ort_session
+    import onnx  # lazy: onnx is needed only to check a written file
 
     target = Path(path)
     example, check, expected = _verify_inputs(model, input_size, seed, precision, samples)
     data = onnx_bytes(model, example, opset=opset)
     if precision == "int8":
-        from effnet.serving.quantize import quantize_onnx
-
         data = quantize_onnx(data, check)
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
@@ -211,13 +176,9 @@ def export_onnx(
 def _save_ir(ov_model: Any, target: Path, check: torch.Tensor) -> torch.Tensor:
     """Save ``ov_model`` as ``target`` (.xml) + .bin via a temp folder beside it, run the saved copy on ``check``,
     and return its output; the two files are renamed into place (each atomically) only by the caller's success."""
-    import openvino as ov
-
-    from effnet.serving.engines import ir_precision, openvino_config, openvino_core
-
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
         xml = Path(tmp) / target.name
-        ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+        openvino_package().save_model(ov_model, str(xml), compress_to_fp16=False)
         saved = openvino_core().read_model(str(xml))
         saved.reshape(list(check.shape))
         config = openvino_config(ir_precision(saved))
@@ -241,16 +202,13 @@ def export_openvino(
 ) -> ExportResult:
     """Write ``model`` as OpenVINO IR (``path`` .xml + .bin, dynamic batch, fp32 weights) and verify it in OpenVINO;
     bf16 records OpenVINO's bf16 inference precision in the IR, int8 is NNCF-quantized on ``samples``."""
-    from effnet.models.fold import fold_batchnorm
-    from effnet.serving.engines import OV_PRECISION, openvino_model
-
     target = Path(path)
     if target.suffix != ".xml":
-        raise ValueError(f"--output of --format openvino must end in .xml (its .bin goes beside it); got {target}")
+        raise InvalidValue(f"--output of --format openvino must end in .xml (its .bin goes beside it); got {target}")
     example, check, expected = _verify_inputs(model, input_size, seed, precision, samples)
     target.parent.mkdir(parents=True, exist_ok=True)
     ov_model, _ = openvino_model(fold_batchnorm(model), example, precision, check if precision == "int8" else None)
-    ov_model.set_rt_info(OV_PRECISION[precision], ["runtime_options", "INFERENCE_PRECISION_HINT"])
+    record_precision(ov_model, precision)
     got = _save_ir(ov_model, target, check)
     diff = _compare(expected, got, atol, target, "OpenVINO", precision)
     method = "torch.onnx.export -> openvino.convert_model" + (" + nncf.quantize" if precision == "int8" else "")
@@ -309,17 +267,13 @@ def export_model(
 ) -> ExportResult:
     """Export in ``fmt`` (``onnx``, ``openvino`` or ``torchscript``) at ``precision``; ``samples``: preprocessed
     calibration images for int8. Every option is validated before any work (bounds: :mod:`effnet.config.serving`)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-    if precision not in EXPORT_PRECISIONS[fmt]:
-        raise ValueError(f"--format {fmt} holds precision {', '.join(EXPORT_PRECISIONS[fmt])}; got {precision!r}")
+    check_export_format(fmt)
+    check_export_precision(precision, fmt)
     if input_size is not None:
         check_input_size(input_size)
     check_atol(atol)
     check_opset(opset)
     if precision == "bf16":
-        from effnet.serving.hardware import require_native_bf16
-
         require_native_bf16("cpu")
     if fmt == "onnx":
         return export_onnx(model, path, input_size, opset=opset, atol=atol, precision=precision, samples=samples)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from effnet.config.serving import ServingUnavailable
+from effnet.errors import InvalidValue
 
 __all__ = ["BF16_CPU_FLAGS", "cpu_flags", "cpu_has_native_bf16", "require_native_bf16", "require_device"]
 
@@ -31,7 +32,7 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
 
 def _openvino_says_bf16() -> bool | None:
     """OpenVINO's CPU plugin's own answer (``BF16`` among its optimization capabilities), None without OpenVINO."""
-    from effnet.serving.engines import openvino_core
+    from effnet.serving.openvino import openvino_core  # lazy: that module imports torch; this one stays torch-free
 
     try:
         return "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -56,7 +57,7 @@ def require_native_bf16(device: str) -> None:
                 "use --precision fp32 or int8"
             )
         return
-    import torch
+    import torch  # lazy: this module stays torch-free for the CLI's flag checks
 
     if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return
@@ -68,8 +69,8 @@ def require_device(device: str) -> str:
     if device == "cpu":
         return device
     if device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
-        raise ValueError(f"--device must be cpu, cuda or cuda:N; got {device!r}")
-    import torch
+        raise InvalidValue(f"--device must be cpu, cuda or cuda:N; got {device!r}")
+    import torch  # lazy: the CLI checks --device before anything imports torch
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     index = int(device[5:]) if ":" in device else 0

@@ -17,8 +17,11 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-from effnet.serving.preprocess import ImageFiles, Preprocessing, collate_skip, eval_transform, load_image
+from effnet.errors import BadFile, InvalidValue
+from effnet.preprocessing import Preprocessing
+from effnet.serving.preprocess import ImageFiles, collate_skip, eval_transform, load_image
 
 __all__ = ["Prediction", "EvalResult", "top_k", "count_correct", "predict_files", "evaluate_samples"]
 
@@ -103,9 +106,9 @@ def predict_files(
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Top-``k`` predictions for each readable file; ``(file, reason)`` for each one that could not be read."""
     if k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {k}")
+        raise InvalidValue(f"--top-k must be >= 1, got {k}")
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+        raise InvalidValue(f"--batch-size must be >= 1, got {batch_size}")
     transform = eval_transform(preprocessing)
     predictions: list[Prediction] = []
     problems: list[tuple[str, str]] = []
@@ -143,14 +146,12 @@ def evaluate_samples(
     progress: bool = True,
 ) -> EvalResult:
     """Top-1/top-5 accuracy of ``run`` on ``(image path, class index)`` samples, with a tqdm progress bar."""
-    from tqdm import tqdm
-
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+        raise InvalidValue(f"--batch-size must be >= 1, got {batch_size}")
     if workers < 0:
-        raise ValueError(f"--workers must be >= 0, got {workers}")
+        raise InvalidValue(f"--workers must be >= 0, got {workers}")
     if not samples:
-        raise ValueError("no images to evaluate")
+        raise InvalidValue("no images to evaluate")
     dataset = ImageFiles(samples, eval_transform(preprocessing), preprocessing.image_mode)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_skip)
     correct1 = correct5 = seen = 0
@@ -170,5 +171,5 @@ def evaluate_samples(
     bar.close()
     seconds = time.perf_counter() - start
     if seen == 0:
-        raise ValueError(f"none of the {len(samples)} images could be read (first: {skipped[0][1]})")
+        raise BadFile(f"none of the {len(samples)} images could be read (first: {skipped[0][1]})")
     return EvalResult(seen, correct1 / seen, correct5 / seen, correct1, correct5, seconds, tuple(skipped))

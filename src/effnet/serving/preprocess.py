@@ -1,11 +1,10 @@
 """The one preprocessing path: the evaluation transform and reading image files.
 
-:class:`~effnet.preprocessing.Preprocessing` (the torch-free metadata that travels with weights) and
-:func:`~effnet.models.sources.default_preprocessing` (each weight source's published defaults) are re-exported
-here. :func:`eval_transform` applies a Preprocessing: training validates with it, and predict, eval, export and
-every runtime use it. Image files: one extension list, one scanner (:func:`find_images`,
-:func:`image_folder_samples`), one bad-image protocol (:class:`ImageFiles` yields a :class:`BadSample`,
-:func:`collate_skip` drops it). torch/torchvision are imported inside functions only.
+:func:`eval_transform` applies a :class:`~effnet.preprocessing.Preprocessing` (the torch-free metadata that travels
+with weights): training validates with it, and predict, eval, export and every runtime use it. Image files: one
+extension list, one scanner (:func:`find_images`, :func:`image_folder_samples`), one bad-image protocol
+(:class:`ImageFiles` yields a :class:`BadSample`, :func:`collate_skip` drops it). torch/torchvision are imported
+inside functions only.
 """
 
 from __future__ import annotations
@@ -16,31 +15,17 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from PIL import Image, UnidentifiedImageError
+
 from effnet.errors import BadFile, InvalidValue, MissingFile
-from effnet.models.sources import default_preprocessing, imagenet_class_names
-from effnet.preprocessing import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    INCEPTION_MEAN,
-    INCEPTION_STD,
-    INTERPOLATIONS,
-    Preprocessing,
-)
+from effnet.preprocessing import Preprocessing
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 __all__ = [
-    "Preprocessing",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "INCEPTION_MEAN",
-    "INCEPTION_STD",
-    "INTERPOLATIONS",
     "IMAGE_EXTENSIONS",
     "ConvertMode",
     "eval_transform",
-    "default_preprocessing",
-    "imagenet_class_names",
     "is_image_file",
     "find_images",
     "image_folder_samples",
@@ -70,13 +55,13 @@ class ConvertMode:
 
 def _check_image_channels(preprocessing: Preprocessing) -> None:
     if preprocessing.in_chans not in (1, 3):
-        raise ValueError(f"images can be fed to a model with 1 or 3 input channels, not {preprocessing.in_chans}")
+        raise InvalidValue(f"images can be fed to a model with 1 or 3 input channels, not {preprocessing.in_chans}")
 
 
 def eval_transform(preprocessing: Preprocessing) -> Callable[[Any], Any]:
     """PIL image -> normalised float tensor (C, H, W): to gray/RGB by ``in_chans``, resize shorter side, center
     crop, to tensor, normalise. The one evaluation transform: training's validation, predict, eval, runtimes."""
-    from torchvision import transforms as T
+    from torchvision import transforms as T  # lazy: the image-file helpers here stay torch-free
 
     _check_image_channels(preprocessing)
     mode = T.InterpolationMode(preprocessing.interpolation)
@@ -140,19 +125,19 @@ def image_folder_samples(root: str | os.PathLike[str]) -> tuple[list[tuple[Path,
     """An ImageFolder tree (``root/<class>/<image>``): samples with class indices by sorted folder name.
 
     The one scanner of class folders (training's ImageFolder data and ``effnet eval``). Hidden folders are
-    skipped; a class folder without images is a ``ValueError`` naming it.
+    skipped; a class folder without images is an ``InvalidValue`` naming it.
     """
     base = Path(root)
     if not base.is_dir():
-        raise NotADirectoryError(f"--data: not a directory: {base}")
+        raise MissingFile(f"--data: not a directory: {base}")
     classes = sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith("."))
     if not classes:
-        raise FileNotFoundError(f"{base}: no class folders (expected {base}/<class>/<image>)")
+        raise MissingFile(f"{base}: no class folders (expected {base}/<class>/<image>)")
     samples: list[tuple[Path, int]] = []
     for index, name in enumerate(classes):
         found = _walk_images(base / name)
         if not found:
-            raise ValueError(f"class folder {base / name} has no images (accepted: {_extensions_hint()})")
+            raise InvalidValue(f"class folder {base / name} has no images (accepted: {_extensions_hint()})")
         samples += [(p, index) for p in found]
     return samples, classes
 
@@ -167,7 +152,7 @@ def folder_class_indices(folders: Sequence[str], class_names: Sequence[str]) -> 
     """The output index each class folder stands for, and how it was decided.
 
     By name when the weights have class names and a folder is named like one (``class_folder_name``
-    spelling accepted); then a folder that is no class name is a ``ValueError`` naming it and the accepted
+    spelling accepted); then a folder that is no class name is an ``InvalidValue`` naming it and the accepted
     names. Otherwise by number when every folder is a decimal integer (``0``, ``1``, ...), else by sorted
     position (e.g. ImageNet's ``n01440764`` folders).
     """
@@ -177,7 +162,7 @@ def folder_class_indices(folders: Sequence[str], class_names: Sequence[str]) -> 
         unknown = next((f for f in folders if f not in by_name), None)
         if unknown is not None:
             shown = ", ".join(repr(n) for n in class_names[:12]) + (", ..." if len(class_names) > 12 else "")
-            raise ValueError(
+            raise InvalidValue(
                 f"class folder {unknown!r} is not one of the weights' {len(class_names)} class names ({shown})"
             )
         return [by_name[f] for f in folders], "class names"
@@ -187,20 +172,18 @@ def folder_class_indices(folders: Sequence[str], class_names: Sequence[str]) -> 
 
 
 def load_image(path: str | os.PathLike[str], mode: str = "RGB") -> Any:
-    """Open an image as a PIL image in ``mode``; an unreadable or non-image file is a one-line ``ValueError``."""
-    from PIL import Image, UnidentifiedImageError
-
+    """Open an image as a PIL image in ``mode``; an unreadable or non-image file is a one-line ``BadFile``."""
     try:
         with Image.open(path) as image:
             image.load()
             return image.convert(mode)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
+        raise MissingFile(f"{path}: no such file") from None
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, UnidentifiedImageError):
             reason = "not an image file PIL can read"
-        raise ValueError(f"{path}: cannot read image ({reason})") from None
+        raise BadFile(f"{path}: cannot read image ({reason})") from None
 
 
 def read_labels_csv(csv_path: str | os.PathLike[str]) -> list[tuple[Path, int]]:
@@ -296,7 +279,7 @@ class ImageFiles:
 
 def collate_skip(batch: Sequence[tuple[Any, int]]) -> Batch:
     """Stack a batch, dropping :class:`BadSample` entries and reporting them (an all-bad batch has no images)."""
-    import torch
+    import torch  # lazy: the image-file helpers here stay torch-free
 
     good = [(x, y) for x, y in batch if not isinstance(x, BadSample)]
     bad = tuple(x for x, _ in batch if isinstance(x, BadSample))

@@ -18,25 +18,29 @@ from typing import Any
 import torch
 
 from effnet.config.serving import DEFAULT_CALIBRATION_SIZE, ServingUnavailable, check_calibration_size
+from effnet.errors import InvalidValue, MissingFile
+from effnet.preprocessing import Preprocessing
+from effnet.serving.preprocess import eval_transform, find_images, load_image
 
 __all__ = ["Calibration", "calibration_batch", "quantize_openvino", "quantize_onnx"]
 
-Calibration = "str | os.PathLike[str] | torch.Tensor"
+Calibration = str | os.PathLike[str] | torch.Tensor
 """A folder of images (preprocessed by the model's ``preprocessing``) or an already preprocessed (N, C, H, W) batch."""
 
 
-def calibration_batch(source: Any, preprocessing: Any, size: int = DEFAULT_CALIBRATION_SIZE) -> torch.Tensor:
-    """The (N, C, H, W) calibration inputs: ``source`` as is (a tensor) or its first ``size`` readable images."""
+def calibration_batch(
+    source: Calibration, preprocessing: Preprocessing | None, size: int = DEFAULT_CALIBRATION_SIZE
+) -> torch.Tensor:
+    """The (N, C, H, W) calibration inputs: ``source`` as is (a tensor) or its first ``size`` readable images
+    preprocessed by ``preprocessing`` (needed for a folder only)."""
     check_calibration_size(size)
     if isinstance(source, torch.Tensor):
         if source.dim() != 4 or source.shape[0] < 1:
-            raise ValueError(f"calibration tensor must be (N, C, H, W) with N >= 1; got {tuple(source.shape)}")
+            raise InvalidValue(f"calibration tensor must be (N, C, H, W) with N >= 1; got {tuple(source.shape)}")
         return source[:size].detach().float().cpu()
-    from effnet.serving.preprocess import eval_transform, find_images, load_image
-
     folder = Path(source)
     if not folder.is_dir():
-        raise NotADirectoryError(f"--calibration: not a directory: {folder}")
+        raise MissingFile(f"--calibration: not a directory: {folder}")
     files, _ = find_images([folder])
     transform = eval_transform(preprocessing)
     tensors = []
@@ -48,13 +52,13 @@ def calibration_batch(source: Any, preprocessing: Any, size: int = DEFAULT_CALIB
         if len(tensors) == size:
             break
     if not tensors:
-        raise ValueError(f"--calibration {folder}: no readable images")
+        raise InvalidValue(f"--calibration {folder}: no readable images")
     return torch.stack(tensors)
 
 
 def _nncf() -> Any:
     try:
-        import nncf
+        import nncf  # lazy: NNCF is the optional effnet[quantize] extra
     except ImportError:
         raise ServingUnavailable(
             "precision int8 with OpenVINO needs NNCF: pip install 'effnet[quantize]' (or pip install nncf)"
@@ -89,8 +93,8 @@ def quantize_onnx(onnx_bytes: bytes, samples: torch.Tensor) -> bytes:
     Weights use 7 bits (``reduce_range``): ONNX Runtime's int8 kernels on x86 CPUs without VNNI (AVX2, AVX-512 F)
     multiply in pairs summed into saturating int16, which 8-bit weights overflow; 7-bit weights cannot, so one file
     keeps its accuracy on every CPU it is deployed to (measured: benchmarks/RESULTS.md, "int8 without VNNI")."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static  # lazy: optional engine
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # lazy: optional engine
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32, pre, out = (os.path.join(tmp, n) for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))

@@ -2,7 +2,7 @@
 
 Datasets are found on disk (``--data-root``, ``$EFFNET_DATA``, Debian's ``/usr/share/datasets``, torchvision's
 cache); nothing is downloaded unless ``download=True``. Every dataset comes with the run's
-:class:`~effnet.serving.preprocess.Preprocessing` (size, crop fraction, mean/std, input channels, class names):
+:class:`~effnet.preprocessing.Preprocessing` (size, crop fraction, mean/std, input channels, class names):
 validation uses serving's :func:`~effnet.serving.preprocess.eval_transform` on it, the weights carry it. Training
 transforms are torchvision's random-resized-crop + flip + AutoAugment (ImageNet policy) or RandAugment. Gray data is
 fed as one channel (``in_chans=1``) or repeated to three. ImageFolder trees are read with serving's scanner and
@@ -29,12 +29,10 @@ from torchvision import transforms as T
 
 from effnet.config.training import Augment  # torch-free: the settings' one source
 from effnet.errors import BadFile, InvalidValue, MissingFile, WrongType
+from effnet.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from effnet.serving.preprocess import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ConvertMode,
     ImageFiles,
-    Preprocessing,
     eval_transform,
     image_folder_samples,
 )

@@ -34,7 +34,7 @@ def export_weights(
 ) -> Path:
     """Write ``model``'s weights with :func:`effnet.models.weights.save_pretrained` (safetensors, spec in the header).
 
-    ``preprocessing`` is the run's (its data's :class:`~effnet.serving.preprocess.Preprocessing`, the one its
+    ``preprocessing`` is the run's (its data's :class:`~effnet.preprocessing.Preprocessing`, the one its
     validation used), stored as is; its ``in_chans`` must be the model's.
     """
     if not isinstance(preprocessing, Preprocessing):
