@@ -8,9 +8,8 @@ import sys
 
 import pytest
 
+from effnet.config.recipes import PAPER_MIN_EPOCHS, RECIPES
 from effnet.config.training import (
-    PAPER_MIN_EPOCHS,
-    RECIPES,
     SCHEDULE_FIELDS,
     TrainConfig,
     choose_recipe,

@@ -44,13 +44,13 @@ _LAZY = {
     "fit": "effnet.training.trainer",
     "TFRMSprop": "effnet.training.optim",
     "ModelEMA": "effnet.training.optim",
-    "SearchConfig": "effnet.search.study",
+    "SearchConfig": "effnet.config.search",
     "run_search": "effnet.search.study",
     "load_baseline": "effnet.search.baselines",
     "paper_table3": "effnet.search.baselines",
-    "ScaleConfig": "effnet.search.scaleup",
+    "ScaleConfig": "effnet.config.scale",
     "scale_family": "effnet.search.scaleup",
-    "CurvesConfig": "effnet.config.search",
+    "CurvesConfig": "effnet.config.curves",
     "run_curves": "effnet.search.curves",
 }
 

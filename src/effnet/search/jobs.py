@@ -20,7 +20,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from effnet.config.search import CurvesConfig, SearchConfig
+from effnet.config.curves import CurvesConfig
+from effnet.config.search import SearchConfig
 from effnet.search.study import _SAME_NETWORK_NOTE, usable_cpus
 
 __all__ = ["TOOLS", "check_jobs", "config_from_payload", "run_jobs"]

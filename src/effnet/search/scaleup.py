@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from effnet.config.search import RULES, Budget, ScaleConfig, parse_count
+from effnet.config.scale import RULES, Budget, ScaleConfig, parse_count
 from effnet.cost import cost
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, compound, fast_scaling, flops_factor
 from effnet.search.rounds import fitting_prefix, measure_in_rounds

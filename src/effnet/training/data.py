@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets as tvd
 from torchvision import transforms as T
 
-from effnet.config.training import AUGMENTS, Augment  # torch-free: the settings' one source
+from effnet.config.augment import AUGMENTS, Augment  # torch-free: the settings' one source
 from effnet.errors import InvalidValue
 from effnet.serving.preprocess import (
     IMAGENET_MEAN,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from effnet.config.recipes import RECIPES
 from effnet.config.training import (
     AMP_MODES,
-    RECIPES,
     SCHEDULE_FIELDS,
     TrainConfig,
     choose_recipe,

@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from effnet.config.training import Stage, progressive_stages, stage_for_epoch
+from effnet.config.progressive import Stage, progressive_stages, stage_for_epoch
 from effnet.cost import cost
 from effnet.preprocessing import Preprocessing
 from effnet.report import render_markdown
