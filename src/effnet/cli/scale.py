@@ -12,8 +12,6 @@ import json
 import sys
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from effnet.cli.flags import Flags, add_flags, build, flag_values
 from effnet.config.scale import SCALE_GROUPS, Budget, CoefficientSource, ScaleConfig, ScaleOptions
 from effnet.config.search import DEFAULT_OUTPUT, default_storage
@@ -76,6 +74,8 @@ def _family(config: ScaleConfig, quiet: bool) -> ScaleResult:
     """``scale_family``, with a progress bar of the measurements unless ``quiet`` or nothing is measured."""
     if not config.device or quiet:
         return scale_family(config)
+    from tqdm.auto import tqdm  # lazy: tqdm.auto imports asyncio, and only a measuring run shows a bar
+
     total = (config.phi_max + 1) * config.min_rounds
     with tqdm(total=total, desc=f"measuring on {config.device} in rounds", unit="model", file=sys.stderr) as bar:
 

@@ -15,6 +15,7 @@ from effnet.cli.flags import Flags, add_flags, build
 from effnet.config.fields import show_value
 from effnet.config.recipes import PAPER_MIN_EPOCHS, RECIPES, recipe_value
 from effnet.config.training import GROUPS, TrainConfig
+from effnet.io import check_output
 
 HELP = "Train or fine-tune a model (recipe fitted to the run's length, or the paper's), resumable, DDP."
 
@@ -58,13 +59,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Train; exit status 128 + N after signal N (the run is checkpointed and resumable)."""
-    from effnet.io import check_output
-
     check_output(
         args.output, folder=True, inputs={"--weights": args.weights, "--spec": args.spec_file, "--data": args.data}
     )
     config = config_from_args(args)
-    from effnet.training.trainer import TrainingInterrupted, fit
+    from effnet.training.trainer import TrainingInterrupted, fit  # lazy: imports torch
 
     try:
         fit(config)

@@ -78,13 +78,16 @@ def setting(
     optional_value: bool = False,
     parse: Callable[[str], Any] | None = None,
     repeatable: bool = False,
+    check: Callable[[Any], Any] | None = None,
     resume_check: bool | None = None,
 ) -> Any:
     """A dataclass field that is a user setting: its default (or ``factory``; neither: required) and metadata.
 
     ``help`` may hold ``{default}``, replaced by the shown default in ``--help``; otherwise a default other than
-    None/False is appended as ``(default X)`` unless the help already speaks of a default. ``resume_check`` is
-    read by :data:`effnet.config.training.SCHEDULE_FIELDS` (a resumed run must keep the value).
+    None/False is appended as ``(default X)`` unless the help already speaks of a default. ``check``: the one
+    function of the rule the value obeys (it raises :class:`~effnet.errors.InvalidValue` and returns the value),
+    used by :func:`check_fields` instead of the type and ``limits`` check. ``resume_check`` is read by
+    :data:`effnet.config.training.SCHEDULE_FIELDS` (a resumed run must keep the value).
     """
     meta = {
         "help": help,
@@ -97,6 +100,7 @@ def setting(
         "optional_value": optional_value,
         "parse": parse,
         "repeatable": repeatable,
+        "check": check,
         "resume_check": resume_check,
     }
     if factory is not None:
@@ -179,7 +183,8 @@ def _value_error(name: str, value: Any, f: Field[Any]) -> str | None:
 
 
 def check_fields(obj: Any, label: Callable[[Field[Any]], str] | None = None) -> None:
-    """Check every :func:`setting` field of the dataclass ``obj`` against its type, ``choices`` and ``limits``.
+    """Check every :func:`setting` field of the dataclass ``obj`` against its type, ``choices`` and ``limits``, or
+    by its own ``check``.
 
     Raises :class:`~effnet.errors.InvalidValue` naming the first bad value (by ``label(field)``, default its flag)
     and what is accepted; ``None`` is accepted where the field's type allows it. Integers given for float fields
@@ -189,6 +194,9 @@ def check_fields(obj: Any, label: Callable[[Field[Any]], str] | None = None) -> 
     for f in settings(cls):
         value, name = getattr(obj, f.name), label(f) if label else flag_name(f)
         if value is None and _optional(cls, f.name):
+            continue
+        if f.metadata["check"] is not None:
+            object.__setattr__(obj, f.name, f.metadata["check"](value))
             continue
         kind = field_type(cls, f)
         message = _type_error(name, value, kind) or _value_error(name, value, f)

@@ -93,11 +93,12 @@ class CalibrationOptions(WeightsOptions):
     calibration: str | None = setting(
         None, "images for int8 calibration, preprocessed as the model's inputs", metavar="DIR"
     )
-    calibration_size: int = setting(DEFAULT_CALIBRATION_SIZE, "calibration images used", metavar="N")
+    calibration_size: int = setting(
+        DEFAULT_CALIBRATION_SIZE, "calibration images used", metavar="N", check=check_calibration_size
+    )
 
     def _check(self) -> None:
         super()._check()
-        check_calibration_size(self.calibration_size)
         # an --exported file (ServingOptions) runs instead of the weights: it was calibrated when it was written
         check_calibration(self.precision, self.calibration, getattr(self, "exported", None))
 
@@ -171,15 +172,16 @@ class ExportConfig(CalibrationOptions):
         None,
         f"image side of the example input, {MIN_INPUT_SIZE}..{MAX_INPUT_SIZE} (default: the weights' preprocessing "
         "input size)",
+        check=check_input_size,
     )
-    opset: int = setting(DEFAULT_OPSET, f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {{default}})")
-    atol: float = setting(DEFAULT_ATOL, "max abs difference allowed vs PyTorch at fp32 (default {default})")
+    opset: int = setting(
+        DEFAULT_OPSET, f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {{default}})", check=check_opset
+    )
+    atol: float = setting(
+        DEFAULT_ATOL, "max abs difference allowed vs PyTorch at fp32 (default {default})", check=check_atol
+    )
     json: bool = setting(False, "print the result as JSON")
 
     def _check(self) -> None:
         super()._check()
-        if self.input_size is not None:
-            check_input_size(self.input_size)
-        check_opset(self.opset)
-        check_atol(self.atol)
         check_export_precision(self.format, self.precision)

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from effnet.config.fields import setting
-from effnet.config.serving import DEFAULT_PRECISION, PRECISIONS, RUNTIMES
+from effnet.config.serving import DEFAULT_PRECISION, PRECISIONS, RUNTIMES, Precision
 from effnet.errors import InvalidValue
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from effnet.specs import NetworkSpec
@@ -191,7 +191,7 @@ class ScaleConfig:
         "than a smaller one by more than this gets one extra round and is flagged if it still is",
         "measurement",
     )
-    precision: str = setting(
+    precision: Precision = setting(
         DEFAULT_PRECISION,
         "precision of the measured runtime (bf16: native hardware bf16 only; int8: calibrated on random inputs, as "
         "only speed is measured)",
