@@ -2,11 +2,12 @@
 
 A field declared with :func:`setting` holds, in its ``metadata``: ``help``, ``group`` (the flag group key),
 ``choices``, ``limits`` (a :class:`Range`), ``flag`` (default ``--<name-with-dashes>``), ``metavar``,
-``positional``, ``optional_value`` (``--flag`` alone means true), ``parse`` (reads the flag's text) and
-``repeatable`` (each use adds ``KEY=VALUE`` pairs to the value). :func:`check_fields` checks an instance against
-its fields' types, choices and ranges; :mod:`effnet.cli.flags` builds every command's flags from the same
-metadata, so a command line and its config cannot disagree. Fields declared without :func:`setting` are not flags
-(a command sets them from other settings) and are checked by their class.
+``positional``, ``optional_value`` (``--flag`` alone means true), ``parse`` (reads the flag's text),
+``repeatable`` (each use adds a ``KEY=VALUE`` pair to the value) and ``check`` (the rule's own check function).
+:func:`check_fields` checks an instance against its fields' types, choices and ranges (or their own check);
+:mod:`effnet.cli.flags` builds every command's flags from the same metadata, so a command line and its config
+cannot disagree. Fields declared without :func:`setting` are not flags (a command sets them from other settings)
+and are checked by their class.
 """
 
 from __future__ import annotations
