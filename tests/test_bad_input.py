@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import effnet
 from effnet.architectures import compound_spec, get_spec, scale
 from effnet.cli import main
-from effnet.config.search import parse_count
+from effnet.config.scale import parse_count
 from effnet.cost import cost
 from effnet.errors import BadFile, EffnetError, InvalidValue, MissingFile, OutputConflict, WrongType
 from effnet.io import check_output

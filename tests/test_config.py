@@ -8,9 +8,15 @@ import sys
 
 import pytest
 
-from effnet.config.training import (
+from effnet.config.recipes import (
+    OWN_DEFAULT_FIELDS,
     PAPER_MIN_EPOCHS,
+    RECIPE_CHOICES,
+    RECIPE_FIELDS,
     RECIPES,
+)
+from effnet.config.training import (
+    OPTIMIZERS,
     SCHEDULE_FIELDS,
     TrainConfig,
     choose_recipe,
@@ -111,3 +117,17 @@ def test_run_dir_lock_is_exclusive_names_the_holder_and_is_removed(tmp_path):
     with RunLock(run):
         pass
     assert sorted(p.name for p in run.iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("recipe", RECIPE_CHOICES)
+@pytest.mark.parametrize("opt", (None, *OPTIMIZERS))
+@pytest.mark.parametrize("progressive", (0, 3))
+def test_every_recipe_resolves_every_field_the_trainer_reads(recipe, opt, progressive):
+    """A resolved config needs no fallback: every recipe field has a value, except those whose None is a value."""
+    for epochs in (4, PAPER_MIN_EPOCHS):
+        resolved = resolve_recipe(TrainConfig(recipe=recipe, opt=opt, epochs=epochs, progressive=progressive))
+        unset = [k for k in RECIPE_FIELDS if getattr(resolved, k) is None and k not in OWN_DEFAULT_FIELDS]
+        assert not unset and resolved.recipe in RECIPES, (recipe, opt, epochs, unset)
+        assert resolve_recipe(resolved) == resolved  # resolving twice changes nothing
+    assert set(OWN_DEFAULT_FIELDS) <= {f.name for f in dataclasses.fields(TrainConfig)}
+    assert all(set(RECIPE_FIELDS) <= set(values) for values in RECIPES.values())

@@ -13,7 +13,8 @@ import pytest
 
 from effnet.architectures import get_spec, scale
 from effnet.cli import build_parser, main
-from effnet.config.search import CurvesConfig, SearchConfig
+from effnet.config.curves import CurvesConfig
+from effnet.config.search import SearchConfig
 from effnet.cost import cost
 from effnet.search.curves import curve_points, run_curves, solve_multiplier
 from effnet.search.grid import baseline_spec, trial_spec

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from effnet.config.training import Augment
+from effnet.config.augment import Augment
 from effnet.preprocessing import Preprocessing
 from effnet.serving.preprocess import BadSample, collate_skip, eval_transform
 from effnet.training import data as D

@@ -13,16 +13,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from effnet.config.training import (
+from effnet.config.fields import parse_range
+from effnet.config.progressive import (
     MIN_RESOLUTION_FRACTION,
     Stage,
-    TrainConfig,
     default_min_resolution,
-    parse_range,
     progressive_stages,
-    resolve_recipe,
     stage_for_epoch,
 )
+from effnet.config.training import TrainConfig, resolve_recipe
 from effnet.errors import InvalidValue
 from effnet.training.data import DEBIAN_FASHION_MNIST
 
@@ -172,7 +171,7 @@ def test_mixup_mixes_images_and_targets_with_one_lambda():
 
 
 def test_restage_changes_the_training_size_only():
-    from effnet.config.training import Augment
+    from effnet.config.augment import Augment
     from effnet.preprocessing import Preprocessing
     from effnet.training.data import ArrayDataset, DataBundle, restage, train_transform
     from effnet.training.loaders import build_loaders

@@ -316,11 +316,11 @@ def test_default_without_cpu_engines_is_compile(monkeypatch: pytest.MonkeyPatch,
 def test_cli_serving_flags_come_from_config() -> None:
     import argparse
 
-    from effnet.cli.predict import add_model_arguments
+    from effnet.cli.predict import add_arguments
     from effnet.config import serving as cfg
 
     parser = argparse.ArgumentParser()
-    add_model_arguments(parser)
+    add_arguments(parser)
     actions = {a.dest: a for a in parser._actions}
     assert actions["runtime"].choices == cfg.RUNTIMES and actions["runtime"].default == cfg.DEFAULT_RUNTIME
     assert actions["precision"].choices == cfg.PRECISIONS and actions["precision"].default == cfg.DEFAULT_PRECISION

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from effnet.architectures import get_spec, scale
 from effnet.cli import main
-from effnet.config.search import Budget, ScaleConfig
+from effnet.config.scale import Budget, ScaleConfig
 from effnet.search.measure import Measurement
 from effnet.search.rounds import fitting_prefix, measure_in_rounds, spread, undercut
 from effnet.search.scaleup import family, scale_family, select

@@ -12,7 +12,7 @@ import pytest
 
 from effnet.architectures import compound_spec, get_spec, scale
 from effnet.cli import main
-from effnet.config.search import Budget, ScaleConfig, parse_count
+from effnet.config.scale import Budget, ScaleConfig, parse_count
 from effnet.cost import cost
 from effnet.search.baselines import load_baseline, paper_table3
 from effnet.search.scaleup import family, scale_family, select

@@ -652,7 +652,7 @@ def test_pruned_trials_record_the_cost_of_the_network_trained(tmp_path):
 
 def test_halving_is_the_default_wherever_a_trial_can_be_stopped(tmp_path):
     from effnet.cli.search import config_from_args
-    from effnet.config.search import CurvesConfig
+    from effnet.config.curves import CurvesConfig
 
     assert SearchConfig().strategy == "halving" and SearchConfig(epochs=1).strategy == "grid"
     assert SearchConfig(epochs=4, min_epochs=4).strategy == "grid"

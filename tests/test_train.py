@@ -438,7 +438,8 @@ def test_recipes_spec_options_and_finetune_weights(tmp_path):
 
 def test_build_state_takes_every_recipe_value_and_refuses_an_unresolved_config():
     from effnet.architectures import get_spec, scale
-    from effnet.config.training import OPTIMIZERS, RECIPES, resolve_recipe
+    from effnet.config.recipes import RECIPES
+    from effnet.config.training import OPTIMIZERS, resolve_recipe
     from effnet.training.optim import TFRMSprop
     from effnet.training.state import build_state
 

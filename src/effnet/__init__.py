@@ -48,9 +48,9 @@ _LAZY = {
     "run_search": "effnet.search.run",
     "load_baseline": "effnet.search.baselines",
     "paper_table3": "effnet.search.baselines",
-    "ScaleConfig": "effnet.config.search",
+    "ScaleConfig": "effnet.config.scale",
     "scale_family": "effnet.search.scaleup",
-    "CurvesConfig": "effnet.config.search",
+    "CurvesConfig": "effnet.config.curves",
     "run_curves": "effnet.search.curves",
 }
 

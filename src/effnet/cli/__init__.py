@@ -1,8 +1,9 @@
 """The ``effnet`` command line: a thin dispatcher over per-command modules.
 
-Each command lives in ``effnet/cli/<name>.py`` and defines ``HELP`` (one line), ``add_arguments(parser)``
-and ``run(args) -> int``. Command modules import torch only inside ``run`` so that ``effnet --help``,
-``effnet table`` and ``effnet info`` answer without loading it. Errors a user can cause
+Each command lives in ``effnet/cli/<name>.py`` and defines ``HELP`` (one line), ``FLAGS`` (the config dataclasses
+its flags come from, :mod:`effnet.cli.flags`), ``add_arguments(parser)`` and ``run(args) -> int``. Command modules
+import torch only inside ``run`` so that ``effnet --help``, ``effnet table`` and ``effnet info`` answer without
+loading it. Errors a user can cause
 (:mod:`effnet.errors`, ``ValueError``, ``FileNotFoundError``, ...) are printed as one line, without a traceback and
 with exit status 2; ``--debug`` (or ``EFFNET_DEBUG=1``) shows the traceback instead. A closed pipe
 (``effnet table | head``) ends quietly with status 141, as other Unix tools do.
@@ -17,6 +18,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from effnet import __version__
 from effnet.errors import EffnetError
 
 __all__ = ["COMMANDS", "main", "build_parser"]
@@ -54,8 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="effnet",
         description="EfficientNet and compound model scaling: models, costs, weights, training, scaling search.",
     )
-    from effnet import __version__
-
     parser.add_argument("--version", action="version", version=f"effnet {__version__}")
     debug_help = "show the full traceback of an error (also EFFNET_DEBUG=1)"
     parser.add_argument("--debug", action="store_true", help=debug_help)

@@ -1,4 +1,7 @@
-"""``effnet info``: per-stage layout and exact cost of a model or spec file."""
+"""``effnet info``: per-stage layout and exact cost of a model or spec file.
+
+Every argument is a field of :class:`effnet.config.tables.InfoConfig`.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +10,22 @@ import json
 from dataclasses import asdict
 
 from effnet.architectures import get_spec
+from effnet.cli.flags import Flags, add_flags, build
+from effnet.config.tables import InfoConfig
 from effnet.cost import cost
-from effnet.report import TABLE_FORMATS, format_count, render_table
+from effnet.report import format_count, render_table
 from effnet.specs import NetworkSpec
 
 HELP = "Per-stage layout (repeats, channels, kernel, stride, output size, params, MACs) of a model or spec JSON."
 
 
+FLAGS = (Flags(InfoConfig),)
+"""One argument per :class:`InfoConfig` field."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model name (see `effnet table`/list_models) or a NetworkSpec JSON file")
-    parser.add_argument("--resolution", type=int, default=None, help="input size (default: the model's own)")
-    parser.add_argument("--format", choices=TABLE_FORMATS, default="markdown", help="output format")
+    """Register one argument per :class:`InfoConfig` field."""
+    add_flags(parser, FLAGS)
 
 
 def load_spec(name_or_path: str) -> NetworkSpec:
@@ -28,10 +36,12 @@ def load_spec(name_or_path: str) -> NetworkSpec:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = load_spec(args.model)
-    c = cost(spec, args.resolution)
+    """Print the per-stage table (or CSV, or JSON with the spec)."""
+    config: InfoConfig = build(FLAGS[0], args)
+    spec = load_spec(config.model)
+    c = cost(spec, config.resolution)
     rows = [{"name": p.name, "block": p.block, **asdict(p)} for p in c.parts]
-    if args.format == "json":
+    if config.format == "json":
         print(
             json.dumps(
                 {
@@ -47,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    if args.format == "csv":
+    if config.format == "csv":
         print(render_table(rows, "csv"), end="")
         return 0
     print(

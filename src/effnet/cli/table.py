@@ -1,4 +1,7 @@
-"""``effnet table``: the paper's results table beside effnet's exact costs, and the exact α^φ family."""
+"""``effnet table``: the paper's results table beside effnet's exact costs, and the exact α^φ family.
+
+Every flag is a field of :class:`effnet.config.tables.TableConfig`.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,15 @@ import json
 from typing import Any
 
 from effnet.architectures import compound_spec, get_spec, train_resolution
+from effnet.cli.flags import Flags, add_flags, build
+from effnet.config.tables import TableConfig
 from effnet.cost import cost
 from effnet.errors import InvalidValue
 from effnet.limits import MAX_PHI
 from effnet.references import PAPER_TABLE2, SOURCE, V2_SOURCE, V2_TABLE7
-from effnet.report import TABLE_FORMATS, render_table
-from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, flops_factor
+from effnet.report import format_count, render_table
+from effnet.scaling import flops_factor
+from effnet.search.baselines import TABLE3_BASELINES, paper_table3
 
 HELP = (
     "Paper's B0-B7 table (top-1/5, params, FLOPs, peers, ratios) and the V2 paper's S/M/L rows beside exact "
@@ -20,19 +26,13 @@ HELP = (
 )
 
 
+FLAGS = (Flags(TableConfig),)
+"""One flag per :class:`TableConfig` field."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=TABLE_FORMATS, default="markdown", help="output format")
-    parser.add_argument(
-        "--section",
-        choices=("official", "v2", "table3", "compound", "all"),
-        default="all",
-        help="paper's B0-B7 table, V2 paper's table, paper's Table 3 (scaling MobileNetV1/V2 and "
-        "ResNet-50), exact compound family, or all",
-    )
-    parser.add_argument("--phi-max", type=int, default=7, help="largest phi of the compound family (default 7)")
-    parser.add_argument("--alpha", type=float, default=PAPER_ALPHA, help="depth coefficient (default 1.2)")
-    parser.add_argument("--beta", type=float, default=PAPER_BETA, help="width coefficient (default 1.1)")
-    parser.add_argument("--gamma", type=float, default=PAPER_GAMMA, help="resolution coefficient (default 1.15)")
+    """Register one flag per :class:`TableConfig` field."""
+    add_flags(parser, FLAGS)
 
 
 def _ratio(num: float | None, den: float) -> float | None:
@@ -91,8 +91,6 @@ def v2_rows() -> list[dict[str, Any]]:
 
 def table3_rows() -> list[dict[str, Any]]:
     """The paper's Table 3 (MobileNetV1, MobileNetV2, ResNet-50 scaled one way or compound) beside exact MACs."""
-    from effnet.search.baselines import TABLE3_BASELINES, paper_table3
-
     return [
         {
             "baseline": r.baseline,
@@ -142,8 +140,6 @@ def compound_rows(phi_max: int, alpha: float, beta: float, gamma: float) -> list
 
 
 def _pretty(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from effnet.report import format_count
-
     counts = {
         "params_paper",
         "params_effnet",
@@ -171,7 +167,9 @@ def _pretty(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    sections = ("official", "v2", "table3", "compound") if args.section == "all" else (args.section,)
+    """Print the chosen sections as markdown tables, one CSV, or one JSON object."""
+    config: TableConfig = build(FLAGS[0], args)
+    sections = ("official", "v2", "table3", "compound") if config.section == "all" else (config.section,)
     tables: dict[str, list[dict[str, Any]]] = {}
     if "official" in sections:
         tables["official"] = official_rows()
@@ -180,10 +178,10 @@ def run(args: argparse.Namespace) -> int:
     if "table3" in sections:
         tables["table3"] = table3_rows()
     if "compound" in sections:
-        tables["compound"] = compound_rows(args.phi_max, args.alpha, args.beta, args.gamma)
-    if args.format == "json":
+        tables["compound"] = compound_rows(config.phi_max, config.alpha, config.beta, config.gamma)
+    if config.format == "json":
         print(json.dumps({"source": SOURCE, "v2_source": V2_SOURCE, **tables}, indent=2))
-    elif args.format == "csv":
+    elif config.format == "csv":
         rows = [{"table": name, **row} for name, rs in tables.items() for row in rs]
         columns = list(dict.fromkeys(k for row in rows for k in row))
         print(render_table(rows, "csv", columns), end="")
@@ -196,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
             "table3": f"Scaling MobileNetV1/V2 and ResNet-50 ({SOURCE}, Table 3: FLOPs = multiply-adds) vs effnet "
             "exact MACs (agrees: within 5 % or equal at the printed 0.1B; compound without printed multipliers = "
             "the paper's alpha, beta, gamma at phi=2)",
-            "compound": f"Exact compound family alpha={args.alpha}, beta={args.beta}, gamma={args.gamma} "
+            "compound": f"Exact compound family alpha={config.alpha}, beta={config.beta}, gamma={config.gamma} "
             "(d=alpha^phi, w=beta^phi, r=224*gamma^phi): measured MACs ratio vs 2^phi",
         }
         for name, rows in tables.items():

@@ -1,18 +1,26 @@
 """Choices and defaults of serving: runtimes, precisions, export formats and their limits (torch-free).
 
-The CLI (predict, eval, export, scale) builds its ``--runtime`` / ``--precision`` / ``--format`` flags from this
-module, and :func:`effnet.optimize_for_inference` validates against it, so the two cannot drift.
+One check function per rule (``check_*``, :func:`parse_precision`), each a one-line
+:class:`~effnet.errors.InvalidValue`: the commands' configs (:mod:`effnet.config.inference`,
+:mod:`effnet.config.scale`) call them when built from the flags, and the library's public functions
+(:func:`effnet.optimize_for_inference`, :func:`effnet.export_model`) call the same ones at their own boundary, so
+the two cannot drift.
 """
 
 from __future__ import annotations
 
 import math
+import typing
+from typing import Literal
+
+from effnet.errors import InvalidValue, Unsupported
 
 __all__ = [
     "ServingUnavailable",
     "RUNTIMES",
     "RUNTIME_DESCRIPTIONS",
     "DEFAULT_RUNTIME",
+    "Precision",
     "PRECISIONS",
     "DEFAULT_PRECISION",
     "PRECISION_RUNTIMES",
@@ -29,7 +37,9 @@ __all__ = [
     "CPU_FP32_CROSSOVER",
     "default_backend",
     "check_runtime",
+    "parse_precision",
     "check_precision",
+    "check_calibration",
     "check_opset",
     "check_input_size",
     "check_atol",
@@ -41,8 +51,9 @@ __all__ = [
 ]
 
 
-class ServingUnavailable(ValueError):
-    """A valid serving choice this machine or installation cannot honour (no native bf16, no GPU, no NNCF)."""
+class ServingUnavailable(Unsupported, ValueError):
+    """A valid serving choice this machine or installation cannot honour (no native bf16, no GPU, no NNCF); an
+    :class:`~effnet.errors.Unsupported` that is also a ``ValueError``, as it always was."""
 
 
 RUNTIME_DESCRIPTIONS: dict[str, str] = {
@@ -60,9 +71,11 @@ RUNTIMES: tuple[str, ...] = tuple(RUNTIME_DESCRIPTIONS)
 """Runtime names accepted by :func:`effnet.optimize_for_inference` and ``--runtime``."""
 DEFAULT_RUNTIME = "default"
 
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
-"""Numeric precisions: fp32 (exact), bf16 (the hardware's native bf16 only), int8 (post-training static)."""
-DEFAULT_PRECISION = "fp32"
+Precision = Literal["fp32", "bf16", "int8"]
+"""A numeric precision: fp32 (exact), bf16 (the hardware's native bf16 only), int8 (post-training static)."""
+PRECISIONS: tuple[Precision, ...] = typing.get_args(Precision)
+"""The :data:`Precision` values, in order."""
+DEFAULT_PRECISION: Precision = "fp32"
 
 PRECISION_RUNTIMES: dict[str, tuple[str, ...]] = {
     "fp32": RUNTIMES,
@@ -98,29 +111,58 @@ CPU_FP32_CROSSOVER: tuple[tuple[int, str], ...] = ((4, "onnxruntime"),)
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        raise InvalidValue(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
     return str(value)
 
 
 def check_runtime(runtime: object) -> str:
-    """``runtime`` if it is one of :data:`RUNTIMES`, else a one-line ``ValueError``."""
+    """``runtime`` if it is one of :data:`RUNTIMES`, else a one-line :class:`~effnet.errors.InvalidValue`."""
     return _choice("runtime", runtime, RUNTIMES)
 
 
-def check_precision(precision: object, runtime: str = "default") -> str:
-    """``precision`` if it is one of :data:`PRECISIONS` and ``runtime`` serves it, else a one-line ``ValueError``."""
-    _choice("precision", precision, PRECISIONS)
-    if runtime not in PRECISION_RUNTIMES[str(precision)]:
-        raise ValueError(
-            f"precision {precision} runs on runtime {', '.join(PRECISION_RUNTIMES[str(precision)])}; "
-            f"got runtime {runtime!r}"
+def parse_precision(precision: object) -> Precision:
+    """``precision`` as a :data:`Precision` if it is one of :data:`PRECISIONS`, else a one-line
+    :class:`~effnet.errors.InvalidValue`."""
+    for value in PRECISIONS:
+        if precision == value:
+            return value
+    raise InvalidValue(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+
+
+def check_precision(precision: object, runtime: str = "default") -> Precision:
+    """``precision`` (:func:`parse_precision`) if ``runtime`` serves it (:data:`PRECISION_RUNTIMES`), else a
+    one-line :class:`~effnet.errors.InvalidValue`."""
+    value = parse_precision(precision)
+    if runtime not in PRECISION_RUNTIMES[value]:
+        raise InvalidValue(
+            f"precision {value} runs on runtime {', '.join(PRECISION_RUNTIMES[value])}; got runtime {runtime!r}"
         )
-    return str(precision)
+    return value
+
+
+def check_calibration(precision: Precision, calibration: object, exported: object = None) -> None:
+    """int8 needs calibration images (``--calibration DIR``) unless it runs an ``exported`` file, calibrated when
+    it was written."""
+    if precision == "int8" and calibration is None and exported is None:
+        raise InvalidValue("--precision int8 needs --calibration DIR (images preprocessed as the model's inputs)")
+
+
+def check_export_format(fmt: object) -> str:
+    """``fmt`` if it is one of :data:`EXPORT_FORMATS`, else a one-line :class:`~effnet.errors.InvalidValue`."""
+    return _choice("--format", fmt, EXPORT_FORMATS)
+
+
+def check_export_precision(fmt: str, precision: object) -> Precision:
+    """``precision`` (:func:`parse_precision`) if the export format ``fmt`` holds it (:data:`EXPORT_PRECISIONS`)."""
+    value = parse_precision(precision)
+    if value not in EXPORT_PRECISIONS[check_export_format(fmt)]:
+        raise InvalidValue(f"--format {fmt} holds precision {', '.join(EXPORT_PRECISIONS[fmt])}; got {value}")
+    return value
 
 
 def _bounded_int(name: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be an integer in {low}..{high}; got {value!r}")
+        raise InvalidValue(f"{name} must be an integer in {low}..{high}; got {value!r}")
     return value
 
 
@@ -142,7 +184,7 @@ def check_calibration_size(size: object) -> int:
 def check_atol(atol: object) -> float:
     """``atol`` if it is a finite number >= 0."""
     if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not math.isfinite(atol) or atol < 0:
-        raise ValueError(f"--atol must be a finite number >= 0; got {atol!r}")
+        raise InvalidValue(f"--atol must be a finite number >= 0; got {atol!r}")
     return float(atol)
 
 
@@ -154,7 +196,7 @@ def default_backend(device: str, precision: str, batch: int, openvino: bool = Tr
     """
     if device != "cpu":
         if precision == "int8":
-            raise ValueError(f"precision int8 runs on the CPU (OpenVINO, ONNX Runtime); the model is on {device}")
+            raise InvalidValue(f"precision int8 runs on the CPU (OpenVINO, ONNX Runtime); the model is on {device}")
         return "compile"
     if precision != "fp32":
         return "openvino"
@@ -179,16 +221,3 @@ def precision_help() -> str:
         f"int8: post-training static quantization (NNCF on OpenVINO, ONNX Runtime's quantizer on onnxruntime) "
         f"calibrated on --calibration DIR (first {DEFAULT_CALIBRATION_SIZE} images by default)"
     )
-
-
-def check_export_format(fmt: object) -> str:
-    """``fmt`` if it is one of :data:`EXPORT_FORMATS`, else a one-line ``ValueError``."""
-    return _choice("--format", fmt, EXPORT_FORMATS)
-
-
-def check_export_precision(precision: object, fmt: str) -> str:
-    """``precision`` if export format ``fmt`` (already checked) holds it (:data:`EXPORT_PRECISIONS`), else a
-    one-line ``ValueError``."""
-    if precision not in EXPORT_PRECISIONS[fmt]:
-        raise ValueError(f"--format {fmt} holds precision {', '.join(EXPORT_PRECISIONS[fmt])}; got {precision!r}")
-    return str(precision)

@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from effnet.config.search import CurvesConfig, SearchConfig
+from effnet.config.curves import CurvesConfig
+from effnet.config.search import SearchConfig
 from effnet.cost import cost
 from effnet.errors import InvalidValue
 from effnet.io import atomic_write_json

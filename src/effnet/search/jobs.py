@@ -20,7 +20,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from effnet.config.search import CurvesConfig, SearchConfig
+from effnet.config.curves import CurvesConfig
+from effnet.config.search import SearchConfig
 from effnet.errors import InvalidValue
 from effnet.search.curves import run_curves
 from effnet.search.grid import SAME_NETWORK_NOTE

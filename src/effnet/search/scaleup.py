@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from effnet.architectures import get_spec, scale
-from effnet.config.search import RULES, Budget, ScaleConfig
+from effnet.config.scale import RULES, Budget, ScaleConfig
 from effnet.cost import cost
 from effnet.errors import InvalidValue
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, compound, fast_scaling, flops_factor

@@ -268,7 +268,7 @@ def export_model(
     """Export in ``fmt`` (``onnx``, ``openvino`` or ``torchscript``) at ``precision``; ``samples``: preprocessed
     calibration images for int8. Every option is validated before any work (bounds: :mod:`effnet.config.serving`)."""
     check_export_format(fmt)
-    check_export_precision(precision, fmt)
+    check_export_precision(fmt, precision)
     if input_size is not None:
         check_input_size(input_size)
     check_atol(atol)

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets as tvd
 from torchvision import transforms as T
 
-from effnet.config.training import Augment  # torch-free: the settings' one source
+from effnet.config.augment import Augment  # torch-free: the settings' one source
 from effnet.errors import BadFile, InvalidValue, MissingFile, WrongType
 from effnet.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from effnet.serving.preprocess import (

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from effnet.config.training import Stage, stage_for_epoch
+from effnet.config.progressive import Stage, stage_for_epoch
 from effnet.errors import Unsupported
 from effnet.training.epoch import StopFlag, end_epoch, train_epoch
 from effnet.training.progressive import describe_stage, enter_stage, stage_record

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from effnet.config.training import Stage, TrainConfig, progressive_stages
+from effnet.config.progressive import Stage, progressive_stages
+from effnet.config.training import TrainConfig
 from effnet.models.efficientnet import EfficientNet
 from effnet.specs import NetworkSpec
 from effnet.training.data import DataBundle, restage

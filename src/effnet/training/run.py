@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from effnet.architectures import get_spec, scale
-from effnet.config.training import Stage, TrainConfig, peak_lr
+from effnet.config.progressive import Stage
+from effnet.config.training import TrainConfig, peak_lr
 from effnet.errors import MissingFile
 from effnet.preprocessing import Preprocessing
 from effnet.specs import NetworkSpec

@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from effnet.config.training import TrainConfig, choose_recipe, progressive_stages, recipe_warning, resolve_recipe
+from effnet.config.progressive import progressive_stages
+from effnet.config.training import TrainConfig, choose_recipe, recipe_warning, resolve_recipe
 from effnet.cost import cost
 from effnet.report import render_markdown
 from effnet.specs import NetworkSpec
