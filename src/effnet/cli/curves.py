@@ -19,8 +19,6 @@ from effnet.config.scale import CoefficientSource
 from effnet.config.search import SearchConfig, WorkerOptions
 from effnet.io import check_output
 from effnet.report import format_count, render_markdown
-from effnet.search.curves import TABLE_COLUMNS
-from effnet.search.jobs import run_jobs
 
 HELP = (
     "Scaling curves (paper Figs. 3, 8): train the baseline scaled by depth, width, resolution only and compound "
@@ -79,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     jobs = worker_jobs(options)
     check_output(args.output, folder=True)
     config, source = config_from_args(args)
+    from effnet.search.curves import TABLE_COLUMNS  # lazy: imports torch; --help stays torch-free
+    from effnet.search.jobs import run_jobs  # lazy: imports torch; --help stays torch-free
+
     report = run_jobs("curves", config, jobs, progress=not options.quiet, source=source)
     rows = [{**r, "macs": format_count(r["macs"]), "params": format_count(r["params"])} for r in report["rows"]]
     print(

@@ -22,7 +22,6 @@ from effnet.report import format_count, render_markdown
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from effnet.search.baselines import load_baseline
 from effnet.search.scaleup import ScaleResult, scale_family
-from effnet.search.study import load_study_result
 from effnet.specs import NetworkSpec
 
 HELP = "Scale a baseline by phi = 0..N with alpha, beta, gamma; measure; pick the largest model within the budget."
@@ -41,6 +40,8 @@ def coefficients(source: CoefficientSource) -> tuple[float, float, float, Networ
     flags', or a finished search study's chosen coefficients."""
     if source.study:
         storage = source.storage or default_storage(DEFAULT_OUTPUT)
+        from effnet.search.study import load_study_result  # lazy: imports optuna, slow for --help
+
         result = load_study_result(storage, source.study)
         c = result["chosen"]
         # the baseline as its trials trained it: classes and input channels of the study's data

@@ -12,9 +12,8 @@ import argparse
 from typing import Any
 
 from effnet.cli.flags import Flags, add_flags, build
-from effnet.config.search import SEARCH_GROUPS, SearchConfig, WorkerOptions
+from effnet.config.search import SEARCH_GROUPS, SearchConfig, WorkerOptions, check_jobs
 from effnet.io import check_output
-from effnet.search.jobs import check_jobs, run_jobs
 from effnet.search.processes import usable_cpus
 
 HELP = "Grid-search the compound scaling coefficients alpha, beta, gamma (Optuna study; many workers; resumable)."
@@ -67,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     options: WorkerOptions = build(FLAGS[1], args)
     jobs = worker_jobs(options)
     check_output(args.output, folder=True)
+    from effnet.search.jobs import run_jobs  # lazy: imports torch; --help stays torch-free
+
     report = run_jobs("search", config_from_args(args), jobs, progress=not options.quiet)
     print(report["table_markdown"], end="")
     chosen = report["chosen"]

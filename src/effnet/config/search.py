@@ -18,6 +18,7 @@ from effnet.config.fields import setting
 from effnet.errors import InvalidValue
 
 __all__ = [
+    "check_jobs",
     "DEFAULT_OUTPUT",
     "DEFAULT_STUDY",
     "DEFAULT_STEP",
@@ -309,6 +310,13 @@ class WorkerOptions:
         "worker",
     )
     quiet: bool = setting(False, "no progress bar", "worker")
+
+
+def check_jobs(jobs: object) -> int:
+    """``jobs`` if it is an integer >= 1, else a one-line :class:`~effnet.errors.InvalidValue` naming the value."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise InvalidValue(f"--jobs must be an integer >= 1, got {jobs!r}")
+    return jobs
 
 
 def _default_strategy(epochs: object, min_epochs: object) -> str:

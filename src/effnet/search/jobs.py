@@ -21,14 +21,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from effnet.config.curves import CurvesConfig
-from effnet.config.search import SearchConfig
+from effnet.config.search import SearchConfig, check_jobs
 from effnet.errors import InvalidValue
 from effnet.search.curves import run_curves
 from effnet.search.grid import SAME_NETWORK_NOTE
 from effnet.search.processes import interrupt_on_sigterm, usable_cpus
 from effnet.search.run import run_search
 
-__all__ = ["TOOLS", "check_jobs", "config_from_payload", "run_jobs"]
+__all__ = ["TOOLS", "config_from_payload", "run_jobs"]
 
 TOOLS = ("search", "curves")
 """The tools that run as several local workers."""
@@ -42,13 +42,6 @@ _CHILD = (  # the helper dies with its parent from the start, before it imports 
 _WAIT_S = 120
 
 Config = SearchConfig | CurvesConfig
-
-
-def check_jobs(jobs: Any) -> int:
-    """``jobs`` if it is an integer >= 1, else a one-line :class:`~effnet.errors.InvalidValue` naming the value."""
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise InvalidValue(f"--jobs must be an integer >= 1, got {jobs!r}")
-    return jobs
 
 
 def _check_tool(tool: str) -> None:
