@@ -7,9 +7,11 @@ import json
 import sys
 from typing import Any
 
+from effnet.models.convert import SOURCES
+
 HELP = "Classify images (files or folders) with pretrained weights: top-k labels and probabilities."
 
-SOURCE_CHOICES = ("auto", "torchvision", "timm", "tf", "efficientnet_pytorch", "effnet")
+SOURCE_CHOICES = ("auto", *SOURCES)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, runtime: bool = True) -> None:
@@ -89,7 +91,7 @@ def check_serving_arguments(args: argparse.Namespace) -> None:
 
 def load_model(args: argparse.Namespace) -> Any:
     """The model named by ``args`` with its weights loaded (eval mode, ``.preprocessing`` attached)."""
-    from effnet.models.weights import load_pretrained
+    from effnet.models.factory import load_pretrained
 
     return load_pretrained(args.model, args.weights, source=args.source)
 

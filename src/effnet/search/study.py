@@ -375,7 +375,7 @@ def _record(
 
 def _saved_spec(run_dir: Path) -> dict[str, Any] | None:
     """The spec (classes and input channels fitted to the data) in a stopped trial's best weights, if it wrote any."""
-    from effnet.models.weights import read_safetensors_header
+    from effnet.models.weight_files import read_safetensors_header
 
     try:
         return json.loads(read_safetensors_header(run_dir / "best.safetensors")["effnet.spec"])

@@ -1,7 +1,7 @@
 """The one preprocessing path: the evaluation transform and reading image files.
 
 :class:`~effnet.preprocessing.Preprocessing` (the torch-free metadata that travels with weights) and
-:func:`~effnet.models.sources.default_preprocessing` (each weight source's published defaults) are re-exported
+:func:`~effnet.models.pretrained.default_preprocessing` (each weight source's published defaults) are re-exported
 here. :func:`eval_transform` applies a Preprocessing: training validates with it, and predict, eval, export and
 every runtime use it. Image files: one extension list, one scanner (:func:`find_images`,
 :func:`image_folder_samples`), one bad-image protocol (:class:`ImageFiles` yields a :class:`BadSample`,
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from effnet.errors import BadFile, InvalidValue, MissingFile
-from effnet.models.sources import default_preprocessing, imagenet_class_names
+from effnet.models.pretrained import default_preprocessing, imagenet_class_names
 from effnet.preprocessing import (
     IMAGENET_MEAN,
     IMAGENET_STD,

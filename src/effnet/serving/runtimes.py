@@ -213,7 +213,7 @@ def _samples(model: nn.Module, calibration: Any, size: int) -> torch.Tensor:
         raise ValueError("precision int8 needs calibration images: --calibration DIR (or calibration=<tensor>)")
     preprocessing = getattr(model, "preprocessing", None)
     if preprocessing is None and not isinstance(calibration, torch.Tensor):
-        from effnet.models.sources import default_preprocessing
+        from effnet.models.pretrained import default_preprocessing
 
         spec = model.spec  # an effnet model: preprocess at its own resolution
         preprocessing = default_preprocessing("effnet", spec.name, spec.resolution, spec.num_classes)

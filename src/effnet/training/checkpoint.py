@@ -2,7 +2,7 @@
 
 Checkpoints are written atomically with ``torch.save`` and read with ``torch.load(weights_only=True)``: they
 hold only tensors and plain Python values (numpy RNG state is stored as a tensor). Exported weights go through
-:mod:`effnet.models.weights` (safetensors with the network spec and preprocessing in the header).
+:mod:`effnet.models.weight_files` (safetensors with the network spec and preprocessing in the header).
 """
 
 from __future__ import annotations
@@ -80,9 +80,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain values only).
 
     A missing, truncated, foreign or pickled-object file is one line naming it
-    (:func:`effnet.models.weights.torch_load_safely`).
+    (:func:`effnet.models.weight_files.torch_load_safely`).
     """
-    from effnet.models.weights import torch_load_safely
+    from effnet.models.weight_files import torch_load_safely
 
     state = torch_load_safely(path, "checkpoint")
     if not isinstance(state, dict) or "model" not in state or "spec" not in state:
@@ -101,12 +101,12 @@ def describe_spec(spec: NetworkSpec) -> str:
 def export_weights(
     model: nn.Module, path: str | os.PathLike[str], preprocessing: Preprocessing, metadata: dict[str, Any] | None = None
 ) -> Path:
-    """Write ``model``'s weights with :func:`effnet.models.weights.save_pretrained` (safetensors, spec in the header).
+    """Write ``model``'s weights with :func:`effnet.models.factory.save_pretrained` (safetensors, spec in the header).
 
     ``preprocessing`` is the run's (its data's :class:`~effnet.serving.preprocess.Preprocessing`, the one its
     validation used), stored as is; its ``in_chans`` must be the model's.
     """
-    from effnet.models.weights import save_pretrained
+    from effnet.models.factory import save_pretrained
 
     if not isinstance(preprocessing, Preprocessing):
         raise TypeError(f"export_weights needs a Preprocessing, got {type(preprocessing).__name__}")
@@ -120,7 +120,7 @@ def export_weights(
 
 def weights_in_chans(path: str | os.PathLike[str]) -> int:
     """Input channels of the network stored in an effnet weights file (3 when the file does not say)."""
-    from effnet.models.weights import read_safetensors_header
+    from effnet.models.weight_files import read_safetensors_header
 
     try:
         header = read_safetensors_header(path)
@@ -133,8 +133,9 @@ def weights_conventions(spec: NetworkSpec, path: str | os.PathLike[str]) -> Netw
     """``spec`` with the padding, BN eps and activation that the weights in ``path`` were trained with (e.g.
     torchvision's BN eps 1e-5, a TF port's "same" padding), so that ``train --weights`` fine-tunes the network the
     weights belong to. Everything else (classes, channels, dropout, scaling) stays ``spec``'s."""
+    from effnet.models.convert import source_spec
+    from effnet.models.convert.checkpoint import convert_checkpoint
     from effnet.models.hub import is_weights_ref, resolve_weights
-    from effnet.models.weights import convert_checkpoint, source_spec
 
     source = resolve_weights(path) if is_weights_ref(path) else path
     converted = convert_checkpoint(source, spec, "auto", drop_head=True)
@@ -143,16 +144,16 @@ def weights_conventions(spec: NetworkSpec, path: str | os.PathLike[str]) -> Netw
 
 
 def load_initial_weights(model: nn.Module, path: str | os.PathLike[str], new_head: bool) -> bool:
-    """Load pretrained weights (a file in any layout :mod:`effnet.models.weights` reads, or a hub reference) into
-    ``model`` before training, through :func:`~effnet.models.weights.load_pretrained` (which refuses weights
+    """Load pretrained weights (a file in any layout :mod:`effnet.models.convert` reads, or a hub reference) into
+    ``model`` before training, through :func:`~effnet.models.factory.load_pretrained` (which refuses weights
     whose padding, BN eps or activation differ from the model's).
 
     The classifier keeps ``model``'s fresh initialisation when ``new_head`` is set or when the checkpoint's
     classifier has another number of classes. Returns whether the classifier was loaded too. A checkpoint of
     another architecture is a ``ValueError`` naming the differences.
     """
+    from effnet.models.factory import load_pretrained
     from effnet.models.hub import is_weights_ref, resolve_weights
-    from effnet.models.weights import load_pretrained
 
     if is_weights_ref(path):
         path = resolve_weights(path)  # hf-hub:/torchvision: downloaded once, then converted like a file
