@@ -289,8 +289,7 @@ def weights_dir(tmp_path_factory) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from effnet.models.factory import create_model
-    from effnet.models.factory import save_pretrained
+    from effnet.models.factory import create_model, save_pretrained
     from effnet.models.weight_files import read_safetensors_header
     from effnet.serving.preprocess import Preprocessing
 
@@ -372,8 +371,7 @@ def test_bad_weights_api_and_cli(name, needle, weights_dir, capsys):
 
 
 def test_save_pretrained_refuses_bad_preprocessing(weights_dir, tmp_path):
-    from effnet.models.factory import create_model
-    from effnet.models.factory import save_pretrained
+    from effnet.models.factory import create_model, save_pretrained
     from effnet.serving.preprocess import Preprocessing
 
     model = create_model("efficientnet_lite0", num_classes=3)

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from effnet.cli import main
-from effnet.models.factory import create_model
-from effnet.models.factory import save_pretrained
+from effnet.models.factory import create_model, save_pretrained
 from effnet.serving.preprocess import Preprocessing, eval_transform, load_image
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

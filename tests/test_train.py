@@ -394,8 +394,7 @@ def test_speed_defaults_resolve_per_device_and_parse_from_cli():
 
 
 def test_recipes_spec_options_and_finetune_weights(tmp_path):
-    from effnet.models.factory import create_model
-    from effnet.models.factory import save_pretrained
+    from effnet.models.factory import create_model, save_pretrained
     from effnet.training.checkpoint import load_initial_weights
     from effnet.training.recipe import resolve_recipe
     from effnet.training.trainer import build_spec
