@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from effnet.errors import BadFile, InvalidValue
-from effnet.models.convert import REGISTRY, layout
+from effnet.models.convert import REGISTRY, get_layout
 from effnet.models.convert.layout import Layout
 from effnet.preprocessing import (
     DEFAULT_CROP_FRACTION,
@@ -64,7 +64,7 @@ class PretrainedWeights:
 
     def preprocessing(self) -> Preprocessing:
         """The eval preprocessing the loaded model gets, read offline (torchvision's enum, timm's pretrained_cfg)."""
-        record = layout(self.layout)
+        record = get_layout(self.layout)
         known = None
         if record.preprocessing == "torchvision":
             from torchvision import models  # lazy: torchvision is read only when asked

@@ -23,7 +23,7 @@ from effnet.specs import NetworkSpec, get_spec
 __all__ = [
     "REGISTRY",
     "SOURCES",
-    "layout",
+    "get_layout",
     "detect_source",
     "choose_variant",
     "resolve_model_name",
@@ -42,7 +42,7 @@ SOURCES = tuple(REGISTRY)
 _SHOW = 5  # keys listed in an error
 
 
-def layout(name: str) -> Layout:
+def get_layout(name: str) -> Layout:
     """The registered layout ``name``; another name is a one-line :class:`~effnet.errors.InvalidValue`."""
     if name not in REGISTRY:
         raise InvalidValue(f"source must be one of {', '.join(SOURCES)} or 'auto'; got {name!r}")
@@ -98,9 +98,9 @@ def resolve_model_name(name: str) -> tuple[str, str | None, str]:
 
 def key_map(spec: NetworkSpec, source: str) -> dict[str, str]:
     """Explicit ``{source key: effnet key}`` for ``spec`` in layout ``source`` (see :meth:`Layout.key_map`)."""
-    return layout(source).key_map(spec)
+    return get_layout(source).key_map(spec)
 
 
 def source_spec(spec: NetworkSpec, source: str) -> NetworkSpec:
     """``spec`` as layout ``source``'s own modules compute it (BN eps/momentum, padding; effnet's: unchanged)."""
-    return layout(source).conventions(spec)
+    return get_layout(source).conventions(spec)

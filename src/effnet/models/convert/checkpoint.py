@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from effnet.errors import BadFile, InvalidValue, WrongType
-from effnet.models.convert import SOURCES, choose_variant, detect_source, layout, resolve_model_name, source_spec
+from effnet.models.convert import SOURCES, choose_variant, detect_source, get_layout, resolve_model_name, source_spec
 from effnet.models.convert.state_dict import classifier_classes, convert_state_dict, infer_model_name
 from effnet.models.hub import HubWeights, is_weights_ref, resolve_weights
 from effnet.models.pretrained import file_preprocessing
@@ -153,7 +153,7 @@ def _convert_file(
         raise InvalidValue(f"{where}: {exc}{hint}") from None
     preprocessing = file_preprocessing(
         spec,
-        layout(detected),
+        get_layout(detected),
         header=header,
         file=file,
         library_name=request.library_name,

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import torch
 
 from effnet.errors import InvalidValue
-from effnet.models.convert import key_map, layout, source_spec
+from effnet.models.convert import get_layout, key_map, source_spec
 from effnet.models.efficientnet import EfficientNet
 from effnet.specs import NetworkSpec, get_spec, list_models, resolve
 
@@ -79,7 +79,7 @@ def _candidates() -> list[str]:
 
 def _plausible(spec: NetworkSpec, source: str, keys: set[str], state: Mapping[str, torch.Tensor]) -> bool:
     """A cheap filter before the shape check: the key sets match (for effnet's own layout: the blocks and stem)."""
-    if layout(source).own_keys is None:
+    if get_layout(source).own_keys is None:
         mapping = key_map(spec, source)
         required = {k for k in mapping if not k.endswith("num_batches_tracked")}
         return required <= keys <= set(mapping)
@@ -109,5 +109,5 @@ def infer_model_name(state: Mapping[str, torch.Tensor], source: str, num_classes
 
 def classifier_classes(state: Mapping[str, torch.Tensor], source: str) -> int | None:
     """Outputs of the classifier in ``state`` (in layout ``source``), if it has a 2-D classifier weight."""
-    weight = state.get(f"{layout(source).classifier}.weight")
+    weight = state.get(f"{get_layout(source).classifier}.weight")
     return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else None
