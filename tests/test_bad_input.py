@@ -290,8 +290,8 @@ def weights_dir(tmp_path_factory) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from effnet.models.efficientnet import create_model
-    from effnet.models.weights import read_safetensors_header, save_pretrained
+    from effnet.models.factory import create_model, save_pretrained
+    from effnet.models.weight_files import read_safetensors_header
     from effnet.preprocessing import Preprocessing
 
     folder = tmp_path_factory.mktemp("weights")
@@ -355,7 +355,7 @@ WEIGHTS_CASES = [
 
 @pytest.mark.parametrize("name,needle", WEIGHTS_CASES)
 def test_bad_weights_api_and_cli(name, needle, weights_dir, capsys):
-    from effnet.models.weights import load_pretrained
+    from effnet.models.factory import load_pretrained
 
     path = weights_dir / name
     with pytest.raises((BadFile, MissingFile)) as info:
@@ -372,8 +372,7 @@ def test_bad_weights_api_and_cli(name, needle, weights_dir, capsys):
 
 
 def test_save_pretrained_refuses_bad_preprocessing(weights_dir, tmp_path):
-    from effnet.models.efficientnet import create_model
-    from effnet.models.weights import save_pretrained
+    from effnet.models.factory import create_model, save_pretrained
     from effnet.preprocessing import Preprocessing
 
     model = create_model("efficientnet_lite0", num_classes=3)
@@ -598,7 +597,7 @@ def test_parse_count_property(text):
 )
 def test_weights_header_property(data):
     pytest.importorskip("torch")
-    from effnet.models.weights import read_checkpoint
+    from effnet.models.weight_files import read_checkpoint
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "w.safetensors"

@@ -195,7 +195,8 @@ def test_timm_pytorch_padding_efficientnetv2_parity(tmp_path):
 def test_every_v2_layout_maps_key_for_key_and_is_recognised():
     import torchvision
 
-    from effnet.models.weights import convert_state_dict, infer_model_name, source_spec
+    from effnet.models.convert import source_spec
+    from effnet.models.convert.state_dict import convert_state_dict, infer_model_name
 
     timm = pytest.importorskip("timm")
     cases = [
@@ -215,7 +216,7 @@ def test_every_v2_layout_maps_key_for_key_and_is_recognised():
 
 
 def test_wrong_v2_size_and_shapes_are_one_line_errors(tmp_path):
-    from effnet.models.weights import load_pretrained
+    from effnet.models.factory import load_pretrained
 
     timm = pytest.importorskip("timm")
     path = tmp_path / "tf_efficientnetv2_b1.pth"
@@ -231,7 +232,7 @@ def test_wrong_v2_size_and_shapes_are_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match=shape):
         load_pretrained("tf_efficientnetv2_b1", path)
     with pytest.raises(ValueError, match="efficientnet_pytorch weights have no Fused-MBConv"):
-        from effnet.models.weights import key_map
+        from effnet.models.convert import key_map
 
         key_map(get_spec("efficientnet_v2_s"), "efficientnet_pytorch")
 

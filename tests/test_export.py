@@ -12,8 +12,7 @@ import torch
 from torch import nn
 
 from effnet.cli import main
-from effnet.models.efficientnet import create_model
-from effnet.models.weights import load_pretrained, save_pretrained
+from effnet.models.factory import create_model, load_pretrained, save_pretrained
 from effnet.serving.export import export_onnx, export_torchscript
 
 ATOL = 1e-4

@@ -26,15 +26,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from effnet.errors import BadFile, DownloadFailed, InvalidValue, MissingFile, Unsupported
-from effnet.models.hub import (
-    DEFAULT_WEIGHTS,
-    HubWeights,
-    WeightsRef,
-    default_weights,
-    parse_weights_ref,
-    resolve_weights,
-    torchvision_hash_prefix,
-)
+from effnet.models.download import torchvision_hash_prefix
+from effnet.models.hub import HubWeights, WeightsRef, default_weights, parse_weights_ref, resolve_weights
+from effnet.models.pretrained import PRETRAINED
 from test_weights import randomize  # random weights with calibrated BN statistics (logits of a trained net's size)
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -275,7 +269,8 @@ def test_default_weights_exist_in_timm_and_torchvision() -> None:
     from torchvision import models
 
     published = set(timm.list_pretrained("*efficientnet*"))
-    for name, ref in DEFAULT_WEIGHTS.items():
+    for name, entry in PRETRAINED.items():
+        ref = entry.reference
         parsed = parse_weights_ref(ref)
         if parsed.hub == "hf-hub":
             assert parsed.name.removeprefix("timm/") in published, ref
@@ -284,6 +279,24 @@ def test_default_weights_exist_in_timm_and_torchvision() -> None:
             assert parsed.name == name
     with pytest.raises(Unsupported, match="resnet50.*no default pretrained weights"):
         default_weights("resnet50")
+
+
+def test_pretrained_table_records() -> None:
+    """Each entry names a registered layout that its library name also picks, and its preprocessing is derived
+    offline the way a loaded file's is."""
+    pytest.importorskip("timm")
+    from effnet.architectures import get_spec
+    from effnet.models.convert import REGISTRY, resolve_model_name
+
+    for name, entry in PRETRAINED.items():
+        assert entry.model == name and entry.layout in REGISTRY
+        assert resolve_model_name(entry.library_name)[:2] == (name, "tf" if entry.layout == "tf" else None)
+        pre = entry.preprocessing()
+        assert pre.in_chans == 3 and len(pre.class_names) == entry.num_classes == len(entry.class_names()) == 1000
+    b1 = PRETRAINED["efficientnet_b1"].preprocessing()  # torchvision's DEFAULT is IMAGENET1K_V2: 255 -> 240 bilinear
+    assert (b1.input_size, b1.resize_size, b1.interpolation) == (240, 255, "bilinear")
+    v2 = PRETRAINED["efficientnet_v2_b0"].preprocessing()  # timm's input_size is the train size; eval at the spec's
+    assert v2.input_size == get_spec("efficientnet_v2_b0").resolution
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,11 +390,11 @@ def test_hf_hub_dropped_connection_keeps_nothing(server, tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_hf_hub_weights_over_the_bound_are_not_fetched(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import effnet.models.hub as hub
+    import effnet.models.download as download
 
     _, files = server
     _timm_repo(files, tmp_path)
-    monkeypatch.setattr(hub, "MAX_DOWNLOAD_BYTES", 1_000_000)
+    monkeypatch.setattr(download, "MAX_DOWNLOAD_BYTES", 1_000_000)
     with pytest.raises(InvalidValue, match=r"model.safetensors is [\d,]+ bytes; at most 1,000,000 are downloaded"):
         resolve_weights(f"hf-hub:{REPO}")
     assert ("HEAD", f"/{REPO}/resolve/main/model.safetensors") in files.requests
@@ -411,6 +424,7 @@ def test_torchvision_success_then_cache_hit_offline(server, tmp_path: Path, monk
     monkeypatch.setenv("EFFNET_OFFLINE", "1")
     cached = effnet.create_model("efficientnet_b0", pretrained=True)  # DEFAULT = IMAGENET1K_V1, from the cache
     torch.testing.assert_close(cached.state_dict(), model.state_dict(), rtol=0, atol=0)
+    assert cached.preprocessing == PRETRAINED["efficientnet_b0"].preprocessing()  # the table's record says so
     features = effnet.create_model("efficientnet_b0", pretrained=True, features_only=True)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -471,12 +485,12 @@ def test_torchvision_dropped_connection_removes_the_partial(
 def test_torchvision_stalled_host_times_out_and_keeps_nothing(
     server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from effnet.models import hub
+    from effnet.models import download
 
     _, files = server
     _torchvision_file(files, monkeypatch)
     files.stall.update(files.files)
-    monkeypatch.setattr(hub, "DOWNLOAD_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(download, "DOWNLOAD_TIMEOUT_S", 0.5)
     start = time.perf_counter()
     with pytest.raises(DownloadFailed, match="sent nothing for 0.5 s .* the partial file was removed"):
         resolve_weights("torchvision:efficientnet_b0")
@@ -485,11 +499,11 @@ def test_torchvision_stalled_host_times_out_and_keeps_nothing(
 
 
 def test_torchvision_file_over_the_bound_is_refused(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from effnet.models import hub
+    from effnet.models import download
 
     _, files = server
     _torchvision_file(files, monkeypatch)
-    monkeypatch.setattr(hub, "MAX_DOWNLOAD_BYTES", 1000)
+    monkeypatch.setattr(download, "MAX_DOWNLOAD_BYTES", 1000)
     with pytest.raises(InvalidValue, match=r"bytes; at most 1,000 are downloaded"):
         resolve_weights("torchvision:efficientnet_b0")
     assert _leftovers(tmp_path / "torch" / "hub" / "checkpoints") == []

@@ -116,7 +116,7 @@ def test_cosine_schedule_endpoints():
 
 
 def test_weight_decay_only_on_conv_and_linear_weights():
-    from effnet.models.efficientnet import create_model
+    from effnet.models.factory import create_model
 
     model = create_model("efficientnet_b0", num_classes=7)
     groups = param_groups(model, lr=0.1, weight_decay=1e-5, body_lr_scale=0.1)

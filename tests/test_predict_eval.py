@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from effnet.cli import main
-from effnet.models.efficientnet import create_model
-from effnet.models.weights import save_pretrained
+from effnet.models.factory import create_model, save_pretrained
 from effnet.preprocessing import Preprocessing
 from effnet.serving.preprocess import eval_transform, load_image
 
@@ -143,7 +142,7 @@ def _make_tree(root: Path) -> list[tuple[Path, int]]:
 
 
 def test_eval_imagefolder_and_csv(small_weights, tmp_path, capsys):
-    from effnet.models.weights import load_pretrained
+    from effnet.models.factory import load_pretrained
 
     samples = _make_tree(tmp_path / "tree")
     (tmp_path / "tree" / "c" / "corrupt.png").write_bytes(b"\x89PNG garbage")
@@ -259,7 +258,7 @@ def test_gray_and_rgb_weights_take_gray_and_rgb_files(weights_chans, tmp_path, c
     torch.manual_seed(0)
     model = create_model("efficientnet_lite0", num_classes=2, in_chans=weights_chans).eval()
     weights = save_pretrained(model, tmp_path / "w.safetensors")  # default preprocessing follows the spec
-    from effnet.models.weights import load_pretrained
+    from effnet.models.factory import load_pretrained
 
     assert load_pretrained(None, weights).preprocessing.in_chans == weights_chans
     pixels = (torch.rand(40, 40, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8).numpy()

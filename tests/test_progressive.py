@@ -228,7 +228,7 @@ def _records(run: Path) -> list[dict]:
 @pytest.mark.slow
 def test_progressive_run_rises_in_resolution_and_records_its_stages(tmp_path, monkeypatch):
     from effnet.cli import main
-    from effnet.models.weights import load_pretrained
+    from effnet.models.factory import load_pretrained
     from effnet.training import loop
 
     seen, real_epoch = [], loop.train_epoch

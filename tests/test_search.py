@@ -623,7 +623,7 @@ def test_pruned_trials_record_the_cost_of_the_network_trained(tmp_path):
 
     from effnet import create_model
     from effnet.cost import cost
-    from effnet.models.weights import save_pretrained
+    from effnet.models.factory import save_pretrained
     from effnet.search.grid import baseline_spec, trial_spec
 
     def trainer(config, spec, on_epoch=None):

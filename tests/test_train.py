@@ -162,7 +162,7 @@ def test_fit_learns_and_writes_run_directory(fake_fmnist, tmp_path):
     assert {"epoch", "train_loss", "val_top1", "val_top5", "lr", "images_per_s"} <= set(records[0])
     assert {r["resolution"] for r in records} == {16} and saved["progressive_stages"] == []  # progressive off
     assert "stage" not in records[0] and "mixup_alpha" not in records[0]
-    from effnet.models.weights import load_pretrained
+    from effnet.models.factory import load_pretrained
 
     model = load_pretrained(None, run / "last.safetensors")
     assert model.spec.in_chans == 1 and model.spec.num_classes == 10 and model.preprocessing.input_size == 16
@@ -396,8 +396,7 @@ def test_speed_defaults_resolve_per_device_and_parse_from_cli():
 
 def test_recipes_spec_options_and_finetune_weights(tmp_path):
     from effnet.config.training import resolve_recipe
-    from effnet.models.efficientnet import create_model
-    from effnet.models.weights import save_pretrained
+    from effnet.models.factory import create_model, save_pretrained
     from effnet.training.run import build_spec
     from effnet.training.weights import load_initial_weights
 

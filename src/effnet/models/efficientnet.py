@@ -1,4 +1,7 @@
-"""Build an ``nn.Module`` from a :class:`~effnet.specs.NetworkSpec`: classifier or feature extractor."""
+"""The builder: an ``nn.Module`` from a :class:`~effnet.specs.NetworkSpec`, classifier or feature extractor.
+
+It knows nothing of weights files or hubs; :mod:`effnet.models.factory` builds by name and loads weights.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +12,11 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from effnet.architectures import compound_spec, get_spec
+from effnet.errors import InvalidValue
 from effnet.models.layers import BLOCK_MODULES, ConvBNAct
-from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
-from effnet.specs import (
-    NetworkSpec,
-    ResolvedNetwork,
-    resolve,
-)
+from effnet.specs import NetworkSpec, ResolvedNetwork, resolve
 
-__all__ = ["EfficientNet", "EfficientNetFeatures", "create_model", "compound_model", "init_weights"]
+__all__ = ["EfficientNet", "EfficientNetFeatures", "init_weights"]
 
 
 def init_weights(module: nn.Module) -> None:
@@ -156,13 +154,13 @@ class EfficientNet(_Backbone):
         """Set the dropout rate before the classifier (progressive learning raises it stage by stage); the spec
         keeps the rate the network was built with. ``rate`` must be in [0, 1)."""
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-            raise ValueError(f"dropout rate must be a number in [0, 1), got {rate!r}")
+            raise InvalidValue(f"dropout rate must be a number in [0, 1), got {rate!r}")
         self.dropout.p = float(rate)
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a freshly initialised one of ``num_classes`` outputs."""
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+            raise InvalidValue(f"num_classes must be an integer >= 1, got {num_classes!r}")
         self.classifier = nn.Linear(self.num_features, num_classes).to(self.classifier.weight.device)
         init_weights(self.classifier)
         self.spec = self.spec.replace(num_classes=num_classes)
@@ -178,155 +176,3 @@ class EfficientNetFeatures(_Backbone):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self._stage_outputs(self.stem_pool(self.stem(x)))
-
-
-def _apply_options(
-    spec: NetworkSpec,
-    num_classes: int | None,
-    in_chans: int | None,
-    drop_rate: float | None,
-    drop_path_rate: float | None,
-    activation: str | None,
-    padding: str | None,
-    resolution: int | None,
-) -> NetworkSpec:
-    changes = {
-        "num_classes": num_classes,
-        "in_chans": in_chans,
-        "dropout": drop_rate,
-        "drop_path_rate": drop_path_rate,
-        "activation": activation,
-        "padding": padding,
-        "resolution": resolution,
-    }
-    return spec.replace(**{k: v for k, v in changes.items() if v is not None})
-
-
-def create_model(
-    name: str | NetworkSpec,
-    *,
-    pretrained: bool | str = False,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    drop_rate: float | None = None,
-    drop_path_rate: float | None = None,
-    activation: str | None = None,
-    padding: str | None = None,
-    resolution: int | None = None,
-    features_only: bool = False,
-    grad_checkpointing: bool = False,
-) -> EfficientNet | EfficientNetFeatures:
-    """Build a named model (see ``effnet.list_models()``) or a spec, with options overriding the spec.
-
-    ``padding="tf_same"`` reproduces TensorFlow's asymmetric padding (for TF-ported weights);
-    ``features_only`` returns an :class:`EfficientNetFeatures`. Options left ``None`` keep the spec's value.
-
-    ``pretrained``: ``True`` loads the model's default weights (:data:`effnet.models.hub.DEFAULT_WEIGHTS`:
-    torchvision's ``DEFAULT`` where torchvision has them, else timm's Hugging Face repository; a model with
-    none is a one-line :class:`~effnet.errors.Unsupported`); a string is a weights reference
-    (``hf-hub:timm/efficientnet_b0.ra_in1k``, ``torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1``) or a local
-    file, loaded by :func:`effnet.models.weights.load_pretrained` (eval mode, ``.preprocessing`` attached).
-    The weights fix ``in_chans``, ``activation`` and ``padding``; a ``num_classes`` other than the hub weights'
-    gives a fresh classifier on the pretrained backbone.
-    """
-    if pretrained is not False:
-        return _pretrained(
-            name,
-            pretrained,
-            num_classes,
-            in_chans,
-            activation,
-            padding,
-            features_only,
-            {
-                "drop_rate": drop_rate,
-                "drop_path_rate": drop_path_rate,
-                "resolution": resolution,
-                "grad_checkpointing": grad_checkpointing,
-            },
-        )
-    spec = _apply_options(
-        get_spec(name), num_classes, in_chans, drop_rate, drop_path_rate, activation, padding, resolution
-    )
-    model = EfficientNetFeatures(spec) if features_only else EfficientNet(spec)
-    model.set_grad_checkpointing(grad_checkpointing)
-    return model
-
-
-def _pretrained(
-    name: str | NetworkSpec,
-    pretrained: bool | str,
-    num_classes: int | None,
-    in_chans: int | None,
-    activation: str | None,
-    padding: str | None,
-    features_only: bool,
-    options: dict[str, Any],
-) -> EfficientNet | EfficientNetFeatures:
-    """``create_model(..., pretrained=...)``: resolve the weights, load them, optionally keep the backbone only."""
-    from effnet.errors import Unsupported, WrongType
-    from effnet.models.hub import default_weights, is_weights_ref, resolve_weights
-    from effnet.models.weights import load_pretrained
-
-    spec = get_spec(name)
-    if pretrained is True:
-        ref: Any = default_weights(spec.name)
-    elif isinstance(pretrained, str) and pretrained:
-        ref = pretrained
-    else:
-        raise WrongType(f"pretrained must be True, False or a weights reference / file, got {pretrained!r}")
-    fixed = [
-        k for k, v in {"in_chans": in_chans, "activation": activation, "padding": padding}.items() if v is not None
-    ]
-    if fixed:
-        raise Unsupported(
-            f"create_model(pretrained=...) takes {', '.join(fixed)} from the weights; leave {', '.join(fixed)} unset"
-        )
-    weights = resolve_weights(ref) if is_weights_ref(ref) else ref
-    drop_head = num_classes is not None and is_weights_ref(weights) and num_classes != weights.num_classes
-    model = load_pretrained(
-        name,
-        weights,
-        drop_head=drop_head,
-        num_classes=num_classes,
-        drop_rate=options["drop_rate"],
-        drop_path_rate=options["drop_path_rate"],
-        resolution=options["resolution"],
-        grad_checkpointing=bool(options["grad_checkpointing"]),
-    )
-    if not features_only:
-        return model
-    features = EfficientNetFeatures(model.spec)
-    wanted = features.state_dict()
-    features.load_state_dict({k: v for k, v in model.state_dict().items() if k in wanted})
-    features.set_grad_checkpointing(bool(options.get("grad_checkpointing")))
-    features.preprocessing = model.preprocessing
-    features.weights_metadata = model.weights_metadata
-    return features.eval()
-
-
-def compound_model(
-    phi: float,
-    alpha: float = PAPER_ALPHA,
-    beta: float = PAPER_BETA,
-    gamma: float = PAPER_GAMMA,
-    baseline: str | NetworkSpec = "efficientnet_b0",
-    *,
-    target: float | None = None,
-    tol: float = 0.1,
-    num_classes: int | None = None,
-    in_chans: int | None = None,
-    drop_rate: float | None = None,
-    drop_path_rate: float | None = None,
-    features_only: bool = False,
-) -> EfficientNet | EfficientNetFeatures:
-    """A model scaled by the exact rule ``d = α^φ, w = β^φ, r = γ^φ``; the options as in :func:`create_model`."""
-    spec = compound_spec(phi, alpha, beta, gamma, baseline, target=target, tol=tol)
-    return create_model(
-        spec,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        drop_rate=drop_rate,
-        drop_path_rate=drop_path_rate,
-        features_only=features_only,
-    )

@@ -31,7 +31,7 @@ from effnet.config.search import SearchConfig
 from effnet.config.training import TrainConfig, resolve_recipe
 from effnet.cost import cost
 from effnet.errors import InvalidValue
-from effnet.models.weights import read_safetensors_header
+from effnet.models.weight_files import read_safetensors_header
 from effnet.scaling import flops_factor
 from effnet.search.grid import Candidate, trial_spec
 from effnet.search.study import GRID_ID, enqueue

@@ -25,7 +25,7 @@ from torch import nn
 
 from effnet.config.serving import DEFAULT_CALIBRATION_SIZE, check_precision, check_runtime
 from effnet.errors import InvalidValue
-from effnet.models.sources import default_preprocessing
+from effnet.models.pretrained import default_preprocessing
 from effnet.serving.engines import Engine
 from effnet.serving.hardware import require_native_bf16
 from effnet.serving.quantize import Calibration, calibration_batch

@@ -20,7 +20,7 @@ import torch
 from effnet.config.training import SCHEDULE_FIELDS, TrainConfig
 from effnet.errors import BadFile, InvalidValue
 from effnet.io import atomic_path
-from effnet.models.weights import torch_load_safely
+from effnet.models.weight_files import torch_load_safely
 from effnet.specs import NetworkSpec
 from effnet.training.distributed import gather
 
@@ -86,7 +86,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain values only).
 
     A missing, truncated, foreign or pickled-object file is one line naming it
-    (:func:`effnet.models.weights.torch_load_safely`).
+    (:func:`effnet.models.weight_files.torch_load_safely`).
     """
     state = torch_load_safely(path, "checkpoint")
     if not isinstance(state, dict) or "model" not in state or "spec" not in state:

@@ -1,6 +1,6 @@
 """The weight files of a training run: the ``--weights`` it starts from, and the weights it exports.
 
-Both go through :mod:`effnet.models.weights`: initial weights in any layout it reads (or a hub reference) are
+Both go through :mod:`effnet.models.factory`: initial weights in any layout it reads (or a hub reference) are
 converted and loaded into the model; exported weights are safetensors with the network spec and preprocessing in
 the header, loadable by ``effnet predict``/``eval``/``export`` and a later ``train --weights``.
 """
@@ -15,14 +15,11 @@ from typing import Any
 from torch import nn
 
 from effnet.errors import InvalidValue, MissingFile, WrongType
+from effnet.models.convert import source_spec
+from effnet.models.convert.checkpoint import convert_checkpoint
+from effnet.models.factory import load_pretrained, save_pretrained
 from effnet.models.hub import is_weights_ref, resolve_weights
-from effnet.models.weights import (
-    convert_checkpoint,
-    load_pretrained,
-    read_safetensors_header,
-    save_pretrained,
-    source_spec,
-)
+from effnet.models.weight_files import read_safetensors_header
 from effnet.preprocessing import Preprocessing
 from effnet.specs import NetworkSpec
 
@@ -32,7 +29,7 @@ __all__ = ["export_weights", "load_initial_weights", "weights_in_chans", "weight
 def export_weights(
     model: nn.Module, path: str | os.PathLike[str], preprocessing: Preprocessing, metadata: dict[str, Any] | None = None
 ) -> Path:
-    """Write ``model``'s weights with :func:`effnet.models.weights.save_pretrained` (safetensors, spec in the header).
+    """Write ``model``'s weights with :func:`effnet.models.factory.save_pretrained` (safetensors, spec in the header).
 
     ``preprocessing`` is the run's (its data's :class:`~effnet.preprocessing.Preprocessing`, the one its
     validation used), stored as is; its ``in_chans`` must be the model's.
@@ -67,8 +64,8 @@ def weights_conventions(spec: NetworkSpec, path: str | os.PathLike[str]) -> Netw
 
 
 def load_initial_weights(model: nn.Module, path: str | os.PathLike[str], new_head: bool) -> bool:
-    """Load pretrained weights (a file in any layout :mod:`effnet.models.weights` reads, or a hub reference) into
-    ``model`` before training, through :func:`~effnet.models.weights.load_pretrained` (which refuses weights
+    """Load pretrained weights (a file in any layout :mod:`effnet.models.convert` reads, or a hub reference) into
+    ``model`` before training, through :func:`~effnet.models.factory.load_pretrained` (which refuses weights
     whose padding, BN eps or activation differ from the model's).
 
     The classifier keeps ``model``'s fresh initialisation when ``new_head`` is set or when the checkpoint's
