@@ -31,8 +31,9 @@ def _check_action(view: Flags, field: dataclasses.Field, action: argparse.Action
         assert action.default is None and isinstance(action, argparse._AppendAction), name  # merged into the default
     else:
         assert action.default == default, name
-    if meta["choices"] is not None:
-        assert tuple(action.choices) == tuple(meta["choices"]), name
+    choices = dict(view.choices).get(field.name, meta["choices"])
+    if choices is not None:
+        assert tuple(action.choices) == tuple(choices), name
     if meta["repeatable"]:
         assert action.type is None, name  # each KEY=VALUE is read by meta["parse"] when the config is built
     elif meta["parse"] is not None:

@@ -3,31 +3,16 @@ k×k conv to the output channels. Module: :class:`effnet.models.layers.FusedMBCo
 
 from __future__ import annotations
 
-from effnet.blocks.base import (
-    BlockFields,
-    BlockRule,
-    StageFields,
-    Tally,
-    expanded_channels,
-    same_shape,
-    squeeze_channels,
-)
+from effnet.blocks.base import BlockFields, Tally
+from effnet.blocks.mbconv import MBConvRule
 
 __all__ = ["FusedMBConvRule", "RULE"]
 
 
-class FusedMBConvRule(BlockRule):
-    """MBConv's expand and depthwise convs fused into one full k×k conv; channels and skip as in MBConv."""
+class FusedMBConvRule(MBConvRule):
+    """MBConv's expand and depthwise convs fused into one full k×k conv; channels and skip are MBConv's."""
 
     kind = "fused_mbconv"
-
-    def channels(self, stage: StageFields, in_channels: int, width: float, divisor: int) -> tuple[int, int]:
-        """Expanded width of the block input, and squeeze-excite width from the block input."""
-        return expanded_channels(stage, in_channels, divisor), squeeze_channels(stage, in_channels)
-
-    def has_skip(self, block: BlockFields) -> bool:
-        """An identity residual at stride 1 with equal channels."""
-        return same_shape(block)
 
     def cost(self, tally: Tally, block: BlockFields, size: int) -> int:
         """The k×k conv (to ``mid`` when expanding, else straight to the output), squeeze-excite, project."""

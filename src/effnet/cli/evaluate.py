@@ -16,11 +16,12 @@ from effnet.cli.predict import check_device, load_model, make_runner
 from effnet.config.inference import EvalConfig
 from effnet.errors import InvalidValue, MissingFile
 from effnet.io import atomic_write_json, check_output
+from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
 from effnet.serving.preprocess import folder_class_indices, image_folder_samples, read_labels_csv
 
 HELP = "Top-1/top-5 accuracy of weights on DIR/<class>/<image> or on images listed in a labels CSV (file,index)."
 
-FLAGS = (Flags(EvalConfig),)
+FLAGS = (Flags(EvalConfig, choices=(("source", ("auto", *SOURCES)),)),)
 """One flag per :class:`EvalConfig` field."""
 
 

@@ -15,10 +15,11 @@ from effnet.cli.flags import Flags, add_flags, build
 from effnet.cli.predict import load_model
 from effnet.config.inference import DEFAULT_EXPORT_FOLDER, EXPORT_SUFFIXES, ExportConfig
 from effnet.io import check_output
+from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
 
 HELP = "Export weights to ONNX, OpenVINO IR or TorchScript (fp32, bf16, int8); the file is verified vs PyTorch."
 
-FLAGS = (Flags(ExportConfig),)
+FLAGS = (Flags(ExportConfig, choices=(("source", ("auto", *SOURCES)),)),)
 """One flag per :class:`ExportConfig` field."""
 
 

@@ -34,7 +34,9 @@ class Flags:
     ``fields``: the settings that are flags (default: all of them); ``renamed``: (field, flag) pairs for a flag
     named other than its field (its parsed value's name follows the flag); ``group``: the flag group of all of
     them (default: each field's own); ``defaults``: an instance whose values are the flags' defaults (default: the
-    fields' defaults; :func:`build` still builds a new config, so fields derived from others are derived anew).
+    fields' defaults; :func:`build` still builds a new config, so fields derived from others are derived anew);
+    ``choices``: (field, choices) pairs for settings whose accepted values a lower layer registers (the weight
+    layouts of ``effnet.models.convert.REGISTRY``): the torch-free config cannot import that layer, the CLI can.
     """
 
     config: type
@@ -42,6 +44,7 @@ class Flags:
     renamed: tuple[tuple[str, str], ...] = ()
     group: str | None = None
     defaults: Any = None
+    choices: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def settings(self) -> tuple[Field[Any], ...]:
         """The fields that are flags, in the order of ``fields`` (default: the config's)."""
@@ -136,8 +139,9 @@ def _argument(flags: Flags, f: Field[Any]) -> dict[str, Any]:
     kwargs["help"] = _help(f, default, kwargs.get("action") in ("store_true", "store_false"))
     if meta["metavar"]:
         kwargs["metavar"] = meta["metavar"]
-    if meta["choices"] is not None:
-        kwargs["choices"] = meta["choices"]
+    choices = dict(flags.choices).get(f.name, meta["choices"])
+    if choices is not None:
+        kwargs["choices"] = choices
     return kwargs
 
 

@@ -14,13 +14,14 @@ from typing import Any
 from effnet.cli.flags import Flags, add_flags, build
 from effnet.config.inference import PredictConfig, ServingOptions, WeightsOptions
 from effnet.errors import BadFile, InvalidValue
+from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
 from effnet.report import render_table
 from effnet.serving.hardware import require_device
 from effnet.serving.preprocess import find_images
 
 HELP = "Classify images (files or folders) with pretrained weights: top-k labels and probabilities."
 
-FLAGS = (Flags(PredictConfig),)
+FLAGS = (Flags(PredictConfig, choices=(("source", ("auto", *SOURCES)),)),)
 """One flag per :class:`PredictConfig` field."""
 
 
@@ -37,7 +38,7 @@ def check_device(options: ServingOptions) -> None:
 
 def load_model(options: WeightsOptions) -> Any:
     """The model ``options`` name with its weights loaded (eval mode, ``.preprocessing`` attached)."""
-    from effnet.models.factory import load_pretrained
+    from effnet.models.factory import load_pretrained  # lazy: imports torch
 
     return load_pretrained(options.model, options.weights, source=options.source)
 

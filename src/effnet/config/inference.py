@@ -39,7 +39,6 @@ from effnet.config.serving import (
 )
 
 __all__ = [
-    "SOURCE_CHOICES",
     "DEFAULT_EXPORT_FOLDER",
     "EXPORT_SUFFIXES",
     "WeightsOptions",
@@ -50,7 +49,6 @@ __all__ = [
     "ExportConfig",
 ]
 
-SOURCE_CHOICES = ("auto", "torchvision", "timm", "tf", "efficientnet_pytorch", "effnet")
 """Values of ``--source``: the weight layout, or ``auto`` to detect it from the keys."""
 DEFAULT_EXPORT_FOLDER = "runs/export"
 """Where an export goes without ``--output`` (never the current directory itself)."""
@@ -74,7 +72,11 @@ class WeightsOptions:
         "safetensors header, else inferred from tensor shapes)",
         metavar="NAME",
     )
-    source: str = setting("auto", "weight layout (default: detected from the keys)", choices=SOURCE_CHOICES)
+    source: str = setting(
+        "auto",
+        "weight layout (default: detected from the keys); the layouts are effnet.models.convert.REGISTRY's, checked "
+        "when the weights are read",
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
