@@ -1,0 +1,216 @@
+"""What the latency model reads from a network: per-part features, computed from the spec alone (torch-free).
+
+Each part of a network (stem, every stage, head, classifier) becomes a vector of features, each a count the time
+of an engine grows with: multiply-adds of each kind of convolution, activation memory a convolution reads and
+writes, weights read, elements through an activation, a squeeze-excite gate or a residual add, the number of
+convolutions (a fixed cost each) and one call per network. A profile's :class:`~effnet.latency.profile.LatencyModel`
+holds one coefficient per feature (ms per unit), fitted on measured parts and networks, so a prediction is a sum.
+
+The features are found by running each block kind's own cost rule (:mod:`effnet.blocks`) on a recording
+:class:`~effnet.blocks.base.Tally`, so every registered kind is covered without a per-kind table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from effnet.blocks import rule
+from effnet.blocks.base import Tally
+from effnet.specs import BlockConfig, NetworkSpec, ResolvedNetwork, resolve
+
+__all__ = ["FEATURES", "BATCHED", "Conv", "Part", "network_parts", "block_features", "peak_activations"]
+
+FEATURES: tuple[str, ...] = (
+    "pw_macs",
+    "pw_macs_narrow",
+    "kxk_macs",
+    "dw_macs",
+    "conv_io",
+    "weights",
+    "act_silu",
+    "act_clip",
+    "gate",
+    "add",
+    "convs",
+    "call",
+)
+"""The features, in order. ``pw_macs``: multiply-adds of dense 1×1 convolutions; ``pw_macs_narrow``: the part of
+them in convolutions with fewer than :data:`NARROW` input or output channels (slower per multiply-add);
+``kxk_macs``: dense k×k (k > 1); ``dw_macs``: depthwise; ``conv_io``: input plus output elements of every
+convolution; ``weights``: parameters read; ``act_silu`` / ``act_clip``: elements through a SiLU / a ReLU or ReLU6;
+``gate``: elements a squeeze-excite gate pools and scales; ``add``: residual-add and max-pool elements; ``convs``:
+convolutions (a fixed cost each, squeeze-excite's 1×1 ones included); ``call``: one per network run."""
+BATCHED = frozenset(FEATURES) - {"weights", "convs", "call"}
+"""Features that grow with the batch size (the others are paid once per call)."""
+NARROW = 64
+"""Below this many input or output channels a 1×1 convolution is memory-bound (``pw_macs_narrow``)."""
+
+
+@dataclass(frozen=True)
+class Conv:
+    """One convolution or linear layer as a cost rule reported it (``size``: input side; linear: 1)."""
+
+    cin: int
+    cout: int
+    kernel: int
+    stride: int
+    groups: int
+    size: int
+    out_size: int
+    bias: bool
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds per image."""
+        return self.cout * (self.cin // self.groups) * self.kernel * self.kernel * self.out_size * self.out_size
+
+
+class _Recorder(Tally):
+    """A :class:`Tally` that also records each convolution it is told about."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.convs: list[Conv] = []
+
+    def conv(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        size: int | None = None,
+    ) -> int:
+        out = super().conv(cin, cout, kernel, stride, groups, bias, size)
+        self.convs.append(Conv(cin, cout, kernel, stride, groups, self.size if size is None else size, out, bias))
+        return out
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a network: its name (``stem``, ``stage0``, ..., ``head``, ``classifier``) and features per
+    image (batch 1), in :data:`FEATURES` order."""
+
+    name: str
+    features: tuple[float, ...]
+
+    def at_batch(self, batch: int) -> tuple[float, ...]:
+        """The features at ``batch`` images per call."""
+        return tuple(v * batch if name in BATCHED else v for name, v in zip(FEATURES, self.features, strict=True))
+
+
+def _conv_features(convs: Iterable[Conv], activation: str, last_no_act: bool) -> dict[str, float]:
+    out = dict.fromkeys(FEATURES, 0.0)
+    convs = list(convs)
+    spatial = [c for c in convs if not c.bias]  # squeeze-excite's 1×1 convolutions on the pooled map have a bias
+    for i, c in enumerate(spatial):
+        if c.groups > 1 and c.groups == c.cin:
+            out["dw_macs"] += c.macs
+        elif c.kernel == 1:
+            out["pw_macs"] += c.macs
+            if min(c.cin, c.cout) < NARROW:
+                out["pw_macs_narrow"] += c.macs
+        else:
+            out["kxk_macs"] += c.macs
+        elements = c.cout * c.out_size * c.out_size
+        out["conv_io"] += c.cin * c.size * c.size + elements
+        if not (last_no_act and i == len(spatial) - 1):
+            out["act_silu" if activation == "silu" else "act_clip"] += elements
+    for c in convs:
+        out["weights"] += c.cout * (c.cin // c.groups) * c.kernel * c.kernel
+        out["convs"] += 1
+    return out
+
+
+def block_features(block: BlockConfig, size: int, activation: str) -> tuple[tuple[float, ...], int]:
+    """One block's features per image on a ``size``×``size`` input, and its output size."""
+    recorder = _Recorder(size)
+    out_size = rule(block.block).cost(recorder, block, size)
+    spatial = [c for c in recorder.convs if not c.bias]
+    # the last convolution of a block is linear (a projection) unless its kind ends on an activation
+    # (MobileNetV1's depthwise-separable conv, ResNet's bottleneck after its add)
+    last_linear = block.block in ("mbconv", "fused_mbconv")
+    values = _conv_features(recorder.convs, activation, last_linear)
+    for c in recorder.convs:
+        if c.bias and c.cout < c.cin:  # the squeeze conv: the gate pools and scales the map it reads
+            source = next((s for s in reversed(spatial) if s.cout == c.cin), None)
+            values["gate"] += c.cin * (source.out_size**2 if source else out_size**2)
+    if rule(block.block).has_skip(block):
+        values["add"] += block.out_channels * out_size * out_size
+    return tuple(values[name] for name in FEATURES), out_size
+
+
+def _sum(vectors: Iterable[tuple[float, ...]]) -> tuple[float, ...]:
+    total = [0.0] * len(FEATURES)
+    for v in vectors:
+        for i, x in enumerate(v):
+            total[i] += x
+    return tuple(total)
+
+
+def _stem(net: ResolvedNetwork, resolution: int) -> tuple[Part, int]:
+    spec = net.spec
+    recorder = _Recorder(resolution)
+    size = recorder.conv(spec.in_chans, net.stem_channels, spec.stem_kernel, spec.stem_stride)
+    values = _conv_features(recorder.convs, spec.activation, False)
+    if spec.stem_pool:
+        values["add"] += net.stem_channels * size * size
+        size = int(math.ceil(size / 2))
+    values["call"] = 1.0  # the call's own cost is shown with the stem, where the input enters
+    return Part("stem", tuple(values[name] for name in FEATURES)), size
+
+
+def _head_and_classifier(net: ResolvedNetwork, size: int) -> list[Part]:
+    spec, parts = net.spec, []
+    last = net.stages[-1][-1].out_channels
+    if net.head_channels:
+        recorder = _Recorder(size)
+        recorder.conv(last, net.head_channels, 1)
+        values = _conv_features(recorder.convs, spec.activation, False)
+        parts.append(Part("head", tuple(values[name] for name in FEATURES)))
+    values = dict.fromkeys(FEATURES, 0.0)
+    values["gate"] = net.features * size * size  # the global average pool reads the last map once
+    values["weights"] = net.features * spec.num_classes
+    values["pw_macs"] = net.features * spec.num_classes
+    values["convs"] = 1.0
+    parts.append(Part("classifier", tuple(values[name] for name in FEATURES)))
+    return parts
+
+
+def network_parts(spec: NetworkSpec | ResolvedNetwork, resolution: int | None = None) -> tuple[Part, ...]:
+    """Every part of the network (stem, each stage, head, classifier) with its features per image, at
+    ``resolution`` (default: the spec's own)."""
+    net = spec if isinstance(spec, ResolvedNetwork) else resolve(spec)
+    stem, size = _stem(net, resolution or net.spec.resolution)
+    parts = [stem]
+    for i, stage in enumerate(net.stages):
+        vectors = []
+        for block in stage:
+            vector, size = block_features(block, size, net.spec.activation)
+            vectors.append(vector)
+        parts.append(Part(f"stage{i}", _sum(vectors)))
+    return (*parts, *_head_and_classifier(net, size))
+
+
+def peak_activations(spec: NetworkSpec | ResolvedNetwork, resolution: int | None = None) -> int:
+    """The peak live activation elements per image: the largest input plus output (plus the residual input held for
+    an add) of any convolution of the network, as an engine that frees each tensor after its last use needs."""
+    net = spec if isinstance(spec, ResolvedNetwork) else resolve(spec)
+    res = resolution or net.spec.resolution
+    size = int(math.ceil(res / net.spec.stem_stride))
+    peak = net.spec.in_chans * res * res + net.stem_channels * size * size
+    size = int(math.ceil(size / 2)) if net.spec.stem_pool else size
+    for block in net.blocks:
+        recorder = _Recorder(size)
+        out = rule(block.block).cost(recorder, block, size)
+        held = block.in_channels * size * size if rule(block.block).has_skip(block) else 0
+        for c in recorder.convs:
+            if not c.bias:
+                peak = max(peak, c.cin * c.size**2 + c.cout * c.out_size**2 + held)
+        size = out
+    if net.head_channels:
+        peak = max(peak, (net.stages[-1][-1].out_channels + net.head_channels) * size * size)
+    return peak
