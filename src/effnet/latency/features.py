@@ -12,6 +12,7 @@ The features are found by running each block kind's own cost rule (:mod:`effnet.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,19 +21,34 @@ from effnet.blocks import rule
 from effnet.blocks.base import Tally
 from effnet.specs import BlockConfig, NetworkSpec, ResolvedNetwork, resolve
 
-__all__ = ["FEATURES", "BATCHED", "Conv", "Part", "network_parts", "block_features", "peak_activations"]
+__all__ = [
+    "FEATURES",
+    "BYTES_PER_ELEMENT",
+    "DEFAULT_CACHE_BYTES",
+    "Context",
+    "Conv",
+    "Part",
+    "network_parts",
+    "block_features",
+    "peak_activations",
+]
 
 FEATURES: tuple[str, ...] = (
     "pw_macs",
     "pw_macs_narrow",
     "kxk_macs",
     "dw_macs",
-    "conv_io",
+    "pw_in",
+    "pw_out",
+    "dw_io",
+    "kxk_io",
+    "spill",
     "weights",
     "act_silu",
     "act_clip",
     "gate",
     "add",
+    "output",
     "convs",
     "call",
 )
@@ -42,8 +58,10 @@ them in convolutions with fewer than :data:`NARROW` input or output channels (sl
 convolution; ``weights``: parameters read; ``act_silu`` / ``act_clip``: elements through a SiLU / a ReLU or ReLU6;
 ``gate``: elements a squeeze-excite gate pools and scales; ``add``: residual-add and max-pool elements; ``convs``:
 convolutions (a fixed cost each, squeeze-excite's 1×1 ones included); ``call``: one per network run."""
-BATCHED = frozenset(FEATURES) - {"weights", "convs", "call"}
-"""Features that grow with the batch size (the others are paid once per call)."""
+BYTES_PER_ELEMENT = {"fp32": 4, "bf16": 2, "int8": 1}
+"""Bytes of one weight or activation element at each precision."""
+DEFAULT_CACHE_BYTES = 2 << 20
+"""The cache a tensor must fit in (per core: a common L2) when the profile does not say."""
 NARROW = 64
 """Below this many input or output channels a 1×1 convolution is memory-bound (``pw_macs_narrow``)."""
 
@@ -90,56 +108,74 @@ class _Recorder(Tally):
 
 
 @dataclass(frozen=True)
+class Context:
+    """What features depend on beyond the network: its ``activation``, the ``batch`` per call, and the bytes of
+    cache a tensor must fit in not to spill (``cache_bytes``) at ``element_bytes`` per element."""
+
+    activation: str = "silu"
+    batch: int = 1
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    element_bytes: int = 4
+
+    def spilled(self, elements: int) -> float:
+        """``elements`` × batch if a tensor of that many elements per image overflows the cache, else 0."""
+        total = elements * self.batch
+        return float(total) if total * self.element_bytes > self.cache_bytes else 0.0
+
+
+@dataclass(frozen=True)
 class Part:
-    """One part of a network: its name (``stem``, ``stage0``, ..., ``head``, ``classifier``) and features per
-    image (batch 1), in :data:`FEATURES` order."""
+    """One part of a network: its name (``stem``, ``stage0``, ..., ``head``, ``classifier``) and features at the
+    context's batch, in :data:`FEATURES` order."""
 
     name: str
     features: tuple[float, ...]
 
-    def at_batch(self, batch: int) -> tuple[float, ...]:
-        """The features at ``batch`` images per call."""
-        return tuple(v * batch if name in BATCHED else v for name, v in zip(FEATURES, self.features, strict=True))
 
-
-def _conv_features(convs: Iterable[Conv], activation: str, last_no_act: bool) -> dict[str, float]:
+def _conv_features(convs: Iterable[Conv], ctx: Context, last_no_act: bool) -> dict[str, float]:
     out = dict.fromkeys(FEATURES, 0.0)
     convs = list(convs)
     spatial = [c for c in convs if not c.bias]  # squeeze-excite's 1×1 convolutions on the pooled map have a bias
+    n = ctx.batch
     for i, c in enumerate(spatial):
+        elements, read = c.cout * c.out_size * c.out_size, c.cin * c.size * c.size
+        out["spill"] += ctx.spilled(read) + ctx.spilled(elements)
+        elements, read = elements * n, read * n
         if c.groups > 1 and c.groups == c.cin:
-            out["dw_macs"] += c.macs
+            out["dw_macs"] += c.macs * n
+            out["dw_io"] += read + elements
         elif c.kernel == 1:
-            out["pw_macs"] += c.macs
+            out["pw_macs"] += c.macs * n
+            out["pw_in"] += read
+            out["pw_out"] += elements
             if min(c.cin, c.cout) < NARROW:
-                out["pw_macs_narrow"] += c.macs
+                out["pw_macs_narrow"] += c.macs * n
         else:
-            out["kxk_macs"] += c.macs
-        elements = c.cout * c.out_size * c.out_size
-        out["conv_io"] += c.cin * c.size * c.size + elements
+            out["kxk_macs"] += c.macs * n
+            out["kxk_io"] += read + elements
         if not (last_no_act and i == len(spatial) - 1):
-            out["act_silu" if activation == "silu" else "act_clip"] += elements
+            out["act_silu" if ctx.activation == "silu" else "act_clip"] += elements
     for c in convs:
         out["weights"] += c.cout * (c.cin // c.groups) * c.kernel * c.kernel
         out["convs"] += 1
     return out
 
 
-def block_features(block: BlockConfig, size: int, activation: str) -> tuple[tuple[float, ...], int]:
-    """One block's features per image on a ``size``×``size`` input, and its output size."""
+def block_features(block: BlockConfig, size: int, ctx: Context) -> tuple[tuple[float, ...], int]:
+    """One block's features in ``ctx`` on a ``size``×``size`` input, and its output size."""
     recorder = _Recorder(size)
     out_size = rule(block.block).cost(recorder, block, size)
     spatial = [c for c in recorder.convs if not c.bias]
     # the last convolution of a block is linear (a projection) unless its kind ends on an activation
     # (MobileNetV1's depthwise-separable conv, ResNet's bottleneck after its add)
     last_linear = block.block in ("mbconv", "fused_mbconv")
-    values = _conv_features(recorder.convs, activation, last_linear)
+    values = _conv_features(recorder.convs, ctx, last_linear)
     for c in recorder.convs:
         if c.bias and c.cout < c.cin:  # the squeeze conv: the gate pools and scales the map it reads
             source = next((s for s in reversed(spatial) if s.cout == c.cin), None)
-            values["gate"] += c.cin * (source.out_size**2 if source else out_size**2)
+            values["gate"] += c.cin * (source.out_size**2 if source else out_size**2) * ctx.batch
     if rule(block.block).has_skip(block):
-        values["add"] += block.out_channels * out_size * out_size
+        values["add"] += block.out_channels * out_size * out_size * ctx.batch
     return tuple(values[name] for name in FEATURES), out_size
 
 
@@ -151,48 +187,52 @@ def _sum(vectors: Iterable[tuple[float, ...]]) -> tuple[float, ...]:
     return tuple(total)
 
 
-def _stem(net: ResolvedNetwork, resolution: int) -> tuple[Part, int]:
+def _stem(net: ResolvedNetwork, resolution: int, ctx: Context) -> tuple[Part, int]:
     spec = net.spec
     recorder = _Recorder(resolution)
     size = recorder.conv(spec.in_chans, net.stem_channels, spec.stem_kernel, spec.stem_stride)
-    values = _conv_features(recorder.convs, spec.activation, False)
+    values = _conv_features(recorder.convs, ctx, False)
     if spec.stem_pool:
-        values["add"] += net.stem_channels * size * size
+        values["add"] += net.stem_channels * size * size * ctx.batch
         size = int(math.ceil(size / 2))
     values["call"] = 1.0  # the call's own cost is shown with the stem, where the input enters
     return Part("stem", tuple(values[name] for name in FEATURES)), size
 
 
-def _head_and_classifier(net: ResolvedNetwork, size: int) -> list[Part]:
+def _head_and_classifier(net: ResolvedNetwork, size: int, ctx: Context) -> list[Part]:
     spec, parts = net.spec, []
     last = net.stages[-1][-1].out_channels
     if net.head_channels:
         recorder = _Recorder(size)
         recorder.conv(last, net.head_channels, 1)
-        values = _conv_features(recorder.convs, spec.activation, False)
+        values = _conv_features(recorder.convs, ctx, False)
         parts.append(Part("head", tuple(values[name] for name in FEATURES)))
     values = dict.fromkeys(FEATURES, 0.0)
-    values["gate"] = net.features * size * size  # the global average pool reads the last map once
+    values["gate"] = net.features * size * size * ctx.batch  # the global average pool reads the last map once
     values["weights"] = net.features * spec.num_classes
-    values["pw_macs"] = net.features * spec.num_classes
+    values["pw_macs"] = net.features * spec.num_classes * ctx.batch
     values["convs"] = 1.0
+    values["output"] = spec.num_classes * ctx.batch
     parts.append(Part("classifier", tuple(values[name] for name in FEATURES)))
     return parts
 
 
-def network_parts(spec: NetworkSpec | ResolvedNetwork, resolution: int | None = None) -> tuple[Part, ...]:
-    """Every part of the network (stem, each stage, head, classifier) with its features per image, at
-    ``resolution`` (default: the spec's own)."""
+def network_parts(
+    spec: NetworkSpec | ResolvedNetwork, resolution: int | None = None, ctx: Context | None = None
+) -> tuple[Part, ...]:
+    """Every part of the network (stem, each stage, head, classifier) with its features at ``resolution`` (default:
+    the spec's own) in ``ctx`` (default: batch 1, fp32; the activation is always the spec's)."""
     net = spec if isinstance(spec, ResolvedNetwork) else resolve(spec)
-    stem, size = _stem(net, resolution or net.spec.resolution)
+    ctx = dataclasses.replace(ctx or Context(), activation=net.spec.activation)
+    stem, size = _stem(net, resolution or net.spec.resolution, ctx)
     parts = [stem]
     for i, stage in enumerate(net.stages):
         vectors = []
         for block in stage:
-            vector, size = block_features(block, size, net.spec.activation)
+            vector, size = block_features(block, size, ctx)
             vectors.append(vector)
         parts.append(Part(f"stage{i}", _sum(vectors)))
-    return (*parts, *_head_and_classifier(net, size))
+    return (*parts, *_head_and_classifier(net, size, ctx))
 
 
 def peak_activations(spec: NetworkSpec | ResolvedNetwork, resolution: int | None = None) -> int:

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from effnet.errors import InvalidValue
+from effnet.latency.features import DEFAULT_CACHE_BYTES
 
 __all__ = [
     "CPU_ENGINES",
     "ENGINE_PACKAGES",
     "Fingerprint",
     "cpu_info",
+    "cache_bytes",
     "cpu_flags",
     "cpu_model",
     "package_versions",
@@ -77,6 +79,21 @@ def package_versions(names: tuple[str, ...] = ENGINE_PACKAGES) -> tuple[tuple[st
         except importlib.metadata.PackageNotFoundError:
             continue
     return tuple(found)
+
+
+def cache_bytes(level: int = 2) -> int:
+    """The size in bytes of this CPU's level-``level`` data or unified cache (Linux ``/sys``), else
+    :data:`~effnet.latency.features.DEFAULT_CACHE_BYTES`."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if int((index / "level").read_text()) != level or (index / "type").read_text().strip() == "Instruction":
+                continue
+            text = (index / "size").read_text().strip()
+            return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+        except (OSError, ValueError):
+            continue
+    return DEFAULT_CACHE_BYTES
 
 
 def _cpus() -> int:

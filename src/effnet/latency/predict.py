@@ -12,19 +12,16 @@ from dataclasses import dataclass
 from effnet.architectures import get_spec
 from effnet.cost import cost
 from effnet.errors import InvalidValue, WrongType
-from effnet.latency.features import FEATURES, network_parts, peak_activations
+from effnet.latency.features import BYTES_PER_ELEMENT, FEATURES, Context, network_parts, peak_activations
 from effnet.latency.profile import Profile
 from effnet.specs import NetworkSpec, resolve
 
-__all__ = ["BYTES_PER_ELEMENT", "PartLatency", "LatencyEstimate", "predict_latency", "check_latency_budget"]
-
-BYTES_PER_ELEMENT = {"fp32": 4, "bf16": 2, "int8": 1}
-"""Bytes of one weight or activation element at each precision (memory estimate)."""
+__all__ = ["PartLatency", "LatencyEstimate", "predict_latency", "check_latency_budget"]
 
 
 @dataclass(frozen=True)
 class PartLatency:
-    """One part's predicted milliseconds per batch (``stem`` includes the call's fixed cost)."""
+    """One part's predicted milliseconds per batch (``stem`` includes the fixed cost of a call)."""
 
     name: str
     ms: float
@@ -74,11 +71,12 @@ def predict_latency(
     net = resolve(spec)
     res = resolution or spec.resolution
     coefficients = [profile.model.coefficient(name) for name in FEATURES]
-    parts = []
-    for part in network_parts(net, res):
-        ms = sum(c * v for c, v in zip(coefficients, part.at_batch(fp.batch), strict=True))
-        parts.append(PartLatency(part.name, ms))
     size = BYTES_PER_ELEMENT.get(fp.precision, 4)
+    ctx = Context(batch=fp.batch, cache_bytes=profile.model.cache_bytes, element_bytes=size)
+    model, parts = profile.model, []
+    for part in network_parts(net, res, ctx):
+        ms = model.scale * sum(c * v for c, v in zip(coefficients, part.features, strict=True))
+        parts.append(PartLatency(part.name, ms + (model.offset_ms if part.name == "stem" else 0.0)))
     raw_mb = (cost(net, res).params * size + peak_activations(net, res) * fp.batch * size) / 2**20
     memory = profile.model.memory_base_mb + profile.model.memory_factor * raw_mb
     return LatencyEstimate(
@@ -96,7 +94,7 @@ def predict_latency(
 def check_latency_budget(budget_ms: float, profile: Profile, flag: str = "--max-latency-ms") -> float:
     """``budget_ms`` if some network could meet it on ``profile``'s engine; a one-line ``InvalidValue`` when it is
     below the fixed cost of one call (what any network, however small, takes)."""
-    floor = profile.model.coefficient("call")
+    floor = profile.model.scale * profile.model.coefficient("call") + profile.model.offset_ms
     if not budget_ms > floor:
         raise InvalidValue(
             f"{flag} {budget_ms:g} is below anything measurable on this profile's {profile.fingerprint.engine}: "

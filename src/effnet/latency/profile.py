@@ -18,7 +18,7 @@ from typing import Any
 
 from effnet.errors import BadFile, InvalidValue
 from effnet.io import atomic_write_json
-from effnet.latency.features import FEATURES
+from effnet.latency.features import DEFAULT_CACHE_BYTES, FEATURES
 from effnet.latency.fingerprint import CPU_ENGINES, Fingerprint, current_fingerprint
 from effnet.limits import read_json_file
 
@@ -32,6 +32,7 @@ __all__ = [
     "load_profile",
     "save_profile",
     "fastest_engines",
+    "nearest_engine",
 ]
 
 PROFILE_FORMAT = 1
@@ -47,14 +48,19 @@ def _number(name: str, value: Any, low: float = 0.0) -> float:
 
 @dataclass(frozen=True)
 class LatencyModel:
-    """The fitted model: ``coefficients[i]`` ms per unit of ``features[i]`` (:data:`effnet.latency.features.FEATURES`)
-    at the profile's batch; peak memory MiB = ``memory_base_mb`` + ``memory_factor`` × (weights + peak activations
-    at the profile's precision and batch, in MiB)."""
+    """The fitted model at the profile's batch: ``coefficients[i]`` ms per unit of ``features[i]``
+    (:data:`effnet.latency.features.FEATURES`), fitted on blocks timed alone; a whole network takes ``scale`` ×
+    the sum over its parts + ``offset_ms`` (fitted on whole networks: what a block alone does not show). Peak
+    memory MiB = ``memory_base_mb`` + ``memory_factor`` × (weights + peak activations at the profile's precision and
+    batch, in MiB). ``cache_bytes``: the cache a tensor must fit in not to count as ``spill``."""
 
     features: tuple[str, ...]
     coefficients: tuple[float, ...]
+    scale: float = 1.0
+    offset_ms: float = 0.0
     memory_base_mb: float = 0.0
     memory_factor: float = 1.0
+    cache_bytes: int = DEFAULT_CACHE_BYTES
 
     def __post_init__(self) -> None:
         if len(self.features) != len(self.coefficients):
@@ -64,8 +70,12 @@ class LatencyModel:
             raise InvalidValue(f"model has features this effnet does not compute: {', '.join(unknown)[:120]}")
         for name, value in zip(self.features, self.coefficients, strict=True):
             _number(f"coefficient of {name}", value)
+        _number("scale", self.scale, 1e-6)
+        _number("offset_ms", self.offset_ms)
         _number("memory_base_mb", self.memory_base_mb)
         _number("memory_factor", self.memory_factor)
+        if isinstance(self.cache_bytes, bool) or not isinstance(self.cache_bytes, int) or self.cache_bytes < 1:
+            raise InvalidValue(f"cache_bytes must be a positive integer, got {self.cache_bytes!r}")
 
     def coefficient(self, feature: str) -> float:
         """The coefficient of ``feature`` (0 for a feature the model does not use)."""
@@ -117,8 +127,11 @@ class Profile:
             "fingerprint": self.fingerprint.to_dict(),
             "model": {
                 "coefficients": dict(zip(self.model.features, self.model.coefficients, strict=True)),
+                "scale": self.model.scale,
+                "offset_ms": self.model.offset_ms,
                 "memory_base_mb": self.model.memory_base_mb,
                 "memory_factor": self.model.memory_factor,
+                "cache_bytes": self.model.cache_bytes,
             },
             "reference": self.reference,
             "engines": [{"precision": e.precision, "batch": e.batch, "ms": dict(e.ms)} for e in self.engines],
@@ -154,8 +167,11 @@ class Profile:
             model=LatencyModel(
                 tuple(model["coefficients"]),
                 tuple(model["coefficients"].values()),
+                model.get("scale", 1.0),
+                model.get("offset_ms", 0.0),
                 model.get("memory_base_mb", 0.0),
                 model.get("memory_factor", 1.0),
+                model.get("cache_bytes", DEFAULT_CACHE_BYTES),
             ),
             engines=tuple(rows),
             reference=str(data.get("reference", "")),
@@ -166,6 +182,14 @@ class Profile:
     def fastest(self, precision: str) -> dict[int, str]:
         """Batch size -> the fastest engine measured at ``precision`` (empty if none was)."""
         return {e.batch: e.fastest for e in sorted(self.engines, key=lambda e: e.batch) if e.precision == precision}
+
+
+def nearest_engine(table: dict[int, str], batch: int) -> str | None:
+    """The engine of ``table`` (batch -> fastest engine) at the batch size nearest ``batch`` by ratio (a tie: the
+    smaller), or None for an empty table."""
+    if not table:
+        return None
+    return table[min(table, key=lambda b: (abs(math.log(b / batch)), b))]
 
 
 def profiles_dir() -> Path:
