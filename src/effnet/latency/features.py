@@ -30,7 +30,7 @@ __all__ = [
     "Part",
     "network_parts",
     "block_features",
-    "peak_activations",
+    "BlockFeatures",
 ]
 
 FEATURES: tuple[str, ...] = (
@@ -125,11 +125,15 @@ class Context:
 
 @dataclass(frozen=True)
 class Part:
-    """One part of a network: its name (``stem``, ``stage0``, ..., ``head``, ``classifier``) and features at the
-    context's batch, in :data:`FEATURES` order."""
+    """One part of a network: its name (``stem``, ``stage0``, ..., ``head``, ``classifier``), features at the
+    context's batch (in :data:`FEATURES` order), parameters, and peak live activation elements per image: the
+    largest input plus output (plus a residual input held for its add) of any of its convolutions, as an engine
+    that frees each tensor after its last use needs."""
 
     name: str
     features: tuple[float, ...]
+    params: int = 0
+    peak: int = 0
 
 
 def _conv_features(convs: Iterable[Conv], ctx: Context, last_no_act: bool) -> dict[str, float]:
@@ -161,10 +165,21 @@ def _conv_features(convs: Iterable[Conv], ctx: Context, last_no_act: bool) -> di
     return out
 
 
-def block_features(block: BlockConfig, size: int, ctx: Context) -> tuple[tuple[float, ...], int]:
-    """One block's features in ``ctx`` on a ``size``×``size`` input, and its output size."""
+@dataclass(frozen=True)
+class BlockFeatures:
+    """One block's features, output size, parameters and peak live activation elements per image."""
+
+    features: tuple[float, ...]
+    out_size: int
+    params: int
+    peak: int
+
+
+def block_features(block: BlockConfig, size: int, ctx: Context) -> BlockFeatures:
+    """One block's features in ``ctx`` on a ``size``×``size`` input (module docstring)."""
     recorder = _Recorder(size)
-    out_size = rule(block.block).cost(recorder, block, size)
+    kind = rule(block.block)
+    out_size = kind.cost(recorder, block, size)
     spatial = [c for c in recorder.convs if not c.bias]
     # the last convolution of a block is linear (a projection) unless its kind ends on an activation
     # (MobileNetV1's depthwise-separable conv, ResNet's bottleneck after its add)
@@ -174,9 +189,12 @@ def block_features(block: BlockConfig, size: int, ctx: Context) -> tuple[tuple[f
         if c.bias and c.cout < c.cin:  # the squeeze conv: the gate pools and scales the map it reads
             source = next((s for s in reversed(spatial) if s.cout == c.cin), None)
             values["gate"] += c.cin * (source.out_size**2 if source else out_size**2) * ctx.batch
-    if rule(block.block).has_skip(block):
+    skip = kind.has_skip(block)
+    if skip:
         values["add"] += block.out_channels * out_size * out_size * ctx.batch
-    return tuple(values[name] for name in FEATURES), out_size
+    held = block.in_channels * size * size if skip else 0
+    peak = max(c.cin * c.size**2 + c.cout * c.out_size**2 + held for c in spatial)
+    return BlockFeatures(tuple(values[name] for name in FEATURES), out_size, recorder.params, peak)
 
 
 def _sum(vectors: Iterable[tuple[float, ...]]) -> tuple[float, ...]:
@@ -192,11 +210,13 @@ def _stem(net: ResolvedNetwork, resolution: int, ctx: Context) -> tuple[Part, in
     recorder = _Recorder(resolution)
     size = recorder.conv(spec.in_chans, net.stem_channels, spec.stem_kernel, spec.stem_stride)
     values = _conv_features(recorder.convs, ctx, False)
+    peak = spec.in_chans * resolution**2 + net.stem_channels * size * size
     if spec.stem_pool:
         values["add"] += net.stem_channels * size * size * ctx.batch
         size = int(math.ceil(size / 2))
     values["call"] = 1.0  # the call's own cost is shown with the stem, where the input enters
-    return Part("stem", tuple(values[name] for name in FEATURES)), size
+    recorder.bn(net.stem_channels)
+    return Part("stem", tuple(values[name] for name in FEATURES), recorder.params, peak), size
 
 
 def _head_and_classifier(net: ResolvedNetwork, size: int, ctx: Context) -> list[Part]:
@@ -205,15 +225,18 @@ def _head_and_classifier(net: ResolvedNetwork, size: int, ctx: Context) -> list[
     if net.head_channels:
         recorder = _Recorder(size)
         recorder.conv(last, net.head_channels, 1)
+        recorder.bn(net.head_channels)
         values = _conv_features(recorder.convs, ctx, False)
-        parts.append(Part("head", tuple(values[name] for name in FEATURES)))
+        peak = (last + net.head_channels) * size * size
+        parts.append(Part("head", tuple(values[name] for name in FEATURES), recorder.params, peak))
     values = dict.fromkeys(FEATURES, 0.0)
     values["gate"] = net.features * size * size * ctx.batch  # the global average pool reads the last map once
     values["weights"] = net.features * spec.num_classes
     values["pw_macs"] = net.features * spec.num_classes * ctx.batch
     values["convs"] = 1.0
     values["output"] = spec.num_classes * ctx.batch
-    parts.append(Part("classifier", tuple(values[name] for name in FEATURES)))
+    params = (net.features + 1) * spec.num_classes
+    parts.append(Part("classifier", tuple(values[name] for name in FEATURES), params, net.features * size * size))
     return parts
 
 
@@ -227,30 +250,10 @@ def network_parts(
     stem, size = _stem(net, resolution or net.spec.resolution, ctx)
     parts = [stem]
     for i, stage in enumerate(net.stages):
-        vectors = []
+        found = []
         for block in stage:
-            vector, size = block_features(block, size, ctx)
-            vectors.append(vector)
-        parts.append(Part(f"stage{i}", _sum(vectors)))
+            found.append(block_features(block, size, ctx))
+            size = found[-1].out_size
+        params, peak = sum(b.params for b in found), max(b.peak for b in found)
+        parts.append(Part(f"stage{i}", _sum(b.features for b in found), params, peak))
     return (*parts, *_head_and_classifier(net, size, ctx))
-
-
-def peak_activations(spec: NetworkSpec | ResolvedNetwork, resolution: int | None = None) -> int:
-    """The peak live activation elements per image: the largest input plus output (plus the residual input held for
-    an add) of any convolution of the network, as an engine that frees each tensor after its last use needs."""
-    net = spec if isinstance(spec, ResolvedNetwork) else resolve(spec)
-    res = resolution or net.spec.resolution
-    size = int(math.ceil(res / net.spec.stem_stride))
-    peak = net.spec.in_chans * res * res + net.stem_channels * size * size
-    size = int(math.ceil(size / 2)) if net.spec.stem_pool else size
-    for block in net.blocks:
-        recorder = _Recorder(size)
-        out = rule(block.block).cost(recorder, block, size)
-        held = block.in_channels * size * size if rule(block.block).has_skip(block) else 0
-        for c in recorder.convs:
-            if not c.bias:
-                peak = max(peak, c.cin * c.size**2 + c.cout * c.out_size**2 + held)
-        size = out
-    if net.head_channels:
-        peak = max(peak, (net.stages[-1][-1].out_channels + net.head_channels) * size * size)
-    return peak

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from effnet.architectures import get_spec
-from effnet.cost import cost
 from effnet.errors import InvalidValue, WrongType
-from effnet.latency.features import BYTES_PER_ELEMENT, FEATURES, Context, network_parts, peak_activations
+from effnet.latency.features import BYTES_PER_ELEMENT, FEATURES, Context, network_parts
 from effnet.latency.profile import Profile
 from effnet.specs import NetworkSpec, resolve
 
@@ -74,10 +73,11 @@ def predict_latency(
     size = BYTES_PER_ELEMENT.get(fp.precision, 4)
     ctx = Context(batch=fp.batch, cache_bytes=profile.model.cache_bytes, element_bytes=size)
     model, parts = profile.model, []
-    for part in network_parts(net, res, ctx):
+    found = network_parts(net, res, ctx)
+    for part in found:
         ms = model.scale * sum(c * v for c, v in zip(coefficients, part.features, strict=True))
         parts.append(PartLatency(part.name, ms + (model.offset_ms if part.name == "stem" else 0.0)))
-    raw_mb = (cost(net, res).params * size + peak_activations(net, res) * fp.batch * size) / 2**20
+    raw_mb = (sum(p.params for p in found) * size + max(p.peak for p in found) * fp.batch * size) / 2**20
     memory = profile.model.memory_base_mb + profile.model.memory_factor * raw_mb
     return LatencyEstimate(
         name=spec.name,

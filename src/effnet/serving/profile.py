@@ -88,10 +88,10 @@ class Unit:
             return tuple(sum(values) for values in zip(*(p.features for p in parts), strict=True))
         block = resolve(self.spec).blocks[self.block]
         ctx = dataclasses.replace(ctx, activation=self.spec.activation)
-        features, out_size = block_features(block, self.size, ctx)
-        values = dict(zip(FEATURES, features, strict=True))
+        found = block_features(block, self.size, ctx)
+        values = dict(zip(FEATURES, found.features, strict=True))
         values["call"] = 1.0  # a block timed alone is one call of its own, and hands its whole output back
-        values["output"] = block.out_channels * out_size**2 * ctx.batch
+        values["output"] = block.out_channels * found.out_size**2 * ctx.batch
         return tuple(values[name] for name in FEATURES)
 
     def macs(self) -> float:
