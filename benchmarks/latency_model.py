@@ -42,7 +42,7 @@ from common import loadavg, machine_info, markdown_table, pin_threads, write_out
 from effnet.architectures import get_spec, scale
 from effnet.config.profile import ProfileConfig
 from effnet.cost import cost
-from effnet.io import atomic_path
+from effnet.io import atomic_path, atomic_write_json
 from effnet.latency.predict import predict_latency
 from effnet.latency.profile import Profile, load_profile, save_profile
 from effnet.models.efficientnet import EfficientNet
@@ -100,8 +100,13 @@ def get_profile(args: argparse.Namespace, engine: str, precision: str, batch: in
         seed=args.seed,
     )
     with tqdm(desc=f"profile {engine} {precision} b{batch}", unit="run", file=sys.stderr) as bar:
-        profile, _ = profile_device(config, lambda _: bar.update(1))
+        profile, measured = profile_device(config, lambda _: bar.update(1))
     save_profile(profile, path)
+    samples = [
+        {"name": u.name, "spec": u.spec.to_dict(), "block": u.block, "size": u.size, "ms": ms}
+        for u, ms in zip(measured.units, measured.ms, strict=True)
+    ]
+    atomic_write_json(path.with_suffix(".samples.json"), samples)  # to refit offline with other features
     return profile
 
 
@@ -232,7 +237,7 @@ def plot_grid(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def plot_family(rows: list[dict[str, Any]], path: Path) -> None:
-    """The B0 family (paper rule) at batch 1: predicted (lines) and measured (markers) ms per image vs φ, per engine."""
+    """The B0 family (paper rule) at the smallest batch: predicted (lines) and measured (dots) ms vs φ, per engine."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.8))
     batch = min(r["batch"] for r in rows)
