@@ -6,10 +6,10 @@ What is measured (``docs/hardware-aware.md`` has the method):
 * **blocks**: blocks drawn from the registered baselines (EfficientNet-B0, Lite0, V2-S, MobileNetV2, ResNet-50) at a
   random width (0.5–2.2×), resolution (96–600 px) and activation, each the first block of its stage or a repeat,
   built alone (:data:`effnet.models.layers.BLOCK_MODULES`) and served by the engine on an input of its size;
-* **networks**: small whole networks (the same baselines at width 0.25–1×, 64–224 px), which fix the cost of a call
-  and what the engine gains or loses between blocks;
-* **engines**: the reference network (B0 at 224 px) on every installed CPU engine at each batch size of the table,
-  interleaved, at each precision this CPU runs natively.
+* **networks**: small whole networks (the same baselines at depth 0.5–2×, width 0.25–1.6×, 64–320 px, at most
+  :data:`MAX_UNIT_MACS` per call), which fix the cost of a call and what a network loses between its blocks;
+* **engines**: the reference network (B0 at 224 px) on every installed CPU engine that serves the precision, at each
+  batch size of the table and the profile's own, the engines taking turns three times.
 
 Each unit is served exactly as effnet serves a model (BN folded, effnet's ONNX export, the engine of
 :mod:`effnet.serving.cpu_engines`) and timed in one burst after a warm-up: the median of its runs.
@@ -100,12 +100,15 @@ class Unit:
         return values["pw_macs"] + values["kxk_macs"] + values["dw_macs"]
 
 
-def _random_spec(rng: random.Random, width: tuple[float, float], res: tuple[int, int]) -> NetworkSpec:
+def _random_spec(
+    rng: random.Random, width: tuple[float, float], res: tuple[int, int], depth: tuple[float, float] = (1.0, 1.0)
+) -> NetworkSpec:
     base = get_spec(rng.choice(SAMPLE_BASELINES))
     activation = base.activation if rng.random() < 0.5 else rng.choice(_ACTIVATIONS)
     resolution = int(round(rng.uniform(*res) / 8) * 8)
-    spec = scale(base, width=rng.uniform(*width), resolution=resolution)
-    return spec.replace(activation=activation, name=f"{base.name}_w{spec.width:.2f}_r{resolution}_{activation}")
+    spec = scale(base, depth=rng.uniform(*depth), width=rng.uniform(*width), resolution=resolution)
+    name = f"{base.name}_d{spec.depth:.2f}_w{spec.width:.2f}_r{resolution}_{activation}"
+    return spec.replace(activation=activation, name=name)
 
 
 def _block_unit(spec: NetworkSpec, rng: random.Random) -> Unit:
@@ -128,7 +131,7 @@ def sample_units(seed: int, blocks: int, networks: int, max_macs: float) -> list
     rng = random.Random(seed)
     units: list[Unit] = []
     while len(units) < networks:
-        spec = _random_spec(rng, (0.25, 1.0), (64, 224))
+        spec = _random_spec(rng, (0.25, 1.6), (64, 320), (0.5, 2.0))
         unit = Unit(spec.name, spec, None, spec.resolution)
         if unit.macs() <= max_macs:
             units.append(unit)
@@ -269,7 +272,8 @@ def profile_device(config: ProfileConfig, on_step: Callable[[str], None] | None 
     engines = _engines(config.precision)
     if not engines:
         raise ServingUnavailable(f"no CPU engine serves {config.precision} here: pip install onnxruntime openvino")
-    table = engine_table(engines, config.engine_batches, config.precision, on_step=on_step) if len(engines) > 1 else ()
+    batches = sorted({*config.engine_batches, config.batch}) if config.engine_batches else []
+    table = engine_table(engines, batches, config.precision, on_step=on_step) if len(engines) > 1 else ()
     engine = _model_engine(config, table, engines)
     units = sample_units(config.seed, config.blocks, config.networks, MAX_UNIT_MACS / config.batch)
     ms = measure_units(units, engine, config.precision, config.batch, on_step)
@@ -304,7 +308,6 @@ def _quality(samples: Sequence[Sample], errors: Sequence[float]) -> tuple[tuple[
 
 def profile_steps(config: ProfileConfig) -> int:
     """How many measurements :func:`profile_device` makes (the length of its progress bar)."""
-    table = (
-        len(config.engine_batches) * 3 * len(_engines(config.precision)) if len(_engines(config.precision)) > 1 else 0
-    )
-    return table + config.blocks + config.networks
+    engines = len(_engines(config.precision))
+    batches = len({*config.engine_batches, config.batch}) if config.engine_batches else 0
+    return (batches * 3 * engines if engines > 1 else 0) + config.blocks + config.networks
