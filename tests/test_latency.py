@@ -151,7 +151,7 @@ def test_a_profile_from_another_machine_is_refused_unless_accepted(tmp_path, cap
     _one_line(capsys.readouterr().err, "onnxruntime 0.0.1 (here ")
     assert main(["info", "efficientnet_b0", "--profile", str(tmp_path / "old.json"), "--accept-foreign-profile"]) == 0
     out = capsys.readouterr().out
-    assert "latency_ms" in out and "predicted on onnxruntime fp32, batch 1" in out
+    assert "latency_ms" in out and "predicted on onnxruntime fp32, batch 1, " in out
 
 
 def test_info_json_carries_each_stage_latency(tmp_path, capsys):

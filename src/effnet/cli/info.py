@@ -84,9 +84,10 @@ def run(args: argparse.Namespace) -> int:
     print(render_table(pretty))
     if estimate is not None:
         print(
-            f"\npredicted on {estimate.engine} {estimate.precision}, batch {estimate.batch}: {estimate.ms:.3f} ms per "
-            f"batch ({estimate.throughput:.1f} images/s), peak memory {estimate.peak_memory_mb:.0f} MiB "
-            f"(profile {config.profile}; latency_ms of the stem includes a call's fixed cost)"
+            f"\npredicted on {estimate.engine} {estimate.precision}, batch {estimate.batch}, "
+            f"{estimate.threads} threads: {estimate.ms:.3f} ms per batch ({estimate.throughput:.1f} images/s), "
+            f"peak memory {estimate.peak_memory_mb:.0f} MiB (profile {config.profile}; the stem's latency_ms "
+            "includes a call's fixed cost)"
         )
     return 0
 
@@ -99,4 +100,5 @@ def _latency(estimate: LatencyEstimate) -> dict[str, object]:
         "batch": estimate.batch,
         "engine": estimate.engine,
         "precision": estimate.precision,
+        "threads": estimate.threads,
     }

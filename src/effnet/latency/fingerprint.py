@@ -22,6 +22,7 @@ from effnet.latency.features import DEFAULT_CACHE_BYTES
 __all__ = [
     "CPU_ENGINES",
     "ENGINE_PACKAGES",
+    "MACHINE_FIELDS",
     "Fingerprint",
     "cpu_info",
     "cache_bytes",

@@ -29,7 +29,7 @@ class PartLatency:
 @dataclass(frozen=True)
 class LatencyEstimate:
     """A network's predicted latency (ms per batch of ``batch`` images) and peak memory (MiB) on the profile's
-    ``engine`` at ``precision``, with the per-part breakdown (``parts`` sum to ``ms``)."""
+    ``engine`` at ``precision`` with ``threads`` threads, with the per-part breakdown (``parts`` sum to ``ms``)."""
 
     name: str
     resolution: int
@@ -38,6 +38,7 @@ class LatencyEstimate:
     batch: int
     engine: str
     precision: str
+    threads: int
     parts: tuple[PartLatency, ...]
 
     @property
@@ -87,6 +88,7 @@ def predict_latency(
         batch=fp.batch,
         engine=fp.engine,
         precision=fp.precision,
+        threads=fp.threads,
         parts=tuple(parts),
     )
 

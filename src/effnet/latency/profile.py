@@ -19,7 +19,7 @@ from typing import Any
 from effnet.errors import BadFile, InvalidValue
 from effnet.io import atomic_write_json
 from effnet.latency.features import DEFAULT_CACHE_BYTES, FEATURES
-from effnet.latency.fingerprint import CPU_ENGINES, Fingerprint, current_fingerprint
+from effnet.latency.fingerprint import CPU_ENGINES, MACHINE_FIELDS, Fingerprint, current_fingerprint
 from effnet.limits import read_json_file
 
 __all__ = [
@@ -222,11 +222,11 @@ def load_profile(
 ) -> Profile:
     """Read the profile at ``path``, refusing one made on another machine or engine version.
 
-    The machine (CPU model, vector extensions, CPUs), the threads (``threads``, default: the CPUs this process may
-    use) and the version of the profile's engine must equal this machine's (``cpuinfo``: a ``/proc/cpuinfo`` text
-    to compare with instead); else a one-line :class:`~effnet.errors.BadFile` names the differences, unless
-    ``accept_foreign``. A damaged, oversized (over :data:`effnet.limits.MAX_JSON_BYTES`) or other-format file is one
-    line too.
+    The machine (CPU model, vector extensions, CPUs) and the version of the profile's engine must equal this
+    machine's (``cpuinfo``: a ``/proc/cpuinfo`` text to compare with instead), and so must the threads when
+    ``threads`` is given (the profile predicts at its own threads); else a one-line :class:`~effnet.errors.BadFile`
+    names the differences, unless ``accept_foreign``. A damaged, oversized (over
+    :data:`effnet.limits.MAX_JSON_BYTES`) or other-format file is one line too.
     """
     data = read_json_file(path, "profile")
     try:
@@ -235,7 +235,8 @@ def load_profile(
         raise BadFile(f"profile {path}: {exc}") from None
     if not accept_foreign:
         here = current_fingerprint(threads=threads, cpuinfo=cpuinfo)
-        differences = profile.fingerprint.differences(here)
+        fields = MACHINE_FIELDS if threads is not None else tuple(f for f in MACHINE_FIELDS if f != "threads")
+        differences = profile.fingerprint.differences(here, fields)
         if differences:
             raise BadFile(
                 f"profile {path} was measured elsewhere: {'; '.join(differences)}; run effnet profile here, or accept "

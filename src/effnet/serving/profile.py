@@ -67,6 +67,9 @@ REFERENCE = "efficientnet_b0"
 """The network of the engine table."""
 MAX_UNIT_MACS = 3e9
 """Largest multiply-adds of one timed call (sampled units above it, divided by the batch, are drawn again)."""
+SETTLE_S = 0.1
+"""Idle seconds before each engine-table timing: ONNX Runtime's threads spin-wait for work after a call, and on few
+cores the engine timed next would share them (``benchmarks/common.py``)."""
 _ACTIVATIONS = ("silu", "relu6")
 _ENGINES: dict[str, Callable[..., Engine]] = {"onnxruntime": OnnxRuntimeEngine, "openvino": OpenVinoEngine}
 
@@ -218,7 +221,8 @@ def engine_table(
     on_step: Callable[[str], None] | None = None,
 ) -> tuple[EngineTiming, ...]:
     """Each of ``engines``' median ms on the reference network (:data:`REFERENCE`) at each of ``batches``: the
-    engines take turns, ``rounds`` times, so a slow spell of the machine hits them alike."""
+    engines take turns, ``rounds`` times, so a slow spell of the machine hits them alike, each after
+    :data:`SETTLE_S` of idle time."""
     model, example = _reference(1)
     runs = {name: make_engine(model, example, name, precision) for name in engines}
     rows = []
@@ -227,6 +231,7 @@ def engine_table(
         times: dict[str, list[float]] = {name: [] for name in engines}
         for _ in range(rounds):
             for name, run in runs.items():
+                time.sleep(SETTLE_S)  # the previous engine's threads stop spinning before this one is timed
                 times[name].append(statistics.median(time_engine(run, x, warmup=1, min_runs=3, target_s=0.1)))
                 if on_step is not None:
                     on_step(f"{name} batch {batch}")
