@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from effnet.cli.flags import Flags, add_flags, build
@@ -44,6 +45,17 @@ def _summary(profile: Profile, path: str) -> dict[str, object]:
     }
 
 
+def _load() -> str | None:
+    """A warning when other work keeps this machine's CPUs busy (its timings, and so the model, would be noisy)."""
+    try:
+        load, cpus = os.getloadavg()[0], len(os.sched_getaffinity(0))
+    except (OSError, AttributeError):  # no load average on this OS
+        return None
+    if load <= 0.5 * cpus:
+        return None
+    return f"the load average is {load:.1f} on {cpus} CPUs: timings will be noisy; profile on a quiet machine"
+
+
 def run(args: argparse.Namespace) -> int:
     """Profile, save, and print where the profile went and how well its model fits what it measured."""
     from tqdm.auto import tqdm  # lazy: only a measuring run shows a bar
@@ -53,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
 
     config: ProfileConfig = build(FLAGS[0], args)
     check_output(config.output)
+    busy = _load()
+    if busy:
+        print(f"effnet profile: note: {busy}", file=sys.stderr)
     with tqdm(total=profile_steps(config), desc="profiling", unit="run", file=sys.stderr) as bar:
 
         def step(what: object) -> None:

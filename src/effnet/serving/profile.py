@@ -6,7 +6,7 @@ What is measured (``docs/hardware-aware.md`` has the method):
 * **blocks**: blocks drawn from the registered baselines (EfficientNet-B0, Lite0, V2-S, MobileNetV2, ResNet-50) at a
   random width (0.5–2.2×), resolution (96–600 px) and activation, each the first block of its stage or a repeat,
   built alone (:data:`effnet.models.layers.BLOCK_MODULES`) and served by the engine on an input of its size;
-* **networks**: small whole networks (the same baselines at depth 0.5–2×, width 0.25–1.6×, 64–320 px, at most
+* **networks**: small whole networks (the same baselines at depth 0.5–1.5×, width 0.25–1.6×, 64–320 px, at most
   :data:`MAX_UNIT_MACS` per call), which fix the cost of a call and what a network loses between its blocks;
 * **engines**: the reference network (B0 at 224 px) on every installed CPU engine that serves the precision, at each
   batch size of the table and the profile's own, the engines taking turns three times.
@@ -134,7 +134,7 @@ def sample_units(seed: int, blocks: int, networks: int, max_macs: float) -> list
     rng = random.Random(seed)
     units: list[Unit] = []
     while len(units) < networks:
-        spec = _random_spec(rng, (0.25, 1.6), (64, 320), (0.5, 2.0))
+        spec = _random_spec(rng, (0.25, 1.6), (64, 320), (0.5, 1.5))
         unit = Unit(spec.name, spec, None, spec.resolution)
         if unit.macs() <= max_macs:
             units.append(unit)
