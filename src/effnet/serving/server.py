@@ -43,8 +43,8 @@ from effnet.serving.batching import STOP, ClassifierAPI, batch_sizes
 from effnet.serving.http import (
     ACCEPTED,
     RequestError,
-    decode_image,
     deadline_protocol,
+    decode_image,
     error_response,
     image_bytes,
     parse_top_k,
