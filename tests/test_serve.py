@@ -272,6 +272,13 @@ def test_a_client_sending_one_byte_a_second_gets_408(server, photos, part):
 
 
 @pytest.mark.slow
+def test_headers_over_64_kib_are_431(server, photos):
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * (70 << 10) + b"\r\n\r\n"
+    _assert_refused(*_exchange(server.port, head), 431)
+    _still_answers(server.port, photos[0].read_bytes())
+
+
+@pytest.mark.slow
 def test_200_concurrent_connections(server, photos):
     data = photos[0].read_bytes()
     idle = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(200)]

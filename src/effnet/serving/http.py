@@ -202,22 +202,41 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: Any) -> None:
         self._deadline: Any = None
-        self._header_bytes = 0
-        self._in_headers = True
+        self._header_bytes = self._streamed = 0
+        self._in_headers, self._overflow = True, False
         super().connection_made(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self._in_headers:  # the headers are still incomplete after these bytes: all of them count
-            self._header_bytes += len(data)
-            if self._header_bytes > MAX_HEADER_BYTES:
-                self._refuse(431, f"request line and headers are over {MAX_HEADER_BYTES:,} bytes")
+        if self._in_headers and not self.transport.is_closing():  # still no end of headers: all these bytes count
+            self._streamed += len(data)
+            if self._streamed > MAX_HEADER_BYTES:
+                self._refuse(431, self._too_large())
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_headers, self._header_bytes = True, 0
+        self._in_headers, self._header_bytes, self._streamed = True, 0, 0
         self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count(self, size: int) -> None:
+        """Add ``size`` header bytes; past :data:`MAX_HEADER_BYTES` the parser stops (its callback error becomes
+        :meth:`send_400_response`, which answers 431)."""
+        self._header_bytes += size
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._overflow = True
+            raise ValueError(self._too_large())
+
+    def _too_large(self) -> str:
+        return f"request line and headers are over {MAX_HEADER_BYTES:,} bytes"
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
@@ -232,7 +251,10 @@ class DeadlineProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
-        self._refuse(400, msg)
+        if self._overflow:
+            self._refuse(431, self._too_large())
+        else:
+            self._refuse(400, msg)
 
     def _arm(self) -> None:
         if self._deadline is None:
