@@ -73,6 +73,7 @@ def test_configs_built_from_default_flags_are_the_library_defaults(command):
     module = importlib.import_module(COMMANDS[command])
     required = {"info": ["b0"], "predict": ["x.png", "--weights", "w"], "eval": ["--weights", "w", "--data", "d"]}
     required["export"] = ["--weights", "w", "--format", "onnx"]
+    required["serve"] = ["--weights", "w"]
     args = _subparser(command).parse_args(required.get(command, []))
     for view in module.FLAGS:
         if view.fields is not None or any(f.default is dataclasses.MISSING for f in settings(view.config)):

@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "scale": "effnet.cli.scale",
     "curves": "effnet.cli.curves",
     "profile": "effnet.cli.profile",
+    "serve": "effnet.cli.serve",
 }
 """Sub-command name -> module implementing it."""
 

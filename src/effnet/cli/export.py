@@ -14,10 +14,14 @@ from pathlib import Path
 from effnet.cli.flags import Flags, add_flags, build
 from effnet.cli.predict import load_model
 from effnet.config.inference import DEFAULT_EXPORT_FOLDER, EXPORT_SUFFIXES, ExportConfig
+from effnet.config.serving import REPOSITORY_FORMATS
 from effnet.io import check_output
 from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
 
-HELP = "Export weights to ONNX, OpenVINO IR or TorchScript (fp32, bf16, int8); the file is verified vs PyTorch."
+HELP = (
+    "Export weights to ONNX, OpenVINO IR, TorchScript or a Triton / OpenVINO Model Server repository (fp32, bf16, "
+    "int8); the file is verified vs PyTorch."
+)
 
 FLAGS = (Flags(ExportConfig, choices=(("source", ("auto", *SOURCES)),)),)
 """One flag per :class:`ExportConfig` field."""
@@ -33,10 +37,11 @@ def run(args: argparse.Namespace) -> int:
     from effnet.serving.export import export_model  # lazy: imports torch
 
     config: ExportConfig = build(FLAGS[0], args)
-    check_output(config.output, inputs={"--weights": config.weights})
+    folder = config.format in REPOSITORY_FORMATS
+    check_output(config.output, inputs={"--weights": config.weights}, folder=folder)
     model = load_model(config)
     output = config.output or str(Path(DEFAULT_EXPORT_FOLDER) / f"{model.spec.name}{EXPORT_SUFFIXES[config.format]}")
-    check_output(output, inputs={"--weights": config.weights})
+    check_output(output, inputs={"--weights": config.weights}, folder=folder)
     samples = None
     if config.precision == "int8":
         from effnet.serving.quantize import calibration_batch  # lazy: imports torch

@@ -52,8 +52,14 @@ __all__ = [
 """Values of ``--source``: the weight layout, or ``auto`` to detect it from the keys."""
 DEFAULT_EXPORT_FOLDER = "runs/export"
 """Where an export goes without ``--output`` (never the current directory itself)."""
-EXPORT_SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".torchscript.pt"}
-"""The file suffix of each export format."""
+EXPORT_SUFFIXES = {
+    "onnx": ".onnx",
+    "openvino": ".xml",
+    "torchscript": ".torchscript.pt",
+    "triton": "-triton",
+    "ovms": "-ovms",
+}
+"""The file suffix of each export format (the repository formats: of the repository folder)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,7 +170,11 @@ class EvalConfig(ServingOptions):
 class ExportConfig(CalibrationOptions):
     """Every setting of ``effnet export``: the format, where it goes and how it is verified against PyTorch."""
 
-    format: str = setting(help="output format (openvino: IR .xml + .bin beside it)", choices=EXPORT_FORMATS)
+    format: str = setting(
+        help="output format (openvino: IR .xml + .bin beside it; triton / ovms: the next version of the model in a "
+        "Triton or OpenVINO Model Server repository folder, with its config)",
+        choices=EXPORT_FORMATS,
+    )
     output: str | None = setting(
         None,
         f"output file (default: {DEFAULT_EXPORT_FOLDER}/<model>{', '.join(EXPORT_SUFFIXES.values())})",

@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_PRECISION",
     "PRECISION_RUNTIMES",
     "EXPORT_FORMATS",
+    "REPOSITORY_FORMATS",
     "EXPORT_PRECISIONS",
     "DEFAULT_OPSET",
     "MIN_OPSET",
@@ -86,11 +87,15 @@ PRECISION_RUNTIMES: dict[str, tuple[str, ...]] = {
 }
 """Which runtimes serve each precision (ONNX Runtime's CPU engine has no native bf16 path; int8 needs a quantizer)."""
 
-EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript", "openvino")
+REPOSITORY_FORMATS: tuple[str, ...] = ("triton", "ovms")
+"""Export formats that write a model repository folder: Triton's (ONNX) and OpenVINO Model Server's (IR)."""
+EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript", "openvino", *REPOSITORY_FORMATS)
 EXPORT_PRECISIONS: dict[str, tuple[str, ...]] = {
     "onnx": ("fp32", "int8"),
     "torchscript": ("fp32",),
     "openvino": ("fp32", "bf16", "int8"),
+    "triton": ("fp32", "int8"),
+    "ovms": ("fp32", "bf16", "int8"),
 }
 """Precisions each export format can hold (ONNX int8 = ONNX Runtime QDQ; OpenVINO int8 = NNCF; bf16 = IR hint)."""
 

@@ -1,4 +1,5 @@
-"""Export a model to ONNX (dynamic batch axis), OpenVINO IR or TorchScript, verified before it is kept.
+"""Export a model to ONNX (dynamic batch axis), OpenVINO IR or TorchScript, verified before it is kept; or as the
+next version in a Triton / OpenVINO Model Server repository (:mod:`effnet.serving.model_repository`).
 
 The file is written to a temp path beside the target, loaded back (onnxruntime / OpenVINO / ``torch.jit.load``), run
 on a batch of a different size than the export example, and compared with the eager model; at fp32 only when the max
@@ -32,6 +33,7 @@ from torch import nn
 from effnet.config.serving import (
     DEFAULT_ATOL,
     DEFAULT_OPSET,
+    REPOSITORY_FORMATS,
     check_atol,
     check_export_format,
     check_export_precision,
@@ -42,6 +44,7 @@ from effnet.errors import InvalidValue
 from effnet.io import atomic_path
 from effnet.models.fold import fold_batchnorm
 from effnet.serving.hardware import require_native_bf16
+from effnet.serving.model_repository import export_repository
 from effnet.serving.onnx_writer import onnx_bytes
 from effnet.serving.openvino import (
     ir_precision,
@@ -265,7 +268,8 @@ def export_model(
     precision: str = "fp32",
     samples: torch.Tensor | None = None,
 ) -> ExportResult:
-    """Export in ``fmt`` (``onnx``, ``openvino`` or ``torchscript``) at ``precision``; ``samples``: preprocessed
+    """Export in ``fmt`` (``onnx``, ``openvino``, ``torchscript``, or a ``triton`` / ``ovms`` repository folder) at
+    ``precision``; ``samples``: preprocessed
     calibration images for int8. Every option is validated before any work (bounds: :mod:`effnet.config.serving`)."""
     check_export_format(fmt)
     check_export_precision(fmt, precision)
@@ -275,6 +279,10 @@ def export_model(
     check_opset(opset)
     if precision == "bf16":
         require_native_bf16("cpu")
+    if fmt in REPOSITORY_FORMATS:
+        write = export_onnx if fmt == "triton" else export_openvino
+        options = {"opset": opset, "atol": atol, "precision": precision, "samples": samples}
+        return export_repository(model, path, fmt, write, input_size, **options)
     if fmt == "onnx":
         return export_onnx(model, path, input_size, opset=opset, atol=atol, precision=precision, samples=samples)
     if fmt == "openvino":
