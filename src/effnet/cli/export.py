@@ -14,8 +14,10 @@ from pathlib import Path
 from effnet.cli.flags import Flags, add_flags, build
 from effnet.cli.predict import load_model
 from effnet.config.inference import DEFAULT_EXPORT_FOLDER, EXPORT_SUFFIXES, ExportConfig
+from effnet.config.serving import export_files
 from effnet.io import check_output
 from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
+from effnet.serving.image_files import find_images
 
 HELP = "Export weights to ONNX, OpenVINO IR or TorchScript (fp32, bf16, int8); the file is verified vs PyTorch."
 
@@ -33,10 +35,13 @@ def run(args: argparse.Namespace) -> int:
     from effnet.serving.export import export_model  # lazy: imports torch
 
     config: ExportConfig = build(FLAGS[0], args)
-    check_output(config.output, inputs={"--weights": config.weights})
+    calibration = find_images([config.calibration])[0] if config.calibration else None
+    inputs = {"--weights": config.weights, "--calibration": calibration}
+    if config.output:
+        check_output(config.output, inputs=inputs, companions=export_files(config.format, config.output)[1:])
     model = load_model(config)
     output = config.output or str(Path(DEFAULT_EXPORT_FOLDER) / f"{model.spec.name}{EXPORT_SUFFIXES[config.format]}")
-    check_output(output, inputs={"--weights": config.weights})
+    check_output(output, inputs=inputs, companions=export_files(config.format, output)[1:])
     samples = None
     if config.precision == "int8":
         from effnet.serving.quantize import calibration_batch  # lazy: imports torch
