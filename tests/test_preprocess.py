@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from effnet.preprocessing import Preprocessing
-from effnet.serving.inference import count_correct, top_k
 from effnet.serving.image_files import IMAGE_EXTENSIONS, find_images, image_folder_samples
+from effnet.serving.inference import count_correct, top_k
 from effnet.serving.preprocess import (
     BadSample,
     ImageFiles,
