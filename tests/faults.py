@@ -43,11 +43,12 @@ _ORIGINAL = {
 
 
 class Injector:
-    """Counts write operations under ``root`` and fails the ``nth`` and later ones with ``error`` (0: never)."""
+    """Counts write operations under ``root`` and fails the ``nth`` and later ones with ``error`` (0: never);
+    ``names``: only files whose name starts with one of these (a temp file's leading dot ignored)."""
 
-    def __init__(self, root: str | os.PathLike[str], error: int, nth: int) -> None:
+    def __init__(self, root: str | os.PathLike[str], error: int, nth: int, names: tuple[str, ...] = ()) -> None:
         self.root = os.path.realpath(root)
-        self.error, self.nth = error, nth
+        self.error, self.nth, self.names = error, nth, names
         self.count = 0
         self.failed = 0
         self.fds: set[int] = set()
@@ -59,6 +60,8 @@ class Injector:
         try:
             full = os.path.realpath(os.fsdecode(path))
         except (TypeError, ValueError):
+            return False
+        if self.names and not os.path.basename(full).lstrip(".").startswith(self.names):
             return False
         return full == self.root or full.startswith(self.root + os.sep)
 
@@ -171,10 +174,12 @@ def install(root: str | os.PathLike[str], error: int, nth: int) -> Injector:
 
 
 @contextlib.contextmanager
-def inject(root: str | os.PathLike[str], error: int = errno.ENOSPC, nth: int = 0) -> Iterator[Injector]:
-    """Within the block, the ``nth`` write operation under ``root`` and every later one fail with ``error``
-    (``nth=0``: none fails; ``count`` then says how many there are)."""
-    injector = Injector(root, error, nth)
+def inject(
+    root: str | os.PathLike[str], error: int = errno.ENOSPC, nth: int = 0, names: tuple[str, ...] = ()
+) -> Iterator[Injector]:
+    """Within the block, the ``nth`` write operation under ``root`` (on files named ``names*``, if given) and every
+    later one fail with ``error`` (``nth=0``: none fails; ``count`` then says how many there are)."""
+    injector = Injector(root, error, nth, names)
     saved = [(module, name, getattr(module, name)) for module, name, _ in _patches(injector)]
     for module, name, value in _patches(injector):
         setattr(module, name, value)

@@ -4,7 +4,7 @@ A kill at any moment leaves either the old file or the new one, never a partial 
 read-only file system, permission denied) is one :class:`~effnet.errors.WriteFailed` line naming the path and the OS
 error, and leaves the target as it was: its temp file is removed, an append is cut back to the previous end.
 effnet never writes through a link: a target that is a symbolic link is refused (:class:`OutputConflict` naming it),
-appends open with ``O_NOFOLLOW`` and refuse a file with other hard links.
+appends open with ``O_NOFOLLOW`` and first give a file with other hard links a copy of its own.
 Nothing here imports torch; ``atomic_path`` lets torch/safetensors writers use the same guarantee.
 :func:`check_output` refuses, before any work, an output (or a file it writes beside itself) that is also an input
 (same path after symlinks, or the same inode) or that is a file where a folder is expected (or the reverse).
@@ -255,20 +255,30 @@ def atomic_write_json(path: PathLike, obj: Any) -> None:
 
 
 def _open_append(target: Path) -> int:
-    """A read-write, append-only descriptor of ``target`` (created if missing) that followed no link."""
+    """A read-write, append-only descriptor of ``target`` (created if missing) that followed no link; a file with
+    other hard links is first replaced by a copy of its own (the other names keep the old content)."""
     flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(target, flags, 0o666)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP or os.path.islink(target):
-            refuse_link(target)
-        raise write_error(target, exc) from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
-        os.close(fd)
-        kind = "is not a regular file" if not stat.S_ISREG(info.st_mode) else f"has {info.st_nlink} hard links"
-        raise OutputConflict(f"{target} {kind}; effnet appends only to its own files: remove it")
-    return fd
+    for _ in range(2):
+        try:
+            fd = os.open(target, flags, 0o666)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP or os.path.islink(target):
+                refuse_link(target)
+            raise write_error(target, exc) from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise OutputConflict(
+                f"{target} is not a regular file (a FIFO or device); effnet appends to files: remove it"
+            )
+        if info.st_nlink == 1:
+            return fd
+        try:
+            data = os.pread(fd, info.st_size, 0)
+        finally:
+            os.close(fd)
+        atomic_write_bytes(target, data)  # a new inode under this name only
+    raise OutputConflict(f"{target} keeps other hard links; effnet appends only to its own files: remove it")
 
 
 def append_line(path: PathLike, line: str) -> None:
@@ -276,7 +286,8 @@ def append_line(path: PathLike, line: str) -> None:
 
     A torn last line left by an earlier crash (no trailing newline) is discarded first. A write that fails (disk
     full, ...) cuts the file back to its previous end and raises :class:`WriteFailed`: earlier lines stay intact.
-    A symbolic link, a file with other hard links or a non-regular file at ``path`` is refused, never written.
+    A symbolic link or a non-regular file at ``path`` is refused, never written; a file with other hard links is
+    replaced by a copy of its own first.
     """
     target = Path(path)
     make_folder(target.parent)

@@ -80,8 +80,10 @@ def run(args: argparse.Namespace) -> int:
     config, source = config_from_args(args)
     from effnet.search.curves import TABLE_COLUMNS  # lazy: imports torch; --help stays torch-free
     from effnet.search.jobs import run_jobs  # lazy: imports torch; --help stays torch-free
+    from effnet.search.storage import storage_write_errors  # lazy: imports optuna
 
-    report = run_jobs("curves", config, jobs, progress=not options.quiet, source=source)
+    with storage_write_errors(config.training.storage_url):
+        report = run_jobs("curves", config, jobs, progress=not options.quiet, source=source)
     rows = [{**r, "macs": format_count(r["macs"]), "params": format_count(r["params"])} for r in report["rows"]]
     print(
         f"{report['baseline_name']} on {report['data']}: alpha={config.alpha:g} beta={config.beta:g} "

@@ -94,17 +94,37 @@ class _Walk:
             self.folders.add((info.st_dev, info.st_ino))
             self._count(len(entries), root)
             for entry in entries:
-                if self._is_folder(entry):
-                    if not entry.name.startswith("."):
-                        if depth + 1 > MAX_WALK_DEPTH:
-                            raise InvalidValue(
-                                f"{root}: folders nest deeper than {MAX_WALK_DEPTH} levels ({entry.path}); "
-                                "give a shallower folder"
-                            )
-                        stack.append((Path(entry.path), depth + 1))
-                elif is_image_file(entry.name) and self._first(entry, info.st_dev):
-                    found.append(Path(entry.path))
+                if not self._is_folder(entry):
+                    if is_image_file(entry.name) and self._first(entry, info.st_dev):
+                        found.append(Path(entry.path))
+                elif not entry.name.startswith("."):
+                    if depth + 1 > MAX_WALK_DEPTH:
+                        raise InvalidValue(
+                            f"{root}: folders nest deeper than {MAX_WALK_DEPTH} levels ({entry.path}); give a "
+                            "shallower folder"
+                        )
+                    stack.append((Path(entry.path), depth + 1))
         return sorted(found)
+
+    def visited(self, folder: Path) -> bool:
+        """Whether ``folder`` was walked already (given twice, or reached before through a link)."""
+        try:
+            info = folder.stat()
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) in self.folders
+
+    def first_file(self, path: Path) -> bool:
+        """Whether the file ``path`` names (links followed) is not listed yet; it is listed from now on."""
+        try:
+            info = path.stat()
+        except OSError:
+            return True  # missing or dangling: reading it reports it
+        key = (info.st_dev, info.st_ino)
+        if key in self.files:
+            return False
+        self.files.add(key)
+        return True
 
     def _count(self, entries: int, root: Path) -> None:
         self.entries += entries
@@ -151,16 +171,16 @@ def find_images(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], li
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
+            if walk.visited(path):
+                continue
+            problems = len(walk.problems)
             found = walk.images(path)
-            if not found and not walk.problems:
+            if not found and len(walk.problems) == problems:
                 walk.problems.append(f"{path}: directory contains no image files ({_extensions_hint()})")
             files.extend(found)
         elif path.exists() or path.is_symlink():
-            info = path.stat() if path.exists() else None
-            key = None if info is None else (info.st_dev, info.st_ino)
-            if key is None or key not in walk.files:
+            if walk.first_file(path):
                 files.append(path)  # a FIFO or device is refused, without blocking, when it is read
-                walk.files.add(key) if key is not None else None
         else:
             walk.problems.append(f"{path}: no such file or directory")
     return files, walk.problems
