@@ -12,18 +12,30 @@ import faults
 
 
 class Tmpfs:
-    """A mounted tmpfs of ``size`` at ``path``; :meth:`read_only` remounts it read-only."""
+    """A tmpfs of ``size`` mounted at ``path`` (``read_only``: mounted read-only, so every write is EROFS)."""
 
-    def __init__(self, path: Path, size: str) -> None:
-        self.path, self.size = path, size
+    def __init__(self, path: Path, size: str, read_only: bool = False) -> None:
+        self.path, self.size, self.read_only = path, size, read_only
 
-    def _mount(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["mount", *args], capture_output=True, text=True, timeout=30, check=False)
+    def mount(self) -> None:
+        """Mount it, or skip the test with the reason where mounting is not allowed."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        options = f"size={self.size}" + (",ro" if self.read_only else "")
+        try:
+            done = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(self.path)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            pytest.skip(f"cannot mount a tmpfs here: {exc}")
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip() or done.returncode}")
 
-    def read_only(self) -> None:
-        """Remount read-only (what a full or write-protected volume looks like to a writer: EROFS)."""
-        done = self._mount("-o", "remount,ro", str(self.path))
-        assert done.returncode == 0, done.stderr
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], capture_output=True, timeout=30, check=False)
 
 
 @pytest.fixture
@@ -35,16 +47,20 @@ def write_faults():
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Tmpfs]:
     """A 3 MiB tmpfs, mounted for the test (skipped, with the reason, where mounting is not allowed)."""
-    mount_point = tmp_path / "tmpfs"
-    mount_point.mkdir()
-    fs = Tmpfs(mount_point, "3M")
-    try:
-        done = fs._mount("-t", "tmpfs", "-o", f"size={fs.size}", "tmpfs", str(mount_point))
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"cannot mount a tmpfs here: {exc}")
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip() or done.returncode}")
+    fs = Tmpfs(tmp_path / "tmpfs", "3M")
+    fs.mount()
     try:
         yield fs
     finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30, check=False)
+        fs.unmount()
+
+
+@pytest.fixture
+def read_only_tmpfs(tmp_path: Path) -> Iterator[Tmpfs]:
+    """An empty tmpfs mounted read-only for the test (skipped where mounting is not allowed)."""
+    fs = Tmpfs(tmp_path / "read_only", "1M", read_only=True)
+    fs.mount()
+    try:
+        yield fs
+    finally:
+        fs.unmount()

@@ -93,7 +93,7 @@ class Injector:
         return fd
 
     def os_write(self, fd: int, data: Any) -> int:
-        if fd in self.fds:
+        if fd in self.fds and self.under(f"/proc/self/fd/{fd}"):  # the descriptor still names a file under root
             view = memoryview(data)
             self.tick(f"fd {fd}", partial=lambda: _ORIGINAL["os.write"](fd, view[: len(view) // 2]))
         return _ORIGINAL["os.write"](fd, data)

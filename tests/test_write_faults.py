@@ -2,8 +2,8 @@
 the OS error, leaves nothing partial under a final name, and never empties or corrupts a file that was complete.
 
 The faults come from ``tests/faults.py`` (the nth Python-level write under a folder, and every later one, fails) and
-from a real 3 MiB tmpfs (``conftest.small_tmpfs``, skipped where mounting is not allowed), which also stops the
-writers in C (torch.save, safetensors, OpenVINO).
+from real file systems (``conftest.small_tmpfs``, a 3 MiB tmpfs, and ``conftest.read_only_tmpfs``; skipped where
+mounting is not allowed), which also stop the writers in C (torch.save, safetensors, OpenVINO, SQLite).
 """
 
 from __future__ import annotations
@@ -234,8 +234,12 @@ def test_child_process_disk_full_is_one_line(tmp_path):
     _check_folder(run, {})
 
 
-def test_a_full_tmpfs_stops_train_and_export_in_one_line(small_tmpfs, tiny, tmp_path, capsys):
-    """A real 3 MiB tmpfs: the C-level writers (torch.save, safetensors, ONNX) hit ENOSPC too."""
+@pytest.mark.slow
+def test_a_full_and_a_read_only_tmpfs_stop_every_writer_in_one_line(
+    small_tmpfs, read_only_tmpfs, tiny, tmp_path, capsys
+):
+    """Real file systems: a 3 MiB tmpfs fills up (the C-level writers, torch.save, safetensors, ONNX, SQLite, hit
+    ENOSPC too) and a read-only one refuses every write (EROFS): train, export, search, curves, scale."""
     tree = _tree(tmp_path / "tree")
     run = small_tmpfs.path / "run"
     assert main(["train", "--data", str(tree), "--output", str(run), *TINY_TRAIN]) == 2
@@ -254,12 +258,13 @@ def test_a_full_tmpfs_stops_train_and_export_in_one_line(small_tmpfs, tiny, tmp_
     assert main([*search, "--output", str(small_tmpfs.path / "search")]) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and "Traceback" not in err and str(small_tmpfs.path / "search") in err
-    small_tmpfs.read_only()
-    assert main([*export, "--output", str(small_tmpfs.path / "ro" / "m.onnx")]) == 2
+    assert main([*export, "--output", str(read_only_tmpfs.path / "m.onnx")]) == 2
     err = capsys.readouterr().err
-    assert "Read-only file system" in err and "Traceback" not in err and str(small_tmpfs.path / "ro") in err
-    for argv in (search, ["train", "--data", str(tree), *TINY_TRAIN], ["scale", "--output-spec", "x/spec.json"]):
-        folder = small_tmpfs.path / "ro" / argv[0]
+    assert "Read-only file system" in err and "Traceback" not in err and str(read_only_tmpfs.path / "m.onnx") in err
+    curves = ["curves", "--data", str(tree), "--epochs", "1", "--jobs", "1", "--quiet"]
+    train = ["train", "--data", str(tree), *TINY_TRAIN]
+    for argv in (search, curves, train, ["scale", "--output-spec", "x/spec.json"]):
+        folder = read_only_tmpfs.path / argv[0]
         argv = [a.replace("x/", f"{folder}/") for a in argv]
         assert main([*argv, *(["--output", str(folder)] if argv[0] != "scale" else [])]) == 2
         err = capsys.readouterr().err
