@@ -47,10 +47,11 @@ def to_eight_bit(image: Any, name: str = "image") -> Any:
         return image
     pixels = np.asarray(image)
     if image.mode == "F":
-        if pixels.size and not (np.isfinite(pixels).all() and pixels.min() >= 0 and pixels.max() <= 1):
+        finite = bool(np.isfinite(pixels).all())
+        if pixels.size and not (finite and pixels.min() >= 0 and pixels.max() <= 1):
+            got = f"{pixels.min():g}..{pixels.max():g}" if finite else "NaN or infinite values"
             raise BadFile(
-                f"{name}: float pixels must be finite and in [0, 1] (got {np.nanmin(pixels):g}..{np.nanmax(pixels):g});"
-                " save it as an 8- or 16-bit image"
+                f"{name}: float pixels must be finite and in [0, 1] (got {got}); save it as an 8- or 16-bit image"
             )
         return Image.fromarray(np.rint(pixels.astype(np.float64) * 255).astype(np.uint8), "L")
     wide = pixels.astype(np.int64)
