@@ -217,7 +217,7 @@ def test_output_conflicts_are_refused_before_work(tmp_path, capsys):
         (
             ["export", "--weights", str(weights), "--format", "onnx", "--output", str(weights)],
             "--output",
-            "also the --weights input",
+            "names safetensors weights by its suffix",  # refused by its suffix before it is compared with inputs
         ),
         (
             ["export", "--weights", str(weights), "--format", "onnx", "--output", str(tmp_path)],

@@ -129,7 +129,7 @@ def test_cli_builds_the_config_from_flags(capsys):
 
 @pytest.mark.slow
 def test_effnet_curves_on_fashion_mnist(tmp_path, capsys):
-    from effnet.training.data import find_fashion_mnist
+    from effnet.training.named_datasets import find_fashion_mnist
 
     try:
         find_fashion_mnist()
@@ -205,7 +205,7 @@ def test_jobs_payload_round_trips_and_bad_jobs_are_one_line_errors(tmp_path, cap
 @pytest.mark.slow
 def test_effnet_curves_jobs_2_splits_the_points_between_two_processes(tmp_path):
     from effnet.search.processes import usable_cpus
-    from effnet.training.data import find_fashion_mnist
+    from effnet.training.named_datasets import find_fashion_mnist
 
     try:
         find_fashion_mnist()

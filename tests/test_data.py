@@ -12,10 +12,11 @@ from PIL import Image
 
 from effnet.config.augment import Augment
 from effnet.preprocessing import Preprocessing
-from effnet.serving.preprocess import BadSample, collate_skip, eval_transform
+from effnet.serving.preprocess import BadSample, ResizeBound, collate_skip, eval_transform
 from effnet.training import data as D
+from effnet.training import named_datasets as N
 
-FMNIST = D.DEBIAN_FASHION_MNIST
+FMNIST = N.DEBIAN_FASHION_MNIST
 needs_fmnist = pytest.mark.skipif(
     not (FMNIST / "train-images-idx3-ubyte.gz").is_file(),
     reason=f"Fashion-MNIST (Debian package dataset-fashion-mnist) not installed at {FMNIST}",
@@ -45,14 +46,14 @@ def test_read_idx_plain_gzip_and_truncated(tmp_path):
     arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     _write_idx(tmp_path / "a", arr, compress=False)
     _write_idx(tmp_path / "a.gz", arr, compress=True)
-    assert np.array_equal(D.read_idx(tmp_path / "a"), arr)
-    assert np.array_equal(D.read_idx(tmp_path / "a.gz"), arr)
+    assert np.array_equal(N.read_idx(tmp_path / "a"), arr)
+    assert np.array_equal(N.read_idx(tmp_path / "a.gz"), arr)
     (tmp_path / "bad").write_bytes((tmp_path / "a").read_bytes()[:-3])
     with pytest.raises(ValueError, match="truncated"):
-        D.read_idx(tmp_path / "bad")
+        N.read_idx(tmp_path / "bad")
     (tmp_path / "junk").write_bytes(b"\x89PNG....")
     with pytest.raises(ValueError, match="not an IDX file"):
-        D.read_idx(tmp_path / "junk")
+        N.read_idx(tmp_path / "junk")
 
 
 def test_fashion_mnist_search_order_and_missing(tmp_path, monkeypatch):
@@ -60,17 +61,17 @@ def test_fashion_mnist_search_order_and_missing(tmp_path, monkeypatch):
     monkeypatch.delenv("TORCH_HOME", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    monkeypatch.setattr(N, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
     monkeypatch.delenv("EFFNET_DATA", raising=False)
     with pytest.raises(FileNotFoundError, match="Fashion-MNIST IDX files .* not found; searched"):
-        D.find_fashion_mnist()
+        N.find_fashion_mnist()
     _fake_fmnist(tmp_path / "debian")
-    assert D.find_fashion_mnist()["train_images"].parent == tmp_path / "debian"
+    assert N.find_fashion_mnist()["train_images"].parent == tmp_path / "debian"
     _fake_fmnist(tmp_path / "env" / "fashion-mnist", compress=False)
     monkeypatch.setenv("EFFNET_DATA", str(tmp_path / "env"))
-    assert D.find_fashion_mnist()["train_images"] == tmp_path / "env" / "fashion-mnist" / "train-images-idx3-ubyte"
+    assert N.find_fashion_mnist()["train_images"] == tmp_path / "env" / "fashion-mnist" / "train-images-idx3-ubyte"
     _fake_fmnist(tmp_path / "root" / "FashionMNIST" / "raw")  # torchvision's layout under --data-root
-    assert D.find_fashion_mnist(tmp_path / "root")["test_labels"].parent == tmp_path / "root" / "FashionMNIST" / "raw"
+    assert N.find_fashion_mnist(tmp_path / "root")["test_labels"].parent == tmp_path / "root" / "FashionMNIST" / "raw"
     bundle = D.load_datasets("fashion-mnist", resolution=32, data_root=str(tmp_path / "root"), train_limit=7)
     assert (len(bundle.train), len(bundle.val), bundle.num_classes, bundle.in_chans) == (7, 10, 10, 1)
     x, y = bundle.train[0]
@@ -164,4 +165,6 @@ def test_transforms_are_torchvision_and_follow_crop_fraction():
     with pytest.raises(ValueError, match="horizontal flip probability must be in"):
         Augment(hflip=1.5)
     fixed = D.train_transform(gray.replace(input_size=8), augment=Augment("none", random_crop=False, hflip=0.0))
-    assert [type(t) for t in fixed.transforms][1:3] == [T.Resize, T.CenterCrop] and torch.equal(fixed(img), fixed(img))
+    assert [type(t) for t in fixed.transforms][1:4] == [ResizeBound, T.Resize, T.CenterCrop] and torch.equal(
+        fixed(img), fixed(img)
+    )

@@ -141,7 +141,7 @@ def _journey(capsys, tmp_path: Path, data: str, files: Path, names: tuple[str, .
 
 @pytest.mark.slow
 def test_journey_fashion_mnist_one_channel(tmp_path, capsys):
-    from effnet.training.data import FASHION_MNIST_CLASSES, find_fashion_mnist, read_idx
+    from effnet.training.named_datasets import FASHION_MNIST_CLASSES, find_fashion_mnist, read_idx
 
     try:
         found = find_fashion_mnist()

@@ -13,7 +13,8 @@ import torch
 from effnet.cli import main
 from effnet.models.factory import create_model, save_pretrained
 from effnet.preprocessing import Preprocessing
-from effnet.serving.preprocess import eval_transform, load_image
+from effnet.serving.image_files import load_image
+from effnet.serving.preprocess import eval_transform
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SAMPLE = SHARED / "data" / "imagenet-sample-100"

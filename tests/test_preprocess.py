@@ -13,17 +13,15 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from effnet.preprocessing import Preprocessing
+from effnet.serving.image_files import IMAGE_EXTENSIONS, find_images, image_folder_samples
 from effnet.serving.inference import count_correct, top_k
 from effnet.serving.preprocess import (
-    IMAGE_EXTENSIONS,
     BadSample,
     ImageFiles,
     class_folder_name,
     collate_skip,
     eval_transform,
-    find_images,
     folder_class_indices,
-    image_folder_samples,
 )
 
 

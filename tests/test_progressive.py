@@ -23,7 +23,7 @@ from effnet.config.progressive import (
 )
 from effnet.config.training import TrainConfig, resolve_recipe
 from effnet.errors import InvalidValue
-from effnet.training.data import DEBIAN_FASHION_MNIST
+from effnet.training.named_datasets import DEBIAN_FASHION_MNIST
 
 needs_fmnist = pytest.mark.skipif(
     not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),

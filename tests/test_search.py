@@ -434,7 +434,7 @@ def test_trainer_error_marks_trial_failed_and_is_retried_later(tmp_path):
 
 
 def _fashion_mnist_or_skip():
-    from effnet.training.data import find_fashion_mnist
+    from effnet.training.named_datasets import find_fashion_mnist
 
     try:
         find_fashion_mnist()

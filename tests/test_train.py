@@ -22,7 +22,7 @@ from PIL import Image
 
 from effnet.cli import main
 from effnet.config.training import TrainConfig
-from effnet.training.data import DEBIAN_FASHION_MNIST
+from effnet.training.named_datasets import DEBIAN_FASHION_MNIST
 from effnet.training.trainer import TrainResult, fit
 
 needs_fmnist = pytest.mark.skipif(

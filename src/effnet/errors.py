@@ -16,6 +16,7 @@ __all__ = [
     "OutputConflict",
     "Unsupported",
     "DownloadFailed",
+    "WriteFailed",
 ]
 
 
@@ -53,3 +54,8 @@ class Unsupported(EffnetError, RuntimeError):
 
 class DownloadFailed(EffnetError, ConnectionError):
     """A download that could not complete: host unreachable, connection dropped mid-file, server error."""
+
+
+class WriteFailed(EffnetError, OSError):
+    """An output that could not be written (disk full, read-only file system, permission denied): the message names
+    the path and the OS error; the file keeps its previous content (or stays absent)."""

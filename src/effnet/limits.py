@@ -36,6 +36,12 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_DOWNLOAD_BYTES",
     "DOWNLOAD_TIMEOUT_S",
+    "MAX_WALK_DEPTH",
+    "MAX_WALK_ENTRIES",
+    "MAX_IMAGE_PIXELS",
+    "MAX_IMAGE_ASPECT",
+    "MAX_RESIZED_PIXELS",
+    "MAX_IDX_BYTES",
     "check_number",
     "check_int",
     "json_depth",
@@ -78,6 +84,23 @@ MAX_DOWNLOAD_BYTES = 1 << 32
 1.9 GB)."""
 DOWNLOAD_TIMEOUT_S = 60.0
 """Longest wait, in seconds, to connect to a torchvision weights host or for the next bytes of its file."""
+
+# Files, folders and images: bounds that keep a walk finite and a small file from allocating gigabytes.
+MAX_WALK_DEPTH = 32
+"""Deepest folder level below a folder of images that is walked (ImageFolder trees nest 2 deep). Each real folder is
+walked once, so a symlink loop ends by itself; a deeper tree is refused, naming the folder."""
+MAX_WALK_ENTRIES = 10_000_000
+"""Most entries (files and folders) examined in one walk of a folder of images (ImageNet's train split has 1.28M
+images): a larger tree is refused, naming the folder, before its list outgrows memory."""
+MAX_IMAGE_PIXELS = 1 << 26
+"""Largest image read, in pixels (67M: 8192 x 8192; a 60 MP photo fits), checked from the header before decoding."""
+MAX_IMAGE_ASPECT = 64
+"""Largest ratio of an image's long side to its short side: resizing the short side to the model's size multiplies
+the long side by as much (a 65000 x 1 PNG of 143 bytes would become 16.6G pixels)."""
+MAX_RESIZED_PIXELS = 1 << 26
+"""Largest image after the preprocessing's resize, in pixels (a 4096-px resize of a 4:1 panorama is 67M)."""
+MAX_IDX_BYTES = 1 << 31
+"""Largest decompressed IDX file (Fashion-MNIST's training images are 47 MB): a gzip bomb stops at this size."""
 
 
 def _is_number(value: Any) -> bool:

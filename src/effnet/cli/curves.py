@@ -75,12 +75,15 @@ def run(args: argparse.Namespace) -> int:
     """Train this worker's share of the points (and ``--jobs`` - 1 more here), then print the table."""
     options: WorkerOptions = build(FLAGS[4], args)
     jobs = worker_jobs(options)
-    check_output(args.output, folder=True)
+    read = {"--data": args.data, "--data-root": args.data_root, "--baseline": args.baseline}
+    check_output(args.output, folder=True, inputs=read)
     config, source = config_from_args(args)
     from effnet.search.curves import TABLE_COLUMNS  # lazy: imports torch; --help stays torch-free
     from effnet.search.jobs import run_jobs  # lazy: imports torch; --help stays torch-free
+    from effnet.search.storage import storage_write_errors  # lazy: imports optuna
 
-    report = run_jobs("curves", config, jobs, progress=not options.quiet, source=source)
+    with storage_write_errors(config.training.storage_url):
+        report = run_jobs("curves", config, jobs, progress=not options.quiet, source=source)
     rows = [{**r, "macs": format_count(r["macs"]), "params": format_count(r["params"])} for r in report["rows"]]
     print(
         f"{report['baseline_name']} on {report['data']}: alpha={config.alpha:g} beta={config.beta:g} "

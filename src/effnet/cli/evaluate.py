@@ -17,7 +17,8 @@ from effnet.config.inference import EvalConfig
 from effnet.errors import InvalidValue, MissingFile
 from effnet.io import atomic_write_json, check_output
 from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
-from effnet.serving.preprocess import folder_class_indices, image_folder_samples, read_labels_csv
+from effnet.serving.image_files import find_images, image_folder_samples
+from effnet.serving.preprocess import folder_class_indices, read_labels_csv
 
 HELP = "Top-1/top-5 accuracy of weights on DIR/<class>/<image> or on images listed in a labels CSV (file,index)."
 
@@ -63,6 +64,15 @@ def run(args: argparse.Namespace) -> int:
         layout = f"labels CSV {labels}"
     else:
         samples, folders = image_folder_samples(data)
+    calibration = find_images([config.calibration])[0] if config.calibration else None
+    read = {
+        "--weights": config.weights,
+        "--labels": labels,
+        "--data": [p for p, _ in samples],
+        "--exported": config.exported,
+        "--calibration": calibration,
+    }
+    check_output(config.output, inputs=read)  # every file eval reads (its images too), before weights are loaded
     model = load_model(config)
     if labels is None:
         samples, layout = _folder_samples(samples, folders, model.preprocessing.class_names)

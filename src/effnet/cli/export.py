@@ -14,9 +14,10 @@ from pathlib import Path
 from effnet.cli.flags import Flags, add_flags, build
 from effnet.cli.predict import load_model
 from effnet.config.inference import DEFAULT_EXPORT_FOLDER, EXPORT_SUFFIXES, ExportConfig
-from effnet.config.serving import REPOSITORY_FORMATS
+from effnet.config.serving import REPOSITORY_FORMATS, export_files
 from effnet.io import check_output
 from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
+from effnet.serving.image_files import find_images
 
 HELP = (
     "Export weights to ONNX, OpenVINO IR, TorchScript or a Triton / OpenVINO Model Server repository (fp32, bf16, "
@@ -38,10 +39,14 @@ def run(args: argparse.Namespace) -> int:
 
     config: ExportConfig = build(FLAGS[0], args)
     folder = config.format in REPOSITORY_FORMATS
-    check_output(config.output, inputs={"--weights": config.weights}, folder=folder)
+    calibration = find_images([config.calibration])[0] if config.calibration else None
+    inputs = {"--weights": config.weights, "--calibration": calibration}
+    if config.output:
+        companions = export_files(config.format, config.output)[1:]
+        check_output(config.output, inputs=inputs, folder=folder, companions=companions)
     model = load_model(config)
     output = config.output or str(Path(DEFAULT_EXPORT_FOLDER) / f"{model.spec.name}{EXPORT_SUFFIXES[config.format]}")
-    check_output(output, inputs={"--weights": config.weights}, folder=folder)
+    check_output(output, inputs=inputs, folder=folder, companions=export_files(config.format, output)[1:])
     samples = None
     if config.precision == "int8":
         from effnet.serving.quantize import calibration_batch  # lazy: imports torch

@@ -17,7 +17,7 @@ from effnet.errors import BadFile, InvalidValue
 from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
 from effnet.report import render_table
 from effnet.serving.hardware import require_device
-from effnet.serving.preprocess import find_images
+from effnet.serving.image_files import find_images
 
 HELP = "Classify images (files or folders) with pretrained weights: top-k labels and probabilities."
 

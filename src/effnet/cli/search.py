@@ -65,10 +65,14 @@ def run(args: argparse.Namespace) -> int:
     """Run this worker's share of the study (and ``--jobs`` - 1 more here), then print the report."""
     options: WorkerOptions = build(FLAGS[1], args)
     jobs = worker_jobs(options)
-    check_output(args.output, folder=True)
+    read = {"--data": args.data, "--data-root": args.data_root, "--baseline": args.baseline}
+    check_output(args.output, folder=True, inputs=read)
     from effnet.search.jobs import run_jobs  # lazy: imports torch; --help stays torch-free
+    from effnet.search.storage import storage_write_errors  # lazy: imports optuna
 
-    report = run_jobs("search", config_from_args(args), jobs, progress=not options.quiet)
+    config = config_from_args(args)
+    with storage_write_errors(config.storage_url):
+        report = run_jobs("search", config, jobs, progress=not options.quiet)
     print(report["table_markdown"], end="")
     chosen = report["chosen"]
     if chosen is not None:

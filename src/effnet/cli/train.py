@@ -60,7 +60,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     """Train; exit status 128 + N after signal N (the run is checkpointed and resumable)."""
     check_output(
-        args.output, folder=True, inputs={"--weights": args.weights, "--spec": args.spec_file, "--data": args.data}
+        args.output,
+        folder=True,
+        inputs={
+            "--weights": args.weights,
+            "--spec": args.spec_file,
+            "--data": args.data,
+            "--data-root": args.data_root,
+        },
     )
     config = config_from_args(args)
     from effnet.training.loop import TrainingInterrupted  # lazy: imports torch

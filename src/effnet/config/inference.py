@@ -34,6 +34,7 @@ from effnet.config.serving import (
     check_input_size,
     check_opset,
     check_precision,
+    export_files,
     precision_help,
     runtime_help,
 )
@@ -197,3 +198,5 @@ class ExportConfig(CalibrationOptions):
     def _check(self) -> None:
         super()._check()
         check_export_precision(self.format, self.precision)
+        if self.output is not None:
+            export_files(self.format, self.output)

@@ -10,8 +10,10 @@ the two cannot drift.
 from __future__ import annotations
 
 import math
+import os
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
 from effnet.errors import InvalidValue, Unsupported
@@ -29,6 +31,8 @@ __all__ = [
     "EXPORT_FORMATS",
     "REPOSITORY_FORMATS",
     "EXPORT_PRECISIONS",
+    "FORMAT_SUFFIXES",
+    "export_files",
     "DEFAULT_OPSET",
     "MIN_OPSET",
     "MAX_OPSET",
@@ -98,6 +102,16 @@ EXPORT_PRECISIONS: dict[str, tuple[str, ...]] = {
     "ovms": ("fp32", "bf16", "int8"),
 }
 """Precisions each export format can hold (ONNX int8 = ONNX Runtime QDQ; OpenVINO int8 = NNCF; bf16 = IR hint)."""
+FORMAT_SUFFIXES: dict[str, str] = {
+    ".onnx": "onnx",
+    ".xml": "openvino",
+    ".bin": "openvino weights",
+    ".pt": "torchscript",
+    ".pth": "torchscript",
+    ".torchscript": "torchscript",
+    ".safetensors": "safetensors weights",
+}
+"""File suffixes that name a format: an export whose ``--output`` ends in another format's suffix is refused."""
 
 DEFAULT_OPSET = 17
 MIN_OPSET, MAX_OPSET = 9, 20
@@ -166,6 +180,24 @@ def check_export_precision(fmt: str, precision: object) -> Precision:
     if value not in EXPORT_PRECISIONS[check_export_format(fmt)]:
         raise InvalidValue(f"--format {fmt} holds precision {', '.join(EXPORT_PRECISIONS[fmt])}; got {value}")
     return value
+
+
+def export_files(fmt: str, output: str | os.PathLike[str]) -> tuple[Path, ...]:
+    """Every file an export in ``fmt`` to ``output`` writes: ``output`` first, then its companions (OpenVINO's
+    ``.bin`` beside the ``.xml``; ONNX and TorchScript are one file). A suffix that names another format
+    (:data:`FORMAT_SUFFIXES`, e.g. ``--format torchscript --output x.onnx``) is a one-line ``InvalidValue``."""
+    target = Path(output)
+    named = FORMAT_SUFFIXES.get(target.suffix.lower())
+    if check_export_format(fmt) == "openvino":
+        if target.suffix != ".xml":
+            raise InvalidValue(f"--output of --format openvino must end in .xml (its .bin goes beside); got {target}")
+        return target, target.with_suffix(".bin")
+    if named is not None and named != fmt:
+        raise InvalidValue(
+            f"--output {target} names {named} by its suffix; --format {fmt} writes {fmt} (give a .{fmt} "
+            "name or the matching --format)"
+        )
+    return (target,)
 
 
 def _bounded_int(name: str, value: object, low: int, high: int) -> int:

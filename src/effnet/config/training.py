@@ -134,6 +134,9 @@ class TrainConfig:
         resume_check=False,
     )
     resume: bool = setting(False, "continue the run in --output from its checkpoint", "run", resume_check=False)
+    overwrite: bool = setting(
+        False, "start anew in an --output holding a run's results, removing them", "run", resume_check=False
+    )
     recipe: str = setting(
         "auto",
         f"recipe: auto = paper for runs of {PAPER_MIN_EPOCHS}+ epochs, else short",
@@ -253,6 +256,8 @@ class TrainConfig:
         check_fields(self)
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise InvalidValue(f"--device must be auto, cpu, cuda[:N] or mps; got {self.device!r}")
+        if self.resume and self.overwrite:
+            raise InvalidValue("--resume continues the run in --output and --overwrite replaces it: give one")
         _check_progressive(self)
 
     def to_dict(self) -> dict[str, Any]:

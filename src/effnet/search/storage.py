@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ import optuna
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from effnet.errors import BadFile, InvalidValue
+from effnet.errors import BadFile, EffnetError, InvalidValue, WriteFailed
+from effnet.io import make_folder
 
-__all__ = ["redact", "open_storage"]
+__all__ = ["redact", "open_storage", "storage_write_errors"]
 
 _CREATION_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key", "database is locked")
 _BACKENDS = "sqlite:///FILE or postgresql+psycopg://USER@HOST/DB"
@@ -34,6 +36,30 @@ def redact(url: str) -> str:
     with contextlib.suppress(Exception):
         return make_url(url).render_as_string(hide_password=True)
     return url
+
+
+_DISK_ERRORS = {"database or disk is full": "No space left on device", "readonly database": "Read-only file system"}
+
+
+@contextlib.contextmanager
+def storage_write_errors(url: str) -> Iterator[None]:
+    """An error of the study's storage that the disk caused (full, read-only), anywhere in the exception's chain,
+    becomes one :class:`~effnet.errors.WriteFailed` line naming the storage; other errors pass unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, EffnetError):
+            raise
+        chain: list[BaseException] = []
+        cause: BaseException | None = exc
+        while cause is not None and cause not in chain:
+            chain.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        text = " ".join(str(e) for e in chain)
+        for needle, reason in _DISK_ERRORS.items():
+            if needle in text:
+                raise WriteFailed(f"cannot write the study's storage {redact(url)}: {reason} ({needle})") from None
+        raise
 
 
 def _has_module(name: str) -> bool:
@@ -83,7 +109,7 @@ def open_storage(url: str, heartbeat: int | None = 10) -> Any:
         if database and database != ":memory:" and not database.startswith("file:"):
             if Path(database).is_dir():
                 raise BadFile(f"--storage {url}: {database} is a directory, not an SQLite file")
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            make_folder(Path(database).parent)
         connect_args["timeout"] = 60
         connect_args["isolation_level"] = None  # transactions are begun by _serialize_sqlite, not by pysqlite
     else:

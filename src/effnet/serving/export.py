@@ -20,7 +20,9 @@ functions it calls take their arguments as given.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -35,13 +37,13 @@ from effnet.config.serving import (
     DEFAULT_OPSET,
     REPOSITORY_FORMATS,
     check_atol,
-    check_export_format,
     check_export_precision,
     check_input_size,
     check_opset,
+    export_files,
 )
-from effnet.errors import InvalidValue
-from effnet.io import atomic_path
+from effnet.errors import InvalidValue, WriteFailed
+from effnet.io import atomic_path, make_folder, refuse_link, write_error
 from effnet.models.fold import fold_batchnorm
 from effnet.serving.hardware import require_native_bf16
 from effnet.serving.model_repository import export_repository
@@ -178,18 +180,53 @@ def export_onnx(
 
 def _save_ir(ov_model: Any, target: Path, check: torch.Tensor) -> torch.Tensor:
     """Save ``ov_model`` as ``target`` (.xml) + .bin via a temp folder beside it, run the saved copy on ``check``,
-    and return its output; the two files are renamed into place (each atomically) only by the caller's success."""
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
-        xml = Path(tmp) / target.name
-        openvino_package().save_model(ov_model, str(xml), compress_to_fp16=False)
-        saved = openvino_core().read_model(str(xml))
-        saved.reshape(list(check.shape))
-        config = openvino_config(ir_precision(saved))
-        got = openvino_core().compile_model(saved, "CPU", config)({0: check.numpy()})[0]
-        for suffix in (".bin", ".xml"):  # the weights first: an .xml is never left pointing at missing weights
-            with atomic_path(target.with_suffix(suffix)) as final:
-                os.replace(xml.with_suffix(suffix), final)
+    and return its output; the two files are renamed into place only by the caller's success (:func:`_install_ir`).
+    A write that fails is one :class:`~effnet.errors.WriteFailed` line naming ``target``."""
+    for file in (target, target.with_suffix(".bin")):
+        refuse_link(file)
+    make_folder(target.parent)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
+            xml = Path(tmp) / target.name
+            try:
+                openvino_package().save_model(ov_model, str(xml), compress_to_fp16=False)
+            except RuntimeError as exc:  # OpenVINO's C++ writer: a full disk, or a folder it cannot write
+                raise write_error(target, exc) from None
+            saved = openvino_core().read_model(str(xml))
+            saved.reshape(list(check.shape))
+            config = openvino_config(ir_precision(saved))
+            got = openvino_core().compile_model(saved, "CPU", config)({0: check.numpy()})[0]
+            _install_ir(xml, target)
+    except OSError as exc:
+        if isinstance(exc, WriteFailed):
+            raise
+        raise write_error(target, exc) from None
     return torch.from_numpy(got.copy())
+
+
+def _install_ir(staged: Path, target: Path) -> None:
+    """Rename the staged ``.bin``, then the ``.xml``, onto ``target``'s (each fsynced first): an ``.xml`` is never
+    left pointing at missing weights, and when the ``.xml`` cannot be renamed the previous ``.bin`` is put back."""
+    weights, backup = target.with_suffix(".bin"), staged.with_name(".previous.bin")
+    for file in (staged.with_suffix(".bin"), staged):
+        with open(file, "rb+") as handle:
+            os.fsync(handle.fileno())
+    kept = weights.exists()
+    if kept:
+        try:
+            os.link(weights, backup)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(weights, backup)
+    os.replace(staged.with_suffix(".bin"), weights)
+    try:
+        os.replace(staged, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            if kept:
+                os.replace(backup, weights)
+            else:
+                weights.unlink()
+        raise
 
 
 def export_openvino(
@@ -206,10 +243,8 @@ def export_openvino(
     """Write ``model`` as OpenVINO IR (``path`` .xml + .bin, dynamic batch, fp32 weights) and verify it in OpenVINO;
     bf16 records OpenVINO's bf16 inference precision in the IR, int8 is NNCF-quantized on ``samples``."""
     target = Path(path)
-    if target.suffix != ".xml":
-        raise InvalidValue(f"--output of --format openvino must end in .xml (its .bin goes beside it); got {target}")
+    export_files("openvino", target)
     example, check, expected = _verify_inputs(model, input_size, seed, precision, samples)
-    target.parent.mkdir(parents=True, exist_ok=True)
     ov_model, _ = openvino_model(fold_batchnorm(model), example, precision, check if precision == "int8" else None)
     record_precision(ov_model, precision)
     got = _save_ir(ov_model, target, check)
@@ -271,7 +306,7 @@ def export_model(
     """Export in ``fmt`` (``onnx``, ``openvino``, ``torchscript``, or a ``triton`` / ``ovms`` repository folder) at
     ``precision``; ``samples``: preprocessed
     calibration images for int8. Every option is validated before any work (bounds: :mod:`effnet.config.serving`)."""
-    check_export_format(fmt)
+    export_files(fmt, path)  # the format's own suffix; its companions are the caller's check_output
     check_export_precision(fmt, precision)
     if input_size is not None:
         check_input_size(input_size)

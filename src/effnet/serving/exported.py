@@ -72,6 +72,9 @@ def load_exported(path: str | os.PathLike[str]) -> ExportedEngine:
     the precision the IR records (``runtime_options`` in its rt_info). Its precision is read from the file: ``int8``
     where its graph is quantized (QDQ / FakeQuantize nodes), else bf16 or fp32."""
     file = Path(path)
+    for part in (file, file.with_suffix(".bin")) if file.suffix == ".xml" else (file,):
+        if part.exists() and not part.is_file():  # a FIFO would block the runtime's reader for good
+            raise BadFile(f"--exported: {part} is not a regular file (a folder, FIFO or device)")
     if not file.is_file():
         raise MissingFile(f"--exported: no such file: {file}")
     if file.suffix == ".onnx":

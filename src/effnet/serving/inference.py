@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from effnet.errors import BadFile, InvalidValue
 from effnet.preprocessing import Preprocessing
-from effnet.serving.preprocess import ImageFiles, collate_skip, eval_transform, load_image
+from effnet.serving.image_files import load_image
+from effnet.serving.preprocess import ImageFiles, collate_skip, eval_transform
 
 __all__ = ["Prediction", "EvalResult", "top_k", "count_correct", "predict_files", "evaluate_samples"]
 
@@ -126,11 +127,11 @@ def predict_files(
 
     for file in files:
         try:
-            image = load_image(file, preprocessing.image_mode)
+            tensor = transform(load_image(file, preprocessing.image_mode))
         except (ValueError, OSError) as exc:
-            problems.append((str(file), str(exc)))
+            problems.append((str(file), str(exc) if str(file) in str(exc) else f"{file}: {exc}"))
             continue
-        pending.append((str(file), transform(image)))
+        pending.append((str(file), tensor))
         if len(pending) >= batch_size:
             flush()
     flush()

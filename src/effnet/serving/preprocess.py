@@ -1,37 +1,32 @@
-"""The one preprocessing path: the evaluation transform and reading image files.
+"""The one preprocessing path: the evaluation transform, class folders and labels, the bad-image protocol.
 
 :func:`eval_transform` applies a :class:`~effnet.preprocessing.Preprocessing` (the torch-free metadata that travels
-with weights): training validates with it, and predict, eval, export and every runtime use it. Image files: one
-extension list, one scanner (:func:`find_images`, :func:`image_folder_samples`), one bad-image protocol
-(:class:`ImageFiles` yields a :class:`BadSample`, :func:`collate_skip` drops it). torch/torchvision are imported
-inside functions only.
+with weights): training validates with it, and predict, eval, export and every runtime use it. Image files are found
+and read by :mod:`effnet.serving.image_files`; here: what class folders and labels CSVs mean, and one bad-image
+protocol (:class:`ImageFiles` yields a :class:`BadSample`, :func:`collate_skip` drops it). The resize is bounded
+(:class:`ResizeBound`: ``MAX_RESIZED_PIXELS``) before it allocates. torch/torchvision are imported inside functions
+only.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from PIL import Image, UnidentifiedImageError
-
 from effnet.errors import BadFile, InvalidValue, MissingFile
+from effnet.limits import MAX_RESIZED_PIXELS
 from effnet.preprocessing import Preprocessing
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+from effnet.serving.image_files import load_image, to_eight_bit
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "ConvertMode",
+    "ResizeBound",
     "eval_transform",
-    "is_image_file",
-    "find_images",
-    "image_folder_samples",
     "class_folder_name",
     "folder_class_indices",
-    "load_image",
     "read_labels_csv",
     "BadSample",
     "Batch",
@@ -41,16 +36,40 @@ __all__ = [
 
 
 class ConvertMode:
-    """PIL image -> the same image in ``mode`` (``L``: RGB to gray; ``RGB``: gray repeated to three channels)."""
+    """PIL image -> the same image in ``mode`` (``L``: RGB to gray; ``RGB``: gray repeated to three channels), 16-bit,
+    32-bit integer and float images scaled to 8 bits first (:func:`to_eight_bit`)."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
 
     def __call__(self, image: Any) -> Any:
+        image = to_eight_bit(image)
         return image if image.mode == self.mode else image.convert(self.mode)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.mode!r})"
+
+
+class ResizeBound:
+    """Refuse (``BadFile``) an image whose shorter side resized to ``size`` would exceed ``MAX_RESIZED_PIXELS``;
+    the image passes through unchanged otherwise (the step before a resize)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, image: Any) -> Any:
+        width, height = image.size
+        short, long = min(width, height), max(width, height)
+        resized = self.size * -(-self.size * long // max(short, 1))
+        if short < 1 or resized > MAX_RESIZED_PIXELS:
+            raise BadFile(
+                f"an image of {width}x{height} px resized to {self.size} px on its short side would have {resized:,} "
+                f"px; at most {MAX_RESIZED_PIXELS:,} are accepted"
+            )
+        return image
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.size})"
 
 
 def _check_image_channels(preprocessing: Preprocessing) -> None:
@@ -68,78 +87,13 @@ def eval_transform(preprocessing: Preprocessing) -> Callable[[Any], Any]:
     return T.Compose(
         [
             ConvertMode(preprocessing.image_mode),
+            ResizeBound(preprocessing.resize_size),
             T.Resize(preprocessing.resize_size, interpolation=mode),
             T.CenterCrop(preprocessing.input_size),
             T.ToTensor(),
             T.Normalize(preprocessing.mean, preprocessing.std),
         ]
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Image files
-# --------------------------------------------------------------------------------------------
-
-
-def is_image_file(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` has one of :data:`IMAGE_EXTENSIONS` (case-insensitive); the one extension test."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def _walk_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, symlinked folders followed, hidden ones skipped), sorted."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found += [Path(dirpath) / f for f in filenames if is_image_file(f)]
-    return sorted(found)
-
-
-def _extensions_hint() -> str:
-    return ", ".join(IMAGE_EXTENSIONS)
-
-
-def find_images(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[str]]:
-    """Expand files and directories (walked recursively, image extensions only, sorted) into image paths.
-
-    Returns ``(files, problems)``: files given explicitly are kept whatever their extension (reading
-    them decides); a missing path or a directory with no images is reported in ``problems``.
-    """
-    files: list[Path] = []
-    problems: list[str] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = _walk_images(path)
-            if not found:
-                problems.append(f"{path}: directory contains no image files ({_extensions_hint()})")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            problems.append(f"{path}: no such file or directory")
-    return files, problems
-
-
-def image_folder_samples(root: str | os.PathLike[str]) -> tuple[list[tuple[Path, int]], list[str]]:
-    """An ImageFolder tree (``root/<class>/<image>``): samples with class indices by sorted folder name.
-
-    The one scanner of class folders (training's ImageFolder data and ``effnet eval``). Hidden folders are
-    skipped; a class folder without images is an ``InvalidValue`` naming it.
-    """
-    base = Path(root)
-    if not base.is_dir():
-        raise MissingFile(f"--data: not a directory: {base}")
-    classes = sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith("."))
-    if not classes:
-        raise MissingFile(f"{base}: no class folders (expected {base}/<class>/<image>)")
-    samples: list[tuple[Path, int]] = []
-    for index, name in enumerate(classes):
-        found = _walk_images(base / name)
-        if not found:
-            raise InvalidValue(f"class folder {base / name} has no images (accepted: {_extensions_hint()})")
-        samples += [(p, index) for p in found]
-    return samples, classes
 
 
 def class_folder_name(class_name: str) -> str:
@@ -171,21 +125,6 @@ def folder_class_indices(folders: Sequence[str], class_names: Sequence[str]) -> 
     return list(range(len(folders))), "sorted folder order"
 
 
-def load_image(path: str | os.PathLike[str], mode: str = "RGB") -> Any:
-    """Open an image as a PIL image in ``mode``; an unreadable or non-image file is a one-line ``BadFile``."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert(mode)
-    except FileNotFoundError:
-        raise MissingFile(f"{path}: no such file") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if isinstance(exc, UnidentifiedImageError):
-            reason = "not an image file PIL can read"
-        raise BadFile(f"{path}: cannot read image ({reason})") from None
-
-
 def read_labels_csv(csv_path: str | os.PathLike[str]) -> list[tuple[Path, int]]:
     """``(image path, class index)`` rows of a CSV with columns ``file`` and ``index`` (extra columns ignored).
 
@@ -193,6 +132,8 @@ def read_labels_csv(csv_path: str | os.PathLike[str]) -> list[tuple[Path, int]]:
     malformed row is a one-line error naming the CSV and the row.
     """
     path = Path(csv_path)
+    if path.exists() and not path.is_file():
+        raise BadFile(f"labels CSV {path} is not a regular file (a folder, FIFO or device); expected a CSV file")
     if not path.is_file():
         raise MissingFile(f"labels CSV not found: {path}")
     try:

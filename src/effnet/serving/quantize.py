@@ -20,7 +20,8 @@ import torch
 from effnet.config.serving import DEFAULT_CALIBRATION_SIZE, ServingUnavailable, check_calibration_size
 from effnet.errors import InvalidValue, MissingFile
 from effnet.preprocessing import Preprocessing
-from effnet.serving.preprocess import eval_transform, find_images, load_image
+from effnet.serving.image_files import find_images, load_image
+from effnet.serving.preprocess import eval_transform
 
 __all__ = ["Calibration", "calibration_batch", "quantize_openvino", "quantize_onnx"]
 

@@ -8,26 +8,41 @@ once with :class:`RunDirLocked`. The lock is released by the kernel when its hol
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from effnet.errors import MissingFile, OutputConflict
-from effnet.io import append_line, atomic_write_json, atomic_write_text
+from effnet.io import append_line, atomic_write_json, atomic_write_text, make_folder, refuse_link, write_error
 from effnet.preprocessing import Preprocessing
 from effnet.report import Panel, Series, plot_panels, write_table
 from effnet.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from effnet.training.weights import export_weights
 
-__all__ = ["LOCK_NAME", "RunDirLocked", "RunLock", "RunDir"]
+__all__ = ["LOCK_NAME", "RESULT_NAMES", "RunDirLocked", "RunLock", "RunDir"]
 
 LOCK_NAME = "run.lock"
 """File in a run directory that a running ``effnet train`` holds locked."""
+RESULT_NAMES = (
+    CHECKPOINT_NAME,
+    "best.safetensors",
+    "last.safetensors",
+    "ema.safetensors",
+    "summary.json",
+    "summary.md",
+    "summary.csv",
+    "curves.png",
+    "metrics.jsonl",
+)
+"""Files in a run directory that hold a run's results: a new run refuses a folder holding any of them (an empty
+``metrics.jsonl`` holds none) unless it resumes or overwrites."""
 
 
 class RunDirLocked(OutputConflict):
@@ -52,9 +67,9 @@ class RunLock:
         if self.directory.exists() and not self.directory.is_dir():
             raise OutputConflict(f"--output {self.directory} is a file, not a run directory")
         self._created = not self.directory.exists()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_folder(self.directory)
         while self._fd is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -67,8 +82,27 @@ class RunLock:
                 self._fd = fd
             else:  # the previous holder removed the file after we opened it: lock the new one
                 os.close(fd)
-        os.ftruncate(self._fd, 0)
-        os.write(self._fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        try:
+            os.ftruncate(self._fd, 0)
+            os.write(self._fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        except OSError as exc:
+            self.release()
+            raise write_error(self.path, exc) from None
+
+    def _open(self) -> int:
+        """``run.lock`` opened without following a link; a planted link, device or hard link is refused."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                refuse_link(self.path)
+            raise write_error(self.path, exc) from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            os.close(fd)
+            kind = "is not a regular file" if not stat.S_ISREG(info.st_mode) else "has other hard links"
+            raise OutputConflict(f"{self.path} {kind}; effnet writes only its own lock file there: remove it")
+        return fd
 
     def _same_file(self, fd: int) -> bool:
         try:
@@ -86,10 +120,11 @@ class RunLock:
         """Remove the lock file and drop the lock (idempotent)."""
         if self._fd is None:
             return
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # a read-only or vanished folder: the kernel still drops the lock
             if self._same_file(self._fd):
                 self.path.unlink()
-        os.close(self._fd)
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
         self._fd = None
         if self._created:
             with contextlib.suppress(OSError):
@@ -104,11 +139,15 @@ class RunLock:
 
 
 class RunDir:
-    """The files of a run in ``path``; on other ranks than the main one (``main=False``) every write is skipped."""
+    """The files of a run in ``path``; on other ranks than the main one (``main=False``) every write is skipped.
 
-    def __init__(self, path: str | os.PathLike[str], main: bool = True) -> None:
+    ``overwrite``: a new run may replace the results of a finished one in ``path`` (they are removed at its start).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], main: bool = True, overwrite: bool = False) -> None:
         self.path = Path(path)
         self.main = main
+        self.overwrite = overwrite
         self.checkpoint = self.path / CHECKPOINT_NAME
 
     def lock(self) -> contextlib.AbstractContextManager[Any]:
@@ -120,16 +159,34 @@ class RunDir:
         if not self.checkpoint.is_file():
             raise MissingFile(f"--resume: no checkpoint {self.checkpoint}; nothing to resume, nothing started")
 
+    def results(self) -> list[str]:
+        """Names of the :data:`RESULT_NAMES` files ``path`` holds (a link counts; an empty metrics log does not)."""
+        found = []
+        for name in RESULT_NAMES:
+            file = self.path / name
+            if file.is_symlink() or (file.exists() and (name != "metrics.jsonl" or file.stat().st_size > 0)):
+                found.append(name)
+        return found
+
     def start(self, resume: bool) -> dict[str, Any] | None:
-        """The checkpoint to resume from (``resume``), or None for a fresh run in a directory holding none."""
+        """The checkpoint to resume from (``resume``), or None for a fresh run: one in a folder holding no results,
+        or, with ``overwrite``, one that first removes the results it replaces."""
         if resume:
             self.require_checkpoint()
             return load_checkpoint(self.checkpoint)
-        if self.checkpoint.is_file():
+        results = self.results()
+        if results and not self.overwrite:
+            resume_hint = "--resume to continue it, " if CHECKPOINT_NAME in results else ""
             raise OutputConflict(
-                f"--output {self.path} already holds a run ({CHECKPOINT_NAME}); pass --resume to "
-                "continue it or choose another --output"
+                f"--output {self.path} already holds a run ({', '.join(results)}); pass {resume_hint}--overwrite "
+                "to replace its results, or choose another --output"
             )
+        if self.main:
+            for name in results:
+                try:
+                    (self.path / name).unlink()
+                except OSError as exc:
+                    raise write_error(self.path / name, exc) from None
         return None
 
     def save_checkpoint(self, payload: dict[str, Any]) -> None:

@@ -159,7 +159,7 @@ def fit(
     with process_group() as (rank, world, local_rank), _process_settings(config):
         device, config = resolve_device(config, local_rank)
         rt = Runtime(device, rank, world, config.amp, bool(config.channels_last))
-        run_dir = RunDir(config.output, main=rank == 0)
+        run_dir = RunDir(config.output, main=rank == 0, overwrite=config.overwrite)
         if config.resume:
             run_dir.require_checkpoint()  # before the lock creates the directory: a failed resume starts nothing
         progressive_stages(config, config.resolution or base_spec(config, spec).resolution)  # bad sizes: fail now
