@@ -187,7 +187,11 @@ def _failure(target: Path, exc: BaseException) -> WriteFailed | None:
     """
     if isinstance(exc, EffnetError) or not isinstance(exc, Exception):
         return None
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+        return write_error(target, exc)
+    if isinstance(exc, (ConnectionError, TimeoutError)):  # a peer's fault while the caller fills the file, not ours
+        return None
+    if isinstance(exc, OSError) and exc.errno is not None:
         return write_error(target, exc)
     text = str(exc)
     for code in _WRITE_ERRNOS:
