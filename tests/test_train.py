@@ -254,7 +254,7 @@ def test_ddp_two_cpu_processes_match_single_process(fake_fmnist, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((ddp_run / "summary.json").read_text())[0]
     assert summary["world_size"] == 2
-    assert summary["rank_weight_max_diff"] == 0.0  # both ranks hold identical weights
+    assert summary["rank_parameter_max_diff"] == 0.0  # both ranks hold identical parameters
     config_json = json.loads((ddp_run / "config.json").read_text())
     assert config_json["peak_lr"] == pytest.approx(0.05 * 32 / 256) and config_json["steps_per_epoch"] == 4
     diff = _max_diff(_weights(ddp_run / "last.safetensors"), _weights(tmp_path / "single" / "last.safetensors"))

@@ -20,7 +20,15 @@ from effnet.io import atomic_path, atomic_write_json
 from effnet.report import render_markdown, write_table
 from effnet.search.stats import interval95, verdict
 
-__all__ = ["TABLE_COLUMNS", "summarize", "choose", "compare", "plot_accuracy_vs_macs", "write_report"]
+__all__ = [
+    "TABLE_COLUMNS",
+    "summarize",
+    "choose",
+    "compare",
+    "accuracy_figure",
+    "plot_accuracy_vs_macs",
+    "write_report",
+]
 
 TABLE_COLUMNS = (
     "rank",
@@ -127,10 +135,29 @@ def compare(rows: Sequence[Mapping[str, Any]], chance_top1: float | None) -> dic
     return out
 
 
+_LEGEND = {
+    "compound": "compound: 2 or 3 of α, β, γ > 1",
+    "depth": "depth only: α > 1",
+    "width": "width only: β > 1",
+    "resolution": "resolution only: γ > 1",
+    "baseline": "baseline: α = β = γ = 1",
+}
+"""What each kind of point is, as the plot's legend says it (:func:`effnet.search.grid.candidates` sets kinds)."""
+
+
 def plot_accuracy_vs_macs(
     rows: Sequence[Mapping[str, Any]], path: str | Path, *, title: str, chosen: Mapping[str, Any] | None = None
 ) -> Path:
     """Scatter of mean top-1 (± std) against exact MACs, one marker per kind of scaling; PNG written atomically."""
+    fig = accuracy_figure(rows, title=title, chosen=chosen)
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return target
+
+
+def accuracy_figure(rows: Sequence[Mapping[str, Any]], *, title: str, chosen: Mapping[str, Any] | None = None) -> Any:
+    """The matplotlib ``Figure`` of :func:`plot_accuracy_vs_macs` (legend: :data:`_LEGEND`, with each kind's count)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: effnet scale --study ranks without plotting
     from matplotlib.figure import Figure  # lazy: matplotlib, as above
 
@@ -141,7 +168,7 @@ def plot_accuracy_vs_macs(
         sel = [r for r in rows if r["kind"] == kind]
         if not sel:
             continue
-        label = f"{kind} ({len(sel)})" if kind != "compound" else f"compound α,β,γ>1 ({len(sel)})"
+        label = f"{_LEGEND[kind]} ({len(sel)})"
         full, stopped = [r for r in sel if not r.get("pruned")], [r for r in sel if r.get("pruned")]
         for part, face in ((full, color), (stopped, "none")):  # stopped early by halving: hollow (fewer epochs)
             if part:
@@ -186,10 +213,7 @@ def plot_accuracy_vs_macs(
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    return target
+    return fig
 
 
 def write_report(

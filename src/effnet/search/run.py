@@ -30,7 +30,7 @@ from effnet.errors import InvalidValue
 from effnet.search.grid import Candidate, baseline_spec, candidates, definition, distinct_networks, same_network_note
 from effnet.search.report import write_report
 from effnet.search.storage import open_storage, redact
-from effnet.search.study import finished_records, open_study
+from effnet.search.study import finished_records, open_study, trained_io
 from effnet.search.worker import Trainer, Worker, train_config
 from effnet.specs import NetworkSpec
 from effnet.training.data import load_datasets
@@ -193,7 +193,7 @@ def _work(
         "storage": redact(url),
         "data": config.data,
         "baseline_name": base.name,
-        "baseline_macs": cost(base).macs,
+        "baseline_macs": cost(base.replace(**trained_io(records))).macs,  # the baseline as trained: one baseline
         "trials_run_by_this_worker": worker.ran,
         "worker_wall_time_s": wall,
         "strategy": config.strategy,

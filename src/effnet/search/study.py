@@ -30,7 +30,7 @@ from effnet.search.halving import KeepLeadersPruner
 from effnet.search.report import choose, summarize
 from effnet.search.storage import open_storage, redact
 
-__all__ = ["GRID_ID", "enqueue", "open_study", "finished_records", "load_study_result"]
+__all__ = ["GRID_ID", "enqueue", "open_study", "finished_records", "trained_io", "load_study_result"]
 
 GRID_ID = "grid_id"
 """The user attribute of a trial that names its candidate (index into the study's candidates)."""
@@ -124,6 +124,15 @@ def finished_records(study: optuna.Study) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: r["trial"])
 
 
+def trained_io(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """``num_classes`` and ``in_chans`` of the networks the trials trained (fitted to the data), from the first
+    record that has them; empty when none does (a stand-in trainer that does not report them)."""
+    for r in records:
+        if r.get("num_classes") and r.get("in_chans"):
+            return {"num_classes": int(r["num_classes"]), "in_chans": int(r["in_chans"])}
+    return {}
+
+
 def _missing_sqlite_file(storage: str) -> str | None:
     with contextlib.suppress(Exception):  # a malformed URL is reported by open_storage
         parsed = make_url(storage)
@@ -162,19 +171,11 @@ def load_study_result(storage: str, study: str) -> dict[str, Any]:
             f"--study {study!r} has no finished scaled trial yet ({len(records)} complete of "
             f"{len(defn['candidates'])}); run effnet search to finish it"
         )
-    trained = next(
-        (
-            {"num_classes": r["num_classes"], "in_chans": r["in_chans"]}
-            for r in records
-            if "num_classes" in r and "in_chans" in r
-        ),
-        {},
-    )
     return {
         "definition": defn,
         "rows": rows,
         "chosen": dict(chosen),
         "complete": len(records),
         "total": len(defn["candidates"]),
-        "trained": trained,
+        "trained": trained_io(records),
     }

@@ -30,7 +30,7 @@ from effnet.cost import cost
 from effnet.report import render_markdown
 from effnet.specs import NetworkSpec
 from effnet.training.device import Runtime, resolve_device
-from effnet.training.distributed import gather, process_group, rank_weight_diff
+from effnet.training.distributed import gather, process_group, rank_parameter_diff
 from effnet.training.loop import train_epochs
 from effnet.training.run import Run, base_spec, start_run, write_start
 from effnet.training.rundir import RunDir
@@ -56,7 +56,7 @@ class TrainResult:
     params: int
     macs: int
     skipped_images: int
-    rank_weight_max_diff: float | None
+    rank_parameter_max_diff: float | None
     history: tuple[dict[str, Any], ...]
     spec: dict[str, Any] | None = None
     """The spec actually trained (``NetworkSpec.to_dict``: classes and input channels fitted to the data)."""
@@ -98,7 +98,7 @@ def _result(run: Run, state: TrainState, bad: list[str]) -> TrainResult:
         params=c_cost.params,
         macs=c_cost.macs,
         skipped_images=len(bad),
-        rank_weight_max_diff=rank_weight_diff(state.model, run.rt.world),
+        rank_parameter_max_diff=rank_parameter_diff(state.model, run.rt.world),
         history=tuple(h),
         spec=run.spec.to_dict(),
     )
@@ -128,7 +128,7 @@ def _finish(run: Run, state: TrainState) -> TrainResult:
         "macs": r.macs,
         "skipped_images": r.skipped_images,
         "world_size": run.rt.world,
-        "rank_weight_max_diff": r.rank_weight_max_diff,
+        "rank_parameter_max_diff": r.rank_parameter_max_diff,
     }
     run.run_dir.write_report(row, r.history, f"{run.spec.name} on {run.data.name}")
     if run.progress:
