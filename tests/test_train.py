@@ -368,7 +368,7 @@ def test_compile_option_trains_and_saves_plain_weights(fake_fmnist, tmp_path, mo
 def test_speed_defaults_resolve_per_device_and_parse_from_cli():
     from effnet.cli import build_parser
     from effnet.cli.train import config_from_args
-    from effnet.config.training import resolve_speed
+    from effnet.config.speed import resolve_speed
 
     auto = TrainConfig()
     assert (auto.amp, auto.channels_last) == ("auto", None)

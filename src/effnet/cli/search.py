@@ -65,10 +65,11 @@ def run(args: argparse.Namespace) -> int:
     """Run this worker's share of the study (and ``--jobs`` - 1 more here), then print the report."""
     options: WorkerOptions = build(FLAGS[1], args)
     jobs = worker_jobs(options)
-    check_output(args.output, folder=True)
+    config = config_from_args(args)
+    check_output(config.output, folder=True)
     from effnet.search.jobs import run_jobs  # lazy: imports torch; --help stays torch-free
 
-    report = run_jobs("search", config_from_args(args), jobs, progress=not options.quiet)
+    report = run_jobs("search", config, jobs, progress=not options.quiet)
     print(report["table_markdown"], end="")
     chosen = report["chosen"]
     if chosen is not None:

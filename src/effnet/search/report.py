@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from effnet.io import atomic_path, atomic_write_json
-from effnet.report import render_markdown, write_table
+from effnet.report import format_count, render_markdown, write_table
 from effnet.search.stats import interval95, verdict
 
 __all__ = [
     "TABLE_COLUMNS",
+    "PRINTED_COLUMNS",
+    "printed_table",
     "summarize",
     "choose",
     "compare",
@@ -52,6 +54,45 @@ TABLE_COLUMNS = (
 )
 """Columns of the ranked table (``flops_factor`` = α·β²·γ² by the rule; ``macs_factor`` = exact MACs ÷ baseline;
 ``epochs`` = mean epochs trained per seed; ``pruned`` = seeds stopped early by successive halving)."""
+
+PRINTED_COLUMNS = {
+    "rank": "rank",
+    "kind": "kind",
+    "alpha": "α",
+    "beta": "β",
+    "gamma": "γ",
+    "macs": "MACs",
+    "macs_factor": "MACs ×",
+    "params": "params",
+    "resolution": "px",
+    "epochs": "epochs",
+    "top1": "top-1 % (mean ± std)",
+    "interval": "95 % interval",
+}
+"""The table ``effnet search`` prints (column -> header), the one the README quotes: :data:`TABLE_COLUMNS` in
+short (``MACs ×`` is ``macs_factor``; ``epochs`` says how many seeds were stopped early); the files hold them all."""
+
+
+def printed_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The ranked rows as the Markdown table of :data:`PRINTED_COLUMNS`."""
+    shown = []
+    for r in rows:
+        epochs = f"{r['epochs']:g}" + (f" ({r['pruned']} stopped)" if r["pruned"] else "")
+        std = f" ± {r['top1_std']:.2f}" if r["top1_std"] is not None else ""
+        interval = f"{r['top1_ci95_low']:.2f}–{r['top1_ci95_high']:.2f}" if r["top1_ci95_low"] is not None else ""
+        shown.append(
+            {
+                **{k: r[k] for k in ("rank", "kind", "alpha", "beta", "gamma", "resolution")},
+                "macs": format_count(r["macs"]),
+                "macs_factor": f"{r['macs_factor']:.2f}",
+                "params": f"{r['params']:,}",
+                "epochs": epochs,
+                "top1": f"{r['top1_mean']:.2f}{std}",
+                "interval": interval,
+            }
+        )
+    return render_markdown(shown, list(PRINTED_COLUMNS), headers=PRINTED_COLUMNS, right=list(PRINTED_COLUMNS)[2:])
+
 
 _STYLE = {
     "compound": ("o", "tab:blue"),
@@ -277,7 +318,7 @@ def write_report(
             "plot": str(plot),
             "summary": str(out / "search_summary.json"),
         },
-        "table_markdown": render_markdown([{c: r[c] for c in TABLE_COLUMNS} for r in rows], TABLE_COLUMNS),
+        "table_markdown": printed_table(rows),
     }
     atomic_write_json(out / "search_summary.json", _finite(full))
     return full

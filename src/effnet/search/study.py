@@ -41,7 +41,7 @@ _CREATOR_WAIT_S = 30
 
 def _pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
     if config.strategy == "halving":
-        return KeepLeadersPruner(config.min_epochs, config.eta, config.keep)
+        return KeepLeadersPruner(config.min_epochs, config.eta, config.keep, order=GRID_ID)
     return optuna.pruners.NopPruner()
 
 
@@ -108,7 +108,8 @@ def open_study(storage: Any, config: SearchConfig, defn: Mapping[str, Any], item
         raise InvalidValue(
             f"--study {name!r} in {redact(url)} was created for a different search ({'; '.join(diffs[:4])}"
             f"{'; ...' if len(diffs) > 4 else ''}); its trials are kept unchanged. Re-run with the flags it was "
-            "created with, or pass a new --study name"
+            "created with, pass a new --study name, or leave out --output (each search's settings then get a "
+            "folder of its own)"
         )
     if _ENQUEUED not in study.user_attrs:  # its creator died while enqueueing: finish that
         _enqueue_grid(study, given, items)
