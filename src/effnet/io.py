@@ -20,6 +20,7 @@ from effnet.errors import OutputConflict
 
 __all__ = [
     "check_output",
+    "refuse_existing",
     "same_file",
     "atomic_path",
     "atomic_write_bytes",
@@ -71,6 +72,27 @@ def check_output(
         raise OutputConflict(f"{flag} {target} is an existing folder; expected a file path")
     if not folder and target.exists() and not target.is_file():
         raise OutputConflict(f"{flag} {target} is not a regular file (a FIFO or device); expected a file path")
+
+
+def refuse_existing(
+    output: str | os.PathLike[str] | None,
+    flag: str = "--output",
+    *,
+    overwrite: bool,
+    companions: tuple[str | os.PathLike[str], ...] = (),
+) -> None:
+    """The rule for outputs that exist: no command replaces a result unless told. An existing ``output`` (or a
+    file it writes beside itself, ``companions``) is an :class:`~effnet.errors.OutputConflict` naming it, unless
+    ``overwrite`` (``--overwrite``). Continuing the same work is not replacing: ``train --resume`` and a search or
+    curves study re-run into its own folder."""
+    if output is None or overwrite:
+        return
+    for path in (Path(output), *map(Path, companions)):
+        if path.exists() or path.is_symlink():
+            raise OutputConflict(
+                f"{flag} {output}: {path} exists (an earlier result); pass --overwrite to replace it or choose "
+                f"another {flag}"
+            )
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 from effnet.cli.flags import Flags, add_flags, build
 from effnet.cli.predict import load_model
 from effnet.config.inference import DEFAULT_EXPORT_FOLDER, EXPORT_SUFFIXES, ExportConfig
-from effnet.io import check_output
+from effnet.io import check_output, refuse_existing
 from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
 
 HELP = "Export weights to ONNX, OpenVINO IR or TorchScript (fp32, bf16, int8); the file is verified vs PyTorch."
@@ -33,10 +33,16 @@ def run(args: argparse.Namespace) -> int:
     from effnet.serving.export import export_model  # lazy: imports torch
 
     config: ExportConfig = build(FLAGS[0], args)
-    check_output(config.output, inputs={"--weights": config.weights})
+
+    def check(output: str | None) -> None:  # an input is never written, a result never replaced unasked
+        check_output(output, inputs={"--weights": config.weights})
+        beside = (str(Path(output).with_suffix(".bin")),) if output and config.format == "openvino" else ()
+        refuse_existing(output, overwrite=config.overwrite, companions=beside)
+
+    check(config.output)
     model = load_model(config)
     output = config.output or str(Path(DEFAULT_EXPORT_FOLDER) / f"{model.spec.name}{EXPORT_SUFFIXES[config.format]}")
-    check_output(output, inputs={"--weights": config.weights})
+    check(output)
     samples = None
     if config.precision == "int8":
         from effnet.serving.quantize import calibration_batch  # lazy: imports torch

@@ -9,6 +9,7 @@ into ``runs/search``. Every flag is a field of :class:`effnet.config.search.Sear
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from effnet.cli.flags import Flags, add_flags, build
@@ -68,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     check_output(config.output, folder=True)
     from effnet.search.jobs import run_jobs  # lazy: imports torch; --help stays torch-free
+    from effnet.search.report import check_report_owner  # lazy: as above
+    from effnet.search.storage import redact  # lazy: as above
+
+    summary = Path(config.output) / "search_summary.json"
+    check_report_owner(summary, config.study, redact(config.storage_url), options.overwrite)
 
     report = run_jobs("search", config, jobs, progress=not options.quiet)
     print(report["table_markdown"], end="")

@@ -349,6 +349,9 @@ class WorkerOptions:
         "worker",
     )
     quiet: bool = setting(False, "no progress bar", "worker")
+    overwrite: bool = setting(
+        False, "replace the report of another study in --output (a study re-run always rewrites its own)", "worker"
+    )
 
 
 def check_jobs(jobs: object) -> int:

@@ -49,6 +49,10 @@ DEFAULT_MODEL = "efficientnet_b0"
 ARTIFACTS = ("all", "weights", "metrics")
 """What a run folder keeps at its end (``--artifacts``): ``all`` (checkpoint, best/last/EMA weights, summary,
 curves.png), ``weights`` (config.json, metrics.jsonl, last.safetensors) or ``metrics`` (the two JSON files)."""
+ARTIFACTS_HELP = (
+    "what the run folder keeps at its end: all, weights (config, metrics, last weights) or metrics (config, metrics; "
+    "the checkpoint is removed at the end but for all)"
+)
 AMP_MODES = ("auto", "none", "bf16", "fp16")
 """Autocast modes; ``auto`` is resolved per device by :func:`effnet.config.speed.resolve_speed`."""
 MAX_PROGRESSIVE_STAGES = 1000
@@ -107,16 +111,13 @@ class TrainConfig:
     depth: float | None = setting(None, "the model's depth x this (default 1)", "data", limits=Range(0, low_open=True))
     resolution: int | None = setting(None, "input size (default: the model's)", "data", limits=Range(1))
     stem_stride: int | None = setting(
-        None,
-        "stride of the stem conv (default: the model's, 2; 1 keeps detail on 32x32 inputs)",
-        "data",
-        limits=Range(1),
+        None, "stem conv stride (default: the model's, 2; 1 keeps detail on 32x32 inputs)", "data", limits=Range(1)
     )
     spec_file: str | None = setting(None, "NetworkSpec JSON file to train instead of --model", "data", flag="--spec")
     weights: str | None = setting(
         None,
-        "initial weights to fine-tune from: .safetensors, a checkpoint, or a hub "
-        "reference (hf-hub:timm/<repo>, torchvision:<Enum>[.<MEMBER>])",
+        "weights to fine-tune, and their network (model flags must then describe it): .safetensors, a checkpoint, "
+        "or a hub reference (hf-hub:timm/<repo>, torchvision:<Enum>[.<MEMBER>])",
         "data",
     )
     in_chans: int | None = setting(
@@ -133,13 +134,7 @@ class TrainConfig:
         128, "global batch size (all processes together; BatchNorm trains on 2+ images)", "run", limits=Range(2)
     )
     seed: int = setting(0, "random seed", "run", limits=Range(0))
-    artifacts: str = setting(
-        "all",
-        "what the run folder keeps at its end: all, weights (config, metrics, last weights) or metrics",
-        "run",
-        choices=ARTIFACTS,
-        resume_check=False,
-    )
+    artifacts: str = setting("all", ARTIFACTS_HELP, "run", choices=ARTIFACTS, resume_check=False)
     output: str = setting(
         "runs/train",
         "run directory (config, metrics, checkpoint, weights, plots; locked while a run uses it)",

@@ -10,12 +10,14 @@ pruned ones (their accuracy is from fewer epochs). The chosen coefficients are t
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from effnet.errors import OutputConflict
 from effnet.io import atomic_path, atomic_write_json
 from effnet.report import format_count, render_markdown, write_table
 from effnet.search.stats import interval95, verdict
@@ -28,6 +30,7 @@ __all__ = [
     "choose",
     "compare",
     "accuracy_figure",
+    "check_report_owner",
     "plot_accuracy_vs_macs",
     "write_report",
 ]
@@ -255,6 +258,22 @@ def accuracy_figure(rows: Sequence[Mapping[str, Any]], *, title: str, chosen: Ma
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return fig
+
+
+def check_report_owner(summary: str | Path, study: str, storage: str, overwrite: bool = False) -> None:
+    """A search or curves run rewrites only its own report: a ``summary`` JSON already written there for another
+    study (name or storage) is an :class:`~effnet.errors.OutputConflict` naming both, unless ``overwrite``."""
+    path = Path(summary)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and not overwrite else {}
+    except (OSError, ValueError):
+        saved = {}
+    owner = (saved.get("study"), saved.get("storage")) if isinstance(saved, dict) else (None, None)
+    if owner != (None, None) and owner != (study, storage):
+        raise OutputConflict(
+            f"{path.parent} holds the report of study {owner[0]!r} in {owner[1]}, not of {study!r} in {storage}; "
+            "pass --overwrite to replace it, or another --output"
+        )
 
 
 def write_report(

@@ -47,7 +47,9 @@ Trainer = Callable[..., Any]
 epoch with ``record["epoch"]`` and ``record["val_top1"]`` and may raise to stop; it is passed only with
 ``strategy="halving"``, the default whenever ``epochs > min_epochs``). The result has ``last_top1`` and, when
 available, ``best_top1``, ``last_top5``, ``ema_top1``, ``params``, ``macs``, ``epochs``, ``images_per_s``,
-``wall_time_s``."""
+``wall_time_s`` and ``spec`` (the network trained, classes and channels fitted to the data). A trainer that fits
+them writes that spec at its start to ``config.output``/``config.json`` (key ``spec``), as ``fit`` does, so a
+trial stopped early records the cost of the network it trained."""
 
 
 def train_config(config: SearchConfig, seed: int, output: Path, model: str = "search-trial") -> TrainConfig:

@@ -149,6 +149,7 @@ def start_run(
     net = wrap_ddp(state.model, rt.device, rt.world)
     if config.compile:
         net = torch.compile(net)
+        run.note("compiling the model with torch.compile at its first training and validation steps")
     torch.manual_seed(config.seed + rt.rank)  # training randomness (dropout, augmentation) differs per rank
     if checkpoint is not None:
         state.load_state_dict(rank_state(checkpoint, rt.rank))
