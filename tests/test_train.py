@@ -431,7 +431,7 @@ def test_recipes_spec_options_and_finetune_weights(tmp_path):
     assert load_initial_weights(target, tmp_path / "lite0.safetensors", new_head=False) is False  # 1000 != 5 classes
     assert torch.equal(target.stem.conv.weight, source.stem.conv.weight)
     assert torch.equal(target.classifier.weight, fresh_head)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"weights do not fit efficientnet_b0 .* looks like efficientnet_lite0\)$"):
         load_initial_weights(create_model("efficientnet_b0", num_classes=5), tmp_path / "lite0.safetensors", True)
 
 
