@@ -18,6 +18,8 @@ import torch
 from effnet.io import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = [
+    "DEFAULT_OUT",
+    "COMMITTED_OUT",
     "Timing",
     "summarize",
     "time_round_robin",
@@ -29,6 +31,12 @@ __all__ = [
     "bar_plot",
     "write_outputs",
 ]
+
+
+COMMITTED_OUT = Path(__file__).resolve().parent / "results"
+"""The committed results that ``benchmarks/RESULTS.md`` cites: written only when ``--out-dir`` names this folder."""
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "runs" / "benchmarks"
+"""Where a benchmark writes by default (ignored by git), so a run never replaces the committed results unasked."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 #   OUT=/tmp/gpu bash benchmarks/gpu.sh            # from the repository root; effnet is used from src/
 # Budget: new items stop starting after BUDGET_S seconds (default 420), so the whole run ends within ~8 min.
 set -uo pipefail
-OUT="${OUT:-benchmarks/results/gpu}"
+OUT="${OUT:-runs/benchmarks/gpu}"   # the committed results: OUT=benchmarks/results/gpu
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY="${PYTHON:-python3}"

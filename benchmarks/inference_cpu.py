@@ -8,10 +8,11 @@ and run by ONNX Runtime and by OpenVINO (fp32 and, where the CPU has it natively
 compile (unless ``--skip-compile``), onnxruntime, openvino, default, at fp32, bf16 (native only) and int8 (calibrated
 on random inputs: speed only; accuracy is ``tests/test_precision_accuracy.py`` / ``docs/speed.md``).
 Writes ``inference_cpu.json``, ``inference_cpu.md`` and ``inference_cpu.png`` under ``--out-dir`` (default
-``benchmarks/results``). Contenders are timed round-robin (interleaved) after warm-up so they share the same
-background load. ``ratio`` is throughput over torchvision eager; ``vs_best_peer`` is throughput over the best peer
-engine (ONNX Runtime / OpenVINO fp32 on torchvision's export) at the same batch; ``peak_fraction`` and
-``bf16_peak_fraction`` are the model's FLOP rate over the fp32 / bf16 matmul peak measured in the same run.
+``runs/benchmarks``; ``--out-dir benchmarks/results`` replaces the committed results). Contenders are timed
+round-robin (interleaved) after warm-up so they share the same background load. ``ratio`` is throughput over
+torchvision eager; ``vs_best_peer`` is throughput over the best peer engine (ONNX Runtime / OpenVINO fp32 on
+torchvision's export) at the same batch; ``peak_fraction`` and ``bf16_peak_fraction`` are the model's FLOP rate
+over the fp32 / bf16 matmul peak measured in the same run.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from tqdm import tqdm
 
 import effnet
 from common import (
+    COMMITTED_OUT,
+    DEFAULT_OUT,
     bar_plot,
     loadavg,
     machine_info,
@@ -183,7 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--repeats", type=int, default=0, help="timed samples per contender (0: 15 at batch 1, 5 else)")
     p.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile 'compile' runtime")
-    p.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"default {DEFAULT_OUT}; the committed results: {COMMITTED_OUT}",
+    )
     args = p.parse_args(argv)
     pin_threads(args.threads)
     meta = machine_info() | {"model": args.model, "resolution": args.resolution, "threads": args.threads}

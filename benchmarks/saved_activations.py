@@ -17,7 +17,7 @@ import torch
 
 import effnet
 import effnet.models.layers
-from common import machine_info, markdown_table, write_outputs
+from common import COMMITTED_OUT, DEFAULT_OUT, machine_info, markdown_table, write_outputs
 
 
 def saved_mb(model: torch.nn.Module, x: torch.Tensor, bf16: bool) -> float:
@@ -40,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="efficientnet_b0")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--resolution", type=int, default=224)
-    p.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"default {DEFAULT_OUT}; the committed results: {COMMITTED_OUT}",
+    )
     args = p.parse_args(argv)
     import timm
     import torchvision

@@ -12,7 +12,7 @@ chosen point; same top-3 set). The two studies run one after the other in this p
 its own folder under ``--work-dir`` (default ``runs/search_fidelity``, git-ignored: trial runs hold checkpoints;
 re-running resumes both studies: nothing is trained twice, and ``trial_time_s``,
 the summed trial wall time, stays that of the training). Writes ``search_fidelity.{json,md}`` to ``--out-dir``
-(default ``benchmarks/results``).
+(default ``runs/benchmarks``; the committed results are ``--out-dir benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import loadavg, machine_info, markdown_table, write_outputs
+from common import COMMITTED_OUT, DEFAULT_OUT, loadavg, machine_info, markdown_table, write_outputs
 from effnet.config.search import SearchConfig
 from effnet.search.run import run_search
 
@@ -74,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     p.add_argument("--data", default=d.data)
     p.add_argument("--work-dir", type=Path, default=Path("runs/search_fidelity"))
-    p.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"default {DEFAULT_OUT}; the committed results: {COMMITTED_OUT}",
+    )
     args = p.parse_args(argv)
     config = SearchConfig(
         data=args.data,

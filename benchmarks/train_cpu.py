@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import bar_plot, loadavg, machine_info, markdown_table, write_outputs
+from common import COMMITTED_OUT, DEFAULT_OUT, bar_plot, loadavg, machine_info, markdown_table, write_outputs
 
 BASELINE = "torchvision eager"
 # name -> (library, channels_last, bf16 autocast, torch.compile, gradient checkpointing)
@@ -149,7 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
     p.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile variant (slow to build)")
     p.add_argument("--timeout", type=float, default=900, help="seconds before a variant's process is killed")
-    p.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"default {DEFAULT_OUT}; the committed results: {COMMITTED_OUT}",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:

@@ -86,7 +86,7 @@ def test_limit_indices_deterministic_and_nested():
     assert set(D.limit_indices(1000, 50, seed=0)) <= set(a)
     assert D.limit_indices(1000, 100, seed=1) != a
     assert D.limit_indices(10, None) is None and D.limit_indices(10, 10) is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^limit must be >= 1, got 0$"):
         D.limit_indices(10, 0)
 
 

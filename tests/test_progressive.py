@@ -138,7 +138,7 @@ def test_parse_range_accepts_two_bounded_numbers_or_raises_one_line(text):
 
 def test_parse_range_refusals():
     for text in ("", "1,2,3", "0.1,", "abc", "nan,0.2", "inf", "0.5,1.5", "-0.1,0.2", "1" * 200):
-        with pytest.raises(InvalidValue):
+        with pytest.raises(InvalidValue, match=r"^--dropout-range must be LO,HI with numbers in \[0, 0\.99\], got '"):
             parse_range(text, "--dropout-range", 0.0, 0.99)
     assert parse_range("5,15", "--m", 0, 30, integer=True) == (5.0, 15.0)
     with pytest.raises(InvalidValue, match="integers in \\[0, 30\\]"):

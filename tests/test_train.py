@@ -254,7 +254,7 @@ def test_ddp_two_cpu_processes_match_single_process(fake_fmnist, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((ddp_run / "summary.json").read_text())[0]
     assert summary["world_size"] == 2
-    assert summary["rank_weight_max_diff"] == 0.0  # both ranks hold identical weights
+    assert summary["rank_parameter_max_diff"] == 0.0  # both ranks hold identical parameters
     config_json = json.loads((ddp_run / "config.json").read_text())
     assert config_json["peak_lr"] == pytest.approx(0.05 * 32 / 256) and config_json["steps_per_epoch"] == 4
     diff = _max_diff(_weights(ddp_run / "last.safetensors"), _weights(tmp_path / "single" / "last.safetensors"))
@@ -368,7 +368,7 @@ def test_compile_option_trains_and_saves_plain_weights(fake_fmnist, tmp_path, mo
 def test_speed_defaults_resolve_per_device_and_parse_from_cli():
     from effnet.cli import build_parser
     from effnet.cli.train import config_from_args
-    from effnet.config.training import resolve_speed
+    from effnet.config.speed import resolve_speed
 
     auto = TrainConfig()
     assert (auto.amp, auto.channels_last) == ("auto", None)
@@ -431,7 +431,7 @@ def test_recipes_spec_options_and_finetune_weights(tmp_path):
     assert load_initial_weights(target, tmp_path / "lite0.safetensors", new_head=False) is False  # 1000 != 5 classes
     assert torch.equal(target.stem.conv.weight, source.stem.conv.weight)
     assert torch.equal(target.classifier.weight, fresh_head)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"weights do not fit efficientnet_b0 .* looks like efficientnet_lite0\)$"):
         load_initial_weights(create_model("efficientnet_b0", num_classes=5), tmp_path / "lite0.safetensors", True)
 
 

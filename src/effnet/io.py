@@ -27,6 +27,7 @@ from effnet.errors import EffnetError, OutputConflict, WriteFailed
 __all__ = [
     "InputPaths",
     "check_output",
+    "refuse_existing",
     "same_file",
     "write_error",
     "refuse_link",
@@ -114,6 +115,27 @@ def check_output(
         if written.exists() and not written.is_file():
             raise OutputConflict(f"{flag} {written} is not a regular file (a FIFO or device); expected a file path")
         refuse_link(written)
+
+
+def refuse_existing(
+    output: str | os.PathLike[str] | None,
+    flag: str = "--output",
+    *,
+    overwrite: bool,
+    companions: tuple[str | os.PathLike[str], ...] = (),
+) -> None:
+    """The rule for outputs that exist: no command replaces a result unless told. An existing ``output`` (or a
+    file it writes beside itself, ``companions``) is an :class:`~effnet.errors.OutputConflict` naming it, unless
+    ``overwrite`` (``--overwrite``). Continuing the same work is not replacing: ``train --resume`` and a search or
+    curves study re-run into its own folder."""
+    if output is None or overwrite:
+        return
+    for path in (Path(output), *map(Path, companions)):
+        if path.exists() or path.is_symlink():
+            raise OutputConflict(
+                f"{flag} {output}: {path} exists (an earlier result); pass --overwrite to replace it or choose "
+                f"another {flag}"
+            )
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -84,14 +84,18 @@ def render_markdown(
     *,
     precision: int = 4,
     headers: Mapping[str, str] | None = None,
+    right: Sequence[str] = (),
 ) -> str:
-    """A GitHub Markdown table; numbers right-aligned. ``headers`` renames columns for display."""
+    """A GitHub Markdown table; numbers (and the columns in ``right``) right-aligned. ``headers`` renames columns
+    for display."""
     cols = table_columns(rows, columns)
     headers = headers or {}
     cells = [[format_value(row.get(c), precision) for c in cols] for row in rows]
-    numeric = [all(isinstance(row.get(c), (int, float)) or row.get(c) is None for row in rows) for c in cols]
+    numeric = [
+        c in right or all(isinstance(row.get(c), (int, float)) or row.get(c) is None for row in rows) for c in cols
+    ]
     names = [headers.get(c, c) for c in cols]
-    widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
+    widths = [max([3, len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]  # a rule needs 3 chars
 
     def line(values: Sequence[str]) -> str:
         parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]

@@ -10,6 +10,7 @@ or pass ``--jobs N`` for N local worker processes; re-run it after a crash to fi
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from effnet.cli.flags import Flags, add_flags, build, flag_values
 from effnet.cli.scale import coefficients
@@ -80,7 +81,12 @@ def run(args: argparse.Namespace) -> int:
     config, source = config_from_args(args)
     from effnet.search.curves import TABLE_COLUMNS  # lazy: imports torch; --help stays torch-free
     from effnet.search.jobs import run_jobs  # lazy: imports torch; --help stays torch-free
-    from effnet.search.storage import storage_write_errors  # lazy: imports optuna
+    from effnet.search.report import check_report_owner  # lazy: as above
+    from effnet.search.storage import redact, storage_write_errors  # lazy: imports optuna
+
+    train = config.training
+    summary = Path(str(train.output)) / "curves_summary.json"
+    check_report_owner(summary, train.study, redact(train.storage_url), options.overwrite)
 
     with storage_write_errors(config.training.storage_url):
         report = run_jobs("curves", config, jobs, progress=not options.quiet, source=source)

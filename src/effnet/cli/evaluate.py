@@ -15,7 +15,7 @@ from effnet.cli.flags import Flags, add_flags, build
 from effnet.cli.predict import check_device, load_model, make_runner
 from effnet.config.inference import EvalConfig
 from effnet.errors import InvalidValue, MissingFile
-from effnet.io import atomic_write_json, check_output
+from effnet.io import atomic_write_json, check_output, refuse_existing
 from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
 from effnet.serving.image_files import find_images, image_folder_samples
 from effnet.serving.preprocess import folder_class_indices, read_labels_csv
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     config: EvalConfig = build(FLAGS[0], args)
     check_output(config.output, inputs={"--weights": config.weights, "--labels": config.labels})
+    refuse_existing(config.output, overwrite=config.overwrite)
     check_device(config)
     data = Path(config.data)
     if not data.is_dir():

@@ -15,7 +15,7 @@ from effnet.cli.flags import Flags, add_flags, build
 from effnet.cli.predict import load_model
 from effnet.config.inference import DEFAULT_EXPORT_FOLDER, EXPORT_SUFFIXES, ExportConfig
 from effnet.config.serving import REPOSITORY_FORMATS, export_files
-from effnet.io import check_output
+from effnet.io import check_output, refuse_existing
 from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
 from effnet.serving.image_files import find_images
 
@@ -41,12 +41,19 @@ def run(args: argparse.Namespace) -> int:
     folder = config.format in REPOSITORY_FORMATS
     calibration = find_images([config.calibration])[0] if config.calibration else None
     inputs = {"--weights": config.weights, "--calibration": calibration}
-    if config.output:
-        companions = export_files(config.format, config.output)[1:]
-        check_output(config.output, inputs=inputs, folder=folder, companions=companions)
+
+    def check(output: str | None) -> None:  # an input is never written, a result never replaced unasked
+        if output is None:
+            return
+        companions = export_files(config.format, output)[1:]
+        check_output(output, inputs=inputs, folder=folder, companions=companions)
+        if not folder:  # a repository gets a new version folder; nothing in it is replaced
+            refuse_existing(output, overwrite=config.overwrite, companions=companions)
+
+    check(config.output)
     model = load_model(config)
     output = config.output or str(Path(DEFAULT_EXPORT_FOLDER) / f"{model.spec.name}{EXPORT_SUFFIXES[config.format]}")
-    check_output(output, inputs=inputs, folder=folder, companions=export_files(config.format, output)[1:])
+    check(output)
     samples = None
     if config.precision == "int8":
         from effnet.serving.quantize import calibration_batch  # lazy: imports torch

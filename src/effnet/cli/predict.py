@@ -19,6 +19,9 @@ from effnet.report import render_table
 from effnet.serving.hardware import require_device
 from effnet.serving.image_files import find_images
 
+COMPILING = "compiling the model with torch.compile (Inductor) at its first batch of each size; cached afterwards"
+"""The line ``--runtime compile`` prints before the first batch, whose compilation takes a while."""
+
 HELP = "Classify images (files or folders) with pretrained weights: top-k labels and probabilities."
 
 FLAGS = (Flags(PredictConfig, choices=(("source", ("auto", *SOURCES)),)),)
@@ -57,7 +60,7 @@ def make_runner(model: Any, options: ServingOptions, batch: int) -> Any:
         return InferenceRunner("exported", engine)
     size = model.preprocessing.input_size
     example = torch.zeros(batch, model.spec.in_chans, size, size, device=options.device)
-    return optimize_for_inference(
+    runner = optimize_for_inference(
         model.to(options.device),
         example,
         runtime=options.runtime,
@@ -65,6 +68,9 @@ def make_runner(model: Any, options: ServingOptions, batch: int) -> Any:
         calibration=options.calibration,
         calibration_size=options.calibration_size,
     )
+    if runner.backend == "compile":  # Inductor compiles at the first batch of each size: say so before the wait
+        print(COMPILING, file=sys.stderr, flush=True)
+    return runner
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from effnet.cli.flags import Flags, add_flags, build, flag_values
 from effnet.config.scale import SCALE_GROUPS, Budget, CoefficientSource, ScaleConfig, ScaleOptions
 from effnet.config.search import DEFAULT_OUTPUT, default_storage
 from effnet.errors import InvalidValue
-from effnet.io import atomic_write_text, check_output
+from effnet.io import atomic_write_text, check_output, refuse_existing
 from effnet.report import format_count, render_markdown
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from effnet.search.baselines import load_baseline
@@ -78,14 +78,22 @@ def _family(config: ScaleConfig, quiet: bool) -> ScaleResult:
         return scale_family(config)
     from tqdm.auto import tqdm  # lazy: tqdm.auto imports asyncio, and only a measuring run shows a bar
 
-    total = (config.phi_max + 1) * config.min_rounds
-    with tqdm(total=total, desc=f"measuring on {config.device} in rounds", unit="model", file=sys.stderr) as bar:
+    members = config.phi_max + 1
+    desc = f"measuring on {config.device} in rounds"
+    if config.runtime == "compile" or (config.runtime == "default" and config.device != "cpu"):  # default: compile
+        desc += " (torch.compile compiles each model at its first measurement)"
+    with tqdm(total=members * config.min_rounds, desc=desc, unit="model", file=sys.stderr) as bar:
 
-        def tick(_: object) -> None:  # one measurement done; the total grows when extra rounds are needed
-            bar.total = max(bar.total, bar.n + 1)
+        def tick(_: object) -> None:  # one measurement done; past the planned rounds, each added round is shown
+            if bar.n >= bar.total:
+                bar.total += members
+                bar.set_description(f"{desc}: added round {bar.n // members + 1}: not yet stable")
             bar.update(1)
 
-        return scale_family(config, on_measure=tick)
+        result = scale_family(config, on_measure=tick)
+        bar.total = bar.n  # the last added round may measure only some members
+        bar.refresh()
+        return result
 
 
 def _print_table(data: dict[str, Any], result: ScaleResult, config: ScaleConfig, options: ScaleOptions) -> None:
@@ -124,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
     budget: Budget = build(FLAGS[3], args)
     storage = (source.storage or "").removeprefix("sqlite:///") or None
     check_output(options.output_spec, "--output-spec", inputs={"--baseline": options.baseline, "--storage": storage})
+    refuse_existing(options.output_spec, "--output-spec", overwrite=options.overwrite)
     alpha, beta, gamma, study_base, text = coefficients(source)
     base = load_baseline(options.baseline) if options.baseline else (study_base or load_baseline("efficientnet_b0"))
     base = scale(base, depth=options.depth, width=options.width, resolution=options.resolution)

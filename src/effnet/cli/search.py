@@ -9,6 +9,7 @@ into ``runs/search``. Every flag is a field of :class:`effnet.config.search.Sear
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from effnet.cli.flags import Flags, add_flags, build
@@ -65,12 +66,15 @@ def run(args: argparse.Namespace) -> int:
     """Run this worker's share of the study (and ``--jobs`` - 1 more here), then print the report."""
     options: WorkerOptions = build(FLAGS[1], args)
     jobs = worker_jobs(options)
-    read = {"--data": args.data, "--data-root": args.data_root, "--baseline": args.baseline}
-    check_output(args.output, folder=True, inputs=read)
-    from effnet.search.jobs import run_jobs  # lazy: imports torch; --help stays torch-free
-    from effnet.search.storage import storage_write_errors  # lazy: imports optuna
-
     config = config_from_args(args)
+    read = {"--data": args.data, "--data-root": args.data_root, "--baseline": args.baseline}
+    check_output(config.output, folder=True, inputs=read)
+    from effnet.search.jobs import run_jobs  # lazy: imports torch; --help stays torch-free
+    from effnet.search.report import check_report_owner  # lazy: as above
+    from effnet.search.storage import redact, storage_write_errors  # lazy: imports optuna
+
+    summary = Path(config.output) / "search_summary.json"
+    check_report_owner(summary, config.study, redact(config.storage_url), options.overwrite)
     with storage_write_errors(config.storage_url):
         report = run_jobs("search", config, jobs, progress=not options.quiet)
     print(report["table_markdown"], end="")

@@ -163,6 +163,7 @@ class EvalConfig(ServingOptions):
     )
     limit: int | None = setting(None, "evaluate only the first N images", limits=Range(1))
     output: str | None = setting(None, "also write the result to this JSON file", metavar="JSON")
+    overwrite: bool = setting(False, "replace an existing --output file")
     json: bool = setting(False, "print one JSON object instead of a summary")
     progress: bool = setting(True, "hide the progress bar", flag="--no-progress")
 
@@ -181,6 +182,7 @@ class ExportConfig(CalibrationOptions):
         f"output file (default: {DEFAULT_EXPORT_FOLDER}/<model>{', '.join(EXPORT_SUFFIXES.values())})",
         metavar="FILE",
     )
+    overwrite: bool = setting(False, "replace an existing output file (an export never replaces one unasked)")
     input_size: int | None = setting(
         None,
         f"image side of the example input, {MIN_INPUT_SIZE}..{MAX_INPUT_SIZE} (default: the weights' preprocessing "

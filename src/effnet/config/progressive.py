@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from effnet.architectures import get_spec
-from effnet.config.training import TrainConfig, progressive_ranges
+from effnet.config.training import DEFAULT_MODEL, TrainConfig, progressive_ranges
 from effnet.errors import InvalidValue
 from effnet.limits import MIN_RESOLUTION
 
@@ -78,7 +78,7 @@ def progressive_stages(config: TrainConfig, resolution: int | None = None) -> tu
         return ()
     if resolution is None and config.resolution is None and config.spec_file:
         raise InvalidValue("progressive_stages needs the final resolution of the --spec network (pass resolution=)")
-    final = resolution or config.resolution or get_spec(config.model).resolution
+    final = resolution or config.resolution or get_spec(config.model or DEFAULT_MODEL).resolution
     first = config.min_resolution or default_min_resolution(final)
     if first > final:
         raise InvalidValue(f"--min-resolution {first} is larger than the final resolution {final}")

@@ -112,6 +112,7 @@ class ScaleOptions:
     output_spec: str | None = setting(
         None, "write the chosen NetworkSpec JSON here (train it with: effnet train --spec FILE)", "output"
     )
+    overwrite: bool = setting(False, "replace an existing --output-spec file", "output")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ any work starts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from effnet.config.fields import setting
+from effnet.config.naming import difference_name
+from effnet.config.training import SCHEDULE_FIELDS
 from effnet.errors import InvalidValue
 
 __all__ = [
@@ -35,10 +38,13 @@ __all__ = [
     "SearchConfig",
     "WorkerOptions",
     "default_storage",
+    "study_options",
+    "settings_suffix",
 ]
 
 DEFAULT_OUTPUT = "runs/search"
-"""Where ``effnet search`` writes its SQLite study, trial runs and report by default."""
+"""Where ``effnet search`` with the main job's settings writes its SQLite study, trial runs and report by default;
+other settings default to ``runs/search-<settings>`` (:func:`settings_suffix`), so each search has its own folder."""
 DEFAULT_STUDY = "effnet-search"
 """Default Optuna study name."""
 DEFAULT_STEP = 0.1
@@ -83,8 +89,11 @@ QUICK_TRAIN_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("label_smoothing", 0.0),
     ("dropout", 0.0),
     ("drop_path", 0.0),
+    ("artifacts", "metrics"),
 )
-"""The quick study's ``effnet train`` settings for every trial (``--train-option`` pairs override them)."""
+"""The quick study's ``effnet train`` settings for every trial (``--train-option`` pairs override them). A trial
+keeps only ``config.json`` and ``metrics.jsonl`` (``artifacts=metrics``): the report reads the trials' records and
+a failed trial is trained again from its start; ``--train-option artifacts=all`` keeps a full run folder."""
 
 _RESERVED_OPTIONS = frozenset(
     {
@@ -186,7 +195,12 @@ class SearchConfig:
         "folder holding the named datasets (default: $EFFNET_DATA, /usr/share/datasets, torchvision's cache)",
         "study",
     )
-    output: str = setting(DEFAULT_OUTPUT, "report and trial runs folder", "study")
+    output: str | None = setting(
+        None,
+        f"report and trial runs folder (default: {DEFAULT_OUTPUT} for the main job's settings, else "
+        f"{DEFAULT_OUTPUT}-SETTINGS named after the settings that differ, e.g. {DEFAULT_OUTPUT}-seeds-1)",
+        "study",
+    )
     heartbeat: int = setting(
         10, "seconds between liveness records; a killed worker's trial is re-run after 3x this", "worker"
     )
@@ -228,11 +242,36 @@ class SearchConfig:
         _check_search(self)
         _check_grid(self)
         _check_budget(self)
+        if self.output is None:  # each search its own folder, so a re-run of the same command resumes it
+            suffix = settings_suffix(self)
+            object.__setattr__(self, "output", DEFAULT_OUTPUT + (f"-{suffix}" if suffix else ""))
 
     @property
     def storage_url(self) -> str:
         """The storage URL this config uses (the default SQLite file when ``storage`` is None)."""
-        return self.storage or default_storage(self.output)
+        return self.storage or default_storage(str(self.output))
+
+
+_UNNAMED = frozenset({"storage", "study", "output", "data_root", "heartbeat", "threads", "strategy", "train_options"})
+"""Fields that do not define what a search computes (where and how it runs), left out of :func:`settings_suffix`."""
+
+
+def study_options(train_options: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    """The ``--train-option`` pairs that change what a trial computes (a resumed training run must keep them:
+    :data:`effnet.config.training.SCHEDULE_FIELDS`); the others (e.g. ``artifacts``) leave a study unchanged."""
+    return {k: v for k, v in train_options if k in SCHEDULE_FIELDS}
+
+
+def settings_suffix(config: SearchConfig) -> str:
+    """The settings of ``config`` that differ from the main job's as a name (:func:`effnet.config.naming.
+    difference_name`): ``""`` for the main job, else e.g. ``seeds-1``, ``strategy-grid``, ``epochs-5-lr-0.02``."""
+    named = [f for f in dataclasses.fields(SearchConfig) if f.name not in _UNNAMED]
+    given = {f.name: getattr(config, f.name) for f in named}
+    main = {f.name: f.default for f in named}
+    given["strategy"], main["strategy"] = config.strategy, _default_strategy(config.epochs, config.min_epochs)
+    given.update(study_options(config.train_options))
+    main.update(study_options(QUICK_TRAIN_OPTIONS))
+    return difference_name(given, main, renamed={"include_baseline": "baseline-trial"})
 
 
 def _check_search(config: SearchConfig) -> None:
@@ -310,6 +349,9 @@ class WorkerOptions:
         "worker",
     )
     quiet: bool = setting(False, "no progress bar", "worker")
+    overwrite: bool = setting(
+        False, "replace the report of another study in --output (a study re-run always rewrites its own)", "worker"
+    )
 
 
 def check_jobs(jobs: object) -> int:

@@ -26,6 +26,8 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "AMP_MODES",
+    "ARTIFACTS",
+    "DEFAULT_MODEL",
     "GROUPS",
     "MAX_PROGRESSIVE_STAGES",
     "PROGRESSIVE_RANGES",
@@ -35,7 +37,6 @@ __all__ = [
     "choose_recipe",
     "recipe_warning",
     "resolve_recipe",
-    "resolve_speed",
     "peak_lr",
 ]
 
@@ -43,8 +44,17 @@ OPTIMIZERS = ("rmsprop_tf", "rmsprop", "sgd", "adamw")
 """Optimizer names (``effnet.training.optim.build_optimizer``)."""
 SCHEDULES = ("step", "cosine", "constant")
 """LR schedules after the warm-up (``effnet.training.optim.LRSchedule``)."""
+DEFAULT_MODEL = "efficientnet_b0"
+"""The network ``effnet train`` trains when neither ``--model``, ``--spec`` nor ``--weights`` names one."""
+ARTIFACTS = ("all", "weights", "metrics")
+"""What a run folder keeps at its end (``--artifacts``): ``all`` (checkpoint, best/last/EMA weights, summary,
+curves.png), ``weights`` (config.json, metrics.jsonl, last.safetensors) or ``metrics`` (the two JSON files)."""
+ARTIFACTS_HELP = (
+    "what the run folder keeps at its end: all, weights (config, metrics, last weights) or metrics (config, metrics; "
+    "the checkpoint is removed at the end but for all)"
+)
 AMP_MODES = ("auto", "none", "bf16", "fp16")
-"""Autocast modes; ``auto`` is resolved per device by :func:`resolve_speed`."""
+"""Autocast modes; ``auto`` is resolved per device by :func:`effnet.config.speed.resolve_speed`."""
 MAX_PROGRESSIVE_STAGES = 1000
 """Most stages of ``--progressive`` (a stage lasts at least one epoch, so ``--epochs`` bounds it further)."""
 PROGRESSIVE_RANGES: dict[str, tuple[float, float, bool]] = {
@@ -96,21 +106,18 @@ class TrainConfig:
         resume_check=False,
     )
     download: bool = setting(False, "let torchvision download a named dataset if missing", "data", resume_check=False)
-    model: str = setting("efficientnet_b0", "model name", "data")
-    width: float = setting(1.0, "multiply the model's width coefficient", "data", limits=Range(0, low_open=True))
-    depth: float = setting(1.0, "multiply the model's depth coefficient", "data", limits=Range(0, low_open=True))
+    model: str | None = setting(None, "model name (default efficientnet_b0, or the network --weights holds)", "data")
+    width: float | None = setting(None, "the model's width x this (default 1)", "data", limits=Range(0, low_open=True))
+    depth: float | None = setting(None, "the model's depth x this (default 1)", "data", limits=Range(0, low_open=True))
     resolution: int | None = setting(None, "input size (default: the model's)", "data", limits=Range(1))
     stem_stride: int | None = setting(
-        None,
-        "stride of the stem conv (default: the model's, 2; 1 keeps detail on 32x32 inputs)",
-        "data",
-        limits=Range(1),
+        None, "stem conv stride (default: the model's, 2; 1 keeps detail on 32x32 inputs)", "data", limits=Range(1)
     )
     spec_file: str | None = setting(None, "NetworkSpec JSON file to train instead of --model", "data", flag="--spec")
     weights: str | None = setting(
         None,
-        "initial weights to fine-tune from: .safetensors, a checkpoint, or a hub "
-        "reference (hf-hub:timm/<repo>, torchvision:<Enum>[.<MEMBER>])",
+        "weights to fine-tune, and their network (model flags must then describe it): .safetensors, a checkpoint, "
+        "or a hub reference (hf-hub:timm/<repo>, torchvision:<Enum>[.<MEMBER>])",
         "data",
     )
     in_chans: int | None = setting(
@@ -127,6 +134,7 @@ class TrainConfig:
         128, "global batch size (all processes together; BatchNorm trains on 2+ images)", "run", limits=Range(2)
     )
     seed: int = setting(0, "random seed", "run", limits=Range(0))
+    artifacts: str = setting("all", ARTIFACTS_HELP, "run", choices=ARTIFACTS, resume_check=False)
     output: str = setting(
         "runs/train",
         "run directory (config, metrics, checkpoint, weights, plots; locked while a run uses it)",
@@ -371,23 +379,6 @@ def resolve_recipe(config: TrainConfig) -> TrainConfig:
     if config.progressive > 1 and config.augment is None:
         changes["augment"] = "randaugment"  # progressive learning grows RandAugment's magnitude
     return dataclasses.replace(config, recipe=name, **changes)
-
-
-def resolve_speed(config: TrainConfig, device_type: str, bf16_supported: bool = False) -> TrainConfig:
-    """Fill ``amp="auto"`` and ``channels_last=None`` for the device the run trains on; returns a new config.
-
-    CPU: channels_last on and autocast off (the faster of the measured layouts and precisions on CPUs without
-    AMX; ``benchmarks/RESULTS.md``). CUDA: channels_last and bf16 autocast (fp16 with a loss scaler where bf16 is
-    unsupported), the layout and precision tensor cores are built for. Other devices (MPS): both off. Explicit
-    values are kept.
-    """
-    amp = config.amp
-    if amp == "auto":
-        amp = ("bf16" if bf16_supported else "fp16") if device_type == "cuda" else "none"
-    channels_last = config.channels_last
-    if channels_last is None:
-        channels_last = device_type in ("cpu", "cuda")
-    return dataclasses.replace(config, amp=amp, channels_last=channels_last)
 
 
 def peak_lr(config: TrainConfig) -> float:

@@ -11,7 +11,9 @@
   (a mirror, or a test server).
 
 Offline (``HF_HUB_OFFLINE=1`` or ``EFFNET_OFFLINE=1``): cached files only; one not in the cache is a one-line
-:class:`~effnet.errors.MissingFile`. ``what`` (the weights reference) starts every message. torch,
+:class:`~effnet.errors.MissingFile`. Without network (:func:`unreachable`: the Hub's host takes no connection),
+cached files are used the same way and a missing one is one :class:`~effnet.errors.DownloadFailed` line.
+``what`` (the weights reference) starts every message. torch,
 huggingface_hub and tqdm are imported inside functions only.
 """
 
@@ -22,6 +24,7 @@ import http.client
 import inspect
 import os
 import re
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,7 +40,9 @@ __all__ = [
     "TORCHVISION_BASE_ENV",
     "OFFLINE_ENVS",
     "NoSuchEntry",
+    "PROBE_TIMEOUT_S",
     "offline",
+    "unreachable",
     "hf_cache_dir",
     "torchvision_hash_prefix",
     "hf_file",
@@ -47,6 +52,8 @@ __all__ = [
 TORCHVISION_BASE_URL = "https://download.pytorch.org"
 """Host of torchvision's weight files; ``EFFNET_TORCHVISION_BASE_URL`` replaces it when set."""
 TORCHVISION_BASE_ENV = "EFFNET_TORCHVISION_BASE_URL"
+PROBE_TIMEOUT_S = 5.0
+"""How long :func:`unreachable` waits for a TCP connection to a download host before it says there is no network."""
 OFFLINE_ENVS = ("EFFNET_OFFLINE", "HF_HUB_OFFLINE")
 """Either set to 1/true/yes/on: use cached files only."""
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -62,6 +69,23 @@ class NoSuchEntry(Exception):
 def offline() -> bool:
     """Whether ``EFFNET_OFFLINE`` or ``HF_HUB_OFFLINE`` is set to a true value (read now, not at import)."""
     return any(os.environ.get(name, "").strip().upper() in _TRUE for name in OFFLINE_ENVS)
+
+
+def unreachable(url: str) -> str | None:
+    """Why ``url``'s host (or the proxy the environment names for it) takes no TCP connection within
+    :data:`PROBE_TIMEOUT_S`, e.g. no network or no DNS; None when it does. One quick probe, so that a machine
+    without network says so once instead of through a client's retries."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        via = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = via.hostname or "", via.port or 80
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            return None
+    except (OSError, UnicodeError) as exc:
+        return _describe(exc)
 
 
 def hf_cache_dir() -> Path:
@@ -115,9 +139,11 @@ def hf_file(what: str, repo: str, revision: str | None, filename: str, sized: bo
     from huggingface_hub import hf_hub_download  # lazy: as above
 
     endpoint, cache, is_offline = _hf_endpoint(), hf_cache_dir(), offline()
-    where = {"revision": revision, "cache_dir": str(cache), "endpoint": endpoint, "local_files_only": is_offline}
+    no_network = None if is_offline else unreachable(endpoint)  # once, instead of huggingface_hub's retries
+    local = is_offline or no_network is not None
+    where = {"revision": revision, "cache_dir": str(cache), "endpoint": endpoint, "local_files_only": local}
     try:
-        if sized and not is_offline and "dry_run" in inspect.signature(hf_hub_download).parameters:
+        if sized and not local and "dry_run" in inspect.signature(hf_hub_download).parameters:
             _check_size(what, filename, hf_hub_download(repo, filename, dry_run=True, **where))
         return Path(hf_hub_download(repo, filename, **where))
     except hf.RevisionNotFoundError:
@@ -125,6 +151,11 @@ def hf_file(what: str, repo: str, revision: str | None, filename: str, sized: bo
     except hf.RepositoryNotFoundError:
         raise MissingFile(f"{what}: no repository {repo} on {endpoint} (not found, private or gated)") from None
     except hf.LocalEntryNotFoundError as exc:
+        if no_network is not None:
+            raise DownloadFailed(
+                f"{what}: cannot reach {endpoint} ({no_network}), and {filename} of {repo} is not in "
+                f"the Hugging Face cache {cache}"
+            ) from None
         if is_offline:
             raise MissingFile(
                 f"{what}: {filename} of {repo} is not in the Hugging Face cache {cache} and "

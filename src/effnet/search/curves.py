@@ -214,14 +214,15 @@ def run_curves(
     echo: Callable[[str], None] | None = None,
     source: str = "",
     before_report: Callable[[], Mapping[str, Any]] | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train every curve point (resumably, as the study ``config.training.study``) and write the report:
     ``curves.{md,csv,json}``, ``curves.png`` and ``curves_summary.json`` in ``config.training.output``.
 
     Returns the summary (rows, points, coefficients, study, file paths). ``trainer`` as in ``run_search``; with
     the real one (None) the points are costed with the data's classes and input channels
-    (:func:`trained_baseline`), with a stand-in as the baseline spec says. ``before_report`` as in
-    :func:`effnet.search.run.run_trials` (``--jobs``: :func:`effnet.search.jobs.run_jobs`).
+    (:func:`trained_baseline`), with a stand-in as the baseline spec says. ``before_report`` and ``on_ready`` as
+    in :func:`effnet.search.run.run_trials` (``--jobs``: :func:`effnet.search.jobs.run_jobs`).
     """
     train = config.training
     base = trained_baseline(train) if trainer is None else baseline_spec(train)
@@ -240,7 +241,14 @@ def run_curves(
         },
     }
     records, summary = run_trials(
-        train, items, trainer=trainer, progress=progress, echo=echo, extra=extra, before_report=before_report
+        train,
+        items,
+        trainer=trainer,
+        progress=progress,
+        echo=echo,
+        extra=extra,
+        before_report=before_report,
+        on_ready=on_ready,
     )
     rows = _rows(points, items, base, records)
     out = Path(train.output)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from effnet.architectures import scale
-from effnet.config.search import DEFAULT_STEP, DEFAULT_TOL, MAX_TRIALS, SearchConfig
+from effnet.config.search import DEFAULT_STEP, DEFAULT_TOL, MAX_TRIALS, SearchConfig, study_options
 from effnet.errors import InvalidValue
 from effnet.scaling import grid, single_dimension_points
 from effnet.search.baselines import load_baseline
@@ -159,7 +159,7 @@ def definition(config: SearchConfig, base: NetworkSpec, items: Sequence[Candidat
             "train_limit": config.train_limit,
             "val_limit": config.val_limit,
             "batch_size": config.batch_size,
-            "train_options": dict(config.train_options),
+            "train_options": study_options(config.train_options),  # not e.g. artifacts: what a trial computes
         },
         "candidates": [[c.alpha, c.beta, c.gamma, c.kind, c.seed] for c in items],
     }

@@ -1,13 +1,14 @@
 """``--jobs N`` of ``effnet search`` and ``effnet curves``: N local worker processes on one Optuna study.
 
-This process is one worker; it starts ``N − 1`` helpers (``python -c``, the config as JSON on stdin:
-``{"tool": "search" | "curves", "config": {...}, "options": {...}}``), each of which rebuilds the
-:class:`SearchConfig` or :class:`CurvesConfig` and runs :func:`run_search` or :func:`run_curves` without a
-progress bar, its lines prefixed ``[worker PID]``. Every worker gets ``threads`` torch threads, by default
-``usable_cpus() // jobs``. The helpers die with their parent (:func:`effnet.search.processes.die_with_parent`,
-armed before a helper imports anything heavy); SIGTERM acts like Ctrl-C. When this worker's trials are done it
-waits for its helpers *before* it writes its report, so the report files (all written atomically, see
-:mod:`effnet.io`) are this process's, written last, and its summary records ``jobs`` and ``threads_per_job``.
+This process is one worker; once it has opened the study and checked its definition, it starts ``N − 1`` helpers
+(``python -c``, the config as JSON on stdin: ``{"tool": "search" | "curves", "config": {...}, "options": {...}}``),
+each of which rebuilds the :class:`SearchConfig` or :class:`CurvesConfig` and runs :func:`run_search` or
+:func:`run_curves` without a progress bar, its lines prefixed ``[worker PID]``. Every worker gets ``threads`` torch
+threads, by default ``usable_cpus() // jobs``. The helpers die with their parent
+(:func:`effnet.search.processes.die_with_parent`, armed before a helper imports anything heavy); SIGTERM acts like
+Ctrl-C. When this worker's trials are done it waits for its helpers *before* it writes its report, so the report
+files (all written atomically, see :mod:`effnet.io`) are this process's, written last, and its summary records
+``jobs`` and ``threads_per_job``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from effnet.config.curves import CurvesConfig
 from effnet.config.search import SearchConfig, check_jobs
-from effnet.errors import InvalidValue
+from effnet.errors import EffnetError, InvalidValue
 from effnet.search.curves import run_curves
 from effnet.search.grid import SAME_NETWORK_NOTE
 from effnet.search.processes import interrupt_on_sigterm, usable_cpus
@@ -77,8 +78,8 @@ def _runner(tool: str) -> Callable[..., dict[str, Any]]:
 def _child_main() -> None:
     """Body of a helper worker process: the JSON payload on stdin, then ``run_search`` or ``run_curves``.
 
-    The worker dies with its parent (armed by ``_CHILD``); SIGTERM or SIGINT fail its running trial at once and
-    it exits with status 130, without a traceback.
+    The worker dies with its parent (armed by ``_CHILD``); SIGTERM or SIGINT fail its running trial at once (the
+    trial's line says so) and it exits with status 130, without a traceback; a user error is one line, status 2.
     """
     payload = json.loads(sys.stdin.read())
     tool = payload["tool"]
@@ -91,9 +92,12 @@ def _child_main() -> None:
     try:
         with interrupt_on_sigterm():
             _runner(tool)(config, progress=False, echo=echo, **payload.get("options", {}))
-    except KeyboardInterrupt:
-        print(f"[worker {os.getpid()}] stopped by a signal; its trial is marked failed and queued again", flush=True)
+    except KeyboardInterrupt:  # a trial it was training said so itself (effnet.search.worker)
+        print(f"[worker {os.getpid()}] stopped by a signal", flush=True)
         sys.exit(130)
+    except (EffnetError, ValueError) as exc:  # a user error, one line as the command's own
+        print(f"[worker {os.getpid()}] error: {exc}", flush=True)
+        sys.exit(2)
 
 
 def _start(payload: str, env: Mapping[str, str]) -> subprocess.Popen[str]:
@@ -136,10 +140,12 @@ def run_jobs(tool: str, config: Config, jobs: int = 1, *, progress: bool = True,
         _wait(children)  # the helpers' reports (atomic) are written before this one
         return info
 
+    def on_ready() -> None:  # the study is open and its definition checked: a refused study starts no helper
+        children.extend(_start(payload, env) for _ in range(jobs - 1))
+
     try:
         with interrupt_on_sigterm():  # SIGTERM like Ctrl-C: this worker's trial FAILs, the helpers are stopped
-            children += [_start(payload, env) for _ in range(jobs - 1)]
-            report = _runner(tool)(config, progress=progress, before_report=before_report, **options)
+            report = _runner(tool)(config, progress=progress, before_report=before_report, on_ready=on_ready, **options)
     except BaseException:
         for child in children:  # stop our own helpers: each fails its trial at once and exits
             if child.poll() is None:

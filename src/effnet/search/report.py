@@ -10,17 +10,30 @@ pruned ones (their accuracy is from fewer epochs). The chosen coefficients are t
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from effnet.errors import OutputConflict
 from effnet.io import atomic_path, atomic_write_json
-from effnet.report import render_markdown, write_table
+from effnet.report import format_count, render_markdown, write_table
 from effnet.search.stats import interval95, verdict
 
-__all__ = ["TABLE_COLUMNS", "summarize", "choose", "compare", "plot_accuracy_vs_macs", "write_report"]
+__all__ = [
+    "TABLE_COLUMNS",
+    "PRINTED_COLUMNS",
+    "printed_table",
+    "summarize",
+    "choose",
+    "compare",
+    "accuracy_figure",
+    "check_report_owner",
+    "plot_accuracy_vs_macs",
+    "write_report",
+]
 
 TABLE_COLUMNS = (
     "rank",
@@ -44,6 +57,45 @@ TABLE_COLUMNS = (
 )
 """Columns of the ranked table (``flops_factor`` = α·β²·γ² by the rule; ``macs_factor`` = exact MACs ÷ baseline;
 ``epochs`` = mean epochs trained per seed; ``pruned`` = seeds stopped early by successive halving)."""
+
+PRINTED_COLUMNS = {
+    "rank": "rank",
+    "kind": "kind",
+    "alpha": "α",
+    "beta": "β",
+    "gamma": "γ",
+    "macs": "MACs",
+    "macs_factor": "MACs ×",
+    "params": "params",
+    "resolution": "px",
+    "epochs": "epochs",
+    "top1": "top-1 % (mean ± std)",
+    "interval": "95 % interval",
+}
+"""The table ``effnet search`` prints (column -> header), the one the README quotes: :data:`TABLE_COLUMNS` in
+short (``MACs ×`` is ``macs_factor``; ``epochs`` says how many seeds were stopped early); the files hold them all."""
+
+
+def printed_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The ranked rows as the Markdown table of :data:`PRINTED_COLUMNS`."""
+    shown = []
+    for r in rows:
+        epochs = f"{r['epochs']:g}" + (f" ({r['pruned']} stopped)" if r["pruned"] else "")
+        std = f" ± {r['top1_std']:.2f}" if r["top1_std"] is not None else ""
+        interval = f"{r['top1_ci95_low']:.2f}–{r['top1_ci95_high']:.2f}" if r["top1_ci95_low"] is not None else ""
+        shown.append(
+            {
+                **{k: r[k] for k in ("rank", "kind", "alpha", "beta", "gamma", "resolution")},
+                "macs": format_count(r["macs"]),
+                "macs_factor": f"{r['macs_factor']:.2f}",
+                "params": f"{r['params']:,}",
+                "epochs": epochs,
+                "top1": f"{r['top1_mean']:.2f}{std}",
+                "interval": interval,
+            }
+        )
+    return render_markdown(shown, list(PRINTED_COLUMNS), headers=PRINTED_COLUMNS, right=list(PRINTED_COLUMNS)[2:])
+
 
 _STYLE = {
     "compound": ("o", "tab:blue"),
@@ -127,10 +179,29 @@ def compare(rows: Sequence[Mapping[str, Any]], chance_top1: float | None) -> dic
     return out
 
 
+_LEGEND = {
+    "compound": "compound: 2 or 3 of α, β, γ > 1",
+    "depth": "depth only: α > 1",
+    "width": "width only: β > 1",
+    "resolution": "resolution only: γ > 1",
+    "baseline": "baseline: α = β = γ = 1",
+}
+"""What each kind of point is, as the plot's legend says it (:func:`effnet.search.grid.candidates` sets kinds)."""
+
+
 def plot_accuracy_vs_macs(
     rows: Sequence[Mapping[str, Any]], path: str | Path, *, title: str, chosen: Mapping[str, Any] | None = None
 ) -> Path:
     """Scatter of mean top-1 (± std) against exact MACs, one marker per kind of scaling; PNG written atomically."""
+    fig = accuracy_figure(rows, title=title, chosen=chosen)
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return target
+
+
+def accuracy_figure(rows: Sequence[Mapping[str, Any]], *, title: str, chosen: Mapping[str, Any] | None = None) -> Any:
+    """The matplotlib ``Figure`` of :func:`plot_accuracy_vs_macs` (legend: :data:`_LEGEND`, with each kind's count)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: effnet scale --study ranks without plotting
     from matplotlib.figure import Figure  # lazy: matplotlib, as above
 
@@ -141,7 +212,7 @@ def plot_accuracy_vs_macs(
         sel = [r for r in rows if r["kind"] == kind]
         if not sel:
             continue
-        label = f"{kind} ({len(sel)})" if kind != "compound" else f"compound α,β,γ>1 ({len(sel)})"
+        label = f"{_LEGEND[kind]} ({len(sel)})"
         full, stopped = [r for r in sel if not r.get("pruned")], [r for r in sel if r.get("pruned")]
         for part, face in ((full, color), (stopped, "none")):  # stopped early by halving: hollow (fewer epochs)
             if part:
@@ -186,10 +257,23 @@ def plot_accuracy_vs_macs(
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    return target
+    return fig
+
+
+def check_report_owner(summary: str | Path, study: str, storage: str, overwrite: bool = False) -> None:
+    """A search or curves run rewrites only its own report: a ``summary`` JSON already written there for another
+    study (name or storage) is an :class:`~effnet.errors.OutputConflict` naming both, unless ``overwrite``."""
+    path = Path(summary)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and not overwrite else {}
+    except (OSError, ValueError):
+        saved = {}
+    owner = (saved.get("study"), saved.get("storage")) if isinstance(saved, dict) else (None, None)
+    if owner != (None, None) and owner != (study, storage):
+        raise OutputConflict(
+            f"{path.parent} holds the report of study {owner[0]!r} in {owner[1]}, not of {study!r} in {storage}; "
+            "pass --overwrite to replace it, or another --output"
+        )
 
 
 def write_report(
@@ -253,7 +337,7 @@ def write_report(
             "plot": str(plot),
             "summary": str(out / "search_summary.json"),
         },
-        "table_markdown": render_markdown([{c: r[c] for c in TABLE_COLUMNS} for r in rows], TABLE_COLUMNS),
+        "table_markdown": printed_table(rows),
     }
     atomic_write_json(out / "search_summary.json", _finite(full))
     return full

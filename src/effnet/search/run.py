@@ -30,7 +30,7 @@ from effnet.errors import InvalidValue
 from effnet.search.grid import Candidate, baseline_spec, candidates, definition, distinct_networks, same_network_note
 from effnet.search.report import write_report
 from effnet.search.storage import open_storage, redact
-from effnet.search.study import finished_records, open_study
+from effnet.search.study import finished_records, open_study, trained_io
 from effnet.search.worker import Trainer, Worker, train_config
 from effnet.specs import NetworkSpec
 from effnet.training.data import load_datasets
@@ -85,13 +85,14 @@ def run_search(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
     before_report: Callable[[], Mapping[str, Any]] | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Work on the study until every candidate has a COMPLETE (or PRUNED) trial, then write and return the report.
 
     Several processes or machines may run this with the same storage and study; each takes the next WAITING
     trial. A worker that finds none while other workers' trials are running waits for them (and re-runs any
-    whose heartbeat goes stale). ``trainer`` defaults to :func:`effnet.training.trainer.fit`. ``before_report``:
-    as in :func:`run_trials`.
+    whose heartbeat goes stale). ``trainer`` defaults to :func:`effnet.training.trainer.fit`. ``before_report``
+    and ``on_ready``: as in :func:`run_trials`.
     """
     seeds = [config.seed + i for i in range(config.seeds)]
     items = candidates(
@@ -104,7 +105,7 @@ def run_search(
         include_baseline=config.include_baseline,
     )
     records, summary = run_trials(
-        config, items, trainer=trainer, progress=progress, echo=echo, before_report=before_report
+        config, items, trainer=trainer, progress=progress, echo=echo, before_report=before_report, on_ready=on_ready
     )
     return write_report(records, summary["baseline_macs"], config.output, summary=summary)
 
@@ -118,6 +119,7 @@ def run_trials(
     echo: Callable[[str], None] | None = None,
     extra: Mapping[str, Any] | None = None,
     before_report: Callable[[], Mapping[str, Any]] | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train every point of ``items`` as one trial of the Optuna study ``config.study`` (the study machinery of
     :func:`run_search`: enqueued points, many workers and machines, resumable), with ``config``'s budget.
@@ -125,8 +127,9 @@ def run_trials(
     ``extra`` is added to the study's definition (a resumed study must match it). Points that round to the same
     network are trained once (:func:`effnet.search.grid.distinct_networks`). ``before_report()`` is called once
     this worker's loop is over, before the records are read, and its mapping is added to the summary (``--jobs``:
-    it waits for the helper workers, :func:`effnet.search.jobs.run_jobs`). Returns ``(finished trial records,
-    summary)``.
+    it waits for the helper workers, :func:`effnet.search.jobs.run_jobs`). ``on_ready()`` is called once the study
+    is open and its definition checked, before this worker trains (``--jobs``: it starts the helpers, so that a
+    study refused here starts none). Returns ``(finished trial records, summary)``.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -141,6 +144,7 @@ def run_trials(
             echo or (lambda text: tqdm.write(text)),
             extra or {},
             before_report or dict,
+            on_ready or (lambda: None),
         )
 
 
@@ -168,6 +172,7 @@ def _work(
     echo: Callable[[str], None],
     extra: Mapping[str, Any],
     before_report: Callable[[], Mapping[str, Any]],
+    on_ready: Callable[[], None],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """This worker's part of the study: its loop over the trials, then the finished records and the summary."""
     base = baseline_spec(config)
@@ -179,6 +184,7 @@ def _work(
     defn = {**definition(config, base, items), **extra}
     url = config.storage_url
     study = open_study(open_storage(url, config.heartbeat), config, defn, items)
+    on_ready()
     start = time.perf_counter()
     worker = Worker(config, trainer, items, base, echo)
     with tqdm(
@@ -193,7 +199,7 @@ def _work(
         "storage": redact(url),
         "data": config.data,
         "baseline_name": base.name,
-        "baseline_macs": cost(base).macs,
+        "baseline_macs": cost(base.replace(**trained_io(records))).macs,  # the baseline as trained: one baseline
         "trials_run_by_this_worker": worker.ran,
         "worker_wall_time_s": wall,
         "strategy": config.strategy,

@@ -30,7 +30,7 @@ from effnet.search.halving import KeepLeadersPruner
 from effnet.search.report import choose, summarize
 from effnet.search.storage import open_storage, redact
 
-__all__ = ["GRID_ID", "enqueue", "open_study", "finished_records", "load_study_result"]
+__all__ = ["GRID_ID", "enqueue", "open_study", "finished_records", "trained_io", "load_study_result"]
 
 GRID_ID = "grid_id"
 """The user attribute of a trial that names its candidate (index into the study's candidates)."""
@@ -41,7 +41,7 @@ _CREATOR_WAIT_S = 30
 
 def _pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
     if config.strategy == "halving":
-        return KeepLeadersPruner(config.min_epochs, config.eta, config.keep)
+        return KeepLeadersPruner(config.min_epochs, config.eta, config.keep, order=GRID_ID)
     return optuna.pruners.NopPruner()
 
 
@@ -108,7 +108,8 @@ def open_study(storage: Any, config: SearchConfig, defn: Mapping[str, Any], item
         raise InvalidValue(
             f"--study {name!r} in {redact(url)} was created for a different search ({'; '.join(diffs[:4])}"
             f"{'; ...' if len(diffs) > 4 else ''}); its trials are kept unchanged. Re-run with the flags it was "
-            "created with, or pass a new --study name"
+            "created with, pass a new --study name, or leave out --output (each search's settings then get a "
+            "folder of its own)"
         )
     if _ENQUEUED not in study.user_attrs:  # its creator died while enqueueing: finish that
         _enqueue_grid(study, given, items)
@@ -122,6 +123,15 @@ def finished_records(study: optuna.Study) -> list[dict[str, Any]]:
         if GRID_ID in t.user_attrs and "top1" in t.user_attrs:
             records.append({"trial": t.number, **t.user_attrs})
     return sorted(records, key=lambda r: r["trial"])
+
+
+def trained_io(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """``num_classes`` and ``in_chans`` of the networks the trials trained (fitted to the data), from the first
+    record that has them; empty when none does (a stand-in trainer that does not report them)."""
+    for r in records:
+        if r.get("num_classes") and r.get("in_chans"):
+            return {"num_classes": int(r["num_classes"]), "in_chans": int(r["in_chans"])}
+    return {}
 
 
 def _missing_sqlite_file(storage: str) -> str | None:
@@ -162,19 +172,11 @@ def load_study_result(storage: str, study: str) -> dict[str, Any]:
             f"--study {study!r} has no finished scaled trial yet ({len(records)} complete of "
             f"{len(defn['candidates'])}); run effnet search to finish it"
         )
-    trained = next(
-        (
-            {"num_classes": r["num_classes"], "in_chans": r["in_chans"]}
-            for r in records
-            if "num_classes" in r and "in_chans" in r
-        ),
-        {},
-    )
     return {
         "definition": defn,
         "rows": rows,
         "chosen": dict(chosen),
         "complete": len(records),
         "total": len(defn["candidates"]),
-        "trained": trained,
+        "trained": trained_io(records),
     }

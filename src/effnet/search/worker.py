@@ -17,6 +17,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +37,7 @@ from effnet.scaling import flops_factor
 from effnet.search.grid import Candidate, trial_spec
 from effnet.search.study import GRID_ID, enqueue
 from effnet.specs import NetworkSpec
-from effnet.training.rundir import RunDirLocked
+from effnet.training.rundir import LOCK_NAME, RunDirLocked, RunLock
 
 __all__ = ["Trainer", "train_config", "Worker"]
 
@@ -46,7 +47,9 @@ Trainer = Callable[..., Any]
 epoch with ``record["epoch"]`` and ``record["val_top1"]`` and may raise to stop; it is passed only with
 ``strategy="halving"``, the default whenever ``epochs > min_epochs``). The result has ``last_top1`` and, when
 available, ``best_top1``, ``last_top5``, ``ema_top1``, ``params``, ``macs``, ``epochs``, ``images_per_s``,
-``wall_time_s``."""
+``wall_time_s`` and ``spec`` (the network trained, classes and channels fitted to the data). A trainer that fits
+them writes that spec at its start to ``config.output``/``config.json`` (key ``spec``), as ``fit`` does, so a
+trial stopped early records the cost of the network it trained."""
 
 
 def train_config(config: SearchConfig, seed: int, output: Path, model: str = "search-trial") -> TrainConfig:
@@ -119,11 +122,31 @@ def _record(
 
 
 def _saved_spec(run_dir: Path) -> dict[str, Any] | None:
-    """The spec (classes and input channels fitted to the data) in a stopped trial's best weights, if it wrote any."""
+    """The spec (classes and input channels fitted to the data) a stopped trial trained: its ``config.json``'s (the
+    trainer writes it at the start), else its best weights' header, if it wrote either."""
+    try:
+        return dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["spec"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     try:
         return json.loads(read_safetensors_header(run_dir / "best.safetensors")["effnet.spec"])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def _clear_failed_attempt(run_dir: Path) -> None:
+    """Empty the folder an earlier, failed attempt at this trial's point left (a trial is trained again from its
+    start); :class:`RunDirLocked` when a worker is training in it."""
+    if not run_dir.is_dir():
+        return
+    with RunLock(run_dir):
+        for entry in run_dir.iterdir():
+            if entry.name == LOCK_NAME:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 class _SpareTrial(Exception):
@@ -224,18 +247,15 @@ class Worker:
         """Train the trial's grid point; report each epoch to the pruner with ``strategy="halving"``."""
         gid, item = self._candidate(study, trial)
         spec = trial_spec(self.base, item.alpha, item.beta, item.gamma)
-        run_dir = (
-            Path(self.config.output)
-            / "trials"
-            / self.config.study
-            / (f"{trial.number:04d}_{item.kind}_a{item.alpha:g}_b{item.beta:g}_g{item.gamma:g}_s{item.seed}")
-        )
+        name = f"{gid:04d}_{item.kind}_a{item.alpha:g}_b{item.beta:g}_g{item.gamma:g}_s{item.seed}"
+        run_dir = Path(self.config.output) / "trials" / self.config.study / name  # the point's, whoever trains it
         start = time.perf_counter()
         epochs: list[dict[str, Any]] = []
         kwargs = {}
         if self.config.strategy == "halving":
             kwargs["on_epoch"] = functools.partial(self._on_epoch, trial, epochs)
         try:
+            _clear_failed_attempt(run_dir)
             result = self.trainer(train_config(self.config, item.seed, run_dir, spec.name), spec, **kwargs)
         except RunDirLocked as exc:  # another worker was handed this very trial (SQLite's read-then-write race)
             trial.set_user_attr("duplicate_of", trial.number)
@@ -249,6 +269,8 @@ class Worker:
             with contextlib.suppress(Exception):  # the point is queued again for the next worker
                 trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
                 study.enqueue_trial(item.params, user_attrs={GRID_ID: gid})
+                if isinstance(exc, KeyboardInterrupt):  # an error is reported by whoever catches it
+                    self.echo(f"trial {trial.number}: stopped by a signal; marked failed, its point queued again")
             raise
         record = _record(item, self.base, spec, result, time.perf_counter() - start, run_dir)
         self._finish(trial, record, "in")

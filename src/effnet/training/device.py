@@ -1,7 +1,7 @@
 """Where a run computes: the device it trains on, the speed settings that device implies, and how a step runs there.
 
 :func:`resolve_device` picks the device (``--device``) and fills the settings that depend on it (``--amp auto``,
-``--channels-last``; the rule itself is the torch-free :func:`effnet.config.training.resolve_speed`).
+``--channels-last``; the rule itself is the torch-free :func:`effnet.config.speed.resolve_speed`).
 :class:`Runtime` carries the result (device, rank, process count, precision, memory layout) to every step, and
 :func:`autocast` is the precision context a forward pass runs in.
 """
@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from effnet.config.training import TrainConfig, resolve_speed
+from effnet.config.speed import resolve_speed
+from effnet.config.training import TrainConfig
 from effnet.errors import InvalidValue
 from effnet.serving.hardware import require_device
 

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["process_group", "wrap_ddp", "gather", "all_sum", "all_max", "rank_weight_diff"]
+__all__ = ["process_group", "wrap_ddp", "gather", "all_sum", "all_max", "rank_parameter_diff"]
 
 
 @contextlib.contextmanager
@@ -75,11 +75,15 @@ def all_max(value: int, device: torch.device, world: int) -> int:
     return int(t.item())
 
 
-def rank_weight_diff(model: nn.Module, world: int) -> float | None:
-    """Largest difference of any weight between ranks (None for one process)."""
+def rank_parameter_diff(model: nn.Module, world: int) -> float | None:
+    """Largest difference of any parameter between ranks (None for one process).
+
+    Only the parameters, which DistributedDataParallel keeps equal on every rank: the buffers (BatchNorm's running
+    mean and variance) are updated from each rank's own batches and differ by design unless ``--sync-bn``.
+    """
     if world == 1:
         return None
-    flat = torch.cat([p.detach().float().flatten() for p in model.state_dict().values()])
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
     hi, lo = flat.clone(), flat.clone()
     dist.all_reduce(hi, op=dist.ReduceOp.MAX)
     dist.all_reduce(lo, op=dist.ReduceOp.MIN)

@@ -12,15 +12,17 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from effnet.errors import InvalidValue
 from effnet.serving.inference import count_correct
+from effnet.serving.preprocess import Batch
 from effnet.training.device import Runtime, autocast
 from effnet.training.distributed import all_max, all_sum
 from effnet.training.loaders import EpochSampler
@@ -60,23 +62,26 @@ class StopFlag:
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[Batch],
     device: torch.device,
     *,
     amp: str = "none",
     channels_last: bool = False,
     world: int = 1,
     bad: set[str] | None = None,
+    progress: str | None = None,
 ) -> dict[str, float]:
     """Loss, top-1 and top-5 (percent) of ``model`` over ``loader`` (summed over ranks when ``world`` > 1).
 
-    Paths of unreadable images are added to ``bad``.
+    Paths of unreadable images are added to ``bad``. ``progress``: the description of a progress bar over the
+    batches (None: no bar).
     """
     model.eval()
     rt = Runtime(device, world=world, amp=amp, channels_last=channels_last)
     bad = set() if bad is None else bad
     loss_sum, top1, top5, n = 0.0, 0.0, 0.0, 0.0
-    for batch in loader:
+    batches = tqdm(loader, desc=progress, unit="batch", leave=False, dynamic_ncols=True, disable=progress is None)
+    for batch in batches:
         bad.update(batch.skipped)
         if not len(batch.labels):
             continue
@@ -189,15 +194,26 @@ def train_epoch(
 
 
 def end_epoch(
-    state: TrainState, val_loader: DataLoader, rt: Runtime, eval_start: float, extra: dict[str, Any] | None = None
+    state: TrainState,
+    val_loader: Iterable[Batch],
+    rt: Runtime,
+    eval_start: float,
+    extra: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> tuple[dict[str, Any], bool]:
     """Evaluate the model (and its EMA) after an epoch, append the epoch's record (plus ``extra``'s keys) to
-    ``state.history`` and move ``state`` to the next epoch; returns (record, whether validation top-1 improved)."""
+    ``state.history`` and move ``state`` to the next epoch; returns (record, whether validation top-1 improved).
+    ``progress``: show a progress bar over the validation batches."""
     p = state.partial
     loss_sum, correct, seen = all_sum([p["loss_sum"], p["correct"], p["seen"]], rt.device, rt.world)
     opts = {"amp": rt.amp, "channels_last": rt.channels_last, "world": rt.world, "bad": state.bad}
-    val = evaluate(state.model, val_loader, rt.device, **opts)
-    ema = evaluate(state.ema.module, val_loader, rt.device, **opts) if state.ema else None
+    bar = f"validate epoch {state.epoch + 1}" if progress else None
+    val = evaluate(state.model, val_loader, rt.device, progress=bar, **opts)
+    ema = (
+        evaluate(state.ema.module, val_loader, rt.device, progress=bar and f"{bar} (EMA)", **opts)
+        if state.ema
+        else None
+    )
     record = {
         "epoch": state.epoch + 1,
         "step": state.schedule.step_count,

@@ -105,10 +105,10 @@ def _one_epoch(
     extra: dict[str, Any] = {"resolution": stage.resolution if stage else run.spec.resolution}
     if stage is not None:
         extra.update(stage_record(stage, run.stages))
-    record, improved = end_epoch(state, run.loaders.val, run.rt, time.perf_counter(), extra)
+    record, improved = end_epoch(state, run.loaders.val, run.rt, time.perf_counter(), extra, progress=run.progress)
     run.save_checkpoint(state)
     run.run_dir.append_metrics(record)
-    if improved:
+    if improved and run.config.artifacts == "all":
         run.run_dir.export(state.model, "best.safetensors", run.preprocessing(), {"epoch": state.epoch})
     ema = f" ema {record['ema_top1']:.2f}" if record["ema_top1"] is not None else ""
     run.note(

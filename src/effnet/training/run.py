@@ -17,7 +17,7 @@ from torch import nn
 
 from effnet.architectures import get_spec, scale
 from effnet.config.progressive import Stage
-from effnet.config.training import TrainConfig, peak_lr
+from effnet.config.training import DEFAULT_MODEL, TrainConfig, peak_lr
 from effnet.errors import MissingFile
 from effnet.preprocessing import Preprocessing
 from effnet.specs import NetworkSpec
@@ -29,7 +29,7 @@ from effnet.training.loaders import Loaders, build_loaders
 from effnet.training.progressive import run_stages
 from effnet.training.rundir import RunDir
 from effnet.training.state import TrainState, build_state
-from effnet.training.weights import weights_conventions, weights_in_chans
+from effnet.training.weights import weights_conventions, weights_in_chans, weights_network
 
 __all__ = ["Run", "base_spec", "build_spec", "start_run", "write_start"]
 
@@ -63,15 +63,18 @@ class Run:
 
 
 def base_spec(config: TrainConfig, spec: NetworkSpec | None) -> NetworkSpec:
-    """The network before the run's scaling and options: ``spec``, else the ``--spec`` file, else ``--model``."""
-    if spec is not None:
-        return spec
-    if config.spec_file:
+    """The network before the run's options: ``spec``, else the ``--spec`` file, else the network ``--weights`` holds
+    (:func:`~effnet.training.weights.weights_network`: ``--model``/``--width``/``--depth`` must then describe it),
+    else ``--model``; the first two and the last scaled by ``--width``/``--depth``."""
+    if spec is None and config.spec_file:
         path = Path(config.spec_file)
         if not path.is_file():
             raise MissingFile(f"--spec {path}: no such file")
-        return NetworkSpec.from_json(path.read_text(encoding="utf-8"))
-    return get_spec(config.model)
+        spec = NetworkSpec.from_json(path.read_text(encoding="utf-8"))
+    if spec is None and config.weights:
+        return weights_network(config.weights, config.model, config.width, config.depth)
+    base = spec if spec is not None else get_spec(config.model or DEFAULT_MODEL)
+    return scale(base, depth=config.depth or 1.0, width=config.width or 1.0)
 
 
 def build_spec(
@@ -82,11 +85,17 @@ def build_spec(
     in_chans: int,
     resolution: int | None = None,
 ) -> NetworkSpec:
-    """The network a run trains: ``spec`` / ``--spec`` file / ``--model``, scaled and with the run's options."""
-    base = base_spec(config, spec)
-    scaled = scale(base, depth=config.depth, width=config.width, resolution=resolution or config.resolution)
+    """The network a run trains (:func:`base_spec`) at ``resolution`` (default ``--resolution``, else its own),
+    with the run's classes, input channels and options (dropout, stochastic depth, BN momentum, stem stride)."""
+    return _with_options(config, base_spec(config, spec), num_classes, in_chans, resolution)
+
+
+def _with_options(
+    config: TrainConfig, network: NetworkSpec, num_classes: int, in_chans: int, resolution: int | None = None
+) -> NetworkSpec:
     changes: dict[str, Any] = {"num_classes": num_classes, "in_chans": in_chans}
     for field_name, value in (
+        ("resolution", resolution or config.resolution),
         ("dropout", config.dropout),
         ("drop_path_rate", config.drop_path),
         ("bn_momentum", config.bn_momentum),
@@ -94,7 +103,7 @@ def build_spec(
     ):
         if value is not None:
             changes[field_name] = value
-    return scaled.replace(**changes)
+    return network.replace(**changes)
 
 
 def _load_data(config: TrainConfig, base: NetworkSpec) -> DataBundle:
@@ -119,10 +128,10 @@ def start_run(
     """The run, its state (restored from the checkpoint on ``--resume``), the module to train (the model, wrapped
     for DDP and ``--compile``) and the checkpoint resumed (None: a fresh run). ``config`` must be resolved."""
     checkpoint = run_dir.start(config.resume)
-    base = base_spec(config, spec)
+    base = base_spec(config, spec)  # with --weights alone: the network they hold, in their conventions
     data = _load_data(config, base)
-    net_spec = build_spec(config, base, num_classes=data.num_classes, in_chans=data.in_chans)
-    if config.weights:
+    net_spec = _with_options(config, base, data.num_classes, data.in_chans)
+    if config.weights and (spec is not None or config.spec_file):
         net_spec = weights_conventions(net_spec, config.weights)
     stages, net_spec = run_stages(config, net_spec)
     loaders = build_loaders(data, config, rt.device, rank=rt.rank, world=rt.world)
@@ -140,6 +149,7 @@ def start_run(
     net = wrap_ddp(state.model, rt.device, rt.world)
     if config.compile:
         net = torch.compile(net)
+        run.note("compiling the model with torch.compile at its first training and validation steps")
     torch.manual_seed(config.seed + rt.rank)  # training randomness (dropout, augmentation) differs per rank
     if checkpoint is not None:
         state.load_state_dict(rank_state(checkpoint, rt.rank))

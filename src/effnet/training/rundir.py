@@ -194,6 +194,11 @@ class RunDir:
         if self.main:
             save_checkpoint(self.checkpoint, payload)
 
+    def remove_checkpoint(self) -> None:
+        """Remove ``checkpoint.pt`` (a finished run that keeps only its weights or metrics: ``--artifacts``)."""
+        if self.main:
+            self.checkpoint.unlink(missing_ok=True)
+
     def write_config(self, resolved: dict[str, Any]) -> None:
         """``config.json``: every resolved setting of the run."""
         if self.main:

@@ -30,7 +30,7 @@ from effnet.cost import cost
 from effnet.report import render_markdown
 from effnet.specs import NetworkSpec
 from effnet.training.device import Runtime, resolve_device
-from effnet.training.distributed import gather, process_group, rank_weight_diff
+from effnet.training.distributed import gather, process_group, rank_parameter_diff
 from effnet.training.loop import train_epochs
 from effnet.training.run import Run, base_spec, start_run, write_start
 from effnet.training.rundir import RunDir
@@ -56,7 +56,7 @@ class TrainResult:
     params: int
     macs: int
     skipped_images: int
-    rank_weight_max_diff: float | None
+    rank_parameter_max_diff: float | None
     history: tuple[dict[str, Any], ...]
     spec: dict[str, Any] | None = None
     """The spec actually trained (``NetworkSpec.to_dict``: classes and input channels fitted to the data)."""
@@ -98,7 +98,7 @@ def _result(run: Run, state: TrainState, bad: list[str]) -> TrainResult:
         params=c_cost.params,
         macs=c_cost.macs,
         skipped_images=len(bad),
-        rank_weight_max_diff=rank_weight_diff(state.model, run.rt.world),
+        rank_parameter_max_diff=rank_parameter_diff(state.model, run.rt.world),
         history=tuple(h),
         spec=run.spec.to_dict(),
     )
@@ -108,8 +108,10 @@ def _finish(run: Run, state: TrainState) -> TrainResult:
     """Last and EMA weights, the summary table and plot; the result."""
     bad = sorted(set().union(*gather(sorted(state.bad), run.rt.world)))
     r = _result(run, state, bad)
-    run.run_dir.export(state.model, "last.safetensors", run.preprocessing(), {"epoch": state.epoch})
-    if state.ema is not None:
+    keep = run.config.artifacts  # all | weights | metrics: what the folder keeps (config.json, metrics.jsonl always)
+    if keep != "metrics":
+        run.run_dir.export(state.model, "last.safetensors", run.preprocessing(), {"epoch": state.epoch})
+    if state.ema is not None and keep == "all":
         meta = {"epoch": state.epoch, "ema_decay": state.ema.decay}
         run.run_dir.export(state.ema.module, "ema.safetensors", run.preprocessing(), meta)
     row = {
@@ -128,9 +130,12 @@ def _finish(run: Run, state: TrainState) -> TrainResult:
         "macs": r.macs,
         "skipped_images": r.skipped_images,
         "world_size": run.rt.world,
-        "rank_weight_max_diff": r.rank_weight_max_diff,
+        "rank_parameter_max_diff": r.rank_parameter_max_diff,
     }
-    run.run_dir.write_report(row, r.history, f"{run.spec.name} on {run.data.name}")
+    if keep == "all":
+        run.run_dir.write_report(row, r.history, f"{run.spec.name} on {run.data.name}")
+    else:
+        run.run_dir.remove_checkpoint()  # the run is over: nothing to resume
     if run.progress:
         print(render_markdown([row], [k for k, v in row.items() if v is not None]), end="")
         if bad:
@@ -148,8 +153,10 @@ def fit(
 
     ``spec`` overrides ``config.model``/``config.spec_file`` as the network to train (``config.width``/``depth``
     still multiply it). Writes ``config.json``, ``metrics.jsonl``, ``checkpoint.pt``, ``best/last/ema
-    .safetensors``, ``summary.{md,csv,json}`` and ``curves.png`` under ``config.output`` (rank 0 only), which is
-    locked for the run (a second run into it raises :class:`~effnet.training.rundir.RunDirLocked` at once).
+    .safetensors``, ``summary.{md,csv,json}`` and ``curves.png`` under ``config.output`` (rank 0 only; with
+    ``config.artifacts`` ``weights``: only the first two and ``last.safetensors`` remain at the end, with
+    ``metrics`` only the first two), which is locked for the run (a second run into it raises
+    :class:`~effnet.training.rundir.RunDirLocked` at once).
     Raises :class:`~effnet.training.loop.TrainingInterrupted` after SIGTERM/SIGINT, once a resumable checkpoint is
     written. ``on_epoch(record)`` is called with each epoch's ``metrics.jsonl`` record once it is saved; what it
     raises stops the run and propagates (the search's pruner uses this).

@@ -2,7 +2,8 @@
 
 Both go through :mod:`effnet.models.factory`: initial weights in any layout it reads (or a hub reference) are
 converted and loaded into the model; exported weights are safetensors with the network spec and preprocessing in
-the header, loadable by ``effnet predict``/``eval``/``export`` and a later ``train --weights``.
+the header, loadable by ``effnet predict``/``eval``/``export`` and a later ``train --weights``, which trains the
+network the file holds (:func:`weights_network`, read as predict/eval/export read it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 from torch import nn
 
+from effnet.architectures import get_spec, scale
+from effnet.config.training import DEFAULT_MODEL
 from effnet.errors import InvalidValue, MissingFile, WrongType
 from effnet.models.convert import source_spec
 from effnet.models.convert.checkpoint import convert_checkpoint
@@ -21,9 +24,15 @@ from effnet.models.factory import load_pretrained, save_pretrained
 from effnet.models.hub import is_weights_ref, resolve_weights
 from effnet.models.weight_files import read_safetensors_header
 from effnet.preprocessing import Preprocessing
-from effnet.specs import NetworkSpec
+from effnet.specs import NetworkSpec, resolve
 
-__all__ = ["export_weights", "load_initial_weights", "weights_in_chans", "weights_conventions"]
+__all__ = [
+    "export_weights",
+    "load_initial_weights",
+    "weights_in_chans",
+    "weights_conventions",
+    "weights_network",
+]
 
 
 def export_weights(
@@ -61,6 +70,57 @@ def weights_conventions(spec: NetworkSpec, path: str | os.PathLike[str]) -> Netw
     converted = convert_checkpoint(source, spec, "auto", drop_head=True)
     trained = converted.spec if converted.source == "effnet" else source_spec(converted.spec, converted.source)
     return spec.replace(padding=trained.padding, bn_eps=trained.bn_eps, activation=trained.activation)
+
+
+def _has_effnet_spec(path: str | os.PathLike[str]) -> bool:
+    try:
+        return "effnet.spec" in read_safetensors_header(path)
+    except Exception:  # not safetensors: a foreign checkpoint, converted by its layout
+        return False
+
+
+def _shapes(spec: NetworkSpec) -> tuple[object, ...]:
+    """What fixes the tensor shapes of ``spec``'s backbone: stem, every block's channels and kernel, head."""
+    r = resolve(spec)
+    blocks = [
+        (b.block, b.in_channels, b.mid_channels, b.out_channels, b.kernel, b.se_channels) for s in r.stages for b in s
+    ]
+    return r.stem_channels, tuple(blocks), r.head_channels
+
+
+def _flags(**given: object) -> str:
+    return " ".join(f"--{k} {v:g}" if isinstance(v, float) else f"--{k} {v}" for k, v in given.items() if v is not None)
+
+
+def weights_network(
+    path: str | os.PathLike[str], model: str | None = None, width: float | None = None, depth: float | None = None
+) -> NetworkSpec:
+    """The network the weights in ``path`` hold, as ``effnet predict``/``eval``/``export`` read it
+    (:func:`~effnet.models.convert.checkpoint.convert_checkpoint`): an effnet file's header spec, else the hub
+    reference's model or the one its tensor shapes show (``model`` names it where they cannot), with the padding,
+    BN eps and activation the weights were trained with.
+
+    ``model``, ``width`` and ``depth`` (``--model``/``--width``/``--depth``), where given, must describe the same
+    network (``width``/``depth`` multiply ``model``, default :data:`~effnet.config.training.DEFAULT_MODEL`), e.g.
+    the flags the weights were trained with. Another network is an :class:`~effnet.errors.InvalidValue` naming
+    both.
+    """
+    hub = resolve_weights(path) if is_weights_ref(path) else None
+    if hub is None and not Path(path).is_file():
+        raise MissingFile(f"--weights {path}: no such file")
+    own = _has_effnet_spec(hub.path if hub is not None else path)
+    converted = convert_checkpoint(hub or path, None if own else model, "auto", drop_head=True)
+    held = converted.spec if converted.source == "effnet" else source_spec(converted.spec, converted.source)
+    if (model is None or not own) and width is None and depth is None:
+        return held
+    described = scale(get_spec(model or DEFAULT_MODEL), depth=depth or 1.0, width=width or 1.0)
+    if _shapes(described) != _shapes(held):
+        raise InvalidValue(
+            f"{_flags(model=model, width=width, depth=depth)} describe {described.name} at width "
+            f"{described.width:g}, depth {described.depth:g}, but --weights {path} holds {held.name} at width "
+            f"{held.width:g}, depth {held.depth:g}; leave out --model/--width/--depth to train the weights' network"
+        )
+    return held
 
 
 def load_initial_weights(model: nn.Module, path: str | os.PathLike[str], new_head: bool) -> bool:
