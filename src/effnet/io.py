@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "append_line",
+    "json_safe",
+    "json_text",
 ]
 
 
@@ -130,9 +133,27 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_safe(obj: Any) -> Any:
+    """A copy of ``obj`` that strict JSON can hold: NaN and ±inf floats become ``None`` (``null``), tuples lists,
+    mapping keys strings; everything else as is."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """``obj`` as strict JSON text (what every JSON file and ``--json`` output of effnet is written with): a
+    non-finite float is written ``null``, never as the ``NaN``/``Infinity`` that JSON parsers refuse."""
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Write ``obj`` as indented strict JSON (:func:`json_text`) to ``path`` atomically."""
+    atomic_write_text(path, json_text(obj, indent=2) + "\n")
 
 
 def append_line(path: str | os.PathLike[str], line: str) -> None:

@@ -7,14 +7,13 @@ which precisions a format holds) before any weights are read.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 from pathlib import Path
 
 from effnet.cli.flags import Flags, add_flags, build
 from effnet.cli.predict import load_model
 from effnet.config.inference import DEFAULT_EXPORT_FOLDER, EXPORT_SUFFIXES, ExportConfig
-from effnet.io import check_output
+from effnet.io import check_output, json_text
 from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
 
 HELP = "Export weights to ONNX, OpenVINO IR or TorchScript (fp32, bf16, int8); the file is verified vs PyTorch."
@@ -53,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         samples=samples,
     )
     if config.json:
-        print(json.dumps({"model": model.spec.name, **result.to_dict()}))
+        print(json_text({"model": model.spec.name, **result.to_dict()}))
     elif config.precision == "fp32":
         print(
             f"wrote {result.path} ({result.format}, {result.method}); verified on a {result.verify_shape} "

@@ -7,13 +7,13 @@ weights are read. :func:`load_model` and :func:`make_runner` are shared with ``e
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 from effnet.cli.flags import Flags, add_flags, build
 from effnet.config.inference import PredictConfig, ServingOptions, WeightsOptions
 from effnet.errors import BadFile, InvalidValue
+from effnet.io import json_text
 from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
 from effnet.report import render_table
 from effnet.serving.hardware import require_device
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadFile(f"none of the {len(files)} input files could be read as an image (first: {skipped[0][1]})")
     if config.json:
         print(
-            json.dumps(
+            json_text(
                 {
                     "model": model.spec.name,
                     "weights": config.weights,
