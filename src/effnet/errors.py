@@ -16,6 +16,7 @@ __all__ = [
     "OutputConflict",
     "Unsupported",
     "DownloadFailed",
+    "TrainingDiverged",
 ]
 
 
@@ -53,3 +54,8 @@ class Unsupported(EffnetError, RuntimeError):
 
 class DownloadFailed(EffnetError, ConnectionError):
     """A download that could not complete: host unreachable, connection dropped mid-file, server error."""
+
+
+class TrainingDiverged(InvalidValue):
+    """A training run whose loss became NaN or infinite (too high a learning rate, no gradient clipping): the run
+    stops at once, its last finite checkpoint kept; a search marks such a trial failed and never chooses it."""

@@ -82,6 +82,11 @@ def run(args: argparse.Namespace) -> int:
             f"chosen: alpha={chosen['alpha']:g} beta={chosen['beta']:g} gamma={chosen['gamma']:g} "
             f"({chosen['kind']}, top-1 {chosen['top1_mean']:.2f}%{std})"
         )
+    for t in report.get("diverged_trials", ()):
+        print(
+            f"trial {t['trial']} (alpha={t['alpha']:g} beta={t['beta']:g} gamma={t['gamma']:g} seed={t['seed']}) "
+            "failed: its training diverged; never chosen"
+        )
     _print_verdict(report)
     files = report["files"]
     print(worker_line(report, len(report["trials"])))

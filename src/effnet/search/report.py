@@ -256,4 +256,3 @@ def write_report(
     }
     atomic_write_json(out / "search_summary.json", full)
     return full
-

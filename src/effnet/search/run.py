@@ -30,7 +30,7 @@ from effnet.errors import InvalidValue
 from effnet.search.grid import Candidate, baseline_spec, candidates, definition, distinct_networks, same_network_note
 from effnet.search.report import write_report
 from effnet.search.storage import open_storage, redact
-from effnet.search.study import finished_records, open_study
+from effnet.search.study import diverged_records, finished_records, open_study
 from effnet.search.worker import Trainer, Worker, train_config
 from effnet.specs import NetworkSpec
 from effnet.training.data import load_datasets
@@ -201,6 +201,7 @@ def _work(
         "epochs_trained": sum(int(r.get("epochs", config.epochs)) for r in records),
         "epochs_full_grid": config.epochs * len(items),
         "chance_top1": _chance(config, trainer, records),
+        "diverged_trials": diverged_records(study),
         "definition": defn,
         **after,
     }

@@ -30,10 +30,12 @@ from effnet.search.halving import KeepLeadersPruner
 from effnet.search.report import choose, summarize
 from effnet.search.storage import open_storage, redact
 
-__all__ = ["GRID_ID", "enqueue", "open_study", "finished_records", "load_study_result"]
+__all__ = ["GRID_ID", "DIVERGED", "enqueue", "open_study", "finished_records", "diverged_records", "load_study_result"]
 
 GRID_ID = "grid_id"
 """The user attribute of a trial that names its candidate (index into the study's candidates)."""
+DIVERGED = "diverged"
+"""The user attribute of a FAILed trial whose training diverged (the one-line reason): its point is done."""
 _ATTR = "effnet_search"
 _ENQUEUED = "effnet_enqueued"
 _CREATOR_WAIT_S = 30
@@ -122,6 +124,15 @@ def finished_records(study: optuna.Study) -> list[dict[str, Any]]:
         if GRID_ID in t.user_attrs and "top1" in t.user_attrs:
             records.append({"trial": t.number, **t.user_attrs})
     return sorted(records, key=lambda r: r["trial"])
+
+
+def diverged_records(study: optuna.Study) -> list[dict[str, Any]]:
+    """``{"trial", "alpha", "beta", "gamma", "seed", "diverged"}`` of each trial whose training diverged."""
+    return [
+        {"trial": t.number, **t.params, DIVERGED: t.user_attrs[DIVERGED]}
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if DIVERGED in t.user_attrs and GRID_ID in t.user_attrs
+    ]
 
 
 def _missing_sqlite_file(storage: str) -> str | None:
