@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from effnet.cli import main
 from effnet.config.search import SearchConfig
@@ -163,3 +164,73 @@ def test_a_diverged_search_trial_fails_once_and_is_never_chosen(tmp_path: Path) 
 # --------------------------------------------------------------------------------------------
 # Non-finite weights
 # --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small 3-class network in effnet's format: finite, with NaN everywhere, with one Inf; a torch .pth too."""
+    from effnet.architectures import get_spec
+    from effnet.models.factory import create_model, save_pretrained
+    from effnet.preprocessing import Preprocessing
+
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    spec = get_spec("efficientnet_b0").replace(width=0.25, depth=0.25, num_classes=3, name="tiny")
+    model = create_model(spec).eval()
+    pre = Preprocessing(32, 1.0, "bilinear", class_names=("a", "b", "c"))
+    files = {"good": save_pretrained(model, folder / "good.safetensors", pre)}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(math.nan)
+    files["nan"] = save_pretrained(model, folder / "nan.safetensors", pre)
+    torch.manual_seed(0)
+    model = create_model(spec).eval()
+    with torch.no_grad():
+        model.classifier.bias[1] = math.inf
+    files["inf"] = save_pretrained(model, folder / "inf.safetensors", pre)
+    state = model.state_dict()
+    torch.save({"state_dict": state}, folder / "inf.pth")
+    files["pth"] = folder / "inf.pth"
+    return files
+
+
+def test_nonfinite_weights_are_refused_naming_the_first_bad_tensor(weights: dict[str, Path]) -> None:
+    from effnet.errors import BadFile
+    from effnet.models.factory import load_pretrained
+
+    with pytest.raises(BadFile, match=r"nan.safetensors: tensor classifier.bias holds NaN or infinite values"):
+        load_pretrained(None, weights["nan"])
+    with pytest.raises(BadFile, match=r"tensor classifier.bias holds NaN or infinite values \(1 of 3\)"):
+        load_pretrained(None, weights["inf"])
+    with pytest.raises(BadFile, match=r"inf.pth: tensor classifier.bias"):
+        load_pretrained("efficientnet_b0", weights["pth"], source="effnet", drop_head=True, num_classes=3)
+    model = load_pretrained(None, weights["nan"], allow_nonfinite=True)  # for debugging
+    assert torch.isnan(model.classifier.weight).all()
+    assert load_pretrained(None, weights["good"]).spec.num_classes == 3
+
+
+def _image(folder: Path) -> Path:
+    from PIL import Image
+
+    path = folder / "x.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_cli_commands_refuse_nonfinite_weights(
+    weights: dict[str, Path], fmnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    image = _image(tmp_path)
+    assert main(["predict", "--weights", str(weights["nan"]), str(image)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tensor classifier.bias holds NaN or infinite values" in err[0]
+    assert main(["predict", "--weights", str(weights["nan"]), "--allow-nonfinite", str(image)]) == 0
+    capsys.readouterr()
+    output = tmp_path / "x.onnx"
+    assert main(["export", "--weights", str(weights["inf"]), "--format", "onnx", "--output", str(output)]) == 2
+    assert "tensor classifier.bias" in capsys.readouterr().err and not output.exists()
+    args = ["train", "--data", "fashion-mnist", "--data-root", str(fmnist), "--weights", str(weights["inf"])]
+    args += ["--resolution", "16", "--epochs", "1", "--batch-size", "32", "--train-limit", "64", "--val-limit", "64"]
+    assert main([*args, "--threads", "1", "--workers", "0", "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("effnet train: error: ") and "tensor classifier.bias" in err[-1]

@@ -40,7 +40,9 @@ def load_model(options: WeightsOptions) -> Any:
     """The model ``options`` name with its weights loaded (eval mode, ``.preprocessing`` attached)."""
     from effnet.models.factory import load_pretrained  # lazy: imports torch
 
-    return load_pretrained(options.model, options.weights, source=options.source)
+    return load_pretrained(
+        options.model, options.weights, source=options.source, allow_nonfinite=options.allow_nonfinite
+    )
 
 
 def make_runner(model: Any, options: ServingOptions, batch: int) -> Any:

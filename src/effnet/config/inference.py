@@ -77,6 +77,7 @@ class WeightsOptions:
         "weight layout (default: detected from the keys); the layouts are effnet.models.convert.REGISTRY's, checked "
         "when the weights are read",
     )
+    allow_nonfinite: bool = setting(False, "load weights holding NaN or Inf values (for debugging; refused otherwise)")
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -113,6 +113,9 @@ class TrainConfig:
         "reference (hf-hub:timm/<repo>, torchvision:<Enum>[.<MEMBER>])",
         "data",
     )
+    allow_nonfinite: bool = setting(
+        False, "load --weights holding NaN or Inf values (for debugging; refused otherwise)", "data", resume_check=False
+    )
     in_chans: int | None = setting(
         None,
         "input channels (default: the data's, or the --weights file's: gray repeated to RGB)",

@@ -206,6 +206,7 @@ def load_pretrained(
     drop_path_rate: float | None = None,
     resolution: int | None = None,
     grad_checkpointing: bool = False,
+    allow_nonfinite: bool = False,
 ) -> EfficientNet:
     """An effnet model holding the weights in ``path`` (any layout in :data:`~effnet.models.convert.SOURCES`), in
     eval mode.
@@ -219,8 +220,12 @@ def load_pretrained(
     weights'), or ``None`` (the spec comes from an effnet safetensors header, or is inferred from the tensor
     shapes). ``drop_head`` keeps the model's own freshly initialised classifier (of ``num_classes`` outputs); the
     other options are :func:`create_model`'s. The model gets ``.preprocessing`` and ``.weights_metadata``.
+    Weights holding NaN or Inf are a one-line :class:`~effnet.errors.BadFile` naming the first such tensor, unless
+    ``allow_nonfinite`` (for debugging).
     """
-    converted = convert_checkpoint(path, model_or_name, source, drop_head=drop_head, num_classes=num_classes)
+    converted = convert_checkpoint(
+        path, model_or_name, source, drop_head=drop_head, num_classes=num_classes, allow_nonfinite=allow_nonfinite
+    )
     spec = converted.spec
     if isinstance(model_or_name, nn.Module):
         _check_module_fits(model_or_name, spec, converted.source, path)

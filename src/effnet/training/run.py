@@ -123,7 +123,7 @@ def start_run(
     data = _load_data(config, base)
     net_spec = build_spec(config, base, num_classes=data.num_classes, in_chans=data.in_chans)
     if config.weights:
-        net_spec = weights_conventions(net_spec, config.weights)
+        net_spec = weights_conventions(net_spec, config.weights, config.allow_nonfinite)
     stages, net_spec = run_stages(config, net_spec)
     loaders = build_loaders(data, config, rt.device, rank=rt.rank, world=rt.world)
     run = Run(config, net_spec, data, loaders, rt, run_dir, progress, stages)

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from effnet.errors import InvalidValue, MissingFile, WrongType
+from effnet.errors import BadFile, InvalidValue, MissingFile, WrongType
 from effnet.models.convert import source_spec
 from effnet.models.convert.checkpoint import convert_checkpoint
 from effnet.models.factory import load_pretrained, save_pretrained
@@ -53,36 +53,41 @@ def weights_in_chans(path: str | os.PathLike[str]) -> int:
         return 3
 
 
-def weights_conventions(spec: NetworkSpec, path: str | os.PathLike[str]) -> NetworkSpec:
+def weights_conventions(spec: NetworkSpec, path: str | os.PathLike[str], allow_nonfinite: bool = False) -> NetworkSpec:
     """``spec`` with the padding, BN eps and activation that the weights in ``path`` were trained with (e.g.
     torchvision's BN eps 1e-5, a TF port's "same" padding), so that ``train --weights`` fine-tunes the network the
     weights belong to. Everything else (classes, channels, dropout, scaling) stays ``spec``'s."""
     source = resolve_weights(path) if is_weights_ref(path) else path
-    converted = convert_checkpoint(source, spec, "auto", drop_head=True)
+    converted = convert_checkpoint(source, spec, "auto", drop_head=True, allow_nonfinite=allow_nonfinite)
     trained = converted.spec if converted.source == "effnet" else source_spec(converted.spec, converted.source)
     return spec.replace(padding=trained.padding, bn_eps=trained.bn_eps, activation=trained.activation)
 
 
-def load_initial_weights(model: nn.Module, path: str | os.PathLike[str], new_head: bool) -> bool:
+def load_initial_weights(
+    model: nn.Module, path: str | os.PathLike[str], new_head: bool, allow_nonfinite: bool = False
+) -> bool:
     """Load pretrained weights (a file in any layout :mod:`effnet.models.convert` reads, or a hub reference) into
     ``model`` before training, through :func:`~effnet.models.factory.load_pretrained` (which refuses weights
     whose padding, BN eps or activation differ from the model's).
 
     The classifier keeps ``model``'s fresh initialisation when ``new_head`` is set or when the checkpoint's
     classifier has another number of classes. Returns whether the classifier was loaded too. A checkpoint of
-    another architecture is a ``ValueError`` naming the differences.
+    another architecture is a ``ValueError`` naming the differences; weights holding NaN or Inf are refused unless
+    ``allow_nonfinite``.
     """
     if is_weights_ref(path):
         path = resolve_weights(path)  # hf-hub:/torchvision: downloaded once, then converted like a file
     elif not Path(path).is_file():
         raise MissingFile(f"--weights {path}: no such file")
     try:
-        load_pretrained(model, path, drop_head=new_head)
+        load_pretrained(model, path, drop_head=new_head, allow_nonfinite=allow_nonfinite)
         head = not new_head
+    except BadFile:
+        raise
     except ValueError:
         if new_head:
             raise
-        load_pretrained(model, path, drop_head=True)  # another class count: a new head
+        load_pretrained(model, path, drop_head=True, allow_nonfinite=allow_nonfinite)  # another class count
         head = False
     model.train()
     return head
