@@ -151,8 +151,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
 
 
 def check_finite(tensors: Mapping[str, torch.Tensor], where: str) -> None:
-    """A one-line :class:`~effnet.errors.BadFile` naming the first floating-point tensor (in the order the file lists them) that holds
-    a NaN or an infinity: such weights compute NaN for every input. ``where`` names the file."""
+    """A one-line :class:`~effnet.errors.BadFile` naming the first floating-point tensor (in the order the file
+    lists them) that holds a NaN or an infinity: such weights compute NaN for every input. ``where`` names the
+    file."""
     for key, tensor in tensors.items():
         if tensor.is_floating_point() or tensor.is_complex():
             finite = torch.isfinite(tensor)
