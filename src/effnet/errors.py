@@ -17,6 +17,7 @@ __all__ = [
     "Unsupported",
     "DownloadFailed",
     "TrainingDiverged",
+    "Lowered",
 ]
 
 
@@ -59,3 +60,8 @@ class DownloadFailed(EffnetError, ConnectionError):
 class TrainingDiverged(InvalidValue):
     """A training run whose loss became NaN or infinite (too high a learning rate, no gradient clipping): the run
     stops at once, its last finite checkpoint kept; a search marks such a trial failed and never chooses it."""
+
+
+class Lowered(UserWarning):
+    """Not an error: a count of processes or threads (``--jobs``, ``--workers``, ``--threads``) above what the
+    machine has, lowered to it (:func:`effnet.machine.bound_count`); the CLI prints it as one ``note:`` line."""

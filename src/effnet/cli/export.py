@@ -14,7 +14,9 @@ from effnet.cli.flags import Flags, add_flags, build
 from effnet.cli.predict import load_model
 from effnet.config.inference import DEFAULT_EXPORT_FOLDER, EXPORT_SUFFIXES, ExportConfig
 from effnet.io import check_output, json_text
+from effnet.memory import estimate_memory
 from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
+from effnet.serving.hardware import check_device_memory
 
 HELP = "Export weights to ONNX, OpenVINO IR or TorchScript (fp32, bf16, int8); the file is verified vs PyTorch."
 
@@ -36,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(config)
     output = config.output or str(Path(DEFAULT_EXPORT_FOLDER) / f"{model.spec.name}{EXPORT_SUFFIXES[config.format]}")
     check_output(output, inputs={"--weights": config.weights})
+    size = config.input_size or model.preprocessing.input_size
+    check_device_memory(estimate_memory(model.spec, 3, resolution=size), "cpu", config.max_memory)  # the check batch
     samples = None
     if config.precision == "int8":
         from effnet.serving.quantize import calibration_batch  # lazy: imports torch

@@ -14,9 +14,10 @@ from effnet.cli.flags import Flags, add_flags, build
 from effnet.config.inference import PredictConfig, ServingOptions, WeightsOptions
 from effnet.errors import BadFile, InvalidValue
 from effnet.io import json_text
+from effnet.memory import estimate_memory
 from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
 from effnet.report import render_table
-from effnet.serving.hardware import require_device
+from effnet.serving.hardware import check_device_memory, require_device
 from effnet.serving.preprocess import find_images
 
 HELP = "Classify images (files or folders) with pretrained weights: top-k labels and probabilities."
@@ -52,12 +53,14 @@ def make_runner(model: Any, options: ServingOptions, batch: int) -> Any:
 
     from effnet.serving.runtimes import InferenceRunner, optimize_for_inference  # lazy: imports torch
 
+    size = model.preprocessing.input_size
+    estimate = estimate_memory(model.spec, batch, resolution=size)  # the batch must fit before it is allocated
+    check_device_memory(estimate, "cpu" if options.exported else options.device, options.max_memory)
     if options.exported:
         from effnet.serving.exported import load_exported  # lazy: imports torch
 
         engine = load_exported(options.exported)  # the file's own precision, whatever --precision says
         return InferenceRunner("exported", engine)
-    size = model.preprocessing.input_size
     example = torch.zeros(batch, model.spec.in_chans, size, size, device=options.device)
     return optimize_for_inference(
         model.to(options.device),

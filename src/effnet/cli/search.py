@@ -14,7 +14,7 @@ from typing import Any
 from effnet.cli.flags import Flags, add_flags, build
 from effnet.config.search import SEARCH_GROUPS, SearchConfig, WorkerOptions, check_jobs
 from effnet.io import check_output
-from effnet.search.processes import usable_cpus
+from effnet.machine import usable_cpus
 
 HELP = "Grid-search the compound scaling coefficients alpha, beta, gamma (Optuna study; many workers; resumable)."
 

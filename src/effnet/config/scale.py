@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from effnet.config.fields import setting
+from effnet.config.fields import Range, setting
 from effnet.config.serving import DEFAULT_PRECISION, PRECISIONS, RUNTIMES, Precision
 from effnet.errors import InvalidValue
+from effnet.limits import check_number
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from effnet.specs import NetworkSpec
 
@@ -173,6 +174,14 @@ class ScaleConfig:
     warmup: int = setting(2, "untimed runs before timing", "measurement")
     repeats: int = setting(5, "timed runs per member and round; a round's latency is their median", "measurement")
     threads: int | None = setting(None, "torch CPU threads (default: torch's)", "measurement")
+    max_memory: float | None = setting(
+        None,
+        "do not measure a member whose estimated memory at --batch exceeds this many GiB (default: what the device "
+        "has available); refused when even phi=0 does",
+        "measurement",
+        limits=Range(0, low_open=True),
+        metavar="GIB",
+    )
     runtime: str = setting(
         "eager",
         "how each model runs while measured: eager (the module; default) or the runtime you will deploy, as in "
@@ -202,6 +211,8 @@ class ScaleConfig:
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise InvalidValue(f"--rule must be one of {', '.join(RULES)}; got {self.rule!r}")
+        if self.max_memory is not None:
+            check_number("--max-memory", self.max_memory, 0, math.inf, low_open=True)
         phi = self.phi_max
         if isinstance(phi, bool) or not isinstance(phi, int) or not 0 <= phi <= PHI_MAX_LIMIT:
             raise InvalidValue(f"--phi-max must be an integer in [0, {PHI_MAX_LIMIT}], got {phi!r}")

@@ -39,7 +39,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from effnet import errors
+import effnet.errors as errors
 from effnet.errors import BadFile, DownloadFailed, InvalidValue, MissingFile
 from effnet.io import atomic_path
 from effnet.limits import MAX_DOWNLOAD_BYTES

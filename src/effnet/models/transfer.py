@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from effnet import limits
+import effnet.limits as limits
 
 __all__ = ["Stalled", "Watch", "watched", "run_helper", "remove_stale"]
 
