@@ -18,6 +18,7 @@ __all__ = [
     "DownloadFailed",
     "TrainingDiverged",
     "Lowered",
+    "check_type",
 ]
 
 
@@ -65,3 +66,14 @@ class TrainingDiverged(InvalidValue):
 class Lowered(UserWarning):
     """Not an error: a count of processes or threads (``--jobs``, ``--workers``, ``--threads``) above what the
     machine has, lowered to it (:func:`effnet.machine.bound_count`); the CLI prints it as one ``note:`` line."""
+
+
+def check_type(name: str, value: object, types: type | tuple[type, ...], accepted: str) -> None:
+    """A one-line :class:`WrongType` naming the argument ``name``, what it accepts and what it got, unless ``value``
+    is an instance of ``types`` (a bool is never an int here)."""
+    allowed = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed):
+        return
+    shown = repr(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    raise WrongType(f"{name} must be {accepted}, got {type(value).__name__} {shown}")

@@ -57,10 +57,11 @@ def make_runner(model: Any, options: ServingOptions, batch: int) -> Any:
     estimate = estimate_memory(model.spec, batch, resolution=size)  # the batch must fit before it is allocated
     check_device_memory(estimate, "cpu" if options.exported else options.device, options.max_memory)
     if options.exported:
-        from effnet.serving.exported import load_exported  # lazy: imports torch
+        from effnet.serving.exported import Signature, load_exported  # lazy: imports torch
 
-        engine = load_exported(options.exported)  # the file's own precision, whatever --precision says
-        return InferenceRunner("exported", engine)
+        expect = Signature(model.spec.in_chans, size, model.num_classes)  # a file made for another model: one line
+        engine = load_exported(options.exported, expect, options.weights)  # its own precision, whatever --precision
+        return InferenceRunner("exported", engine, model.spec.in_chans)
     example = torch.zeros(batch, model.spec.in_chans, size, size, device=options.device)
     return optimize_for_inference(
         model.to(options.device),

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from effnet.errors import InvalidValue
+from effnet.errors import InvalidValue, check_type
 from effnet.machine import available_memory
 from effnet.memory import check_memory, estimate_memory
 from effnet.models.layers import BLOCK_MODULES, ConvBNAct
@@ -45,6 +45,7 @@ class _Backbone(nn.Module):
 
     def __init__(self, spec: NetworkSpec) -> None:
         super().__init__()
+        check_type("spec", spec, NetworkSpec, "a NetworkSpec (effnet.create_model('efficientnet_b0') builds by name)")
         self.spec = spec
         self.resolved: ResolvedNetwork = resolve(spec)
         net = self.resolved

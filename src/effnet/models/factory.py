@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from effnet.architectures import compound_spec, get_spec
-from effnet.errors import InvalidValue, Unsupported, WrongType
+from effnet.errors import InvalidValue, Unsupported, WrongType, check_type
 from effnet.models.convert import source_spec
 from effnet.models.convert.checkpoint import convert_checkpoint
 from effnet.models.efficientnet import EfficientNet, EfficientNetFeatures
@@ -82,6 +82,8 @@ def create_model(
     The weights fix ``in_chans``, ``activation`` and ``padding``; a ``num_classes`` other than the hub weights'
     gives a fresh classifier on the pretrained backbone.
     """
+    check_type("features_only", features_only, bool, "True or False")
+    check_type("grad_checkpointing", grad_checkpointing, bool, "True or False")
     if pretrained is not False:
         return _pretrained(
             name,
@@ -265,6 +267,8 @@ def save_pretrained(
     spec = getattr(model, "spec", None)
     if not isinstance(spec, NetworkSpec):
         raise WrongType("save_pretrained needs an effnet model (with a .spec)")
+    check_type("path", path, (str, os.PathLike), "a file path")
+    check_type("metadata", metadata, (Mapping, type(None)), "a mapping of str to str, or None")
     if preprocessing is None:
         preprocessing = getattr(model, "preprocessing", None) or default_preprocessing(
             "effnet", spec.name, spec.resolution, spec.num_classes, in_chans=spec.in_chans

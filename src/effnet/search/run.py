@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from effnet.config.search import SearchConfig
 from effnet.config.training import TrainConfig
 from effnet.cost import cost
-from effnet.errors import InvalidValue
+from effnet.errors import InvalidValue, check_type
 from effnet.search.grid import Candidate, baseline_spec, candidates, definition, distinct_networks, same_network_note
 from effnet.search.report import write_report
 from effnet.search.storage import open_storage, redact
@@ -93,6 +93,7 @@ def run_search(
     whose heartbeat goes stale). ``trainer`` defaults to :func:`effnet.training.trainer.fit`. ``before_report``:
     as in :func:`run_trials`.
     """
+    check_type("config", config, SearchConfig, "a SearchConfig")
     seeds = [config.seed + i for i in range(config.seeds)]
     items = candidates(
         config.target,

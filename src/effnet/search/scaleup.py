@@ -27,7 +27,7 @@ from typing import Any
 from effnet.architectures import get_spec, scale
 from effnet.config.scale import RULES, Budget, ScaleConfig
 from effnet.cost import cost
-from effnet.errors import InvalidValue
+from effnet.errors import InvalidValue, check_type
 from effnet.machine import bound_count, usable_cpus
 from effnet.memory import estimate_memory
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, compound, fast_scaling, flops_factor
@@ -308,6 +308,7 @@ def scale_family(
     ``on_measure`` is called after every single measurement; ``measure_one`` replaces
     :func:`effnet.search.measure.measure` (tests).
     """
+    check_type("config", config, ScaleConfig, "a ScaleConfig")
     if config.budget.needs_measurement and not config.device:
         raise InvalidValue("--max-latency-ms and --max-memory-mb need --device cpu|cuda to measure the models")
     members = family(config.alpha, config.beta, config.gamma, config.baseline, config.phi_max, config.rule)

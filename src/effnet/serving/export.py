@@ -38,7 +38,7 @@ from effnet.config.serving import (
     check_input_size,
     check_opset,
 )
-from effnet.errors import InvalidValue
+from effnet.errors import InvalidValue, check_type
 from effnet.io import atomic_path
 from effnet.models.fold import fold_batchnorm
 from effnet.serving.hardware import require_native_bf16
@@ -267,6 +267,8 @@ def export_model(
 ) -> ExportResult:
     """Export in ``fmt`` (``onnx``, ``openvino`` or ``torchscript``) at ``precision``; ``samples``: preprocessed
     calibration images for int8. Every option is validated before any work (bounds: :mod:`effnet.config.serving`)."""
+    check_type("model", model, nn.Module, "a torch nn.Module (an effnet model)")
+    check_type("path", path, (str, os.PathLike), "a file path")
     check_export_format(fmt)
     check_export_precision(fmt, precision)
     if input_size is not None:

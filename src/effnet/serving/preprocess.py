@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from PIL import Image, UnidentifiedImageError
 
-from effnet.errors import BadFile, InvalidValue, MissingFile
+from effnet.errors import BadFile, InvalidValue, MissingFile, check_type
 from effnet.preprocessing import Preprocessing
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -54,6 +54,7 @@ class ConvertMode:
 
 
 def _check_image_channels(preprocessing: Preprocessing) -> None:
+    check_type("preprocessing", preprocessing, Preprocessing, "an effnet Preprocessing (e.g. model.preprocessing)")
     if preprocessing.in_chans not in (1, 3):
         raise InvalidValue(f"images can be fed to a model with 1 or 3 input channels, not {preprocessing.in_chans}")
 

@@ -27,6 +27,7 @@ import torch
 from effnet.config.progressive import progressive_stages
 from effnet.config.training import TrainConfig, choose_recipe, recipe_warning, resolve_recipe
 from effnet.cost import cost
+from effnet.errors import check_type
 from effnet.machine import bound_count, usable_cpus
 from effnet.report import render_markdown
 from effnet.specs import NetworkSpec
@@ -156,6 +157,8 @@ def fit(
     written. ``on_epoch(record)`` is called with each epoch's ``metrics.jsonl`` record once it is saved; what it
     raises stops the run and propagates (the search's pruner uses this).
     """
+    check_type("config", config, TrainConfig, "a TrainConfig (TrainConfig.from_dict(d) reads a dict)")
+    check_type("spec", spec, (NetworkSpec, type(None)), "a NetworkSpec or None")
     _, recipe_line = choose_recipe(config)
     config = resolve_recipe(config)
     with process_group() as (rank, world, local_rank), _process_settings(config):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from effnet.architectures import get_spec
-from effnet.errors import BadFile, InvalidValue, WrongType
+from effnet.errors import BadFile, InvalidValue, WrongType, check_type
 from effnet.models.convert import SOURCES, choose_variant, detect_source, get_layout, resolve_model_name, source_spec
 from effnet.models.convert.state_dict import classifier_classes, convert_state_dict, infer_model_name
 from effnet.models.hub import HubWeights, is_weights_ref, resolve_weights
@@ -75,6 +75,9 @@ def convert_checkpoint(
     with another size is an error unless ``drop_head``. A tensor holding NaN or Inf is a one-line
     :class:`~effnet.errors.BadFile` naming it, unless ``allow_nonfinite`` (for debugging).
     """
+    check_type(
+        "path", path, (str, os.PathLike, HubWeights), "a weights file or a hub reference (hf-hub:..., torchvision:...)"
+    )
     hub = None
     if is_weights_ref(path):
         hub = resolve_weights(path)
@@ -93,6 +96,9 @@ def _request(model_or_name: str | NetworkSpec | nn.Module | None, num_classes: i
     if isinstance(model_or_name, str):
         effnet_name, hint, library_name = resolve_model_name(model_or_name)
         return _Request(get_spec(effnet_name), hint, library_name, num_classes, False)
+    check_type(
+        "model", model_or_name, (NetworkSpec, type(None)), "a model name, a NetworkSpec, an effnet model or None"
+    )
     return _Request(model_or_name, None, None, num_classes, False)
 
 
