@@ -7,7 +7,6 @@ the header, loadable by ``effnet predict``/``eval``/``export`` and a later ``tra
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from effnet.errors import BadFile, InvalidValue, MissingFile, WrongType
+from effnet.io import json_text
 from effnet.models.convert import source_spec
 from effnet.models.convert.checkpoint import convert_checkpoint
 from effnet.models.factory import load_pretrained, save_pretrained
@@ -41,7 +41,7 @@ def export_weights(
         raise InvalidValue(
             f"preprocessing is for {preprocessing.in_chans} input channel(s), the model takes {spec.in_chans}"
         )
-    return save_pretrained(model, path, preprocessing, {k: json.dumps(v) for k, v in (metadata or {}).items()})
+    return save_pretrained(model, path, preprocessing, {k: json_text(v) for k, v in (metadata or {}).items()})
 
 
 def weights_in_chans(path: str | os.PathLike[str]) -> int:
