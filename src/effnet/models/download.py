@@ -13,11 +13,13 @@ Both paths stop a download that runs past :data:`~effnet.limits.DOWNLOAD_DEADLIN
 :data:`~effnet.limits.DOWNLOAD_MIN_BYTES_PER_S` on average over the last
 :data:`~effnet.limits.DOWNLOAD_STALL_WINDOW_S`, waiting for a connection or a response included: a host that
 accepts and never answers, or trickles bytes): one :class:`~effnet.errors.DownloadFailed` line, the partial file
-removed. torchvision's host is read one receive at a time (each bounded by the window) and checked after each;
-``hf_hub_download`` runs in a helper thread watched from the caller's, its progress counted through its
-``tqdm_class`` (which stops it at its next chunk once given up on; one blocked in a receive ends with its own
-timeouts). Partial files a killed run left (``.<name>.*.tmp`` in the torch hub cache, ``*.incomplete`` in the HF
-cache's ``blobs``) are never reused and are removed by the next download once untouched for two stall windows.
+removed. torchvision's host is read one receive at a time (each bounded by the window) and checked after each.
+``hf_hub_download`` runs in a helper process (:func:`~effnet.models.transfer.run_helper`), in a thread watched
+from its main thread (:func:`~effnet.models.transfer.watched`), its progress counted through its ``tqdm_class``;
+once given up on, the helper answers and exits, ending the download wherever huggingface_hub is blocked (and it is
+killed if it outlives the deadline). Partial files a killed run left (``.<name>.*.tmp`` in the torch hub cache,
+``*.incomplete`` in the HF cache's ``blobs``) are never reused and are removed by the next download once untouched
+for two stall windows.
 
 Offline (``HF_HUB_OFFLINE=1`` or ``EFFNET_OFFLINE=1``): cached files only; one not in the cache is a one-line
 :class:`~effnet.errors.MissingFile`. ``what`` (the weights reference) starts every message. torch,
@@ -32,6 +34,7 @@ import inspect
 import json
 import os
 import re
+import signal
 import sys
 import urllib.error
 import urllib.parse
@@ -169,7 +172,10 @@ def hf_file(what: str, repo: str, revision: str | None, filename: str, sized: bo
         raise NoSuchEntry(filename)
     error = getattr(errors, str(answer.get("error")), None)
     if not (isinstance(error, type) and issubclass(error, errors.EffnetError)):
-        raise DownloadFailed(f"{what}: downloading {filename} from {_hf_endpoint()} failed: {answer}")
+        raise DownloadFailed(
+            f"{what}: downloading {filename} from {_hf_endpoint()} failed: its helper process ended without an "
+            f"answer (exit status {answer.get('exit')})"
+        )
     raise error(str(answer.get("message")))
 
 
@@ -177,6 +183,7 @@ def _hf_helper() -> None:
     """Body of the helper process of :func:`hf_file`: the arguments as JSON on stdin, the answer as one JSON line
     on stdout (``{"path"}`` or ``{"error", "message"}``); then it exits at once, ending any thread still blocked in
     huggingface_hub."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it kills this helper
     payload = json.loads(sys.stdin.read())
     try:
         answer: dict[str, str] = {"path": str(_hf_file_here(**payload))}

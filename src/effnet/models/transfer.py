@@ -146,10 +146,10 @@ def watched(call: Callable[[], T], watch: Watch) -> T:
 
 
 def run_helper(code: str, payload: Mapping[str, Any], timeout_s: float) -> dict[str, Any] | None:
-    """Run ``python -c code`` with ``payload`` as JSON on its stdin and return the JSON of the last line it prints
-    (its stderr is this process's: progress bars show). Killed, and None returned, if it runs past ``timeout_s``
-    or ends without an answer; killed too if this process is interrupted meanwhile. The helper imports this copy
-    of effnet (its folder leads ``PYTHONPATH``)."""
+    """Run ``python -c code`` with ``payload`` as JSON on its stdin and return the JSON object of the last line it
+    prints (its stderr is this process's: progress bars show); ``{"exit": status}`` when it ends without one.
+    Killed, and None returned, if it runs past ``timeout_s``; killed too if this process is interrupted meanwhile.
+    The helper imports this copy of effnet (its folder leads ``PYTHONPATH``)."""
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     child = subprocess.Popen(
@@ -167,5 +167,5 @@ def run_helper(code: str, payload: Mapping[str, Any], timeout_s: float) -> dict[
     try:
         answer = json.loads(lines[-1]) if lines else None
     except json.JSONDecodeError:
-        return None
-    return answer if isinstance(answer, dict) else None
+        answer = None
+    return answer if isinstance(answer, dict) else {"exit": child.returncode}

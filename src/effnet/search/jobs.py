@@ -24,7 +24,7 @@ from effnet.config.curves import CurvesConfig
 from effnet.config.search import SearchConfig, check_jobs
 from effnet.errors import InvalidValue
 from effnet.machine import bound_count, usable_cpus
-from effnet.search.curves import curve_points, run_curves, trained_baseline
+from effnet.search.curves import run_curves
 from effnet.search.grid import SAME_NETWORK_NOTE, candidates
 from effnet.search.processes import interrupt_on_sigterm
 from effnet.search.run import run_search
@@ -75,8 +75,8 @@ def _trials(tool: str, config: Config) -> int:
     """How many trials the study of ``tool`` holds (an upper bound: points that are one network count once each)."""
     train = _training(config)
     seeds = [train.seed + i for i in range(train.seeds)]
-    if isinstance(config, CurvesConfig):
-        return len(curve_points(trained_baseline(train), config)) * len(seeds)
+    if isinstance(config, CurvesConfig):  # the baseline, then one point per method and phi (curve_points)
+        return (1 + config.phi_max * len(config.methods)) * len(seeds)
     return len(
         candidates(
             train.target,
