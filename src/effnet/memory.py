@@ -55,7 +55,7 @@ class MemoryEstimate:
 
     def describe(self) -> str:
         """``efficientnet_b0 at batch 256, 224 px needs at least 9.8 GB (weights 21.2 MB, ...)``."""
-        parts = [f"weights {show_bytes(self.weights)}"]
+        parts = [f"weights {show_bytes(self.weights)}"] if self.weights else []
         if self.training_state:
             parts.append(f"gradients and optimizer state {show_bytes(self.training_state)}")
         if self.batch:
@@ -87,25 +87,28 @@ def estimate_memory(
     state_copies: int = 2,
     activation_bytes: int = BYTES_PER_VALUE,
     recompute: bool = False,
+    weights: bool = True,
 ) -> MemoryEstimate:
     """A lower bound on the memory ``network`` needs at ``batch`` images of ``resolution`` (default: its own).
 
     ``batch`` 0 counts the weights only (building the module). ``training``: ``state_copies`` more copies of the
     weights (gradients, optimizer slots, an EMA) and every conv/linear output of the batch kept for backward
     (``recompute``: gradient checkpointing keeps only the largest stage's); otherwise the input batch and its
-    largest feature map. ``activation_bytes``: 2 under bf16/fp16 autocast.
+    largest feature map. ``activation_bytes``: 2 under bf16/fp16 autocast. ``weights=False`` leaves out the
+    weights (already in the memory the estimate is compared with).
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
         raise InvalidValue(f"batch must be an integer >= 0, got {batch!r}")
     net = network if isinstance(network, ResolvedNetwork) else resolve(network)
     costed = cost(net, resolution)
-    weights = costed.params * BYTES_PER_VALUE
-    state = weights * state_copies if training else 0
+    values = costed.params * BYTES_PER_VALUE
+    state = values * state_copies if training else 0
     if training:
         per_image = max(p.activations for p in costed.parts) if recompute else costed.activations
     else:
         per_image = net.spec.in_chans * costed.resolution**2 + _largest_map(net, costed)
-    return MemoryEstimate(net.spec.name, batch, costed.resolution, weights, state, per_image * batch * activation_bytes)
+    kept = values if weights else 0
+    return MemoryEstimate(net.spec.name, batch, costed.resolution, kept, state, per_image * batch * activation_bytes)
 
 
 def memory_limit(available: int | None, max_memory_gib: float | None = None) -> int | None:

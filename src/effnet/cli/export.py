@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     output = config.output or str(Path(DEFAULT_EXPORT_FOLDER) / f"{model.spec.name}{EXPORT_SUFFIXES[config.format]}")
     check_output(output, inputs={"--weights": config.weights})
     size = config.input_size or model.preprocessing.input_size
-    check_device_memory(estimate_memory(model.spec, 3, resolution=size), "cpu", config.max_memory)  # the check batch
+    check_batch = estimate_memory(model.spec, 3, resolution=size, weights=False)  # the weights are loaded already
+    check_device_memory(check_batch, "cpu", config.max_memory)
     samples = None
     if config.precision == "int8":
         from effnet.serving.quantize import calibration_batch  # lazy: imports torch

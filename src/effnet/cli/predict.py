@@ -54,8 +54,9 @@ def make_runner(model: Any, options: ServingOptions, batch: int) -> Any:
     from effnet.serving.runtimes import InferenceRunner, optimize_for_inference  # lazy: imports torch
 
     size = model.preprocessing.input_size
-    estimate = estimate_memory(model.spec, batch, resolution=size)  # the batch must fit before it is allocated
-    check_device_memory(estimate, "cpu" if options.exported else options.device, options.max_memory)
+    device = "cpu" if options.exported else options.device  # the batch must fit before it is allocated; the
+    estimate = estimate_memory(model.spec, batch, resolution=size, weights=device != "cpu")  # weights are loaded
+    check_device_memory(estimate, device, options.max_memory)
     if options.exported:
         from effnet.serving.exported import Signature, load_exported  # lazy: imports torch
 
