@@ -688,7 +688,7 @@ def test_a_host_that_accepts_and_never_answers_is_given_up_on(
     start = time.perf_counter()
     with pytest.raises(DownloadFailed, match=r"stalled: 0 bytes in the last 1 s, below 1,000 bytes/s") as info:
         resolve_weights(ref)
-    assert time.perf_counter() - start < 4 and "\n" not in str(info.value)
+    assert time.perf_counter() - start < 15 and "\n" not in str(info.value)  # a helper process starts too
     assert _incomplete(tmp_path) == [] and _leftovers(tmp_path / "torch" / "hub" / "checkpoints") == []
 
 
@@ -708,7 +708,7 @@ def test_a_host_that_trickles_is_given_up_on_and_nothing_partial_is_kept(
     start = time.perf_counter()
     with pytest.raises(DownloadFailed, match=r"stalled: \d+ bytes in the last 1 s, below 1,000 bytes/s"):
         resolve_weights(ref)
-    assert time.perf_counter() - start < 4  # per-read timeouts alone would wait forever
+    assert time.perf_counter() - start < 15  # per-read timeouts alone would wait forever
     assert _incomplete(tmp_path) == [] and _leftovers(tmp_path / "torch" / "hub" / "checkpoints") == []
 
 
@@ -727,7 +727,7 @@ def test_a_download_past_its_deadline_stops(host: str, server, tmp_path: Path, m
     start = time.perf_counter()
     with pytest.raises(DownloadFailed, match=r"not finished after 1 s \(effnet.limits.DOWNLOAD_DEADLINE_S\)"):
         resolve_weights(ref)
-    assert time.perf_counter() - start < 4
+    assert time.perf_counter() - start < 15
     assert _incomplete(tmp_path) == [] and _leftovers(tmp_path / "torch" / "hub" / "checkpoints") == []
 
 
