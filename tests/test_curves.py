@@ -204,7 +204,7 @@ def test_jobs_payload_round_trips_and_bad_jobs_are_one_line_errors(tmp_path, cap
 
 @pytest.mark.slow
 def test_effnet_curves_jobs_2_splits_the_points_between_two_processes(tmp_path):
-    from effnet.search.processes import usable_cpus
+    from effnet.machine import usable_cpus
     from effnet.training.named_datasets import find_fashion_mnist
 
     try:

@@ -26,6 +26,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from effnet import limits
 from effnet.errors import BadFile, DownloadFailed, InvalidValue, MissingFile, Unsupported
 from effnet.models.download import torchvision_hash_prefix
 from effnet.models.hub import HubWeights, WeightsRef, default_weights, parse_weights_ref, resolve_weights
@@ -45,6 +46,8 @@ class Files:
         self.drop: set[str] = set()
         self.stall: set[str] = set()
         self.cut: set[str] = set()
+        self.trickle: set[str] = set()  # one byte every 50 ms until the client or the server goes
+        self.closing = threading.Event()
         self.requests: list[tuple[str, str]] = []
 
 
@@ -86,6 +89,17 @@ def _handler(files: Files) -> type[BaseHTTPRequestHandler]:
                 time.sleep(2)
                 self.close_connection = True
                 return
+            if self.path in files.trickle:  # a byte at a time: every read returns, the transfer never ends
+                for i in range(len(data)):
+                    if files.closing.wait(0.05):
+                        break
+                    try:
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                    except OSError:  # the client gave up
+                        break
+                self.close_connection = True
+                return
             if self.path in files.cut:  # half the file, then an orderly close (FIN) before the announced length
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()
@@ -123,6 +137,7 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Th
     for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "EFFNET_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
     yield httpd, files
+    files.closing.set()
     _stop(httpd)
 
 
@@ -486,14 +501,12 @@ def test_torchvision_dropped_connection_removes_the_partial(
 def test_torchvision_stalled_host_times_out_and_keeps_nothing(
     server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from effnet.models import download
-
     _, files = server
     _torchvision_file(files, monkeypatch)
     files.stall.update(files.files)
-    monkeypatch.setattr(download, "DOWNLOAD_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(limits, "DOWNLOAD_STALL_WINDOW_S", 0.5)
     start = time.perf_counter()
-    with pytest.raises(DownloadFailed, match="sent nothing for 0.5 s .* the partial file was removed"):
+    with pytest.raises(DownloadFailed, match="stalled: nothing received for 0.5 s .* the partial file was removed"):
         resolve_weights("torchvision:efficientnet_b0")
     assert time.perf_counter() - start < 1.9  # given up on before the host spoke again
     assert _leftovers(tmp_path / "torch" / "hub" / "checkpoints") == []
@@ -620,3 +633,138 @@ def test_cli_predict_unknown_repo_is_one_line(server, tmp_path: Path, capsys: py
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and err[0].startswith("effnet predict: error: hf-hub:timm/nope: no repository timm/nope")
+
+
+# --------------------------------------------------------------------------------------------
+# Hosts that stall: a total deadline and a stall detector on both paths (small bounds, so each test takes seconds)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def silent(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A host on 127.0.0.1 that accepts connections and never reads or answers; closed (RST) at the end."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+    listener.close()
+
+
+def _small_bounds(monkeypatch: pytest.MonkeyPatch, window: float = 1.0, deadline: float = 30.0) -> None:
+    monkeypatch.setattr(limits, "DOWNLOAD_STALL_WINDOW_S", window)
+    monkeypatch.setattr(limits, "DOWNLOAD_DEADLINE_S", deadline)
+    monkeypatch.setattr(limits, "DOWNLOAD_MIN_BYTES_PER_S", 1000)
+
+
+def _incomplete(tmp_path: Path) -> list[str]:
+    return [p for p in _leftovers(tmp_path / "hf" / "hub") if p.endswith((".incomplete", ".tmp"))]
+
+
+def _config_repo(files: Files, size: int = 4000) -> None:
+    """A repository whose config.json (the first file a hf-hub: reference fetches) is ``size`` bytes."""
+    files.repos.add(REPO)
+    files.files[f"/{REPO}/resolve/main/config.json"] = b"{" + b" " * (size - 2) + b"}"
+
+
+@pytest.mark.parametrize("host", ["hf", "torchvision"])
+def test_a_host_that_accepts_and_never_answers_is_given_up_on(
+    host: str, server, silent: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, files = server
+    _small_bounds(monkeypatch)
+    if host == "hf":
+        monkeypatch.setenv("HF_ENDPOINT", silent)
+        ref = f"hf-hub:{REPO}"
+    else:
+        _torchvision_file(files, monkeypatch)
+        monkeypatch.setenv("EFFNET_TORCHVISION_BASE_URL", silent)
+        ref = "torchvision:efficientnet_b0"
+    start = time.perf_counter()
+    with pytest.raises(DownloadFailed, match=r"stalled: 0 bytes in the last 1 s, below 1,000 bytes/s") as info:
+        resolve_weights(ref)
+    assert time.perf_counter() - start < 15 and "\n" not in str(info.value)  # a helper process starts too
+    assert _incomplete(tmp_path) == [] and _leftovers(tmp_path / "torch" / "hub" / "checkpoints") == []
+
+
+@pytest.mark.parametrize("host", ["hf", "torchvision"])
+def test_a_host_that_trickles_is_given_up_on_and_nothing_partial_is_kept(
+    host: str, server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, files = server
+    _small_bounds(monkeypatch)
+    if host == "hf":
+        _config_repo(files)
+        ref = f"hf-hub:{REPO}"
+    else:
+        _torchvision_file(files, monkeypatch)
+        ref = "torchvision:efficientnet_b0"
+    files.trickle.update(files.files)
+    start = time.perf_counter()
+    with pytest.raises(DownloadFailed, match=r"stalled: \d+ bytes in the last 1 s, below 1,000 bytes/s"):
+        resolve_weights(ref)
+    assert time.perf_counter() - start < 15  # per-read timeouts alone would wait forever
+    assert _incomplete(tmp_path) == [] and _leftovers(tmp_path / "torch" / "hub" / "checkpoints") == []
+
+
+@pytest.mark.parametrize("host", ["hf", "torchvision"])
+def test_a_download_past_its_deadline_stops(host: str, server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, files = server
+    _small_bounds(monkeypatch, window=60.0, deadline=1.0)
+    monkeypatch.setattr(limits, "DOWNLOAD_MIN_BYTES_PER_S", 1)  # a trickle of 20 bytes/s is not a stall here
+    if host == "hf":
+        _config_repo(files)
+        ref = f"hf-hub:{REPO}"
+    else:
+        _torchvision_file(files, monkeypatch)
+        ref = "torchvision:efficientnet_b0"
+    files.trickle.update(files.files)
+    start = time.perf_counter()
+    with pytest.raises(DownloadFailed, match=r"not finished after 1 s \(effnet.limits.DOWNLOAD_DEADLINE_S\)"):
+        resolve_weights(ref)
+    assert time.perf_counter() - start < 15
+    assert _incomplete(tmp_path) == [] and _leftovers(tmp_path / "torch" / "hub" / "checkpoints") == []
+
+
+def test_partial_files_of_a_killed_download_are_removed_next_time(
+    server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    _, files = server
+    _small_bounds(monkeypatch)
+    _torchvision_file(files, monkeypatch)
+    name = next(iter(files.files)).rsplit("/", 1)[1]
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    old, fresh = checkpoints / f".{name}.killed.tmp", checkpoints / f".{name}.running.tmp"
+    for path in (old, fresh):
+        path.write_bytes(b"partial")
+    os.utime(old, (time.time() - 10, time.time() - 10))  # untouched for more than two stall windows
+    blobs = tmp_path / "hf" / "hub" / "models--timm--efficientnet_b0.test_in1k" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / "abc.1234.incomplete").write_bytes(b"partial")
+    os.utime(blobs / "abc.1234.incomplete", (time.time() - 10, time.time() - 10))
+    resolve_weights("torchvision:efficientnet_b0")
+    assert not old.exists() and fresh.exists()  # a live download's file is left alone
+    _config_repo(files, 100)
+    with pytest.raises(Unsupported, match="names no timm architecture"):  # the download itself went through
+        resolve_weights(f"hf-hub:{REPO}")
+    assert _incomplete(tmp_path) == []

@@ -13,7 +13,7 @@ import difflib
 from typing import Any
 
 from effnet.blocks.base import BlockKind
-from effnet.errors import InvalidValue, WrongType
+from effnet.errors import InvalidValue, WrongType, check_type
 from effnet.limits import MAX_MULTIPLIER, check_number
 from effnet.scaling import (
     OFFICIAL_EFFICIENTNET,
@@ -290,6 +290,7 @@ BASELINES = ("efficientnet_b0", "efficientnet_lite0", "mobilenetv1", "mobilenetv
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Names accepted by :func:`get_spec` and ``effnet.create_model``, optionally filtered by substring."""
+    check_type("pattern", pattern, (str, type(None)), "a substring of model names or None")
     names = list(_SPECS)
     return [n for n in names if pattern is None or pattern in n]
 

@@ -17,6 +17,9 @@ __all__ = [
     "Unsupported",
     "DownloadFailed",
     "WriteFailed",
+    "TrainingDiverged",
+    "Lowered",
+    "check_type",
 ]
 
 
@@ -59,3 +62,24 @@ class DownloadFailed(EffnetError, ConnectionError):
 class WriteFailed(EffnetError, OSError):
     """An output that could not be written (disk full, read-only file system, permission denied): the message names
     the path and the OS error; the file keeps its previous content (or stays absent)."""
+
+
+class TrainingDiverged(InvalidValue):
+    """A training run whose loss became NaN or infinite (too high a learning rate, no gradient clipping): the run
+    stops at once, its last finite checkpoint kept; a search marks such a trial failed and never chooses it."""
+
+
+class Lowered(UserWarning):
+    """Not an error: a count of processes or threads (``--jobs``, ``--workers``, ``--threads``) above what the
+    machine has, lowered to it (:func:`effnet.machine.bound_count`); the CLI prints it as one ``note:`` line."""
+
+
+def check_type(name: str, value: object, types: type | tuple[type, ...], accepted: str) -> None:
+    """A one-line :class:`WrongType` naming the argument ``name``, what it accepts and what it got, unless ``value``
+    is an instance of ``types`` (a bool is never an int here)."""
+    allowed = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed):
+        return
+    shown = repr(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    raise WrongType(f"{name} must be {accepted}, got {type(value).__name__} {shown}")

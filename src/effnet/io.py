@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import stat
 import tempfile
@@ -37,6 +38,8 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "append_line",
+    "json_safe",
+    "json_text",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -275,9 +278,27 @@ def atomic_write_text(path: PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+def json_safe(obj: Any) -> Any:
+    """A copy of ``obj`` that strict JSON can hold: NaN and ±inf floats become ``None`` (``null``), tuples lists,
+    mapping keys strings; everything else as is."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """``obj`` as strict JSON text (what every JSON file and ``--json`` output of effnet is written with): a
+    non-finite float is written ``null``, never as the ``NaN``/``Infinity`` that JSON parsers refuse."""
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented strict JSON (:func:`json_text`) to ``path`` atomically."""
+    atomic_write_text(path, json_text(obj, indent=2) + "\n")
 
 
 def _open_append(target: Path) -> int:

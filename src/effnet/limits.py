@@ -35,7 +35,6 @@ __all__ = [
     "MAX_JSON_BYTES",
     "MAX_JSON_DEPTH",
     "MAX_DOWNLOAD_BYTES",
-    "DOWNLOAD_TIMEOUT_S",
     "MAX_WALK_DEPTH",
     "MAX_WALK_ENTRIES",
     "MAX_IMAGE_PIXELS",
@@ -47,6 +46,10 @@ __all__ = [
     "json_depth",
     "parse_json",
     "read_json_file",
+    # resources, networks and numbers
+    "DOWNLOAD_DEADLINE_S",
+    "DOWNLOAD_STALL_WINDOW_S",
+    "DOWNLOAD_MIN_BYTES_PER_S",
 ]
 
 MAX_PHI = 20
@@ -82,8 +85,6 @@ MAX_JSON_DEPTH = 16
 MAX_DOWNLOAD_BYTES = 1 << 32
 """Largest weights file fetched from a hub (Hugging Face or torchvision's), in bytes (4 GiB; L2's fp32 weights are
 1.9 GB)."""
-DOWNLOAD_TIMEOUT_S = 60.0
-"""Longest wait, in seconds, to connect to a torchvision weights host or for the next bytes of its file."""
 
 # Files, folders and images: bounds that keep a walk finite and a small file from allocating gigabytes.
 MAX_WALK_DEPTH = 32
@@ -195,3 +196,20 @@ def read_json_file(path: str | os.PathLike[str], what: str) -> Any:
     with open(file, "rb") as handle:
         data = handle.read(MAX_JSON_BYTES + 1)
     return parse_json(data, f"{what} {file}")
+
+
+# --------------------------------------------------------------------------------------------
+# Resources, networks and numbers: what a download may take, how many processes and threads a command starts,
+# how much memory a network may ask for. Each is checked before the work starts (or, for a download, while it runs)
+# and refused or lowered with one line naming the value and the limit.
+# --------------------------------------------------------------------------------------------
+
+DOWNLOAD_DEADLINE_S = 3600.0
+"""Longest a weights download (Hugging Face Hub or torchvision's host, one file, connection to last byte) may take,
+in seconds: 1.9 GB (L2's fp32 weights) at 1 MB/s fits. Past it the download stops and nothing partial is kept."""
+DOWNLOAD_STALL_WINDOW_S = 30.0
+"""A download that received fewer than ``DOWNLOAD_MIN_BYTES_PER_S × DOWNLOAD_STALL_WINDOW_S`` bytes in the last
+window of this many seconds (waiting to connect or for a response included) has stalled and stops: a host that
+accepts and never answers, or trickles a byte every few seconds, is given up on after this long, not retried."""
+DOWNLOAD_MIN_BYTES_PER_S = 1024
+"""The slowest a download may go, in bytes per second averaged over ``DOWNLOAD_STALL_WINDOW_S``."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.errors import InvalidValue
-from effnet.io import atomic_path, atomic_write_text
+from effnet.io import atomic_path, atomic_write_text, json_text
 
 __all__ = [
     "TABLE_FORMATS",
@@ -119,7 +118,7 @@ def render_csv(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str
 def render_json(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
     """A JSON list of row objects restricted to ``columns`` (all keys if None)."""
     cols = table_columns(rows, columns)
-    return json.dumps([{c: row.get(c) for c in cols} for row in rows], indent=2) + "\n"
+    return json_text([{c: row.get(c) for c in cols} for row in rows], indent=2) + "\n"
 
 
 def render_table(

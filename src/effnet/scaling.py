@@ -113,7 +113,10 @@ class CompoundScaling:
 
 
 def flops_factor(alpha: float, beta: float, gamma: float) -> float:
-    """The FLOPs growth per unit of φ: ``α·β²·γ²`` (the paper constrains it to ≈ 2)."""
+    """The FLOPs growth per unit of φ: ``α·β²·γ²`` (the paper constrains it to ≈ 2); each a finite number in
+    ``(0, MAX_MULTIPLIER]``."""
+    for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+        check_number(name, value, 0, MAX_MULTIPLIER, low_open=True)
     return alpha * beta**2 * gamma**2
 
 
@@ -153,10 +156,8 @@ def fast_scaling(flops_scale: float, width_share: float = 0.8) -> tuple[float, f
     growth and depth and resolution take ``(1 - a) / 2`` each: ``d = s^((1-a)/2)``,
     ``w = s^(a/2)``, ``r = s^((1-a)/4)`` (FLOPs grow as ``d·w²·r²``).
     """
-    if not math.isfinite(flops_scale) or flops_scale < 1:
-        raise InvalidValue(f"flops_scale must be a finite number >= 1, got {flops_scale!r}")
-    if not 0.0 <= width_share <= 1.0:
-        raise InvalidValue(f"width_share must be in [0, 1], got {width_share!r}")
+    check_number("flops_scale", flops_scale, 1, math.inf)
+    check_number("width_share", width_share, 0, 1)
     rest = (1.0 - width_share) / 2.0
     return flops_scale**rest, flops_scale ** (width_share / 2.0), flops_scale ** (rest / 2.0)
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from effnet.blocks import kinds, rule
 from effnet.blocks.base import BlockKind
-from effnet.errors import InvalidValue
+from effnet.errors import InvalidValue, check_type
 from effnet.limits import (
     MAX_CHANNELS,
     MAX_CLASSES,
@@ -306,6 +306,7 @@ class ResolvedNetwork:
 
 def resolve(spec: NetworkSpec) -> ResolvedNetwork:
     """Expand a spec into concrete blocks (rounded channels, ceil'd repeats, drop-path rates)."""
+    check_type("resolve's spec", spec, NetworkSpec, "a NetworkSpec (effnet.get_spec('efficientnet_b0') names one)")
     width, div, limit = spec.width, spec.divisor, spec.round_limit
     stem = round_channels(spec.stem_channels, width, div, limit) if spec.scale_stem else spec.stem_channels
     repeats = [round_repeats(s.repeats, spec.depth) if s.scale_repeats else s.repeats for s in spec.stages]

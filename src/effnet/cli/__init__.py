@@ -12,14 +12,17 @@ with exit status 2; ``--debug`` (or ``EFFNET_DEBUG=1``) shows the traceback inst
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from effnet import __version__
-from effnet.errors import EffnetError
+from effnet.errors import EffnetError, Lowered
 
 __all__ = ["COMMANDS", "main", "build_parser"]
 
@@ -85,12 +88,30 @@ def _quiet_stdout() -> None:
         pass
 
 
+@contextlib.contextmanager
+def _notes(command: str) -> Iterator[None]:
+    """Within the block, a :class:`~effnet.errors.Lowered` warning is one ``effnet <command>: note: ...`` line on
+    stderr (other warnings are shown as Python shows them)."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, Lowered):
+                print(f"effnet {command}: note: {message}", file=sys.stderr)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``effnet`` console script; returns the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        status = int(args._run(args) or 0)
+        with _notes(args.command):
+            status = int(args._run(args) or 0)
         sys.stdout.flush()
         return status
     except BrokenPipeError:

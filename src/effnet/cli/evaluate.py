@@ -7,7 +7,6 @@ weights are read.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from effnet.cli.flags import Flags, add_flags, build
 from effnet.cli.predict import check_device, load_model, make_runner
 from effnet.config.inference import EvalConfig
 from effnet.errors import InvalidValue, MissingFile
-from effnet.io import atomic_write_json, check_output, refuse_existing
+from effnet.io import atomic_write_json, check_output, json_text, refuse_existing
 from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
 from effnet.serving.image_files import find_images, image_folder_samples
 from effnet.serving.preprocess import folder_class_indices, read_labels_csv
@@ -100,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if config.output:
         atomic_write_json(config.output, record)
     if config.json:
-        print(json.dumps(record))
+        print(json_text(record))
     else:
         print(
             f"{model.spec.name} on {data} ({layout}): top-1 {result.top1:.2%}, top-5 {result.top5:.2%} "

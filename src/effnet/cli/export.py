@@ -7,7 +7,6 @@ which precisions a format holds) before any weights are read.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 from pathlib import Path
 
@@ -15,8 +14,10 @@ from effnet.cli.flags import Flags, add_flags, build
 from effnet.cli.predict import load_model
 from effnet.config.inference import DEFAULT_EXPORT_FOLDER, EXPORT_SUFFIXES, ExportConfig
 from effnet.config.serving import REPOSITORY_FORMATS, export_files
-from effnet.io import check_output, refuse_existing
+from effnet.io import check_output, json_text, refuse_existing
+from effnet.memory import estimate_memory
 from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
+from effnet.serving.hardware import check_device_memory
 from effnet.serving.image_files import find_images
 
 HELP = (
@@ -54,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(config)
     output = config.output or str(Path(DEFAULT_EXPORT_FOLDER) / f"{model.spec.name}{EXPORT_SUFFIXES[config.format]}")
     check(output)
+    size = config.input_size or model.preprocessing.input_size
+    check_batch = estimate_memory(model.spec, 3, resolution=size, weights=False)  # the weights are loaded already
+    check_device_memory(check_batch, "cpu", config.max_memory)
     samples = None
     if config.precision == "int8":
         from effnet.serving.quantize import calibration_batch  # lazy: imports torch
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         samples=samples,
     )
     if config.json:
-        print(json.dumps({"model": model.spec.name, **result.to_dict()}))
+        print(json_text({"model": model.spec.name, **result.to_dict()}))
     elif config.precision == "fp32":
         print(
             f"wrote {result.path} ({result.format}, {result.method}); verified on a {result.verify_shape} "

@@ -7,16 +7,17 @@ weights are read. :func:`load_model` and :func:`make_runner` are shared with ``e
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 from effnet.cli.flags import Flags, add_flags, build
 from effnet.config.inference import PredictConfig, ServingOptions, WeightsOptions
 from effnet.errors import BadFile, InvalidValue
+from effnet.io import json_text
+from effnet.memory import estimate_memory
 from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
 from effnet.report import render_table
-from effnet.serving.hardware import require_device
+from effnet.serving.hardware import check_device_memory, require_device
 from effnet.serving.image_files import find_images
 
 COMPILING = "compiling the model with torch.compile (Inductor) at its first batch of each size; cached afterwards"
@@ -43,7 +44,9 @@ def load_model(options: WeightsOptions) -> Any:
     """The model ``options`` name with its weights loaded (eval mode, ``.preprocessing`` attached)."""
     from effnet.models.factory import load_pretrained  # lazy: imports torch
 
-    return load_pretrained(options.model, options.weights, source=options.source)
+    return load_pretrained(
+        options.model, options.weights, source=options.source, allow_nonfinite=options.allow_nonfinite
+    )
 
 
 def make_runner(model: Any, options: ServingOptions, batch: int) -> Any:
@@ -53,12 +56,16 @@ def make_runner(model: Any, options: ServingOptions, batch: int) -> Any:
 
     from effnet.serving.runtimes import InferenceRunner, optimize_for_inference  # lazy: imports torch
 
-    if options.exported:
-        from effnet.serving.exported import load_exported  # lazy: imports torch
-
-        engine = load_exported(options.exported)  # the file's own precision, whatever --precision says
-        return InferenceRunner("exported", engine)
     size = model.preprocessing.input_size
+    device = "cpu" if options.exported else options.device  # the batch must fit before it is allocated; the
+    estimate = estimate_memory(model.spec, batch, resolution=size, weights=device != "cpu")  # weights are loaded
+    check_device_memory(estimate, device, options.max_memory)
+    if options.exported:
+        from effnet.serving.exported import Signature, load_exported  # lazy: imports torch
+
+        expect = Signature(model.spec.in_chans, size, model.num_classes)  # a file made for another model: one line
+        engine = load_exported(options.exported, expect, options.weights)  # its own precision, whatever --precision
+        return InferenceRunner("exported", engine, model.spec.in_chans)
     example = torch.zeros(batch, model.spec.in_chans, size, size, device=options.device)
     runner = optimize_for_inference(
         model.to(options.device),
@@ -94,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadFile(f"none of the {len(files)} input files could be read as an image (first: {skipped[0][1]})")
     if config.json:
         print(
-            json.dumps(
+            json_text(
                 {
                     "model": model.spec.name,
                     "weights": config.weights,

@@ -8,7 +8,6 @@ Without ``--device`` it only uses the exact cost model and never imports torch. 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -17,7 +16,7 @@ from effnet.cli.flags import Flags, add_flags, build, flag_values
 from effnet.config.scale import SCALE_GROUPS, Budget, CoefficientSource, ScaleConfig, ScaleOptions
 from effnet.config.search import DEFAULT_OUTPUT, default_storage
 from effnet.errors import InvalidValue
-from effnet.io import atomic_write_text, check_output, refuse_existing
+from effnet.io import atomic_write_text, check_output, json_text, refuse_existing
 from effnet.report import format_count, render_markdown
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from effnet.search.baselines import load_baseline
@@ -146,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(options.output_spec, result.chosen.spec.to_json() + "\n")
         data["output_spec"] = options.output_spec
     if options.json:
-        print(json.dumps(data, indent=2))
+        print(json_text(data, indent=2))
     else:
         _print_table(data, result, config, options)
     if result.chosen is None:

@@ -15,7 +15,7 @@ from typing import Any
 from effnet.cli.flags import Flags, add_flags, build
 from effnet.config.search import SEARCH_GROUPS, SearchConfig, WorkerOptions, check_jobs
 from effnet.io import check_output
-from effnet.search.processes import usable_cpus
+from effnet.machine import usable_cpus
 
 HELP = "Grid-search the compound scaling coefficients alpha, beta, gamma (Optuna study; many workers; resumable)."
 
@@ -89,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"chosen: alpha={chosen['alpha']:g} beta={chosen['beta']:g} gamma={chosen['gamma']:g} "
             f"({chosen['kind']}, top-1 {chosen['top1_mean']:.2f}%{std})"
+        )
+    for t in report.get("diverged_trials", ()):
+        print(
+            f"trial {t['trial']} (alpha={t['alpha']:g} beta={t['beta']:g} gamma={t['gamma']:g} seed={t['seed']}) "
+            "failed: its training diverged; never chosen"
         )
     _print_verdict(report)
     files = report["files"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from effnet.config.fields import setting
 from effnet.config.scale import PHI_MAX_LIMIT
 from effnet.config.search import MAX_COEFFICIENT, SearchConfig
-from effnet.errors import InvalidValue
+from effnet.errors import InvalidValue, check_type
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 
 __all__ = [
@@ -78,6 +78,7 @@ class CurvesConfig:
     )
 
     def __post_init__(self) -> None:
+        check_type("training", self.training, SearchConfig, "a SearchConfig (the budget of each point)")
         if self.training.strategy != "grid":  # a curve compares fully trained points: nothing is stopped early
             object.__setattr__(self, "training", replace(self.training, strategy="grid"))
         phi = self.phi_max

@@ -84,6 +84,14 @@ class WeightsOptions:
         "weight layout (default: detected from the keys); the layouts are effnet.models.convert.REGISTRY's, checked "
         "when the weights are read",
     )
+    allow_nonfinite: bool = setting(False, "load weights holding NaN or Inf values (for debugging; refused otherwise)")
+    max_memory: float | None = setting(
+        None,
+        "refuse a network or batch whose estimated memory exceeds this many GiB (default: what the device has "
+        "available)",
+        limits=Range(0, low_open=True),
+        metavar="GIB",
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from effnet.config.fields import setting
+from effnet.config.fields import Range, setting
 from effnet.config.serving import DEFAULT_PRECISION, PRECISIONS, RUNTIMES, Precision
-from effnet.errors import InvalidValue
+from effnet.errors import InvalidValue, check_type
+from effnet.limits import check_int, check_number
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from effnet.specs import NetworkSpec
 
@@ -29,6 +30,7 @@ __all__ = [
 
 PHI_MAX_LIMIT = 16
 """Largest ``--phi-max`` of ``effnet scale`` and ``effnet curves`` (FLOPs × 2^16 at the paper's coefficients)."""
+_MAX_INT = 2**31 - 1  # the integer flags' bound here; the memory estimate bounds --batch (effnet.memory)
 RULES = ("paper", "fast")
 """Scaling rules of ``effnet scale``: the paper's ``α^φ, β^φ, γ^φ`` and Dollár et al.'s fast compound scaling."""
 
@@ -174,6 +176,14 @@ class ScaleConfig:
     warmup: int = setting(2, "untimed runs before timing", "measurement")
     repeats: int = setting(5, "timed runs per member and round; a round's latency is their median", "measurement")
     threads: int | None = setting(None, "torch CPU threads (default: torch's)", "measurement")
+    max_memory: float | None = setting(
+        None,
+        "do not measure a member whose estimated memory at --batch exceeds this many GiB (default: what the device "
+        "has available); refused when even phi=0 does",
+        "measurement",
+        limits=Range(0, low_open=True),
+        metavar="GIB",
+    )
     runtime: str = setting(
         "eager",
         "how each model runs while measured: eager (the module; default) or the runtime you will deploy, as in "
@@ -203,6 +213,18 @@ class ScaleConfig:
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise InvalidValue(f"--rule must be one of {', '.join(RULES)}; got {self.rule!r}")
+        if self.max_memory is not None:
+            check_number("--max-memory", self.max_memory, 0, math.inf, low_open=True)
+        for flag, value, low in (
+            ("--batch", self.batch, 1),
+            ("--warmup", self.warmup, 0),
+            ("--repeats", self.repeats, 1),
+        ):
+            check_int(flag, value, low, _MAX_INT)
+        if self.threads is not None:
+            check_int("--threads", self.threads, 1, _MAX_INT)
+        check_type("baseline", self.baseline, (NetworkSpec, type(None)), "a NetworkSpec or None")
+        check_type("budget", self.budget, Budget, "a Budget")
         phi = self.phi_max
         if isinstance(phi, bool) or not isinstance(phi, int) or not 0 <= phi <= PHI_MAX_LIMIT:
             raise InvalidValue(f"--phi-max must be an integer in [0, {PHI_MAX_LIMIT}], got {phi!r}")

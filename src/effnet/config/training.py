@@ -120,6 +120,7 @@ class TrainConfig:
         "or a hub reference (hf-hub:timm/<repo>, torchvision:<Enum>[.<MEMBER>])",
         "data",
     )
+    allow_nonfinite: bool = setting(False, "load --weights holding NaN/Inf (debugging)", "data", resume_check=False)
     in_chans: int | None = setting(
         None,
         "input channels (default: the data's, or the --weights file's: gray repeated to RGB)",
@@ -259,6 +260,9 @@ class TrainConfig:
     device: str = setting("auto", "auto, cpu, cuda[:N] or mps (auto: cuda when available, else cpu)", "speed")
     deterministic: bool = setting(False, "torch.use_deterministic_algorithms for the run", "speed")
     threads: int | None = setting(None, "torch CPU threads for the run", "speed", limits=Range(1))
+    max_memory: float | None = setting(
+        None, "refuse a run estimated to need more GiB (default: free memory)", "speed", limits=Range(0, low_open=True)
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -1,6 +1,8 @@
 """The builder: an ``nn.Module`` from a :class:`~effnet.specs.NetworkSpec`, classifier or feature extractor.
 
-It knows nothing of weights files or hubs; :mod:`effnet.models.factory` builds by name and loads weights.
+It knows nothing of weights files or hubs; :mod:`effnet.models.factory` builds by name and loads weights. A spec
+whose weights alone exceed the memory available (:mod:`effnet.memory`) is refused in one line before anything is
+allocated.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from effnet.errors import InvalidValue
+from effnet.errors import InvalidValue, check_type
+from effnet.machine import available_memory
+from effnet.memory import check_memory, estimate_memory
 from effnet.models.layers import BLOCK_MODULES, ConvBNAct
 from effnet.specs import NetworkSpec, ResolvedNetwork, resolve
 
@@ -41,9 +45,12 @@ class _Backbone(nn.Module):
 
     def __init__(self, spec: NetworkSpec) -> None:
         super().__init__()
+        check_type("spec", spec, NetworkSpec, "a NetworkSpec (effnet.create_model('efficientnet_b0') builds by name)")
         self.spec = spec
         self.resolved: ResolvedNetwork = resolve(spec)
         net = self.resolved
+        weights_only = estimate_memory(net, 0)  # a spec within every bound may still not fit: refused before a byte
+        check_memory(weights_only, available_memory(), "this machine's available memory")
         bn = {"bn_eps": spec.bn_eps, "bn_momentum": spec.bn_momentum}
         self.stem = ConvBNAct(
             spec.in_chans,

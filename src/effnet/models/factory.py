@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from effnet.architectures import compound_spec, get_spec
-from effnet.errors import InvalidValue, Unsupported, WrongType
+from effnet.errors import InvalidValue, Unsupported, WrongType, check_type
 from effnet.models.convert import source_spec
 from effnet.models.convert.checkpoint import convert_checkpoint
 from effnet.models.efficientnet import EfficientNet, EfficientNetFeatures
@@ -82,6 +82,8 @@ def create_model(
     The weights fix ``in_chans``, ``activation`` and ``padding``; a ``num_classes`` other than the hub weights'
     gives a fresh classifier on the pretrained backbone.
     """
+    check_type("features_only", features_only, bool, "True or False")
+    check_type("grad_checkpointing", grad_checkpointing, bool, "True or False")
     if pretrained is not False:
         return _pretrained(
             name,
@@ -206,6 +208,7 @@ def load_pretrained(
     drop_path_rate: float | None = None,
     resolution: int | None = None,
     grad_checkpointing: bool = False,
+    allow_nonfinite: bool = False,
 ) -> EfficientNet:
     """An effnet model holding the weights in ``path`` (any layout in :data:`~effnet.models.convert.SOURCES`), in
     eval mode.
@@ -219,8 +222,12 @@ def load_pretrained(
     weights'), or ``None`` (the spec comes from an effnet safetensors header, or is inferred from the tensor
     shapes). ``drop_head`` keeps the model's own freshly initialised classifier (of ``num_classes`` outputs); the
     other options are :func:`create_model`'s. The model gets ``.preprocessing`` and ``.weights_metadata``.
+    Weights holding NaN or Inf are a one-line :class:`~effnet.errors.BadFile` naming the first such tensor, unless
+    ``allow_nonfinite`` (for debugging).
     """
-    converted = convert_checkpoint(path, model_or_name, source, drop_head=drop_head, num_classes=num_classes)
+    converted = convert_checkpoint(
+        path, model_or_name, source, drop_head=drop_head, num_classes=num_classes, allow_nonfinite=allow_nonfinite
+    )
     spec = converted.spec
     if isinstance(model_or_name, nn.Module):
         _check_module_fits(model_or_name, spec, converted.source, path)
@@ -260,6 +267,8 @@ def save_pretrained(
     spec = getattr(model, "spec", None)
     if not isinstance(spec, NetworkSpec):
         raise WrongType("save_pretrained needs an effnet model (with a .spec)")
+    check_type("path", path, (str, os.PathLike), "a file path")
+    check_type("metadata", metadata, (Mapping, type(None)), "a mapping of str to str, or None")
     if preprocessing is None:
         preprocessing = getattr(model, "preprocessing", None) or default_preprocessing(
             "effnet", spec.name, spec.resolution, spec.num_classes, in_chans=spec.in_chans

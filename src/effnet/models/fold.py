@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from effnet.errors import check_type
+
 __all__ = ["fold_batchnorm", "count_batchnorm"]
 
 
@@ -40,6 +42,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     the conv gains a bias. The result computes the same eval-mode function (to float rounding);
     ``model`` itself is left untouched (not even its train/eval mode).
     """
+    check_type("model", model, nn.Module, "a torch nn.Module")
     folded = copy.deepcopy(model).eval()
     for module in folded.modules():
         conv, bn = getattr(module, "conv", None), getattr(module, "bn", None)

@@ -5,6 +5,7 @@
   safetensors header. Torch files go through :func:`torch_load_safely` only (``torch.load(weights_only=True)``): a
   pickle holding anything but tensors is refused without being run. An empty, text, ONNX, truncated or
   non-regular file is a one-line :class:`~effnet.errors.BadFile` naming it.
+- Checking: :func:`check_finite` refuses a file whose tensors hold NaN or Inf, naming the first such tensor.
 - Writing: :func:`write_effnet_weights`, effnet's format: safetensors whose header also holds the spec
   (:meth:`~effnet.specs.NetworkSpec.to_json`), the :class:`~effnet.preprocessing.Preprocessing`, the layout the
   weights came from and ``user.<key>`` entries; written atomically.
@@ -36,6 +37,7 @@ __all__ = [
     "read_safetensors_header",
     "torch_load_safely",
     "read_checkpoint",
+    "check_finite",
     "write_effnet_weights",
 ]
 
@@ -146,6 +148,21 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
             raise BadFile(f"{file}: not a readable safetensors file (truncated or corrupt: {reason})") from None
         return dict(tensors), header
     return _unwrap(torch_load_safely(file), file), {}
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], where: str) -> None:
+    """A one-line :class:`~effnet.errors.BadFile` naming the first floating-point tensor (in the order the file
+    lists them) that holds a NaN or an infinity: such weights compute NaN for every input. ``where`` names the
+    file."""
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            finite = torch.isfinite(tensor)
+            if not bool(finite.all()):
+                bad = int(finite.numel() - finite.sum())
+                raise BadFile(
+                    f"{where}: tensor {key} holds NaN or infinite values ({bad:,} of {tensor.numel():,}); weights "
+                    "must be finite (--allow-nonfinite / allow_nonfinite=True loads them anyway, for debugging)"
+                )
 
 
 def _unwrap(obj: Any, file: Path) -> dict[str, torch.Tensor]:

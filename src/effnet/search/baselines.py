@@ -37,7 +37,7 @@ from pathlib import Path
 
 from effnet.architectures import BASELINES, compound_spec, get_spec, list_models, scale
 from effnet.cost import cost
-from effnet.errors import BadFile, InvalidValue, MissingFile
+from effnet.errors import BadFile, InvalidValue, MissingFile, check_type
 from effnet.references import PAPER_TABLE3, PublishedScaling
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from effnet.specs import NetworkSpec
@@ -54,6 +54,7 @@ def load_baseline(name_or_path: str | os.PathLike[str] | NetworkSpec) -> Network
     """
     if isinstance(name_or_path, NetworkSpec):
         return name_or_path
+    check_type("baseline", name_or_path, (str, os.PathLike), "a model name, a NetworkSpec JSON file or a NetworkSpec")
     text = os.fspath(name_or_path)
     path = Path(text)
     if text.endswith(".json") or os.sep in text or path.is_file():

@@ -21,7 +21,7 @@ from typing import Any
 from effnet.config.curves import CurvesConfig
 from effnet.config.search import SearchConfig
 from effnet.cost import cost
-from effnet.errors import InvalidValue
+from effnet.errors import InvalidValue, check_type
 from effnet.io import atomic_write_json
 from effnet.report import Panel, Series, plot_panels, write_table
 from effnet.search.grid import Candidate, baseline_spec, distinct_networks, trial_spec
@@ -224,6 +224,7 @@ def run_curves(
     (:func:`trained_baseline`), with a stand-in as the baseline spec says. ``before_report`` and ``on_ready`` as
     in :func:`effnet.search.run.run_trials` (``--jobs``: :func:`effnet.search.jobs.run_jobs`).
     """
+    check_type("config", config, CurvesConfig, "a CurvesConfig")
     train = config.training
     base = trained_baseline(train) if trainer is None else baseline_spec(train)
     points = curve_points(base, config)

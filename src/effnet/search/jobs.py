@@ -24,9 +24,10 @@ from typing import Any
 from effnet.config.curves import CurvesConfig
 from effnet.config.search import SearchConfig, check_jobs
 from effnet.errors import EffnetError, InvalidValue
+from effnet.machine import bound_count, usable_cpus
 from effnet.search.curves import run_curves
-from effnet.search.grid import SAME_NETWORK_NOTE
-from effnet.search.processes import interrupt_on_sigterm, usable_cpus
+from effnet.search.grid import SAME_NETWORK_NOTE, candidates
+from effnet.search.processes import interrupt_on_sigterm
 from effnet.search.run import run_search
 
 __all__ = ["TOOLS", "config_from_payload", "run_jobs"]
@@ -69,6 +70,25 @@ def config_from_payload(tool: str, data: Mapping[str, Any]) -> Config:
     fields = dict(data)
     training = SearchConfig(**fields.pop("training"))
     return CurvesConfig(training=training, **{**fields, "methods": tuple(fields.get("methods", ()))})
+
+
+def _trials(tool: str, config: Config) -> int:
+    """How many trials the study of ``tool`` holds (an upper bound: points that are one network count once each)."""
+    train = _training(config)
+    seeds = [train.seed + i for i in range(train.seeds)]
+    if isinstance(config, CurvesConfig):  # the baseline, then one point per method and phi (curve_points)
+        return (1 + config.phi_max * len(config.methods)) * len(seeds)
+    return len(
+        candidates(
+            train.target,
+            train.tol,
+            train.step,
+            train.low,
+            train.high,
+            seeds=seeds,
+            include_baseline=train.include_baseline,
+        )
+    )
 
 
 def _runner(tool: str) -> Callable[..., dict[str, Any]]:
@@ -123,13 +143,18 @@ def run_jobs(tool: str, config: Config, jobs: int = 1, *, progress: bool = True,
 
     Each worker gets the config's ``threads`` torch threads, by default ``usable_cpus() // jobs`` (with one job:
     torch's default): on a small CPU several single-threaded trainings use the cores better than one
-    multi-threaded one. :class:`~effnet.errors.InvalidValue` for a bad ``jobs`` or ``tool`` before anything
-    starts.
+    multi-threaded one. ``jobs`` above the usable cores or the study's trials, and ``threads`` above the cores,
+    are lowered to them with one :class:`~effnet.errors.Lowered` warning (:func:`effnet.machine.bound_count`).
+    :class:`~effnet.errors.InvalidValue` for a bad ``jobs`` or ``tool`` before anything starts.
     """
     check_jobs(jobs)
     _check_tool(tool)
     options = {"source": source} if tool == "curves" else {}
-    threads = _training(config).threads or (max(1, usable_cpus() // jobs) if jobs > 1 else None)
+    cpus, trials = usable_cpus(), _trials(tool, config)
+    jobs = bound_count("--jobs", jobs, min(cpus, trials), f"{cpus} usable CPU cores, {trials} trials")
+    threads = _training(config).threads or (max(1, cpus // jobs) if jobs > 1 else None)
+    if threads:
+        threads = bound_count("--threads", threads, cpus, f"{cpus} usable CPU cores")
     config = _with_threads(config, threads)
     info = {"jobs": jobs, "threads_per_job": threads}
     payload = json.dumps({"tool": tool, "config": dataclasses.asdict(config), "options": options})

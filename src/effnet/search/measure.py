@@ -27,6 +27,9 @@ from typing import Any
 
 from effnet.config.serving import RUNTIMES, check_precision
 from effnet.errors import InvalidValue
+from effnet.machine import bound_count, usable_cpus
+from effnet.memory import estimate_memory
+from effnet.serving.hardware import check_device_memory
 from effnet.specs import NetworkSpec
 
 __all__ = ["Measurement", "measure"]
@@ -213,6 +216,9 @@ def measure(
     if runtime not in RUNTIMES:
         raise InvalidValue(f"--runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
     check_precision(precision, runtime)
+    check_device_memory(estimate_memory(spec, batch), device)  # before the batch is allocated
+    if threads:
+        threads = bound_count("--threads", threads, usable_cpus(), f"{usable_cpus()} usable CPU cores")
     kind = device.split(":")[0]
     if kind == "cuda":
         if runtime in ("onnxruntime", "openvino"):

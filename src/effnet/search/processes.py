@@ -1,5 +1,5 @@
-"""Process hygiene of ``effnet search|curves --jobs``: the cores a process may use; helpers die with their parent;
-SIGTERM acts as Ctrl-C.
+"""Process hygiene of ``effnet search|curves --jobs``: helpers die with their parent; SIGTERM acts as Ctrl-C (the
+cores a process may use: :func:`effnet.machine.usable_cpus`).
 
 A local worker process asks the Linux kernel to send it SIGTERM when its parent dies
 (``prctl(PR_SET_PDEATHSIG)`` through ``ctypes``) and, on any system, runs a watchdog thread that sends it SIGTERM
@@ -20,16 +20,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["usable_cpus", "interrupt_on_sigterm", "die_with_parent"]
+__all__ = ["interrupt_on_sigterm", "die_with_parent"]
 
 _PR_SET_PDEATHSIG = 1
-
-
-def usable_cpus() -> int:
-    """CPU cores this process may run on (its affinity mask, e.g. under ``taskset``), else ``os.cpu_count()``."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

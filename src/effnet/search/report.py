@@ -11,7 +11,6 @@ pruned ones (their accuracy is from fewer epochs). The chosen coefficients are t
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -339,16 +338,5 @@ def write_report(
         },
         "table_markdown": printed_table(rows),
     }
-    atomic_write_json(out / "search_summary.json", _finite(full))
+    atomic_write_json(out / "search_summary.json", full)
     return full
-
-
-def _finite(obj: Any) -> Any:
-    """JSON-safe copy: NaN/inf floats become None."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Mapping):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj

@@ -26,11 +26,11 @@ from tqdm.auto import tqdm
 from effnet.config.search import SearchConfig
 from effnet.config.training import TrainConfig
 from effnet.cost import cost
-from effnet.errors import InvalidValue
+from effnet.errors import InvalidValue, check_type
 from effnet.search.grid import Candidate, baseline_spec, candidates, definition, distinct_networks, same_network_note
 from effnet.search.report import write_report
 from effnet.search.storage import open_storage, redact
-from effnet.search.study import finished_records, open_study, trained_io
+from effnet.search.study import diverged_records, finished_records, open_study, trained_io
 from effnet.search.worker import Trainer, Worker, train_config
 from effnet.specs import NetworkSpec
 from effnet.training.data import load_datasets
@@ -94,6 +94,7 @@ def run_search(
     whose heartbeat goes stale). ``trainer`` defaults to :func:`effnet.training.trainer.fit`. ``before_report``
     and ``on_ready``: as in :func:`run_trials`.
     """
+    check_type("config", config, SearchConfig, "a SearchConfig")
     seeds = [config.seed + i for i in range(config.seeds)]
     items = candidates(
         config.target,
@@ -207,6 +208,7 @@ def _work(
         "epochs_trained": sum(int(r.get("epochs", config.epochs)) for r in records),
         "epochs_full_grid": config.epochs * len(items),
         "chance_top1": _chance(config, trainer, records),
+        "diverged_trials": diverged_records(study),
         "definition": defn,
         **after,
     }

@@ -27,10 +27,13 @@ from typing import Any
 from effnet.architectures import get_spec, scale
 from effnet.config.scale import RULES, Budget, ScaleConfig
 from effnet.cost import cost
-from effnet.errors import InvalidValue
+from effnet.errors import InvalidValue, check_type
+from effnet.machine import bound_count, usable_cpus
+from effnet.memory import estimate_memory
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, compound, fast_scaling, flops_factor
 from effnet.search.measure import Measurement, measure
 from effnet.search.rounds import fitting_prefix, measure_in_rounds
+from effnet.serving.hardware import check_device_memory
 from effnet.specs import NetworkSpec
 
 __all__ = ["Member", "ScaleResult", "family", "select", "scale_family", "measure_family"]
@@ -57,6 +60,8 @@ class Member:
     """(max − min) / median of ``round_latencies_ms``."""
     anomaly: str | None = None
     """Set when this member still measures faster than a smaller one after an extra round."""
+    over_memory: str | None = None
+    """Set (why) when the member's estimated memory at the batch exceeds the device's (not measured then)."""
 
     @property
     def fits(self) -> bool:
@@ -120,7 +125,7 @@ def family(
 
 
 def _violations(member: Member, budget: Budget) -> tuple[str, ...]:
-    out = []
+    out = [member.over_memory] if member.over_memory else []
     if budget.max_macs is not None and member.macs > budget.max_macs:
         out.append(f"MACs {member.macs:.4g} > --max-macs {budget.max_macs:.4g}")
     if budget.max_params is not None and member.params > budget.max_params:
@@ -227,8 +232,18 @@ def measure_family(
     """``members`` with measurements taken in interleaved rounds (:func:`effnet.search.rounds.measure_in_rounds`).
 
     ``measure_one(spec)`` defaults to :func:`measure` with ``config``'s device, batch, runtime and precision.
+    Members whose estimated memory at the batch (:mod:`effnet.memory`) exceeds the device's or ``--max-memory`` are
+    not measured (``over_memory``: a violation); when even φ = 0 exceeds it, one-line
+    :class:`~effnet.errors.InvalidValue` before anything runs.
     """
+    over = _over_memory(members, config)
+    if len(over) == len(members):
+        raise InvalidValue(over[members[0].phi])
+    fitting = [m for m in members if m.phi not in over]
     if measure_one is None:
+        threads = config.threads and bound_count(
+            "--threads", config.threads, usable_cpus(), f"{usable_cpus()} usable CPU cores"
+        )
 
         def measure_one(spec: NetworkSpec) -> Measurement:
             return measure(
@@ -237,25 +252,25 @@ def measure_family(
                 config.batch,
                 warmup=config.warmup,
                 repeats=config.repeats,
-                threads=config.threads,
+                threads=threads,
                 runtime=config.runtime,
                 precision=config.precision,
             )
 
     rounds = measure_in_rounds(
-        len(members),
-        lambda i: measure_one(members[i].spec),
+        len(fitting),
+        lambda i: measure_one(fitting[i].spec),
         lambda m: m.latency_ms,
         min_rounds=config.min_rounds,
         max_rounds=config.max_rounds,
         max_spread=config.max_spread,
-        on_measure=(lambda i: on_measure(members[i])) if on_measure is not None else None,
+        on_measure=(lambda i: on_measure(fitting[i])) if on_measure is not None else None,
     )
-    out = []
-    for i, m in enumerate(members):
+    out = [dataclasses.replace(m, over_memory=over[m.phi]) for m in members if m.phi in over]
+    for i, m in enumerate(fitting):
         anomaly = None
         if i in rounds.anomalies:
-            smaller = ", ".join(f"phi={members[k].phi}" for k in rounds.anomalies[i])
+            smaller = ", ".join(f"phi={fitting[k].phi}" for k in rounds.anomalies[i])
             anomaly = f"faster than {smaller} after an extra round"
         out.append(
             dataclasses.replace(
@@ -266,7 +281,18 @@ def measure_family(
                 anomaly=anomaly,
             )
         )
-    return out
+    return sorted(out, key=lambda m: m.phi)
+
+
+def _over_memory(members: Sequence[Member], config: ScaleConfig) -> dict[int, str]:
+    """``{phi: why}`` of the members whose estimated inference memory at ``config.batch`` exceeds the device's."""
+    over = {}
+    for m in members:
+        try:
+            check_device_memory(estimate_memory(m.spec, config.batch), config.device or "cpu", config.max_memory)
+        except InvalidValue as exc:
+            over[m.phi] = str(exc)
+    return over
 
 
 def scale_family(
@@ -282,6 +308,7 @@ def scale_family(
     ``on_measure`` is called after every single measurement; ``measure_one`` replaces
     :func:`effnet.search.measure.measure` (tests).
     """
+    check_type("config", config, ScaleConfig, "a ScaleConfig")
     if config.budget.needs_measurement and not config.device:
         raise InvalidValue("--max-latency-ms and --max-memory-mb need --device cpu|cuda to measure the models")
     members = family(config.alpha, config.beta, config.gamma, config.baseline, config.phi_max, config.rule)

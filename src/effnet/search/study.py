@@ -30,10 +30,21 @@ from effnet.search.halving import KeepLeadersPruner
 from effnet.search.report import choose, summarize
 from effnet.search.storage import open_storage, redact
 
-__all__ = ["GRID_ID", "enqueue", "open_study", "finished_records", "trained_io", "load_study_result"]
+__all__ = [
+    "GRID_ID",
+    "DIVERGED",
+    "enqueue",
+    "open_study",
+    "finished_records",
+    "diverged_records",
+    "trained_io",
+    "load_study_result",
+]
 
 GRID_ID = "grid_id"
 """The user attribute of a trial that names its candidate (index into the study's candidates)."""
+DIVERGED = "diverged"
+"""The user attribute of a FAILed trial whose training diverged (the one-line reason): its point is done."""
 _ATTR = "effnet_search"
 _ENQUEUED = "effnet_enqueued"
 _CREATOR_WAIT_S = 30
@@ -132,6 +143,15 @@ def trained_io(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         if r.get("num_classes") and r.get("in_chans"):
             return {"num_classes": int(r["num_classes"]), "in_chans": int(r["in_chans"])}
     return {}
+
+
+def diverged_records(study: optuna.Study) -> list[dict[str, Any]]:
+    """``{"trial", "alpha", "beta", "gamma", "seed", "diverged"}`` of each trial whose training diverged."""
+    return [
+        {"trial": t.number, **t.params, DIVERGED: t.user_attrs[DIVERGED]}
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if DIVERGED in t.user_attrs and GRID_ID in t.user_attrs
+    ]
 
 
 def _missing_sqlite_file(storage: str) -> str | None:

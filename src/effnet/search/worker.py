@@ -7,7 +7,8 @@ trial records Optuna heartbeats; a worker killed mid-trial leaves a RUNNING tria
 :func:`optuna.storages.fail_stale_trials` marks it FAIL and the storage's retry callback enqueues a copy. A trial
 whose trainer raises (or is interrupted) is FAILed and its point enqueued again. A worker that pops a trial whose
 point another trial already finished or runs marks it FAIL without training (``duplicate_of``), so no point is
-trained twice even if a point was queued twice. COMPLETE and PRUNED trials are never re-run. With
+trained twice even if a point was queued twice. COMPLETE and PRUNED trials are never re-run, nor is a trial whose
+training diverged (:class:`~effnet.errors.TrainingDiverged`: FAIL with the ``diverged`` attribute, never chosen). With
 ``strategy="halving"`` every trial reports validation top-1 after each epoch and the study's pruner may stop it.
 """
 
@@ -31,11 +32,11 @@ from optuna.trial import TrialState
 from effnet.config.search import SearchConfig
 from effnet.config.training import TrainConfig, resolve_recipe
 from effnet.cost import cost
-from effnet.errors import InvalidValue
+from effnet.errors import InvalidValue, TrainingDiverged
 from effnet.models.weight_files import read_safetensors_header
 from effnet.scaling import flops_factor
 from effnet.search.grid import Candidate, trial_spec
-from effnet.search.study import GRID_ID, enqueue
+from effnet.search.study import DIVERGED, GRID_ID, enqueue
 from effnet.specs import NetworkSpec
 from effnet.training.rundir import LOCK_NAME, RunDirLocked, RunLock
 
@@ -153,6 +154,11 @@ class _SpareTrial(Exception):
     """A trial this worker must not train (no grid point left for it, or its point is taken); marked FAIL."""
 
 
+class _DivergedTrial(Exception):
+    """A trial whose training diverged (NaN/inf loss): marked FAIL with the ``diverged`` attribute, its grid point
+    done (never trained again, never chosen)."""
+
+
 class Worker:
     """One worker's loop over a study: take WAITING trials until every grid point is COMPLETE or PRUNED.
 
@@ -177,7 +183,7 @@ class Worker:
             gid = t.user_attrs.get(GRID_ID)
             if gid is None:
                 continue
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or DIVERGED in t.user_attrs:
                 done.add(gid)
             elif t.state == TrialState.RUNNING:
                 running.add(gid)
@@ -209,7 +215,10 @@ class Worker:
                 continue
             try:
                 study.optimize(
-                    functools.partial(self.objective, study), n_trials=1, catch=(_SpareTrial,), gc_after_trial=False
+                    functools.partial(self.objective, study),
+                    n_trials=1,
+                    catch=(_SpareTrial, _DivergedTrial),
+                    gc_after_trial=False,
                 )
             except ValueError as exc:  # the trial was finished elsewhere meanwhile (e.g. failed as stale under load)
                 if not str(exc).startswith("Cannot tell a "):
@@ -217,8 +226,11 @@ class Worker:
                 self.echo(f"a trial of this worker was already finished by another worker ({exc}); going on")
 
     def _taken(self, study: optuna.Study, number: int, gid: int) -> int | None:
-        """Number of another trial that finished or is (earlier) running this grid point, else None."""
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
+        """Number of another trial that finished (or diverged) or is (earlier) running this grid point, else None."""
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.FAIL)
+        for t in study.get_trials(deepcopy=False, states=states):
+            if t.state == TrialState.FAIL and DIVERGED not in t.user_attrs:
+                continue  # failed by an error or a signal: its point is queued again
             if t.user_attrs.get(GRID_ID) == gid and t.number != number:
                 if t.state != TrialState.RUNNING or t.number < number:
                     return t.number
@@ -257,6 +269,14 @@ class Worker:
         try:
             _clear_failed_attempt(run_dir)
             result = self.trainer(train_config(self.config, item.seed, run_dir, spec.name), spec, **kwargs)
+        except TrainingDiverged as exc:  # deterministic: failed for good, never queued again nor chosen
+            trial.set_user_attr(DIVERGED, str(exc))
+            self.ran += 1
+            self.echo(
+                f"trial {trial.number}: {item.kind} a={item.alpha:g} b={item.beta:g} g={item.gamma:g} "
+                f"seed={item.seed} failed: {exc}"
+            )
+            raise _DivergedTrial(str(exc)) from None
         except RunDirLocked as exc:  # another worker was handed this very trial (SQLite's read-then-write race)
             trial.set_user_attr("duplicate_of", trial.number)
             raise _SpareTrial(f"trial {trial.number} is being trained by another worker ({exc})") from None

@@ -42,7 +42,7 @@ from effnet.config.serving import (
     check_opset,
     export_files,
 )
-from effnet.errors import InvalidValue, WriteFailed
+from effnet.errors import InvalidValue, WriteFailed, check_type
 from effnet.io import atomic_path, make_folder, refuse_link, write_error
 from effnet.models.fold import fold_batchnorm
 from effnet.serving.hardware import require_native_bf16
@@ -306,6 +306,8 @@ def export_model(
     """Export in ``fmt`` (``onnx``, ``openvino``, ``torchscript``, or a ``triton`` / ``ovms`` repository folder) at
     ``precision``; ``samples``: preprocessed
     calibration images for int8. Every option is validated before any work (bounds: :mod:`effnet.config.serving`)."""
+    check_type("model", model, nn.Module, "a torch nn.Module (an effnet model)")
+    check_type("path", path, (str, os.PathLike), "a file path")
     export_files(fmt, path)  # the format's own suffix; its companions are the caller's check_output
     check_export_precision(fmt, precision)
     if input_size is not None:

@@ -1,6 +1,8 @@
 """What the hardware can run natively, detected at run time (never assumed): bf16 on CPU and CUDA.
 
-Torch-free except :func:`require_native_bf16` / :func:`require_device` for CUDA, which ask torch only then.
+Torch-free except :func:`require_native_bf16` / :func:`require_device` / :func:`device_memory` for CUDA, which ask
+torch only then. :func:`check_device_memory` refuses a network whose estimated memory (:mod:`effnet.memory`) exceeds
+what the device has.
 """
 
 from __future__ import annotations
@@ -8,8 +10,17 @@ from __future__ import annotations
 from effnet.config.serving import ServingUnavailable
 from effnet.errors import InvalidValue
 from effnet.latency.fingerprint import cpu_flags
+from effnet.machine import available_memory
+from effnet.memory import MemoryEstimate, check_memory
 
-__all__ = ["BF16_CPU_FLAGS", "cpu_has_native_bf16", "require_native_bf16", "require_device"]
+__all__ = [
+    "BF16_CPU_FLAGS",
+    "cpu_has_native_bf16",
+    "require_native_bf16",
+    "require_device",
+    "device_memory",
+    "check_device_memory",
+]
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 """``/proc/cpuinfo`` flags of a CPU that computes bf16 dot products in hardware (Zen 4+, Cooper Lake, SPR+)."""
@@ -62,3 +73,23 @@ def require_device(device: str) -> str:
     if index >= count:
         raise ServingUnavailable(f"--device {device}: this machine has {count} CUDA device(s); use --device cpu")
     return device
+
+
+def device_memory(device: str) -> int | None:
+    """Bytes a new allocation can get on ``device`` now: :func:`effnet.machine.available_memory` for ``cpu``, the
+    CUDA device's free memory for ``cuda[:N]`` (None where unknown)."""
+    if not device.startswith("cuda"):
+        return available_memory()
+    import torch  # lazy: only a CUDA device needs torch to answer
+
+    if not torch.cuda.is_available():
+        return None
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return int(free)
+
+
+def check_device_memory(estimate: MemoryEstimate, device: str, max_memory_gib: float | None = None) -> MemoryEstimate:
+    """``estimate`` if it fits ``device``'s memory (:func:`device_memory`, lowered to ``--max-memory``), else one
+    :class:`~effnet.errors.InvalidValue` line naming the estimate and the limit (:func:`effnet.memory.check_memory`)."""
+    where = "this machine's available memory" if not device.startswith("cuda") else f"{device}'s free memory"
+    return check_memory(estimate, device_memory(device), where, max_memory_gib)

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from effnet.errors import BadFile, InvalidValue
+from effnet.machine import bound_count, usable_cpus
 from effnet.preprocessing import Preprocessing
 from effnet.serving.image_files import load_image
 from effnet.serving.preprocess import ImageFiles, collate_skip, eval_transform
@@ -154,6 +155,8 @@ def evaluate_samples(
     if not samples:
         raise InvalidValue("no images to evaluate")
     dataset = ImageFiles(samples, eval_transform(preprocessing), preprocessing.image_mode)
+    cpus, batches = usable_cpus(), -(-len(samples) // batch_size)  # each worker is a process reading whole batches
+    workers = bound_count("--workers", workers, min(cpus, batches), f"{cpus} usable CPU cores, {batches} batches")
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_skip)
     correct1 = correct5 = seen = 0
     skipped: list[tuple[str, str]] = []

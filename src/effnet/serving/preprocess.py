@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from effnet.errors import BadFile, InvalidValue, MissingFile
+from effnet.errors import BadFile, InvalidValue, MissingFile, check_type
 from effnet.limits import MAX_RESIZED_PIXELS
 from effnet.preprocessing import Preprocessing
 from effnet.serving.image_files import load_image, to_eight_bit
@@ -73,6 +73,7 @@ class ResizeBound:
 
 
 def _check_image_channels(preprocessing: Preprocessing) -> None:
+    check_type("preprocessing", preprocessing, Preprocessing, "an effnet Preprocessing (e.g. model.preprocessing)")
     if preprocessing.in_chans not in (1, 3):
         raise InvalidValue(f"images can be fed to a model with 1 or 3 input channels, not {preprocessing.in_chans}")
 

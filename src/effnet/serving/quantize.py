@@ -19,6 +19,8 @@ import torch
 
 from effnet.config.serving import DEFAULT_CALIBRATION_SIZE, ServingUnavailable, check_calibration_size
 from effnet.errors import InvalidValue, MissingFile
+from effnet.machine import available_memory
+from effnet.memory import BYTES_PER_VALUE, show_bytes
 from effnet.preprocessing import Preprocessing
 from effnet.serving.image_files import find_images, load_image
 from effnet.serving.preprocess import eval_transform
@@ -42,6 +44,7 @@ def calibration_batch(
     folder = Path(source)
     if not folder.is_dir():
         raise MissingFile(f"--calibration: not a directory: {folder}")
+    _check_calibration_memory(size, preprocessing)
     files, _ = find_images([folder])
     transform = eval_transform(preprocessing)
     tensors = []
@@ -55,6 +58,19 @@ def calibration_batch(
     if not tensors:
         raise InvalidValue(f"--calibration {folder}: no readable images")
     return torch.stack(tensors)
+
+
+def _check_calibration_memory(size: int, preprocessing: Preprocessing | None) -> None:
+    """Refuse in one line ``size`` preprocessed images that cannot fit the memory available (they are held at once)."""
+    if preprocessing is None:
+        return
+    need = size * preprocessing.in_chans * preprocessing.input_size**2 * BYTES_PER_VALUE
+    limit = available_memory()
+    if limit is not None and need > limit:
+        raise InvalidValue(
+            f"--calibration-size {size} images of {preprocessing.input_size} px need at least {show_bytes(need)}, "
+            f"more than the {show_bytes(limit)} of this machine's available memory; use a smaller --calibration-size"
+        )
 
 
 def _nncf() -> Any:

@@ -18,20 +18,21 @@ validates them again.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 from torch import nn
 
 from effnet.config.serving import DEFAULT_CALIBRATION_SIZE, check_precision, check_runtime
-from effnet.errors import InvalidValue
+from effnet.errors import InvalidValue, check_type
 from effnet.models.pretrained import default_preprocessing
 from effnet.serving.engines import Engine
 from effnet.serving.hardware import require_native_bf16
 from effnet.serving.quantize import Calibration, calibration_batch
 from effnet.serving.select import model_device, select_engine
 
-__all__ = ["InferenceRunner", "optimize_for_inference"]
+__all__ = ["InferenceRunner", "check_input", "optimize_for_inference"]
 
 
 class InferenceRunner:
@@ -43,10 +44,10 @@ class InferenceRunner:
     ``precision`` and ``fallback_reason`` are the engine's.
     """
 
-    __slots__ = ("_runtime", "_engine")
+    __slots__ = ("_runtime", "_engine", "_in_chans")
 
-    def __init__(self, runtime: str, engine: Engine) -> None:
-        self._runtime, self._engine = runtime, engine
+    def __init__(self, runtime: str, engine: Engine, in_chans: int | None = None) -> None:
+        self._runtime, self._engine, self._in_chans = runtime, engine, in_chans
 
     @property
     def runtime(self) -> str:
@@ -69,10 +70,24 @@ class InferenceRunner:
         return self._engine.fallback_reason
 
     def __call__(self, x: torch.Tensor) -> Any:
+        check_input("the input", x, self._in_chans)
         return self._engine(x)
 
     def __repr__(self) -> str:
         return f"InferenceRunner(runtime={self.runtime!r}, backend={self.backend!r}, precision={self.precision!r})"
+
+
+def check_input(name: str, x: Any, in_chans: int | None) -> None:
+    """A one-line :class:`~effnet.errors.WrongType` / :class:`~effnet.errors.InvalidValue` unless ``x`` is an
+    (N, C, H, W) tensor with ``in_chans`` channels (any when None)."""
+    check_type(name, x, torch.Tensor, "an (N, C, H, W) image tensor")
+    if x.dim() != 4:
+        raise InvalidValue(f"{name} must be an (N, C, H, W) image batch, got shape {tuple(x.shape)}")
+    if in_chans is not None and x.shape[1] != in_chans:
+        raise InvalidValue(
+            f"{name} has {x.shape[1]} channel(s), the model takes {in_chans}: shape (N, {in_chans}, H, W) expected, "
+            f"got {tuple(x.shape)}"
+        )
 
 
 def _samples(model: nn.Module, calibration: Calibration | None, size: int) -> torch.Tensor:
@@ -101,12 +116,24 @@ def optimize_for_inference(
     calibrated now on ``calibration``: a folder whose first ``calibration_size`` images are preprocessed by
     ``model.preprocessing``, or a preprocessed (N, C, H, W) tensor). ``example`` (a representative input batch)
     makes compilation/export happen now instead of at the first call. The user's module is not modified (``eager``
-    at fp32 puts it in eval mode). ``onnxruntime`` / ``openvino`` run on CPU and return CPU tensors.
+    at fp32 puts it in eval mode). ``onnxruntime`` / ``openvino`` run on CPU and return CPU tensors. An ``example``,
+    a calibration tensor or a later input that is not an (N, C, H, W) tensor with the model's input channels is a
+    one-line :class:`~effnet.errors.InvalidValue` (or ``WrongType``) naming it, never an engine's shape error.
     """
+    check_type("model", model, nn.Module, "a torch nn.Module (e.g. effnet.create_model('efficientnet_b0'))")
     check_runtime(runtime)
     check_precision(precision, runtime)
+    spec = getattr(model, "spec", None)
+    in_chans = getattr(spec, "in_chans", None)
+    if example is not None:
+        check_input("example", example, in_chans)
+        in_chans = in_chans or example.shape[1]
+    if calibration is not None and not isinstance(calibration, torch.Tensor):
+        check_type("calibration", calibration, (str, os.PathLike), "a folder of images or an (N, C, H, W) tensor")
+    elif calibration is not None:
+        check_input("calibration", calibration, in_chans)
     device = model_device(model)
     if precision == "bf16":
         require_native_bf16(device)
     samples = _samples(model, calibration, calibration_size) if precision == "int8" else None
-    return InferenceRunner(runtime, select_engine(model, device, runtime, precision, example, samples))
+    return InferenceRunner(runtime, select_engine(model, device, runtime, precision, example, samples), in_chans)

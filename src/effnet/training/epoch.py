@@ -9,6 +9,7 @@ shard; sums are all-reduced where the numbers are reported, and a stop request (
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -20,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from effnet.errors import InvalidValue
+from effnet.errors import TrainingDiverged
 from effnet.serving.inference import count_correct
 from effnet.serving.preprocess import Batch
 from effnet.training.device import Runtime, autocast
@@ -29,7 +30,7 @@ from effnet.training.loaders import EpochSampler
 from effnet.training.progressive import mixup, mixup_targets
 from effnet.training.state import TrainState
 
-__all__ = ["StopFlag", "evaluate", "train_epoch", "end_epoch"]
+__all__ = ["StopFlag", "evaluate", "train_epoch", "end_epoch", "divergence"]
 
 
 class StopFlag:
@@ -127,9 +128,9 @@ def _step(
             targets = mixup_targets(labels, partner, lam, logits.shape[1])
         loss = criterion(logits.float(), targets)
     if not torch.isfinite(loss):
-        raise InvalidValue(
-            f"training loss became {loss.item()} at epoch {state.epoch + 1} step "
-            f"{state.step_in_epoch + 1}; lower --lr or use --grad-clip"
+        raise TrainingDiverged(
+            f"training diverged: the training loss became {loss.item()} at epoch {state.epoch + 1} step "
+            f"{state.step_in_epoch + 1}; lower --lr or use --grad-clip (epoch {state.epoch + 1} was not checkpointed)"
         )
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
@@ -193,6 +194,17 @@ def train_epoch(
     return 0
 
 
+def divergence(record: dict[str, Any]) -> str | None:
+    """What shows that the epoch of ``record`` diverged (its training or validation loss, or its EMA's, is NaN or
+    infinite), else None."""
+    bad = [
+        f"{key.replace('_', ' ')} is {value}"
+        for key in ("train_loss", "val_loss", "ema_loss")
+        if isinstance(value := record.get(key), float) and not math.isfinite(value)
+    ]
+    return "; ".join(bad) or None
+
+
 def end_epoch(
     state: TrainState,
     val_loader: Iterable[Batch],
@@ -224,6 +236,7 @@ def end_epoch(
         "val_top5": val["top5"],
         "ema_top1": ema["top1"] if ema else None,
         "ema_top5": ema["top5"] if ema else None,
+        "ema_loss": ema["loss"] if ema else None,
         "lr": max(state.schedule.get_last_lr()),
         "images_per_s": seen / max(p["time"], 1e-9),
         "train_time_s": p["time"],

@@ -5,7 +5,6 @@ small enough to keep (:class:`DecodedBatches`), since its transform is the same 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -14,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from effnet.config.training import TrainConfig
 from effnet.errors import InvalidValue
+from effnet.machine import bound_count, usable_cpus
 from effnet.serving.preprocess import Batch, collate_skip
 from effnet.training.data import ArrayDataset, DataBundle
 
@@ -130,7 +130,9 @@ def build_loaders(data: DataBundle, config: TrainConfig, device: torch.device, *
             f"{config.batch_size}; lower --batch-size or raise --train-limit"
         )
     gpu = device.type == "cuda"
-    workers = config.workers if config.workers is not None else (min(8, os.cpu_count() or 1) if gpu else 0)
+    cpus = usable_cpus()
+    workers = config.workers if config.workers is not None else (min(8, cpus) if gpu else 0)
+    workers = bound_count("--workers", workers, cpus, f"{cpus} usable CPU cores")  # each worker is a process
     pin = config.pin_memory if config.pin_memory is not None else gpu
     common = {"num_workers": workers, "pin_memory": pin, "collate_fn": collate_skip, "persistent_workers": False}
     generator = torch.Generator().manual_seed(config.seed + rank)

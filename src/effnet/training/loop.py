@@ -4,7 +4,9 @@
 epoch is :func:`~effnet.training.epoch.train_epoch` (with a progress bar), then the checkpoint,
 :func:`~effnet.training.epoch.end_epoch`'s evaluation and record, the ``metrics.jsonl`` line, ``best.safetensors``
 when validation top-1 improved, and the optional TensorBoard scalars. A SIGTERM/SIGINT stops it after the current
-step with a resumable checkpoint (:class:`TrainingInterrupted`).
+step with a resumable checkpoint (:class:`TrainingInterrupted`). An epoch whose loss is NaN or infinite stops the
+run with :class:`~effnet.errors.TrainingDiverged` (its record, marked ``"diverged"``, is the last line of
+``metrics.jsonl``; it is not checkpointed).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from effnet.config.progressive import Stage, stage_for_epoch
-from effnet.errors import Unsupported
-from effnet.training.epoch import StopFlag, end_epoch, train_epoch
+from effnet.errors import TrainingDiverged, Unsupported
+from effnet.training.epoch import StopFlag, divergence, end_epoch, train_epoch
 from effnet.training.progressive import describe_stage, enter_stage, stage_record
 from effnet.training.run import Run
 from effnet.training.state import TrainState, resolved
@@ -106,6 +108,13 @@ def _one_epoch(
     if stage is not None:
         extra.update(stage_record(stage, run.stages))
     record, improved = end_epoch(state, run.loaders.val, run.rt, time.perf_counter(), extra, progress=run.progress)
+    diverged = divergence(record)
+    if diverged:  # neither checkpointed nor exported: --resume restarts from the last finite epoch
+        run.run_dir.append_metrics({**record, "diverged": True})
+        raise TrainingDiverged(
+            f"training diverged at epoch {record['epoch']}: {diverged}; lower --lr or use --grad-clip "
+            f"(epoch {record['epoch']} was not checkpointed)"
+        )
     run.save_checkpoint(state)
     run.run_dir.append_metrics(record)
     if improved and run.config.artifacts == "all":

@@ -17,7 +17,8 @@ from torch import nn
 from torch.optim import Optimizer
 
 from effnet.config.training import OPTIMIZERS, SCHEDULES
-from effnet.errors import InvalidValue, Unsupported
+from effnet.errors import InvalidValue, Unsupported, WrongType, check_type
+from effnet.limits import check_number
 
 __all__ = [
     "TFRMSprop",
@@ -56,8 +57,9 @@ class TFRMSprop(Optimizer):
             ("weight_decay", weight_decay, 0.0, math.inf),
             ("initial_accumulator", initial_accumulator, 0.0, math.inf),
         ):
-            if not low <= value <= high or (label in ("decay", "momentum") and value == 1.0):
-                raise InvalidValue(f"TFRMSprop {label} out of range: {value}")
+            check_number(f"TFRMSprop {label}", value, low, high)
+            if label in ("decay", "momentum") and value == 1.0:
+                raise InvalidValue(f"TFRMSprop {label} must be below 1, got {value}")
         defaults = {
             "lr": lr,
             "decay": decay,
@@ -66,7 +68,10 @@ class TFRMSprop(Optimizer):
             "weight_decay": weight_decay,
             "initial_accumulator": initial_accumulator,
         }
-        super().__init__(params, defaults)
+        try:
+            super().__init__(params, defaults)
+        except (TypeError, ValueError) as exc:  # torch's own check of the parameters
+            raise WrongType(f"TFRMSprop params: {exc}") from None
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
@@ -250,7 +255,8 @@ class ModelEMA:
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.9999, warmup: bool = True) -> None:
-        if not 0.0 <= decay < 1.0:
+        check_type("model", model, nn.Module, "a torch nn.Module")
+        if check_number("EMA decay", decay, 0, 1) == 1.0:
             raise InvalidValue(f"EMA decay must be in [0, 1), got {decay}")
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():

@@ -19,7 +19,9 @@ from effnet.architectures import get_spec, scale
 from effnet.config.progressive import Stage
 from effnet.config.training import DEFAULT_MODEL, TrainConfig, peak_lr
 from effnet.errors import MissingFile
+from effnet.memory import estimate_memory
 from effnet.preprocessing import Preprocessing
+from effnet.serving.hardware import check_device_memory
 from effnet.specs import NetworkSpec
 from effnet.training.checkpoint import check_compatible, checkpoint_payload, describe_spec, rank_state
 from effnet.training.data import DataBundle, load_datasets
@@ -28,10 +30,10 @@ from effnet.training.distributed import wrap_ddp
 from effnet.training.loaders import Loaders, build_loaders
 from effnet.training.progressive import run_stages
 from effnet.training.rundir import RunDir
-from effnet.training.state import TrainState, build_state
+from effnet.training.state import TrainState, build_state, resolved
 from effnet.training.weights import weights_conventions, weights_in_chans, weights_network
 
-__all__ = ["Run", "base_spec", "build_spec", "start_run", "write_start"]
+__all__ = ["Run", "base_spec", "build_spec", "check_run_memory", "start_run", "write_start"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def base_spec(config: TrainConfig, spec: NetworkSpec | None) -> NetworkSpec:
             raise MissingFile(f"--spec {path}: no such file")
         spec = NetworkSpec.from_json(path.read_text(encoding="utf-8"))
     if spec is None and config.weights:
-        return weights_network(config.weights, config.model, config.width, config.depth)
+        return weights_network(config.weights, config.model, config.width, config.depth, config.allow_nonfinite)
     base = spec if spec is not None else get_spec(config.model or DEFAULT_MODEL)
     return scale(base, depth=config.depth or 1.0, width=config.width or 1.0)
 
@@ -106,6 +108,23 @@ def _with_options(
     return network.replace(**changes)
 
 
+def check_run_memory(config: TrainConfig, spec: NetworkSpec | None, device: torch.device, world: int) -> None:
+    """Refuse in one line, before any data or module, a run that cannot fit ``device``'s memory (or ``--max-memory``):
+    the lower bound of :func:`effnet.memory.estimate_memory` for this process's batch (weights, gradients, one
+    optimizer slot, the EMA, every conv output for backward). ``config`` must be resolved."""
+    base = base_spec(config, spec)
+    net = build_spec(config, base, num_classes=1, in_chans=config.in_chans or base.in_chans)
+    estimate = estimate_memory(
+        net,
+        max(1, config.batch_size // world),
+        training=True,
+        state_copies=2 + (resolved(config, "ema_decay") > 0),
+        activation_bytes=2 if config.amp in ("bf16", "fp16") else 4,
+        recompute=config.grad_checkpointing,
+    )
+    check_device_memory(estimate, str(device), config.max_memory)
+
+
 def _load_data(config: TrainConfig, base: NetworkSpec) -> DataBundle:
     in_chans = config.in_chans or (weights_in_chans(config.weights) if config.weights else None)
     return load_datasets(
@@ -132,7 +151,7 @@ def start_run(
     data = _load_data(config, base)
     net_spec = _with_options(config, base, data.num_classes, data.in_chans)
     if config.weights and (spec is not None or config.spec_file):
-        net_spec = weights_conventions(net_spec, config.weights)
+        net_spec = weights_conventions(net_spec, config.weights, config.allow_nonfinite)
     stages, net_spec = run_stages(config, net_spec)
     loaders = build_loaders(data, config, rt.device, rank=rt.rank, world=rt.world)
     run = Run(config, net_spec, data, loaders, rt, run_dir, progress, stages)

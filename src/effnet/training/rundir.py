@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import socket
 import stat
@@ -20,7 +19,15 @@ from typing import Any
 from torch import nn
 
 from effnet.errors import MissingFile, OutputConflict
-from effnet.io import append_line, atomic_write_json, atomic_write_text, make_folder, refuse_link, write_error
+from effnet.io import (
+    append_line,
+    atomic_write_json,
+    atomic_write_text,
+    json_text,
+    make_folder,
+    refuse_link,
+    write_error,
+)
 from effnet.preprocessing import Preprocessing
 from effnet.report import Panel, Series, plot_panels, write_table
 from effnet.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -207,12 +214,12 @@ class RunDir:
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
         """Rewrite ``metrics.jsonl`` to hold exactly ``history`` (empty at the start, the checkpoint's on resume)."""
         if self.main:
-            atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+            atomic_write_text(self.path / "metrics.jsonl", "".join(json_text(r) + "\n" for r in history))
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one epoch's record to ``metrics.jsonl``."""
         if self.main:
-            append_line(self.path / "metrics.jsonl", json.dumps(record))
+            append_line(self.path / "metrics.jsonl", json_text(record))
 
     def export(self, model: nn.Module, name: str, preprocessing: Preprocessing, metadata: dict[str, Any]) -> None:
         """Write ``name`` (e.g. ``best.safetensors``): weights, spec and preprocessing."""

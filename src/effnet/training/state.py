@@ -97,7 +97,7 @@ def _build_model(config: TrainConfig, spec: NetworkSpec, device: torch.device, w
     torch.manual_seed(config.seed)
     model = EfficientNet(spec)
     if config.weights:
-        load_initial_weights(model, config.weights, resolved(config, "new_head"))
+        load_initial_weights(model, config.weights, resolved(config, "new_head"), config.allow_nonfinite)
     if config.sync_bn and world > 1:
         if device.type == "cpu":
             raise InvalidValue("--sync-bn needs GPUs: PyTorch's SyncBatchNorm does not run on CPU")

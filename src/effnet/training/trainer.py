@@ -27,12 +27,14 @@ import torch
 from effnet.config.progressive import progressive_stages
 from effnet.config.training import TrainConfig, choose_recipe, recipe_warning, resolve_recipe
 from effnet.cost import cost
+from effnet.errors import check_type
+from effnet.machine import bound_count, usable_cpus
 from effnet.report import render_markdown
 from effnet.specs import NetworkSpec
 from effnet.training.device import Runtime, resolve_device
 from effnet.training.distributed import gather, process_group, rank_parameter_diff
 from effnet.training.loop import train_epochs
-from effnet.training.run import Run, base_spec, start_run, write_start
+from effnet.training.run import Run, base_spec, check_run_memory, start_run, write_start
 from effnet.training.rundir import RunDir
 from effnet.training.state import TrainState
 
@@ -67,7 +69,8 @@ def _process_settings(config: TrainConfig) -> Iterator[None]:
     """Apply ``--threads`` / ``--deterministic`` for the run and restore the previous values afterwards."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     if config.threads:
-        torch.set_num_threads(config.threads)
+        cpus = usable_cpus()
+        torch.set_num_threads(bound_count("--threads", config.threads, cpus, f"{cpus} usable CPU cores"))
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
@@ -161,6 +164,8 @@ def fit(
     written. ``on_epoch(record)`` is called with each epoch's ``metrics.jsonl`` record once it is saved; what it
     raises stops the run and propagates (the search's pruner uses this).
     """
+    check_type("config", config, TrainConfig, "a TrainConfig (TrainConfig.from_dict(d) reads a dict)")
+    check_type("spec", spec, (NetworkSpec, type(None)), "a NetworkSpec or None")
     _, recipe_line = choose_recipe(config)
     config = resolve_recipe(config)
     with process_group() as (rank, world, local_rank), _process_settings(config):
@@ -170,6 +175,7 @@ def fit(
         if config.resume:
             run_dir.require_checkpoint()  # before the lock creates the directory: a failed resume starts nothing
         progressive_stages(config, config.resolution or base_spec(config, spec).resolution)  # bad sizes: fail now
+        check_run_memory(config, spec, device, world)  # a network or batch that cannot fit: fail now
         warning = recipe_warning(config)
         if rank == 0 and progress:
             print(recipe_line, flush=True)

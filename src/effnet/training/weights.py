@@ -8,7 +8,6 @@ network the file holds (:func:`weights_network`, read as predict/eval/export rea
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,8 @@ from torch import nn
 
 from effnet.architectures import get_spec, scale
 from effnet.config.training import DEFAULT_MODEL
-from effnet.errors import InvalidValue, MissingFile, WrongType
+from effnet.errors import BadFile, InvalidValue, MissingFile, WrongType
+from effnet.io import json_text
 from effnet.models.convert import source_spec
 from effnet.models.convert.checkpoint import convert_checkpoint
 from effnet.models.factory import load_pretrained, save_pretrained
@@ -50,7 +50,7 @@ def export_weights(
         raise InvalidValue(
             f"preprocessing is for {preprocessing.in_chans} input channel(s), the model takes {spec.in_chans}"
         )
-    return save_pretrained(model, path, preprocessing, {k: json.dumps(v) for k, v in (metadata or {}).items()})
+    return save_pretrained(model, path, preprocessing, {k: json_text(v) for k, v in (metadata or {}).items()})
 
 
 def weights_in_chans(path: str | os.PathLike[str]) -> int:
@@ -62,12 +62,12 @@ def weights_in_chans(path: str | os.PathLike[str]) -> int:
         return 3
 
 
-def weights_conventions(spec: NetworkSpec, path: str | os.PathLike[str]) -> NetworkSpec:
+def weights_conventions(spec: NetworkSpec, path: str | os.PathLike[str], allow_nonfinite: bool = False) -> NetworkSpec:
     """``spec`` with the padding, BN eps and activation that the weights in ``path`` were trained with (e.g.
     torchvision's BN eps 1e-5, a TF port's "same" padding), so that ``train --weights`` fine-tunes the network the
     weights belong to. Everything else (classes, channels, dropout, scaling) stays ``spec``'s."""
     source = resolve_weights(path) if is_weights_ref(path) else path
-    converted = convert_checkpoint(source, spec, "auto", drop_head=True)
+    converted = convert_checkpoint(source, spec, "auto", drop_head=True, allow_nonfinite=allow_nonfinite)
     trained = converted.spec if converted.source == "effnet" else source_spec(converted.spec, converted.source)
     return spec.replace(padding=trained.padding, bn_eps=trained.bn_eps, activation=trained.activation)
 
@@ -93,7 +93,11 @@ def _flags(**given: object) -> str:
 
 
 def weights_network(
-    path: str | os.PathLike[str], model: str | None = None, width: float | None = None, depth: float | None = None
+    path: str | os.PathLike[str],
+    model: str | None = None,
+    width: float | None = None,
+    depth: float | None = None,
+    allow_nonfinite: bool = False,
 ) -> NetworkSpec:
     """The network the weights in ``path`` hold, as ``effnet predict``/``eval``/``export`` read it
     (:func:`~effnet.models.convert.checkpoint.convert_checkpoint`): an effnet file's header spec, else the hub
@@ -103,13 +107,15 @@ def weights_network(
     ``model``, ``width`` and ``depth`` (``--model``/``--width``/``--depth``), where given, must describe the same
     network (``width``/``depth`` multiply ``model``, default :data:`~effnet.config.training.DEFAULT_MODEL`), e.g.
     the flags the weights were trained with. Another network is an :class:`~effnet.errors.InvalidValue` naming
-    both.
+    both. ``allow_nonfinite``: accept weights holding NaN/Inf (``--allow-nonfinite``).
     """
     hub = resolve_weights(path) if is_weights_ref(path) else None
     if hub is None and not Path(path).is_file():
         raise MissingFile(f"--weights {path}: no such file")
     own = _has_effnet_spec(hub.path if hub is not None else path)
-    converted = convert_checkpoint(hub or path, None if own else model, "auto", drop_head=True)
+    converted = convert_checkpoint(
+        hub or path, None if own else model, "auto", drop_head=True, allow_nonfinite=allow_nonfinite
+    )
     held = converted.spec if converted.source == "effnet" else source_spec(converted.spec, converted.source)
     if (model is None or not own) and width is None and depth is None:
         return held
@@ -123,26 +129,31 @@ def weights_network(
     return held
 
 
-def load_initial_weights(model: nn.Module, path: str | os.PathLike[str], new_head: bool) -> bool:
+def load_initial_weights(
+    model: nn.Module, path: str | os.PathLike[str], new_head: bool, allow_nonfinite: bool = False
+) -> bool:
     """Load pretrained weights (a file in any layout :mod:`effnet.models.convert` reads, or a hub reference) into
     ``model`` before training, through :func:`~effnet.models.factory.load_pretrained` (which refuses weights
     whose padding, BN eps or activation differ from the model's).
 
     The classifier keeps ``model``'s fresh initialisation when ``new_head`` is set or when the checkpoint's
     classifier has another number of classes. Returns whether the classifier was loaded too. A checkpoint of
-    another architecture is a ``ValueError`` naming the differences.
+    another architecture is a ``ValueError`` naming the differences; weights holding NaN or Inf are refused unless
+    ``allow_nonfinite``.
     """
     if is_weights_ref(path):
         path = resolve_weights(path)  # hf-hub:/torchvision: downloaded once, then converted like a file
     elif not Path(path).is_file():
         raise MissingFile(f"--weights {path}: no such file")
     try:
-        load_pretrained(model, path, drop_head=new_head)
+        load_pretrained(model, path, drop_head=new_head, allow_nonfinite=allow_nonfinite)
         head = not new_head
+    except BadFile:
+        raise
     except ValueError:
         if new_head:
             raise
-        load_pretrained(model, path, drop_head=True)  # another class count: a new head
+        load_pretrained(model, path, drop_head=True, allow_nonfinite=allow_nonfinite)  # another class count
         head = False
     model.train()
     return head

@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from effnet.architectures import get_spec
-from effnet.errors import BadFile, InvalidValue, WrongType
+from effnet.errors import BadFile, InvalidValue, WrongType, check_type
 from effnet.models.convert import SOURCES, choose_variant, detect_source, get_layout, resolve_model_name, source_spec
 from effnet.models.convert.state_dict import classifier_classes, convert_state_dict, infer_model_name
 from effnet.models.hub import HubWeights, is_weights_ref, resolve_weights
 from effnet.models.pretrained import file_preprocessing
-from effnet.models.weight_files import read_checkpoint
+from effnet.models.weight_files import check_finite, read_checkpoint
 from effnet.preprocessing import Preprocessing
 from effnet.specs import NetworkSpec
 
@@ -63,6 +63,7 @@ def convert_checkpoint(
     *,
     drop_head: bool = False,
     num_classes: int | None = None,
+    allow_nonfinite: bool = False,
 ) -> ConvertedWeights:
     """Read ``path`` and convert it to effnet's layout for the given model (inferred when ``None``).
 
@@ -71,15 +72,19 @@ def convert_checkpoint(
     :func:`effnet.models.hub.resolve_weights`, which also names the model, the layout and the source's own
     preprocessing; the file then goes through the same converters. ``source``: one of
     :data:`~effnet.models.convert.SOURCES` or ``"auto"``. ``num_classes``: the classifier size wanted; a checkpoint
-    with another size is an error unless ``drop_head``.
+    with another size is an error unless ``drop_head``. A tensor holding NaN or Inf is a one-line
+    :class:`~effnet.errors.BadFile` naming it, unless ``allow_nonfinite`` (for debugging).
     """
+    check_type(
+        "path", path, (str, os.PathLike, HubWeights), "a weights file or a hub reference (hf-hub:..., torchvision:...)"
+    )
     hub = None
     if is_weights_ref(path):
         hub = resolve_weights(path)
         path = hub.path
         model_or_name = hub.model_name if model_or_name is None else model_or_name
         source = hub.source if source == "auto" else source
-    return _convert_file(Path(path), model_or_name, source, drop_head, num_classes, hub)
+    return _convert_file(Path(path), model_or_name, source, drop_head, num_classes, hub, allow_nonfinite)
 
 
 def _request(model_or_name: str | NetworkSpec | nn.Module | None, num_classes: int | None) -> _Request:
@@ -91,6 +96,9 @@ def _request(model_or_name: str | NetworkSpec | nn.Module | None, num_classes: i
     if isinstance(model_or_name, str):
         effnet_name, hint, library_name = resolve_model_name(model_or_name)
         return _Request(get_spec(effnet_name), hint, library_name, num_classes, False)
+    check_type(
+        "model", model_or_name, (NetworkSpec, type(None)), "a model name, a NetworkSpec, an effnet model or None"
+    )
     return _Request(model_or_name, None, None, num_classes, False)
 
 
@@ -128,9 +136,12 @@ def _convert_file(
     drop_head: bool,
     num_classes: int | None,
     hub: HubWeights | None,
+    allow_nonfinite: bool = False,
 ) -> ConvertedWeights:
     state, header = read_checkpoint(file)
     where = hub.ref if hub is not None else str(file)
+    if not allow_nonfinite:
+        check_finite(state, where)
     if source != "auto" and source not in SOURCES:
         raise InvalidValue(f"source must be one of auto, {', '.join(SOURCES)}; got {source!r}")
     detected = detect_source(state) if source == "auto" else source

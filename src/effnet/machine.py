@@ -1,0 +1,82 @@
+"""What this machine has, asked at run time (torch-free): usable CPU cores and available memory, and the one rule
+that bounds every count of processes or threads a command starts by them.
+
+- :func:`usable_cpus`: the cores this process may run on (its affinity mask, e.g. under ``taskset``).
+- :func:`available_memory`: the bytes a new allocation can still get: ``MemAvailable`` of ``/proc/meminfo``, lowered
+  to the room left under a cgroup (container) memory limit; None where neither can be read. A CUDA device's memory
+  is :func:`effnet.serving.hardware.device_memory` (it asks torch).
+- :func:`bound_count`: a count of processes or threads (``--jobs``, ``--workers``, ``--threads``) above what the
+  machine has is lowered to it, with one :class:`~effnet.errors.Lowered` warning line naming both (the CLI prints
+  it as ``effnet <command>: note: ...``); the work is done, at the parallelism the machine can give.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from effnet.errors import Lowered
+
+__all__ = ["usable_cpus", "available_memory", "bound_count"]
+
+_CGROUP = Path("/sys/fs/cgroup")
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. under ``taskset``), else ``os.cpu_count()``."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def _meminfo_available(meminfo: str) -> int | None:
+    for line in meminfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "MemAvailable":
+            parts = value.split()
+            if parts and parts[0].isdigit():
+                return int(parts[0]) * (1024 if parts[1:2] == ["kB"] else 1)
+    return None
+
+
+def _cgroup_room(root: Path) -> int | None:
+    """Bytes left under the cgroup v2 (``memory.max`` − ``memory.current``) or v1 limit of this process."""
+    for limit_name, usage_name in (
+        ("memory.max", "memory.current"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+    ):
+        try:
+            limit = (root / limit_name).read_text().strip()
+            usage = (root / usage_name).read_text().strip()
+        except OSError:
+            continue
+        if limit.isdigit() and usage.isdigit() and int(limit) < 1 << 60:  # "max" or a huge number: no limit
+            return max(0, int(limit) - int(usage))
+    return None
+
+
+def available_memory(meminfo: str | None = None, cgroup: Path | None = None) -> int | None:
+    """Bytes of memory a new allocation can get now: ``MemAvailable`` (from ``meminfo``, default this machine's
+    ``/proc/meminfo``), lowered to the room under this process's cgroup memory limit (default ``/sys/fs/cgroup``);
+    None where neither is known (then nothing is refused for memory)."""
+    if meminfo is None:
+        try:
+            meminfo = Path("/proc/meminfo").read_text()
+        except OSError:
+            meminfo = ""
+    known = [
+        n for n in (_meminfo_available(meminfo), _cgroup_room(_CGROUP if cgroup is None else cgroup)) if n is not None
+    ]
+    return min(known) if known else None
+
+
+def bound_count(flag: str, value: int, limit: int, why: str) -> int:
+    """``value`` when it is at most ``limit``, else ``limit`` (at least 1) with one :class:`~effnet.errors.Lowered`
+    warning: ``{flag} {value} lowered to {limit} ({why})``, e.g. ``--jobs 1000 lowered to 2 (2 usable CPU cores, 6
+    trials)``."""
+    limit = max(1, limit)
+    if value <= limit:
+        return value
+    warnings.warn(Lowered(f"{flag} {value} lowered to {limit} ({why})"), stacklevel=2)
+    return limit
