@@ -52,8 +52,8 @@ __all__ = [
 """Values of ``--source``: the weight layout, or ``auto`` to detect it from the keys."""
 DEFAULT_EXPORT_FOLDER = "runs/export"
 """Where an export goes without ``--output`` (never the current directory itself)."""
-EXPORT_SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".torchscript.pt"}
-"""The file suffix of each export format."""
+EXPORT_SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".torchscript.pt", "hub": ""}
+"""The file suffix of each export format (``hub``: a folder, no suffix)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,10 +164,15 @@ class EvalConfig(ServingOptions):
 class ExportConfig(CalibrationOptions):
     """Every setting of ``effnet export``: the format, where it goes and how it is verified against PyTorch."""
 
-    format: str = setting(help="output format (openvino: IR .xml + .bin beside it)", choices=EXPORT_FORMATS)
+    format: str = setting(
+        help="output format (openvino: IR .xml + .bin beside it; hub: a Hugging Face Hub folder config.json + "
+        "model.safetensors + README.md that timm and transformers load where timm has the architecture)",
+        choices=EXPORT_FORMATS,
+    )
     output: str | None = setting(
         None,
-        f"output file (default: {DEFAULT_EXPORT_FOLDER}/<model>{', '.join(EXPORT_SUFFIXES.values())})",
+        f"output file, or folder for --format hub (default: {DEFAULT_EXPORT_FOLDER}/<model>"
+        f"{', '.join(s for s in EXPORT_SUFFIXES.values() if s)}; hub: {DEFAULT_EXPORT_FOLDER}/<model>)",
         metavar="FILE",
     )
     input_size: int | None = setting(
@@ -183,6 +188,9 @@ class ExportConfig(CalibrationOptions):
         DEFAULT_ATOL, "max abs difference allowed vs PyTorch at fp32 (default {default})", check=check_atol
     )
     json: bool = setting(False, "print the result as JSON")
+    force: bool = setting(
+        False, "--format hub: write into an --output folder that holds a different model or other files"
+    )
 
     def _check(self) -> None:
         super()._check()

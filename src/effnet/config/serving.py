@@ -84,13 +84,15 @@ PRECISION_RUNTIMES: dict[str, tuple[str, ...]] = {
 }
 """Which runtimes serve each precision (ONNX Runtime's CPU engine has no native bf16 path; int8 needs a quantizer)."""
 
-EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript", "openvino")
+EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript", "openvino", "hub")
 EXPORT_PRECISIONS: dict[str, tuple[str, ...]] = {
     "onnx": ("fp32", "int8"),
     "torchscript": ("fp32",),
     "openvino": ("fp32", "bf16", "int8"),
+    "hub": ("fp32",),
 }
-"""Precisions each export format can hold (ONNX int8 = ONNX Runtime QDQ; OpenVINO int8 = NNCF; bf16 = IR hint)."""
+"""Precisions each export format can hold (ONNX int8 = ONNX Runtime QDQ; OpenVINO int8 = NNCF; bf16 = IR hint; hub:
+a Hugging Face Hub folder, :mod:`effnet.models.hub_folder`)."""
 
 DEFAULT_OPSET = 17
 MIN_OPSET, MAX_OPSET = 9, 20

@@ -20,7 +20,8 @@ from effnet.errors import InvalidValue, Unsupported, WrongType
 from effnet.models.convert import source_spec
 from effnet.models.convert.checkpoint import convert_checkpoint
 from effnet.models.efficientnet import EfficientNet, EfficientNetFeatures
-from effnet.models.hub import HubWeights, default_weights, is_weights_ref, resolve_weights
+from effnet.models.hub import LOCAL_PREFIX, HubWeights, default_weights, is_weights_ref, resolve_weights
+from effnet.models.hub_folder import read_hub_folder
 from effnet.models.pretrained import check_preprocessing_fits, default_preprocessing
 from effnet.models.weight_files import write_effnet_weights
 from effnet.preprocessing import Preprocessing
@@ -68,7 +69,8 @@ def create_model(
     features_only: bool = False,
     grad_checkpointing: bool = False,
 ) -> EfficientNet | EfficientNetFeatures:
-    """Build a named model (see ``effnet.list_models()``) or a spec, with options overriding the spec.
+    """Build a named model (see ``effnet.list_models()``), a spec, or a Hub folder's model (``local-dir:DIR``, as
+    in timm: the folder's exact spec; ``pretrained=True`` also loads its weights), with options overriding the spec.
 
     ``padding="tf_same"`` reproduces TensorFlow's asymmetric padding (for TF-ported weights);
     ``features_only`` returns an :class:`~effnet.models.efficientnet.EfficientNetFeatures`. Options left ``None``
@@ -82,6 +84,9 @@ def create_model(
     The weights fix ``in_chans``, ``activation`` and ``padding``; a ``num_classes`` other than the hub weights'
     gives a fresh classifier on the pretrained backbone.
     """
+    if isinstance(name, str) and name.startswith(LOCAL_PREFIX):
+        pretrained = name if pretrained is True else pretrained
+        name = read_hub_folder(name[len(LOCAL_PREFIX) :]).spec
     if pretrained is not False:
         return _pretrained(
             name,
