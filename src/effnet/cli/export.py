@@ -16,8 +16,8 @@ from effnet.cli.flags import Flags, add_flags, build
 from effnet.cli.predict import load_model
 from effnet.config.inference import DEFAULT_EXPORT_FOLDER, EXPORT_SUFFIXES, ExportConfig
 from effnet.io import check_output
-from effnet.models.hub import LOCAL_PREFIX  # torch-free until a reference is resolved
 from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
+from effnet.models.hub import LOCAL_PREFIX  # torch-free until a reference is resolved
 
 HELP = (
     "Export weights to ONNX, OpenVINO IR or TorchScript (fp32, bf16, int8; the file is verified vs PyTorch), or to a "

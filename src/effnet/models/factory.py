@@ -67,14 +67,15 @@ def create_model(
     padding: str | None = None,
     resolution: int | None = None,
     features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
     grad_checkpointing: bool = False,
 ) -> EfficientNet | EfficientNetFeatures:
     """Build a named model (see ``effnet.list_models()``), a spec, or a Hub folder's model (``local-dir:DIR``, as
     in timm: the folder's exact spec; ``pretrained=True`` also loads its weights), with options overriding the spec.
 
     ``padding="tf_same"`` reproduces TensorFlow's asymmetric padding (for TF-ported weights);
-    ``features_only`` returns an :class:`~effnet.models.efficientnet.EfficientNetFeatures`. Options left ``None``
-    keep the spec's value.
+    ``features_only`` returns an :class:`~effnet.models.efficientnet.EfficientNetFeatures` of the features
+    ``out_indices`` selects (timm's semantics; default all). Options left ``None`` keep the spec's value.
 
     ``pretrained``: ``True`` loads the model's default weights (:data:`effnet.models.pretrained.PRETRAINED`:
     torchvision's ``DEFAULT`` where torchvision has them, else timm's Hugging Face repository; a model with
@@ -84,6 +85,8 @@ def create_model(
     The weights fix ``in_chans``, ``activation`` and ``padding``; a ``num_classes`` other than the hub weights'
     gives a fresh classifier on the pretrained backbone.
     """
+    if out_indices is not None and not features_only:
+        raise InvalidValue("out_indices selects the outputs of features_only=True; pass features_only=True too")
     if isinstance(name, str) and name.startswith(LOCAL_PREFIX):
         pretrained = name if pretrained is True else pretrained
         name = read_hub_folder(name[len(LOCAL_PREFIX) :]).spec
@@ -97,6 +100,7 @@ def create_model(
             padding,
             features_only,
             {
+                "out_indices": out_indices,
                 "drop_rate": drop_rate,
                 "drop_path_rate": drop_path_rate,
                 "resolution": resolution,
@@ -106,7 +110,7 @@ def create_model(
     spec = _apply_options(
         get_spec(name), num_classes, in_chans, drop_rate, drop_path_rate, activation, padding, resolution
     )
-    model = EfficientNetFeatures(spec) if features_only else EfficientNet(spec)
+    model = EfficientNetFeatures(spec, out_indices) if features_only else EfficientNet(spec)
     model.set_grad_checkpointing(grad_checkpointing)
     return model
 
@@ -150,7 +154,7 @@ def _pretrained(
     )
     if not features_only:
         return model
-    features = EfficientNetFeatures(model.spec)
+    features = EfficientNetFeatures(model.spec, options["out_indices"])
     wanted = features.state_dict()
     features.load_state_dict({k: v for k, v in model.state_dict().items() if k in wanted})
     features.set_grad_checkpointing(bool(options.get("grad_checkpointing")))

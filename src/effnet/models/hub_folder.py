@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from effnet.architectures import get_spec, list_models
 from effnet.errors import BadFile, InvalidValue, MissingFile, OutputConflict, Unsupported, WrongType
 from effnet.io import atomic_path
 from effnet.limits import MAX_CLASSES, check_int, read_json_file
+from effnet.models.backbone import timm_pretrained_cfg
 from effnet.models.convert import REGISTRY, get_layout, key_map, resolve_model_name
 from effnet.models.model_card import model_card, run_evaluation
 from effnet.models.pretrained import check_preprocessing_fits, default_preprocessing, timm_preprocessing
@@ -115,26 +115,6 @@ def timm_form(spec: NetworkSpec) -> TimmForm | None:
     return min(forms, key=lambda f: (len(f.model_args), "pad_type" in f.model_args)) if forms else None
 
 
-def _pretrained_cfg(spec: NetworkSpec, pre: Preprocessing, first_conv: str) -> dict[str, Any]:
-    """timm's ``pretrained_cfg`` for ``pre``: what ``timm.data.resolve_data_config`` reads."""
-    stride = resolve(spec).stage_strides()[-1]
-    return {
-        "tag": "effnet",
-        "custom_load": False,
-        "input_size": [pre.in_chans, pre.input_size, pre.input_size],
-        "fixed_input_size": False,
-        "interpolation": pre.interpolation,
-        "crop_pct": pre.crop_fraction,
-        "crop_mode": "center",
-        "mean": list(pre.mean),
-        "std": list(pre.std),
-        "num_classes": spec.num_classes,
-        "pool_size": [math.ceil(pre.input_size / stride)] * 2,
-        "first_conv": first_conv,
-        "classifier": "classifier",
-    }
-
-
 def folder_config(spec: NetworkSpec, pre: Preprocessing, form: TimmForm | None) -> dict[str, Any]:
     """``config.json`` of a Hub folder: timm's keys (with ``architecture`` only in timm's form) and effnet's spec."""
     config: dict[str, Any] = {} if form is not None else {"library_name": "effnet"}
@@ -147,7 +127,7 @@ def folder_config(spec: NetworkSpec, pre: Preprocessing, form: TimmForm | None) 
         config["label_names"] = list(pre.class_names)
     if form is not None and form.model_args:
         config["model_args"] = dict(form.model_args)
-    config["pretrained_cfg"] = _pretrained_cfg(spec, pre, "conv_stem" if form is not None else "stem.conv")
+    config["pretrained_cfg"] = timm_pretrained_cfg(spec, pre, "conv_stem" if form is not None else "stem.conv")
     config["effnet_spec"] = spec.to_dict()
     config["effnet_format_version"] = FORMAT_VERSION
     return config
@@ -288,12 +268,19 @@ def _describe(config: Any) -> str:
     return f"{name}, {config.get('num_classes')} classes"
 
 
-def _timm_tensors(state: Mapping[str, Any], spec: NetworkSpec) -> dict[str, Any]:
+def _tensors(model: nn.Module, spec: NetworkSpec, form: TimmForm | None) -> dict[str, Any]:
+    """The model's tensors under timm's keys (``form``) or effnet's; a model whose tensors are not its spec's (e.g.
+    pruned to a backbone) is a one-line :class:`~effnet.errors.InvalidValue`."""
+    state = model.state_dict()
+    if set(state) != set(key_map(spec, "effnet")):
+        raise InvalidValue(
+            f"the model's tensors are not those of its spec {spec.name} (pruned or modified); a Hub folder holds a "
+            "whole classifier"
+        )
+    if form is None:
+        return dict(state)
     inverse = {dst: src for src, dst in key_map(spec, "timm").items()}
-    extra = sorted(set(state) - set(inverse))
-    if extra:
-        raise InvalidValue(f"the model's tensors do not fit {spec.name}: {', '.join(extra[:5])} have no timm key")
-    return {inverse[k]: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    return {inverse[k]: v for k, v in state.items()}
 
 
 @dataclass(frozen=True)
@@ -335,8 +322,7 @@ def save_hub_folder(
         pre = default_preprocessing("effnet", spec.name, spec.resolution, spec.num_classes, in_chans=spec.in_chans)
     check_preprocessing_fits(pre, spec)
     form = timm_form(spec)
-    state = model.state_dict()
-    tensors = _timm_tensors(state, spec) if form is not None else state
+    tensors = _tensors(model, spec, form)
     config = folder_config(spec, pre, form)
     card, loaders = model_card(spec, pre, form, evaluation, dict(getattr(model, "weights_metadata", {}) or {}))
     _check_target(target, config, force)
