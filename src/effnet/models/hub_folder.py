@@ -60,7 +60,10 @@ _OPTIONS = (
     *("bn_eps", "bn_momentum"),
 )
 """Spec fields a timm architecture takes from ``model_args`` or ``pretrained_cfg``; the rest is its structure."""
-_MODEL_ARGS = ("in_chans", "bn_eps", "bn_momentum", "pad_type", "act_layer", "drop_rate", "drop_path_rate")
+_MODEL_ARGS = (
+    *("in_chans", "bn_eps", "bn_momentum", "pad_type", "act_layer", "drop_rate", "drop_path_rate"),
+    *("num_classes", "global_pool"),  # config.json's own num_classes decides; the pool must be effnet's (avg)
+)
 _PADS = {"": "symmetric", "same": "tf_same"}
 _IDENTITY = ("architecture", "num_classes", "model_args", "effnet_spec")
 
@@ -158,6 +161,8 @@ def _architecture_spec(where: str, architecture: Any, model_args: Any) -> tuple[
             f"{where}: config.json model_args {', '.join(map(str, unknown))} are not ones effnet builds; "
             f"it reads {', '.join(_MODEL_ARGS)}"
         )
+    if args.get("global_pool", "avg") != "avg":
+        raise Unsupported(f"{where}: config.json model_args global_pool {args['global_pool']!r}; effnet pools by 'avg'")
     changes = {k: args[k] for k in ("in_chans", "bn_eps", "bn_momentum", "drop_path_rate") if k in args}
     if "pad_type" in args:
         if args["pad_type"] not in _PADS:
