@@ -61,8 +61,9 @@ class WeightsOptions:
     """Which weights a command runs: a file or hub reference, the model (default: read or inferred), the layout."""
 
     weights: str = setting(
-        help="checkpoint (effnet .safetensors, or torchvision/timm/efficientnet_pytorch .pth) or a hub reference, "
-        "downloaded once: hf-hub:timm/efficientnet_b0.ra_in1k, torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1, "
+        help="checkpoint (effnet .safetensors, or torchvision/timm/efficientnet_pytorch .pth), a Hub folder "
+        "(DIR or local-dir:DIR: config.json + model.safetensors) or a hub reference, downloaded once: "
+        "hf-hub:timm/efficientnet_b0.ra_in1k, torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1, "
         "torchvision:efficientnet_b0",
         metavar="PATH|REF",
     )

@@ -109,8 +109,8 @@ class TrainConfig:
     spec_file: str | None = setting(None, "NetworkSpec JSON file to train instead of --model", "data", flag="--spec")
     weights: str | None = setting(
         None,
-        "initial weights to fine-tune from: .safetensors, a checkpoint, or a hub "
-        "reference (hf-hub:timm/<repo>, torchvision:<Enum>[.<MEMBER>])",
+        "initial weights to fine-tune from: .safetensors, a checkpoint, a Hub folder, or a hub "
+        "reference (hf-hub:timm/<repo>, torchvision:<Enum>[.<MEMBER>], local-dir:<folder>)",
         "data",
     )
     in_chans: int | None = setting(

@@ -193,8 +193,7 @@ def _folder_spec(where: str, config: dict[str, Any]) -> tuple[NetworkSpec, str]:
     if "architecture" not in config:
         raise BadFile(
             f"{where}: config.json names neither a timm architecture nor an effnet spec; expected a Hub folder "
-            "written by effnet export --format hub or by timm (for an effnet train run folder, pass its "
-            "best.safetensors)"
+            "written by effnet export --format hub or by timm"
         )
     spec, layout = _architecture_spec(where, config["architecture"], config.get("model_args"))
     try:
@@ -214,6 +213,13 @@ def read_hub_folder(folder: str | os.PathLike[str]) -> HubFolder:
     where = str(path)
     if not path.is_dir():
         raise MissingFile(f"Hub folder not found: {path}")
+    if (path / "best.safetensors").is_file() and (path / "metrics.jsonl").is_file():
+        raise BadFile(f"{path} is an effnet train run folder, not a Hub folder; pass its best.safetensors")
+    if not (path / CONFIG_FILE).exists():
+        raise BadFile(
+            f"{path} is a folder with no {CONFIG_FILE}; weights are a file, or a Hub folder ({CONFIG_FILE} + "
+            f"{WEIGHTS_FILE})"
+        )
     config = read_json_file(path / CONFIG_FILE, "Hub folder config.json")
     if not isinstance(config, dict):
         raise BadFile(f"{where}: config.json must be a JSON object, got {type(config).__name__}")

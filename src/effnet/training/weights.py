@@ -59,7 +59,8 @@ def weights_conventions(spec: NetworkSpec, path: str | os.PathLike[str]) -> Netw
     weights belong to. Everything else (classes, channels, dropout, scaling) stays ``spec``'s."""
     source = resolve_weights(path) if is_weights_ref(path) else path
     converted = convert_checkpoint(source, spec, "auto", drop_head=True)
-    trained = converted.spec if converted.source == "effnet" else source_spec(converted.spec, converted.source)
+    stated = converted.source == "effnet" or getattr(source, "spec", None) is not None  # a Hub folder's exact spec
+    trained = converted.spec if stated else source_spec(converted.spec, converted.source)
     return spec.replace(padding=trained.padding, bn_eps=trained.bn_eps, activation=trained.activation)
 
 
