@@ -157,6 +157,7 @@ def test_fashion_mnist_run_to_hub_folder_in_one_command(tmp_path, capsys):
     assert f"value: {round(record['val_top1'], 2)}" in card and f"value: {round(record['val_top5'], 2)}" in card
     assert 'datasets:\n- "fashion-mnist"' in card and "64 images" in card and "epoch 1 of 1" in card
     assert "- transformers: no for pipeline('image-classification')" in card
+    assert main([*train, "--weights", str(hub), "--output", str(tmp_path / "again")]) == 0  # train --weights DIR
     transformers = pytest.importorskip("transformers", reason="needs transformers (the test extra)")
     from PIL import Image
 

@@ -193,7 +193,8 @@ def compound_model(
 def _check_module_fits(model: nn.Module, spec: NetworkSpec, source: str, path: object) -> None:
     """An existing module must have been built with the weights' padding, BN eps and activation."""
     need = {"padding": spec.padding, "bn_eps": spec.bn_eps, "activation": spec.activation}
-    if source != "effnet":
+    stated = isinstance(path, HubWeights) and path.spec is not None  # a Hub folder states its exact spec
+    if source != "effnet" and not stated:
         need = {k: getattr(source_spec(spec, source), k) for k in need}
     wrong = {k: v for k, v in need.items() if getattr(model.spec, k) != v}
     if wrong:

@@ -18,7 +18,7 @@ from effnet.errors import InvalidValue, MissingFile, WrongType
 from effnet.models.convert import source_spec
 from effnet.models.convert.checkpoint import convert_checkpoint
 from effnet.models.factory import load_pretrained, save_pretrained
-from effnet.models.hub import is_weights_ref, resolve_weights
+from effnet.models.hub import LOCAL_PREFIX, is_weights_ref, resolve_weights
 from effnet.models.weight_files import read_safetensors_header
 from effnet.preprocessing import Preprocessing
 from effnet.specs import NetworkSpec
@@ -45,8 +45,11 @@ def export_weights(
 
 
 def weights_in_chans(path: str | os.PathLike[str]) -> int:
-    """Input channels of the network stored in an effnet weights file (3 when the file does not say)."""
+    """Input channels of the network stored in an effnet weights file or a Hub folder (3 when it does not say)."""
     try:
+        if Path(str(path).removeprefix(LOCAL_PREFIX)).is_dir():
+            stated = resolve_weights(path).spec
+            return stated.in_chans if stated is not None else 3
         header = read_safetensors_header(path)
         return NetworkSpec.from_json(header["effnet.spec"]).in_chans if "effnet.spec" in header else 3
     except Exception:  # not safetensors / no spec: pretrained ImageNet weights are RGB
