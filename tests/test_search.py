@@ -704,10 +704,11 @@ def test_storage_urls_and_damaged_database_are_clear_errors(tmp_path):
         open_storage(f"sqlite:///{damaged}")
     journal = tmp_path / "study.journal"
     journal.write_text("this is not an Optuna journal\n")
+    (tmp_path / "folder.journal").mkdir()
     with pytest.raises(ValueError, match="not a readable Optuna journal"):
         open_storage(str(journal))
     with pytest.raises(ValueError, match=f"is an SQLite database; pass it as sqlite:///{damaged.resolve()}"):
         damaged.write_bytes(b"SQLite format 3\x00" + bytes(100))
         open_storage(str(damaged))
     with pytest.raises(ValueError, match="is a directory"):
-        open_storage(str(tmp_path))
+        open_storage(str(tmp_path / "folder.journal"))

@@ -142,7 +142,8 @@ class SearchConfig:
     )
     storage: str | None = setting(
         None,
-        "Optuna storage shared by all workers: a journal file path (one machine; default OUTPUT/study.journal), "
+        "Optuna storage shared by all workers: a journal file PATH.journal or PATH.log (one machine; default "
+        "OUTPUT/study.journal), "
         "postgresql+psycopg://USER:PASS@HOST/DB (many machines) or sqlite:///FILE",
         "study",
     )

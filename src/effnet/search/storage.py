@@ -5,7 +5,7 @@ Workers of one study coordinate only through Optuna's public mechanisms: the gri
 trials (``Study.enqueue_trial``), every worker takes the next WAITING trial (``Study.optimize`` pops it
 atomically) and a killed worker's trial is FAILed and re-queued by :class:`optuna.storages.RetryFailedTrialCallback`.
 
-- **Journal file** (the default, ``OUTPUT/study.journal``; any ``--storage`` that is a path, not a URL):
+- **Journal file** (the default, ``OUTPUT/study.journal``; any ``--storage`` path ending ``.journal`` or ``.log``):
   Optuna's ``JournalStorage`` over a ``JournalFileBackend``, its recommended storage for many processes on one
   host; an append-only log written under a file lock, safe for enqueued trials. Journal storages have no
   heartbeats, so a worker's trial carries its owner (:func:`claim`: host, pid and the process's start time) and
@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import importlib.util
+import json
 import os
 import socket
 import time
@@ -38,18 +39,23 @@ from sqlalchemy.engine import make_url
 
 from effnet.errors import BadFile, InvalidValue
 
-__all__ = ["OWNER", "is_journal", "redact", "open_storage", "claim", "recover_dead_trials"]
+__all__ = ["OWNER", "JOURNAL_SUFFIXES", "is_journal", "redact", "open_storage", "claim", "recover_dead_trials"]
 
 _CREATION_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key", "database is locked")
-_BACKENDS = "a journal file path, sqlite:///FILE or postgresql+psycopg://USER@HOST/DB"
+_BACKENDS = "a journal file (PATH.journal or PATH.log), sqlite:///FILE or postgresql+psycopg://USER@HOST/DB"
 _SQLITE_HEADER = b"SQLite format 3\x00"
 OWNER = "effnet_owner"
 """The user attribute of a running trial naming the process that trains it (journal storages' liveness)."""
 
 
+JOURNAL_SUFFIXES = (".journal", ".log")
+"""What a journal file's name ends with (Optuna's examples use ``.log``); any other ``--storage`` is a URL."""
+
+
 def is_journal(storage: str) -> bool:
-    """Whether ``--storage`` names an Optuna journal file (a path) rather than a database URL (``scheme://``)."""
-    return "://" not in storage
+    """Whether ``--storage`` names an Optuna journal file (a path ending in :data:`JOURNAL_SUFFIXES`), not a database
+    URL (``scheme://...``)."""
+    return "://" not in storage and storage.endswith(JOURNAL_SUFFIXES)
 
 
 def redact(url: str) -> str:
@@ -72,6 +78,8 @@ def _normalise_url(url: str) -> Any:
     backend, _, driver = parsed.drivername.partition("+")  # no dialect import: an unknown name stays a message
     if backend not in ("sqlite", "postgresql"):
         raise InvalidValue(f"--storage {redact(url)}: backend {backend!r} is not supported; use {_BACKENDS}")
+    if "://" not in url:  # make_url accepts some bare words as a backend name
+        raise InvalidValue(f"--storage {url!r} is neither a journal file nor a database URL; use {_BACKENDS}")
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             driver = "psycopg2" if _has_module("psycopg2") else "psycopg"
@@ -103,6 +111,8 @@ def open_storage(url: str, heartbeat: int | None = 10) -> Any:
     (:class:`~effnet.errors.BadFile` for a folder or a file that is not a database, else
     :class:`~effnet.errors.InvalidValue`).
     """
+    if "://" not in url and Path(url).is_file() and _is_sqlite(Path(url)):
+        raise BadFile(f"--storage {url} is an SQLite database; pass it as sqlite:///{Path(url).resolve()}")
     if is_journal(url):
         return _open_journal(url)
     parsed = _normalise_url(url)
@@ -151,18 +161,32 @@ def _open_journal(path: str) -> Any:
     if file.is_dir():
         raise BadFile(f"--storage {path} is a directory; a journal storage is a file (or pass a database URL)")
     if file.is_file():
-        with open(file, "rb") as handle:
-            if handle.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER:
-                raise BadFile(f"--storage {path} is an SQLite database; pass it as sqlite:///{file.resolve()}")
+        _check_journal(file)
     file.parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(file)))
+
+
+def _is_sqlite(file: Path) -> bool:
+    with open(file, "rb") as handle:
+        return handle.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
+
+
+def _check_journal(file: Path) -> None:
+    """A journal's first record is a JSON object with an ``op_code`` (Optuna skips unreadable lines silently)."""
+    with open(file, "rb") as handle:
+        first = handle.readline(1 << 20)
+    if not first.strip():
+        return
     try:
-        return optuna.storages.JournalStorage(JournalFileBackend(str(file)))
-    except (ValueError, KeyError, TypeError) as exc:  # json errors are ValueErrors; unknown records KeyErrors
+        record = json.loads(first)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or "op_code" not in record:
         raise BadFile(
-            f"--storage {path} is not a readable Optuna journal (damaged or another kind of file): "
-            f"{_first_line(exc)}; move it away or pass another --storage"
-        ) from None
+            f"--storage {file} is not a readable Optuna journal (damaged or another kind of file); move it away or "
+            "pass another --storage"
+        )
 
 
 def _start_time(pid: int) -> int | None:
