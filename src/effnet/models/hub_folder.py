@@ -35,6 +35,7 @@ from effnet.io import atomic_path
 from effnet.limits import MAX_CLASSES, check_int, read_json_file
 from effnet.models.backbone import timm_pretrained_cfg
 from effnet.models.convert import REGISTRY, get_layout, key_map, resolve_model_name
+from effnet.models.efficientnet import EfficientNet
 from effnet.models.model_card import model_card, run_evaluation
 from effnet.models.pretrained import check_preprocessing_fits, default_preprocessing, timm_preprocessing
 from effnet.models.weight_files import FORMAT_VERSION, read_safetensors_header, write_effnet_weights
@@ -323,8 +324,6 @@ def save_hub_folder(
     A ``folder`` that is a file, or holds another model or other files, is refused before anything is written
     unless ``force``; the three files are each replaced atomically. Upload with ``huggingface-cli upload``.
     """
-    from effnet.models.efficientnet import EfficientNet  # lazy: the builder is only needed to check the type
-
     if not isinstance(model, EfficientNet):
         raise WrongType(f"save_hub_folder needs an effnet classifier (EfficientNet), got {type(model).__name__}")
     spec, target = model.spec, Path(folder)
