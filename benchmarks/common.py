@@ -1,8 +1,11 @@
-"""Shared benchmark helpers: thread pinning, robust timing, matmul peak, machine facts, JSON/Markdown/PNG output."""
+"""Shared benchmark helpers: thread pinning, robust timing, matmul peak, machine facts, JSON/Markdown/PNG output, and
+CSVs in timm's benchmark schema (``results/benchmark-*.csv`` of timm's repository) beside effnet's own tables."""
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
+import io
 import os
 import platform
 import statistics
@@ -15,6 +18,7 @@ from typing import Any
 
 import torch
 
+from effnet.cost import cost
 from effnet.io import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = [
@@ -30,7 +34,20 @@ __all__ = [
     "markdown_table",
     "bar_plot",
     "write_outputs",
+    "TIMM_COLUMNS",
+    "timm_row",
+    "write_timm_csv",
 ]
+
+TIMM_COLUMNS = {
+    "infer": (
+        *("model", "infer_img_size", "infer_samples_per_sec", "infer_step_time", "infer_batch_size"),
+        *("param_count", "infer_gmacs", "infer_macts"),
+    ),
+    "train": ("model", "train_samples_per_sec", "train_step_time", "train_batch_size", "train_img_size", "param_count"),
+}
+"""timm's benchmark CSV columns (its ``benchmark.py``): samples/s, step time in ms per batch, parameters in
+millions, GMACs and million activations per sample. effnet's CSVs add one last column, ``engine`` (what ran it)."""
 
 
 COMMITTED_OUT = Path(__file__).resolve().parent / "results"
@@ -221,3 +238,31 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     return obj
+
+
+def timm_row(kind: str, model: str, img_size: int, batch: int, step_s: float, engine: str) -> dict[str, Any]:
+    """One row of a timm-schema CSV (``kind``: ``infer`` or ``train``); params, MACs and activations are effnet's
+    exact counts (:func:`effnet.cost.cost`) at ``img_size``."""
+    c = cost(model, img_size)
+    row: dict[str, Any] = {
+        "model": model,
+        f"{kind}_img_size": img_size,
+        f"{kind}_samples_per_sec": round(batch / step_s, 2),
+        f"{kind}_step_time": round(1e3 * step_s, 3),
+        f"{kind}_batch_size": batch,
+        "param_count": round(c.params / 1e6, 2),
+    }
+    if kind == "infer":
+        row |= {"infer_gmacs": round(c.macs / 1e9, 2), "infer_macts": round(c.activations / 1e6, 2)}
+    return row | {"engine": engine}
+
+
+def write_timm_csv(path: Path, kind: str, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write ``rows`` (:func:`timm_row`) as a CSV with timm's column names, then ``engine``, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*TIMM_COLUMNS[kind], "engine"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, buffer.getvalue())
+    return path

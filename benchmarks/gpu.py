@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 import effnet
-from common import loadavg, machine_info, markdown_table, matmul_peak_gflops
+from common import loadavg, machine_info, markdown_table, matmul_peak_gflops, timm_row, write_timm_csv
 from effnet.io import atomic_write_json, atomic_write_text
 from effnet.models.fold import fold_batchnorm
 from effnet.serving.runtimes import optimize_for_inference
@@ -335,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     text = summarize(bench)
     bench.save()
     atomic_write_text(args.out / "gpu.md", text + "\n")
+    for kind in ("infer", "train"):  # timm's benchmark columns, one row per timed item of that kind
+        rows = [r for r in bench.data["rows"] if f" {kind} " in f" {r['item']} "]
+        timm_rows = [timm_row(kind, r["model"], sizes[r["model"]], r["batch"], r["ms"] / 1e3, r["item"]) for r in rows]
+        write_timm_csv(args.out / f"benchmark-{kind}-gpu.csv", kind, timm_rows)
     print(text)
     return 0
 

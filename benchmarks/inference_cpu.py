@@ -5,14 +5,14 @@
 
 Peers, on the same model, input and threads: torchvision/timm eager, and torchvision's own model exported to ONNX
 and run by ONNX Runtime and by OpenVINO (fp32 and, where the CPU has it natively, bf16). effnet: eager, fused,
-compile (unless ``--skip-compile``), onnxruntime, openvino, default, at fp32, bf16 (native only) and int8 (calibrated
-on random inputs: speed only; accuracy is ``tests/test_precision_accuracy.py`` / ``docs/speed.md``).
-Writes ``inference_cpu.json``, ``inference_cpu.md`` and ``inference_cpu.png`` under ``--out-dir`` (default
-``runs/benchmarks``; ``--out-dir benchmarks/results`` replaces the committed results). Contenders are timed
-round-robin (interleaved) after warm-up so they share the same background load. ``ratio`` is throughput over
-torchvision eager; ``vs_best_peer`` is throughput over the best peer engine (ONNX Runtime / OpenVINO fp32 on
-torchvision's export) at the same batch; ``peak_fraction`` and ``bf16_peak_fraction`` are the model's FLOP rate
-over the fp32 / bf16 matmul peak measured in the same run.
+compile (unless ``--skip-compile``), onnxruntime, openvino, default, at fp32, bf16 (native only) and int8
+(calibrated on random inputs: speed only; accuracy is ``tests/test_precision_accuracy.py`` / ``docs/speed.md``).
+Writes ``inference_cpu.json``, ``inference_cpu.md``, ``inference_cpu.png`` and ``benchmark-infer-cpu.csv`` (timm's
+benchmark columns) under ``--out-dir`` (default ``runs/benchmarks``; ``--out-dir benchmarks/results`` replaces the
+committed results). Contenders are timed round-robin (interleaved) after warm-up so they share the same background
+load. ``ratio`` is throughput over torchvision eager; ``vs_best_peer`` is throughput over the best peer engine (ONNX
+Runtime / OpenVINO fp32 on torchvision's export) at the same batch; ``peak_fraction`` and ``bf16_peak_fraction`` are
+the model's FLOP rate over the fp32 / bf16 matmul peak measured in the same run.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ from common import (
     matmul_peak_gflops,
     pin_threads,
     time_round_robin,
+    timm_row,
     write_outputs,
+    write_timm_csv,
 )
 from effnet.serving.hardware import cpu_has_native_bf16
 from effnet.serving.runtimes import optimize_for_inference
@@ -222,6 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     table = _report(meta, rows, checks, macs)
     payload = {"meta": meta, "macs_per_image": macs, "rows": rows, "targets": checks}
     json_path, md_path = write_outputs(args.out_dir, "inference_cpu", payload, table)
+    timm_csv = write_timm_csv(
+        args.out_dir / "benchmark-infer-cpu.csv",
+        "infer",
+        [
+            timm_row("infer", args.model, args.resolution, r["batch"], r["median_ms"] / 1e3, r["contender"])
+            for r in rows
+        ],
+    )
     groups = {
         f"batch {b}": {r["contender"]: r["images_per_s"] for r in rows if r["batch"] == b} for b in args.batch_sizes
     }
@@ -229,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out_dir / "inference_cpu.png", groups, "images/s", f"{args.model} {args.resolution}px CPU x{args.threads}"
     )
     print(table)
-    print(f"wrote {json_path}, {md_path}, {args.out_dir / 'inference_cpu.png'}")
+    print(f"wrote {json_path}, {md_path}, {args.out_dir / 'inference_cpu.png'}, {timm_csv} (timm's columns)")
     return 0
 
 

@@ -7,7 +7,8 @@ One step = forward + cross-entropy + backward + SGD(momentum) step on random dat
 in its own process, so its peak RSS (``ru_maxrss``) is its own; ``rss_before_mb`` is the RSS after
 building the model and batch, so ``peak - before`` is what training itself added (activations, grads,
 optimizer state). With ``--rounds`` > 1 the variants run interleaved and the medians over rounds are kept.
-Writes ``train_cpu.json``, ``train_cpu.md`` and ``train_cpu.png`` under ``--out-dir``.
+Writes ``train_cpu.json``, ``train_cpu.md``, ``train_cpu.png`` and ``benchmark-train-cpu.csv`` (timm's benchmark
+columns) under ``--out-dir``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import COMMITTED_OUT, DEFAULT_OUT, bar_plot, loadavg, machine_info, markdown_table, write_outputs
+from common import (
+    COMMITTED_OUT,
+    DEFAULT_OUT,
+    bar_plot,
+    loadavg,
+    machine_info,
+    markdown_table,
+    timm_row,
+    write_outputs,
+    write_timm_csv,
+)
 
 BASELINE = "torchvision eager"
 # name -> (library, channels_last, bf16 autocast, torch.compile, gradient checkpointing)
@@ -187,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         args.out_dir, "train_cpu", {"meta": meta, "rows": rows, "runs": runs, "targets": checks}, table
     )
     ok = [r for r in rows if "images_per_s" in r]
+    timm_csv = write_timm_csv(
+        args.out_dir / "benchmark-train-cpu.csv",
+        "train",
+        [timm_row("train", args.model, args.resolution, args.batch, r["median_step_s"], r["variant"]) for r in ok],
+    )
     bar_plot(
         args.out_dir / "train_cpu.png",
         {
@@ -197,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.model} train b{args.batch} CPU x{args.threads}",
     )
     print(table)
-    print(f"wrote {json_path}, {md_path}, {args.out_dir / 'train_cpu.png'}")
+    print(f"wrote {json_path}, {md_path}, {args.out_dir / 'train_cpu.png'}, {timm_csv} (timm's columns)")
     return 0
 
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs effnet and what it needs on a fresh Debian machine.
 #   bash scripts/setup.sh          # runtime: Fashion-MNIST (Debian package, where apt is usable) + pip install
-#   bash scripts/setup.sh --test   # also PostgreSQL (for the distributed-search test), the test, quantize and serve
-#                                  # extras
+#   bash scripts/setup.sh --test   # also PostgreSQL (for the distributed-search test), the test, quantize, serve,
+#                                  # transformers and dashboard extras
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=0
@@ -23,7 +23,7 @@ fi
 # The torch/torchvision pair that installs from this machine's local index (pyproject.toml holds ranges).
 python3 -m pip install -q torch==2.14.1 torchvision==0.29.1
 if [ "$want_test" = 1 ]; then
-  python3 -m pip install -q -e ".[test,quantize,serve]"
+  python3 -m pip install -q -e ".[test,quantize,serve,transformers,dashboard]"
 else
   python3 -m pip install -q -e .
 fi

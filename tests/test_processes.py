@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from effnet.search.storage import open_storage
+
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -94,13 +96,13 @@ def test_sigterm_to_a_search_stops_its_workers_and_leaves_no_running_trial(tmp_p
     try:
         assert _wait_for(lambda: _children(parent.pid), 60), "the search started no worker process"
         workers = _children(parent.pid)
-        study_db = out / "study.db"
+        study_db = out / "study.journal"
         assert _wait_for(study_db.exists, 60)
         time.sleep(5)  # trials are running
         os.kill(parent.pid, signal.SIGTERM)
         assert parent.wait(30) != 0
         assert _wait_for(lambda: not any(_alive(w) for w in workers), 10), f"workers {workers} outlived SIGTERM"
-        storage = optuna.storages.RDBStorage(f"sqlite:///{study_db}")
+        storage = open_storage(str(study_db), heartbeat=None)
         states = [t.state for t in optuna.load_study(study_name="effnet-search", storage=storage).get_trials()]
         assert optuna.trial.TrialState.RUNNING not in states, states
     finally:

@@ -173,7 +173,7 @@ def test_grid_without_point_in_tolerance_is_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_two_sqlite_workers_split_the_grid(tmp_path):
+def test_two_workers_split_the_grid_on_the_default_journal(tmp_path):
     config = {**SMALL, "seeds": 2, "output": str(tmp_path)}
     procs = [_worker(tmp_path, config, FAKE_SLEEP="0.8") for _ in range(2)]
     outs = [_finish(p) for p in procs]
@@ -702,3 +702,13 @@ def test_storage_urls_and_damaged_database_are_clear_errors(tmp_path):
     damaged.write_bytes(b"this is not an sqlite file" * 100)
     with pytest.raises(ValueError, match="not a readable Optuna database"):
         open_storage(f"sqlite:///{damaged}")
+    journal = tmp_path / "study.journal"
+    journal.write_text("this is not an Optuna journal\n")
+    (tmp_path / "folder.journal").mkdir()
+    with pytest.raises(ValueError, match="not a readable Optuna journal"):
+        open_storage(str(journal))
+    with pytest.raises(ValueError, match=f"is an SQLite database; pass it as sqlite:///{damaged.resolve()}"):
+        damaged.write_bytes(b"SQLite format 3\x00" + bytes(100))
+        open_storage(str(damaged))
+    with pytest.raises(ValueError, match="is a directory"):
+        open_storage(str(tmp_path / "folder.journal"))

@@ -41,6 +41,7 @@ _LAZY = {
     "fold_batchnorm": "effnet.models.fold",
     "load_pretrained": "effnet.models.factory",
     "save_pretrained": "effnet.models.factory",
+    "save_hub_folder": "effnet.models.hub_folder",
     "convert_checkpoint": "effnet.models.convert.checkpoint",
     "Preprocessing": "effnet.preprocessing",
     "eval_transform": "effnet.serving.preprocess",

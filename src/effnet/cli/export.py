@@ -1,4 +1,5 @@
-"""``effnet export``: ONNX (dynamic batch), OpenVINO IR or TorchScript, verified against PyTorch before it is kept.
+"""``effnet export``: ONNX (dynamic batch), OpenVINO IR or TorchScript, verified against PyTorch before it is kept;
+or a Hugging Face Hub folder (``--format hub``, :mod:`effnet.models.hub_folder`).
 
 Every flag is a field of :class:`effnet.config.inference.ExportConfig`; the config checks them all (bounds, and
 which precisions a format holds) before any weights are read.
@@ -17,12 +18,13 @@ from effnet.config.serving import REPOSITORY_FORMATS, export_files
 from effnet.io import check_output, json_text, refuse_existing
 from effnet.memory import estimate_memory
 from effnet.models.convert import SOURCES  # torch-free: the registry of weight layouts
+from effnet.models.hub import LOCAL_PREFIX  # torch-free until a reference is resolved
 from effnet.serving.hardware import check_device_memory
 from effnet.serving.image_files import find_images
 
 HELP = (
     "Export weights to ONNX, OpenVINO IR, TorchScript or a Triton / OpenVINO Model Server repository (fp32, bf16, "
-    "int8); the file is verified vs PyTorch."
+    "int8; the file is verified vs PyTorch), or to a Hugging Face Hub folder that timm and transformers load"
 )
 
 FLAGS = (Flags(ExportConfig, choices=(("source", ("auto", *SOURCES)),)),)
@@ -39,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from effnet.serving.export import export_model  # lazy: imports torch
 
     config: ExportConfig = build(FLAGS[0], args)
+    if config.format == "hub":
+        return _export_hub(config)
     folder = config.format in REPOSITORY_FORMATS
     calibration = find_images([config.calibration])[0] if config.calibration else None
     inputs = {"--weights": config.weights, "--calibration": calibration}
@@ -87,4 +91,24 @@ def run(args: argparse.Namespace) -> int:
             f"{result.max_abs_diff:.3g} (measure accuracy: effnet eval --weights {shlex.quote(config.weights)} "
             f"--exported {shlex.quote(str(result.path))} --data DIR)"
         )
+    return 0
+
+
+def _export_hub(config: ExportConfig) -> int:
+    """``--format hub``: the Hub folder, its model card filled with what the weights' training run measured."""
+    from effnet.models.hub_folder import save_hub_folder, weights_evaluation  # lazy: imports torch
+
+    inputs = {"--weights": config.weights.removeprefix(LOCAL_PREFIX)}
+    check_output(config.output, folder=True, inputs=inputs)
+    model = load_model(config)
+    output = config.output or str(Path(DEFAULT_EXPORT_FOLDER) / model.spec.name)
+    check_output(output, folder=True, inputs=inputs)
+    result = save_hub_folder(model, output, overwrite=config.overwrite, evaluation=weights_evaluation(config.weights))
+    if config.json:
+        print(json_text({"model": model.spec.name, "format": "hub", **result.to_dict()}))
+        return 0
+    layout = f"timm's {result.architecture} layout" if result.architecture else "effnet's own layout"
+    print(f"wrote {result.path} (Hub folder in {layout}: config.json, model.safetensors, README.md)")
+    for library, state in result.loaders.items():
+        print(f"  {library}: {state}")
     return 0

@@ -59,8 +59,10 @@ EXPORT_SUFFIXES = {
     "torchscript": ".torchscript.pt",
     "triton": "-triton",
     "ovms": "-ovms",
+    "hub": "",
 }
-"""The file suffix of each export format (the repository formats: of the repository folder)."""
+"""The file suffix of each export format (the repository formats: of the repository folder; ``hub``: a folder
+named after the model)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,8 +70,9 @@ class WeightsOptions:
     """Which weights a command runs: a file or hub reference, the model (default: read or inferred), the layout."""
 
     weights: str = setting(
-        help="checkpoint (effnet .safetensors, or torchvision/timm/efficientnet_pytorch .pth) or a hub reference, "
-        "downloaded once: hf-hub:timm/efficientnet_b0.ra_in1k, torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1, "
+        help="checkpoint (effnet .safetensors, or torchvision/timm/efficientnet_pytorch .pth), a Hub folder "
+        "(DIR or local-dir:DIR: config.json + model.safetensors) or a hub reference, downloaded once: "
+        "hf-hub:timm/efficientnet_b0.ra_in1k, torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1, "
         "torchvision:efficientnet_b0",
         metavar="PATH|REF",
     )
@@ -182,15 +185,20 @@ class ExportConfig(CalibrationOptions):
 
     format: str = setting(
         help="output format (openvino: IR .xml + .bin beside it; triton / ovms: the next version of the model in a "
-        "Triton or OpenVINO Model Server repository folder, with its config)",
+        "Triton or OpenVINO Model Server repository folder, with its config; hub: a Hugging Face Hub folder "
+        "config.json + model.safetensors + README.md that timm and transformers load where timm has the "
+        "architecture)",
         choices=EXPORT_FORMATS,
     )
     output: str | None = setting(
         None,
-        f"output file (default: {DEFAULT_EXPORT_FOLDER}/<model>{', '.join(EXPORT_SUFFIXES.values())})",
+        f"output file, or folder for --format hub (default: {DEFAULT_EXPORT_FOLDER}/<model>"
+        f"{', '.join(s for s in EXPORT_SUFFIXES.values() if s)}; hub: {DEFAULT_EXPORT_FOLDER}/<model>)",
         metavar="FILE",
     )
-    overwrite: bool = setting(False, "replace an existing output file (an export never replaces one unasked)")
+    overwrite: bool = setting(
+        False, "replace an existing output file, or write into a Hub folder that holds files (never done unasked)"
+    )
     input_size: int | None = setting(
         None,
         f"image side of the example input, {MIN_INPUT_SIZE}..{MAX_INPUT_SIZE} (default: the weights' preprocessing "

@@ -79,7 +79,7 @@ class CoefficientSource:
         "coefficients",
     )
     storage: str | None = setting(
-        None, "storage URL of --study (default sqlite:///runs/search/study.db)", "coefficients"
+        None, "storage of --study: a journal file or database URL (default runs/search/study.journal)", "coefficients"
     )
 
     def __post_init__(self) -> None:

@@ -136,8 +136,9 @@ class SearchConfig:
 
     ``width``/``depth``/``resolution`` shape the *baseline* before the search scales it; ``epochs``,
     ``train_limit``, ``val_limit`` and ``batch_size`` are the per-trial training budget. ``storage`` None means
-    ``sqlite:///<output>/study.db``. ``heartbeat`` is the liveness interval in seconds: a killed worker's trial is
-    re-run after ``3 × heartbeat`` seconds without a heartbeat. ``threads`` limits torch threads per worker.
+    the journal file ``<output>/study.journal``. ``heartbeat`` is the liveness interval in seconds: on an RDB
+    storage a killed worker's trial is re-run after ``3 × heartbeat`` seconds without a heartbeat (on a journal as
+    soon as its process is gone). ``threads`` limits torch threads per worker.
     ``strategy`` None becomes ``"halving"`` when ``epochs > min_epochs`` and ``"grid"`` otherwise, at construction.
     """
 
@@ -150,8 +151,9 @@ class SearchConfig:
     )
     storage: str | None = setting(
         None,
-        "Optuna RDB URL shared by all workers: sqlite:///FILE or postgresql+psycopg://USER:PASS@HOST/DB "
-        "(default sqlite:///OUTPUT/study.db)",
+        "Optuna storage shared by all workers: a journal file PATH.journal or PATH.log (one machine; default "
+        "OUTPUT/study.journal), "
+        "postgresql+psycopg://USER:PASS@HOST/DB (many machines) or sqlite:///FILE",
         "study",
     )
     study: str = setting(
@@ -371,5 +373,6 @@ def _default_strategy(epochs: object, min_epochs: object) -> str:
 
 
 def default_storage(output: str) -> str:
-    """``sqlite:///<output>/study.db`` (absolute path): a study's storage when no ``--storage`` is given."""
-    return f"sqlite:///{(Path(output) / 'study.db').resolve()}"
+    """``<output>/study.journal`` (absolute path), an Optuna journal file: a study's storage when no ``--storage``
+    is given."""
+    return str((Path(output) / "study.journal").resolve())

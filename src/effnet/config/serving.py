@@ -93,15 +93,17 @@ PRECISION_RUNTIMES: dict[str, tuple[str, ...]] = {
 
 REPOSITORY_FORMATS: tuple[str, ...] = ("triton", "ovms")
 """Export formats that write a model repository folder: Triton's (ONNX) and OpenVINO Model Server's (IR)."""
-EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript", "openvino", *REPOSITORY_FORMATS)
+EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript", "openvino", *REPOSITORY_FORMATS, "hub")
 EXPORT_PRECISIONS: dict[str, tuple[str, ...]] = {
     "onnx": ("fp32", "int8"),
     "torchscript": ("fp32",),
     "openvino": ("fp32", "bf16", "int8"),
     "triton": ("fp32", "int8"),
     "ovms": ("fp32", "bf16", "int8"),
+    "hub": ("fp32",),
 }
-"""Precisions each export format can hold (ONNX int8 = ONNX Runtime QDQ; OpenVINO int8 = NNCF; bf16 = IR hint)."""
+"""Precisions each export format can hold (ONNX int8 = ONNX Runtime QDQ; OpenVINO int8 = NNCF; bf16 = IR hint; hub:
+a Hugging Face Hub folder, :mod:`effnet.models.hub_folder`)."""
 FORMAT_SUFFIXES: dict[str, str] = {
     ".onnx": "onnx",
     ".xml": "openvino",

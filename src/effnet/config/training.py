@@ -117,7 +117,7 @@ class TrainConfig:
     weights: str | None = setting(
         None,
         "weights to fine-tune, and their network (model flags must then describe it): .safetensors, a checkpoint, "
-        "or a hub reference (hf-hub:timm/<repo>, torchvision:<Enum>[.<MEMBER>])",
+        "a Hub folder, or a hub reference (hf-hub:timm/<repo>, torchvision:<Enum>[.<MEMBER>], local-dir:<folder>)",
         "data",
     )
     allow_nonfinite: bool = setting(False, "load --weights holding NaN/Inf (debugging)", "data", resume_check=False)

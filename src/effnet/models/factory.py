@@ -20,7 +20,8 @@ from effnet.errors import InvalidValue, Unsupported, WrongType, check_type
 from effnet.models.convert import source_spec
 from effnet.models.convert.checkpoint import convert_checkpoint
 from effnet.models.efficientnet import EfficientNet, EfficientNetFeatures
-from effnet.models.hub import HubWeights, default_weights, is_weights_ref, resolve_weights
+from effnet.models.hub import LOCAL_PREFIX, HubWeights, default_weights, is_weights_ref, resolve_weights
+from effnet.models.hub_folder import read_hub_folder
 from effnet.models.pretrained import check_preprocessing_fits, default_preprocessing
 from effnet.models.weight_files import write_effnet_weights
 from effnet.preprocessing import Preprocessing
@@ -66,13 +67,15 @@ def create_model(
     padding: str | None = None,
     resolution: int | None = None,
     features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
     grad_checkpointing: bool = False,
 ) -> EfficientNet | EfficientNetFeatures:
-    """Build a named model (see ``effnet.list_models()``) or a spec, with options overriding the spec.
+    """Build a named model (see ``effnet.list_models()``), a spec, or a Hub folder's model (``local-dir:DIR``, as
+    in timm: the folder's exact spec; ``pretrained=True`` also loads its weights), with options overriding the spec.
 
     ``padding="tf_same"`` reproduces TensorFlow's asymmetric padding (for TF-ported weights);
-    ``features_only`` returns an :class:`~effnet.models.efficientnet.EfficientNetFeatures`. Options left ``None``
-    keep the spec's value.
+    ``features_only`` returns an :class:`~effnet.models.efficientnet.EfficientNetFeatures` of the features
+    ``out_indices`` selects (timm's semantics; default all). Options left ``None`` keep the spec's value.
 
     ``pretrained``: ``True`` loads the model's default weights (:data:`effnet.models.pretrained.PRETRAINED`:
     torchvision's ``DEFAULT`` where torchvision has them, else timm's Hugging Face repository; a model with
@@ -84,6 +87,11 @@ def create_model(
     """
     check_type("features_only", features_only, bool, "True or False")
     check_type("grad_checkpointing", grad_checkpointing, bool, "True or False")
+    if out_indices is not None and not features_only:
+        raise InvalidValue("out_indices selects the outputs of features_only=True; pass features_only=True too")
+    if isinstance(name, str) and name.startswith(LOCAL_PREFIX):
+        pretrained = name if pretrained is True else pretrained
+        name = read_hub_folder(name[len(LOCAL_PREFIX) :]).spec
     if pretrained is not False:
         return _pretrained(
             name,
@@ -94,6 +102,7 @@ def create_model(
             padding,
             features_only,
             {
+                "out_indices": out_indices,
                 "drop_rate": drop_rate,
                 "drop_path_rate": drop_path_rate,
                 "resolution": resolution,
@@ -103,7 +112,7 @@ def create_model(
     spec = _apply_options(
         get_spec(name), num_classes, in_chans, drop_rate, drop_path_rate, activation, padding, resolution
     )
-    model = EfficientNetFeatures(spec) if features_only else EfficientNet(spec)
+    model = EfficientNetFeatures(spec, out_indices) if features_only else EfficientNet(spec)
     model.set_grad_checkpointing(grad_checkpointing)
     return model
 
@@ -147,7 +156,7 @@ def _pretrained(
     )
     if not features_only:
         return model
-    features = EfficientNetFeatures(model.spec)
+    features = EfficientNetFeatures(model.spec, options["out_indices"])
     wanted = features.state_dict()
     features.load_state_dict({k: v for k, v in model.state_dict().items() if k in wanted})
     features.set_grad_checkpointing(bool(options.get("grad_checkpointing")))
@@ -186,7 +195,8 @@ def compound_model(
 def _check_module_fits(model: nn.Module, spec: NetworkSpec, source: str, path: object) -> None:
     """An existing module must have been built with the weights' padding, BN eps and activation."""
     need = {"padding": spec.padding, "bn_eps": spec.bn_eps, "activation": spec.activation}
-    if source != "effnet":
+    stated = isinstance(path, HubWeights) and path.spec is not None  # a Hub folder states its exact spec
+    if source != "effnet" and not stated:
         need = {k: getattr(source_spec(spec, source), k) for k in need}
     wrong = {k: v for k, v in need.items() if getattr(model.spec, k) != v}
     if wrong:

@@ -11,6 +11,9 @@ Two forms, as timm and torchvision users write them:
 - ``torchvision:<Enum>[.<MEMBER>]`` or ``torchvision:<model name>`` (the enum's ``DEFAULT``), e.g.
   ``torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1`` or ``torchvision:efficientnet_v2_s``. The file is the
   enum's ``url``; the preprocessing is the enum's ``transforms()`` and the class names its ``meta["categories"]``.
+- ``local-dir:<folder>`` (timm's spelling), or a folder given as a path: a Hub folder on disk
+  (:mod:`effnet.models.hub_folder`: effnet's or timm's ``config.json`` + ``model.safetensors``), read with its
+  exact spec.
 
 :func:`default_weights` names the reference ``pretrained=True`` loads (:data:`effnet.models.pretrained.PRETRAINED`).
 Every failure is one line (:mod:`effnet.errors`): an unknown repository, enum or file (``MissingFile``), a
@@ -20,6 +23,7 @@ is pure; nothing is imported from torch, torchvision or huggingface_hub until a 
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +35,12 @@ from effnet.models.convert import resolve_model_name
 from effnet.models.download import NoSuchEntry, hf_file, torchvision_file
 from effnet.models.pretrained import PRETRAINED, timm_class_names, timm_preprocessing, torchvision_preprocessing
 from effnet.preprocessing import Preprocessing
+from effnet.specs import NetworkSpec
 
 __all__ = [
     "HF_PREFIXES",
     "TORCHVISION_PREFIX",
+    "LOCAL_PREFIX",
     "WeightsRef",
     "HubWeights",
     "parse_weights_ref",
@@ -46,6 +52,8 @@ __all__ = [
 HF_PREFIXES = ("hf-hub:", "hf_hub:")
 """Prefixes of a Hugging Face Hub reference (timm accepts both spellings)."""
 TORCHVISION_PREFIX = "torchvision:"
+LOCAL_PREFIX = "local-dir:"
+"""Prefix of a Hub folder on disk (timm's ``local-dir:``)."""
 
 _PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
 _REPO = re.compile(rf"(?:{_PART}/)?{_PART}")
@@ -54,14 +62,15 @@ _IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
 _ACCEPTED = (
     "hf-hub:<namespace>/<repo>[@<revision>] (e.g. hf-hub:timm/efficientnet_b0.ra_in1k) or "
     "torchvision:<Enum>[.<MEMBER>] / torchvision:<model> "
-    "(e.g. torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1)"
+    "(e.g. torchvision:EfficientNet_B0_Weights.IMAGENET1K_V1) or local-dir:<Hub folder>"
 )
 
 
 @dataclass(frozen=True)
 class WeightsRef:
-    """A parsed weights reference. ``hub``: ``hf-hub`` or ``torchvision``; ``name``: the repository id, or the
-    torchvision weight enum / model name; ``member``: the revision (hf-hub) or enum member (torchvision), if given."""
+    """A parsed weights reference. ``hub``: ``hf-hub``, ``torchvision`` or ``local-dir``; ``name``: the repository
+    id, the torchvision weight enum / model name, or the folder; ``member``: the revision (hf-hub) or enum member
+    (torchvision), if given."""
 
     hub: str
     name: str
@@ -70,13 +79,16 @@ class WeightsRef:
     def __str__(self) -> str:
         if self.hub == "hf-hub":
             return f"hf-hub:{self.name}" + (f"@{self.member}" if self.member else "")
+        if self.hub == "local-dir":
+            return f"{LOCAL_PREFIX}{self.name}"
         return f"torchvision:{self.name}" + (f".{self.member}" if self.member else "")
 
 
 @dataclass(frozen=True)
 class HubWeights:
     """A resolved reference: the local file, the converter layout (``timm``, ``tf``, ``torchvision``), the model
-    name the source uses (timm architecture / torchvision model), the source's preprocessing and class count."""
+    name the source uses (timm architecture / torchvision model), the source's preprocessing and class count;
+    ``spec``: the exact spec, where the source states it (a Hub folder)."""
 
     ref: str
     path: Path
@@ -84,6 +96,7 @@ class HubWeights:
     model_name: str
     preprocessing: Preprocessing
     num_classes: int
+    spec: NetworkSpec | None = None
 
 
 def _is_valid_repo(name: str) -> bool:
@@ -97,10 +110,14 @@ def parse_weights_ref(text: str) -> WeightsRef | None:
     """
     if not isinstance(text, str):
         return None
-    prefix = next((p for p in (*HF_PREFIXES, TORCHVISION_PREFIX) if text.startswith(p)), None)
+    prefix = next((p for p in (*HF_PREFIXES, TORCHVISION_PREFIX, LOCAL_PREFIX) if text.startswith(p)), None)
     if prefix is None:
         return None
     body = text[len(prefix) :]
+    if prefix == LOCAL_PREFIX:
+        if not body:
+            raise InvalidValue(f"weights reference {text!r} names no folder; expected local-dir:<folder>")
+        return WeightsRef("local-dir", body)
     if prefix in HF_PREFIXES:
         repo, sep, revision = body.partition("@")
         if not _is_valid_repo(repo) or (sep and (not _REVISION.fullmatch(revision) or ".." in revision)):
@@ -119,10 +136,11 @@ def parse_weights_ref(text: str) -> WeightsRef | None:
 
 
 def is_weights_ref(value: Any) -> bool:
-    """Whether ``value`` is a hub reference (a resolved :class:`HubWeights` or a prefixed string)."""
-    return isinstance(value, HubWeights) or (
-        isinstance(value, str) and value.startswith((*HF_PREFIXES, TORCHVISION_PREFIX))
-    )
+    """Whether ``value`` is a hub reference: a resolved :class:`HubWeights`, a prefixed string, or a folder (read as
+    a Hub folder; a weights *file* is not a reference)."""
+    if isinstance(value, str) and value.startswith((*HF_PREFIXES, TORCHVISION_PREFIX, LOCAL_PREFIX)):
+        return True
+    return isinstance(value, HubWeights) or (isinstance(value, (str, os.PathLike)) and Path(value).is_dir())
 
 
 def default_weights(name: str) -> str:
@@ -140,10 +158,25 @@ def resolve_weights(ref: str | WeightsRef | HubWeights) -> HubWeights:
     """Download (or find in the cache) the weights ``ref`` names; the file, its layout and preprocessing."""
     if isinstance(ref, HubWeights):
         return ref
+    if isinstance(ref, os.PathLike) or (isinstance(ref, str) and parse_weights_ref(ref) is None and Path(ref).is_dir()):
+        ref = WeightsRef("local-dir", os.fspath(ref))
     parsed = ref if isinstance(ref, WeightsRef) else parse_weights_ref(ref)
     if parsed is None:
         raise InvalidValue(f"{ref!r} is not a weights reference; expected {_ACCEPTED}")
+    if parsed.hub == "local-dir":
+        return _resolve_local(parsed)
     return _resolve_hf(parsed) if parsed.hub == "hf-hub" else _resolve_torchvision(parsed)
+
+
+def _resolve_local(ref: WeightsRef) -> HubWeights:
+    """A Hub folder on disk: its weights file, layout, exact spec and preprocessing (``read_hub_folder``)."""
+    from effnet.models.hub_folder import read_hub_folder  # lazy: it imports torch; references parse without it
+
+    folder = read_hub_folder(ref.name)
+    architecture = folder.config.get("architecture")
+    name = architecture if isinstance(architecture, str) else folder.spec.name
+    spec, pre = folder.spec, folder.preprocessing
+    return HubWeights(str(ref), folder.weights, folder.source, name, pre, spec.num_classes, spec)
 
 
 # --------------------------------------------------------------------------------------------

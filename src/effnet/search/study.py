@@ -1,7 +1,7 @@
 """The Optuna study of a search: create it and enqueue its grid once, or load it and check its definition.
 
-Distribution and fault tolerance, with Optuna's public API only: trials live in an Optuna RDB storage
-(:mod:`effnet.search.storage`: SQLite file by default, any PostgreSQL URL for many machines). The worker that
+Distribution and fault tolerance, with Optuna's public API only: trials live in an Optuna storage
+(:mod:`effnet.search.storage`: a journal file by default, any PostgreSQL URL for many machines). The worker that
 creates the study (study names are unique, so exactly one does) stores the study's definition
 (:func:`effnet.search.grid.definition`) and enqueues every candidate as a WAITING trial (``enqueue_trial``)
 carrying its grid id (:data:`GRID_ID`); every other worker loads the study and checks that it was made for the
@@ -28,7 +28,7 @@ from effnet.errors import InvalidValue, MissingFile
 from effnet.search.grid import Candidate
 from effnet.search.halving import KeepLeadersPruner
 from effnet.search.report import choose, summarize
-from effnet.search.storage import open_storage, redact
+from effnet.search.storage import is_journal, open_storage, redact
 
 __all__ = [
     "GRID_ID",
@@ -101,6 +101,7 @@ def open_study(storage: Any, config: SearchConfig, defn: Mapping[str, Any], item
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(**kwargs)
     else:
+        study.set_metric_names(["top1"])  # what optuna-dashboard calls the objective
         _enqueue_grid(study, given, items)
         return study
     deadline = time.monotonic() + _CREATOR_WAIT_S
@@ -155,6 +156,8 @@ def diverged_records(study: optuna.Study) -> list[dict[str, Any]]:
 
 
 def _missing_sqlite_file(storage: str) -> str | None:
+    if is_journal(storage):
+        return None if Path(storage).is_file() else storage
     with contextlib.suppress(Exception):  # a malformed URL is reported by open_storage
         parsed = make_url(storage)
         database = parsed.database or ""
@@ -172,7 +175,8 @@ def load_study_result(storage: str, study: str) -> dict[str, Any]:
     """
     missing = _missing_sqlite_file(storage)
     if missing:
-        raise MissingFile(f"--storage {storage}: no such SQLite file {missing}")
+        kind = "journal" if is_journal(storage) else "SQLite"
+        raise MissingFile(f"--storage {storage}: no such {kind} file {missing}")
     st = open_storage(storage, heartbeat=None)
     try:
         loaded = optuna.load_study(study_name=study, storage=st)

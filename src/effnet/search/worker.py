@@ -5,10 +5,13 @@ scales the baseline to its point (:func:`effnet.search.grid.trial_spec`), trains
 (:data:`Trainer`) and records top-1, exact params/MACs, wall time and seed as trial user attributes. A running
 trial records Optuna heartbeats; a worker killed mid-trial leaves a RUNNING trial whose heartbeat goes stale,
 :func:`optuna.storages.fail_stale_trials` marks it FAIL and the storage's retry callback enqueues a copy. A trial
-whose trainer raises (or is interrupted) is FAILed and its point enqueued again. A worker that pops a trial whose
-point another trial already finished or runs marks it FAIL without training (``duplicate_of``), so no point is
-trained twice even if a point was queued twice. COMPLETE and PRUNED trials are never re-run, nor is a trial whose
-training diverged (:class:`~effnet.errors.TrainingDiverged`: FAIL with the ``diverged`` attribute, never chosen). With
+whose trainer raises (or is interrupted) is FAILed and its point enqueued again. On a journal storage (no
+heartbeats) a trial names its process (:func:`effnet.search.storage.claim`) and a worker that finds it RUNNING after
+that process died FAILs and re-queues it (:func:`effnet.search.storage.recover_dead_trials`). A worker that pops a
+trial whose point another trial already finished or runs marks it FAIL without training (``duplicate_of``), so no
+point is trained twice even if a point was queued twice. COMPLETE and PRUNED trials are never re-run, nor is a trial
+whose training diverged (:class:`~effnet.errors.TrainingDiverged`: FAIL with the ``diverged`` attribute, never
+chosen). With
 ``strategy="halving"`` every trial reports validation top-1 after each epoch and the study's pruner may stop it.
 """
 
@@ -36,6 +39,7 @@ from effnet.errors import InvalidValue, TrainingDiverged
 from effnet.models.weight_files import read_safetensors_header
 from effnet.scaling import flops_factor
 from effnet.search.grid import Candidate, trial_spec
+from effnet.search.storage import claim, is_journal, recover_dead_trials
 from effnet.search.study import DIVERGED, GRID_ID, enqueue
 from effnet.specs import NetworkSpec
 from effnet.training.rundir import LOCK_NAME, RunDirLocked, RunLock
@@ -194,8 +198,11 @@ class Worker:
     def loop(self, study: optuna.Study, bar: Any) -> None:
         """Train WAITING trials; wait for other workers' running ones (re-queued if their heartbeat stops)."""
         total, said = len(self.items), False
+        journal = is_journal(self.config.storage_url)
         while True:
             optuna.storages.fail_stale_trials(study)  # a stale trial is FAILed and re-enqueued (retry callback)
+            if journal:  # no heartbeats: a trial whose process is gone is FAILed and re-enqueued
+                recover_dead_trials(study, 3 * self.config.heartbeat)
             done, running, waiting = self.progress(study)
             bar.n = len(done)
             bar.refresh()
@@ -206,9 +213,14 @@ class Worker:
                 continue
             if not waiting:
                 if not said:
+                    when = (
+                        "once its process is gone"
+                        if journal
+                        else f"after {3 * self.config.heartbeat} s without heartbeat"
+                    )
                     self.echo(
                         f"waiting for {len(running)} trial(s) running in other workers (a killed worker's "
-                        f"trial is re-run here after {3 * self.config.heartbeat} s without heartbeat)"
+                        f"trial is re-run here {when})"
                     )
                     said = True
                 time.sleep(min(self.config.heartbeat, 5))
@@ -257,6 +269,7 @@ class Worker:
 
     def objective(self, study: optuna.Study, trial: optuna.Trial) -> float:
         """Train the trial's grid point; report each epoch to the pruner with ``strategy="halving"``."""
+        claim(trial)
         gid, item = self._candidate(study, trial)
         spec = trial_spec(self.base, item.alpha, item.beta, item.gamma)
         name = f"{gid:04d}_{item.kind}_a{item.alpha:g}_b{item.beta:g}_g{item.gamma:g}_s{item.seed}"

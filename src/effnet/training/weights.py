@@ -21,7 +21,7 @@ from effnet.io import json_text
 from effnet.models.convert import source_spec
 from effnet.models.convert.checkpoint import convert_checkpoint
 from effnet.models.factory import load_pretrained, save_pretrained
-from effnet.models.hub import is_weights_ref, resolve_weights
+from effnet.models.hub import LOCAL_PREFIX, is_weights_ref, resolve_weights
 from effnet.models.weight_files import read_safetensors_header
 from effnet.preprocessing import Preprocessing
 from effnet.specs import NetworkSpec, resolve
@@ -54,8 +54,11 @@ def export_weights(
 
 
 def weights_in_chans(path: str | os.PathLike[str]) -> int:
-    """Input channels of the network stored in an effnet weights file (3 when the file does not say)."""
+    """Input channels of the network stored in an effnet weights file or a Hub folder (3 when it does not say)."""
     try:
+        if Path(str(path).removeprefix(LOCAL_PREFIX)).is_dir():
+            stated = resolve_weights(path).spec
+            return stated.in_chans if stated is not None else 3
         header = read_safetensors_header(path)
         return NetworkSpec.from_json(header["effnet.spec"]).in_chans if "effnet.spec" in header else 3
     except Exception:  # not safetensors / no spec: pretrained ImageNet weights are RGB
@@ -68,7 +71,8 @@ def weights_conventions(spec: NetworkSpec, path: str | os.PathLike[str], allow_n
     weights belong to. Everything else (classes, channels, dropout, scaling) stays ``spec``'s."""
     source = resolve_weights(path) if is_weights_ref(path) else path
     converted = convert_checkpoint(source, spec, "auto", drop_head=True, allow_nonfinite=allow_nonfinite)
-    trained = converted.spec if converted.source == "effnet" else source_spec(converted.spec, converted.source)
+    stated = converted.source == "effnet" or getattr(source, "spec", None) is not None  # a Hub folder's exact spec
+    trained = converted.spec if stated else source_spec(converted.spec, converted.source)
     return spec.replace(padding=trained.padding, bn_eps=trained.bn_eps, activation=trained.activation)
 
 
@@ -112,11 +116,13 @@ def weights_network(
     hub = resolve_weights(path) if is_weights_ref(path) else None
     if hub is None and not Path(path).is_file():
         raise MissingFile(f"--weights {path}: no such file")
-    own = _has_effnet_spec(hub.path if hub is not None else path)
+    exact = getattr(hub, "spec", None) is not None  # a Hub folder states its exact spec
+    own = exact or _has_effnet_spec(hub.path if hub is not None else path)
     converted = convert_checkpoint(
         hub or path, None if own else model, "auto", drop_head=True, allow_nonfinite=allow_nonfinite
     )
-    held = converted.spec if converted.source == "effnet" else source_spec(converted.spec, converted.source)
+    stated = converted.source == "effnet" or exact
+    held = converted.spec if stated else source_spec(converted.spec, converted.source)
     if (model is None or not own) and width is None and depth is None:
         return held
     described = scale(get_spec(model or DEFAULT_MODEL), depth=depth or 1.0, width=width or 1.0)

@@ -82,7 +82,8 @@ def convert_checkpoint(
     if is_weights_ref(path):
         hub = resolve_weights(path)
         path = hub.path
-        model_or_name = hub.model_name if model_or_name is None else model_or_name
+        if model_or_name is None:
+            model_or_name = hub.spec if hub.spec is not None else hub.model_name
         source = hub.source if source == "auto" else source
     return _convert_file(Path(path), model_or_name, source, drop_head, num_classes, hub, allow_nonfinite)
 
@@ -103,15 +104,22 @@ def _request(model_or_name: str | NetworkSpec | nn.Module | None, num_classes: i
 
 
 def _spec(
-    where: str, header: dict[str, str], state: dict[str, torch.Tensor], request: _Request, source: str
+    where: str,
+    header: dict[str, str],
+    state: dict[str, torch.Tensor],
+    request: _Request,
+    source: str,
+    stated: NetworkSpec | None = None,
 ) -> NetworkSpec:
-    """The spec the weights are loaded into: the header's, the module's, the one asked for, or inferred."""
-    base = request.base
-    if "effnet.spec" in header:
+    """The spec the weights are loaded into: ``stated`` (a Hub folder's config.json), else the header's, the
+    module's, the one asked for, or inferred."""
+    base, header_spec = request.base, stated
+    if stated is None and "effnet.spec" in header:
         try:
             header_spec = NetworkSpec.from_json(header["effnet.spec"])
         except ValueError as exc:
             raise BadFile(f"{where}: the header's effnet.spec is invalid: {exc}") from None
+    if header_spec is not None:
         if base is not None and base.name != header_spec.name and not request.module:
             raise InvalidValue(f"{where}: weights hold {header_spec.name}, but the model asked for is {base.name}")
         return base if request.module and base is not None else header_spec
@@ -148,7 +156,7 @@ def _convert_file(
     request = _request(model_or_name, num_classes)
     if source == "auto":
         detected = choose_variant(detected, request.hint, file.name)
-    spec = _spec(where, header, state, request, detected)
+    spec = _spec(where, header, state, request, detected, hub.spec if hub is not None else None)
     ckpt_classes = classifier_classes(state, detected)
     if request.num_classes is not None:
         if not drop_head and ckpt_classes is not None and ckpt_classes != request.num_classes:
