@@ -53,6 +53,7 @@ def _print_verdict(report: dict[str, Any]) -> None:
     v = report["verdict"]
     chance = f"; majority-class top-1 {v['chance_top1']:.2f}%" if v.get("chance_top1") is not None else ""
     print(f"compound beats single-dimension scaling: {v['answer']} ({v['reason']}{chance})")
+    print(f"  compared: {v['compared']}")
     print(f"  test: {v['test']}")
     if report.get("strategy") == "halving":
         print(
@@ -82,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
             f"chosen: alpha={chosen['alpha']:g} beta={chosen['beta']:g} gamma={chosen['gamma']:g} "
             f"({chosen['kind']}, top-1 {chosen['top1_mean']:.2f}%{std})"
         )
+    else:
+        print("chosen: none (no fully trained scaled point at equal cost; see 'compared' below)")
     _print_verdict(report)
     files = report["files"]
     print(worker_line(report, len(report["trials"])))

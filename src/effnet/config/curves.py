@@ -32,8 +32,9 @@ DEFAULT_CURVES_OUTPUT = "runs/curves"
 """Where ``effnet curves`` writes its SQLite study, trial runs, table, CSV, JSON and plot by default."""
 DEFAULT_CURVES_STUDY = "effnet-curves"
 """Default Optuna study name of ``effnet curves``."""
-CURVES_TRAINING = SearchConfig(study=DEFAULT_CURVES_STUDY, output=DEFAULT_CURVES_OUTPUT)
-"""The default :attr:`CurvesConfig.training`: the quick search's budget in its own study and folder."""
+CURVES_TRAINING = SearchConfig(study=DEFAULT_CURVES_STUDY, output=DEFAULT_CURVES_OUTPUT, depth=0.5, resolution=32)
+"""The default :attr:`CurvesConfig.training`: the quick search's budget on B0 at width 0.25, depth 0.5 and 32 px, in
+its own study and folder."""
 
 CURVES_GROUPS = (
     ("curves", "curves"),

@@ -1,37 +1,34 @@
 """The paper's Figures 3 and 8 as a tool: top-1 against MACs for single-dimension and compound scaling.
 
 The baseline is scaled four ways for φ = 1…N: **depth only**, **width only** and **resolution only** (each
-multiplier solved on the exact cost model, :func:`solve_multiplier`, so that the network's MACs are the closest
-reachable to ``2^φ`` × the baseline's — depth and width move in steps, because repeats are ``ceil``'d and channels
-rounded to multiples of 8), and **compound** (``d = α^φ``, ``w = β^φ``, ``r = γ^φ``, whose FLOPs grow by
-``(α·β²·γ²)^φ`` ≈ ``2^φ``). Every point and the unscaled baseline are trained on the same budget as one Optuna
-study, through the machinery of ``effnet search`` (:func:`effnet.search.run.run_trials`: enqueued points,
+multiplier solved on the exact cost model, :func:`effnet.search.equal_cost.solve_multiplier`, so that the network's
+MACs are the closest reachable to ``2^φ`` × the baseline's — depth and width move in steps, because repeats are
+``ceil``'d and channels rounded to multiples of 8), and **compound** (``d = α^φ``, ``w = β^φ``, ``r = γ^φ``,
+whose FLOPs grow by ``(α·β²·γ²)^φ`` ≈ ``2^φ``). Every point and the unscaled baseline are trained on the same budget
+as one Optuna study, through the machinery of ``effnet search`` (:func:`effnet.search.run.run_trials`: enqueued points,
 resumable, several processes or machines on one storage). The report (table, CSV, JSON, PNG) has one line per
 method through the baseline.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from effnet.config.curves import CurvesConfig
-from effnet.config.search import SearchConfig
 from effnet.cost import cost
-from effnet.errors import InvalidValue
 from effnet.io import atomic_write_json
 from effnet.report import Panel, Series, plot_panels, write_table
-from effnet.search.grid import Candidate, baseline_spec, distinct_networks, trial_spec
+from effnet.search.equal_cost import Point, solve_point
+from effnet.search.grid import Candidate, baseline_spec, distinct_networks, exact_cost_model, trial_spec
 from effnet.search.report import summarize
-from effnet.search.run import run_trials
+from effnet.search.run import run_trials, trained_baseline
 from effnet.search.worker import Trainer
 from effnet.specs import NetworkSpec
-from effnet.training.data import load_datasets
 
-__all__ = ["CurvePoint", "solve_multiplier", "curve_points", "trained_baseline", "run_curves", "TABLE_COLUMNS"]
+__all__ = ["CurvePoint", "curve_points", "run_curves", "TABLE_COLUMNS"]
 
 TABLE_COLUMNS = (
     "method",
@@ -52,7 +49,6 @@ TABLE_COLUMNS = (
 )
 """Columns of the curves table (``target_factor``: the FLOPs growth aimed at; ``macs_factor``: exact ÷ baseline)."""
 
-_DIMENSIONS = {"depth": 0, "width": 1, "resolution": 2}
 _DIGITS = 6
 
 
@@ -71,60 +67,7 @@ class CurvePoint:
     params: int
 
 
-def _triple(dimension: str, value: float) -> tuple[float, float, float]:
-    out = [1.0, 1.0, 1.0]
-    out[_DIMENSIONS[dimension]] = value
-    return out[0], out[1], out[2]
-
-
-def _macs(base: NetworkSpec, dimension: str, value: float) -> int | None:
-    """Exact MACs of ``base`` scaled by ``value`` in ``dimension`` (None beyond the spec's bounds)."""
-    try:
-        return cost(trial_spec(base, *_triple(dimension, value))).macs
-    except ValueError:
-        return None
-
-
-def solve_multiplier(base: NetworkSpec, dimension: str, factor: float) -> float:
-    """The ``dimension`` multiplier (depth, width or resolution) whose exact MACs are closest to ``factor`` × the
-    baseline's (closest in ratio; bisection, multipliers rounded to 6 decimals; resolution: a whole pixel size).
-
-    :class:`~effnet.errors.InvalidValue` for an unknown dimension, or naming the dimension when the target is beyond
-    the spec bounds (e.g. depth above 32).
-    """
-    if dimension not in _DIMENSIONS:
-        raise InvalidValue(f"dimension must be one of {', '.join(_DIMENSIONS)}; got {dimension!r}")
-    target = factor * cost(base).macs
-    lo, hi = 1.0, 2.0
-    for _ in range(24):  # grow hi until it reaches the target or leaves the spec bounds
-        m = _macs(base, dimension, hi)
-        if m is None or m >= target:
-            break
-        lo, hi = hi, hi * 2
-    if (_macs(base, dimension, hi) or 0) < target:  # past a bound: the largest valid value must reach the target
-        good, bad = lo, hi
-        for _ in range(60):
-            mid = (good + bad) / 2
-            good, bad = (mid, bad) if _macs(base, dimension, mid) is not None else (good, mid)
-        if (_macs(base, dimension, good) or 0) < target:
-            raise InvalidValue(
-                f"{dimension}-only scaling cannot reach {factor:g}x the baseline's MACs within the spec "
-                f"bounds (multiplier {good:.3g} at most); use a smaller --phi-max"
-            )
-        hi = good
-    for _ in range(60):  # invariant: macs(lo) < target <= macs(hi)
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if (_macs(base, dimension, mid) or 0) < target else (lo, mid)
-    scale = 10**_DIGITS
-    options = [math.floor(lo * scale) / scale, math.ceil(hi * scale) / scale]
-    if dimension == "resolution":
-        options = [round(base.resolution * v) / base.resolution for v in options]
-    valid = [(v, m) for v in options if (m := _macs(base, dimension, v)) is not None]
-    best = min(valid, key=lambda vm: abs(math.log(vm[1] / target)))[0]
-    return round(best, _DIGITS)
-
-
-def _point(base: NetworkSpec, method: str, phi: int, triple: tuple[float, float, float], target: float) -> CurvePoint:
+def _point(base: NetworkSpec, method: str, phi: int, triple: Point, target: float) -> CurvePoint:
     spec = trial_spec(base, *triple)
     c = cost(spec)
     return CurvePoint(method, phi, *triple, spec.resolution, round(target, 6), c.macs, c.params)
@@ -134,14 +77,14 @@ def curve_points(base: NetworkSpec, config: CurvesConfig) -> list[CurvePoint]:
     """The baseline (φ = 0, method ``baseline``) and, for φ = 1..phi_max, one point per method of ``config``."""
     points = [_point(base, "baseline", 0, (1.0, 1.0, 1.0), 1.0)]
     rule = config.alpha * config.beta**2 * config.gamma**2
+    model = exact_cost_model(base)
     for phi in range(1, config.phi_max + 1):
         for method in config.methods:
             if method == "compound":
                 triple = tuple(round(c**phi, _DIGITS) for c in (config.alpha, config.beta, config.gamma))
                 points.append(_point(base, method, phi, triple, rule**phi))
             else:
-                value = solve_multiplier(base, method, 2.0**phi)
-                points.append(_point(base, method, phi, _triple(method, value), 2.0**phi))
+                points.append(_point(base, method, phi, solve_point(model, method, 2.0**phi), 2.0**phi))
     return points
 
 
@@ -196,14 +139,6 @@ def _plot(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], path: Path,
         "top-1 accuracy (%)",
     )
     return plot_panels([panel], path, title=title, width=7.5)
-
-
-def trained_baseline(config: SearchConfig) -> NetworkSpec:
-    """The baseline as its trials train it: classes and input channels of ``config.data`` (read once; the points
-    are solved and costed on the networks that are really trained)."""
-    base = baseline_spec(config)
-    bundle = load_datasets(config.data, resolution=8, data_root=config.data_root, train_limit=1, val_limit=1)
-    return base.replace(num_classes=bundle.num_classes, in_chans=bundle.in_chans)
 
 
 def run_curves(

@@ -24,7 +24,7 @@ from effnet.config.curves import CurvesConfig
 from effnet.config.search import SearchConfig, check_jobs
 from effnet.errors import InvalidValue
 from effnet.search.curves import run_curves
-from effnet.search.grid import SAME_NETWORK_NOTE
+from effnet.search.grid import BAND_NOTE, SAME_NETWORK_NOTE
 from effnet.search.processes import interrupt_on_sigterm, usable_cpus
 from effnet.search.run import run_search
 
@@ -85,7 +85,7 @@ def _child_main() -> None:
     config = config_from_payload(tool, payload["config"])
 
     def echo(text: str) -> None:
-        if not text.startswith(SAME_NETWORK_NOTE):  # the parent process says those once
+        if not text.startswith((SAME_NETWORK_NOTE, BAND_NOTE)):  # the parent process says those once
             print(f"[worker {os.getpid()}] {text}", flush=True)
 
     try:

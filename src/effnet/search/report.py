@@ -6,6 +6,12 @@ trained and how many seeds were pruned. Fully trained rows rank first (best mean
 pruned ones (their accuracy is from fewer epochs). The chosen coefficients are the best fully trained scaled row
 (the unscaled baseline is only a reference). The verdict "compound beats single-dimension" is
 :func:`effnet.search.stats.verdict`. Every file is written atomically.
+
+Equal cost: a row is ``equal_cost`` when its factor on the study's cost (exact MACs for ``--cost macs`` and
+``formula``; the predicted latency for ``latency``) is within ``--tol`` of ``--target`` (:func:`cost_band`). The
+chosen row and the verdict's two rows are taken among those only, and the verdict says what it compared
+(``compared``); the table shows the formula's, the exact MACs' and (with a profile) the predicted latency's factor
+side by side, and the plot has one panel per factor with the band shaded.
 """
 
 from __future__ import annotations
@@ -20,7 +26,16 @@ from effnet.io import atomic_path, atomic_write_json
 from effnet.report import render_markdown, write_table
 from effnet.search.stats import interval95, verdict
 
-__all__ = ["TABLE_COLUMNS", "summarize", "choose", "compare", "plot_accuracy_vs_macs", "write_report"]
+__all__ = [
+    "TABLE_COLUMNS",
+    "Band",
+    "cost_band",
+    "summarize",
+    "choose",
+    "compare",
+    "plot_accuracy_vs_macs",
+    "write_report",
+]
 
 TABLE_COLUMNS = (
     "rank",
@@ -31,6 +46,8 @@ TABLE_COLUMNS = (
     "flops_factor",
     "macs",
     "macs_factor",
+    "latency_factor",
+    "equal_cost",
     "params",
     "resolution",
     "epochs",
@@ -43,7 +60,17 @@ TABLE_COLUMNS = (
     "wall_time_s",
 )
 """Columns of the ranked table (``flops_factor`` = α·β²·γ² by the rule; ``macs_factor`` = exact MACs ÷ baseline;
+``latency_factor`` = predicted latency ÷ baseline's, with a profile; ``equal_cost`` = within the study's cost band;
 ``epochs`` = mean epochs trained per seed; ``pruned`` = seeds stopped early by successive halving)."""
+
+Band = tuple[str, float, float]
+"""``(row key, low, high)``: the rows whose ``row[key]`` lies in ``[low, high]`` are at equal cost."""
+_FACTORS = (
+    ("flops_factor", "formula α·β²·γ² (× baseline)"),
+    ("macs_factor", "exact MACs (× baseline)"),
+    ("latency_factor", "predicted latency (× baseline)"),
+)
+_COST_NAMES = {"macs_factor": "exact MACs", "latency_factor": "predicted latency"}
 
 _STYLE = {
     "compound": ("o", "tab:blue"),
@@ -54,8 +81,26 @@ _STYLE = {
 }
 
 
-def summarize(records: Sequence[Mapping[str, Any]], baseline_macs: int) -> list[dict[str, Any]]:
-    """One row per (α, β, γ) from per-trial records, ranked by mean top-1 (best first, then fewer MACs)."""
+def cost_band(definition: Mapping[str, Any]) -> Band | None:
+    """The equal-cost band of a study's definition: exact MACs (``--cost macs`` or ``formula``) or the predicted
+    latency (``latency``) within ``tol`` of ``target``; None for a study made before ``--cost`` existed."""
+    grid = definition.get("grid") or {}
+    if "cost" not in grid:
+        return None
+    key = "latency_factor" if grid["cost"] == "latency" else "macs_factor"
+    return (key, grid["target"] - grid["tol"] - 1e-9, grid["target"] + grid["tol"] + 1e-9)
+
+
+def summarize(
+    records: Sequence[Mapping[str, Any]],
+    baseline_macs: int,
+    band: Band | None = None,
+    factors: Mapping[tuple[float, float, float], Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (α, β, γ) from per-trial records, ranked by mean top-1 (best first, then fewer MACs).
+
+    ``factors`` adds per-point columns (``latency_factor``); ``band`` sets ``equal_cost`` (None: every row).
+    """
     groups: dict[tuple[float, float, float], list[Mapping[str, Any]]] = {}
     for r in records:
         groups.setdefault((r["alpha"], r["beta"], r["gamma"]), []).append(r)
@@ -73,6 +118,7 @@ def summarize(records: Sequence[Mapping[str, Any]], baseline_macs: int) -> list[
                 "flops_factor": round(a * b * b * g * g, 4),
                 "macs": int(first["macs"]),
                 "macs_factor": round(float(first.get("macs_factor", first["macs"] / baseline_macs)), 4),
+                "latency_factor": (factors or {}).get((a, b, g), {}).get("latency_factor"),
                 "params": int(first["params"]),
                 "resolution": int(first["resolution"]),
                 "top1_mean": round(statistics.fmean(accs), 3),
@@ -86,6 +132,11 @@ def summarize(records: Sequence[Mapping[str, Any]], baseline_macs: int) -> list[
                 "wall_time_s": round(statistics.fmean(float(t["wall_time_s"]) for t in trials), 1),
             }
         )
+    for row in rows:
+        value = row.get(band[0]) if band else None
+        row["equal_cost"] = band is None or (value is not None and band[1] <= value <= band[2])
+        if band is not None and row["kind"] == "baseline":
+            row["equal_cost"] = None  # the reference: at 1x, never compared
     rows.sort(key=lambda r: (r["pruned"] > 0, -r["top1_mean"], r["macs"]))
     for i, row in enumerate(rows, 1):
         row["rank"] = i
@@ -93,18 +144,23 @@ def summarize(records: Sequence[Mapping[str, Any]], baseline_macs: int) -> list[
 
 
 def choose(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The best-ranked fully trained scaled row (the baseline reference never wins); None when there is none."""
-    return next((r for r in rows if r["kind"] != "baseline" and not r.get("pruned")), None)
+    """The best-ranked fully trained scaled row at equal cost (the baseline reference never wins; a row without
+    ``equal_cost`` counts as at equal cost); None when there is none."""
+    return next(
+        (r for r in rows if r["kind"] != "baseline" and not r.get("pruned") and r.get("equal_cost", True)), None
+    )
 
 
-def compare(rows: Sequence[Mapping[str, Any]], chance_top1: float | None) -> dict[str, Any]:
-    """:func:`effnet.search.stats.verdict` for the best fully trained compound and single-dimension rows."""
+def compare(rows: Sequence[Mapping[str, Any]], chance_top1: float | None, band: Band | None = None) -> dict[str, Any]:
+    """:func:`effnet.search.stats.verdict` for the best fully trained compound and single-dimension rows at equal
+    cost (``band``; ``compared`` says which rows that was)."""
 
     def best(kinds: tuple[str, ...]) -> Mapping[str, Any] | None:
-        return next((r for r in rows if r["kind"] in kinds and not r["pruned"]), None)
+        return next((r for r in rows if r["kind"] in kinds and not r["pruned"] and r.get("equal_cost", True)), None)
 
     compound, single = best(("compound",)), best(("depth", "width", "resolution"))
     out = verdict(compound, single, chance_top1)
+    out["compared"] = _compared(rows, band)
     for name, row in (("compound", compound), ("single_dimension", single)):
         out[name] = (
             None
@@ -127,16 +183,63 @@ def compare(rows: Sequence[Mapping[str, Any]], chance_top1: float | None) -> dic
     return out
 
 
+def _compared(rows: Sequence[Mapping[str, Any]], band: Band | None) -> str:
+    """What the verdict compared: the rows at equal cost, and the scaled rows it left out with their factor."""
+    scaled = [r for r in rows if r["kind"] != "baseline"]
+    if band is None:
+        return f"the best compound and single-dimension points of the grid, whatever their cost ({len(scaled)} points)"
+    key, low, high = band
+    inside = [r for r in scaled if r.get("equal_cost")]
+    outside = [f"{r['kind']} ({r['alpha']:g}, {r['beta']:g}, {r['gamma']:g}) {r.get(key) or 0:.3g}x" for r in scaled]
+    outside = [text for text, r in zip(outside, scaled, strict=True) if not r.get("equal_cost")]
+    text = (
+        f"only points at equal {_COST_NAMES[key]}: {(low + high) / 2:.4g} +- {(high - low) / 2:.3g}x the baseline's "
+        f"({len(inside)} of {len(scaled)} scaled points)"
+    )
+    return text + (f"; left out: {', '.join(outside)}" if outside else "")
+
+
 def plot_accuracy_vs_macs(
-    rows: Sequence[Mapping[str, Any]], path: str | Path, *, title: str, chosen: Mapping[str, Any] | None = None
+    rows: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    title: str,
+    chosen: Mapping[str, Any] | None = None,
+    band: Band | None = None,
 ) -> Path:
-    """Scatter of mean top-1 (± std) against exact MACs, one marker per kind of scaling; PNG written atomically."""
+    """Mean top-1 (± std) against each cost factor over the baseline, side by side: the formula's, the exact MACs'
+    and (where the rows have it) the predicted latency's; one marker per kind of scaling, the equal-cost ``band``
+    shaded on its panel. PNG written atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: effnet scale --study ranks without plotting
     from matplotlib.figure import Figure  # lazy: matplotlib, as above
 
-    fig = Figure(figsize=(8.6, 4.8))
+    panels = [(k, text) for k, text in _FACTORS if any(r.get(k) is not None for r in rows)]
+    fig = Figure(figsize=(3.9 * len(panels) + 2.4, 4.6))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    first = None
+    for col, (key, xlabel) in enumerate(panels, 1):
+        ax = fig.add_subplot(1, len(panels), col, sharey=first)
+        first = first or ax
+        if band is not None and band[0] == key:
+            ax.axvspan(band[1], band[2], color="gold", alpha=0.2, label="equal cost (compared)")
+        _scatter(ax, [r for r in rows if r.get(key) is not None], key, chosen)
+        ax.set_xlabel(xlabel)
+        ax.grid(True, alpha=0.3)
+    first.set_ylabel("top-1 accuracy (%) mean ± std over seeds")
+    handles = {label: h for a in fig.axes for h, label in zip(*a.get_legend_handles_labels(), strict=True)}
+    fig.axes[-1].legend(
+        handles.values(), handles.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0
+    )
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return target
+
+
+def _scatter(ax: Any, rows: Sequence[Mapping[str, Any]], key: str, chosen: Mapping[str, Any] | None) -> None:
+    """One panel of :func:`plot_accuracy_vs_macs`: the rows at ``row[key]``, stopped ones hollow, the chosen ringed."""
     for kind, (marker, color) in _STYLE.items():
         sel = [r for r in rows if r["kind"] == kind]
         if not sel:
@@ -146,7 +249,7 @@ def plot_accuracy_vs_macs(
         for part, face in ((full, color), (stopped, "none")):  # stopped early by halving: hollow (fewer epochs)
             if part:
                 ax.errorbar(
-                    [r["macs"] / 1e6 for r in part],
+                    [r[key] for r in part],
                     [r["top1_mean"] for r in part],
                     yerr=[r["top1_std"] or 0.0 for r in part],
                     fmt=marker,
@@ -160,9 +263,9 @@ def plot_accuracy_vs_macs(
                 label = None  # one legend entry per kind
     if any(r.get("pruned") for r in rows):
         ax.plot([], [], "o", color="gray", markerfacecolor="none", label="hollow: stopped early (fewer epochs)")
-    if chosen is not None:
+    if chosen is not None and chosen.get(key) is not None:
         ax.plot(
-            [chosen["macs"] / 1e6],
+            [chosen[key]],
             [chosen["top1_mean"]],
             "o",
             markersize=16,
@@ -173,45 +276,42 @@ def plot_accuracy_vs_macs(
         )
         ax.annotate(
             f"α={chosen['alpha']:g} β={chosen['beta']:g} γ={chosen['gamma']:g}",
-            (chosen["macs"] / 1e6, chosen["top1_mean"]),
+            (chosen[key], chosen["top1_mean"]),
             textcoords="offset points",
             xytext=(-12, -4),
             ha="right",
             va="top",
             fontsize=8,
         )
-    ax.set_xlabel("MACs (millions, exact, batch 1)")
-    ax.set_ylabel("top-1 accuracy (%) mean ± std over seeds")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    fig.tight_layout()
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    return target
 
 
 def write_report(
-    records: Sequence[Mapping[str, Any]], baseline_macs: int, output: str | Path, *, summary: Mapping[str, Any]
+    records: Sequence[Mapping[str, Any]],
+    baseline_macs: int,
+    output: str | Path,
+    *,
+    summary: Mapping[str, Any],
+    factors: Mapping[tuple[float, float, float], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write ``search_results.{md,csv,json}``, ``accuracy_vs_macs.png`` and ``search_summary.json``.
 
     ``summary`` (the study definition, storage, study name, wall time, ...) is stored with the chosen
-    coefficients, the ranked rows and every trial record. Returns the summary dict that was written.
+    coefficients, the ranked rows and every trial record. ``factors``: per-point columns (``latency_factor``).
+    Returns the summary dict that was written.
     """
     out = Path(output)
-    rows = summarize(records, baseline_macs)
+    band = cost_band(summary.get("definition", {}))
+    rows = summarize(records, baseline_macs, band, factors)
     best = choose(rows)
     grid = summary.get("definition", {}).get("grid", {})
     title = (
         f"scaling search: {summary.get('baseline_name', 'baseline')} on {summary.get('data', '?')}, "
-        f"target α·β²·γ²={grid.get('target', '?')}±{grid.get('tol', '?')}"
+        f"--cost {grid.get('cost', 'formula')} grid {grid.get('target', '?')}±{grid.get('tol', '?')}x"
+        + (f", compared at equal {_COST_NAMES[band[0]]}" if band else "")
     )
-    paths = write_table(
-        [{c: r[c] for c in TABLE_COLUMNS} for r in rows], out / "search_results", TABLE_COLUMNS, title=title
-    )
-    plot = plot_accuracy_vs_macs(rows, out / "accuracy_vs_macs.png", title=title, chosen=best)
+    columns = [c for c in TABLE_COLUMNS if c != "latency_factor" or any(r[c] is not None for r in rows)]
+    paths = write_table([{c: r[c] for c in columns} for r in rows], out / "search_results", columns, title=title)
+    plot = plot_accuracy_vs_macs(rows, out / "accuracy_vs_macs.png", title=title, chosen=best, band=band)
     chosen = None
     if best is not None:
         chosen = {
@@ -228,6 +328,10 @@ def write_report(
                 "seeds",
                 "macs",
                 "params",
+                "flops_factor",
+                "macs_factor",
+                "latency_factor",
+                "equal_cost",
             )
         }
     single: dict[str, float] = {}
@@ -235,7 +339,7 @@ def write_report(
         if r["kind"] in ("depth", "width", "resolution") and not r["pruned"]:
             single.setdefault(r["kind"], r["top1_mean"])
     compound = [r["top1_mean"] for r in rows if r["kind"] == "compound" and not r["pruned"]]
-    answer = compare(rows, summary.get("chance_top1"))
+    answer = compare(rows, summary.get("chance_top1"), band)
     full = {
         **summary,
         "chosen": chosen,
@@ -253,7 +357,7 @@ def write_report(
             "plot": str(plot),
             "summary": str(out / "search_summary.json"),
         },
-        "table_markdown": render_markdown([{c: r[c] for c in TABLE_COLUMNS} for r in rows], TABLE_COLUMNS),
+        "table_markdown": render_markdown([{c: r[c] for c in columns} for r in rows], columns),
     }
     atomic_write_json(out / "search_summary.json", _finite(full))
     return full

@@ -27,7 +27,7 @@ from effnet.config.search import SearchConfig
 from effnet.errors import InvalidValue, MissingFile
 from effnet.search.grid import Candidate
 from effnet.search.halving import KeepLeadersPruner
-from effnet.search.report import choose, summarize
+from effnet.search.report import choose, cost_band, summarize
 from effnet.search.storage import open_storage, redact
 
 __all__ = ["GRID_ID", "enqueue", "open_study", "finished_records", "load_study_result"]
@@ -155,11 +155,11 @@ def load_study_result(storage: str, study: str) -> dict[str, Any]:
     if defn is None:
         raise InvalidValue(f"--study {study!r} in {redact(storage)} was not created by effnet search")
     records = finished_records(loaded)
-    rows = summarize(records, 1) if records else []
+    rows = summarize(records, 1, cost_band(defn)) if records else []
     chosen = choose(rows)
     if chosen is None:
         raise InvalidValue(
-            f"--study {study!r} has no finished scaled trial yet ({len(records)} complete of "
+            f"--study {study!r} has no finished scaled trial at equal cost yet ({len(records)} complete of "
             f"{len(defn['candidates'])}); run effnet search to finish it"
         )
     trained = next(
