@@ -21,6 +21,7 @@ from effnet.io import atomic_write_text, check_output
 from effnet.report import format_count, render_markdown
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from effnet.search.baselines import load_baseline
+from effnet.search.rounds import Progress
 from effnet.search.scaleup import ScaleResult, scale_family
 from effnet.specs import NetworkSpec
 
@@ -59,7 +60,7 @@ def coefficients(source: CoefficientSource) -> tuple[float, float, float, Networ
 def _table(rows: list[dict[str, Any]], measured: bool) -> str:
     cols = ["phi", "depth", "width", "resolution", "flops_target", "params", "macs", "activations"]
     if measured:
-        cols += ["latency_ms", "rounds", "spread", "throughput", "peak_memory_mb", "anomaly"]
+        cols += ["latency_ms", "rounds", "spread", "throughput", "peak_memory_mb", "anomaly", "predicted_ms"]
     cols += ["fits"]
     shown = []
     for r in rows:
@@ -68,24 +69,28 @@ def _table(rows: list[dict[str, Any]], measured: bool) -> str:
             row[c] = format_count(r[c])
         if measured:
             row["anomaly"] = "yes" if r["anomaly"] else ""
+            row["predicted_ms"] = r["predicted_latency_ms"]
         shown.append(row)
     return render_markdown(shown, cols)
 
 
 def _family(config: ScaleConfig, quiet: bool) -> ScaleResult:
-    """``scale_family``, with a progress bar of the measurements unless ``quiet`` or nothing is measured."""
+    """``scale_family``, with a progress bar of the measurements unless ``quiet`` or nothing is measured. The bar's
+    total is the plan's (:class:`~effnet.search.rounds.Progress`): it grows when a round or a member is added, so
+    the bar never sits at 100 % while work is left, and its label names the round."""
     if not config.device or quiet:
         return scale_family(config)
     from tqdm.auto import tqdm  # lazy: tqdm.auto imports asyncio, and only a measuring run shows a bar
 
-    total = (config.phi_max + 1) * config.min_rounds
-    with tqdm(total=total, desc=f"measuring on {config.device} in rounds", unit="model", file=sys.stderr) as bar:
+    with tqdm(total=config.min_rounds, desc=f"measuring on {config.device}", unit="run", file=sys.stderr) as bar:
 
-        def tick(_: object) -> None:  # one measurement done; the total grows when extra rounds are needed
-            bar.total = max(bar.total, bar.n + 1)
-            bar.update(1)
+        def tick(p: Progress) -> None:
+            extra = "extra round for suspects" if p.round > config.max_rounds else f"round {p.round}"
+            bar.set_description(f"measuring on {config.device}: {extra}, {p.members} member(s)", refresh=False)
+            bar.total = p.planned
+            bar.update(p.done - bar.n)
 
-        return scale_family(config, on_measure=tick)
+        return scale_family(config, on_progress=tick)
 
 
 def _print_table(data: dict[str, Any], result: ScaleResult, config: ScaleConfig, options: ScaleOptions) -> None:
@@ -95,18 +100,26 @@ def _print_table(data: dict[str, Any], result: ScaleResult, config: ScaleConfig,
         f"gamma={config.gamma:g} ({data['source']}); predicted FLOPs x{data['flops_factor_per_phi']:.3f} per phi"
     )
     if config.device:
+        threads = f", {data['threads']} thread(s) of {data['cores']} cores at load {data['load']:g}"
         print(
-            f"measured on {config.device}, runtime {config.runtime} {config.precision}, batch {config.batch}: "
-            f"interleaved rounds ({config.min_rounds}..{config.max_rounds}, until spread <= {config.max_spread:g}), "
-            f"each the median of {config.repeats} runs after {config.warmup} warm-up; latency = median over "
-            f"rounds; memory = {data['memory_method']}"
+            f"measured on {config.device}, runtime {config.runtime} {config.precision}, batch {config.batch}"
+            f"{threads if data['threads'] else ''}: interleaved rounds ({config.min_rounds}..{config.max_rounds}, "
+            f"until spread <= {config.max_spread:g}), each the median of {config.repeats} runs after {config.warmup} "
+            f"warm-up; latency = median over rounds; memory = {data['memory_method']}"
         )
+        if not config.measure_all:
+            print(
+                f"measured {data['measured_members']} of {len(data['family'])} members: from phi=0 up to the first "
+                "that misses the budget and one above it; predicted_ms: the others' latency by MACs, not built"
+            )
     print(_table(data["family"], bool(config.device)), end="")
     for m in data["family"]:
         if m["anomaly"]:
             print(f"anomaly: phi={m['phi']} measures {m['anomaly']} (rounds {m['round_latencies_ms']} ms)")
     if data["note"]:
         print(f"note: {data['note']}")
+    if data["warning"]:
+        print(f"warning: {data['warning']}")
     if result.chosen is not None:
         c = result.chosen
         print(
@@ -138,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
         data["output_spec"] = options.output_spec
     if options.json:
         print(json.dumps(data, indent=2))
+        if data["warning"]:
+            print(f"effnet scale: warning: {data['warning']}", file=sys.stderr)
     else:
         _print_table(data, result, config, options)
     if result.chosen is None:

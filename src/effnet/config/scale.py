@@ -149,11 +149,13 @@ class ScaleConfig:
     """Inputs of :func:`effnet.search.scaleup.scale_family`: coefficients, rule, baseline, measurement, budget.
 
     Measurement (``device`` set) is robust by construction: the members are measured in interleaved rounds (one
-    round = every φ once, ``repeats`` timed runs each); rounds are added, at least ``min_rounds`` and at most
-    ``max_rounds``, until every member's spread (max − min of its per-round medians, relative to their median)
+    round = every measured φ once, ``repeats`` timed runs each); rounds are added, at least ``min_rounds`` and at
+    most ``max_rounds``, until every member's spread (max − min of its per-round medians, relative to their median)
     is at most ``max_spread``. A larger φ measuring faster than a smaller one gets one more round and is flagged
-    if it still does. ``alpha``, ``beta``, ``gamma``, ``baseline`` and ``budget`` are not flags of their own:
-    ``effnet scale`` sets them from :class:`CoefficientSource`, :class:`ScaleOptions` and :class:`Budget`.
+    if it still does. Only the members that can matter are measured: from φ = 0 up to the first that misses the
+    budget and one above it (``measure_all`` measures every member). ``alpha``, ``beta``, ``gamma``, ``baseline``
+    and ``budget`` are not flags of their own: ``effnet scale`` sets them from :class:`CoefficientSource`,
+    :class:`ScaleOptions` and :class:`Budget`.
     """
 
     alpha: float = PAPER_ALPHA
@@ -172,7 +174,18 @@ class ScaleConfig:
     batch: int = setting(1, "batch size of the measurement", "measurement")
     warmup: int = setting(2, "untimed runs before timing", "measurement")
     repeats: int = setting(5, "timed runs per member and round; a round's latency is their median", "measurement")
-    threads: int | None = setting(None, "torch CPU threads (default: torch's)", "measurement")
+    threads: int | None = setting(
+        None,
+        "CPU threads of each timed run (default: the cores not busy now, i.e. usable cores less the load average, "
+        "at least 1: never more threads than free cores; the result says how many)",
+        "measurement",
+    )
+    measure_all: bool = setting(
+        False,
+        "measure every member (slow; by default members are measured from phi = 0 up to the first that misses the "
+        "budget and one above it, and members over an exact budget are never built)",
+        "measurement",
+    )
     runtime: str = setting(
         "eager",
         "how each model runs while measured: eager (the module; default) or the runtime you will deploy, as in "
@@ -211,3 +224,6 @@ class ScaleConfig:
             raise InvalidValue(f"--max-rounds must be an integer in [--min-rounds, 20], got {self.max_rounds!r}")
         if not (isinstance(self.max_spread, (int, float)) and 0 < self.max_spread <= 1):
             raise InvalidValue(f"--max-spread must be a fraction in (0, 1], got {self.max_spread!r}")
+        threads = self.threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InvalidValue(f"--threads must be an integer >= 1, got {threads!r}")

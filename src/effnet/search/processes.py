@@ -1,5 +1,5 @@
-"""Process hygiene of ``effnet search|curves --jobs``: the cores a process may use; helpers die with their parent;
-SIGTERM acts as Ctrl-C.
+"""Process hygiene of ``effnet search|curves --jobs`` and ``effnet scale``: the cores a process may use and how
+many of them are free; helpers die with their parent; SIGTERM acts as Ctrl-C.
 
 A local worker process asks the Linux kernel to send it SIGTERM when its parent dies
 (``prctl(PR_SET_PDEATHSIG)`` through ``ctypes``) and, on any system, runs a watchdog thread that sends it SIGTERM
@@ -13,14 +13,16 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import math
 import os
 import signal
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
-__all__ = ["usable_cpus", "interrupt_on_sigterm", "die_with_parent"]
+__all__ = ["usable_cpus", "FreeCores", "free_cpus", "interrupt_on_sigterm", "die_with_parent"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -30,6 +32,39 @@ def usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
+
+
+def _cpu_quota() -> float | None:
+    """The cgroup's CPU quota in cores (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``); None when unlimited or unknown."""
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    with contextlib.suppress(OSError, ValueError):
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return quota_us / period_us if quota_us > 0 else None
+    return None
+
+
+class FreeCores(NamedTuple):
+    """Threads that do not oversubscribe the cores, the cores this process may use (affinity and cgroup quota) and
+    the 1-minute load average they were judged by."""
+
+    threads: int
+    cores: int
+    load: float
+
+
+def free_cpus() -> FreeCores:
+    """How many threads a timed run may use now without oversubscribing the cores: the usable cores (affinity, and a
+    cgroup quota below it) less the 1-minute load average, rounded, at least 1. On a busy 2-core machine that is 1
+    thread, where 2 threads would make timings swing by 100x (issue 21)."""
+    cores = usable_cpus()
+    quota = _cpu_quota()
+    if quota is not None:
+        cores = max(1, min(cores, math.floor(quota + 1e-9)))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return FreeCores(max(1, min(cores, round(cores - load))), cores, round(load, 2))
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -201,8 +201,8 @@ def _work(
     if _is_default(trainer):
         train_config(config, config.seed, Path(config.output))  # bad --train-option values fail before any study
     items, same = distinct_networks(items, base)
-    for dropped, kept in same:
-        echo(same_network_note(dropped, kept))
+    for note in dict.fromkeys(same_network_note(dropped, kept) for dropped, kept in same):  # once per point
+        echo(note)
     defn = {**definition(config, base, items), **extra}
     url = config.storage_url
     study = open_study(open_storage(url, config.heartbeat), config, defn, items)

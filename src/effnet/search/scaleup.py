@@ -18,6 +18,7 @@ every smaller φ satisfy every given budget.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import statistics
 from collections.abc import Callable, Sequence
@@ -29,8 +30,9 @@ from effnet.config.scale import RULES, Budget, ScaleConfig
 from effnet.cost import cost
 from effnet.errors import InvalidValue
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA, compound, fast_scaling, flops_factor
-from effnet.search.measure import Measurement, measure
-from effnet.search.rounds import fitting_prefix, measure_in_rounds
+from effnet.search.measure import Measurement, Measurer
+from effnet.search.processes import free_cpus
+from effnet.search.rounds import Progress, fitting_prefix, measure_in_rounds
 from effnet.specs import NetworkSpec
 
 __all__ = ["Member", "ScaleResult", "family", "select", "scale_family", "measure_family"]
@@ -57,6 +59,9 @@ class Member:
     """(max − min) / median of ``round_latencies_ms``."""
     anomaly: str | None = None
     """Set when this member still measures faster than a smaller one after an extra round."""
+    predicted_latency_ms: float | None = None
+    """An unmeasured member's latency, predicted (``predicted_by`` says how); None when measured."""
+    predicted_by: str | None = None
 
     @property
     def fits(self) -> bool:
@@ -83,6 +88,9 @@ class Member:
             "round_latencies_ms": [round(x, 4) for x in self.round_latencies_ms] if m else None,
             "spread": round(self.spread, 4) if self.spread is not None else None,
             "anomaly": self.anomaly,
+            "measured": m is not None,
+            "predicted_latency_ms": round(self.predicted_latency_ms, 4) if self.predicted_latency_ms else None,
+            "predicted_by": self.predicted_by,
             "fits": self.fits,
             "violations": list(self.violations),
         }
@@ -119,13 +127,19 @@ def family(
     return [_member(phi, base, alpha, beta, gamma, rule) for phi in range(phi_max + 1)]
 
 
-def _violations(member: Member, budget: Budget) -> tuple[str, ...]:
+def _cost_violations(member: Member, budget: Budget) -> list[str]:
+    """The exact budgets (MACs, params) ``member`` is over: known before anything is built."""
     out = []
     if budget.max_macs is not None and member.macs > budget.max_macs:
         out.append(f"MACs {member.macs:.4g} > --max-macs {budget.max_macs:.4g}")
     if budget.max_params is not None and member.params > budget.max_params:
         out.append(f"params {member.params:.4g} > --max-params {budget.max_params:.4g}")
-    m = member.measurement
+    return out
+
+
+def _violations(member: Member, budget: Budget, measurement: Measurement | None = None) -> tuple[str, ...]:
+    out = _cost_violations(member, budget)
+    m = measurement or member.measurement
     if budget.max_latency_ms is not None and m is not None and m.latency_ms > budget.max_latency_ms:
         out.append(f"latency {m.latency_ms:.3f} ms > --max-latency-ms {budget.max_latency_ms:g}")
     if budget.max_memory_mb is not None and m is not None and m.peak_memory_mb > budget.max_memory_mb:
@@ -174,6 +188,11 @@ class ScaleResult:
     reason: str | None
     note: str | None = None
     """Set when members above the chosen one fit but a φ between does not."""
+    warning: str | None = None
+    """Set when a measured member's spread stayed above ``max_spread``: what was wrong and what to do."""
+    threads: tuple[int, int, float] | None = None
+    """``(threads, cores, load)`` of a CPU measurement: the threads each timed run used, of how many cores, at what
+    load average (:func:`effnet.search.processes.free_cpus`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: coefficients, rule, budget, every φ and the chosen φ (with its spec)."""
@@ -195,6 +214,12 @@ class ScaleResult:
             "min_rounds": c.min_rounds if c.device else None,
             "max_rounds": c.max_rounds if c.device else None,
             "max_spread": c.max_spread if c.device else None,
+            "threads": self.threads[0] if self.threads else None,
+            "cores": self.threads[1] if self.threads else None,
+            "load": self.threads[2] if self.threads else None,
+            "measure_all": c.measure_all if c.device else None,
+            "measured_members": sum(m.measurement is not None for m in self.members) if c.device else None,
+            "warning": self.warning,
             "budget": c.budget.to_dict(),
             "family": [m.to_dict() for m in self.members],
             "chosen_phi": self.chosen.phi if self.chosen else None,
@@ -222,37 +247,50 @@ def measure_family(
     config: ScaleConfig,
     *,
     measure_one: Callable[[NetworkSpec], Measurement] | None = None,
-    on_measure: Callable[[Member], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> list[Member]:
-    """``members`` with measurements taken in interleaved rounds (:func:`effnet.search.rounds.measure_in_rounds`).
+    """``members`` with measurements taken in interleaved rounds (:func:`effnet.search.rounds.measure_in_rounds`):
+    those below the first over an exact budget, from φ = 0 up to the first measured miss and one above it
+    (``config.measure_all``: all of them). Unmeasured members keep ``measurement=None``.
 
-    ``measure_one(spec)`` defaults to :func:`measure` with ``config``'s device, batch, runtime and precision.
+    ``measure_one(spec)`` defaults to a :class:`~effnet.search.measure.Measurer` with ``config``'s device, batch,
+    threads, runtime and precision (one subprocess per network on the CPU, kept for its rounds).
     """
-    if measure_one is None:
-
-        def measure_one(spec: NetworkSpec) -> Measurement:
-            return measure(
-                spec,
-                config.device or "cpu",
-                config.batch,
-                warmup=config.warmup,
-                repeats=config.repeats,
-                threads=config.threads,
-                runtime=config.runtime,
-                precision=config.precision,
+    limit = next((i for i, m in enumerate(members) if _cost_violations(m, config.budget)), len(members))
+    if limit == 0:  # phi = 0 is over an exact budget: nothing to build
+        return list(members)
+    with contextlib.ExitStack() as stack:
+        if measure_one is None:
+            measure_one = stack.enter_context(
+                Measurer(
+                    config.device or "cpu",
+                    config.batch,
+                    warmup=config.warmup,
+                    repeats=config.repeats,
+                    threads=config.threads,
+                    runtime=config.runtime,
+                    precision=config.precision,
+                )
             )
-
-    rounds = measure_in_rounds(
-        len(members),
-        lambda i: measure_one(members[i].spec),
-        lambda m: m.latency_ms,
-        min_rounds=config.min_rounds,
-        max_rounds=config.max_rounds,
-        max_spread=config.max_spread,
-        on_measure=(lambda i: on_measure(members[i])) if on_measure is not None else None,
-    )
+        one = measure_one
+        rounds = measure_in_rounds(
+            len(members),
+            lambda i: one(members[i].spec),
+            lambda m: m.latency_ms,
+            min_rounds=config.min_rounds,
+            max_rounds=config.max_rounds,
+            max_spread=config.max_spread,
+            misses=None
+            if config.measure_all
+            else lambda i, runs: bool(_violations(members[i], config.budget, _combine(runs))),
+            limit=limit,
+            on_progress=on_progress,
+        )
     out = []
     for i, m in enumerate(members):
+        if not rounds.runs[i]:
+            out.append(m)
+            continue
         anomaly = None
         if i in rounds.anomalies:
             smaller = ", ".join(f"phi={members[k].phi}" for k in rounds.anomalies[i])
@@ -269,27 +307,73 @@ def measure_family(
     return out
 
 
+def _unmeasured(members: Sequence[Member], budget: Budget) -> list[Member]:
+    """Members with their violations; an unmeasured one (no exact budget over) gets a latency predicted from the
+    largest member measured (its latency per MAC) and says why it was not built."""
+    measured = [m for m in members if m.measurement is not None]
+    miss = next((m.phi for m in measured if _violations(m, budget)), None)
+    out = []
+    for m in members:
+        violations = _violations(m, budget)
+        if m.measurement is None and measured and not violations:
+            ref = measured[-1]
+            assert ref.measurement is not None
+            m = dataclasses.replace(
+                m,
+                predicted_latency_ms=ref.measurement.latency_ms * m.macs / ref.macs,
+                predicted_by=f"phi={ref.phi}'s latency per MAC",
+            )
+            where = f"above phi={miss}, the first to miss the budget" if miss is not None else "not needed"
+            violations = (f"not measured: {where}",)
+        out.append(dataclasses.replace(m, violations=violations))
+    return out
+
+
+def _spread_warning(
+    members: Sequence[Member], config: ScaleConfig, threads: tuple[int, int, float] | None
+) -> str | None:
+    """What to do when measured members' spreads stayed above ``max_spread``; None when every one is within."""
+    wide = [m for m in members if m.spread is not None and m.spread > config.max_spread]
+    if not wide:
+        return None
+    which = ", ".join(f"phi={m.phi} ({m.spread:.2f})" for m in wide)
+    busy = f" (load {threads[2]:g} on {threads[1]} cores, {threads[0]} thread(s) per run)" if threads else ""
+    return (
+        f"spread above --max-spread {config.max_spread:g} after {config.max_rounds} rounds for {which}: the machine "
+        f"was busy{busy} and these latencies are not reliable, nor is the choice; rerun on a quiet machine, or with "
+        "--threads 1, or with a larger --max-rounds"
+    )
+
+
 def scale_family(
     config: ScaleConfig,
     *,
-    on_measure: Callable[[Member], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
     measure_one: Callable[[NetworkSpec], Measurement] | None = None,
 ) -> ScaleResult:
-    """Build the family, measure it in rounds when ``config.device`` is set, apply the budget and choose.
+    """Build the family, measure where it matters when ``config.device`` is set (:func:`measure_family`), apply the
+    budget and choose.
 
     Latency/memory budgets need a device (:class:`~effnet.errors.InvalidValue` otherwise). Nothing fitting is not
     an exception here: the result has ``chosen=None`` and a ``reason``; :func:`select` raises instead.
-    ``on_measure`` is called after every single measurement; ``measure_one`` replaces
-    :func:`effnet.search.measure.measure` (tests).
+    ``on_progress`` is called after every single measurement (:class:`~effnet.search.rounds.Progress`: done and
+    planned measurements, the round); ``measure_one`` replaces the real measurement (tests). On the CPU the timed
+    runs use ``config.threads`` or, by default, the free cores (:func:`effnet.search.processes.free_cpus`).
     """
     if config.budget.needs_measurement and not config.device:
         raise InvalidValue("--max-latency-ms and --max-memory-mb need --device cpu|cuda to measure the models")
     members = family(config.alpha, config.beta, config.gamma, config.baseline, config.phi_max, config.rule)
+    threads = None
     if config.device:
-        members = measure_family(members, config, measure_one=measure_one, on_measure=on_measure)
-    out = [dataclasses.replace(m, violations=_violations(m, config.budget)) for m in members]
+        if config.device.split(":")[0] == "cpu":
+            free = free_cpus()
+            threads = (config.threads or free.threads, free.cores, free.load)
+            config = dataclasses.replace(config, threads=threads[0])
+        members = measure_family(members, config, measure_one=measure_one, on_progress=on_progress)
+    out = _unmeasured(members, config.budget)
     try:
         chosen, reason = select(out, config.budget), None
     except ValueError as exc:
         chosen, reason = None, str(exc)
-    return ScaleResult(config, tuple(out), chosen, reason, _skipped_note(out, chosen))
+    warning = _spread_warning(out, config, threads)
+    return ScaleResult(config, tuple(out), chosen, reason, _skipped_note(out, chosen), warning, threads)
