@@ -338,10 +338,11 @@ def _spread_warning(
         return None
     which = ", ".join(f"phi={m.phi} ({m.spread:.2f})" for m in wide)
     busy = f" (load {threads[2]:g} on {threads[1]} cores, {threads[0]} thread(s) per run)" if threads else ""
+    fewer = ", or with --threads 1" if threads is None or threads[0] > 1 else ""
     return (
         f"spread above --max-spread {config.max_spread:g} after {config.max_rounds} rounds for {which}: the machine "
-        f"was busy{busy} and these latencies are not reliable, nor is the choice; rerun on a quiet machine, or with "
-        "--threads 1, or with a larger --max-rounds"
+        f"was busy{busy} and these latencies are not reliable, nor is the choice; rerun on a quiet machine{fewer}, "
+        "or with a larger --max-rounds"
     )
 
 
