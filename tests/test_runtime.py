@@ -249,7 +249,8 @@ def test_default_backend_table() -> None:
 
 
 def test_cpu_bf16_detection_from_cpuinfo() -> None:
-    from effnet.serving.hardware import cpu_flags, cpu_has_native_bf16
+    from effnet.latency.fingerprint import cpu_flags
+    from effnet.serving.hardware import cpu_has_native_bf16
 
     zen4 = "processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n\nprocessor\t: 1\n"
     skylake = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n"

@@ -27,6 +27,11 @@ _LAZY = {
     "list_models": "effnet.architectures",
     "compound_spec": "effnet.architectures",
     "TrainConfig": "effnet.config.training",
+    "predict_latency": "effnet.latency.predict",
+    "LatencyEstimate": "effnet.latency.predict",
+    "load_profile": "effnet.latency.profile",
+    "Profile": "effnet.latency.profile",
+    "current_fingerprint": "effnet.latency.fingerprint",
     # torch
     "create_model": "effnet.models.factory",
     "compound_model": "effnet.models.factory",

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "search": "effnet.cli.search",
     "scale": "effnet.cli.scale",
     "curves": "effnet.cli.curves",
+    "profile": "effnet.cli.profile",
 }
 """Sub-command name -> module implementing it."""
 

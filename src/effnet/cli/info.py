@@ -13,10 +13,15 @@ from effnet.architectures import get_spec
 from effnet.cli.flags import Flags, add_flags, build
 from effnet.config.tables import InfoConfig
 from effnet.cost import cost
+from effnet.latency.predict import LatencyEstimate, predict_latency
+from effnet.latency.profile import load_profile
 from effnet.report import format_count, render_table
 from effnet.specs import NetworkSpec
 
-HELP = "Per-stage layout (repeats, channels, kernel, stride, output size, params, MACs) of a model or spec JSON."
+HELP = (
+    "Per-stage layout (repeats, channels, kernel, stride, output size, params, MACs) of a model or spec JSON; with "
+    "--profile, each stage's predicted latency."
+)
 
 
 FLAGS = (Flags(InfoConfig),)
@@ -41,6 +46,13 @@ def run(args: argparse.Namespace) -> int:
     spec = load_spec(config.model)
     c = cost(spec, config.resolution)
     rows = [{"name": p.name, "block": p.block, **asdict(p)} for p in c.parts]
+    estimate = None
+    if config.profile:
+        profile = load_profile(config.profile, accept_foreign=config.accept_foreign_profile)
+        estimate = predict_latency(spec, profile, config.resolution)
+        times = {p.name: p.ms for p in estimate.parts}
+        for row in rows:
+            row["latency_ms"] = round(times.get(row["name"], 0.0), 4)
     if config.format == "json":
         print(
             json.dumps(
@@ -51,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
                     "macs": c.macs,
                     "activations": c.activations,
                     "parts": rows,
+                    **({"latency": _latency(estimate)} if estimate else {}),
                     "spec": spec.to_dict(),
                 },
                 indent=2,
@@ -69,4 +82,23 @@ def run(args: argparse.Namespace) -> int:
         for r in rows
     ]
     print(render_table(pretty))
+    if estimate is not None:
+        print(
+            f"\npredicted on {estimate.engine} {estimate.precision}, batch {estimate.batch}, "
+            f"{estimate.threads} threads: {estimate.ms:.3f} ms per batch ({estimate.throughput:.1f} images/s), "
+            f"peak memory {estimate.peak_memory_mb:.0f} MiB (profile {config.profile}; the stem's latency_ms "
+            "includes a call's fixed cost)"
+        )
     return 0
+
+
+def _latency(estimate: LatencyEstimate) -> dict[str, object]:
+    return {
+        "ms": estimate.ms,
+        "throughput": estimate.throughput,
+        "peak_memory_mb": estimate.peak_memory_mb,
+        "batch": estimate.batch,
+        "engine": estimate.engine,
+        "precision": estimate.precision,
+        "threads": estimate.threads,
+    }

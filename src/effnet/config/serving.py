@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 import typing
+from collections.abc import Mapping
 from typing import Literal
 
 from effnet.errors import InvalidValue, Unsupported
+from effnet.latency.profile import nearest_engine
 
 __all__ = [
     "ServingUnavailable",
@@ -57,8 +59,8 @@ class ServingUnavailable(Unsupported, ValueError):
 
 
 RUNTIME_DESCRIPTIONS: dict[str, str] = {
-    "default": "the fastest exact engine for the request: on CPU ONNX Runtime or OpenVINO by batch size (fp32), "
-    "OpenVINO for bf16/int8; on CUDA compile",
+    "default": "the fastest exact engine for the request: on CPU ONNX Runtime or OpenVINO by batch size (fp32: as "
+    "this machine's effnet profile measured, else a fixed crossover), OpenVINO for bf16/int8; on CUDA compile",
     "compile": "BN folded + channels_last + torch.compile with freezing (falls back to fused if compile fails)",
     "eager": "the plain module",
     "fused": "BN folded + channels_last, no compile (instant start-up)",
@@ -105,8 +107,9 @@ DEFAULT_CALIBRATION_SIZE = 100
 MAX_CALIBRATION_SIZE = 10_000
 
 CPU_FP32_CROSSOVER: tuple[tuple[int, str], ...] = ((4, "onnxruntime"),)
-"""``default`` fp32 on CPU: the engine for batches up to each bound; larger batches go to OpenVINO. From the batch
-1/8/32 rows of ``benchmarks/RESULTS.md`` ("CPU engines"): ONNX Runtime leads at batch 1, OpenVINO from batch 8."""
+"""``default`` fp32 on CPU without a profile of this machine (``effnet profile``): the engine for batches up to each
+bound; larger batches go to OpenVINO. From the batch 1/8/32 rows of ``benchmarks/RESULTS.md`` ("CPU engines"): ONNX
+Runtime leads at batch 1, OpenVINO from batch 8 (on that machine)."""
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
@@ -188,11 +191,20 @@ def check_atol(atol: object) -> float:
     return float(atol)
 
 
-def default_backend(device: str, precision: str, batch: int, openvino: bool = True, onnxruntime: bool = True) -> str:
+def default_backend(
+    device: str,
+    precision: str,
+    batch: int,
+    openvino: bool = True,
+    onnxruntime: bool = True,
+    fastest: Mapping[int, str] | None = None,
+) -> str:
     """What ``runtime="default"`` runs for a model on ``device`` (``cpu``/``cuda``/...) at ``precision``, ``batch``.
 
     ``openvino`` / ``onnxruntime`` say whether those packages are importable (fp32 uses the one there is; with
-    neither, ``compile``).
+    neither, ``compile``). ``fastest``: batch -> the fastest CPU engine at fp32 as this machine's profile measured it
+    (:func:`effnet.latency.profile.fastest_engines`); the one at the nearest batch is chosen, and without it
+    :data:`CPU_FP32_CROSSOVER`.
     """
     if device != "cpu":
         if precision == "int8":
@@ -202,6 +214,9 @@ def default_backend(device: str, precision: str, batch: int, openvino: bool = Tr
         return "openvino"
     if not (openvino and onnxruntime):
         return "openvino" if openvino else "onnxruntime" if onnxruntime else "compile"
+    measured = nearest_engine(dict(fastest or {}), batch)
+    if measured is not None:
+        return measured
     for bound, engine in CPU_FP32_CROSSOVER:
         if batch <= bound:
             return engine

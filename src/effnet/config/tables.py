@@ -41,11 +41,20 @@ class TableConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class InfoConfig:
-    """Every setting of ``effnet info``: the model (a name or a spec file), its input size and the format."""
+    """Every setting of ``effnet info``: the model (a name or a spec file), its input size, the format, and a latency
+    profile to predict each stage's latency with."""
 
     model: str = setting(help="model name (see `effnet table`/list_models) or a NetworkSpec JSON file", positional=True)
     resolution: int | None = setting(None, "input size (default: the model's own)")
     format: str = setting("markdown", "output format", choices=TABLE_FORMATS)
+    profile: str | None = setting(
+        None,
+        "latency profile (effnet profile) to predict each stage's latency and the peak memory with",
+        metavar="FILE",
+    )
+    accept_foreign_profile: bool = setting(
+        False, "use a --profile measured on another machine, with other threads or another engine version"
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)

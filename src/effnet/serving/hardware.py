@@ -5,29 +5,14 @@ Torch-free except :func:`require_native_bf16` / :func:`require_device` for CUDA,
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from effnet.config.serving import ServingUnavailable
 from effnet.errors import InvalidValue
+from effnet.latency.fingerprint import cpu_flags
 
-__all__ = ["BF16_CPU_FLAGS", "cpu_flags", "cpu_has_native_bf16", "require_native_bf16", "require_device"]
+__all__ = ["BF16_CPU_FLAGS", "cpu_has_native_bf16", "require_native_bf16", "require_device"]
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 """``/proc/cpuinfo`` flags of a CPU that computes bf16 dot products in hardware (Zen 4+, Cooper Lake, SPR+)."""
-
-
-def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
-    """The flags of the first processor in ``cpuinfo`` (default: this machine's ``/proc/cpuinfo``; empty if absent)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return frozenset()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
 
 
 def _openvino_says_bf16() -> bool | None:

@@ -2,8 +2,9 @@
 precision and the batch size, and builds it.
 
 ``runtime="default"`` follows :func:`effnet.config.serving.default_backend`: on CPU at fp32 the engine is chosen per
-batch size among the CPU engines installed (:class:`~effnet.serving.engines.BatchSizeEngine`), OpenVINO serves bf16
-and int8, elsewhere ``compile``. Any other runtime names its engine.
+batch size among the CPU engines installed (:class:`~effnet.serving.engines.BatchSizeEngine`), as this machine's
+profile measured them (:func:`effnet.latency.profile.fastest_engines`, read once here) or else by a fixed crossover;
+OpenVINO serves bf16 and int8, elsewhere ``compile``. Any other runtime names its engine.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 
 from effnet.config.serving import default_backend
 from effnet.errors import InvalidValue
+from effnet.latency.profile import fastest_engines
 from effnet.serving.cpu_engines import OnnxRuntimeEngine, OpenVinoEngine
 from effnet.serving.engines import BatchSizeEngine, CompileEngine, EagerEngine, Engine, FusedEngine
 
@@ -51,11 +53,14 @@ def select_engine(
     """
     installed = installed_engines()
     batch = example.shape[0] if example is not None else 1
-    backend = default_backend(device, precision, batch, **installed) if runtime == "default" else runtime
+    fastest = fastest_engines("fp32", torch.get_num_threads()) if runtime == "default" and device == "cpu" else {}
+    backend = (
+        default_backend(device, precision, batch, **installed, fastest=fastest) if runtime == "default" else runtime
+    )
     engine: Engine
     if runtime == "default" and device == "cpu" and precision == "fp32" and backend != "compile":
         engine = BatchSizeEngine(
-            lambda n: default_backend("cpu", "fp32", n, **installed),
+            lambda n: default_backend("cpu", "fp32", n, **installed, fastest=fastest),
             lambda name: _CPU_ENGINES[name](model, "fp32"),
             "fp32",
             batch,
