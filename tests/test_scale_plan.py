@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from effnet.architectures import get_spec, scale
 from effnet.config.scale import Budget, ScaleConfig
 from effnet.search import processes
+from effnet.search.family import family
 from effnet.search.measure import Measurement, Measurer
 from effnet.search.rounds import measure_in_rounds
-from effnet.search.scaleup import family, scale_family
+from effnet.search.scaleup import scale_family
 
 TINY = scale(get_spec("efficientnet_b0"), width=0.25, resolution=32)
 MEMBERS = family(baseline=TINY, phi_max=7)

@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from effnet.architectures import get_spec, scale
 from effnet.cli import main
 from effnet.config.scale import Budget, ScaleConfig
+from effnet.search.family import family, select
 from effnet.search.measure import Measurement
 from effnet.search.rounds import fitting_prefix, measure_in_rounds, spread, undercut
-from effnet.search.scaleup import family, scale_family, select
+from effnet.search.scaleup import scale_family
 
 TINY = scale(get_spec("efficientnet_b0"), width=0.25, resolution=32)
 

@@ -15,7 +15,8 @@ from effnet.cli import main
 from effnet.config.scale import Budget, ScaleConfig, parse_count
 from effnet.cost import cost
 from effnet.search.baselines import load_baseline, paper_table3
-from effnet.search.scaleup import family, scale_family, select
+from effnet.search.family import family, select
+from effnet.search.scaleup import scale_family
 from effnet.specs import NetworkSpec, resolve
 
 TINY = ["--width", "0.25", "--resolution", "32"]

@@ -60,37 +60,46 @@ def coefficients(source: CoefficientSource) -> tuple[float, float, float, Networ
 def _table(rows: list[dict[str, Any]], measured: bool) -> str:
     cols = ["phi", "depth", "width", "resolution", "flops_target", "params", "macs", "activations"]
     if measured:
-        cols += ["latency_ms", "rounds", "spread", "throughput", "peak_memory_mb", "anomaly", "predicted_ms"]
-    cols += ["fits"]
+        cols += ["latency_ms", "rounds", "spread", "throughput", "peak_memory_mb", "anomaly"]
+    predicted = {"predicted_ms": "predicted_latency_ms", "predicted_mb": "predicted_memory_mb"}
+    predicted = {c: key for c, key in predicted.items() if any(r[key] for r in rows)}
+    cols += [*predicted, "fits"]
     shown = []
     for r in rows:
-        row = {c: r[c] for c in cols}
+        row = {c: r.get(c) for c in cols}
         for c in ("params", "macs", "activations"):
             row[c] = format_count(r[c])
         if measured:
             row["anomaly"] = "yes" if r["anomaly"] else ""
-            row["predicted_ms"] = r["predicted_latency_ms"]
+        row.update({c: r[key] for c, key in predicted.items()})
         shown.append(row)
     return render_markdown(shown, cols)
 
 
 def _family(config: ScaleConfig, quiet: bool) -> ScaleResult:
-    """``scale_family``, with a progress bar of the measurements unless ``quiet`` or nothing is measured. The bar's
-    total is the plan's (:class:`~effnet.search.rounds.Progress`): it grows when a round or a member is added, so
-    the bar never sits at 100 % while work is left, and its label names the round."""
+    """``scale_family``, with a progress bar of the measurements unless ``quiet`` or nothing is measured. The bar
+    opens at the first measurement (an error before it is one line); its total is the plan's
+    (:class:`~effnet.search.rounds.Progress`): it grows when a round or a member is added, so the bar never sits at
+    100 % while work is left, and its label names the round."""
     if not config.device or quiet:
         return scale_family(config)
     from tqdm.auto import tqdm  # lazy: tqdm.auto imports asyncio, and only a measuring run shows a bar
 
-    with tqdm(total=config.min_rounds, desc=f"measuring on {config.device}", unit="run", file=sys.stderr) as bar:
+    bars: list[Any] = []
 
-        def tick(p: Progress) -> None:
-            extra = "extra round for suspects" if p.round > config.max_rounds else f"round {p.round}"
-            bar.set_description(f"measuring on {config.device}: {extra}, {p.members} member(s)", refresh=False)
-            bar.total = p.planned
-            bar.update(p.done - bar.n)
+    def tick(p: Progress) -> None:
+        if not bars:
+            bars.append(tqdm(total=p.planned, desc=f"measuring on {config.device}", unit="run", file=sys.stderr))
+        extra = "extra round for suspects" if p.round > config.max_rounds else f"round {p.round}"
+        bars[0].set_description(f"measuring on {config.device}: {extra}, {p.members} member(s)", refresh=False)
+        bars[0].total = p.planned
+        bars[0].update(p.done - bars[0].n)
 
+    try:
         return scale_family(config, on_progress=tick)
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def _print_table(data: dict[str, Any], result: ScaleResult, config: ScaleConfig, options: ScaleOptions) -> None:
@@ -110,8 +119,10 @@ def _print_table(data: dict[str, Any], result: ScaleResult, config: ScaleConfig,
         if not config.measure_all:
             print(
                 f"measured {data['measured_members']} of {len(data['family'])} members: from phi=0 up to the first "
-                "that misses the budget and one above it; predicted_ms: the others' latency by MACs, not built"
+                "that misses the budget and one above it; the others are predicted (predicted_ms), not built"
             )
+    if config.profile:
+        print(f"predicted_ms, predicted_mb: by the {data['family'][0]['predicted_by']}, {config.profile}")
     print(_table(data["family"], bool(config.device)), end="")
     for m in data["family"]:
         if m["anomaly"]:

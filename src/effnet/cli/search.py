@@ -71,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
 
     report = run_jobs("search", config_from_args(args), jobs, progress=not options.quiet)
     print(report["table_markdown"], end="")
+    grid = report["definition"]["grid"]
+    if grid.get("reward_weight"):
+        print(f"ranked by reward = top-1 x (predicted latency factor / {grid['target']:g})^{grid['reward_weight']:g}")
     chosen = report["chosen"]
     if chosen is not None:
         std = ""

@@ -18,6 +18,7 @@ from effnet.specs import NetworkSpec
 
 __all__ = [
     "PHI_MAX_LIMIT",
+    "PREDICTED_MARGIN",
     "RULES",
     "SCALE_GROUPS",
     "parse_count",
@@ -29,6 +30,9 @@ __all__ = [
 
 PHI_MAX_LIMIT = 16
 """Largest ``--phi-max`` of ``effnet scale`` and ``effnet curves`` (FLOPs × 2^16 at the paper's coefficients)."""
+PREDICTED_MARGIN = 1.5
+"""``effnet scale --profile``: a member whose predicted latency or memory is more than this × its budget is reported
+as predicted and never built (a profile predicts within about ±10 %, see ``docs/hardware-aware.md``)."""
 RULES = ("paper", "fast")
 """Scaling rules of ``effnet scale``: the paper's ``α^φ, β^φ, γ^φ`` and Dollár et al.'s fast compound scaling."""
 
@@ -179,6 +183,16 @@ class ScaleConfig:
         "CPU threads of each timed run (default: the cores not busy now, i.e. usable cores less the load average, "
         "at least 1: never more threads than free cores; the result says how many)",
         "measurement",
+    )
+    profile: str | None = setting(
+        None,
+        "a latency profile of this machine and engine (made by effnet profile): predicts every member's latency and "
+        f"memory first; members predicted over {PREDICTED_MARGIN:g}x the budget are not built; without --device the "
+        "choice is by the predictions",
+        "measurement",
+    )
+    accept_foreign_profile: bool = setting(
+        False, "use a --profile made on another machine or engine version (its predictions may be off)", "measurement"
     )
     measure_all: bool = setting(
         False,

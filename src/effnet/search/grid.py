@@ -4,7 +4,8 @@ The candidates are the grid points at the target cost plus the depth-only, width
 at the same cost (always included, so every study answers "does compound beat single-dimension scaling?") and the
 unscaled baseline as a reference. What "cost" means is ``--cost`` (:func:`cost_model`): ``macs``, the exact MACs
 of the network built at a point over the baseline's (:func:`effnet.search.equal_cost.equal_cost_grid`, one point
-per distinct network, single-dimension multipliers solved on the exact cost); ``formula``, the paper's
+per distinct network, single-dimension multipliers solved on the exact cost); ``latency``, the same on the latency
+a profile predicts (:func:`latency_cost_model`, EfficientNet-X's latency-aware scaling); ``formula``, the paper's
 ``|α·β²·γ² − target| ≤ tol`` (:func:`effnet.scaling.grid`, single-dimension points at exactly the target). Each
 candidate is trained ``seeds`` times: trial = (α, β, γ, seed). A trial scales the baseline by ``d = α``,
 ``w = β``, ``r = γ`` (:func:`trial_spec`). Neither torch nor Optuna is imported here.
@@ -13,6 +14,8 @@ candidate is trained ``seeds`` times: trial = (α, β, γ, seed). A trial scales
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +23,8 @@ from typing import Any
 from effnet.architectures import scale
 from effnet.config.search import DEFAULT_STEP, DEFAULT_TOL, MAX_TRIALS, SearchConfig
 from effnet.errors import InvalidValue
+from effnet.latency.predict import predict_latency
+from effnet.latency.profile import Profile, load_profile
 from effnet.scaling import grid, single_dimension_points
 from effnet.search.baselines import load_baseline
 from effnet.search.equal_cost import CostModel, equal_cost_grid, network_key, single_dimension
@@ -32,7 +37,10 @@ __all__ = [
     "Candidate",
     "candidates",
     "exact_cost_model",
+    "latency_cost_model",
     "cost_model",
+    "search_profile",
+    "latency_definition",
     "band_notes",
     "distinct_networks",
     "same_network_note",
@@ -119,14 +127,50 @@ def exact_cost_model(base: NetworkSpec) -> CostModel:
     return CostModel(functools.partial(trial_spec, base))
 
 
-def cost_model(base: NetworkSpec, cost: str = "macs") -> CostModel | None:
+def latency_cost_model(base: NetworkSpec, profile: Profile) -> CostModel:
+    """The latency ``profile`` predicts for the network at each point, over ``base``'s (the baseline as trained)."""
+
+    def price(spec: NetworkSpec) -> float:
+        return predict_latency(spec, profile).ms
+
+    return CostModel(functools.partial(trial_spec, base), price, "predicted latency")
+
+
+def cost_model(base: NetworkSpec, cost: str = "macs", profile: Profile | None = None) -> CostModel | None:
     """The cost model ``--cost`` grids the points on, for the baseline ``base`` as trained: exact MACs (``macs``),
-    or None for the formula ``α·β²·γ²`` (``formula``)."""
+    the latency ``profile`` predicts (``latency``), or None for the formula ``α·β²·γ²`` (``formula``)."""
     if cost == "formula":
         return None
     if cost == "macs":
         return exact_cost_model(base)
-    raise InvalidValue(f"--cost must be macs or formula, got {cost!r}")
+    if cost == "latency" and profile is not None:
+        return latency_cost_model(base, profile)
+    raise InvalidValue(f"--cost must be macs, formula or latency (with --profile), got {cost!r}")
+
+
+def search_profile(config: SearchConfig) -> Profile | None:
+    """The latency profile of ``--profile`` (refused in one line if made elsewhere, unless accepted), or None."""
+    if not config.profile:
+        return None
+    return load_profile(config.profile, accept_foreign=config.accept_foreign_profile)
+
+
+def latency_definition(profile: Profile, model: CostModel, items: Sequence[Candidate]) -> dict[str, Any]:
+    """What a study records of its profile: the engine, precision, batch, threads and CPU it predicts, a digest of
+    the profile, and each point's predicted latency factor (``model``: :func:`latency_cost_model`)."""
+    fp = profile.fingerprint
+    text = json.dumps(profile.to_dict(), sort_keys=True, default=str)
+    return {
+        "profile": {
+            "engine": fp.engine,
+            "precision": fp.precision,
+            "batch": fp.batch,
+            "threads": fp.threads,
+            "cpu_model": fp.cpu_model,
+            "digest": hashlib.sha256(text.encode()).hexdigest()[:16],
+        },
+        "factors": [[*p, round(f, 6)] for p in dict.fromkeys(c.point for c in items) if (f := model.factor(p))],
+    }
 
 
 def band_notes(
@@ -208,6 +252,7 @@ def definition(config: SearchConfig, base: NetworkSpec, items: Sequence[Candidat
             "low": config.low,
             "high": config.high,
             "include_baseline": config.include_baseline,
+            "reward_weight": config.reward_weight,
         },
         "seeds": [config.seed + i for i in range(config.seeds)],
         "strategy": {"name": config.strategy, "eta": config.eta, "min_epochs": config.min_epochs, "keep": config.keep},

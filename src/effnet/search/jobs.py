@@ -128,7 +128,8 @@ def run_jobs(tool: str, config: Config, jobs: int = 1, *, progress: bool = True,
     threads = _training(config).threads or (max(1, usable_cpus() // jobs) if jobs > 1 else None)
     config = _with_threads(config, threads)
     info = {"jobs": jobs, "threads_per_job": threads}
-    payload = json.dumps({"tool": tool, "config": dataclasses.asdict(config), "options": options})
+    helper = {**options, "measure_latency": False} if tool == "curves" else options  # the parent measures, alone
+    payload = json.dumps({"tool": tool, "config": dataclasses.asdict(config), "options": helper})
     env = {**os.environ, _PARENT_ENV: str(os.getpid())}
     children: list[subprocess.Popen[str]] = []
 

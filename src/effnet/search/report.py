@@ -53,6 +53,7 @@ TABLE_COLUMNS = (
     "epochs",
     "pruned",
     "top1_mean",
+    "reward",
     "top1_std",
     "top1_ci95_low",
     "top1_ci95_high",
@@ -61,6 +62,7 @@ TABLE_COLUMNS = (
 )
 """Columns of the ranked table (``flops_factor`` = α·β²·γ² by the rule; ``macs_factor`` = exact MACs ÷ baseline;
 ``latency_factor`` = predicted latency ÷ baseline's, with a profile; ``equal_cost`` = within the study's cost band;
+``reward`` = top-1 × (latency factor / target)^w with ``--reward-weight w``;
 ``epochs`` = mean epochs trained per seed; ``pruned`` = seeds stopped early by successive halving)."""
 
 Band = tuple[str, float, float]
@@ -92,15 +94,18 @@ def cost_band(definition: Mapping[str, Any]) -> Band | None:
 
 
 def summarize(
-    records: Sequence[Mapping[str, Any]],
-    baseline_macs: int,
-    band: Band | None = None,
-    factors: Mapping[tuple[float, float, float], Mapping[str, Any]] | None = None,
+    records: Sequence[Mapping[str, Any]], baseline_macs: int, definition: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
     """One row per (α, β, γ) from per-trial records, ranked by mean top-1 (best first, then fewer MACs).
 
-    ``factors`` adds per-point columns (``latency_factor``); ``band`` sets ``equal_cost`` (None: every row).
+    With the study's ``definition``: ``equal_cost`` per row (:func:`cost_band`), each point's predicted
+    ``latency_factor`` (a study with ``--profile``) and, with ``--reward-weight w``, ``reward`` = top-1 ×
+    (latency factor / target)^w, by which the rows are ranked instead.
     """
+    band = cost_band(definition or {})
+    factors = {(a, b, g): f for a, b, g, f in (definition or {}).get("latency", {}).get("factors", [])}
+    grid = (definition or {}).get("grid") or {}
+    weight, target = grid.get("reward_weight") or 0.0, grid.get("target", 1.0)
     groups: dict[tuple[float, float, float], list[Mapping[str, Any]]] = {}
     for r in records:
         groups.setdefault((r["alpha"], r["beta"], r["gamma"]), []).append(r)
@@ -118,7 +123,7 @@ def summarize(
                 "flops_factor": round(a * b * b * g * g, 4),
                 "macs": int(first["macs"]),
                 "macs_factor": round(float(first.get("macs_factor", first["macs"] / baseline_macs)), 4),
-                "latency_factor": (factors or {}).get((a, b, g), {}).get("latency_factor"),
+                "latency_factor": factors.get((a, b, g)),
                 "params": int(first["params"]),
                 "resolution": int(first["resolution"]),
                 "top1_mean": round(statistics.fmean(accs), 3),
@@ -137,7 +142,10 @@ def summarize(
         row["equal_cost"] = band is None or (value is not None and band[1] <= value <= band[2])
         if band is not None and row["kind"] == "baseline":
             row["equal_cost"] = None  # the reference: at 1x, never compared
-    rows.sort(key=lambda r: (r["pruned"] > 0, -r["top1_mean"], r["macs"]))
+    for row in rows:
+        lat = row["latency_factor"]
+        row["reward"] = round(row["top1_mean"] * (lat / target) ** weight, 3) if weight and lat else None
+    rows.sort(key=lambda r: (r["pruned"] > 0, -(r["reward"] or 0.0) if weight else -r["top1_mean"], r["macs"]))
     for i, row in enumerate(rows, 1):
         row["rank"] = i
     return [{**{c: row[c] for c in TABLE_COLUMNS}, "samples": row["samples"]} for row in rows]
@@ -291,17 +299,15 @@ def write_report(
     output: str | Path,
     *,
     summary: Mapping[str, Any],
-    factors: Mapping[tuple[float, float, float], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write ``search_results.{md,csv,json}``, ``accuracy_vs_macs.png`` and ``search_summary.json``.
 
     ``summary`` (the study definition, storage, study name, wall time, ...) is stored with the chosen
-    coefficients, the ranked rows and every trial record. ``factors``: per-point columns (``latency_factor``).
-    Returns the summary dict that was written.
+    coefficients, the ranked rows and every trial record. Returns the summary dict that was written.
     """
     out = Path(output)
     band = cost_band(summary.get("definition", {}))
-    rows = summarize(records, baseline_macs, band, factors)
+    rows = summarize(records, baseline_macs, summary.get("definition"))
     best = choose(rows)
     grid = summary.get("definition", {}).get("grid", {})
     title = (
@@ -309,7 +315,7 @@ def write_report(
         f"--cost {grid.get('cost', 'formula')} grid {grid.get('target', '?')}±{grid.get('tol', '?')}x"
         + (f", compared at equal {_COST_NAMES[band[0]]}" if band else "")
     )
-    columns = [c for c in TABLE_COLUMNS if c != "latency_factor" or any(r[c] is not None for r in rows)]
+    columns = [c for c in TABLE_COLUMNS if c not in ("latency_factor", "reward") or any(r[c] is not None for r in rows)]
     paths = write_table([{c: r[c] for c in columns} for r in rows], out / "search_results", columns, title=title)
     plot = plot_accuracy_vs_macs(rows, out / "accuracy_vs_macs.png", title=title, chosen=best, band=band)
     chosen = None
@@ -332,6 +338,7 @@ def write_report(
                 "macs_factor",
                 "latency_factor",
                 "equal_cost",
+                "reward",
             )
         }
     single: dict[str, float] = {}

@@ -36,7 +36,10 @@ from effnet.search.grid import (
     definition,
     distinct_networks,
     exact_cost_model,
+    latency_cost_model,
+    latency_definition,
     same_network_note,
+    search_profile,
 )
 from effnet.search.report import write_report
 from effnet.search.storage import open_storage, redact
@@ -115,7 +118,8 @@ def run_search(
     """
     seeds = [config.seed + i for i in range(config.seeds)]
     base = trained_baseline(config) if trainer is None else baseline_spec(config)
-    model = cost_model(base, config.cost)
+    profile = search_profile(config)
+    model = cost_model(base, config.cost, profile)
     items = candidates(
         config.target,
         config.tol,
@@ -130,8 +134,12 @@ def run_search(
     compared = model or exact_cost_model(base)  # the formula's points are compared at equal exact MACs
     for note in band_notes(items, compared, config.target, config.tol, config.cost):
         say(note)
+    extra = None
+    if profile is not None:  # every point's predicted latency factor, in the study's definition
+        timing = model if config.cost == "latency" and model is not None else latency_cost_model(base, profile)
+        extra = {"latency": latency_definition(profile, timing, items)}
     records, summary = run_trials(
-        config, items, trainer=trainer, progress=progress, echo=echo, before_report=before_report
+        config, items, trainer=trainer, progress=progress, echo=echo, extra=extra, before_report=before_report
     )
     return write_report(records, summary["baseline_macs"], config.output, summary=summary)
 

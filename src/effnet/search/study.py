@@ -27,7 +27,7 @@ from effnet.config.search import SearchConfig
 from effnet.errors import InvalidValue, MissingFile
 from effnet.search.grid import Candidate
 from effnet.search.halving import KeepLeadersPruner
-from effnet.search.report import choose, cost_band, summarize
+from effnet.search.report import choose, summarize
 from effnet.search.storage import open_storage, redact
 
 __all__ = ["GRID_ID", "enqueue", "open_study", "finished_records", "load_study_result"]
@@ -155,7 +155,7 @@ def load_study_result(storage: str, study: str) -> dict[str, Any]:
     if defn is None:
         raise InvalidValue(f"--study {study!r} in {redact(storage)} was not created by effnet search")
     records = finished_records(loaded)
-    rows = summarize(records, 1, cost_band(defn)) if records else []
+    rows = summarize(records, 1, defn) if records else []
     chosen = choose(rows)
     if chosen is None:
         raise InvalidValue(
