@@ -204,3 +204,31 @@ def test_a_baseline_spec_of_the_study_is_the_one_costed(tmp_path):
     model = latency_cost_model(baseline_spec(config), load_profile(path))
     for a, b, g, f in report["definition"]["latency"]["factors"]:
         assert f == pytest.approx(model.factor((a, b, g)), abs=1e-6)
+
+
+TINY_CLI = ["--width", "0.25", "--depth", "1", "--resolution", "24", "--epochs", "1"]
+TINY_CLI += ["--train-limit", "32", "--val-limit", "32", "--batch-size", "32", "--threads", "1", "--seeds", "1"]
+
+
+@pytest.mark.slow
+def test_cli_latency_search_and_curves_train_real_models(tmp_path, capsys):
+    """--cost latency end to end at a tiny budget: the real trainer on Fashion-MNIST, then curves measured with the
+    profile's engine (ONNX Runtime)."""
+    from test_search import _fashion_mnist_or_skip
+
+    _fashion_mnist_or_skip()
+    pytest.importorskip("onnxruntime")
+    path = _profile(tmp_path)
+    out = tmp_path / "search"
+    flags = [*TINY_CLI, "--profile", path, "--quiet", "--jobs", "1"]
+    grid = ["--cost", "latency", "--step", "0.25", "--tol", "0.2"]
+    assert main(["search", *grid, *flags, "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "compared: only points at equal predicted latency: 2 +- 0.2x" in printed
+    summary = json.loads((out / "search_summary.json").read_text())
+    scaled = [r for r in summary["rows"] if r["kind"] != "baseline"]
+    assert scaled and all(abs(r["latency_factor"] - 2) <= 0.2 and r["epochs"] == 1 for r in scaled)
+    curves = ["curves", "--cost", "latency", "--phi-max", "1", "--methods", "width,compound", *flags]
+    assert main([*curves, "--output", str(tmp_path / "curves")]) == 0
+    rows = json.loads((tmp_path / "curves" / "curves_summary.json").read_text())["rows"]
+    assert len(rows) == 3 and all(r["latency_ms"] > 0 for r in rows) and rows[0]["latency_factor"] == 1.0
