@@ -247,10 +247,14 @@ def plot_accuracy_vs_macs(
 
 
 def _scatter(ax: Any, rows: Sequence[Mapping[str, Any]], key: str, chosen: Mapping[str, Any] | None) -> None:
-    """One panel of :func:`plot_accuracy_vs_macs`: the rows at ``row[key]``, stopped ones hollow, the chosen ringed."""
+    """One panel of :func:`plot_accuracy_vs_macs`: the rows at ``row[key]``, stopped ones hollow, the chosen ringed;
+    the baseline (at 1x) as a dashed line, so that the axis spans the scaled points."""
     for kind, (marker, color) in _STYLE.items():
         sel = [r for r in rows if r["kind"] == kind]
         if not sel:
+            continue
+        if kind == "baseline":
+            ax.axhline(sel[0]["top1_mean"], color=color, linestyle="--", linewidth=1, label="baseline (1x)")
             continue
         label = f"{kind} ({len(sel)})" if kind != "compound" else f"compound α,β,γ>1 ({len(sel)})"
         full, stopped = [r for r in sel if not r.get("pruned")], [r for r in sel if r.get("pruned")]
@@ -280,16 +284,7 @@ def _scatter(ax: Any, rows: Sequence[Mapping[str, Any]], key: str, chosen: Mappi
             markerfacecolor="none",
             markeredgecolor="gold",
             markeredgewidth=2.5,
-            label="chosen",
-        )
-        ax.annotate(
-            f"α={chosen['alpha']:g} β={chosen['beta']:g} γ={chosen['gamma']:g}",
-            (chosen[key], chosen["top1_mean"]),
-            textcoords="offset points",
-            xytext=(-12, -4),
-            ha="right",
-            va="top",
-            fontsize=8,
+            label=f"chosen: α={chosen['alpha']:g} β={chosen['beta']:g} γ={chosen['gamma']:g}",
         )
 
 
