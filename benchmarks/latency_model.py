@@ -47,7 +47,7 @@ from effnet.latency.predict import predict_latency
 from effnet.latency.profile import Profile, load_profile, save_profile
 from effnet.models.efficientnet import EfficientNet
 from effnet.scaling import flops_factor, grid, single_dimension_points
-from effnet.search.scaleup import family
+from effnet.search.family import family
 from effnet.serving.hardware import cpu_has_native_bf16
 from effnet.serving.profile import make_engine, profile_device, time_engine
 from effnet.specs import NetworkSpec

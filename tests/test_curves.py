@@ -16,8 +16,9 @@ from effnet.cli import build_parser, main
 from effnet.config.curves import CurvesConfig
 from effnet.config.search import SearchConfig
 from effnet.cost import cost
-from effnet.search.curves import curve_points, run_curves, solve_multiplier
-from effnet.search.grid import baseline_spec, trial_spec
+from effnet.search.curves import curve_points, run_curves
+from effnet.search.equal_cost import solve_multiplier
+from effnet.search.grid import baseline_spec, cost_model, trial_spec
 
 TINY = {"width": 0.25, "depth": 0.5, "resolution": 32, "epochs": 1, "train_limit": 64, "val_limit": 64, "seeds": 1}
 
@@ -53,12 +54,12 @@ def test_single_dimension_points_match_two_to_the_phi(baseline):
 def test_solver_errors_and_bounds():
     base = scale(get_spec("efficientnet_b0"), width=0.25, resolution=32)
     with pytest.raises(ValueError, match="depth-only scaling cannot reach"):
-        solve_multiplier(base, "depth", 2.0**16)
+        solve_multiplier(cost_model(base), "depth", 2.0**16)
     small_v2 = scale(get_spec("mobilenetv2"), width=0.25, depth=0.5, resolution=32)  # stem and head dominate
     with pytest.raises(ValueError, match="depth-only scaling cannot reach 8x .*multiplier 32 at most"):
-        solve_multiplier(small_v2, "depth", 8.0)
+        solve_multiplier(cost_model(small_v2), "depth", 8.0)
     with pytest.raises(ValueError, match="dimension must be one of"):
-        solve_multiplier(base, "colour", 2.0)
+        solve_multiplier(cost_model(base), "colour", 2.0)
     with pytest.raises(ValueError, match="--phi-max must be an integer in"):
         CurvesConfig(phi_max=0)
     with pytest.raises(ValueError, match="--methods must be distinct names"):

@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from effnet.architectures import get_spec, scale
 from effnet.cli import main
 from effnet.config.scale import Budget, ScaleConfig
+from effnet.search.family import family, select
 from effnet.search.measure import Measurement
 from effnet.search.rounds import fitting_prefix, measure_in_rounds, spread, undercut
-from effnet.search.scaleup import family, scale_family, select
+from effnet.search.scaleup import scale_family
 
 TINY = scale(get_spec("efficientnet_b0"), width=0.25, resolution=32)
 
@@ -79,11 +80,20 @@ def test_the_reported_case_picks_below_the_failing_phi():
     """Issue #14: phi=2 measured 84.9 ms, phi=3/4 10-11 ms; with a 50 ms budget the answer is phi=1, not 4 or 7."""
     lat = {0: 8.0, 1: 9.0, 2: 84.9, 3: 10.0, 4: 11.0, 5: 60.0, 6: 70.0, 7: 80.0}
     script = [[lat[m.phi]] for m in _BASE_MEMBERS]
-    result = scale_family(_config(Budget(max_latency_ms=50)), measure_one=_fake_measure(script))
+    result = scale_family(_config(Budget(max_latency_ms=50), measure_all=True), measure_one=_fake_measure(script))
     assert result.chosen.phi == 1
     assert "phi=3, 4 fit(s) but phi=2 below does not" in result.note
     flagged = {m.phi: m.anomaly for m in result.members if m.anomaly}
     assert set(flagged) == {3, 4, 5, 6} and "phi=2" in flagged[3]  # 80 ms is within 10 % of 84.9
+    # measured where it matters: up to the first miss (phi=2) and one above it, which is caught as an anomaly
+    fake = _fake_measure(script)
+    planned = scale_family(_config(Budget(max_latency_ms=50)), measure_one=fake)
+    assert planned.chosen.phi == 1 and "phi=3 fit(s) but phi=2 below does not" in planned.note
+    assert {m.phi for m in planned.members if m.anomaly} == {3}
+    assert sorted(set(fake.timer.calls)) == [0, 1, 2, 3]
+    rest = [m.to_dict() for m in planned.members[4:]]
+    assert all(not r["measured"] and r["latency_ms"] is None and r["predicted_latency_ms"] > 0 for r in rest)
+    assert all(r["violations"] == ["not measured: above phi=2, the first to miss the budget"] for r in rest)
 
 
 # ------------------------------------------------------------------------------------------- rounds
@@ -173,7 +183,8 @@ def _config(budget: Budget, **kw) -> ScaleConfig:
 def test_scale_family_reports_rounds_spread_and_median_over_rounds():
     script = [[float(2 + i), float(2 + i) * 1.05, float(2 + i) * 0.97] for i in range(8)]
     fake = _fake_measure(script)
-    result = scale_family(_config(Budget(max_latency_ms=5.5), min_rounds=3, max_rounds=3), measure_one=fake)
+    config = _config(Budget(max_latency_ms=5.5), min_rounds=3, max_rounds=3, measure_all=True)
+    result = scale_family(config, measure_one=fake)
     assert len(fake.timer.calls) == 24 and result.chosen.phi == 3 and result.note is None
     data = result.to_dict()
     row = data["family"][1]
@@ -181,6 +192,11 @@ def test_scale_family_reports_rounds_spread_and_median_over_rounds():
     assert row["latency_ms"] == 3.0 and row["spread"] == pytest.approx(0.08) and row["anomaly"] is None
     assert row["peak_memory_mb"] == 11.0 and len(row["latencies_ms"]) == 6
     assert (data["min_rounds"], data["max_rounds"], data["max_spread"]) == (3, 3, 0.1)
+    # the default plan: phi = 0..4 (4 misses at 6 ms) and phi = 5, in 3 rounds; the same choice
+    fake = _fake_measure(script)
+    planned = scale_family(dataclasses.replace(config, measure_all=False), measure_one=fake)
+    assert len(fake.timer.calls) == 18 and planned.chosen.phi == 3 and planned.to_dict()["measured_members"] == 6
+    assert fake.timer.calls[:6] == [0, 1, 2, 3, 4, 5]  # upwards from phi = 0, then interleaved rounds
 
 
 def test_cli_flags_come_from_scale_config(capsys):

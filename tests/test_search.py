@@ -28,7 +28,8 @@ from effnet.search.grid import candidates
 from effnet.search.run import run_search
 from effnet.search.storage import open_storage
 
-SMALL = {"step": 0.5, "tol": 0.6, "heartbeat": 1, "seeds": 1}  # 4 grid + 2 exact single-dimension + baseline = 7
+# the formula's grid on the old proxy (B0 width 0.25, depth 0.5, 32 px): 4 grid + 2 single + baseline = 7 points
+SMALL = {"step": 0.5, "tol": 0.6, "heartbeat": 1, "seeds": 1, "cost": "formula", "depth": 0.5, "resolution": 32}
 
 WORKER = r'''
 import json, math, os, sys, time
@@ -143,7 +144,7 @@ def test_candidates_add_single_dimension_points_baseline_and_seeds():
         assert point in points and next(c.kind for c in items if c.point == point) == kind
     assert (1.2, 1.1, 1.15) in points and next(c.kind for c in items if c.point == (1.2, 1.1, 1.15)) == "compound"
     assert len(points) == len(set(points)) == 109 + 2 + 1  # (2, 1, 1) is on the grid already
-    assert len(candidates(**{k: v for k, v in SMALL.items() if k not in ("heartbeat", "seeds")})) == 7
+    assert len(candidates(step=SMALL["step"], tol=SMALL["tol"])) == 7
 
 
 def test_points_that_round_to_one_network_are_trained_once():
@@ -162,10 +163,15 @@ def test_points_that_round_to_one_network_are_trained_once():
 def test_grid_without_point_in_tolerance_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(ValueError, match="no .alpha, beta, gamma. on the grid"):
         candidates(target=1.7, tol=0.01, step=0.5)
-    code = main(["search", "--target", "1.7", "--step", "0.5", "--tol", "0.01", "--output", str(tmp_path)])
-    assert code == 2
+    flags = ["search", "--target", "1.7", "--step", "0.5", "--tol", "0.01", "--output", str(tmp_path)]
+    assert main([*flags, "--cost", "formula"]) == 2
     err = capsys.readouterr().err
     assert "effnet search: error: no (alpha, beta, gamma) on the grid step=0.5" in err and "widen tol" in err
+    assert main(flags) == 2  # at equal exact MACs (the default): the nearest point and what to change
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "no (alpha, beta, gamma) on the grid step=0.5 in [1, 2] has exact MACs within --tol 0.01 of 1.7x" in err
+    assert "(nearest: " in err and "use a finer --step, a larger --tol, or a larger proxy (--width" in err
     assert not (tmp_path / "study.db").exists()  # nothing was created or touched
 
 
@@ -443,6 +449,10 @@ def _fashion_mnist_or_skip():
 
 
 TINY_CLI = [
+    "--cost",
+    "formula",
+    "--depth",
+    "0.5",
     "--step",
     "0.5",
     "--tol",

@@ -17,7 +17,8 @@ from effnet.cli.search import config_from_args
 from effnet.config.search import DEFAULT_OUTPUT, SearchConfig
 from effnet.cost import cost
 from effnet.search.grid import baseline_spec, definition
-from effnet.search.report import PRINTED_COLUMNS, accuracy_figure
+from effnet.search.report import PRINTED_COLUMNS
+from effnet.search.report_plot import accuracy_figure
 from effnet.search.run import run_search
 
 SMALL = {"step": 0.5, "tol": 0.6, "heartbeat": 1, "seeds": 2}  # 7 points x 2 seeds
@@ -101,12 +102,12 @@ def test_a_failed_attempt_leaves_no_folder_in_the_way(tmp_path):
 
 def test_legend_says_what_each_kind_of_point_is():
     """A compound point may have α = 1: the legend says two or three of α, β, γ exceed 1, not all three."""
-    row = {"macs": 2e6, "top1_mean": 80.0, "top1_std": 1.0, "pruned": 0}
+    row = {"macs": 2e6, "macs_factor": 2.0, "top1_mean": 80.0, "top1_std": 1.0, "pruned": 0}
     rows = [
         {**row, "kind": "compound", "alpha": 1.0, "beta": 1.1, "gamma": 1.3},
         {**row, "kind": "resolution", "alpha": 1.0, "beta": 1.0, "gamma": 1.4},
     ]
-    legend = accuracy_figure(rows, title="t").axes[0].get_legend()
+    legend = accuracy_figure(rows, title="t").axes[-1].get_legend()
     texts = [t.get_text() for t in legend.get_texts()]
     assert texts == ["compound: 2 or 3 of α, β, γ > 1 (1)", "resolution only: γ > 1 (1)"], texts
 

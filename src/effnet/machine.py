@@ -2,6 +2,8 @@
 that bounds every count of processes or threads a command starts by them.
 
 - :func:`usable_cpus`: the cores this process may run on (its affinity mask, e.g. under ``taskset``).
+- :func:`free_cpus`: how many threads a timed run may use now without oversubscribing the cores (usable cores,
+  a cgroup CPU quota, less the load average).
 - :func:`available_memory`: the bytes a new allocation can still get: ``MemAvailable`` of ``/proc/meminfo``, lowered
   to the room left under a cgroup (container) memory limit; None where neither can be read. A CUDA device's memory
   is :func:`effnet.serving.hardware.device_memory` (it asks torch).
@@ -12,13 +14,16 @@ that bounds every count of processes or threads a command starts by them.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 from effnet.errors import Lowered
 
-__all__ = ["usable_cpus", "available_memory", "bound_count"]
+__all__ = ["usable_cpus", "FreeCores", "free_cpus", "available_memory", "bound_count"]
 
 _CGROUP = Path("/sys/fs/cgroup")
 
@@ -28,6 +33,39 @@ def usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
+
+
+def _cpu_quota() -> float | None:
+    """The cgroup's CPU quota in cores (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``); None when unlimited or unknown."""
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    with contextlib.suppress(OSError, ValueError):
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return quota_us / period_us if quota_us > 0 else None
+    return None
+
+
+class FreeCores(NamedTuple):
+    """Threads that do not oversubscribe the cores, the cores this process may use (affinity and cgroup quota) and
+    the 1-minute load average they were judged by."""
+
+    threads: int
+    cores: int
+    load: float
+
+
+def free_cpus() -> FreeCores:
+    """How many threads a timed run may use now without oversubscribing the cores: the usable cores (affinity, and a
+    cgroup quota below it) less the 1-minute load average, rounded, at least 1. On a busy 2-core machine that is 1
+    thread, where 2 threads would make timings swing by 100x ."""
+    cores = usable_cpus()
+    quota = _cpu_quota()
+    if quota is not None:
+        cores = max(1, min(cores, math.floor(quota + 1e-9)))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return FreeCores(max(1, min(cores, round(cores - load))), cores, round(load, 2))
 
 
 def _meminfo_available(meminfo: str) -> int | None:

@@ -3,7 +3,8 @@
 EfficientNet (Tan & Le, 2019) scales depth ``d = α^φ``, width ``w = β^φ`` and resolution ``r = γ^φ``
 with ``α·β²·γ² ≈ 2`` so that FLOPs grow about ``2^φ``. This module holds that rule, the official
 hand-rounded coefficient tables, the channel/depth rounding used by every published EfficientNet,
-the (α, β, γ) search grid, and the "fast" rule of Dollár et al. (2021). Nothing here imports torch.
+the (α, β, γ) search grid by the formula (:mod:`effnet.search.equal_cost` has it at equal exact cost), and
+the "fast" rule of Dollár et al. (2021). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "fast_scaling",
     "round_channels",
     "round_repeats",
+    "grid_values",
     "grid",
     "single_dimension_points",
 ]
@@ -182,7 +184,13 @@ def round_repeats(repeats: int, depth: float = 1.0) -> int:
     return int(math.ceil(depth * repeats))
 
 
-def _frange(start: float, stop: float, step: float) -> list[float]:
+def grid_values(start: float, stop: float, step: float) -> list[float]:
+    """``start, start + step, …`` up to ``stop`` (inclusive within rounding), each rounded to 10 decimals: the values
+    one coefficient takes on a search grid."""
+    if step <= 0 or not math.isfinite(step):
+        raise InvalidValue(f"step must be a positive number, got {step!r}")
+    if start < 1 or stop < start:
+        raise InvalidValue(f"need 1 <= low <= high, got low={start}, high={stop}")
     count = int(math.floor((stop - start) / step + 1e-9)) + 1
     return [round(start + i * step, 10) for i in range(count)]
 
@@ -199,13 +207,9 @@ def grid(
     Each coefficient runs over ``low, low + step, …, high``. Raises ``InvalidValue`` (a ``ValueError``) when
     the grid has no point inside the tolerance.
     """
-    if step <= 0 or not math.isfinite(step):
-        raise InvalidValue(f"step must be a positive number, got {step!r}")
-    if low < 1 or high < low:
-        raise InvalidValue(f"need 1 <= low <= high, got low={low}, high={high}")
     if tol < 0:
         raise InvalidValue(f"tol must be >= 0, got {tol}")
-    values = _frange(low, high, step)
+    values = grid_values(low, high, step)
     points = [
         (a, b, g) for a in values for b in values for g in values if abs(flops_factor(a, b, g) - target) <= tol + 1e-12
     ]

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     read = {"--data": args.data, "--data-root": args.data_root, "--baseline": args.baseline}
     check_output(args.output, folder=True, inputs=read)
     config, source = config_from_args(args)
-    from effnet.search.curves import TABLE_COLUMNS  # lazy: imports torch; --help stays torch-free
+    from effnet.search.curves import columns  # lazy: imports torch; --help stays torch-free
     from effnet.search.jobs import run_jobs  # lazy: imports torch; --help stays torch-free
     from effnet.search.report import check_report_owner  # lazy: as above
     from effnet.search.storage import redact, storage_write_errors  # lazy: imports optuna
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         f"{report['baseline_name']} on {report['data']}: alpha={config.alpha:g} beta={config.beta:g} "
         f"gamma={config.gamma:g} ({source})"
     )
-    print(render_markdown(rows, TABLE_COLUMNS), end="")
+    print(render_markdown(rows, columns(rows)), end="")
     files = report["files"]
     print(worker_line(report, len(report["records"])))
     print(f"table: {files['table_md']} (csv, json beside it)\nplot: {files['plot']}\nsummary: {files['summary']}")

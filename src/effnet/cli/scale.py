@@ -20,6 +20,7 @@ from effnet.io import atomic_write_text, check_output, json_text, refuse_existin
 from effnet.report import format_count, render_markdown
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from effnet.search.baselines import load_baseline
+from effnet.search.rounds import Progress
 from effnet.search.scaleup import ScaleResult, scale_family
 from effnet.specs import NetworkSpec
 
@@ -59,40 +60,47 @@ def _table(rows: list[dict[str, Any]], measured: bool) -> str:
     cols = ["phi", "depth", "width", "resolution", "flops_target", "params", "macs", "activations"]
     if measured:
         cols += ["latency_ms", "rounds", "spread", "throughput", "peak_memory_mb", "anomaly"]
-    cols += ["fits"]
+    predicted = {"predicted_ms": "predicted_latency_ms", "predicted_mb": "predicted_memory_mb"}
+    predicted = {c: key for c, key in predicted.items() if any(r[key] for r in rows)}
+    cols += [*predicted, "fits"]
     shown = []
     for r in rows:
-        row = {c: r[c] for c in cols}
+        row = {c: r.get(c) for c in cols}
         for c in ("params", "macs", "activations"):
             row[c] = format_count(r[c])
         if measured:
             row["anomaly"] = "yes" if r["anomaly"] else ""
+        row.update({c: r[key] for c, key in predicted.items()})
         shown.append(row)
     return render_markdown(shown, cols)
 
 
 def _family(config: ScaleConfig, quiet: bool) -> ScaleResult:
-    """``scale_family``, with a progress bar of the measurements unless ``quiet`` or nothing is measured."""
+    """``scale_family``, with a progress bar of the measurements unless ``quiet`` or nothing is measured. The bar
+    opens at the first measurement (an error before it is one line); its total is the plan's
+    (:class:`~effnet.search.rounds.Progress`): it grows when a round or a member is added, so the bar never sits at
+    100 % while work is left, and its label names the round."""
     if not config.device or quiet:
         return scale_family(config)
     from tqdm.auto import tqdm  # lazy: tqdm.auto imports asyncio, and only a measuring run shows a bar
 
-    members = config.phi_max + 1
-    desc = f"measuring on {config.device} in rounds"
-    if config.runtime == "compile" or (config.runtime == "default" and config.device != "cpu"):  # default: compile
-        desc += " (torch.compile compiles each model at its first measurement)"
-    with tqdm(total=members * config.min_rounds, desc=desc, unit="model", file=sys.stderr) as bar:
+    bars: list[Any] = []
+    compiling = config.runtime == "compile" or (config.runtime == "default" and config.device != "cpu")
+    label = f"measuring on {config.device}" + (" (torch.compile compiles each model first)" if compiling else "")
 
-        def tick(_: object) -> None:  # one measurement done; past the planned rounds, each added round is shown
-            if bar.n >= bar.total:
-                bar.total += members
-                bar.set_description(f"{desc}: added round {bar.n // members + 1}: not yet stable")
-            bar.update(1)
+    def tick(p: Progress) -> None:
+        if not bars:
+            bars.append(tqdm(total=p.planned, desc=label, unit="run", file=sys.stderr))
+        extra = "extra round for suspects" if p.round > config.max_rounds else f"round {p.round}"
+        bars[0].set_description(f"{label}: {extra}, {p.members} member(s)", refresh=False)
+        bars[0].total = p.planned
+        bars[0].update(p.done - bars[0].n)
 
-        result = scale_family(config, on_measure=tick)
-        bar.total = bar.n  # the last added round may measure only some members
-        bar.refresh()
-        return result
+    try:
+        return scale_family(config, on_progress=tick)
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def _print_table(data: dict[str, Any], result: ScaleResult, config: ScaleConfig, options: ScaleOptions) -> None:
@@ -102,18 +110,28 @@ def _print_table(data: dict[str, Any], result: ScaleResult, config: ScaleConfig,
         f"gamma={config.gamma:g} ({data['source']}); predicted FLOPs x{data['flops_factor_per_phi']:.3f} per phi"
     )
     if config.device:
+        threads = f", {data['threads']} thread(s) of {data['cores']} cores at load {data['load']:g}"
         print(
-            f"measured on {config.device}, runtime {config.runtime} {config.precision}, batch {config.batch}: "
-            f"interleaved rounds ({config.min_rounds}..{config.max_rounds}, until spread <= {config.max_spread:g}), "
-            f"each the median of {config.repeats} runs after {config.warmup} warm-up; latency = median over "
-            f"rounds; memory = {data['memory_method']}"
+            f"measured on {config.device}, runtime {config.runtime} {config.precision}, batch {config.batch}"
+            f"{threads if data['threads'] else ''}: interleaved rounds ({config.min_rounds}..{config.max_rounds}, "
+            f"until spread <= {config.max_spread:g}), each the median of {config.repeats} runs after {config.warmup} "
+            f"warm-up; latency = median over rounds; memory = {data['memory_method']}"
         )
+        if not config.measure_all:
+            print(
+                f"measured {data['measured_members']} of {len(data['family'])} members: from phi=0 up to the first "
+                "that misses the budget and one above it; the others are predicted (predicted_ms), not built"
+            )
+    if config.profile:
+        print(f"predicted_ms, predicted_mb: by the {data['family'][0]['predicted_by']}, {config.profile}")
     print(_table(data["family"], bool(config.device)), end="")
     for m in data["family"]:
         if m["anomaly"]:
             print(f"anomaly: phi={m['phi']} measures {m['anomaly']} (rounds {m['round_latencies_ms']} ms)")
     if data["note"]:
         print(f"note: {data['note']}")
+    if data["warning"]:
+        print(f"warning: {data['warning']}")
     if result.chosen is not None:
         c = result.chosen
         print(
@@ -146,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
         data["output_spec"] = options.output_spec
     if options.json:
         print(json_text(data, indent=2))
+        if data["warning"]:
+            print(f"effnet scale: warning: {data['warning']}", file=sys.stderr)
     else:
         _print_table(data, result, config, options)
     if result.chosen is None:

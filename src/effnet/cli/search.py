@@ -54,6 +54,7 @@ def _print_verdict(report: dict[str, Any]) -> None:
     v = report["verdict"]
     chance = f"; majority-class top-1 {v['chance_top1']:.2f}%" if v.get("chance_top1") is not None else ""
     print(f"compound beats single-dimension scaling: {v['answer']} ({v['reason']}{chance})")
+    print(f"  compared: {v['compared']}")
     print(f"  test: {v['test']}")
     if report.get("strategy") == "halving":
         print(
@@ -78,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     with storage_write_errors(config.storage_url):
         report = run_jobs("search", config, jobs, progress=not options.quiet)
     print(report["table_markdown"], end="")
+    grid = report["definition"]["grid"]
+    if grid.get("reward_weight"):
+        print(f"ranked by reward = top-1 x (predicted latency factor / {grid['target']:g})^{grid['reward_weight']:g}")
     chosen = report["chosen"]
     if chosen is not None:
         std = ""
@@ -90,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
             f"chosen: alpha={chosen['alpha']:g} beta={chosen['beta']:g} gamma={chosen['gamma']:g} "
             f"({chosen['kind']}, top-1 {chosen['top1_mean']:.2f}%{std})"
         )
+    else:
+        print("chosen: none (no fully trained scaled point at equal cost; see 'compared' below)")
     for t in report.get("diverged_trials", ()):
         print(
             f"trial {t['trial']} (alpha={t['alpha']:g} beta={t['beta']:g} gamma={t['gamma']:g} seed={t['seed']}) "

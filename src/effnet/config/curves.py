@@ -12,12 +12,13 @@ from dataclasses import dataclass, replace
 
 from effnet.config.fields import setting
 from effnet.config.scale import PHI_MAX_LIMIT
-from effnet.config.search import MAX_COEFFICIENT, SearchConfig
+from effnet.config.search import MAKE_PROFILE, MAX_COEFFICIENT, SearchConfig
 from effnet.errors import InvalidValue, check_type
 from effnet.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 
 __all__ = [
     "METHODS",
+    "CURVE_COSTS",
     "DEFAULT_CURVES_OUTPUT",
     "DEFAULT_CURVES_STUDY",
     "CURVES_TRAINING",
@@ -28,12 +29,16 @@ __all__ = [
 
 METHODS = ("depth", "width", "resolution", "compound")
 """The lines of ``effnet curves``: the baseline scaled in one dimension only, or by the compound rule."""
+CURVE_COSTS = ("macs", "latency")
+"""``effnet curves --cost``: the single-dimension points at 2^φ × the baseline's exact MACs, or at 2^φ × its latency
+predicted by ``--profile``, drawn against the latency measured on this machine with the profile's engine."""
 DEFAULT_CURVES_OUTPUT = "runs/curves"
 """Where ``effnet curves`` writes its SQLite study, trial runs, table, CSV, JSON and plot by default."""
 DEFAULT_CURVES_STUDY = "effnet-curves"
 """Default Optuna study name of ``effnet curves``."""
-CURVES_TRAINING = SearchConfig(study=DEFAULT_CURVES_STUDY, output=DEFAULT_CURVES_OUTPUT)
-"""The default :attr:`CurvesConfig.training`: the quick search's budget in its own study and folder."""
+CURVES_TRAINING = SearchConfig(study=DEFAULT_CURVES_STUDY, output=DEFAULT_CURVES_OUTPUT, depth=0.5, resolution=32)
+"""The default :attr:`CurvesConfig.training`: the quick search's budget on B0 at width 0.25, depth 0.5 and 32 px, in
+its own study and folder."""
 
 CURVES_GROUPS = (
     ("curves", "curves"),
@@ -76,6 +81,20 @@ class CurvesConfig:
         "curves",
         parse=parse_methods,
     )
+    cost: str = setting(
+        "macs",
+        "macs: single-dimension points at 2^phi x the baseline's exact MACs, top-1 against MACs (default); latency: "
+        "at 2^phi x its latency predicted by --profile, top-1 against the latency measured here with the profile's "
+        "engine, threads and batch",
+        "curves",
+        choices=CURVE_COSTS,
+    )
+    profile: str | None = setting(
+        None, f"latency profile of this machine and engine for --cost latency (made by: {MAKE_PROFILE})", "curves"
+    )
+    accept_foreign_profile: bool = setting(
+        False, "use a --profile made on another machine or engine version (its predictions may be off)", "curves"
+    )
 
     def __post_init__(self) -> None:
         check_type("training", self.training, SearchConfig, "a SearchConfig (the budget of each point)")
@@ -89,6 +108,13 @@ class CurvesConfig:
         unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods or len(set(methods)) != len(methods):
             raise InvalidValue(f"--methods must be distinct names among {', '.join(METHODS)}; got {', '.join(methods)}")
+        if self.cost not in CURVE_COSTS:
+            raise InvalidValue(f"--cost must be one of {', '.join(CURVE_COSTS)}, got {self.cost!r}")
+        if self.cost == "latency" and not self.profile:
+            raise InvalidValue(
+                f"--cost latency needs --profile FILE, a latency profile of this machine and engine: make one with "
+                f"'{MAKE_PROFILE}' (it prints where it saved it)"
+            )
         for name in ("alpha", "beta", "gamma"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and 1 <= value <= MAX_COEFFICIENT):

@@ -19,6 +19,7 @@ from effnet.specs import NetworkSpec
 
 __all__ = [
     "PHI_MAX_LIMIT",
+    "PREDICTED_MARGIN",
     "RULES",
     "SCALE_GROUPS",
     "parse_count",
@@ -31,6 +32,9 @@ __all__ = [
 PHI_MAX_LIMIT = 16
 """Largest ``--phi-max`` of ``effnet scale`` and ``effnet curves`` (FLOPs × 2^16 at the paper's coefficients)."""
 _MAX_INT = 2**31 - 1  # the integer flags' bound here; the memory estimate bounds --batch (effnet.memory)
+PREDICTED_MARGIN = 1.5
+"""``effnet scale --profile``: a member whose predicted latency or memory is more than this × its budget is reported
+as predicted and never built (a profile predicts within about ±10 %, see ``docs/hardware-aware.md``)."""
 RULES = ("paper", "fast")
 """Scaling rules of ``effnet scale``: the paper's ``α^φ, β^φ, γ^φ`` and Dollár et al.'s fast compound scaling."""
 
@@ -152,11 +156,13 @@ class ScaleConfig:
     """Inputs of :func:`effnet.search.scaleup.scale_family`: coefficients, rule, baseline, measurement, budget.
 
     Measurement (``device`` set) is robust by construction: the members are measured in interleaved rounds (one
-    round = every φ once, ``repeats`` timed runs each); rounds are added, at least ``min_rounds`` and at most
-    ``max_rounds``, until every member's spread (max − min of its per-round medians, relative to their median)
+    round = every measured φ once, ``repeats`` timed runs each); rounds are added, at least ``min_rounds`` and at
+    most ``max_rounds``, until every member's spread (max − min of its per-round medians, relative to their median)
     is at most ``max_spread``. A larger φ measuring faster than a smaller one gets one more round and is flagged
-    if it still does. ``alpha``, ``beta``, ``gamma``, ``baseline`` and ``budget`` are not flags of their own:
-    ``effnet scale`` sets them from :class:`CoefficientSource`, :class:`ScaleOptions` and :class:`Budget`.
+    if it still does. Only the members that can matter are measured: from φ = 0 up to the first that misses the
+    budget and one above it (``measure_all`` measures every member). ``alpha``, ``beta``, ``gamma``, ``baseline``
+    and ``budget`` are not flags of their own: ``effnet scale`` sets them from :class:`CoefficientSource`,
+    :class:`ScaleOptions` and :class:`Budget`.
     """
 
     alpha: float = PAPER_ALPHA
@@ -175,7 +181,28 @@ class ScaleConfig:
     batch: int = setting(1, "batch size of the measurement", "measurement")
     warmup: int = setting(2, "untimed runs before timing", "measurement")
     repeats: int = setting(5, "timed runs per member and round; a round's latency is their median", "measurement")
-    threads: int | None = setting(None, "torch CPU threads (default: torch's)", "measurement")
+    threads: int | None = setting(
+        None,
+        "CPU threads of each timed run (default: the cores not busy now, i.e. usable cores less the load average, "
+        "at least 1: never more threads than free cores; the result says how many)",
+        "measurement",
+    )
+    profile: str | None = setting(
+        None,
+        "a latency profile of this machine and engine (made by effnet profile): predicts every member's latency and "
+        f"memory first; members predicted over {PREDICTED_MARGIN:g}x the budget are not built; without --device the "
+        "choice is by the predictions",
+        "measurement",
+    )
+    accept_foreign_profile: bool = setting(
+        False, "use a --profile made on another machine or engine version (its predictions may be off)", "measurement"
+    )
+    measure_all: bool = setting(
+        False,
+        "measure every member (slow; by default members are measured from phi = 0 up to the first that misses the "
+        "budget and one above it, and members over an exact budget are never built)",
+        "measurement",
+    )
     max_memory: float | None = setting(
         None,
         "do not measure a member whose estimated memory at --batch exceeds this many GiB (default: what the device "
@@ -234,3 +261,6 @@ class ScaleConfig:
             raise InvalidValue(f"--max-rounds must be an integer in [--min-rounds, 20], got {self.max_rounds!r}")
         if not (isinstance(self.max_spread, (int, float)) and 0 < self.max_spread <= 1):
             raise InvalidValue(f"--max-spread must be a fraction in (0, 1], got {self.max_spread!r}")
+        threads = self.threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InvalidValue(f"--threads must be an integer >= 1, got {threads!r}")

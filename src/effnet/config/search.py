@@ -27,6 +27,8 @@ __all__ = [
     "DEFAULT_STEP",
     "DEFAULT_TOL",
     "STRATEGIES",
+    "COSTS",
+    "MAKE_PROFILE",
     "MIN_STEP",
     "MAX_COEFFICIENT",
     "MAX_GRID_VALUES",
@@ -50,7 +52,13 @@ DEFAULT_STUDY = "effnet-search"
 DEFAULT_STEP = 0.1
 """Default grid step of the CLI (the quick study); the paper-like fine grid is ``--step 0.05 --tol 0.1``."""
 DEFAULT_TOL = 0.05
-"""Default tolerance on ``|α·β²·γ² − target|`` of the CLI (the quick study)."""
+"""Default tolerance on ``|cost factor − target|`` of the CLI (the quick study): exact MACs within 2 ± 0.05×."""
+COSTS = ("macs", "formula", "latency")
+"""``--cost``: what "equal cost" means for the grid. ``macs``: the exact MACs of the network built at the point over
+the baseline's (:mod:`effnet.search.equal_cost`); ``formula``: the paper's ``α·β²·γ²``, which ignores rounding;
+``latency``: the latency predicted by a profile of this machine and engine (``--profile``, :mod:`effnet.latency`)."""
+MAKE_PROFILE = "effnet profile --device cpu --runtime default --precision fp32 --batch 1"
+"""The command that makes a latency profile (named by the errors that need one)."""
 STRATEGIES = ("grid", "halving")
 """``--strategy``: every candidate gets the full budget, or successive halving stops weak ones early. The default
 (``None``) is ``halving`` whenever a trial can be stopped early (``epochs > min_epochs``), else ``grid``."""
@@ -69,8 +77,8 @@ SEARCH_GROUPS = (
     ("study", "study"),
     (
         "grid",
-        "grid: every (alpha, beta, gamma) in [low, high] on a step grid with |alpha*beta^2*gamma^2 - target| <= tol, "
-        "plus depth/width/resolution-only points",
+        "grid: every (alpha, beta, gamma) in [low, high] on a step grid whose cost is within tol of target x the "
+        "baseline's (--cost), plus depth/width/resolution-only points at the same cost",
     ),
     ("budget", "training budget of every trial (applied to the baseline before scaling)"),
     ("worker", "worker"),
@@ -161,10 +169,34 @@ class SearchConfig:
         "study name (default {default}); reusing a name with a different grid, baseline or budget is an error",
         "study",
     )
-    target: float = setting(2.0, "FLOPs growth at phi = 1", "grid")
+    cost: str = setting(
+        "macs",
+        "what equal cost means: macs, the exact MACs of the network built at a point over the baseline's (default); "
+        "formula, the paper's alpha*beta^2*gamma^2, which ignores the rounding of channels, depth and pixels; "
+        "latency, the latency --profile predicts on its machine and engine",
+        "grid",
+        choices=COSTS,
+    )
+    profile: str | None = setting(
+        None,
+        f"latency profile of this machine and engine (made by: {MAKE_PROFILE}): the report adds every point's "
+        "predicted latency factor; needed by --cost latency and --reward-weight",
+        "grid",
+    )
+    accept_foreign_profile: bool = setting(
+        False, "use a --profile made on another machine or engine version (its predictions may be off)", "grid"
+    )
+    reward_weight: float = setting(
+        0.0,
+        "rank by top-1 x (predicted latency factor / --target)^w, as MnasNet and EfficientNet-X do (e.g. -0.07: a "
+        "point slower than the target loses; needs --profile; default 0: by top-1)",
+        "grid",
+    )
+    target: float = setting(2.0, "cost growth at phi = 1, as a factor of the baseline's (--cost)", "grid")
     tol: float = setting(
         DEFAULT_TOL,
-        "tolerance on the target (default {default}; the paper-like fine grid is --step 0.05 --tol 0.1, 109 points)",
+        "tolerance on the target (default {default}; the paper-like fine grid is --cost formula --step 0.05 --tol 0.1, "
+        "109 points)",
         "grid",
     )
     step: float = setting(DEFAULT_STEP, f"grid step (default {{default}}; at least {MIN_STEP})", "grid")
@@ -184,9 +216,9 @@ class SearchConfig:
         flag="--no-baseline-trial",
     )
     width: float = setting(0.25, "baseline width multiplier", "budget")
-    depth: float = setting(0.5, "baseline depth multiplier", "budget")
+    depth: float = setting(1.0, "baseline depth multiplier", "budget")
     resolution: int | None = setting(
-        32, "baseline input size in pixels (default {default}; gamma multiplies it)", "budget"
+        50, "baseline input size in pixels (default {default}; gamma multiplies it)", "budget"
     )
     epochs: int = setting(3, "epochs per trial", "budget")
     train_limit: int | None = setting(4000, "train on this many images, a fixed random subset", "budget")
@@ -286,6 +318,17 @@ def _check_search(config: SearchConfig) -> None:
         )
     if not isinstance(config.seeds, int) or config.seeds < 1:
         raise InvalidValue(f"--seeds must be an integer >= 1, got {config.seeds!r}")
+    if config.cost not in COSTS:
+        raise InvalidValue(f"--cost must be one of {', '.join(COSTS)}, got {config.cost!r}")
+    weight = config.reward_weight
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or abs(weight) > 2:
+        raise InvalidValue(f"--reward-weight must be a number in [-2, 2], got {weight!r}")
+    for needs, flag in ((config.cost == "latency", "--cost latency"), (weight != 0, "--reward-weight")):
+        if needs and not config.profile:
+            raise InvalidValue(
+                f"{flag} needs --profile FILE, a latency profile of this machine and engine: make one with "
+                f"'{MAKE_PROFILE}' (it prints where it saved it)"
+            )
     if config.strategy not in STRATEGIES:
         raise InvalidValue(f"--strategy must be one of {', '.join(STRATEGIES)}, got {config.strategy!r}")
     if isinstance(config.eta, bool) or not isinstance(config.eta, int) or config.eta < 2:

@@ -1,14 +1,21 @@
 """The candidates of a search study: every trial's (α, β, γ, seed), its network and the study's definition.
 
-The candidates are every (α, β, γ) of :func:`effnet.scaling.grid` (``|α·β²·γ² − target| ≤ tol``) plus the
-depth-only, width-only and resolution-only points at the same FLOPs target (always included, so every study
-answers "does compound beat single-dimension scaling?") and the unscaled baseline as a reference. Each candidate
-is trained ``seeds`` times: trial = (α, β, γ, seed). A trial scales the baseline by ``d = α``, ``w = β``,
-``r = γ`` (:func:`trial_spec`). Neither torch nor Optuna is imported here.
+The candidates are the grid points at the target cost plus the depth-only, width-only and resolution-only points
+at the same cost (always included, so every study answers "does compound beat single-dimension scaling?") and the
+unscaled baseline as a reference. What "cost" means is ``--cost`` (:func:`cost_model`): ``macs``, the exact MACs
+of the network built at a point over the baseline's (:func:`effnet.search.equal_cost.equal_cost_grid`, one point
+per distinct network, single-dimension multipliers solved on the exact cost); ``latency``, the same on the latency
+a profile predicts (:func:`latency_cost_model`, EfficientNet-X's latency-aware scaling); ``formula``, the paper's
+``|α·β²·γ² − target| ≤ tol`` (:func:`effnet.scaling.grid`, single-dimension points at exactly the target). Each
+candidate is trained ``seeds`` times: trial = (α, β, γ, seed). A trial scales the baseline by ``d = α``,
+``w = β``, ``r = γ`` (:func:`trial_spec`). Neither torch nor Optuna is imported here.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,15 +23,25 @@ from typing import Any
 from effnet.architectures import scale
 from effnet.config.search import DEFAULT_STEP, DEFAULT_TOL, MAX_TRIALS, SearchConfig, study_options
 from effnet.errors import InvalidValue
+from effnet.latency.predict import predict_latency
+from effnet.latency.profile import Profile, load_profile
 from effnet.scaling import grid, single_dimension_points
 from effnet.search.baselines import load_baseline
+from effnet.search.equal_cost import CostModel, equal_cost_grid, network_key, single_dimension
 from effnet.specs import NetworkSpec
 
 __all__ = [
     "FORMAT",
     "SAME_NETWORK_NOTE",
+    "BAND_NOTE",
     "Candidate",
     "candidates",
+    "exact_cost_model",
+    "latency_cost_model",
+    "cost_model",
+    "search_profile",
+    "latency_definition",
+    "band_notes",
     "distinct_networks",
     "same_network_note",
     "baseline_spec",
@@ -37,6 +54,8 @@ FORMAT = "effnet-search/1"
 
 SAME_NETWORK_NOTE = "not training "
 """How the line of :func:`same_network_note` begins (``--jobs`` helper workers leave that line to the parent)."""
+BAND_NOTE = "not compared: "
+"""How the lines of :func:`band_notes` begin (``--jobs`` helper workers leave them to the parent too)."""
 
 
 @dataclass(frozen=True)
@@ -76,15 +95,22 @@ def candidates(
     *,
     seeds: Sequence[int] = (0,),
     include_baseline: bool = True,
+    model: CostModel | None = None,
 ) -> list[Candidate]:
-    """Every trial of a study: grid points, the exact single-dimension points, optionally (1, 1, 1), × seeds.
+    """Every trial of a study: grid points, the single-dimension points, optionally (1, 1, 1), × seeds.
 
-    Order: baseline first, then the points sorted, each repeated for every seed in ``seeds`` (seed-major
-    within a point). Raises ``ValueError`` when the grid has no point inside the tolerance
-    (:func:`effnet.scaling.grid`) or has more than ``MAX_TRIALS`` trials (:class:`~effnet.errors.InvalidValue`).
+    ``model`` None: the formula's grid and single-dimension points; a :class:`~effnet.search.equal_cost.CostModel`:
+    the points at equal cost on it (:func:`cost_model`). Order: baseline first, then the points sorted, each repeated
+    for every seed in ``seeds`` (seed-major within a point). :class:`~effnet.errors.InvalidValue` when the grid has
+    no point inside the tolerance (saying what to change) or more than ``MAX_TRIALS`` trials.
     """
-    points = set(grid(target=target, tol=tol, step=step, low=low, high=high))
-    points.update((round(a, 10), round(b, 10), round(g, 10)) for a, b, g in single_dimension_points(target))
+    if model is None:
+        points = set(grid(target=target, tol=tol, step=step, low=low, high=high))
+        singles = single_dimension_points(target)
+    else:
+        points = set(equal_cost_grid(model, target, tol, step, low, high, limit=MAX_TRIALS))
+        singles = single_dimension(model, target)
+    points.update((round(a, 10), round(b, 10), round(g, 10)) for a, b, g in singles)
     ordered = sorted(points)
     if include_baseline:
         ordered = [(1.0, 1.0, 1.0)] + [p for p in ordered if p != (1.0, 1.0, 1.0)]
@@ -96,19 +122,95 @@ def candidates(
     return [Candidate(a, b, g, _kind(a, b, g), int(s)) for a, b, g in ordered for s in seeds]
 
 
+def exact_cost_model(base: NetworkSpec) -> CostModel:
+    """The exact MACs of the network at each point, over ``base``'s (the baseline as trained)."""
+    return CostModel(functools.partial(trial_spec, base))
+
+
+def latency_cost_model(base: NetworkSpec, profile: Profile) -> CostModel:
+    """The latency ``profile`` predicts for the network at each point, over ``base``'s (the baseline as trained)."""
+
+    def price(spec: NetworkSpec) -> float:
+        return predict_latency(spec, profile).ms
+
+    return CostModel(functools.partial(trial_spec, base), price, "predicted latency")
+
+
+def cost_model(base: NetworkSpec, cost: str = "macs", profile: Profile | None = None) -> CostModel | None:
+    """The cost model ``--cost`` grids the points on, for the baseline ``base`` as trained: exact MACs (``macs``),
+    the latency ``profile`` predicts (``latency``), or None for the formula ``α·β²·γ²`` (``formula``)."""
+    if cost == "formula":
+        return None
+    if cost == "macs":
+        return exact_cost_model(base)
+    if cost == "latency" and profile is not None:
+        return latency_cost_model(base, profile)
+    raise InvalidValue(f"--cost must be macs, formula or latency (with --profile), got {cost!r}")
+
+
+def search_profile(config: SearchConfig) -> Profile | None:
+    """The latency profile of ``--profile`` (refused in one line if made elsewhere, unless accepted), or None."""
+    if not config.profile:
+        return None
+    return load_profile(config.profile, accept_foreign=config.accept_foreign_profile)
+
+
+def latency_definition(profile: Profile, model: CostModel, items: Sequence[Candidate]) -> dict[str, Any]:
+    """What a study records of its profile: the engine, precision, batch, threads and CPU it predicts, a digest of
+    the profile, and each point's predicted latency factor (``model``: :func:`latency_cost_model`)."""
+    fp = profile.fingerprint
+    text = json.dumps(profile.to_dict(), sort_keys=True, default=str)
+    return {
+        "profile": {
+            "engine": fp.engine,
+            "precision": fp.precision,
+            "batch": fp.batch,
+            "threads": fp.threads,
+            "cpu_model": fp.cpu_model,
+            "digest": hashlib.sha256(text.encode()).hexdigest()[:16],
+        },
+        "factors": [[*p, round(f, 6)] for p in dict.fromkeys(c.point for c in items) if (f := model.factor(p))],
+    }
+
+
+def band_notes(
+    items: Sequence[Candidate], model: CostModel, target: float, tol: float, cost: str = "macs"
+) -> list[str]:
+    """One line per distinct point whose cost on ``model`` (the cost the verdict compares) is outside
+    ``target ± tol``: trained for reference, never compared. ``cost``: the study's ``--cost``, for the advice."""
+    advice = (
+        "--cost macs grids at equal exact cost"
+        if cost == "formula"
+        else "a larger proxy, --width, --depth or --resolution, rounds in smaller steps"
+    )
+    notes, seen = [], set()
+    for item in items:
+        if item.kind == "baseline" or item.point in seen:
+            continue
+        seen.add(item.point)
+        factor = model.factor(item.point)
+        if factor is not None and abs(factor - target) > tol + 1e-12:
+            notes.append(
+                f"{BAND_NOTE}{item.kind} a={item.alpha:g} b={item.beta:g} g={item.gamma:g}: {model.unit} "
+                f"{factor:.3g}x the baseline's, outside {target:g} +- {tol:g} (trained for reference; {advice})"
+            )
+    return notes
+
+
 def distinct_networks(
     items: Sequence[Candidate], base: NetworkSpec
 ) -> tuple[list[Candidate], list[tuple[Candidate, Candidate]]]:
     """``items`` without the trials that would train a network (and seed) an earlier item already trains.
 
-    Two points can round to the same network: at 32 px, γ = 1.4 and γ = √2 both give 45 px inputs. Returns
+    Two points can round to the same network (:func:`effnet.search.equal_cost.network_key`): at 32 px, γ = 1.4 and
+    γ = √2 both give 45 px inputs; at depth 0.5, α = 1.8 and α = 1.9 give the same repeats. Returns
     the kept items (order preserved) and ``(dropped, same_as)`` pairs.
     """
     first: dict[tuple[NetworkSpec, int], Candidate] = {}
     kept: list[Candidate] = []
     dropped: list[tuple[Candidate, Candidate]] = []
     for item in items:
-        key = (trial_spec(base, item.alpha, item.beta, item.gamma).replace(name=base.name), item.seed)
+        key = (network_key(trial_spec(base, item.alpha, item.beta, item.gamma)), item.seed)
         if key in first:
             dropped.append((item, first[key]))
         else:
@@ -143,12 +245,14 @@ def definition(config: SearchConfig, base: NetworkSpec, items: Sequence[Candidat
     return {
         "format": FORMAT,
         "grid": {
+            "cost": config.cost,
             "target": config.target,
             "tol": config.tol,
             "step": config.step,
             "low": config.low,
             "high": config.high,
             "include_baseline": config.include_baseline,
+            "reward_weight": config.reward_weight,
         },
         "seeds": [config.seed + i for i in range(config.seeds)],
         "strategy": {"name": config.strategy, "eta": config.eta, "min_epochs": config.min_epochs, "keep": config.keep},

@@ -26,7 +26,7 @@ from effnet.config.search import SearchConfig, check_jobs
 from effnet.errors import EffnetError, InvalidValue
 from effnet.machine import bound_count, usable_cpus
 from effnet.search.curves import run_curves
-from effnet.search.grid import SAME_NETWORK_NOTE, candidates
+from effnet.search.grid import BAND_NOTE, SAME_NETWORK_NOTE, candidates
 from effnet.search.processes import interrupt_on_sigterm
 from effnet.search.run import run_search
 
@@ -106,7 +106,7 @@ def _child_main() -> None:
     config = config_from_payload(tool, payload["config"])
 
     def echo(text: str) -> None:
-        if not text.startswith(SAME_NETWORK_NOTE):  # the parent process says those once
+        if not text.startswith((SAME_NETWORK_NOTE, BAND_NOTE)):  # the parent process says those once
             print(f"[worker {os.getpid()}] {text}", flush=True)
 
     try:
@@ -157,7 +157,8 @@ def run_jobs(tool: str, config: Config, jobs: int = 1, *, progress: bool = True,
         threads = bound_count("--threads", threads, cpus, f"{cpus} usable CPU cores")
     config = _with_threads(config, threads)
     info = {"jobs": jobs, "threads_per_job": threads}
-    payload = json.dumps({"tool": tool, "config": dataclasses.asdict(config), "options": options})
+    helper = {**options, "measure_latency": False} if tool == "curves" else options  # the parent measures, alone
+    payload = json.dumps({"tool": tool, "config": dataclasses.asdict(config), "options": helper})
     env = {**os.environ, _PARENT_ENV: str(os.getpid())}
     children: list[subprocess.Popen[str]] = []
 

@@ -3,7 +3,8 @@
 Latency is the median over ``repeats`` timed forward passes of one batch after ``warmup`` untimed ones
 (``torch.inference_mode``, eval mode, random input); throughput = batch / median latency. Peak memory on CUDA is
 ``torch.cuda.max_memory_allocated`` over the timed runs (weights + input + activations held by the caching
-allocator). On CPU each network is measured in a fresh Python subprocess: just before the model is built the
+allocator). On CPU each network is measured in its own Python subprocess (:class:`Measurer` keeps it for the
+network's later measurements, the mark reset before each): just before the model is built the
 kernel's RSS high-water mark is reset (``/proc/self/clear_refs``), and peak memory is the high-water mark after the
 timed runs (``VmHWM``) minus the RSS before the build (``VmRSS``): weights + input + activations + allocator
 overhead, excluding the interpreter and the torch import. Linux only. With a ``runtime`` other than ``eager``
@@ -13,13 +14,16 @@ ready, so the set-up's own peak is not counted. Importing this module does not i
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,10 +33,11 @@ from effnet.config.serving import RUNTIMES, check_precision
 from effnet.errors import InvalidValue
 from effnet.machine import bound_count, usable_cpus
 from effnet.memory import estimate_memory
+from effnet.search.processes import die_with_parent
 from effnet.serving.hardware import check_device_memory
 from effnet.specs import NetworkSpec
 
-__all__ = ["Measurement", "measure"]
+__all__ = ["Measurement", "Measurer", "measure"]
 
 _CHILD = "from effnet.search.measure import _cpu_child; _cpu_child()"
 
@@ -122,9 +127,26 @@ def _return_free_heap() -> None:
         pass
 
 
+def _timed(run: Callable[[Any], Any], x: Any, warmup: int, repeats: int) -> list[float]:
+    import torch  # lazy: effnet scale without --device stays torch-free
+
+    times = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            run(x)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run(x)
+            times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
 def _cpu_child() -> None:
-    """Subprocess body of a CPU measurement: reads a JSON job on stdin, prints one JSON result line."""
-    job = json.loads(sys.stdin.read())
+    """Subprocess body of CPU measurements of one network: the first stdin line is a JSON job (the model is built
+    and measured once); every further line measures it again, the high-water mark reset first; one JSON result line
+    each; EOF ends it. The process dies with its parent."""
+    job = json.loads(sys.stdin.readline())
+    die_with_parent(int(job["parent"]))
     import torch  # lazy: effnet scale without --device stays torch-free
 
     from effnet.models.efficientnet import EfficientNet  # lazy: imports torch, as above
@@ -147,48 +169,141 @@ def _cpu_child() -> None:
         _return_free_heap()
         if _reset_high_water_mark():
             method += "; reset again after the runtime's set-up, whose own peak is not counted"
-    times = []
-    with torch.inference_mode():
-        for _ in range(job["warmup"]):
-            run(x)
-        for _ in range(job["repeats"]):
-            start = time.perf_counter()
-            run(x)
-            times.append((time.perf_counter() - start) * 1e3)
-    peak = _status_kib("VmHWM")
-    print(
-        json.dumps(
-            {"times": times, "memory": (peak - rss_before) / 1024, "method": method, "threads": torch.get_num_threads()}
+    while True:
+        times = _timed(run, x, job["warmup"], job["repeats"])
+        peak = _status_kib("VmHWM")
+        result = {"times": times, "memory": (peak - rss_before) / 1024, "method": method}
+        print(json.dumps({**result, "threads": torch.get_num_threads()}), flush=True)
+        if not sys.stdin.readline():
+            return
+        _reset_high_water_mark()  # a later round: its own peak, the model already built
+
+
+class _CpuChild:
+    """One network's measuring subprocess (:func:`_cpu_child`), kept alive between its measurements."""
+
+    def __init__(self, spec: NetworkSpec, job: dict[str, Any]) -> None:
+        if not sys.platform.startswith("linux"):
+            raise InvalidValue("--device cpu measures memory through /proc/self (VmHWM); it needs Linux")
+        self.name, self.errors = spec.name, tempfile.TemporaryFile(mode="w+")  # closed by close()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True
         )
-    )
+        self._send(json.dumps({**job, "spec": spec.to_dict(), "parent": os.getpid()}))
+        self.started = False
+
+    def _send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # a dead child is reported by measure()
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+
+    def measure(self) -> dict[str, Any]:
+        """One more measurement: ``{"times", "memory", "method", "threads"}``."""
+        if self.started:
+            self._send("again")
+        self.started = True
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            code = self.proc.wait()
+            self.errors.seek(0)
+            tail = self.errors.read().strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"measuring {self.name} on cpu failed (exit {code}): {tail[0]}")
+        return dict(json.loads(line))
+
+    def close(self) -> None:
+        """End the subprocess (EOF, then a kill if it lingers) and drop its error log."""
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.errors.close()
 
 
-def _measure_cpu(
-    spec: NetworkSpec, batch: int, warmup: int, repeats: int, threads: int | None, runtime: str, precision: str = "fp32"
-) -> Measurement:
-    if not sys.platform.startswith("linux"):
-        raise InvalidValue("--device cpu measures memory through /proc/self (VmHWM); it needs Linux")
-    job = {
-        "spec": spec.to_dict(),
-        "batch": batch,
-        "warmup": warmup,
-        "repeats": repeats,
-        "threads": threads,
-        "runtime": runtime,
-        "precision": precision,
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD], input=json.dumps(job), capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"measuring {spec.name} on cpu failed (exit {proc.returncode}): {tail[0]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    times = out["times"]
-    median = statistics.median(times)
-    return Measurement(
-        "cpu", batch, median, batch * 1e3 / median, out["memory"], out["method"], tuple(times), runtime, precision
-    )
+def _check(batch: int, warmup: int, repeats: int, runtime: str, precision: str, device: str) -> str:
+    """The device kind (``cpu`` or ``cuda``) once every setting is valid; one-line errors naming the flag otherwise."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InvalidValue(f"--batch must be an integer >= 1, got {batch!r}")
+    if warmup < 0 or repeats < 1:
+        raise InvalidValue(f"need --warmup >= 0 and --repeats >= 1, got {warmup}, {repeats}")
+    if runtime not in RUNTIMES:
+        raise InvalidValue(f"--runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
+    check_precision(precision, runtime)
+    kind = device.split(":")[0]
+    if kind not in ("cpu", "cuda"):
+        raise InvalidValue(f"--device must be cpu or cuda[:N], got {device!r}")
+    if kind == "cuda" and runtime in ("onnxruntime", "openvino"):
+        raise InvalidValue(f"--runtime {runtime} runs on the CPU; measure it with --device cpu")
+    return kind
+
+
+class Measurer:
+    """Measures networks on one device, as often as asked: ``measurer(spec) -> Measurement``.
+
+    On the CPU each network gets its own subprocess at its first measurement, kept until :meth:`close` (or the end
+    of a ``with`` block): later measurements of it (the rounds of ``effnet scale``) pay neither the import of torch
+    nor the model's build and the runtime's set-up again. Settings as in :func:`measure`.
+    """
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        batch: int = 1,
+        *,
+        warmup: int = 2,
+        repeats: int = 5,
+        threads: int | None = None,
+        runtime: str = "eager",
+        precision: str = "fp32",
+    ) -> None:
+        self.kind = _check(batch, warmup, repeats, runtime, precision, device)
+        if threads:
+            threads = bound_count("--threads", threads, usable_cpus(), f"{usable_cpus()} usable CPU cores")
+        self.device, self.batch, self.warmup, self.repeats = device, batch, warmup, repeats
+        self.threads, self.runtime, self.precision = threads, runtime, precision
+        self._children: dict[NetworkSpec, _CpuChild] = {}
+
+    def __call__(self, spec: NetworkSpec) -> Measurement:
+        check_device_memory(estimate_memory(spec, self.batch), self.device)  # before the batch is allocated
+        if self.kind == "cuda":
+            args = (spec, self.batch, self.warmup, self.repeats, self.device, self.runtime, self.precision)
+            return _measure_cuda(*args)
+        if spec not in self._children:
+            job = {"batch": self.batch, "warmup": self.warmup, "repeats": self.repeats, "threads": self.threads}
+            job.update(runtime=self.runtime, precision=self.precision)
+            self._children[spec] = _CpuChild(spec, job)
+        out = self._children[spec].measure()
+        times, median = out["times"], statistics.median(out["times"])
+        return Measurement(
+            "cpu",
+            self.batch,
+            median,
+            self.batch * 1e3 / median,
+            out["memory"],
+            out["method"] + "; later rounds in the same process, the mark reset first",
+            tuple(times),
+            self.runtime,
+            self.precision,
+        )
+
+    def close(self) -> None:
+        """End every measuring subprocess."""
+        for child in self._children.values():
+            child.close()
+        self._children.clear()
+
+    def __enter__(self) -> Measurer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def measure(
@@ -207,23 +322,10 @@ def measure(
     ``runtime`` is how the model runs: ``eager`` (the module) or any runtime of
     :func:`effnet.optimize_for_inference` (set-up — BN folding, export, compilation — happens before the warm-up
     and is not timed; on CPU its own memory peak is not counted). ``onnxruntime`` / ``openvino`` run on the CPU only.
-    ``precision`` (fp32, bf16, int8) as in :func:`effnet.optimize_for_inference`.
+    ``precision`` (fp32, bf16, int8) as in :func:`effnet.optimize_for_inference`. One measurement in a fresh
+    process on the CPU; :class:`Measurer` measures again and again.
     """
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise InvalidValue(f"--batch must be an integer >= 1, got {batch!r}")
-    if warmup < 0 or repeats < 1:
-        raise InvalidValue(f"need --warmup >= 0 and --repeats >= 1, got {warmup}, {repeats}")
-    if runtime not in RUNTIMES:
-        raise InvalidValue(f"--runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
-    check_precision(precision, runtime)
-    check_device_memory(estimate_memory(spec, batch), device)  # before the batch is allocated
-    if threads:
-        threads = bound_count("--threads", threads, usable_cpus(), f"{usable_cpus()} usable CPU cores")
-    kind = device.split(":")[0]
-    if kind == "cuda":
-        if runtime in ("onnxruntime", "openvino"):
-            raise InvalidValue(f"--runtime {runtime} runs on the CPU; measure it with --device cpu")
-        return _measure_cuda(spec, batch, warmup, repeats, device, runtime, precision)
-    if kind == "cpu":
-        return _measure_cpu(spec, batch, warmup, repeats, threads, runtime, precision)
-    raise InvalidValue(f"--device must be cpu or cuda[:N], got {device!r}")
+    with Measurer(
+        device, batch, warmup=warmup, repeats=repeats, threads=threads, runtime=runtime, precision=precision
+    ) as measurer:
+        return measurer(spec)

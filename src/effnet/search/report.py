@@ -6,6 +6,12 @@ trained and how many seeds were pruned. Fully trained rows rank first (best mean
 pruned ones (their accuracy is from fewer epochs). The chosen coefficients are the best fully trained scaled row
 (the unscaled baseline is only a reference). The verdict "compound beats single-dimension" is
 :func:`effnet.search.stats.verdict`. Every file is written atomically.
+
+Equal cost: a row is ``equal_cost`` when its factor on the study's cost (exact MACs for ``--cost macs`` and
+``formula``; the predicted latency for ``latency``) is within ``--tol`` of ``--target`` (:func:`cost_band`). The
+chosen row and the verdict's two rows are taken among those only, and the verdict says what it compared
+(``compared``); the table shows the formula's, the exact MACs' and (with a profile) the predicted latency's factor
+side by side, and the plot has one panel per factor with the band shaded.
 """
 
 from __future__ import annotations
@@ -17,20 +23,21 @@ from pathlib import Path
 from typing import Any
 
 from effnet.errors import OutputConflict
-from effnet.io import atomic_path, atomic_write_json
+from effnet.io import atomic_write_json
 from effnet.report import format_count, render_markdown, write_table
+from effnet.search.report_plot import Band, plot_accuracy_vs_macs
 from effnet.search.stats import interval95, verdict
 
 __all__ = [
     "TABLE_COLUMNS",
     "PRINTED_COLUMNS",
     "printed_table",
+    "Band",
+    "cost_band",
     "summarize",
     "choose",
     "compare",
-    "accuracy_figure",
     "check_report_owner",
-    "plot_accuracy_vs_macs",
     "write_report",
 ]
 
@@ -43,11 +50,14 @@ TABLE_COLUMNS = (
     "flops_factor",
     "macs",
     "macs_factor",
+    "latency_factor",
+    "equal_cost",
     "params",
     "resolution",
     "epochs",
     "pruned",
     "top1_mean",
+    "reward",
     "top1_std",
     "top1_ci95_low",
     "top1_ci95_high",
@@ -55,6 +65,8 @@ TABLE_COLUMNS = (
     "wall_time_s",
 )
 """Columns of the ranked table (``flops_factor`` = α·β²·γ² by the rule; ``macs_factor`` = exact MACs ÷ baseline;
+``latency_factor`` = predicted latency ÷ baseline's, with a profile; ``equal_cost`` = within the study's cost band;
+``reward`` = top-1 × (latency factor / target)^w with ``--reward-weight w``;
 ``epochs`` = mean epochs trained per seed; ``pruned`` = seeds stopped early by successive halving)."""
 
 PRINTED_COLUMNS = {
@@ -96,17 +108,32 @@ def printed_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return render_markdown(shown, list(PRINTED_COLUMNS), headers=PRINTED_COLUMNS, right=list(PRINTED_COLUMNS)[2:])
 
 
-_STYLE = {
-    "compound": ("o", "tab:blue"),
-    "depth": ("^", "tab:orange"),
-    "width": ("s", "tab:green"),
-    "resolution": ("D", "tab:red"),
-    "baseline": ("*", "black"),
-}
+_COST_NAMES = {"macs_factor": "exact MACs", "latency_factor": "predicted latency"}
 
 
-def summarize(records: Sequence[Mapping[str, Any]], baseline_macs: int) -> list[dict[str, Any]]:
-    """One row per (α, β, γ) from per-trial records, ranked by mean top-1 (best first, then fewer MACs)."""
+def cost_band(definition: Mapping[str, Any]) -> Band | None:
+    """The equal-cost band of a study's definition: exact MACs (``--cost macs`` or ``formula``) or the predicted
+    latency (``latency``) within ``tol`` of ``target``; None for a study made before ``--cost`` existed."""
+    grid = definition.get("grid") or {}
+    if "cost" not in grid:
+        return None
+    key = "latency_factor" if grid["cost"] == "latency" else "macs_factor"
+    return (key, grid["target"] - grid["tol"] - 1e-9, grid["target"] + grid["tol"] + 1e-9)
+
+
+def summarize(
+    records: Sequence[Mapping[str, Any]], baseline_macs: int, definition: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """One row per (α, β, γ) from per-trial records, ranked by mean top-1 (best first, then fewer MACs).
+
+    With the study's ``definition``: ``equal_cost`` per row (:func:`cost_band`), each point's predicted
+    ``latency_factor`` (a study with ``--profile``) and, with ``--reward-weight w``, ``reward`` = top-1 ×
+    (latency factor / target)^w, by which the rows are ranked instead.
+    """
+    band = cost_band(definition or {})
+    factors = {(a, b, g): f for a, b, g, f in (definition or {}).get("latency", {}).get("factors", [])}
+    grid = (definition or {}).get("grid") or {}
+    weight, target = grid.get("reward_weight") or 0.0, grid.get("target", 1.0)
     groups: dict[tuple[float, float, float], list[Mapping[str, Any]]] = {}
     for r in records:
         groups.setdefault((r["alpha"], r["beta"], r["gamma"]), []).append(r)
@@ -124,6 +151,7 @@ def summarize(records: Sequence[Mapping[str, Any]], baseline_macs: int) -> list[
                 "flops_factor": round(a * b * b * g * g, 4),
                 "macs": int(first["macs"]),
                 "macs_factor": round(float(first.get("macs_factor", first["macs"] / baseline_macs)), 4),
+                "latency_factor": factors.get((a, b, g)),
                 "params": int(first["params"]),
                 "resolution": int(first["resolution"]),
                 "top1_mean": round(statistics.fmean(accs), 3),
@@ -137,25 +165,38 @@ def summarize(records: Sequence[Mapping[str, Any]], baseline_macs: int) -> list[
                 "wall_time_s": round(statistics.fmean(float(t["wall_time_s"]) for t in trials), 1),
             }
         )
-    rows.sort(key=lambda r: (r["pruned"] > 0, -r["top1_mean"], r["macs"]))
+    for row in rows:
+        value = row.get(band[0]) if band else None
+        row["equal_cost"] = band is None or (value is not None and band[1] <= value <= band[2])
+        if band is not None and row["kind"] == "baseline":
+            row["equal_cost"] = None  # the reference: at 1x, never compared
+    for row in rows:
+        lat = row["latency_factor"]
+        row["reward"] = round(row["top1_mean"] * (lat / target) ** weight, 3) if weight and lat else None
+    rows.sort(key=lambda r: (r["pruned"] > 0, -(r["reward"] or 0.0) if weight else -r["top1_mean"], r["macs"]))
     for i, row in enumerate(rows, 1):
         row["rank"] = i
     return [{**{c: row[c] for c in TABLE_COLUMNS}, "samples": row["samples"]} for row in rows]
 
 
 def choose(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The best-ranked fully trained scaled row (the baseline reference never wins); None when there is none."""
-    return next((r for r in rows if r["kind"] != "baseline" and not r.get("pruned")), None)
+    """The best-ranked fully trained scaled row at equal cost (the baseline reference never wins; a row without
+    ``equal_cost`` counts as at equal cost); None when there is none."""
+    return next(
+        (r for r in rows if r["kind"] != "baseline" and not r.get("pruned") and r.get("equal_cost", True)), None
+    )
 
 
-def compare(rows: Sequence[Mapping[str, Any]], chance_top1: float | None) -> dict[str, Any]:
-    """:func:`effnet.search.stats.verdict` for the best fully trained compound and single-dimension rows."""
+def compare(rows: Sequence[Mapping[str, Any]], chance_top1: float | None, band: Band | None = None) -> dict[str, Any]:
+    """:func:`effnet.search.stats.verdict` for the best fully trained compound and single-dimension rows at equal
+    cost (``band``; ``compared`` says which rows that was)."""
 
     def best(kinds: tuple[str, ...]) -> Mapping[str, Any] | None:
-        return next((r for r in rows if r["kind"] in kinds and not r["pruned"]), None)
+        return next((r for r in rows if r["kind"] in kinds and not r["pruned"] and r.get("equal_cost", True)), None)
 
     compound, single = best(("compound",)), best(("depth", "width", "resolution"))
     out = verdict(compound, single, chance_top1)
+    out["compared"] = _compared(rows, band)
     for name, row in (("compound", compound), ("single_dimension", single)):
         out[name] = (
             None
@@ -178,85 +219,20 @@ def compare(rows: Sequence[Mapping[str, Any]], chance_top1: float | None) -> dic
     return out
 
 
-_LEGEND = {
-    "compound": "compound: 2 or 3 of α, β, γ > 1",
-    "depth": "depth only: α > 1",
-    "width": "width only: β > 1",
-    "resolution": "resolution only: γ > 1",
-    "baseline": "baseline: α = β = γ = 1",
-}
-"""What each kind of point is, as the plot's legend says it (:func:`effnet.search.grid.candidates` sets kinds)."""
-
-
-def plot_accuracy_vs_macs(
-    rows: Sequence[Mapping[str, Any]], path: str | Path, *, title: str, chosen: Mapping[str, Any] | None = None
-) -> Path:
-    """Scatter of mean top-1 (± std) against exact MACs, one marker per kind of scaling; PNG written atomically."""
-    fig = accuracy_figure(rows, title=title, chosen=chosen)
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    return target
-
-
-def accuracy_figure(rows: Sequence[Mapping[str, Any]], *, title: str, chosen: Mapping[str, Any] | None = None) -> Any:
-    """The matplotlib ``Figure`` of :func:`plot_accuracy_vs_macs` (legend: :data:`_LEGEND`, with each kind's count)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: effnet scale --study ranks without plotting
-    from matplotlib.figure import Figure  # lazy: matplotlib, as above
-
-    fig = Figure(figsize=(8.6, 4.8))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for kind, (marker, color) in _STYLE.items():
-        sel = [r for r in rows if r["kind"] == kind]
-        if not sel:
-            continue
-        label = f"{_LEGEND[kind]} ({len(sel)})"
-        full, stopped = [r for r in sel if not r.get("pruned")], [r for r in sel if r.get("pruned")]
-        for part, face in ((full, color), (stopped, "none")):  # stopped early by halving: hollow (fewer epochs)
-            if part:
-                ax.errorbar(
-                    [r["macs"] / 1e6 for r in part],
-                    [r["top1_mean"] for r in part],
-                    yerr=[r["top1_std"] or 0.0 for r in part],
-                    fmt=marker,
-                    color=color,
-                    markerfacecolor=face,
-                    label=label,
-                    markersize=7 if kind != "baseline" else 11,
-                    capsize=3,
-                    alpha=0.9,
-                )
-                label = None  # one legend entry per kind
-    if any(r.get("pruned") for r in rows):
-        ax.plot([], [], "o", color="gray", markerfacecolor="none", label="hollow: stopped early (fewer epochs)")
-    if chosen is not None:
-        ax.plot(
-            [chosen["macs"] / 1e6],
-            [chosen["top1_mean"]],
-            "o",
-            markersize=16,
-            markerfacecolor="none",
-            markeredgecolor="gold",
-            markeredgewidth=2.5,
-            label="chosen",
-        )
-        ax.annotate(
-            f"α={chosen['alpha']:g} β={chosen['beta']:g} γ={chosen['gamma']:g}",
-            (chosen["macs"] / 1e6, chosen["top1_mean"]),
-            textcoords="offset points",
-            xytext=(-12, -4),
-            ha="right",
-            va="top",
-            fontsize=8,
-        )
-    ax.set_xlabel("MACs (millions, exact, batch 1)")
-    ax.set_ylabel("top-1 accuracy (%) mean ± std over seeds")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    fig.tight_layout()
-    return fig
+def _compared(rows: Sequence[Mapping[str, Any]], band: Band | None) -> str:
+    """What the verdict compared: the rows at equal cost, and the scaled rows it left out with their factor."""
+    scaled = [r for r in rows if r["kind"] != "baseline"]
+    if band is None:
+        return f"the best compound and single-dimension points of the grid, whatever their cost ({len(scaled)} points)"
+    key, low, high = band
+    inside = [r for r in scaled if r.get("equal_cost")]
+    outside = [f"{r['kind']} ({r['alpha']:g}, {r['beta']:g}, {r['gamma']:g}) {r.get(key) or 0:.3g}x" for r in scaled]
+    outside = [text for text, r in zip(outside, scaled, strict=True) if not r.get("equal_cost")]
+    text = (
+        f"only points at equal {_COST_NAMES[key]}: {(low + high) / 2:.4g} +- {(high - low) / 2:.3g}x the baseline's "
+        f"({len(inside)} of {len(scaled)} scaled points)"
+    )
+    return text + (f"; left out: {', '.join(outside)}" if outside else "")
 
 
 def check_report_owner(summary: str | Path, study: str, storage: str, overwrite: bool = False) -> None:
@@ -276,7 +252,11 @@ def check_report_owner(summary: str | Path, study: str, storage: str, overwrite:
 
 
 def write_report(
-    records: Sequence[Mapping[str, Any]], baseline_macs: int, output: str | Path, *, summary: Mapping[str, Any]
+    records: Sequence[Mapping[str, Any]],
+    baseline_macs: int,
+    output: str | Path,
+    *,
+    summary: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Write ``search_results.{md,csv,json}``, ``accuracy_vs_macs.png`` and ``search_summary.json``.
 
@@ -284,17 +264,18 @@ def write_report(
     coefficients, the ranked rows and every trial record. Returns the summary dict that was written.
     """
     out = Path(output)
-    rows = summarize(records, baseline_macs)
+    band = cost_band(summary.get("definition", {}))
+    rows = summarize(records, baseline_macs, summary.get("definition"))
     best = choose(rows)
     grid = summary.get("definition", {}).get("grid", {})
     title = (
         f"scaling search: {summary.get('baseline_name', 'baseline')} on {summary.get('data', '?')}, "
-        f"target α·β²·γ²={grid.get('target', '?')}±{grid.get('tol', '?')}"
+        f"--cost {grid.get('cost', 'formula')} grid {grid.get('target', '?')}±{grid.get('tol', '?')}x"
+        + (f", compared at equal {_COST_NAMES[band[0]]}" if band else "")
     )
-    paths = write_table(
-        [{c: r[c] for c in TABLE_COLUMNS} for r in rows], out / "search_results", TABLE_COLUMNS, title=title
-    )
-    plot = plot_accuracy_vs_macs(rows, out / "accuracy_vs_macs.png", title=title, chosen=best)
+    columns = [c for c in TABLE_COLUMNS if c not in ("latency_factor", "reward") or any(r[c] is not None for r in rows)]
+    paths = write_table([{c: r[c] for c in columns} for r in rows], out / "search_results", columns, title=title)
+    plot = plot_accuracy_vs_macs(rows, out / "accuracy_vs_macs.png", title=title, chosen=best, band=band)
     chosen = None
     if best is not None:
         chosen = {
@@ -311,6 +292,11 @@ def write_report(
                 "seeds",
                 "macs",
                 "params",
+                "flops_factor",
+                "macs_factor",
+                "latency_factor",
+                "equal_cost",
+                "reward",
             )
         }
     single: dict[str, float] = {}
@@ -318,7 +304,7 @@ def write_report(
         if r["kind"] in ("depth", "width", "resolution") and not r["pruned"]:
             single.setdefault(r["kind"], r["top1_mean"])
     compound = [r["top1_mean"] for r in rows if r["kind"] == "compound" and not r["pruned"]]
-    answer = compare(rows, summary.get("chance_top1"))
+    answer = compare(rows, summary.get("chance_top1"), band)
     full = {
         **summary,
         "chosen": chosen,

@@ -10,7 +10,10 @@ the next larger one (issue #14), and "the largest φ that fits" then jumps over 
 * a larger member measuring faster than a smaller one by more than ``max_spread`` (the accepted noise) gets **one
   more round** (it and the smaller members it undercuts, beyond ``max_rounds``) and is flagged as an **anomaly** if
   it still does;
-* the choice (:func:`fitting_prefix`) is the largest member such that it **and every smaller member** fit.
+* the choice (:func:`fitting_prefix`) is the largest member such that it **and every smaller member** fit;
+* only the members that can matter are measured (issue 21): from the smallest upwards, up to the first member that
+  misses the budget and one above it (which catches an anomaly like the one above); members whose exact or
+  predicted cost is far over the budget are never built.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Generic, TypeVar
 
 from effnet.errors import InvalidValue
 
-__all__ = ["Rounds", "spread", "undercut", "measure_in_rounds", "fitting_prefix"]
+__all__ = ["Rounds", "Progress", "spread", "undercut", "measure_in_rounds", "fitting_prefix"]
 
 T = TypeVar("T")
 
@@ -50,7 +53,8 @@ def undercut(latencies: Sequence[float], tolerance: float) -> dict[int, tuple[in
 
 @dataclass(frozen=True)
 class Rounds(Generic[T]):
-    """Every measurement of every member (``runs[i]``: member i's measurements, one per round it took part in)."""
+    """Every measurement of every member (``runs[i]``: member i's measurements, one per round it took part in; empty
+    for a member that was never measured)."""
 
     runs: tuple[tuple[T, ...], ...]
     latencies: tuple[tuple[float, ...], ...]
@@ -58,7 +62,12 @@ class Rounds(Generic[T]):
     anomalies: dict[int, tuple[int, ...]]
     """Member index -> the smaller members it still measures faster than after its extra round."""
     rounds: int = 0
-    """Interleaved rounds of every member (``min_rounds``..``max_rounds``), before any extra round."""
+    """Interleaved rounds of the measured members (``min_rounds``..``max_rounds``), before any extra round."""
+
+    @property
+    def measured(self) -> int:
+        """How many members (the first ones, in size order) were measured."""
+        return sum(1 for r in self.runs if r)
 
     def latency(self, i: int) -> float:
         """Member i's latency: the median of its per-round latencies."""
@@ -69,6 +78,22 @@ class Rounds(Generic[T]):
         return spread(self.latencies[i])
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a measurement stands, after each single measurement (for a progress bar)."""
+
+    member: int
+    """The member just measured."""
+    done: int
+    """Measurements so far."""
+    planned: int
+    """Measurements the plan holds now: it grows when a round or a member is added."""
+    round: int
+    """The round in progress (1-based; above ``max_rounds`` for the extra round of suspects)."""
+    members: int
+    """Members in the measured set."""
+
+
 def measure_in_rounds(
     count: int,
     measure_one: Callable[[int], T],
@@ -77,37 +102,77 @@ def measure_in_rounds(
     min_rounds: int,
     max_rounds: int,
     max_spread: float,
-    on_measure: Callable[[int], None] | None = None,
+    misses: Callable[[int, Sequence[T]], bool] | None = None,
+    limit: int | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> Rounds[T]:
     """Measure members ``0..count-1`` in interleaved rounds until stable (module docstring); ``measure_one(i)``
-    measures member i once, ``latency`` reads its latency; ``on_measure(i)`` is called after each measurement."""
+    measures member i once, ``latency`` reads its latency; ``on_progress`` is called after each measurement.
+
+    Without ``misses`` every member below ``limit`` (default ``count``) is measured. With ``misses(i, runs)`` (does
+    member i, on its measurements so far, miss the budget?) the set grows from member 0 upwards only while needed:
+    up to the first member that misses plus one above it (to catch an anomaly), re-planned after every
+    measurement, so a member that stops missing after more rounds lets the set grow again. Members from ``limit``
+    on are never measured (their exact cost is over the budget, or their predicted cost far over it).
+    """
     if count < 1:
         raise InvalidValue(f"need at least one member to measure, got {count}")
     if not 1 <= min_rounds <= max_rounds:
         raise InvalidValue(f"need 1 <= --min-rounds <= --max-rounds, got {min_rounds}, {max_rounds}")
+    top = count if limit is None else max(0, min(limit, count))
     runs: list[list[T]] = [[] for _ in range(count)]
+    state = {"done": 0, "planned": 0, "round": 1, "active": 0}
 
     def once(i: int) -> None:
         runs[i].append(measure_one(i))
-        if on_measure is not None:
-            on_measure(i)
+        state["done"] += 1
+        state["planned"] = max(state["planned"], state["done"])
+        if on_progress is not None:
+            on_progress(Progress(i, state["done"], state["planned"], state["round"], state["active"]))
 
-    def lats() -> list[list[float]]:
-        return [[latency(m) for m in r] for r in runs]
+    def lats(i: int) -> list[float]:
+        return [latency(m) for m in runs[i]]
 
-    done = 0
-    while done < max_rounds:
-        for i in range(count):
+    def wanted() -> int:  # how many members the measurements so far ask for
+        if misses is None:
+            return top
+        miss = next((i for i in range(state["active"]) if misses(i, runs[i])), None)
+        return min(top, state["active"] + 1 if miss is None else miss + 2)
+
+    def plan(batch: int) -> None:  # this batch, and the rounds still owed to min_rounds
+        owed = max(0, min_rounds - state["round"]) * state["active"]
+        state["planned"] = max(state["planned"], state["done"] + batch + owed)
+
+    anomalies: dict[int, tuple[int, ...]] = {}
+    while True:
+        while state["active"] < wanted():  # grow upwards: the new member joins the measured set now
+            state["active"] += 1
+            plan(1)
+            once(state["active"] - 1)
+        active = state["active"]
+        short = [i for i in range(active) if len(runs[i]) < min_rounds]
+        unstable = any(spread(lats(i)) > max_spread for i in range(active))
+        if short or (unstable and state["round"] < max_rounds):  # another interleaved round
+            batch = list(range(active)) if state["round"] < max_rounds else short
+            state["round"] += 1 if state["round"] < max_rounds else 0
+            plan(len(batch))
+            for i in batch:
+                once(i)
+            continue
+        rounds = state["round"]
+        suspects = undercut([statistics.median(lats(i)) for i in range(active)], max_spread)
+        extra = sorted({k for j, smaller in suspects.items() for k in (j, *smaller)})
+        state["round"] = max_rounds + 1
+        plan(len(extra))
+        for i in extra:
             once(i)
-        done += 1
-        if done >= min_rounds and all(spread(x) <= max_spread for x in lats()):
+        final = undercut([statistics.median(lats(i)) for i in range(active)], max_spread)
+        anomalies = {j: smaller for j, smaller in final.items() if j in suspects}
+        if state["active"] >= wanted():
             break
-    suspects = undercut([statistics.median(x) for x in lats()], max_spread)
-    for i in sorted({k for j, smaller in suspects.items() for k in (j, *smaller)}):
-        once(i)
-    final = [statistics.median(x) for x in lats()]
-    still = {j: smaller for j, smaller in undercut(final, max_spread).items() if j in suspects}
-    return Rounds(tuple(map(tuple, runs)), tuple(map(tuple, lats())), still, done)
+        state["round"] = rounds  # the extra round moved the first miss: grow and go on
+    latencies = tuple(tuple(lats(i)) for i in range(count))
+    return Rounds(tuple(map(tuple, runs)), latencies, anomalies, rounds)
 
 
 def fitting_prefix(fits: Sequence[bool]) -> int | None:

@@ -27,7 +27,20 @@ from effnet.config.search import SearchConfig
 from effnet.config.training import TrainConfig
 from effnet.cost import cost
 from effnet.errors import InvalidValue, check_type
-from effnet.search.grid import Candidate, baseline_spec, candidates, definition, distinct_networks, same_network_note
+from effnet.search.grid import (
+    Candidate,
+    band_notes,
+    baseline_spec,
+    candidates,
+    cost_model,
+    definition,
+    distinct_networks,
+    exact_cost_model,
+    latency_cost_model,
+    latency_definition,
+    same_network_note,
+    search_profile,
+)
 from effnet.search.report import write_report
 from effnet.search.storage import open_storage, redact
 from effnet.search.study import diverged_records, finished_records, open_study, trained_io
@@ -36,7 +49,7 @@ from effnet.specs import NetworkSpec
 from effnet.training.data import load_datasets
 from effnet.training.trainer import fit
 
-__all__ = ["run_search", "run_trials", "majority_top1"]
+__all__ = ["run_search", "run_trials", "majority_top1", "trained_baseline"]
 
 
 def _default_trainer(
@@ -50,6 +63,14 @@ def _default_trainer(
 
 def _is_default(trainer: Trainer) -> bool:
     return getattr(trainer, "func", None) is _default_trainer
+
+
+def trained_baseline(config: SearchConfig) -> NetworkSpec:
+    """The baseline as its trials train it: classes and input channels of ``config.data`` (read once; the points
+    are solved and costed on the networks that are really trained)."""
+    base = baseline_spec(config)
+    bundle = load_datasets(config.data, resolution=8, data_root=config.data_root, train_limit=1, val_limit=1)
+    return base.replace(num_classes=bundle.num_classes, in_chans=bundle.in_chans)
 
 
 def majority_top1(config: SearchConfig) -> float:
@@ -92,10 +113,15 @@ def run_search(
     Several processes or machines may run this with the same storage and study; each takes the next WAITING
     trial. A worker that finds none while other workers' trials are running waits for them (and re-runs any
     whose heartbeat goes stale). ``trainer`` defaults to :func:`effnet.training.trainer.fit`. ``before_report``
-    and ``on_ready``: as in :func:`run_trials`.
+    and ``on_ready``: as in :func:`run_trials`. The grid is at equal ``config.cost``
+    (:func:`effnet.search.grid.cost_model`), costed on the baseline as trained (with the real trainer: the data's
+    classes and input channels, :func:`trained_baseline`; with a stand-in, as the baseline spec says).
     """
     check_type("config", config, SearchConfig, "a SearchConfig")
     seeds = [config.seed + i for i in range(config.seeds)]
+    base = trained_baseline(config) if trainer is None else baseline_spec(config)
+    profile = search_profile(config)
+    model = cost_model(base, config.cost, profile)
     items = candidates(
         config.target,
         config.tol,
@@ -104,9 +130,25 @@ def run_search(
         config.high,
         seeds=seeds,
         include_baseline=config.include_baseline,
+        model=model,
     )
+    say = echo or (lambda text: tqdm.write(text))
+    compared = model or exact_cost_model(base)  # the formula's points are compared at equal exact MACs
+    for note in band_notes(items, compared, config.target, config.tol, config.cost):
+        say(note)
+    extra = None
+    if profile is not None:  # every point's predicted latency factor, in the study's definition
+        timing = model if config.cost == "latency" and model is not None else latency_cost_model(base, profile)
+        extra = {"latency": latency_definition(profile, timing, items)}
     records, summary = run_trials(
-        config, items, trainer=trainer, progress=progress, echo=echo, before_report=before_report, on_ready=on_ready
+        config,
+        items,
+        trainer=trainer,
+        progress=progress,
+        echo=echo,
+        extra=extra,
+        before_report=before_report,
+        on_ready=on_ready,
     )
     return write_report(records, summary["baseline_macs"], config.output, summary=summary)
 
@@ -180,8 +222,8 @@ def _work(
     if _is_default(trainer):
         train_config(config, config.seed, Path(config.output))  # bad --train-option values fail before any study
     items, same = distinct_networks(items, base)
-    for dropped, kept in same:
-        echo(same_network_note(dropped, kept))
+    for note in dict.fromkeys(same_network_note(dropped, kept) for dropped, kept in same):  # once per point
+        echo(note)
     defn = {**definition(config, base, items), **extra}
     url = config.storage_url
     study = open_study(open_storage(url, config.heartbeat), config, defn, items)

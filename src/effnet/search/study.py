@@ -189,11 +189,11 @@ def load_study_result(storage: str, study: str) -> dict[str, Any]:
     if defn is None:
         raise InvalidValue(f"--study {study!r} in {redact(storage)} was not created by effnet search")
     records = finished_records(loaded)
-    rows = summarize(records, 1) if records else []
+    rows = summarize(records, 1, defn) if records else []
     chosen = choose(rows)
     if chosen is None:
         raise InvalidValue(
-            f"--study {study!r} has no finished scaled trial yet ({len(records)} complete of "
+            f"--study {study!r} has no finished scaled trial at equal cost yet ({len(records)} complete of "
             f"{len(defn['candidates'])}); run effnet search to finish it"
         )
     return {
