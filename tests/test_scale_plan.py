@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from effnet import machine as processes  # usable and free cores live in effnet.machine
 from effnet.architectures import get_spec, scale
 from effnet.config.scale import Budget, ScaleConfig
-from effnet import machine as processes  # usable and free cores live in effnet.machine
 from effnet.search.family import family
 from effnet.search.measure import Measurement, Measurer
 from effnet.search.rounds import measure_in_rounds

@@ -17,7 +17,8 @@ from effnet.cli.scale import coefficients
 from effnet.cli.search import worker_jobs, worker_line
 from effnet.config.curves import CURVES_GROUPS, CURVES_TRAINING, CurvesConfig
 from effnet.config.scale import CoefficientSource
-from effnet.config.search import SearchConfig, WorkerOptions
+from effnet.config.search import SearchConfig
+from effnet.config.workers import WorkerOptions
 from effnet.io import check_output
 from effnet.report import format_count, render_markdown
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from effnet.cli.flags import Flags, add_flags, build
-from effnet.config.search import SEARCH_GROUPS, SearchConfig, WorkerOptions, check_jobs
+from effnet.config.search import SEARCH_GROUPS, SearchConfig
+from effnet.config.workers import WorkerOptions, check_jobs
 from effnet.io import check_output
 from effnet.machine import usable_cpus
 

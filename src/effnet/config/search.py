@@ -21,7 +21,6 @@ from effnet.config.training import SCHEDULE_FIELDS
 from effnet.errors import InvalidValue
 
 __all__ = [
-    "check_jobs",
     "DEFAULT_OUTPUT",
     "DEFAULT_STUDY",
     "DEFAULT_STEP",
@@ -38,7 +37,6 @@ __all__ = [
     "QUICK_TRAIN_OPTIONS",
     "parse_train_option",
     "SearchConfig",
-    "WorkerOptions",
     "default_storage",
     "study_options",
     "settings_suffix",
@@ -380,30 +378,6 @@ def _check_budget(config: SearchConfig) -> None:
         value = getattr(config, name)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise InvalidValue(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """How this command runs its study here (``effnet search`` and ``effnet curves``): ``jobs`` local worker
-    processes on the same study (None: min(2, CPU cores)) and whether to show a progress bar."""
-
-    jobs: int | None = setting(
-        None,
-        "worker processes to run here on the same study (default: min(2, CPU cores); more machines: run the same "
-        "command there too)",
-        "worker",
-    )
-    quiet: bool = setting(False, "no progress bar", "worker")
-    overwrite: bool = setting(
-        False, "replace the report of another study in --output (a study re-run always rewrites its own)", "worker"
-    )
-
-
-def check_jobs(jobs: object) -> int:
-    """``jobs`` if it is an integer >= 1, else a one-line :class:`~effnet.errors.InvalidValue` naming the value."""
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise InvalidValue(f"--jobs must be an integer >= 1, got {jobs!r}")
-    return jobs
 
 
 def _default_strategy(epochs: object, min_epochs: object) -> str:

@@ -265,12 +265,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        check_fields(self)
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise InvalidValue(f"--device must be auto, cpu, cuda[:N] or mps; got {self.device!r}")
-        if self.resume and self.overwrite:
-            raise InvalidValue("--resume continues the run in --output and --overwrite replaces it: give one")
-        _check_progressive(self)
+        _check_train(self)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -292,6 +287,16 @@ class TrainConfig:
         """Rebuild from :meth:`to_dict`; unknown keys are an :class:`~effnet.errors.InvalidValue`."""
         require_known_fields(cls, data, "unknown TrainConfig field(s)")
         return cls(**data)
+
+
+def _check_train(config: TrainConfig) -> None:
+    """Every field's own check, then the rules between fields (device, resume vs overwrite, progressive)."""
+    check_fields(config)
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", config.device):
+        raise InvalidValue(f"--device must be auto, cpu, cuda[:N] or mps; got {config.device!r}")
+    if config.resume and config.overwrite:
+        raise InvalidValue("--resume continues the run in --output and --overwrite replaces it: give one")
+    _check_progressive(config)
 
 
 SCHEDULE_FIELDS = tuple(

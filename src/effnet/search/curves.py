@@ -195,6 +195,18 @@ def _plot(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], path: Path,
     return plot_panels([panel], path, title=title, width=7.5)
 
 
+def _settings(config: CurvesConfig) -> dict[str, Any]:
+    """What a curves study is, beyond its training: family size, methods, coefficients and cost."""
+    return {
+        "phi_max": config.phi_max,
+        "methods": list(config.methods),
+        "alpha": config.alpha,
+        "beta": config.beta,
+        "gamma": config.gamma,
+        "cost": config.cost,
+    }
+
+
 def run_curves(
     config: CurvesConfig,
     *,
@@ -229,14 +241,7 @@ def run_curves(
         "tool": "curves",
         "grid": None,
         "strategy": None,
-        "curves": {
-            "phi_max": config.phi_max,
-            "methods": list(config.methods),
-            "alpha": config.alpha,
-            "beta": config.beta,
-            "gamma": config.gamma,
-            "cost": config.cost,
-        },
+        "curves": _settings(config),
     }
     records, summary = run_trials(
         train,
@@ -261,12 +266,7 @@ def run_curves(
         **summary,
         "tool": "curves",
         "source": source,
-        "phi_max": config.phi_max,
-        "methods": list(config.methods),
-        "alpha": config.alpha,
-        "beta": config.beta,
-        "gamma": config.gamma,
-        "cost": config.cost,
+        **_settings(config),
         "rows": rows,
         "points": [asdict(p) for p in points],
         "records": records,

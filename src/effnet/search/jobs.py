@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from effnet.config.curves import CurvesConfig
-from effnet.config.search import SearchConfig, check_jobs
+from effnet.config.search import SearchConfig
+from effnet.config.workers import check_jobs
 from effnet.errors import EffnetError, InvalidValue
 from effnet.machine import bound_count, usable_cpus
 from effnet.search.curves import run_curves
