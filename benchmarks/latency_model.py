@@ -18,8 +18,9 @@ warm-up; the median. Networks predicted above ``--max-measure-ms`` per call are 
 the targets). Targets (issue 21): at least 90 % of the measured networks within ±10 % of the measured median, and
 Spearman's rank correlation of predicted and measured latency at least 0.95, per engine and batch.
 
-Writes under ``--out-dir`` (default ``runs/benchmarks``; ``--out-dir benchmarks/results`` replaces the committed results): ``latency_model.json``, ``latency_model.md`` (the
-table and the targets), ``latency_model.png`` (predicted vs measured, every engine and batch), and under
+Writes under ``--out-dir`` (default ``runs/benchmarks``; ``--out-dir benchmarks/results`` replaces the committed
+results): ``latency_model.json``, ``latency_model.md`` (the table and the targets), ``latency_model.png``
+(predicted vs measured, every engine and batch), and under
 ``--docs-dir`` (default ``docs``) the two figures of ``docs/hardware-aware.md``: ``hardware_grid.png`` (the paper's
 grid: formula, exact-MACs and measured latency factors vs B0) and ``hardware_family.png`` (the B0 family's
 predicted and measured latency on two engines).
