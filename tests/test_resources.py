@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -110,7 +111,12 @@ def test_search_jobs_are_bounded_by_cores_and_trials(
     started: list[str] = []
     monkeypatch.setattr(jobs_module, "usable_cpus", lambda: cpus)
     monkeypatch.setattr(jobs_module, "_start", lambda payload, env: started.append(payload) or _Done())
-    monkeypatch.setattr(jobs_module, "_runner", lambda tool: lambda config, **kw: {"ran": True})
+
+    def runner(config: object, on_ready: Callable[[], None], **kw: object) -> dict[str, bool]:
+        on_ready()  # the study is open and checked: the helpers start now
+        return {"ran": True}
+
+    monkeypatch.setattr(jobs_module, "_runner", lambda tool: runner)
     with pytest.warns(Lowered, match=rf"--jobs 1000 lowered to {jobs} \({cpus} usable CPU cores, 7 trials\)"):
         report = jobs_module.run_jobs("search", SearchConfig(**SMALL, output=str(tmp_path)), 1000, progress=False)
     assert len(started) == jobs - 1 and report["jobs"] == jobs

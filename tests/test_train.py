@@ -314,7 +314,8 @@ def test_bad_inputs_give_one_line_messages(fake_fmnist, tmp_path, capsys):
     other[other.index("--width") + 1] = "0.5"
     _one_line_error(capsys, ["train", *other, "--resume"], "was written for efficientnet_b0 (width 0.25")
     other[other.index("--output") + 1] = str(tmp_path / "o4")
-    _one_line_error(capsys, ["train", *other, "--weights", str(tmp_path / "o3" / "last.safetensors")], "do not fit")
+    weights = ["--weights", str(tmp_path / "o3" / "last.safetensors")]  # holds width 0.25: --width 0.5 conflicts
+    _one_line_error(capsys, ["train", *other, *weights], "describe efficientnet_b0 at width 0.5, depth 0.25, but")
     # --resume without a checkpoint starts nothing
     _one_line_error(
         capsys, ["train", "--data", str(tree), "--output", str(tmp_path / "o5"), *common, "--resume"], "no checkpoint"

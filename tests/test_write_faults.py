@@ -162,12 +162,12 @@ def test_scale_spec_and_eval_output_fail_in_one_line(tiny, tmp_path, capsys):
     out.mkdir()
     old = out / "old.json"
     old.write_text('{"kept": true}\n')
-    spec = ["scale", "--phi-max", "2", "--output-spec", str(out / "spec.json")]
+    spec = ["scale", "--phi-max", "2", "--output-spec", str(out / "spec.json"), "--overwrite"]  # each run replaces
     for name, error in faults.ERRORS.items():
         assert _failures(spec, out, error, capsys, keep=(old,)) >= 3, name
     weights, data = tiny
     evaluate = ["eval", "--data", str(data), "--weights", str(weights), "--runtime", "eager", "--workers", "0"]
-    _failures([*evaluate, "--no-progress", "--output", str(old)], out, errno.EACCES, capsys, nths=(1, 3))
+    _failures([*evaluate, "--no-progress", "--overwrite", "--output", str(old)], out, errno.EACCES, capsys, nths=(1, 3))
     assert old.read_text() == '{"kept": true}\n'
 
 
@@ -179,12 +179,12 @@ def test_eval_output_and_export_fail_in_one_line_at_every_write(tiny, tmp_path, 
     old = out / "old.json"
     old.write_text('{"kept": true}\n')
     evaluate = ["eval", "--data", str(data), "--weights", str(weights), "--runtime", "eager", "--workers", "0"]
-    assert _failures([*evaluate, "--no-progress", "--output", str(old)], out, errno.ENOSPC, capsys) >= 3
+    assert _failures([*evaluate, "--no-progress", "--overwrite", "--output", str(old)], out, errno.ENOSPC, capsys) >= 3
     assert json.loads(old.read_text())["images"] == 8  # written at last, whole
     keep = out / "keep.json"
     keep.write_text("{}")
     for fmt, name, nths in (("torchscript", "m.pt", (1, 2)), ("onnx", "m.onnx", None), ("openvino", "m.xml", None)):
-        export = ["export", "--weights", str(weights), "--format", fmt, "--output", str(out / name)]
+        export = ["export", "--weights", str(weights), "--format", fmt, "--output", str(out / name), "--overwrite"]
         assert _failures(export, out, errno.ENOSPC, capsys, keep=(keep,), nths=nths) >= 2, fmt
     assert _failures(export, out, errno.EROFS, capsys, keep=(keep,), nths=(1, 2, 3)) == 3  # over a complete IR
 

@@ -50,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
 
     config: EvalConfig = build(FLAGS[0], args)
     check_output(config.output, inputs={"--weights": config.weights, "--labels": config.labels})
-    refuse_existing(config.output, overwrite=config.overwrite)
     check_device(config)
     data = Path(config.data)
     if not data.is_dir():
@@ -73,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         "--calibration": calibration,
     }
     check_output(config.output, inputs=read)  # every file eval reads (its images too), before weights are loaded
+    refuse_existing(config.output, overwrite=config.overwrite)  # then: a result on disk is not replaced unasked
     model = load_model(config)
     if labels is None:
         samples, layout = _folder_samples(samples, folders, model.preprocessing.class_names)

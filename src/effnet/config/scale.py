@@ -248,8 +248,6 @@ class ScaleConfig:
             ("--repeats", self.repeats, 1),
         ):
             check_int(flag, value, low, _MAX_INT)
-        if self.threads is not None:
-            check_int("--threads", self.threads, 1, _MAX_INT)
         check_type("baseline", self.baseline, (NetworkSpec, type(None)), "a NetworkSpec or None")
         check_type("budget", self.budget, Budget, "a Budget")
         phi = self.phi_max

@@ -24,6 +24,7 @@ import contextlib
 import datetime
 import importlib.util
 import json
+import logging
 import os
 import socket
 import time
@@ -39,7 +40,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from effnet.errors import BadFile, EffnetError, InvalidValue, WriteFailed
-from effnet.io import make_folder
+from effnet.io import make_folder, write_error
 
 __all__ = [
     "OWNER",
@@ -162,7 +163,7 @@ def open_storage(url: str, heartbeat: int | None = 10) -> Any:
         connect_args["isolation_level"] = None  # transactions are begun by _serialize_sqlite, not by pysqlite
     else:
         connect_args["connect_timeout"] = 10
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _optuna_logging()
     text = parsed.render_as_string(hide_password=False)
     attempt = 0
     while True:
@@ -191,15 +192,36 @@ def open_storage(url: str, heartbeat: int | None = 10) -> Any:
             raise InvalidValue(f"cannot open --storage {redact(url)}: {message}") from None
 
 
+class _NoUserTraceback(logging.Filter):
+    """Optuna logs a failed trial with its traceback; a user-caused error (an :class:`~effnet.errors.EffnetError`,
+    e.g. a full disk) is one line: its message only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], EffnetError):
+            record.exc_info = None
+        return True
+
+
+def _optuna_logging() -> None:
+    """Optuna's own log: warnings and errors only, tracebacks only for what is not a user's error (once)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _NoUserTraceback) for f in handler.filters):
+            handler.addFilter(_NoUserTraceback())
+
+
 def _open_journal(path: str) -> Any:
     file = Path(path)
     if file.is_dir():
         raise BadFile(f"--storage {path} is a directory; a journal storage is a file (or pass a database URL)")
     if file.is_file():
         _check_journal(file)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.storages.JournalStorage(JournalFileBackend(str(file)))
+    make_folder(file.parent)
+    _optuna_logging()
+    try:
+        return optuna.storages.JournalStorage(JournalFileBackend(str(file)))
+    except OSError as exc:  # a read-only or full file system, no permission
+        raise write_error(file, exc) from None
 
 
 def _is_sqlite(file: Path) -> bool:

@@ -82,8 +82,10 @@ class DecodedBatches:
 def _decodable(data: DataBundle, n: int) -> bool:
     """Whether ``n`` validation images of ``data`` are in-memory arrays small enough to keep decoded."""
     base = data.val.dataset if isinstance(data.val, Subset) else data.val
+    if not isinstance(base, ArrayDataset):
+        return False
     pre = data.preprocessing
-    return isinstance(base, ArrayDataset) and n * pre.in_chans * pre.input_size**2 * 4 <= DECODED_VAL_BYTES
+    return n * pre.in_chans * pre.input_size**2 * 4 <= DECODED_VAL_BYTES
 
 
 @dataclass(frozen=True)
