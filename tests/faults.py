@@ -24,7 +24,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Injector", "inject", "install", "run_child", "ERRORS"]
+__all__ = ["Injector", "inject", "install", "run_child", "ERRORS", "TINY_TRAIN"]
+
+TINY_TRAIN = ["--model", "efficientnet_b0", "--width", "0.25", "--depth", "0.25", "--resolution", "16"]
+TINY_TRAIN += ["--epochs", "1", "--batch-size", "8", "--threads", "1", "--augment", "none"]
+"""``effnet train`` flags of the smallest quick run the fault tests train."""
 
 ERRORS = {"ENOSPC": errno.ENOSPC, "EROFS": errno.EROFS, "EACCES": errno.EACCES}
 """The faults the tests inject: disk full, read-only file system, permission denied."""

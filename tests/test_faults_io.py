@@ -29,25 +29,7 @@ from effnet.errors import BadFile, InvalidValue, OutputConflict
 from effnet.io import append_line, atomic_write_text, check_output
 from effnet.serving import image_files
 from effnet.serving.image_files import find_images, image_folder_samples, load_image, to_eight_bit
-
-TINY_TRAIN = [
-    "--model",
-    "efficientnet_b0",
-    "--width",
-    "0.25",
-    "--depth",
-    "0.25",
-    "--resolution",
-    "16",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "8",
-    "--threads",
-    "1",
-    "--augment",
-    "none",
-]
+from faults import TINY_TRAIN
 
 
 def _digests(folder: Path) -> dict[str, str]:

@@ -23,24 +23,6 @@ from effnet.cli import main
 from effnet.errors import WriteFailed
 from effnet.io import append_line, atomic_write_json
 
-TINY_TRAIN = [
-    "--model",
-    "efficientnet_b0",
-    "--width",
-    "0.25",
-    "--depth",
-    "0.25",
-    "--resolution",
-    "16",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "8",
-    "--threads",
-    "1",
-    "--augment",
-    "none",
-]
 REASONS = {code: os.strerror(code) for code in faults.ERRORS.values()}
 
 
@@ -193,7 +175,7 @@ def test_eval_output_and_export_fail_in_one_line_at_every_write(tiny, tmp_path, 
 def test_train_fails_in_one_line_at_its_first_writes(name, tmp_path, capsys):
     tree = _tree(tmp_path / "tree")
     run = tmp_path / "run"
-    argv = ["train", "--data", str(tree), "--output", str(run), *TINY_TRAIN, "--overwrite"]
+    argv = ["train", "--data", str(tree), "--output", str(run), *faults.TINY_TRAIN, "--overwrite"]
     _failures(argv, tmp_path / "run", faults.ERRORS[name], capsys, nths=(1, 2, 3, 5, 8, 13))
 
 
@@ -203,7 +185,7 @@ def test_train_fails_in_one_line_at_its_writes(tmp_path, capsys):
     files after each."""
     tree = _tree(tmp_path / "tree")
     run = tmp_path / "run"
-    argv = ["train", "--data", str(tree), "--output", str(run), *TINY_TRAIN, "--overwrite"]
+    argv = ["train", "--data", str(tree), "--output", str(run), *faults.TINY_TRAIN, "--overwrite"]
     assert _failures(argv, run, errno.ENOSPC, capsys, nths=range(1, 1000, 2)) > 40
 
 
@@ -225,7 +207,7 @@ def test_search_report_fails_in_one_line_and_leaves_whole_files(tmp_path, capsys
 def test_child_process_disk_full_is_one_line(tmp_path):
     tree = _tree(tmp_path / "tree")
     run = tmp_path / "run"
-    argv = ["train", "--data", str(tree), "--output", str(run), *TINY_TRAIN]
+    argv = ["train", "--data", str(tree), "--output", str(run), *faults.TINY_TRAIN]
     done = faults.run_child(argv, run, errno.ENOSPC, 9)
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if "error:" in line]
@@ -242,7 +224,7 @@ def test_a_full_and_a_read_only_tmpfs_stop_every_writer_in_one_line(
     ENOSPC too) and a read-only one refuses every write (EROFS): train, export, search, curves, scale."""
     tree = _tree(tmp_path / "tree")
     run = small_tmpfs.path / "run"
-    assert main(["train", "--data", str(tree), "--output", str(run), *TINY_TRAIN]) == 2
+    assert main(["train", "--data", str(tree), "--output", str(run), *faults.TINY_TRAIN]) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "error:" in line]
     assert len(lines) == 1 and "Traceback" not in err, err
@@ -262,7 +244,7 @@ def test_a_full_and_a_read_only_tmpfs_stop_every_writer_in_one_line(
     err = capsys.readouterr().err
     assert "Read-only file system" in err and "Traceback" not in err and str(read_only_tmpfs.path / "m.onnx") in err
     curves = ["curves", "--data", str(tree), "--epochs", "1", "--jobs", "1", "--quiet"]
-    train = ["train", "--data", str(tree), *TINY_TRAIN]
+    train = ["train", "--data", str(tree), *faults.TINY_TRAIN]
     for argv in (search, curves, train, ["scale", "--output-spec", "x/spec.json"]):
         folder = read_only_tmpfs.path / argv[0]
         argv = [a.replace("x/", f"{folder}/") for a in argv]

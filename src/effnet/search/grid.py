@@ -31,6 +31,7 @@ from effnet.search.equal_cost import CostModel, equal_cost_grid, network_key, si
 from effnet.specs import NetworkSpec
 
 __all__ = [
+    "study_candidates",
     "FORMAT",
     "SAME_NETWORK_NOTE",
     "BAND_NOTE",
@@ -120,6 +121,21 @@ def candidates(
             f"trials, more than {MAX_TRIALS}; use a coarser --step or a smaller --tol"
         )
     return [Candidate(a, b, g, _kind(a, b, g), int(s)) for a, b, g in ordered for s in seeds]
+
+
+def study_candidates(config: SearchConfig, base: NetworkSpec) -> list[Candidate]:
+    """The trials of the study ``config`` describes, at equal ``config.cost`` on the baseline ``base`` as trained
+    (:func:`candidates` with the config's grid, seeds and cost model)."""
+    return candidates(
+        config.target,
+        config.tol,
+        config.step,
+        config.low,
+        config.high,
+        seeds=[config.seed + i for i in range(config.seeds)],
+        include_baseline=config.include_baseline,
+        model=cost_model(base, config.cost, search_profile(config)),
+    )
 
 
 def exact_cost_model(base: NetworkSpec) -> CostModel:

@@ -27,7 +27,7 @@ from effnet.config.workers import check_jobs
 from effnet.errors import EffnetError, InvalidValue
 from effnet.machine import bound_count, usable_cpus
 from effnet.search.curves import run_curves
-from effnet.search.grid import BAND_NOTE, SAME_NETWORK_NOTE, baseline_spec, candidates, cost_model, search_profile
+from effnet.search.grid import BAND_NOTE, SAME_NETWORK_NOTE, baseline_spec, study_candidates
 from effnet.search.processes import interrupt_on_sigterm
 from effnet.search.run import run_search
 
@@ -77,21 +77,9 @@ def _trials(tool: str, config: Config) -> int:
     """How many trials the study of ``tool`` holds (an upper bound: points that are one network count once each),
     on the study's own cost (``--cost``); a grid that cannot be made is the same one-line error the run gives."""
     train = _training(config)
-    seeds = [train.seed + i for i in range(train.seeds)]
     if isinstance(config, CurvesConfig):  # the baseline, then one point per method and phi (curve_points)
-        return (1 + config.phi_max * len(config.methods)) * len(seeds)
-    return len(
-        candidates(
-            train.target,
-            train.tol,
-            train.step,
-            train.low,
-            train.high,
-            seeds=seeds,
-            include_baseline=train.include_baseline,
-            model=cost_model(baseline_spec(train), train.cost, search_profile(train)),
-        )
-    )
+        return (1 + config.phi_max * len(config.methods)) * train.seeds
+    return len(study_candidates(train, baseline_spec(train)))
 
 
 def _runner(tool: str) -> Callable[..., dict[str, Any]]:

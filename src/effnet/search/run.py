@@ -31,7 +31,6 @@ from effnet.search.grid import (
     Candidate,
     band_notes,
     baseline_spec,
-    candidates,
     cost_model,
     definition,
     distinct_networks,
@@ -40,6 +39,7 @@ from effnet.search.grid import (
     latency_definition,
     same_network_note,
     search_profile,
+    study_candidates,
 )
 from effnet.search.report import write_report
 from effnet.search.storage import open_storage, redact
@@ -118,20 +118,10 @@ def run_search(
     classes and input channels, :func:`trained_baseline`; with a stand-in, as the baseline spec says).
     """
     check_type("config", config, SearchConfig, "a SearchConfig")
-    seeds = [config.seed + i for i in range(config.seeds)]
     base = trained_baseline(config) if trainer is None else baseline_spec(config)
     profile = search_profile(config)
     model = cost_model(base, config.cost, profile)
-    items = candidates(
-        config.target,
-        config.tol,
-        config.step,
-        config.low,
-        config.high,
-        seeds=seeds,
-        include_baseline=config.include_baseline,
-        model=model,
-    )
+    items = study_candidates(config, base)
     say = echo or (lambda text: tqdm.write(text))
     compared = model or exact_cost_model(base)  # the formula's points are compared at equal exact MACs
     for note in band_notes(items, compared, config.target, config.tol, config.cost):
