@@ -223,7 +223,7 @@ def test_effnet_curves_jobs_2_splits_the_points_between_two_processes(tmp_path):
         "--methods",
         "depth,compound",
         "--train-limit",
-        "64",
+        "768",  # long enough that the helper, started once the study is checked, gets a point
         "--val-limit",
         "64",
         "--epochs",

@@ -314,7 +314,7 @@ def test_search_accepts_v2_baseline_and_feeds_scale(tmp_path, capsys):
     summary = json.loads((out / "search_summary.json").read_text())
     assert "efficientnet_v2_s" in json.dumps(summary)
     capsys.readouterr()
-    url = f"sqlite:///{out / 'study.db'}"
+    url = str(out / "study.journal")  # the default storage
     assert main(["scale", "--study", "effnet-search", "--storage", url, "--phi-max", "1", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["baseline"] == "efficientnet_v2_s" and data["family"][1]["macs"] > data["family"][0]["macs"]

@@ -128,7 +128,7 @@ def test_compound_spec_round_trips_and_says_what_cannot_load_it(tmp_path):
 
 
 def _fashion_mnist_or_skip() -> None:
-    from effnet.training.data import find_fashion_mnist
+    from effnet.training.named_datasets import find_fashion_mnist
 
     try:
         find_fashion_mnist()

@@ -74,7 +74,7 @@ def test_latency_without_a_profile_says_how_to_make_one(tmp_path, capsys):
     flags = ["search", "--cost", "latency", "--profile", foreign, "--output", str(tmp_path / "y"), "--quiet"]
     assert main(flags) == 2
     _one_line(capsys.readouterr().err, "was measured elsewhere", "Some Other CPU", "--accept-foreign-profile")
-    assert not (tmp_path / "y" / "study.db").exists()
+    assert not (tmp_path / "y" / "study.journal").exists()
 
 
 def test_the_latency_grid_is_every_network_at_the_predicted_target(tmp_path):

@@ -172,7 +172,7 @@ def test_grid_without_point_in_tolerance_is_a_clear_error(tmp_path, capsys):
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "no (alpha, beta, gamma) on the grid step=0.5 in [1, 2] has exact MACs within --tol 0.01 of 1.7x" in err
     assert "(nearest: " in err and "use a finer --step, a larger --tol, or a larger proxy (--width" in err
-    assert not (tmp_path / "study.db").exists()  # nothing was created or touched
+    assert not (tmp_path / "study.journal").exists()  # nothing was created or touched
 
 
 # ------------------------------------------------------------------------------------------- workers
@@ -181,7 +181,7 @@ def test_grid_without_point_in_tolerance_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.slow
 def test_two_workers_split_the_grid_on_the_default_journal(tmp_path):
     config = {**SMALL, "seeds": 2, "output": str(tmp_path)}
-    procs = [_worker(tmp_path, config, FAKE_SLEEP="0.8") for _ in range(2)]
+    procs = [_worker(tmp_path, config, FAKE_SLEEP="1.5") for _ in range(2)]  # slow enough for both to start
     outs = [_finish(p) for p in procs]
     trials = _trials(default_storage(str(tmp_path)), "effnet-search")
     complete = _assert_each_candidate_complete_once(trials, 14)
@@ -202,7 +202,7 @@ def test_two_workers_split_the_grid_on_the_default_journal(tmp_path):
     assert (tmp_path / "accuracy_vs_macs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     header = (tmp_path / "search_results.csv").read_text().splitlines()[0]
     assert header == (
-        "rank,kind,alpha,beta,gamma,flops_factor,macs,macs_factor,params,resolution,epochs,pruned,"
+        "rank,kind,alpha,beta,gamma,flops_factor,macs,macs_factor,equal_cost,params,resolution,epochs,pruned,"
         "top1_mean,top1_std,top1_ci95_low,top1_ci95_high,seeds,wall_time_s"
     )
 
@@ -387,7 +387,7 @@ def test_bad_train_options_are_clear_errors(tmp_path, capsys):
     ):
         assert main([*base, "--train-option", option]) == 2
         assert message in capsys.readouterr().err
-    assert not (tmp_path / "study.db").exists()
+    assert not (tmp_path / "study.journal").exists()
 
 
 def _fake_trainer(config, spec, on_epoch=None):
@@ -678,7 +678,7 @@ def test_halving_is_the_default_wherever_a_trial_can_be_stopped(tmp_path):
 
     with pytest.raises(ValueError, match="takes no on_epoch: add it or use strategy 'grid'"):
         run_search(SearchConfig(**SMALL, output=str(tmp_path)), trainer=no_on_epoch, progress=False)
-    assert not (tmp_path / "study.db").exists()
+    assert not (tmp_path / "study.journal").exists()
 
     def grid_only(config, spec):  # the contract before halving: fine for strategy grid
         return _fake_trainer(config, spec)
@@ -696,7 +696,7 @@ def test_grid_and_budget_bounds_are_clear_errors(tmp_path, capsys):
     ):
         assert main(["search", "--output", str(tmp_path), "--quiet", *flags]) == 2, flags
         assert message in capsys.readouterr().err
-    assert not (tmp_path / "study.db").exists()
+    assert not (tmp_path / "study.journal").exists()
     assert main(["scale", "--phi-max", "1000"]) == 2
     assert "--phi-max must be an integer in [0, 16]" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
