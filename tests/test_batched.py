@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -128,3 +130,19 @@ def test_array_batches_follow_the_sampler_and_subset(tmp_path):
         per_sample = torch.stack([base[j][0] for j in chosen])  # random_crop off, no flip: eval geometry
         levels = (batch.images - per_sample).abs() * bundle.std[0] * 255
         assert levels.max().item() <= 2.0 + 1e-3  # 28 -> 16 px: torch's resize vs PIL's
+
+
+def test_fashion_mnist_files_read_once_while_unchanged(tmp_path):
+    from effnet.training import named_datasets as N
+
+    first = _bundle(tmp_path, Augment("none"))
+    again = N.named_arrays("fashion-mnist", str(tmp_path), False)
+    assert again[0] is first.train.dataset.images  # the cached array, shared (no copy) by the dataset
+    path = tmp_path / "train-images-idx3-ubyte"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    before = path.stat().st_mtime_ns
+    path.write_bytes(bytes(data))  # same size, new contents and a later modification time
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+    changed = N.named_arrays("fashion-mnist", str(tmp_path), False)[0]
+    assert changed is not again[0] and changed[-1, -1, -1] == again[0][-1, -1, -1] ^ 0xFF

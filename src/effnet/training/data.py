@@ -114,18 +114,27 @@ class ArrayDataset(Dataset):
         return image, self.targets[index]
 
 
+_STATS: list[tuple[np.ndarray, tuple[tuple[float, ...], tuple[float, ...]]]] = []
+"""The last array whose statistics were computed, and them: a search's trials read the same cached array."""
+
+
 def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images (N, H, W) or (N, H, W, C), in [0, 1] units (exact, via histograms)."""
-    channels = images.reshape(-1, 1) if images.ndim == 3 else images.reshape(-1, images.shape[-1])
+    if _STATS and _STATS[0][0] is images:
+        return _STATS[0][1]
+    pixels = torch.from_numpy(images if images.flags.writeable else images.copy())
+    channels = pixels.reshape(-1, 1) if images.ndim == 3 else pixels.reshape(-1, images.shape[-1])
     levels = np.arange(256, dtype=np.float64) / 255.0
     means, stds = [], []
     for c in range(channels.shape[1]):
-        counts = np.bincount(channels[:, c], minlength=256).astype(np.float64)
+        counts = torch.bincount(channels[:, c].contiguous(), minlength=256).numpy().astype(np.float64)
         total = counts.sum()
         mean = float((counts * levels).sum() / total)
         means.append(mean)
         stds.append(float(np.sqrt((counts * (levels - mean) ** 2).sum() / total)))
-    return tuple(means), tuple(stds)
+    stats = (tuple(means), tuple(stds))
+    _STATS[:] = [(images, stats)]
+    return stats
 
 
 def train_transform(preprocessing: Preprocessing, augment: Augment = Augment()) -> T.Compose:
