@@ -78,10 +78,10 @@ class BatchTransform:
         else:
             x = self._eval_geometry(x)
             if augment is not None and augment.hflip > 0:
-                flip = (torch.rand(len(x)) < augment.hflip).view(-1, 1, 1, 1)
+                flip = (torch.rand(len(x)) < augment.hflip).view(-1, 1, 1, 1).to(x.device)
                 x = torch.where(flip, x.flip(-1), x)
         x = _expand(x, pre.in_chans).to(torch.float32).div(255)
-        return x.sub_(self.mean).div_(self.std)
+        return x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
 
     def _eval_geometry(self, x: torch.Tensor) -> torch.Tensor:
         """Resize the shorter side to ``resize_size`` (skipped when it already is, as PIL does) and center crop."""
@@ -119,7 +119,7 @@ class BatchTransform:
         theta[:, 1, 1] = h / height
         theta[:, 1, 2] = (2 * top + h) / height - 1
         size = self.preprocessing.input_size
-        grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
+        grid = F.affine_grid(theta.to(x.device), [n, x.shape[1], size, size], align_corners=False)
         out = F.grid_sample(x.to(torch.float32), grid, mode=self.mode, padding_mode="border", align_corners=False)
         return out.round_().clamp_(0, 255).to(torch.uint8)
 
@@ -151,6 +151,8 @@ class ArrayBatches:
 
     ``sampler`` gives dataset indices in order (re-read each epoch, like a DataLoader's); the last short batch is
     dropped with ``drop_last``. Batches are :class:`~effnet.serving.preprocess.Batch` es with nothing skipped.
+    With a CUDA ``device`` the uint8 batch is copied there and transformed on it (the random draws stay on the CPU
+    RNG); the labels stay on the CPU.
     """
 
     def __init__(
@@ -161,11 +163,13 @@ class ArrayBatches:
         transform: BatchTransform,
         *,
         drop_last: bool = False,
+        device: torch.device | None = None,
     ) -> None:
         base = getattr(dataset, "dataset", dataset)
         indices: Sequence[int] | None = getattr(dataset, "indices", None)
         self.dataset, self.sampler, self.batch_size, self.drop_last = dataset, sampler, batch_size, drop_last
         self.transform = transform
+        self.device = device if device is not None and device.type == "cuda" else None
         self.pixels: torch.Tensor = base.pixels
         self.labels = torch.as_tensor(base.targets, dtype=torch.long)
         self.index_map = None if indices is None else torch.as_tensor(list(indices), dtype=torch.long)
@@ -177,7 +181,10 @@ class ArrayBatches:
         end = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
         for start in range(0, end, self.batch_size):
             index = order[start : start + self.batch_size]
-            yield Batch(self.transform(self.pixels[index]), self.labels[index], ())
+            images = self.pixels[index]
+            if self.device is not None:
+                images = images.to(self.device, non_blocking=True)
+            yield Batch(self.transform(images), self.labels[index], ())
 
     def __len__(self) -> int:
         n = len(self.sampler)  # type: ignore[arg-type]

@@ -99,12 +99,18 @@ def _array_base(dataset: Dataset) -> ArrayDataset | None:
 
 
 def _loader(
-    dataset: Dataset, sampler: Sampler[int], batch_size: int, drop_last: bool, **common: Any
+    dataset: Dataset,
+    sampler: Sampler[int],
+    batch_size: int,
+    drop_last: bool,
+    device: torch.device | None = None,
+    **common: Any,
 ) -> DataLoader | ArrayBatches:
-    """:class:`ArrayBatches` over an array set with a batch transform, else a DataLoader with ``common``."""
+    """:class:`ArrayBatches` over an array set with a batch transform (transformed on ``device`` when it is a GPU),
+    else a DataLoader with ``common``."""
     base = _array_base(dataset)
     if base is not None and base.batch_transform is not None:
-        return ArrayBatches(dataset, sampler, batch_size, base.batch_transform, drop_last=drop_last)
+        return ArrayBatches(dataset, sampler, batch_size, base.batch_transform, drop_last=drop_last, device=device)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
 
 
@@ -119,6 +125,8 @@ class Loaders:
     generator: torch.Generator
     common: dict[str, Any] = dataclasses.field(default_factory=dict)
     """The DataLoader settings of the training loader (generator, workers, pinning, collation)."""
+    device: torch.device | None = None
+    """Where array batches are transformed (a GPU; None: the CPU)."""
 
     def with_train_dataset(self, dataset: Dataset) -> Loaders:
         """These loaders with the training loader reading ``dataset`` (same length and order: the same sampler,
@@ -126,7 +134,7 @@ class Loaders:
         size = len(self.train.dataset)
         if len(dataset) != size:
             raise InvalidValue(f"a restaged training set must keep its {size} images, got {len(dataset)}")
-        train = _loader(dataset, self.sampler, self.train.batch_size or 1, True, **self.common)
+        train = _loader(dataset, self.sampler, self.train.batch_size or 1, True, self.device, **self.common)
         return dataclasses.replace(self, train=train)
 
 
@@ -153,8 +161,8 @@ def build_loaders(data: DataBundle, config: TrainConfig, device: torch.device, *
     }
     generator = torch.Generator().manual_seed(config.seed + rank)
     sampler = EpochSampler(base)
-    train = _loader(data.train, sampler, local_batch, True, generator=generator, **common)
+    train = _loader(data.train, sampler, local_batch, True, device, generator=generator, **common)
     shard = Shard(len(data.val), rank, world)
-    loader = _loader(data.val, shard, max(local_batch, 64), False, **common)
+    loader = _loader(data.val, shard, max(local_batch, 64), False, device, **common)
     val: Iterable[Batch] = DecodedBatches(loader) if _decodable(data, len(shard)) else loader
-    return Loaders(train, val, sampler, steps, generator, {"generator": generator, **common})
+    return Loaders(train, val, sampler, steps, generator, {"generator": generator, **common}, device)
