@@ -146,3 +146,13 @@ def test_fashion_mnist_files_read_once_while_unchanged(tmp_path):
     os.utime(path, ns=(before + 10**9, before + 10**9))
     changed = N.named_arrays("fashion-mnist", str(tmp_path), False)[0]
     assert changed is not again[0] and changed[-1, -1, -1] == again[0][-1, -1, -1] ^ 0xFF
+
+
+def test_the_main_jobs_trials_take_the_batch_path(tmp_path):
+    from effnet.config.search import SearchConfig
+    from effnet.config.training import resolve_recipe
+    from effnet.search.worker import train_config
+
+    trial = resolve_recipe(train_config(SearchConfig(), 0, tmp_path / "trial"))
+    assert trial.data == "fashion-mnist" and batchable(trial.augmentation())
+    assert not batchable(resolve_recipe(TrainConfig(data="fashion-mnist", augment="autoaugment")).augmentation())
