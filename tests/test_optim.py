@@ -149,3 +149,10 @@ def test_ema_tracks_weights_and_buffers_with_tf_warmup():
     plain = ModelEMA(model, decay=0.9, warmup=False)
     assert plain.current_decay() == 0.9
     assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+def test_sgd_and_adamw_use_fused_kernels_on_cpu_rmsprop_multi_tensor():
+    groups = lambda: [{"params": [torch.nn.Parameter(torch.ones(3))]}]
+    assert build_optimizer("adamw", groups(), 0.1).defaults["fused"] is True
+    assert build_optimizer("sgd", groups(), 0.1).defaults["fused"] is True
+    assert build_optimizer("rmsprop", groups(), 0.1).defaults["foreach"] is True

@@ -52,6 +52,8 @@ def test_each_search_gets_a_folder_named_after_its_settings():
     base = baseline_spec(lean)
     assert definition(full, base, []) == definition(lean, base, [])
     assert dict(lean.train_options)["artifacts"] == "metrics"  # a trial keeps what the report and a resume need
+    assert dict(lean.train_options)["lean_activations"] is False  # small candidates: the faster plain BN+act
+    assert definition(_config("--train-option", "lean_activations=true"), base, []) == definition(lean, base, [])
 
 
 def _fitted_trainer(config, spec, on_epoch=None):

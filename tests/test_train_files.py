@@ -121,6 +121,7 @@ def test_validation_is_decoded_once_and_gives_the_same_batches(fmnist):
     from torch.utils.data import DataLoader
 
     from effnet.serving.preprocess import collate_skip
+    from effnet.training.batched import ArrayBatches
     from effnet.training.data import load_datasets
     from effnet.training.loaders import DecodedBatches, Shard, build_loaders
 
@@ -128,12 +129,15 @@ def test_validation_is_decoded_once_and_gives_the_same_batches(fmnist):
     data = load_datasets("fashion-mnist", resolution=16, data_root=str(fmnist), train_limit=64, val_limit=70)
     loaders = build_loaders(data, config, torch.device("cpu"), rank=0, world=1)
     assert isinstance(loaders.val, DecodedBatches)
-    decoding = DataLoader(data.val, batch_size=64, sampler=Shard(len(data.val), 0, 1), collate_fn=collate_skip)
+    decoding = ArrayBatches(data.val, Shard(len(data.val), 0, 1), 64, data.val.dataset.batch_transform)
+    per_sample = DataLoader(data.val, batch_size=64, sampler=Shard(len(data.val), 0, 1), collate_fn=collate_skip)
     for _ in range(2):
-        pairs = list(zip(loaders.val, decoding, strict=True))
-        assert [len(a.labels) for a, _ in pairs] == [64, 6]
-        for a, b in pairs:
+        pairs = list(zip(loaders.val, decoding, per_sample, strict=True))
+        assert [len(a.labels) for a, _, _ in pairs] == [64, 6]
+        for a, b, c in pairs:
             assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+            # 28 -> 16 px: torch's resize of the batch vs PIL's per image, within 2 grey levels (docs/speed.md)
+            assert torch.equal(a.labels, c.labels) and (a.images - c.images).abs().max() * data.std[0] * 255 <= 2.001
 
 
 _RANK = r"""

@@ -3,7 +3,9 @@
 The named datasets are found and read on disk by :mod:`effnet.training.named_datasets`. Every dataset comes with
 the run's :class:`~effnet.preprocessing.Preprocessing` (size, crop fraction, mean/std, input channels, class names):
 validation uses serving's :func:`~effnet.serving.preprocess.eval_transform` on it, the weights carry it. Training
-transforms are torchvision's random-resized-crop + flip + AutoAugment (ImageNet policy) or RandAugment. Gray data is
+transforms are torchvision's random-resized-crop + flip + AutoAugment (ImageNet policy) or RandAugment. The array
+sets (Fashion-MNIST, CIFAR) also carry the same transforms on whole uint8 batches (:mod:`effnet.training.batched`),
+which the loaders use where they exist (validation always; training without AutoAugment/RandAugment). Gray data is
 fed as one channel (``in_chans=1``) or repeated to three. ImageFolder trees are read with serving's scanner and
 bad-image protocol: an unreadable image yields a :class:`~effnet.serving.preprocess.BadSample`,
 :func:`~effnet.serving.preprocess.collate_skip` drops it and reports its path so the trainer can count it.
@@ -28,6 +30,7 @@ from effnet.errors import BadFile, InvalidValue, MissingFile, WrongType
 from effnet.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from effnet.serving.image_files import image_folder_samples
 from effnet.serving.preprocess import ConvertMode, ImageFiles, ResizeBound, eval_transform
+from effnet.training.batched import BatchTransform, batch_eval_transform, batch_train_transform
 from effnet.training.named_datasets import NAMED_DATASETS, named_arrays
 
 __all__ = [
@@ -79,7 +82,9 @@ class DataBundle:
 
 
 class ArrayDataset(Dataset):
-    """In-memory uint8 images (N, H, W) or (N, H, W, C) with integer labels, served as PIL images."""
+    """In-memory uint8 images (N, H, W) or (N, H, W, C) with integer labels, served as PIL images one at a time, or
+    whole batches at a time by :class:`~effnet.training.batched.ArrayBatches` when ``batch_transform`` is set
+    (``pixels``: the same memory as a uint8 tensor)."""
 
     def __init__(
         self,
@@ -87,10 +92,14 @@ class ArrayDataset(Dataset):
         labels: np.ndarray,
         transform: Callable[[Image.Image], Any] | None = None,
         classes: Sequence[str] = (),
+        batch_transform: BatchTransform | None = None,
     ) -> None:
         if len(images) != len(labels):
             raise InvalidValue(f"{len(images)} images but {len(labels)} labels")
-        self.images = images
+        images = np.asarray(images)
+        self.images = images if images.flags.writeable else images.copy()  # torch tensors want writable memory
+        self.pixels = torch.from_numpy(self.images)
+        self.batch_transform = batch_transform if self.images.dtype == np.uint8 else None
         self.targets = [int(t) for t in labels]
         self.transform = transform
         self.classes = list(classes)
@@ -105,18 +114,27 @@ class ArrayDataset(Dataset):
         return image, self.targets[index]
 
 
+_STATS: list[tuple[np.ndarray, tuple[tuple[float, ...], tuple[float, ...]]]] = []
+"""The last array whose statistics were computed, and them: a search's trials read the same cached array."""
+
+
 def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images (N, H, W) or (N, H, W, C), in [0, 1] units (exact, via histograms)."""
-    channels = images.reshape(-1, 1) if images.ndim == 3 else images.reshape(-1, images.shape[-1])
+    if _STATS and _STATS[0][0] is images:
+        return _STATS[0][1]
+    pixels = torch.from_numpy(images if images.flags.writeable else images.copy())
+    channels = pixels.reshape(-1, 1) if images.ndim == 3 else pixels.reshape(-1, images.shape[-1])
     levels = np.arange(256, dtype=np.float64) / 255.0
     means, stds = [], []
     for c in range(channels.shape[1]):
-        counts = np.bincount(channels[:, c], minlength=256).astype(np.float64)
+        counts = torch.bincount(channels[:, c].contiguous(), minlength=256).numpy().astype(np.float64)
         total = counts.sum()
         mean = float((counts * levels).sum() / total)
         means.append(mean)
         stds.append(float(np.sqrt((counts * (levels - mean) ** 2).sum() / total)))
-    return tuple(means), tuple(stds)
+    stats = (tuple(means), tuple(stds))
+    _STATS[:] = [(images, stats)]
+    return stats
 
 
 def train_transform(preprocessing: Preprocessing, augment: Augment = Augment()) -> T.Compose:
@@ -213,8 +231,9 @@ def load_datasets(
         mean, std = _channel_stats(train_x)
         pre = Preprocessing(resolution, crop_pct, "bicubic", mean, std, classes, native)
         pre = pre.with_in_chans(in_chans or native)
-        train: Any = ArrayDataset(train_x, train_y, train_transform(pre, augment), classes)
-        val: Any = ArrayDataset(val_x, val_y, eval_transform(pre), classes)
+        batched = batch_train_transform(pre, augment)
+        train: Any = ArrayDataset(train_x, train_y, train_transform(pre, augment), classes, batched)
+        val: Any = ArrayDataset(val_x, val_y, eval_transform(pre), classes, batch_eval_transform(pre))
     else:
         root = Path(data).expanduser()
         train_samples, val_samples, names = _image_folders(root)
@@ -231,11 +250,14 @@ def load_datasets(
 def restage(data: DataBundle, resolution: int, augment: Augment) -> Dataset:
     """``data``'s training set (same images, same subset) with the training transform at ``resolution`` and
     ``augment``: what a stage of progressive learning trains on. ``data`` itself is left unchanged."""
-    transform = train_transform(data.preprocessing.replace(input_size=resolution), augment)
+    pre = data.preprocessing.replace(input_size=resolution)
+    transform = train_transform(pre, augment)
     dataset = data.train
     base = dataset.dataset if isinstance(dataset, Subset) else dataset
     if not hasattr(base, "transform"):
         raise WrongType(f"cannot change the transform of a {type(base).__name__} training set")
     fresh = copy.copy(base)  # shares the images/paths, not the transform
     fresh.transform = transform
+    if isinstance(fresh, ArrayDataset) and fresh.images.dtype == np.uint8:
+        fresh.batch_transform = batch_train_transform(pre, augment)
     return Subset(fresh, dataset.indices) if isinstance(dataset, Subset) else fresh

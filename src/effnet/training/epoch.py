@@ -24,6 +24,7 @@ from tqdm import tqdm
 from effnet.errors import TrainingDiverged
 from effnet.serving.inference import count_correct
 from effnet.serving.preprocess import Batch
+from effnet.training.batched import ArrayBatches
 from effnet.training.device import Runtime, autocast
 from effnet.training.distributed import all_max, all_sum
 from effnet.training.loaders import EpochSampler
@@ -149,7 +150,7 @@ def train_epoch(
     state: TrainState,
     net: nn.Module,
     criterion: nn.Module,
-    loader: DataLoader,
+    loader: DataLoader | ArrayBatches,
     rt: Runtime,
     *,
     grad_clip: float | None = None,

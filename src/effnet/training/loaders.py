@@ -1,12 +1,17 @@
 """The DataLoaders of a run: a shuffled, per-rank training loader that can start part-way into an epoch, and an
 exact (unpadded) per-rank split of the validation set, decoded once at set-up when it is an in-memory array set
-small enough to keep (:class:`DecodedBatches`), since its transform is the same every epoch."""
+small enough to keep (:class:`DecodedBatches`), since its transform is the same every epoch.
+
+An in-memory array set whose transform has a batch form is read by :class:`~effnet.training.batched.ArrayBatches`
+(one index and a few tensor operations per batch, in the main process); other data by a DataLoader and its worker
+pool (``--workers``), one sample at a time."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
@@ -15,6 +20,7 @@ from effnet.config.training import TrainConfig
 from effnet.errors import InvalidValue
 from effnet.machine import bound_count, usable_cpus
 from effnet.serving.preprocess import Batch, collate_skip
+from effnet.training.batched import ArrayBatches
 from effnet.training.data import ArrayDataset, DataBundle
 
 __all__ = ["DECODED_VAL_BYTES", "EpochSampler", "Shard", "DecodedBatches", "Loaders", "build_loaders"]
@@ -61,7 +67,7 @@ class DecodedBatches:
     same order, without decoding again (the evaluation transform is deterministic). Skipped files are reported in
     the first batch."""
 
-    def __init__(self, loader: DataLoader) -> None:
+    def __init__(self, loader: Iterable[Batch]) -> None:
         batches = list(loader)
         self.images = torch.cat([b.images for b in batches if len(b.labels)]) if batches else torch.empty(0)
         self.labels = torch.cat([b.labels for b in batches]) if batches else torch.empty(0, dtype=torch.long)
@@ -88,15 +94,41 @@ def _decodable(data: DataBundle, n: int) -> bool:
     return n * pre.in_chans * pre.input_size**2 * 4 <= DECODED_VAL_BYTES
 
 
+def _array_base(dataset: Dataset) -> ArrayDataset | None:
+    """The array set under ``dataset`` when it has a batch transform (read by :class:`ArrayBatches`), else None."""
+    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    return base if isinstance(base, ArrayDataset) and base.batch_transform is not None else None
+
+
+def _loader(
+    dataset: Dataset,
+    sampler: Sampler[int],
+    batch_size: int,
+    drop_last: bool,
+    device: torch.device | None = None,
+    **common: Any,
+) -> DataLoader | ArrayBatches:
+    """:class:`ArrayBatches` over an array set with a batch transform (transformed on ``device`` when it is a GPU),
+    else a DataLoader with ``common``."""
+    base = _array_base(dataset)
+    if base is not None and base.batch_transform is not None:
+        return ArrayBatches(dataset, sampler, batch_size, base.batch_transform, drop_last=drop_last, device=device)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
+
+
 @dataclass(frozen=True)
 class Loaders:
     """Training and validation loaders of one process, the training sampler and the optimizer steps per epoch."""
 
-    train: DataLoader
+    train: DataLoader | ArrayBatches
     val: Iterable[Batch]
     sampler: EpochSampler
     steps_per_epoch: int
     generator: torch.Generator
+    common: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The DataLoader settings of the training loader (generator, workers, pinning, collation)."""
+    device: torch.device | None = None
+    """Where array batches are transformed (a GPU; None: the CPU)."""
 
     def with_train_dataset(self, dataset: Dataset) -> Loaders:
         """These loaders with the training loader reading ``dataset`` (same length and order: the same sampler,
@@ -104,18 +136,7 @@ class Loaders:
         size = len(self.train.dataset)
         if len(dataset) != size:
             raise InvalidValue(f"a restaged training set must keep its {size} images, got {len(dataset)}")
-        old = self.train
-        train = DataLoader(
-            dataset,
-            batch_size=old.batch_size,
-            sampler=self.sampler,
-            drop_last=True,
-            generator=self.generator,
-            num_workers=old.num_workers,
-            pin_memory=old.pin_memory,
-            collate_fn=old.collate_fn,
-            persistent_workers=False,
-        )
+        train = _loader(dataset, self.sampler, self.train.batch_size or 1, True, self.device, **self.common)
         return dataclasses.replace(self, train=train)
 
 
@@ -136,13 +157,16 @@ def build_loaders(data: DataBundle, config: TrainConfig, device: torch.device, *
     workers = config.workers if config.workers is not None else (min(8, cpus) if gpu else 0)
     workers = bound_count("--workers", workers, cpus, f"{cpus} usable CPU cores")  # each worker is a process
     pin = config.pin_memory if config.pin_memory is not None else gpu
-    common = {"num_workers": workers, "pin_memory": pin, "collate_fn": collate_skip, "persistent_workers": False}
+    common: dict[str, Any] = {
+        "num_workers": workers,
+        "pin_memory": pin,
+        "collate_fn": collate_skip,
+        "persistent_workers": False,
+    }
     generator = torch.Generator().manual_seed(config.seed + rank)
     sampler = EpochSampler(base)
-    train = DataLoader(
-        data.train, batch_size=local_batch, sampler=sampler, drop_last=True, generator=generator, **common
-    )
+    train = _loader(data.train, sampler, local_batch, True, device, generator=generator, **common)
     shard = Shard(len(data.val), rank, world)
-    loader = DataLoader(data.val, batch_size=max(local_batch, 64), sampler=shard, **common)
+    loader = _loader(data.val, shard, max(local_batch, 64), False, device, **common)
     val: Iterable[Batch] = DecodedBatches(loader) if _decodable(data, len(shard)) else loader
-    return Loaders(train, val, sampler, steps, generator)
+    return Loaders(train, val, sampler, steps, generator, {"generator": generator, **common}, device)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from effnet.config.progressive import Stage, stage_for_epoch
 from effnet.errors import TrainingDiverged, Unsupported
+from effnet.training.batched import ArrayBatches
 from effnet.training.epoch import StopFlag, divergence, end_epoch, train_epoch
 from effnet.training.progressive import describe_stage, enter_stage, stage_record
 from effnet.training.run import Run
@@ -69,7 +70,7 @@ def _one_epoch(
     net: nn.Module,
     criterion: nn.Module,
     stop: StopFlag,
-    loader: DataLoader,
+    loader: DataLoader | ArrayBatches,
     stage: Stage | None,
 ) -> None:
     """Train one epoch on ``loader`` (with a progress bar), checkpoint on a stop request, then evaluate and log it;

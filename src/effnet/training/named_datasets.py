@@ -177,12 +177,27 @@ def _idx_pair(images_file: Path, labels_file: Path, classes: int) -> tuple[np.nd
     return images, labels
 
 
-def named_arrays(data: str, data_root: str | None, download: bool) -> tuple[Any, ...]:
-    """``(train_x, train_y, val_x, val_y, classes, source)`` of a dataset in :data:`NAMED_DATASETS`."""
-    if data == "fashion-mnist":
-        files = find_fashion_mnist(data_root, download)
+_IDX_CACHE: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+"""The last Fashion-MNIST arrays read, keyed by their files' paths, sizes and modification times: the trials of a
+search worker read the files once."""
+
+
+def _fashion_mnist(files: dict[str, Path]) -> tuple[Any, ...]:
+    key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files.values())
+    if key not in _IDX_CACHE:
         train_x, train_y = _idx_pair(files["train_images"], files["train_labels"], len(FASHION_MNIST_CLASSES))
         val_x, val_y = _idx_pair(files["test_images"], files["test_labels"], len(FASHION_MNIST_CLASSES))
+        _IDX_CACHE.clear()
+        _IDX_CACHE[key] = tuple(np.array(a) for a in (train_x, train_y, val_x, val_y))  # writable, shared
+    return _IDX_CACHE[key]
+
+
+def named_arrays(data: str, data_root: str | None, download: bool) -> tuple[Any, ...]:
+    """``(train_x, train_y, val_x, val_y, classes, source)`` of a dataset in :data:`NAMED_DATASETS` (Fashion-MNIST
+    read once per process while its files are unchanged)."""
+    if data == "fashion-mnist":
+        files = find_fashion_mnist(data_root, download)
+        train_x, train_y, val_x, val_y = _fashion_mnist(files)
         return train_x, train_y, val_x, val_y, FASHION_MNIST_CLASSES, str(files["train_images"].parent)
     root = _find_cifar(data, data_root) if not download else Path(search_roots(data_root)[0])
     cls = tvd.CIFAR10 if data == "cifar10" else tvd.CIFAR100

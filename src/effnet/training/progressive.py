@@ -21,6 +21,7 @@ from effnet.config.progressive import Stage, progressive_stages
 from effnet.config.training import TrainConfig
 from effnet.models.efficientnet import EfficientNet
 from effnet.specs import NetworkSpec
+from effnet.training.batched import ArrayBatches
 from effnet.training.data import DataBundle, restage
 from effnet.training.loaders import Loaders
 
@@ -38,7 +39,7 @@ def run_stages(config: TrainConfig, spec: NetworkSpec) -> tuple[tuple[Stage, ...
 
 def enter_stage(
     stage: Stage, model: EfficientNet, loaders: Loaders, data: DataBundle, config: TrainConfig
-) -> DataLoader:
+) -> DataLoader | ArrayBatches:
     """The training loader of ``stage`` (``data`` at its image size and RandAugment magnitude, read in the same
     order as ``loaders.train``), with ``model``'s dropout set to the stage's."""
     augment = dataclasses.replace(config.augmentation(), randaugment_m=stage.randaugment_m)
