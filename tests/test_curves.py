@@ -223,7 +223,7 @@ def test_effnet_curves_jobs_2_splits_the_points_between_two_processes(tmp_path):
         "--methods",
         "depth,compound",
         "--train-limit",
-        "768",  # long enough that the helper, started once the study is checked, gets a point
+        "1536",  # trials long enough that the helper, given its work once the study is checked, gets some
         "--val-limit",
         "64",
         "--epochs",
@@ -235,7 +235,7 @@ def test_effnet_curves_jobs_2_splits_the_points_between_two_processes(tmp_path):
         "--depth",
         "0.25",
         "--seeds",
-        "1",
+        "2",
         "--output",
         str(out),
         "--quiet",
@@ -246,9 +246,9 @@ def test_effnet_curves_jobs_2_splits_the_points_between_two_processes(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((out / "curves_summary.json").read_text())  # the parent's: written after its helper exited
     assert [(r["method"], r["phi"]) for r in summary["rows"]] == [("baseline", 0), ("depth", 1), ("compound", 1)]
-    assert all(r["top1_mean"] is not None and r["seeds"] == 1 for r in summary["rows"])
+    assert all(r["top1_mean"] is not None and r["seeds"] == 2 for r in summary["rows"])
     workers = {r["worker"] for r in summary["records"]}
-    assert len(summary["records"]) == 3 and len(workers) == 2, workers  # both processes trained points
-    assert 1 <= summary["trials_run_by_this_worker"] < 3
+    assert len(summary["records"]) == 6 and len(workers) == 2, workers  # both processes trained points
+    assert 1 <= summary["trials_run_by_this_worker"] < 6
     assert (summary["jobs"], summary["threads_per_job"]) == (2, max(1, usable_cpus() // 2))
     assert "[worker " in done.stdout and "run by this worker" in done.stdout and "(2 job(s), " in done.stdout

@@ -110,7 +110,8 @@ def test_search_jobs_are_bounded_by_cores_and_trials(
 
     started: list[str] = []
     monkeypatch.setattr(jobs_module, "usable_cpus", lambda: cpus)
-    monkeypatch.setattr(jobs_module, "_start", lambda payload, env: started.append(payload) or _Done())
+    monkeypatch.setattr(jobs_module, "_start", lambda env: _Done())
+    monkeypatch.setattr(jobs_module, "_send", lambda child, payload: payload and started.append(payload))
 
     def runner(config: object, on_ready: Callable[[], None], **kw: object) -> dict[str, bool]:
         on_ready()  # the study is open and checked: the helpers start now

@@ -13,6 +13,7 @@ files (all written atomically, see :mod:`effnet.io`) are this process's, written
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -92,7 +93,10 @@ def _child_main() -> None:
     The worker dies with its parent (armed by ``_CHILD``); SIGTERM or SIGINT fail its running trial at once (the
     trial's line says so) and it exits with status 130, without a traceback; a user error is one line, status 2.
     """
-    payload = json.loads(sys.stdin.read())
+    text = sys.stdin.read()
+    if not text.strip():  # the parent refused the study before any work: nothing to do, nothing to say
+        return
+    payload = json.loads(text)
     tool = payload["tool"]
     config = config_from_payload(tool, payload["config"])
 
@@ -111,11 +115,19 @@ def _child_main() -> None:
         sys.exit(2)
 
 
-def _start(payload: str, env: Mapping[str, str]) -> subprocess.Popen[str]:
-    child = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, text=True, env=dict(env))
-    child.stdin.write(payload)
-    child.stdin.close()
-    return child
+def _start(env: Mapping[str, str]) -> subprocess.Popen[str]:
+    """A helper process that imports what it needs (torch, optuna) at once, then waits for its payload."""
+    return subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, text=True, env=dict(env))
+
+
+def _send(child: subprocess.Popen[str], payload: str) -> None:
+    """Hand ``child`` its work (``payload``) or, with ``""``, nothing: it then exits at once, quietly."""
+    if child.stdin is None or child.stdin.closed:
+        return
+    with contextlib.suppress(BrokenPipeError):  # a helper that died already (its parent's checks say why)
+        child.stdin.write(payload)
+    with contextlib.suppress(BrokenPipeError):
+        child.stdin.close()
 
 
 def _wait(children: list[subprocess.Popen[str]], timeout: float = _WAIT_S) -> None:
@@ -136,7 +148,9 @@ def run_jobs(tool: str, config: Config, jobs: int = 1, *, progress: bool = True,
     torch's default): on a small CPU several single-threaded trainings use the cores better than one
     multi-threaded one. ``jobs`` above the usable cores or the study's trials, and ``threads`` above the cores,
     are lowered to them with one :class:`~effnet.errors.Lowered` warning (:func:`effnet.machine.bound_count`).
-    :class:`~effnet.errors.InvalidValue` for a bad ``jobs`` or ``tool`` before anything starts.
+    :class:`~effnet.errors.InvalidValue` for a bad ``jobs`` or ``tool`` before anything starts. The helpers start
+    at once (their imports overlap this process's set-up) and get their work once the study is open and checked,
+    so a study this process finishes in a few seconds may be trained by it alone.
     """
     check_jobs(jobs)
     _check_tool(tool)
@@ -151,14 +165,17 @@ def run_jobs(tool: str, config: Config, jobs: int = 1, *, progress: bool = True,
     helper = {**options, "measure_latency": False} if tool == "curves" else options  # the parent measures, alone
     payload = json.dumps({"tool": tool, "config": dataclasses.asdict(config), "options": helper})
     env = {**os.environ, _PARENT_ENV: str(os.getpid())}
-    children: list[subprocess.Popen[str]] = []
+    # The helpers start now, so that their imports overlap this process's set-up, but get their work only once the
+    # study is open and its definition checked: a refused study runs no helper (each exits, quietly).
+    children = [_start(env) for _ in range(jobs - 1)]
 
     def before_report() -> dict[str, Any]:
         _wait(children)  # the helpers' reports (atomic) are written before this one
         return info
 
-    def on_ready() -> None:  # the study is open and its definition checked: a refused study starts no helper
-        children.extend(_start(payload, env) for _ in range(jobs - 1))
+    def on_ready() -> None:
+        for child in children:
+            _send(child, payload)
 
     try:
         with interrupt_on_sigterm():  # SIGTERM like Ctrl-C: this worker's trial FAILs, the helpers are stopped
@@ -169,5 +186,7 @@ def run_jobs(tool: str, config: Config, jobs: int = 1, *, progress: bool = True,
                 child.terminate()
         raise
     finally:
+        for child in children:  # no-op for those that got their work; the others end without any
+            _send(child, "")
         _wait(children)
     return {**report, **info}
