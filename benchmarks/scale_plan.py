@@ -1,7 +1,7 @@
 """`effnet scale` measures only where it matters (issue 21 item 4): wall time and choice, planned vs every member.
 
     python benchmarks/scale_plan.py                      # the issue's example: B0, paper alpha/beta/gamma, 40 ms
-    python benchmarks/scale_plan.py --study effnet-search --storage sqlite:///runs/search/study.db --max-latency-ms 30
+    python benchmarks/scale_plan.py --study effnet-search --storage runs/search/study.journal --max-latency-ms 30
     python benchmarks/scale_plan.py --resolution 64 --width 0.25 --phi-max 3 --max-latency-ms 20   # a tiny check
 
 Each case runs ``effnet scale ... --device cpu --batch 1`` as a user would (a fresh ``python -m effnet`` process,
