@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from effnet.cli import build_parser, main
 from effnet.cli.search import config_from_args
 from effnet.config.search import DEFAULT_OUTPUT, SearchConfig
@@ -195,3 +197,27 @@ def test_a_refused_study_runs_no_helper_and_reports_nothing_false(tmp_path, capf
     line = err.strip()
     assert len(line.splitlines()) == 1 and "was created for a different search (seeds:" in line, line
     assert "pass a new --study name, or leave out --output" in line
+
+
+def _checkpointing_trainer(config, spec, on_epoch=None):
+    """As :func:`_fitted_trainer`, writing a checkpoint every epoch first, as fit does while a run goes."""
+
+    def epoch_done(record):
+        (Path(config.output) / "checkpoint.pt").write_bytes(b"state")
+        if on_epoch is not None:
+            on_epoch(record)
+
+    result = _fitted_trainer(config, spec, epoch_done)
+    (Path(config.output) / "checkpoint.pt").unlink()  # fit's end of run with artifacts=metrics
+    return result
+
+
+@pytest.mark.parametrize("artifacts", ["metrics", "all"])
+def test_a_trial_stopped_by_halving_keeps_no_checkpoint(tmp_path, artifacts):
+    """A stopped trial is never resumed: its folder keeps what the report reads, no checkpoint (unless asked)."""
+    options = (("artifacts", artifacts),)
+    config = SearchConfig(**SMALL, epochs=3, strategy="halving", output=str(tmp_path), train_options=options)
+    report = run_search(config, trainer=_checkpointing_trainer, progress=False)
+    stopped = [Path(t["output_dir"]) for t in report["trials"] if t.get("pruned")]
+    assert stopped, "halving stopped no trial"
+    assert all((folder / "checkpoint.pt").exists() == (artifacts == "all") for folder in stopped)

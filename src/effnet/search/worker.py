@@ -42,6 +42,7 @@ from effnet.search.grid import Candidate, trial_spec
 from effnet.search.storage import claim, is_journal, recover_dead_trials
 from effnet.search.study import DIVERGED, GRID_ID, enqueue
 from effnet.specs import NetworkSpec
+from effnet.training.checkpoint import CHECKPOINT_NAME
 from effnet.training.rundir import LOCK_NAME, RunDirLocked, RunLock
 
 __all__ = ["Trainer", "train_config", "Worker"]
@@ -137,6 +138,13 @@ def _saved_spec(run_dir: Path) -> dict[str, Any] | None:
         return json.loads(read_safetensors_header(run_dir / "best.safetensors")["effnet.spec"])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def _final(run_dir: Path, artifacts: str) -> None:
+    """A trial that ends for good before its last epoch (stopped by halving, diverged) is never resumed: its
+    checkpoint goes, unless the trial keeps full run folders (``artifacts=all``)."""
+    if artifacts != "all":
+        (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
 
 
 def _clear_failed_attempt(run_dir: Path) -> None:
@@ -279,10 +287,12 @@ class Worker:
         kwargs = {}
         if self.config.strategy == "halving":
             kwargs["on_epoch"] = functools.partial(self._on_epoch, trial, epochs)
+        train = train_config(self.config, item.seed, run_dir, spec.name)
         try:
             _clear_failed_attempt(run_dir)
-            result = self.trainer(train_config(self.config, item.seed, run_dir, spec.name), spec, **kwargs)
+            result = self.trainer(train, spec, **kwargs)
         except TrainingDiverged as exc:  # deterministic: failed for good, never queued again nor chosen
+            _final(run_dir, train.artifacts)
             trial.set_user_attr(DIVERGED, str(exc))
             self.ran += 1
             self.echo(
@@ -294,6 +304,7 @@ class Worker:
             trial.set_user_attr("duplicate_of", trial.number)
             raise _SpareTrial(f"trial {trial.number} is being trained by another worker ({exc})") from None
         except optuna.TrialPruned:
+            _final(run_dir, train.artifacts)
             last = SimpleNamespace(last_top1=epochs[-1]["val_top1"], epochs=len(epochs), spec=_saved_spec(run_dir))
             record = {**_record(item, self.base, spec, last, time.perf_counter() - start, run_dir), "pruned": True}
             self._finish(trial, record, "pruned after")
