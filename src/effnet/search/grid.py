@@ -123,9 +123,9 @@ def candidates(
     return [Candidate(a, b, g, _kind(a, b, g), int(s)) for a, b, g in ordered for s in seeds]
 
 
-def study_candidates(config: SearchConfig, base: NetworkSpec) -> list[Candidate]:
-    """The trials of the study ``config`` describes, at equal ``config.cost`` on the baseline ``base`` as trained
-    (:func:`candidates` with the config's grid, seeds and cost model)."""
+def study_candidates(config: SearchConfig, model: CostModel | None) -> list[Candidate]:
+    """The trials of the study ``config`` describes: :func:`candidates` with the config's grid and seeds, at equal
+    cost on ``model`` (:func:`cost_model` of the baseline as trained; None: the formula)."""
     return candidates(
         config.target,
         config.tol,
@@ -134,7 +134,7 @@ def study_candidates(config: SearchConfig, base: NetworkSpec) -> list[Candidate]
         config.high,
         seeds=[config.seed + i for i in range(config.seeds)],
         include_baseline=config.include_baseline,
-        model=cost_model(base, config.cost, search_profile(config)),
+        model=model,
     )
 
 

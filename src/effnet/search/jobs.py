@@ -28,7 +28,7 @@ from effnet.config.workers import check_jobs
 from effnet.errors import EffnetError, InvalidValue
 from effnet.machine import bound_count, usable_cpus
 from effnet.search.curves import run_curves
-from effnet.search.grid import BAND_NOTE, SAME_NETWORK_NOTE, baseline_spec, study_candidates
+from effnet.search.grid import BAND_NOTE, SAME_NETWORK_NOTE, baseline_spec, cost_model, search_profile, study_candidates
 from effnet.search.processes import interrupt_on_sigterm
 from effnet.search.run import run_search
 
@@ -80,7 +80,7 @@ def _trials(tool: str, config: Config) -> int:
     train = _training(config)
     if isinstance(config, CurvesConfig):  # the baseline, then one point per method and phi (curve_points)
         return (1 + config.phi_max * len(config.methods)) * train.seeds
-    return len(study_candidates(train, baseline_spec(train)))
+    return len(study_candidates(train, cost_model(baseline_spec(train), train.cost, search_profile(train))))
 
 
 def _runner(tool: str) -> Callable[..., dict[str, Any]]:

@@ -271,11 +271,12 @@ class Measurer:
         self._children: dict[NetworkSpec, _CpuChild] = {}
 
     def __call__(self, spec: NetworkSpec) -> Measurement:
-        check_device_memory(estimate_memory(spec, self.batch), self.device)  # before the batch is allocated
         if self.kind == "cuda":
+            check_device_memory(estimate_memory(spec, self.batch), self.device)  # before the batch is allocated
             args = (spec, self.batch, self.warmup, self.repeats, self.device, self.runtime, self.precision)
             return _measure_cuda(*args)
-        if spec not in self._children:
+        if spec not in self._children:  # checked once, before its process allocates the batch
+            check_device_memory(estimate_memory(spec, self.batch), self.device)
             job = {"batch": self.batch, "warmup": self.warmup, "repeats": self.repeats, "threads": self.threads}
             job.update(runtime=self.runtime, precision=self.precision)
             self._children[spec] = _CpuChild(spec, job)

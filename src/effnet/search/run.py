@@ -121,7 +121,7 @@ def run_search(
     base = trained_baseline(config) if trainer is None else baseline_spec(config)
     profile = search_profile(config)
     model = cost_model(base, config.cost, profile)
-    items = study_candidates(config, base)
+    items = study_candidates(config, model)  # the profile read once, for the grid and the definition
     say = echo or (lambda text: tqdm.write(text))
     compared = model or exact_cost_model(base)  # the formula's points are compared at equal exact MACs
     for note in band_notes(items, compared, config.target, config.tol, config.cost):
