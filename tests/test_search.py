@@ -626,6 +626,32 @@ def test_halving_never_stops_the_leaders(tmp_path):
     assert main(["search", "--output", str(tmp_path / "bad"), "--quiet", "--keep", "-1"]) == 2
 
 
+def test_halving_never_stops_a_trial_at_its_last_epoch(tmp_path):
+    """With rungs at 1 and 3 of 3 epochs, a trial that trained all 3 is finished, never "stopped" (a stopped trial
+    cannot be chosen, so a rung at the last epoch would hide fully trained points from the report)."""
+    from types import SimpleNamespace
+
+    from effnet.cost import cost
+
+    calls = []
+
+    def trainer(config, spec, on_epoch=None):  # one worker, queue order: every 2nd one leads at epoch 1, none at 3
+        calls.append(spec)
+        n = len(calls)
+        on_epoch({"epoch": 1, "val_top1": 50.0 + n if n % 2 == 0 else 10.0 - n})
+        for epoch in range(2, config.epochs + 1):
+            on_epoch({"epoch": epoch, "val_top1": 90.0 - n})
+        c = cost(spec)
+        return SimpleNamespace(last_top1=90.0 - len(calls), params=c.params, macs=c.macs, epochs=config.epochs)
+
+    config = SearchConfig(**{**SMALL, "seeds": 2}, epochs=3, strategy="halving", eta=3, keep=0, output=str(tmp_path))
+    report = run_search(config, trainer=trainer, progress=False)
+    pruned = [t for t in report["trials"] if t["pruned"]]
+    assert pruned and all(t["epochs"] == 1 for t in pruned)
+    full = [t for t in report["trials"] if t["epochs"] == 3]
+    assert full and not any(t["pruned"] for t in full)
+
+
 def test_pruned_trials_record_the_cost_of_the_network_trained(tmp_path):
     """A stopped trial's params and MACs are those of the network it trained (10 classes, 1 input channel, read
     from the weights it saved), not of the spec's 1000-class, 3-channel default: the same as a finished trial's."""

@@ -105,13 +105,16 @@ def test_weights_name_the_network_to_fine_tune(fmnist, trained, tmp_path, capsys
         ("metrics", {"config.json", "metrics.jsonl"}),
     ],
 )
-def test_artifacts_keep_only_what_was_asked(fmnist, tmp_path, artifacts, kept):
+def test_artifacts_keep_only_what_was_asked(fmnist, tmp_path, artifacts, kept, capsys):
     """`--artifacts weights|metrics`: no checkpoint, best/EMA weights, summary or PNG at the end (`all`, the default,
-    keeps them all); the metrics are the same as a full run's."""
-    full = fit(_config(fmnist, tmp_path / "all", ema_decay=0.9), progress=False)
+    keeps them all), and no summary table printed (a search's trials print one line each); the metrics are the
+    same as a full run's."""
+    full = fit(_config(fmnist, tmp_path / "all", ema_decay=0.9), progress=True)
     assert {p.name for p in (tmp_path / "all").iterdir()} >= {"checkpoint.pt", "best.safetensors", "curves.png"}
-    lean = fit(_config(fmnist, tmp_path / artifacts, ema_decay=0.9, artifacts=artifacts), progress=False)
+    assert "| best_top1 |" in capsys.readouterr().out
+    lean = fit(_config(fmnist, tmp_path / artifacts, ema_decay=0.9, artifacts=artifacts), progress=True)
     assert {p.name for p in (tmp_path / artifacts).iterdir()} == kept
+    assert "best_top1" not in capsys.readouterr().out
     assert [r["val_top1"] for r in lean.history] == [r["val_top1"] for r in full.history]
 
 

@@ -323,6 +323,8 @@ class Worker:
     def _on_epoch(self, trial: optuna.Trial, epochs: list[dict[str, Any]], record: Mapping[str, Any]) -> None:
         epochs.append(dict(record))
         trial.report(float(record["val_top1"]), int(record["epoch"]))
+        if int(record["epoch"]) >= self.config.epochs:  # trained in full: stopping it now would only hide it
+            return
         if trial.should_prune():
             raise optuna.TrialPruned(f"epoch {record['epoch']}: top-1 {record['val_top1']:.2f}% below its rung")
 

@@ -140,7 +140,8 @@ def _finish(run: Run, state: TrainState) -> TrainResult:
     else:
         run.run_dir.remove_checkpoint()  # the run is over: nothing to resume
     if run.progress:
-        print(render_markdown([row], [k for k, v in row.items() if v is not None]), end="")
+        if keep == "all":  # the summary.md just written; a search trial's one line is its worker's
+            print(render_markdown([row], [k for k, v in row.items() if v is not None]), end="")
         if bad:
             print(f"skipped {len(bad)} unreadable image(s): {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
     return r
