@@ -139,14 +139,33 @@ def test_a_spread_left_above_the_target_is_reported_with_what_to_do(capsys):
     assert calm.warning is None
 
 
+def test_busy_cores_reads_now_not_the_last_minute(tmp_path, monkeypatch):
+    """Busy cores are the busy share of /proc/stat's jiffies over a short window (not the lagging load average),
+    times the CPUs; an unreadable or frozen file falls back to the load average."""
+    stat = tmp_path / "stat"
+    samples = iter(
+        [
+            "cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 2 3 4\n",  # busy 200 of 1000
+            "cpu  250 0 150 1000 0 0 0 0 0 0\ncpu0 1 2 3 4\n",  # +200 busy of +400: half the CPUs
+        ]
+    )
+    monkeypatch.setattr(processes.time, "sleep", lambda s: stat.write_text(next(samples)))
+    monkeypatch.setattr(processes.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(processes.os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    stat.write_text(next(samples))
+    assert processes.busy_cores(0.0, stat) == pytest.approx(2.0)
+    assert processes.busy_cores(0.0, tmp_path / "missing") == 3.0
+    assert processes._cpu_times("cpu  1 2 x 4 5") is None and processes._cpu_times("intr 5") is None
+
+
 def test_default_threads_never_oversubscribe_the_cores(monkeypatch):
     monkeypatch.setattr(processes, "usable_cpus", lambda: 2)
     monkeypatch.setattr(processes, "_cpu_quota", lambda: None)
     for load, threads in ((0.0, 2), (0.4, 2), (1.2, 1), (5.0, 1)):
-        monkeypatch.setattr(processes.os, "getloadavg", lambda load=load: (load, load, load))
+        monkeypatch.setattr(processes, "busy_cores", lambda load=load: load)
         assert processes.free_cpus() == (threads, 2, load)
     monkeypatch.setattr(processes, "_cpu_quota", lambda: 1.5)  # a cgroup quota below the affinity mask
-    monkeypatch.setattr(processes.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(processes, "busy_cores", lambda: 0.0)
     assert processes.free_cpus().threads == 1
     monkeypatch.setattr(processes, "free_cpus", lambda: processes.FreeCores(1, 2, 3.5))
     from effnet.search import scaleup

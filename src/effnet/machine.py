@@ -3,7 +3,7 @@ that bounds every count of processes or threads a command starts by them.
 
 - :func:`usable_cpus`: the cores this process may run on (its affinity mask, e.g. under ``taskset``).
 - :func:`free_cpus`: how many threads a timed run may use now without oversubscribing the cores (usable cores,
-  a cgroup CPU quota, less the load average).
+  a cgroup CPU quota, less the cores busy now: :func:`busy_cores`).
 - :func:`available_memory`: the bytes a new allocation can still get: ``MemAvailable`` of ``/proc/meminfo``, lowered
   to the room left under a cgroup (container) memory limit; None where neither can be read. A CUDA device's memory
   is :func:`effnet.serving.hardware.device_memory` (it asks torch).
@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import NamedTuple
 
 from effnet.errors import Lowered
 
-__all__ = ["usable_cpus", "FreeCores", "free_cpus", "available_memory", "bound_count"]
+__all__ = ["usable_cpus", "FreeCores", "busy_cores", "free_cpus", "available_memory", "bound_count"]
 
 _CGROUP = Path("/sys/fs/cgroup")
 
@@ -49,22 +50,48 @@ def _cpu_quota() -> float | None:
 
 class FreeCores(NamedTuple):
     """Threads that do not oversubscribe the cores, the cores this process may use (affinity and cgroup quota) and
-    the 1-minute load average they were judged by."""
+    the busy cores they were judged by (:func:`busy_cores`)."""
 
     threads: int
     cores: int
     load: float
 
 
+def _cpu_times(stat: str) -> tuple[int, int] | None:
+    """(busy, total) jiffies of the aggregate ``cpu`` line of ``/proc/stat`` text; idle and iowait are not busy."""
+    for line in stat.splitlines():
+        fields = line.split()
+        if fields[:1] == ["cpu"] and len(fields) >= 5 and all(f.isdigit() for f in fields[1:]):
+            values = [int(f) for f in fields[1:9]]  # user nice system idle iowait irq softirq steal
+            return sum(values) - values[3] - values[4], sum(values)
+    return None
+
+
+def busy_cores(window_s: float = 0.3, stat: Path = Path("/proc/stat")) -> float:
+    """How many cores other work keeps busy *now*: the busy share of all CPUs over the next ``window_s`` seconds
+    (``/proc/stat``) times their count; the 1-minute load average where that cannot be read. The load average lags
+    by a minute, so right after a heavy command it would still count that command's cores as busy."""
+    try:
+        first = _cpu_times(stat.read_text())
+        time.sleep(window_s)
+        second = _cpu_times(stat.read_text())
+    except OSError:
+        first = second = None
+    if first is not None and second is not None and second[1] > first[1]:
+        share = (second[0] - first[0]) / (second[1] - first[1])
+        return max(0.0, share) * (os.cpu_count() or 1)
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+
 def free_cpus() -> FreeCores:
     """How many threads a timed run may use now without oversubscribing the cores: the usable cores (affinity, and a
-    cgroup quota below it) less the 1-minute load average, rounded, at least 1. On a busy 2-core machine that is 1
-    thread, where 2 threads would make timings swing by 100x ."""
+    cgroup quota below it) less the cores other work keeps busy now (:func:`busy_cores`), rounded, at least 1. On a
+    busy 2-core machine that is 1 thread, where 2 threads would make timings swing by 100x ."""
     cores = usable_cpus()
     quota = _cpu_quota()
     if quota is not None:
         cores = max(1, min(cores, math.floor(quota + 1e-9)))
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    load = busy_cores()
     return FreeCores(max(1, min(cores, round(cores - load))), cores, round(load, 2))
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from effnet.cli.flags import Flags, add_flags, build
 from effnet.config.profile import ProfileConfig
 from effnet.io import check_output
 from effnet.latency.profile import Profile
+from effnet.machine import busy_cores, usable_cpus
 
 HELP = (
     "Measure this machine's CPU engine (blocks, small networks, the fastest engine per batch) and save a latency "
@@ -47,13 +47,10 @@ def _summary(profile: Profile, path: str) -> dict[str, object]:
 
 def _load() -> str | None:
     """A warning when other work keeps this machine's CPUs busy (its timings, and so the model, would be noisy)."""
-    try:
-        load, cpus = os.getloadavg()[0], len(os.sched_getaffinity(0))
-    except (OSError, AttributeError):  # no load average on this OS
-        return None
+    load, cpus = busy_cores(), usable_cpus()
     if load <= 0.5 * cpus:
         return None
-    return f"the load average is {load:.1f} on {cpus} CPUs: timings will be noisy; profile on a quiet machine"
+    return f"other work keeps {load:.1f} of {cpus} CPUs busy: timings will be noisy; profile on a quiet machine"
 
 
 def run(args: argparse.Namespace) -> int:

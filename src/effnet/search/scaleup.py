@@ -12,7 +12,7 @@ Robustness (:mod:`effnet.search.rounds`): the measured members are measured in i
 member's spread over its rounds is at most ``max_spread`` (``min_rounds``..``max_rounds``); a member's latency is the
 median of its per-round latencies, its memory the largest peak of its rounds; a larger φ still measuring faster
 than a smaller one after an extra round is flagged (``anomaly``). The timed runs use the free cores only
-(:func:`effnet.search.processes.free_cpus`), and a spread left above ``max_spread`` is reported with what to do
+(:func:`effnet.machine.free_cpus`), and a spread left above ``max_spread`` is reported with what to do
 (``warning``).
 """
 
@@ -55,7 +55,7 @@ class ScaleResult:
     """Set when a measured member's spread stayed above ``max_spread``: what was wrong and what to do."""
     threads: tuple[int, int, float] | None = None
     """``(threads, cores, load)`` of a CPU measurement: the threads each timed run used, of how many cores, at what
-    load average (:func:`effnet.search.processes.free_cpus`)."""
+    load average (:func:`effnet.machine.free_cpus`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: coefficients, rule, budget, every φ and the chosen φ (with its spec)."""
@@ -294,7 +294,7 @@ def scale_family(
     ``chosen=None`` and a ``reason``; :func:`~effnet.search.family.select` raises instead. ``on_progress`` is called
     after every single measurement (:class:`~effnet.search.rounds.Progress`: done and planned measurements, the
     round); ``measure_one`` replaces the real measurement (tests). On the CPU the timed runs use ``config.threads``
-    or, by default, the free cores (:func:`effnet.search.processes.free_cpus`).
+    or, by default, the free cores (:func:`effnet.machine.free_cpus`).
     """
     check_type("config", config, ScaleConfig, "a ScaleConfig")
     if config.budget.needs_measurement and not config.device and not config.profile:
