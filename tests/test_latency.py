@@ -68,6 +68,10 @@ def test_prediction_is_the_sum_of_its_parts_and_grows_with_the_network():
     assert predict_latency("efficientnet_b0", doubled).ms == pytest.approx(2 * b0.ms)
     scaled = _profile(scale=1.5, offset_ms=2.0)
     assert predict_latency("efficientnet_b0", scaled).ms == pytest.approx(1.5 * b0.ms + 2.0)
+    from_memory = predict_latency("efficientnet_b0", _profile(weights_ms=1e-6))  # 1 ns per weight read
+    weights = sum(p.features[FEATURES.index("weights")] for p in network_parts(get_spec("efficientnet_b0")))
+    assert 5e6 < weights < cost("efficientnet_b0").params  # BN folded into the convolutions
+    assert from_memory.ms == pytest.approx(b0.ms + 1e-6 * weights, rel=1e-6)
     assert predict_latency("efficientnet_b0", profile, 256).ms > b0.ms  # a larger input costs more
 
 
@@ -181,13 +185,17 @@ def test_fit_recovers_a_known_model_and_its_network_scale():
         for part in network_parts(spec):
             if any(part.features):
                 blocks.append(Sample(part.features, sum(c * v for c, v in zip(truth, part.features, strict=True))))
-    nets = []
-    for spec in specs[:6]:
+    nets, weights = [], FEATURES.index("weights")
+    for spec in specs[:9] + specs[-3:]:
         total = tuple(map(sum, zip(*(p.features for p in network_parts(spec)), strict=True)))
-        nets.append(Sample(total, 1.2 * sum(c * v for c, v in zip(truth, total, strict=True)) + 0.5, network=True))
-    fit = fit_model(blocks + nets)
+        ms = 1.2 * sum(c * v for c, v in zip(truth, total, strict=True)) + 2e-6 * total[weights] + 0.5
+        nets.append(Sample(total, ms, network=True))
+    fit = fit_model(blocks + nets, weights)
     assert fit.scale == pytest.approx(1.2, rel=1e-3) and fit.offset_ms == pytest.approx(0.5, rel=1e-2)
-    assert max(abs(e) for e in cross_validate(blocks + nets)) < 1e-3
+    assert fit.weights_ms == pytest.approx(2e-6, rel=1e-2)
+    assert max(abs(e) for e in cross_validate(blocks + nets, weights_feature=weights)) < 1e-3
+    plain = fit_model(blocks + nets)  # no cost per weight: the scale and offset take what they can, not all
+    assert plain.weights_ms == 0.0 and max(abs(plain.predict(n) / n.ms - 1) for n in nets) > 1e-2
     with pytest.raises(InvalidValue, match="at least"):
         fit_model(blocks[:3])
 

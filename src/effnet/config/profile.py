@@ -64,7 +64,9 @@ class ProfileConfig:
         None, "engine threads (default: torch's, the CPUs this process may use)", limits=Range(1, 4096)
     )
     blocks: int = setting(120, "sampled blocks to measure (more: a better fit, a longer run)", limits=Range(40, 5000))
-    networks: int = setting(8, "small whole networks to measure (they fix the cost of a call)", limits=Range(2, 500))
+    networks: int = setting(
+        12, "small whole networks to measure (they fix the cost of a call and of reading weights)", limits=Range(3, 500)
+    )
     engine_batches: tuple[int, ...] = setting(
         ENGINE_BATCHES,
         "comma-separated batch sizes of the engine table (which CPU engine is fastest at each; none: no table)",

@@ -75,8 +75,10 @@ def predict_latency(
     ctx = Context(batch=fp.batch, cache_bytes=profile.model.cache_bytes, element_bytes=size)
     model, parts = profile.model, []
     found = network_parts(net, res, ctx)
+    weights = FEATURES.index("weights")
     for part in found:
         ms = model.scale * sum(c * v for c, v in zip(coefficients, part.features, strict=True))
+        ms += model.weights_ms * part.features[weights]  # inside a network, weights come from memory
         parts.append(PartLatency(part.name, ms + (model.offset_ms if part.name == "stem" else 0.0)))
     raw_mb = (sum(p.params for p in found) * size + max(p.peak for p in found) * fp.batch * size) / 2**20
     memory = profile.model.memory_base_mb + profile.model.memory_factor * raw_mb

@@ -50,7 +50,8 @@ def _number(name: str, value: Any, low: float = 0.0) -> float:
 class LatencyModel:
     """The fitted model at the profile's batch: ``coefficients[i]`` ms per unit of ``features[i]``
     (:data:`effnet.latency.features.FEATURES`), fitted on blocks timed alone; a whole network takes ``scale`` ×
-    the sum over its parts + ``offset_ms`` (fitted on whole networks: what a block alone does not show). Peak
+    the sum over its parts + ``weights_ms`` × its weights (read from memory, where a block timed alone keeps them
+    in cache) + ``offset_ms`` (fitted on whole networks: what a block alone does not show). Peak
     memory MiB = ``memory_base_mb`` + ``memory_factor`` × (weights + peak activations at the profile's precision and
     batch, in MiB). ``cache_bytes``: the cache a tensor must fit in not to count as ``spill``."""
 
@@ -61,6 +62,7 @@ class LatencyModel:
     memory_base_mb: float = 0.0
     memory_factor: float = 1.0
     cache_bytes: int = DEFAULT_CACHE_BYTES
+    weights_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.features) != len(self.coefficients):
@@ -72,6 +74,7 @@ class LatencyModel:
             _number(f"coefficient of {name}", value)
         _number("scale", self.scale, 1e-6)
         _number("offset_ms", self.offset_ms)
+        _number("weights_ms", self.weights_ms)
         _number("memory_base_mb", self.memory_base_mb)
         _number("memory_factor", self.memory_factor)
         if isinstance(self.cache_bytes, bool) or not isinstance(self.cache_bytes, int) or self.cache_bytes < 1:
@@ -129,6 +132,7 @@ class Profile:
                 "coefficients": dict(zip(self.model.features, self.model.coefficients, strict=True)),
                 "scale": self.model.scale,
                 "offset_ms": self.model.offset_ms,
+                "weights_ms": self.model.weights_ms,
                 "memory_base_mb": self.model.memory_base_mb,
                 "memory_factor": self.model.memory_factor,
                 "cache_bytes": self.model.cache_bytes,
@@ -172,6 +176,7 @@ class Profile:
                 model.get("memory_base_mb", 0.0),
                 model.get("memory_factor", 1.0),
                 model.get("cache_bytes", DEFAULT_CACHE_BYTES),
+                model.get("weights_ms", 0.0),
             ),
             engines=tuple(rows),
             reference=str(data.get("reference", "")),

@@ -12,13 +12,15 @@ What is measured (``docs/hardware-aware.md`` has the method):
   batch size of the table and the profile's own, the engines taking turns three times.
 
 Each unit is served exactly as effnet serves a model (BN folded, effnet's ONNX export, the engine of
-:mod:`effnet.serving.cpu_engines`) and timed in one burst after a warm-up: the median of its runs.
+:mod:`effnet.serving.cpu_engines`) and timed in :data:`ROUNDS` interleaved rounds, a burst after a warm-up each: the
+least of the bursts' medians (a slow spell of the machine only adds time).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import random
 import statistics
 import time
@@ -67,6 +69,10 @@ REFERENCE = "efficientnet_b0"
 """The network of the engine table."""
 MAX_UNIT_MACS = 3e9
 """Largest multiply-adds of one timed call (sampled units above it, divided by the batch, are drawn again)."""
+ROUNDS = 2
+"""Interleaved rounds in which a profile times every unit (:func:`measure_units`)."""
+ROUND_S = 0.12
+"""Seconds of one unit's burst in one round."""
 SETTLE_S = 0.1
 """Idle seconds before each engine-table timing: ONNX Runtime's threads spin-wait for work after a call, and on few
 cores the engine timed next would share them (``benchmarks/common.py``)."""
@@ -185,7 +191,7 @@ def time_engine(
 
 
 def measure_unit(unit: Unit, engine: str, precision: str, batch: int, target_s: float = 0.25) -> float:
-    """The unit's median ms per call of ``batch`` on ``engine`` at ``precision``."""
+    """The unit's median ms per call of ``batch`` on ``engine`` at ``precision``, in one burst."""
     x = unit_input(unit, batch)
     run = make_engine(unit_module(unit), x, engine, precision)
     return statistics.median(time_engine(run, x, target_s=target_s))
@@ -197,14 +203,22 @@ def measure_units(
     precision: str,
     batch: int,
     on_unit: Callable[[Unit], None] | None = None,
+    rounds: int = ROUNDS,
 ) -> list[float]:
-    """Every unit's median ms, in order; ``on_unit`` after each (a progress bar)."""
-    out = []
+    """Every unit's ms, in order: the least of its burst medians over ``rounds`` interleaved rounds (every unit is
+    served once, then timed once per round), so a slow spell of a shared machine, which only adds time, spoils one
+    burst and not the unit. ``on_unit`` after each timing (a progress bar counts ``rounds`` per unit)."""
+    prepared = []
     for unit in units:
-        out.append(measure_unit(unit, engine, precision, batch))
-        if on_unit is not None:
-            on_unit(unit)
-    return out
+        x = unit_input(unit, batch)
+        prepared.append((make_engine(unit_module(unit), x, engine, precision), x))
+    best = [math.inf] * len(units)
+    for _ in range(rounds):
+        for i, (run, x) in enumerate(prepared):
+            best[i] = min(best[i], statistics.median(time_engine(run, x, target_s=ROUND_S)))
+            if on_unit is not None:
+                on_unit(units[i])
+    return best
 
 
 def _reference(batch: int) -> tuple[nn.Module, torch.Tensor]:
@@ -284,11 +298,19 @@ def profile_device(config: ProfileConfig, on_step: Callable[[str], None] | None 
     ms = measure_units(units, engine, config.precision, config.batch, on_step)
     ctx = Context(batch=config.batch, cache_bytes=cache_bytes(), element_bytes=BYTES_PER_ELEMENT[config.precision])
     samples = [Sample(u.features(ctx), t, u.block is None) for u, t in zip(units, ms, strict=True)]
-    fit, errors = fit_model(samples), cross_validate(samples)
+    weights = FEATURES.index("weights")
+    fit, errors = fit_model(samples, weights), cross_validate(samples, weights_feature=weights)
     threads = torch.get_num_threads()
     profile = Profile(
         fingerprint=current_fingerprint(config.runtime, engine, config.precision, config.batch, threads),
-        model=LatencyModel(FEATURES, fit.coefficients, fit.scale, fit.offset_ms, cache_bytes=ctx.cache_bytes),
+        model=LatencyModel(
+            FEATURES,
+            fit.coefficients,
+            fit.scale,
+            fit.offset_ms,
+            cache_bytes=ctx.cache_bytes,
+            weights_ms=fit.weights_ms,
+        ),
         engines=table,
         reference=REFERENCE,
         quality=_quality(samples, errors),
@@ -315,4 +337,4 @@ def profile_steps(config: ProfileConfig) -> int:
     """How many measurements :func:`profile_device` makes (the length of its progress bar)."""
     engines = len(_engines(config.precision))
     batches = len({*config.engine_batches, config.batch}) if config.engine_batches else 0
-    return (batches * 3 * engines if engines > 1 else 0) + config.blocks + config.networks
+    return (batches * 3 * engines if engines > 1 else 0) + ROUNDS * (config.blocks + config.networks)
