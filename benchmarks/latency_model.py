@@ -3,6 +3,8 @@
     python benchmarks/latency_model.py                       # the full run (quiet machine; about 1.5-2 h on 2 cores)
     python benchmarks/latency_model.py --engines onnxruntime --batches 1 --subset smoke --blocks 40 --networks 3
                                                              # a smoke run (a few minutes)
+    python benchmarks/latency_model.py --batches 32 --merge runs/benchmarks/b1/latency_model.json
+                                                             # batch 32 now, joined with an earlier batch-1 run
 
 For each engine (ONNX Runtime fp32, OpenVINO fp32, and OpenVINO bf16 where the CPU has it natively) and batch size
 (1 and 32), the script makes a profile (``effnet profile``'s measurement, or reads one from ``--profiles-dir``), then
@@ -30,6 +32,7 @@ predicted and measured latency on two engines).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -294,13 +297,21 @@ def main() -> int:
         help=f"default {DEFAULT_OUT}; the committed results: {COMMITTED_OUT}",
     )
     parser.add_argument("--docs-dir", type=Path, default=Path("docs"))
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="latency_model.json of earlier runs (e.g. other batches) whose rows join this run's table and figures",
+    )
     args = parser.parse_args()
     pin_threads(args.threads)
     info = machine_info()
     configs = [(e, "fp32", b) for e in args.engines for b in args.batches]
     if "openvino" in args.engines and cpu_has_native_bf16() and not args.no_bf16:
         configs += [("openvino", "bf16", b) for b in args.batches]
-    rows = [row for config in configs for row in run_config(args, *config)]
+    rows = [row for path in args.merge for row in json.loads(path.read_text())["rows"]]
+    rows += [row for config in configs for row in run_config(args, *config)]
     summary = summarize(rows)
     info["loadavg_end"] = loadavg()
     columns = ["engine", "precision", "batch", "group", "network", "resolution", "macs", "predicted_ms"]

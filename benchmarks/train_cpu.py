@@ -16,6 +16,9 @@ in its own process, so its peak RSS (``ru_maxrss``) is its own; ``rss_before_mb`
 building the model and batch, so ``peak - before`` is what training itself added (activations, grads,
 optimizer state). With ``--rounds`` > 1 the variants run interleaved and the medians over rounds are kept.
 ``vs_best_peer``/``mem_vs_best_peer``: each variant against the fastest torchvision/timm variant of the run.
+With ``--profile-ops`` each variant's process then profiles two more steps (``torch.profiler``, CPU) and the report
+shows where a step's time goes: the operators with the most self time, for the fastest effnet variant and the
+fastest peer side by side.
 Writes ``train_cpu.json``, ``train_cpu.md``, ``train_cpu.png`` and ``benchmark-train-cpu.csv`` (timm's benchmark
 columns) under ``--out-dir``.
 """
@@ -80,8 +83,27 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def worker(variant: str, model_name: str, batch: int, resolution: int, threads: int, steps: int) -> dict[str, Any]:
-    """Train ``steps`` timed steps (after 2 warm-up steps) of one variant in this process; returns the metrics."""
+def _top_ops(step: Any, top: int = 12) -> list[dict[str, Any]]:
+    """The operators with the most self CPU time over two profiled steps: ms per step and share of the total."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+        step()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return [
+        {"op": e.key, "self_ms_per_step": e.self_cpu_time_total / 2e3, "share": e.self_cpu_time_total / total}
+        for e in ranked
+    ]
+
+
+def worker(
+    variant: str, model_name: str, batch: int, resolution: int, threads: int, steps: int, profile_ops: bool = False
+) -> dict[str, Any]:
+    """Train ``steps`` timed steps (after 2 warm-up steps) of one variant in this process; returns the metrics
+    (with ``profile_ops``: and :func:`_top_ops` of two more steps, after the timing)."""
     import torch
     from torch import nn
 
@@ -129,7 +151,9 @@ def worker(variant: str, model_name: str, batch: int, resolution: int, threads: 
         losses.append(step())
         times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    ops = _top_ops(step) if profile_ops else None
     return {
+        "top_ops": ops,
         "variant": variant,
         "step_times_s": times,
         "median_step_s": statistics.median(times),
@@ -157,6 +181,7 @@ def _run_worker(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         str(args.threads),
         "--steps",
         str(args.steps),
+        *(["--profile-ops"] if args.profile_ops else []),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     if proc.returncode != 0:
@@ -185,10 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--quick", action="store_true", help="tiny sizes and three variants: check that it all runs")
     p.add_argument("--trainer-images", type=int, default=4000, help="trainer section: training images (epochs: 2)")
+    p.add_argument("--profile-ops", action="store_true", help="peers: show where a step's time goes (operators)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        out = worker(args.worker, args.model, args.batch, args.resolution, args.threads, args.steps)
+        out = worker(args.worker, args.model, args.batch, args.resolution, args.threads, args.steps, args.profile_ops)
         print(json.dumps(out))
         return 0
     if args.quick:
@@ -204,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     if "peers" in args.sections:
         rows, runs, checks = _peers(args, meta)
         payload |= {"rows": rows, "runs": runs, "targets": checks}
-        table += _report(meta, rows, checks)
+        table += _report(meta, rows, checks) + _ops_report(rows, runs)
     meta["loadavg_end"] = loadavg()
     json_path, md_path = write_outputs(args.out_dir, "train_cpu", payload, table)
     print(table)
@@ -344,6 +370,23 @@ def _report(meta: dict[str, Any], rows: list[dict[str, Any]], checks: list[dict[
     ]
     tgt = markdown_table(checks, ["variant", "best_peer", "vs_best_peer", "mem_vs_best_peer", TARGET])
     return head + markdown_table(rows, cols) + "\n\n" + tgt
+
+
+def _ops_report(rows: list[dict[str, Any]], runs: dict[str, list[dict[str, Any]]]) -> str:
+    """Where a step's time goes: the top operators of the fastest effnet variant and of the fastest peer (their
+    last round), side by side; empty without ``--profile-ops``."""
+    timed = [r for r in rows if "images_per_s" in r]
+    ours = max((r for r in timed if r["variant"].startswith("effnet")), key=lambda r: r["images_per_s"], default=None)
+    peer = max((r for r in timed if r["variant"] in PEERS), key=lambda r: r["images_per_s"], default=None)
+    out = ""
+    for r in (ours, peer):
+        ops = runs[r["variant"]][-1].get("top_ops") if r is not None else None
+        if ops:
+            table = [{"op": o["op"], "ms_per_step": o["self_ms_per_step"], "share": o["share"]} for o in ops]
+            step_ms = 1e3 * r["median_step_s"]
+            out += f"\n\nWhere a step goes, {r['variant']} ({step_ms:.0f} ms per step, self CPU time):\n\n"
+            out += markdown_table(table, ["op", "ms_per_step", "share"])
+    return out
 
 
 if __name__ == "__main__":
