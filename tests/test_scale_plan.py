@@ -137,6 +137,13 @@ def test_a_spread_left_above_the_target_is_reported_with_what_to_do(capsys):
     assert "--threads 1" in busy.warning
     calm = scale_family(_config(Budget(max_latency_ms=30.0)), measure_one=Noisy([5.0 * 1.6**i for i in range(8)], 0.02))
     assert calm.warning is None
+    from effnet.search.scaleup import _spread_warning
+
+    wide = result.members
+    quiet = _spread_warning(wide, _config(Budget(max_latency_ms=30.0), max_rounds=3), (2, 2, 0.0))
+    assert quiet is not None and "varied although no other work was seen (0 of 2 cores busy" in quiet
+    loaded = _spread_warning(wide, _config(Budget(max_latency_ms=30.0), max_rounds=3), (1, 2, 1.4))
+    assert loaded is not None and "the machine was busy (1.4 of 2 cores busy with other work" in loaded
 
 
 def test_busy_cores_reads_now_not_the_last_minute(tmp_path, monkeypatch):

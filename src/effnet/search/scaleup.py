@@ -247,11 +247,16 @@ def _spread_warning(
     if not wide:
         return None
     which = ", ".join(f"phi={m.phi} ({m.spread:.2f})" for m in wide)
-    busy = f" (load {threads[2]:g} on {threads[1]} cores, {threads[0]} thread(s) per run)" if threads else ""
     fewer = ", or with --threads 1" if threads is None or threads[0] > 1 else ""
+    if threads is None:
+        cause = "the machine was busy or noisy"
+    else:
+        threads_line = f"{threads[2]:g} of {threads[1]} cores busy with other work, {threads[0]} thread(s) per run"
+        seen = "the machine was busy" if threads[2] >= 0.5 else "the timings varied although no other work was seen"
+        cause = f"{seen} ({threads_line})"
     return (
-        f"spread above --max-spread {config.max_spread:g} after {config.max_rounds} rounds for {which}: the machine "
-        f"was busy{busy} and these latencies are not reliable, nor is the choice; rerun on a quiet machine{fewer}, "
+        f"spread above --max-spread {config.max_spread:g} after {config.max_rounds} rounds for {which}: {cause}, "
+        f"so these latencies are not reliable, nor is the choice; rerun on a quiet machine{fewer}, "
         "or with a larger --max-rounds"
     )
 
