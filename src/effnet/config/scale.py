@@ -183,7 +183,7 @@ class ScaleConfig:
     repeats: int = setting(5, "timed runs per member and round; a round's latency is their median", "measurement")
     threads: int | None = setting(
         None,
-        "CPU threads of each timed run (default: the cores not busy now, i.e. usable cores less the load average, "
+        "CPU threads of each timed run (default: the cores not busy now, i.e. usable cores less those busy over 0.3 s, "
         "at least 1: never more threads than free cores; the result says how many)",
         "measurement",
     )

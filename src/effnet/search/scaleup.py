@@ -55,7 +55,7 @@ class ScaleResult:
     """Set when a measured member's spread stayed above ``max_spread``: what was wrong and what to do."""
     threads: tuple[int, int, float] | None = None
     """``(threads, cores, load)`` of a CPU measurement: the threads each timed run used, of how many cores, at what
-    load average (:func:`effnet.machine.free_cpus`)."""
+    number of cores other work kept busy (:func:`effnet.machine.free_cpus`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: coefficients, rule, budget, every φ and the chosen φ (with its spec)."""
