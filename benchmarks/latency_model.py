@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
@@ -50,11 +49,10 @@ from effnet.cost import cost
 from effnet.io import atomic_path, atomic_write_json
 from effnet.latency.predict import predict_latency
 from effnet.latency.profile import Profile, load_profile, save_profile
-from effnet.models.efficientnet import EfficientNet
 from effnet.scaling import flops_factor, grid, single_dimension_points
 from effnet.search.family import family
 from effnet.serving.hardware import cpu_has_native_bf16
-from effnet.serving.profile import make_engine, profile_device, time_engine
+from effnet.serving.profile import Unit, measure_units, profile_device
 from effnet.specs import NetworkSpec
 
 OTHERS = ("efficientnet_v2_s", "efficientnet_lite0", "resnet50", "mobilenetv2")
@@ -84,21 +82,12 @@ def networks(subset: str) -> list[tuple[str, NetworkSpec, dict[str, Any]]]:
 def measure(
     specs: list[NetworkSpec], engine: str, precision: str, batch: int, target_s: float, rounds: int
 ) -> list[float]:
-    """Each network's ms per batch served by ``engine``: the least of its burst medians over ``rounds`` interleaved
-    rounds (every network served once, then timed once per round; as a profile times its units)."""
-    prepared = []
-    for spec in tqdm(specs, desc=f"serve {engine} {precision} b{batch}", file=sys.stderr):
-        torch.manual_seed(0)
-        x = torch.randn(batch, spec.in_chans, spec.resolution, spec.resolution)
-        prepared.append((make_engine(EfficientNet(spec).eval(), x, engine, precision), x))
-    best = [float("inf")] * len(specs)
-    with tqdm(total=rounds * len(specs), desc=f"time {engine} {precision} b{batch}", file=sys.stderr) as bar:
-        for _ in range(rounds):
-            for i, (run, x) in enumerate(prepared):
-                times = time_engine(run, x, warmup=1, min_runs=3, target_s=target_s / rounds)
-                best[i] = min(best[i], statistics.median(times))
-                bar.update(1)
-    return best
+    """Each network's ms per batch served by ``engine``, timed as a profile times its units
+    (:func:`effnet.serving.profile.measure_units`: interleaved rounds, the least burst median)."""
+    units = [Unit(spec.name, spec, None, spec.resolution) for spec in specs]
+    with tqdm(total=rounds * len(units), desc=f"time {engine} {precision} b{batch}", file=sys.stderr) as bar:
+        tick = lambda _: bar.update(1)
+        return measure_units(units, engine, precision, batch, tick, rounds, target_s / rounds, warmup=1, min_runs=3)
 
 
 def get_profile(args: argparse.Namespace, engine: str, precision: str, batch: int) -> Profile:

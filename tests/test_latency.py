@@ -263,3 +263,19 @@ def test_profile_a_tiny_set_for_real(tmp_path, capsys):
     assert profile.fingerprint.engine == "onnxruntime" and profile.model.scale > 0
     estimate = predict_latency("efficientnet_b0", profile)
     assert 0 < estimate.ms < 60_000 and estimate.parts[0].name == "stem"
+
+
+def test_units_are_served_in_groups_that_fit_the_memory():
+    """A profile holds only as many served units as fit its share of memory (batch 32 of 132 units held at once
+    was killed for memory): groups are consecutive, cover every unit once, and stay under the room unless a unit is
+    alone in its group."""
+    from effnet.serving.profile import _groups, sample_units, unit_bytes
+
+    units = sample_units(0, 40, 4, 3e9 / 32)
+    sizes = [unit_bytes(u, 32) for u in units]
+    room = sorted(sizes)[len(sizes) // 2] * 3
+    groups = _groups(units, 32, room)
+    assert [i for g in groups for i in g] == list(range(len(units)))
+    assert all(len(g) == 1 or sum(sizes[i] for i in g) <= room for g in groups)
+    assert 1 < len(groups) < len(units)
+    assert unit_bytes(units[-1], 32) > 8 * unit_bytes(units[-1], 1)  # activations grow with the batch, weights not

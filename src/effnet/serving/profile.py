@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import gc
 import math
 import random
 import statistics
@@ -38,6 +39,7 @@ from effnet.latency.features import BYTES_PER_ELEMENT, FEATURES, Context, block_
 from effnet.latency.fingerprint import CPU_ENGINES, cache_bytes, current_fingerprint
 from effnet.latency.fit import Sample, cross_validate, fit_model
 from effnet.latency.profile import EngineTiming, LatencyModel, Profile, nearest_engine
+from effnet.machine import available_memory
 from effnet.models.efficientnet import EfficientNet
 from effnet.models.layers import BLOCK_MODULES
 from effnet.serving.cpu_engines import OnnxRuntimeEngine, OpenVinoEngine
@@ -58,6 +60,7 @@ __all__ = [
     "time_engine",
     "measure_unit",
     "measure_units",
+    "unit_bytes",
     "engine_table",
     "profile_device",
     "profile_steps",
@@ -197,6 +200,28 @@ def measure_unit(unit: Unit, engine: str, precision: str, batch: int, target_s: 
     return statistics.median(time_engine(run, x, target_s=target_s))
 
 
+def unit_bytes(unit: Unit, batch: int) -> float:
+    """An upper bound on the memory serving ``unit`` at ``batch`` takes: every convolution's input and output
+    elements and the weights, at 4 bytes (an engine's arena reuses much of it)."""
+    values = dict(zip(FEATURES, unit.features(Context(batch=batch)), strict=True))
+    elements = sum(values[k] for k in ("pw_in", "pw_out", "dw_io", "kxk_io", "output", "weights"))
+    return 4.0 * elements
+
+
+def _groups(units: Sequence[Unit], batch: int, room: float) -> list[list[int]]:
+    """Consecutive groups of unit indices whose :func:`unit_bytes` sum to at most ``room`` (a larger unit alone)."""
+    groups: list[list[int]] = [[]]
+    used = 0.0
+    for i, unit in enumerate(units):
+        need = unit_bytes(unit, batch)
+        if groups[-1] and used + need > room:
+            groups.append([])
+            used = 0.0
+        groups[-1].append(i)
+        used += need
+    return [g for g in groups if g]
+
+
 def measure_units(
     units: Sequence[Unit],
     engine: str,
@@ -204,20 +229,32 @@ def measure_units(
     batch: int,
     on_unit: Callable[[Unit], None] | None = None,
     rounds: int = ROUNDS,
+    target_s: float = ROUND_S,
+    *,
+    warmup: int = 2,
+    min_runs: int = 5,
 ) -> list[float]:
-    """Every unit's ms, in order: the least of its burst medians over ``rounds`` interleaved rounds (every unit is
-    served once, then timed once per round), so a slow spell of a shared machine, which only adds time, spoils one
-    burst and not the unit. ``on_unit`` after each timing (a progress bar counts ``rounds`` per unit)."""
-    prepared = []
-    for unit in units:
-        x = unit_input(unit, batch)
-        prepared.append((make_engine(unit_module(unit), x, engine, precision), x))
+    """Every unit's ms, in order: the least of its burst medians (at least ``min_runs`` calls and ``target_s``
+    seconds each, after ``warmup`` calls) over ``rounds`` interleaved rounds, so a slow spell of a shared machine,
+    which only adds time, spoils one burst and not the unit. Units are served in groups that fit a third of the
+    available memory (:func:`unit_bytes`); a group's units are served once, then timed once per round. ``on_unit``
+    after each timing (a progress bar counts ``rounds`` per unit)."""
+    free = available_memory()
+    room = free / 3 if free else float(2 << 30)
     best = [math.inf] * len(units)
-    for _ in range(rounds):
-        for i, (run, x) in enumerate(prepared):
-            best[i] = min(best[i], statistics.median(time_engine(run, x, target_s=ROUND_S)))
-            if on_unit is not None:
-                on_unit(units[i])
+    for group in _groups(units, batch, room):
+        prepared = []
+        for i in group:
+            x = unit_input(units[i], batch)
+            prepared.append((i, make_engine(unit_module(units[i]), x, engine, precision), x))
+        for _ in range(rounds):
+            for i, run, x in prepared:
+                times = time_engine(run, x, warmup=warmup, min_runs=min_runs, target_s=target_s)
+                best[i] = min(best[i], statistics.median(times))
+                if on_unit is not None:
+                    on_unit(units[i])
+        del prepared
+        gc.collect()
     return best
 
 
