@@ -212,9 +212,10 @@ def bar_plot(path: Path, groups: dict[str, dict[str, float]], ylabel: str, title
         ax.barh(names, [values[n] for n in names], color="tab:blue")
         ax.invert_yaxis()
         ax.set_xlabel(ylabel)
-        ax.set_title(f"{title} — {group}")
+        ax.set_title(group)
         for i, n in enumerate(names):
             ax.text(values[n], i, f" {values[n]:.3g}", va="center", fontsize=8)
+    fig.suptitle(title)  # once, above the panels: a long title over a narrow panel was clipped
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
