@@ -58,7 +58,6 @@ __all__ = [
     "unit_input",
     "make_engine",
     "time_engine",
-    "measure_unit",
     "measure_units",
     "unit_bytes",
     "engine_table",
@@ -191,13 +190,6 @@ def time_engine(
         run(x)
         times.append((time.perf_counter() - t0) * 1e3)
     return times
-
-
-def measure_unit(unit: Unit, engine: str, precision: str, batch: int, target_s: float = 0.25) -> float:
-    """The unit's median ms per call of ``batch`` on ``engine`` at ``precision``, in one burst."""
-    x = unit_input(unit, batch)
-    run = make_engine(unit_module(unit), x, engine, precision)
-    return statistics.median(time_engine(run, x, target_s=target_s))
 
 
 def unit_bytes(unit: Unit, batch: int) -> float:
