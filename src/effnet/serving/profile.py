@@ -7,7 +7,8 @@ What is measured (``docs/hardware-aware.md`` has the method):
   random width (0.5–2.2×), resolution (96–600 px) and activation, each the first block of its stage or a repeat,
   built alone (:data:`effnet.models.layers.BLOCK_MODULES`) and served by the engine on an input of its size;
 * **networks**: small whole networks (the same baselines at depth 0.5–1.5×, width 0.25–1.6×, 64–320 px, at most
-  :data:`MAX_UNIT_MACS` per call or :data:`MIN_NETWORK_MACS` per image, whichever is more), which fix the cost of a call and what a network loses between its blocks;
+  :data:`MAX_UNIT_MACS` per call or :data:`MIN_NETWORK_MACS` per image, whichever is more), which fix the cost of a
+  call and what a network loses between its blocks;
 * **engines**: the reference network (B0 at 224 px) on every installed CPU engine that serves the precision, at each
   batch size of the table and the profile's own, the engines taking turns three times.
 
