@@ -233,3 +233,25 @@ def test_a_budget_below_anything_measurable_is_one_line():
     assert code == 2 and "Traceback" not in err
     assert "even phi=0 has latency" in data["error"] and data["measured_members"] == 2
     assert err.strip().splitlines()[-1].startswith("effnet scale: error: no model of the family phi=0..7 fits")
+
+
+def test_a_member_on_the_budget_is_a_close_call_measured_in_every_round():
+    """phi=0 at 39 ms against a 40 ms budget: whether it fits is within --max-spread, so it gets every round (as
+    measuring every member would give it) and the result says another run may choose differently. Clear of the
+    budget, no close call and the minimum of rounds."""
+    true = [39.0 * 1.6**i for i in range(8)]
+    fake = Noisy(true, 0.01)
+    result = scale_family(_config(Budget(max_latency_ms=40.0), max_rounds=5), measure_one=fake)
+    assert result.chosen.phi == 0 and fake.calls.count(0) == 5
+    assert result.close_call is not None and result.close_call.startswith("phi=0 (")
+    assert "within --max-spread 0.1 of --max-latency-ms 40" in result.close_call
+    assert result.close_call.endswith("no member fits with room")
+    assert result.to_dict()["close_call"] == result.close_call
+    higher = scale_family(_config(Budget(max_latency_ms=105.0), max_rounds=5), measure_one=Noisy(true, 0.01))
+    assert higher.chosen.phi == 2 and higher.close_call.startswith("phi=2 (")  # 39 * 1.6**2 = 99.8 ms
+    assert higher.close_call.endswith("phi=1 fits with room")
+    missed = scale_family(_config(Budget(max_latency_ms=92.0), max_rounds=5), measure_one=Noisy(true, 0.01))
+    assert missed.chosen.phi == 1 and missed.close_call.startswith("phi=2 (")  # the first miss is the close one
+    clear = Noisy(true, 0.01)
+    calm = scale_family(_config(Budget(max_latency_ms=50.0), max_rounds=5), measure_one=clear)
+    assert calm.chosen.phi == 0 and calm.close_call is None and clear.calls.count(0) == 2

@@ -132,6 +132,8 @@ def _print_table(data: dict[str, Any], result: ScaleResult, config: ScaleConfig,
         print(f"note: {data['note']}")
     if data["warning"]:
         print(f"warning: {data['warning']}")
+    if data["close_call"]:
+        print(f"close call: {data['close_call']}")
     if result.chosen is not None:
         c = result.chosen
         print(
@@ -166,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
         print(json_text(data, indent=2))
         if data["warning"]:
             print(f"effnet scale: warning: {data['warning']}", file=sys.stderr)
+        if data["close_call"]:
+            print(f"effnet scale: close call: {data['close_call']}", file=sys.stderr)
     else:
         _print_table(data, result, config, options)
     if result.chosen is None:

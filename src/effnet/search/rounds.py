@@ -7,6 +7,8 @@ the next larger one (issue #14), and "the largest φ that fits" then jumps over 
   the machine hits all members alike instead of one of them;
 * rounds are added, at least ``min_rounds`` and at most ``max_rounds``, until every member's **spread** (max − min
   of its per-round latencies, relative to their median) is at most ``max_spread``;
+* a member measuring within ``max_spread`` of the budget (a **close call**: whether it fits is within the accepted
+  noise) gets rounds up to ``max_rounds`` too, as many as an unstable one;
 * a larger member measuring faster than a smaller one by more than ``max_spread`` (the accepted noise) gets **one
   more round** (it and the smaller members it undercuts, beyond ``max_rounds``) and is flagged as an **anomaly** if
   it still does;
@@ -103,6 +105,7 @@ def measure_in_rounds(
     max_rounds: int,
     max_spread: float,
     misses: Callable[[int, Sequence[T]], bool] | None = None,
+    close: Callable[[int, Sequence[T]], bool] | None = None,
     limit: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Rounds[T]:
@@ -113,7 +116,9 @@ def measure_in_rounds(
     member i, on its measurements so far, miss the budget?) the set grows from member 0 upwards only while needed:
     up to the first member that misses plus one above it (to catch an anomaly), re-planned after every
     measurement, so a member that stops missing after more rounds lets the set grow again. Members from ``limit``
-    on are never measured (their exact cost is over the budget, or their predicted cost far over it).
+    on are never measured (their exact cost is over the budget, or their predicted cost far over it). With
+    ``close(i, runs)`` (is member i, on its measurements so far, too close to the budget to call?) such a member
+    keeps the rounds going up to ``max_rounds``, as a spread above ``max_spread`` does.
     """
     if count < 1:
         raise InvalidValue(f"need at least one member to measure, got {count}")
@@ -151,7 +156,7 @@ def measure_in_rounds(
             once(state["active"] - 1)
         active = state["active"]
         short = [i for i in range(active) if len(runs[i]) < min_rounds]
-        unstable = any(spread(lats(i)) > max_spread for i in range(active))
+        unstable = any(spread(lats(i)) > max_spread or (close is not None and close(i, runs[i])) for i in range(active))
         if short or (unstable and state["round"] < max_rounds):  # another interleaved round
             batch = list(range(active)) if state["round"] < max_rounds else short
             state["round"] += 1 if state["round"] < max_rounds else 0

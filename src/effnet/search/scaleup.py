@@ -56,6 +56,9 @@ class ScaleResult:
     threads: tuple[int, int, float] | None = None
     """``(threads, cores, load)`` of a CPU measurement: the threads each timed run used, of how many cores, at what
     number of cores other work kept busy (:func:`effnet.machine.free_cpus`)."""
+    close_call: str | None = None
+    """Set when a member that decides the choice measured within ``max_spread`` of the latency budget: another run
+    may choose differently, and which member fits with room."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: coefficients, rule, budget, every φ and the chosen φ (with its spec)."""
@@ -83,6 +86,7 @@ class ScaleResult:
             "measure_all": c.measure_all if c.device else None,
             "measured_members": sum(m.measurement is not None for m in self.members) if c.device else None,
             "warning": self.warning,
+            "close_call": self.close_call,
             "budget": c.budget.to_dict(),
             "family": [m.to_dict() for m in self.members],
             "chosen_phi": self.chosen.phi if self.chosen else None,
@@ -170,6 +174,9 @@ def measure_family(
         def misses(i: int, runs: Sequence[Measurement]) -> bool:
             return bool(violations(members[i], config.budget, _combine(runs)))
 
+        def close(i: int, runs: Sequence[Measurement]) -> bool:
+            return _near(_combine(runs).latency_ms, config.budget, config.max_spread)
+
         rounds = measure_in_rounds(
             len(members),
             lambda i: one(members[i].spec),
@@ -178,6 +185,7 @@ def measure_family(
             max_rounds=config.max_rounds,
             max_spread=config.max_spread,
             misses=None if config.measure_all else misses,
+            close=close,
             limit=limit,
             on_progress=on_progress,
         )
@@ -261,6 +269,36 @@ def _spread_warning(
     )
 
 
+def _near(latency_ms: float, budget: Budget, tolerance: float) -> bool:
+    """Whether ``latency_ms`` is within ``tolerance`` (a fraction) of the latency budget, either side."""
+    limit = budget.max_latency_ms
+    return limit is not None and abs(latency_ms - limit) <= tolerance * limit
+
+
+def _close_call(members: Sequence[Member], config: ScaleConfig) -> str | None:
+    """What to know when a member that decides the choice (one up to the first miss) measured within
+    ``max_spread`` of the latency budget; None when every such member is clear of it."""
+    budget, tolerance = config.budget, config.max_spread
+    deciding = []
+    for m in sorted(members, key=lambda m: m.phi):
+        if m.measurement is None:
+            break
+        deciding.append(m)
+        if not m.fits:
+            break
+    near = [m for m in deciding if m.measurement and _near(m.measurement.latency_ms, budget, tolerance)]
+    if not near:
+        return None
+    which = ", ".join(f"phi={m.phi} ({m.measurement.latency_ms:.1f} ms)" for m in near if m.measurement)
+    room = [m for m in deciding if m.phi < near[0].phi and m.fits]
+    safe = f"phi={room[-1].phi} fits with room" if room else "no member fits with room"
+    return (
+        f"{which} measured within --max-spread {tolerance:g} of --max-latency-ms {budget.max_latency_ms:g}: "
+        f"whether {'it fits' if len(near) == 1 else 'they fit'} is within the timing noise, so another run may "
+        f"choose differently; {safe}"
+    )
+
+
 def _predicted(members: Sequence[Member], config: ScaleConfig) -> list[Member]:
     """Every member with its latency and memory predicted by ``config.profile`` (unchanged without one)."""
     if config.profile is None:
@@ -322,4 +360,5 @@ def scale_family(
     except ValueError as exc:
         chosen, reason = None, str(exc)
     warning = _spread_warning(out, config, threads)
-    return ScaleResult(config, tuple(out), chosen, reason, skipped_note(out, chosen), warning, threads)
+    close = _close_call(out, config) if config.device else None
+    return ScaleResult(config, tuple(out), chosen, reason, skipped_note(out, chosen), warning, threads, close)
