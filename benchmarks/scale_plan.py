@@ -47,6 +47,7 @@ def _run(flags: list[str], measure_all: bool) -> dict[str, Any]:
         "load": data.get("load"),
         "latency_ms": [m["latency_ms"] for m in family],
         "warning": data.get("warning"),
+        "close_call": data.get("close_call"),
         "error": data.get("error") or (proc.stderr.strip().splitlines()[-1:] or [None])[0] if proc.returncode else None,
     }
 
@@ -80,7 +81,19 @@ def main(argv: list[str] | None = None) -> int:
         "same_choice": same,
         "planned_within_60_s": runs[0]["wall_s"] <= 60,
     }
-    columns = ["mode", "wall_s", "exit", "chosen_phi", "measured", "members", "rounds", "threads", "load", "warning"]
+    columns = [
+        "mode",
+        "wall_s",
+        "exit",
+        "chosen_phi",
+        "measured",
+        "members",
+        "rounds",
+        "threads",
+        "load",
+        "warning",
+        "close_call",
+    ]
     table = markdown_table(runs, columns) + f"\nsame choice: {same}; command: {payload['command']}\n"
     js, md = write_outputs(args.out_dir, "scale_plan", payload, table)
     print(table, end="")
