@@ -116,9 +116,8 @@ def measure_in_rounds(
     member i, on its measurements so far, miss the budget?) the set grows from member 0 upwards only while needed:
     up to the first member that misses plus one above it (to catch an anomaly), re-planned after every
     measurement, so a member that stops missing after more rounds lets the set grow again. Members from ``limit``
-    on are never measured (their exact cost is over the budget, or their predicted cost far over it). With
-    ``close(i, runs)`` (is member i, on its measurements so far, too close to the budget to call?) such a member
-    keeps the rounds going up to ``max_rounds``, as a spread above ``max_spread`` does.
+    on are never measured (exact cost over the budget, or predicted far over it). ``close(i, runs)`` (member i is
+    too close to the budget to call) keeps the rounds going, as a wide spread does.
     """
     if count < 1:
         raise InvalidValue(f"need at least one member to measure, got {count}")
@@ -148,7 +147,6 @@ def measure_in_rounds(
         owed = max(0, min_rounds - state["round"]) * state["active"]
         state["planned"] = max(state["planned"], state["done"] + batch + owed)
 
-    anomalies: dict[int, tuple[int, ...]] = {}
     while True:
         while state["active"] < wanted():  # grow upwards: the new member joins the measured set now
             state["active"] += 1
@@ -156,7 +154,7 @@ def measure_in_rounds(
             once(state["active"] - 1)
         active = state["active"]
         short = [i for i in range(active) if len(runs[i]) < min_rounds]
-        unstable = any(spread(lats(i)) > max_spread or (close is not None and close(i, runs[i])) for i in range(active))
+        unstable = any(spread(lats(i)) > max_spread or bool(close and close(i, runs[i])) for i in range(active))
         if short or (unstable and state["round"] < max_rounds):  # another interleaved round
             batch = list(range(active)) if state["round"] < max_rounds else short
             state["round"] += 1 if state["round"] < max_rounds else 0
@@ -172,7 +170,7 @@ def measure_in_rounds(
         for i in extra:
             once(i)
         final = undercut([statistics.median(lats(i)) for i in range(active)], max_spread)
-        anomalies = {j: smaller for j, smaller in final.items() if j in suspects}
+        anomalies: dict[int, tuple[int, ...]] = {j: smaller for j, smaller in final.items() if j in suspects}
         if state["active"] >= wanted():
             break
         state["round"] = rounds  # the extra round moved the first miss: grow and go on
