@@ -284,10 +284,12 @@ def test_units_are_served_in_groups_that_fit_the_memory():
 def test_a_large_batch_profile_times_networks_of_the_size_it_predicts():
     """At batch 32 the blocks stay within MAX_UNIT_MACS per call, but the networks reach MIN_NETWORK_MACS per image:
     capped per call, they were a quarter of B0 and the fitted network terms predicted B0's family 6-35 % low."""
-    from effnet.serving.profile import MAX_UNIT_MACS, MIN_NETWORK_MACS, sample_units
+    from effnet.serving.profile import MAX_UNIT_MACS, MIN_NETWORK_MACS, sample_units, unit_caps
 
-    per_image = MAX_UNIT_MACS / 32
-    units = sample_units(0, 40, 12, per_image, MIN_NETWORK_MACS)
+    assert unit_caps(1) == (MAX_UNIT_MACS, MAX_UNIT_MACS)  # batch 1: one cap, as before
+    per_image, network_cap = unit_caps(32)
+    assert per_image == MAX_UNIT_MACS / 32 and network_cap == MIN_NETWORK_MACS
+    units = sample_units(0, 40, 12, per_image, network_cap)
     networks = [u.macs() for u in units if u.block is None]
     blocks = [u.macs() for u in units if u.block is not None]
     assert len(networks) == 12 and len(blocks) == 40

@@ -57,6 +57,7 @@ __all__ = [
     "Unit",
     "ProfileRun",
     "sample_units",
+    "unit_caps",
     "unit_module",
     "unit_input",
     "make_engine",
@@ -162,6 +163,13 @@ def sample_units(
         if unit.macs() <= max_macs:
             units.append(unit)
     return units
+
+
+def unit_caps(batch: int) -> tuple[float, float]:
+    """The multiply-adds per image a profile's sampled blocks and networks may reach at ``batch``:
+    :data:`MAX_UNIT_MACS` per call for blocks, and for networks that or :data:`MIN_NETWORK_MACS`, whichever is more."""
+    per_image = MAX_UNIT_MACS / batch
+    return per_image, max(per_image, MIN_NETWORK_MACS)
 
 
 def unit_module(unit: Unit) -> nn.Module:
@@ -334,8 +342,7 @@ def profile_device(config: ProfileConfig, on_step: Callable[[str], None] | None 
     batches = sorted({*config.engine_batches, config.batch}) if config.engine_batches else []
     table = engine_table(engines, batches, config.precision, on_step=on_step) if len(engines) > 1 else ()
     engine = _model_engine(config, table, engines)
-    per_image = MAX_UNIT_MACS / config.batch
-    units = sample_units(config.seed, config.blocks, config.networks, per_image, max(per_image, MIN_NETWORK_MACS))
+    units = sample_units(config.seed, config.blocks, config.networks, *unit_caps(config.batch))
     ms = measure_units(units, engine, config.precision, config.batch, on_step)
     ctx = Context(batch=config.batch, cache_bytes=cache_bytes(), element_bytes=BYTES_PER_ELEMENT[config.precision])
     samples = [Sample(u.features(ctx), t, u.block is None) for u, t in zip(units, ms, strict=True)]
