@@ -279,18 +279,18 @@ def _close_call(members: Sequence[Member], config: ScaleConfig) -> str | None:
     """What to know when a member that decides the choice (one up to the first miss) measured within
     ``max_spread`` of the latency budget; None when every such member is clear of it."""
     budget, tolerance = config.budget, config.max_spread
-    deciding = []
+    deciding: list[tuple[Member, float]] = []  # the measured members up to the first miss, with their latency
     for m in sorted(members, key=lambda m: m.phi):
         if m.measurement is None:
             break
-        deciding.append(m)
+        deciding.append((m, m.measurement.latency_ms))
         if not m.fits:
             break
-    near = [m for m in deciding if m.measurement and _near(m.measurement.latency_ms, budget, tolerance)]
+    near = [(m, ms) for m, ms in deciding if _near(ms, budget, tolerance)]
     if not near:
         return None
-    which = ", ".join(f"phi={m.phi} ({m.measurement.latency_ms:.1f} ms)" for m in near if m.measurement)
-    room = [m for m in deciding if m.phi < near[0].phi and m.fits]
+    which = ", ".join(f"phi={m.phi} ({ms:.1f} ms)" for m, ms in near)
+    room = [m for m, _ in deciding if m.phi < near[0][0].phi and m.fits]
     safe = f"phi={room[-1].phi} fits with room" if room else "no member fits with room"
     return (
         f"{which} measured within --max-spread {tolerance:g} of --max-latency-ms {budget.max_latency_ms:g}: "
